@@ -41,7 +41,10 @@ pub fn resolve(args: &ServeArgs) -> Result<CatalogConfig> {
             ))
         })?,
     };
-    if !(db_url.starts_with("sqlite:") || db_url.starts_with("postgres://") || db_url.starts_with("postgresql://")) {
+    if !(db_url.starts_with("sqlite:")
+        || db_url.starts_with("postgres://")
+        || db_url.starts_with("postgresql://"))
+    {
         return Err(Error::Config(format!(
             "unsupported --db {:?}: use sqlite://PATH or postgres://...",
             redact_url(&db_url)
@@ -59,7 +62,11 @@ pub fn resolve(args: &ServeArgs) -> Result<CatalogConfig> {
         ..s3
     };
     let auth = AuthConfig {
-        token: args.token.clone().filter(|t| !t.is_empty()).map(Secret::new),
+        token: args
+            .token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .map(Secret::new),
         client: match (&args.client_id, &args.client_secret) {
             (Some(id), Some(secret)) => Some((id.clone(), Secret::new(secret.clone()))),
             _ => None,
@@ -116,8 +123,8 @@ async fn wait_for_signal() -> Result<()> {
         context: "cannot install signal handler".into(),
         source,
     };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(io)?;
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(io)?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.map_err(io)?,
         _ = term.recv() => {}
@@ -131,7 +138,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://***@h:5432/db"
+        );
         assert_eq!(redact_url("sqlite:///x.db"), "sqlite:///x.db");
     }
 }

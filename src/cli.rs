@@ -99,7 +99,12 @@ pub struct ServeArgs {
     pub client_id: Option<String>,
 
     /// OAuth2 client secret (prefer the environment variable).
-    #[arg(long, env = "FLOE_CATALOG_CLIENT_SECRET", hide_env_values = true, requires = "client_id")]
+    #[arg(
+        long,
+        env = "FLOE_CATALOG_CLIENT_SECRET",
+        hide_env_values = true,
+        requires = "client_id"
+    )]
     pub client_secret: Option<String>,
 
     /// Lifetime of issued OAuth2 tokens, in seconds.

@@ -70,7 +70,9 @@ pub async fn prepare(
     };
     let metadata = state.warehouse.read_metadata(&current).await?;
     for requirement in &req.requirements {
-        requirement.check(Some(&metadata)).map_err(|e| from_iceberg(&e))?;
+        requirement
+            .check(Some(&metadata))
+            .map_err(|e| from_iceberg(&e))?;
     }
     if req.updates.is_empty() {
         return Ok(PreparedCommit {
@@ -173,7 +175,11 @@ pub async fn publish(state: &AppState, commits: &[PreparedCommit]) -> Result<()>
                     "Table {} was created concurrently",
                     only.table
                 )),
-                other => store_error(other, &only.table.namespace.to_string(), &only.table.to_string()),
+                other => store_error(
+                    other,
+                    &only.table.namespace.to_string(),
+                    &only.table.to_string(),
+                ),
             }),
         _ => {
             let swaps: Vec<PointerSwap> = commits.iter().filter_map(|c| c.swap.clone()).collect();

@@ -105,7 +105,10 @@ impl S3Options {
                 p.insert(props::S3_ACCESS_KEY_ID.to_string(), k.clone());
             }
             if let Some(s) = &self.secret_access_key {
-                p.insert(props::S3_SECRET_ACCESS_KEY.to_string(), s.expose().to_string());
+                p.insert(
+                    props::S3_SECRET_ACCESS_KEY.to_string(),
+                    s.expose().to_string(),
+                );
             }
             if let Some(t) = &self.session_token {
                 p.insert(props::S3_SESSION_TOKEN.to_string(), t.expose().to_string());
@@ -178,7 +181,10 @@ mod tests {
             token_ttl: Duration::from_secs(1),
         };
         let shown = format!("{auth:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 
     #[test]

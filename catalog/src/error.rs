@@ -163,7 +163,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.kind, self.status.as_u16(), self.message)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.kind,
+            self.status.as_u16(),
+            self.message
+        )
     }
 }
 

@@ -24,10 +24,10 @@ pub fn validate_name(name: &str, what: &str) -> Result<()> {
         Some(format!("is longer than {MAX_NAME_BYTES} bytes"))
     } else if name.chars().any(char::is_control) {
         Some("contains a control character".to_string())
-    } else if let Some(c) = name.chars().find(|c| matches!(c, '/' | '\\' | '.')) {
-        Some(format!("contains the character '{c}'"))
     } else {
-        None
+        name.chars()
+            .find(|c| matches!(c, '/' | '\\' | '.'))
+            .map(|c| format!("contains the character '{c}'"))
     };
     match problem {
         Some(p) => Err(ApiError::bad_request(format!(
@@ -50,7 +50,9 @@ impl Namespace {
     /// Validates the levels of a namespace.
     pub fn new(levels: Vec<String>) -> Result<Self> {
         if levels.is_empty() {
-            return Err(ApiError::bad_request("Namespace must have at least one level"));
+            return Err(ApiError::bad_request(
+                "Namespace must have at least one level",
+            ));
         }
         if levels.len() > MAX_NAMESPACE_LEVELS {
             return Err(ApiError::bad_request(format!(
@@ -156,7 +158,16 @@ mod tests {
 
     #[test]
     fn rejects_path_tricks_and_control_characters() {
-        for bad in ["", "a/b", "..", "a.b", "x\u{0}", "x\u{1f}y", "a\\b", &"x".repeat(256)] {
+        for bad in [
+            "",
+            "a/b",
+            "..",
+            "a.b",
+            "x\u{0}",
+            "x\u{1f}y",
+            "a\\b",
+            &"x".repeat(256),
+        ] {
             assert!(validate_name(bad, "name").is_err(), "{bad:?} accepted");
         }
         for good in ["bronze", "demand_2024", "Site-A", "ünïcode"] {

@@ -565,10 +565,21 @@ mod tests {
         s.create_table(&a, "a0").await?;
         s.create_table(&b, "b0").await?;
         let swaps = [
-            PointerSwap { table: a.clone(), expected: "a0".into(), new: "a1".into() },
-            PointerSwap { table: b.clone(), expected: "stale".into(), new: "b1".into() },
+            PointerSwap {
+                table: a.clone(),
+                expected: "a0".into(),
+                new: "a1".into(),
+            },
+            PointerSwap {
+                table: b.clone(),
+                expected: "stale".into(),
+                new: "b1".into(),
+            },
         ];
-        assert!(matches!(s.swap_pointers(&swaps).await, Err(StoreError::Conflict)));
+        assert!(matches!(
+            s.swap_pointers(&swaps).await,
+            Err(StoreError::Conflict)
+        ));
         assert_eq!(s.table_pointer(&a).await?.as_deref(), Some("a0"));
         assert_eq!(s.table_pointer(&b).await?.as_deref(), Some("b0"));
         Ok(())

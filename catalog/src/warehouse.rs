@@ -36,8 +36,8 @@ impl Warehouse {
         let root = normalize_location(root)
             .ok_or_else(|| format!("invalid warehouse location {root:?}"))?;
         let root = root.trim_end_matches('/').to_string();
-        let props = if root.starts_with("s3://") {
-            let bucket = root["s3://".len()..].split('/').next().unwrap_or_default();
+        let props = if let Some(path) = root.strip_prefix("s3://") {
+            let bucket = path.split('/').next().unwrap_or_default();
             if bucket.is_empty() {
                 return Err(format!("warehouse {root:?} names no bucket"));
             }
@@ -117,11 +117,7 @@ impl Warehouse {
     }
 
     /// The location of the metadata file that follows `current`.
-    pub fn next_metadata_location(
-        &self,
-        current: &str,
-        new: &TableMetadata,
-    ) -> MetadataLocation {
+    pub fn next_metadata_location(&self, current: &str, new: &TableMetadata) -> MetadataLocation {
         match MetadataLocation::from_str(current) {
             Ok(loc) if current.starts_with(new.location()) => {
                 loc.with_next_version().with_new_metadata(new)
@@ -210,11 +206,8 @@ pub fn normalize_location(location: &str) -> Option<String> {
         ("file://", rest.to_string())
     } else if location.starts_with('/') {
         ("file://", location.to_string())
-    } else if let Some((scheme, rest)) = location.split_once("://") {
-        match scheme {
-            "s3" | "s3a" | "s3n" => ("s3://", rest.to_string()),
-            _ => return None,
-        }
+    } else if let Some(("s3" | "s3a" | "s3n", rest)) = location.split_once("://") {
+        ("s3://", rest.to_string())
     } else {
         return None;
     };
@@ -244,9 +237,18 @@ mod tests {
 
     #[test]
     fn normalizes_local_and_s3_forms() {
-        assert_eq!(normalize_location("/tmp/w/").as_deref(), Some("file:///tmp/w"));
-        assert_eq!(normalize_location("file:/tmp/w").as_deref(), Some("file:///tmp/w"));
-        assert_eq!(normalize_location("file:///tmp/w").as_deref(), Some("file:///tmp/w"));
+        assert_eq!(
+            normalize_location("/tmp/w/").as_deref(),
+            Some("file:///tmp/w")
+        );
+        assert_eq!(
+            normalize_location("file:/tmp/w").as_deref(),
+            Some("file:///tmp/w")
+        );
+        assert_eq!(
+            normalize_location("file:///tmp/w").as_deref(),
+            Some("file:///tmp/w")
+        );
         assert_eq!(normalize_location("s3a://b/p").as_deref(), Some("s3://b/p"));
         assert_eq!(normalize_location("s3://b/p/../q"), None);
         assert_eq!(normalize_location("relative/path"), None);
@@ -259,8 +261,14 @@ mod tests {
         let w = local("file:///tmp/wh");
         assert!(w.confine("file:///tmp/wh/ns/t").is_ok());
         assert!(w.confine("/tmp/wh/ns/t").is_ok());
-        assert!(w.confine("file:///tmp/wh").is_err(), "the root itself is not a table location");
-        assert!(w.confine("file:///tmp/wh2/t").is_err(), "a sibling with a common prefix");
+        assert!(
+            w.confine("file:///tmp/wh").is_err(),
+            "the root itself is not a table location"
+        );
+        assert!(
+            w.confine("file:///tmp/wh2/t").is_err(),
+            "a sibling with a common prefix"
+        );
         assert!(w.confine("file:///tmp/wh/../etc").is_err());
         assert!(w.confine("s3://bucket/tmp/wh/t").is_err());
     }

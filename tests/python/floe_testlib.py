@@ -126,7 +126,7 @@ def tail(path: Path, max_bytes: int = 20000, start: int = 0) -> str:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for child processes: no AWS identity unless given, no proxies."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k.lower() not in {
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLOE_")) and k.lower() not in {
         "http_proxy", "https_proxy", "all_proxy"}}
     env["AWS_EC2_METADATA_DISABLED"] = "true"
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"

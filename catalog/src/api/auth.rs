@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use base64::Engine as _;
 use axum::extract::{Form, Request, State as AxState};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::json;
@@ -53,7 +53,8 @@ impl TokenIssuer {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         // A map lookup hashes the candidate, which leaks nothing useful:
         // tokens are 256 random bits.
-        live.get(token).is_some_and(|expiry| *expiry > Instant::now())
+        live.get(token)
+            .is_some_and(|expiry| *expiry > Instant::now())
     }
 }
 
@@ -208,7 +209,10 @@ mod tests {
     fn decodes_basic_credentials() {
         let mut headers = HeaderMap::new();
         // "client:s%3Acret" → the secret contains a colon, form-encoded.
-        headers.insert(header::AUTHORIZATION, "Basic Y2xpZW50OnMlM0FjcmV0".parse().expect("header"));
+        headers.insert(
+            header::AUTHORIZATION,
+            "Basic Y2xpZW50OnMlM0FjcmV0".parse().expect("header"),
+        );
         assert_eq!(
             basic_credentials(&headers),
             Some(("client".to_string(), "s:cret".to_string()))

@@ -140,7 +140,9 @@ where
             .await
             .map_err(|_| ApiError::payload_too_large(limit))?;
         if bytes.is_empty() {
-            return Err(ApiError::bad_request("Request body is empty; expected JSON"));
+            return Err(ApiError::bad_request(
+                "Request body is empty; expected JSON",
+            ));
         }
         serde_json::from_slice(&bytes)
             .map(ApiJson)
@@ -158,7 +160,9 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuer
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| ApiQuery(v))
-            .map_err(|e| ApiError::bad_request(format!("Invalid query parameters: {}", e.body_text())))
+            .map_err(|e| {
+                ApiError::bad_request(format!("Invalid query parameters: {}", e.body_text()))
+            })
     }
 }
 

@@ -85,7 +85,9 @@ pub(crate) async fn create(
         .await
         .map_err(|e| store_error(e, &ns.to_string(), ""))?;
     tracing::info!(namespace = %ns, "created namespace");
-    Ok(Json(json!({ "namespace": ns.levels(), "properties": req.properties })))
+    Ok(Json(
+        json!({ "namespace": ns.levels(), "properties": req.properties }),
+    ))
 }
 
 /// Property values are stored in VARCHAR(1000) columns (JDBC layout).
@@ -101,10 +103,7 @@ fn check_properties<'a>(props: impl Iterator<Item = (&'a String, &'a String)>) -
     Ok(())
 }
 
-async fn ensure_exists(
-    state: &super::AppState,
-    ns: &Namespace,
-) -> Result<HashMap<String, String>> {
+async fn ensure_exists(state: &super::AppState, ns: &Namespace) -> Result<HashMap<String, String>> {
     state
         .store
         .namespace_properties(ns)
@@ -120,7 +119,9 @@ pub(crate) async fn load(
 ) -> Result<Json<Value>> {
     let ns = Namespace::from_path(&param)?;
     let props = ensure_exists(&state, &ns).await?;
-    Ok(Json(json!({ "namespace": ns.levels(), "properties": props })))
+    Ok(Json(
+        json!({ "namespace": ns.levels(), "properties": props }),
+    ))
 }
 
 /// `HEAD /v1/namespaces/{namespace}`: 204 or 404.
@@ -181,5 +182,7 @@ pub(crate) async fn update_properties(
         .await
         .map_err(|e| store_error(e, &ns.to_string(), ""))?;
     let updated: Vec<&String> = req.updates.keys().collect();
-    Ok(Json(json!({ "updated": updated, "removed": removed, "missing": missing })))
+    Ok(Json(
+        json!({ "updated": updated, "removed": removed, "missing": missing }),
+    ))
 }

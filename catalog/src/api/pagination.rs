@@ -38,7 +38,9 @@ pub(crate) fn paginate<T>(
     let after = match params.page_token.as_deref() {
         None | Some("") => None,
         Some(token) => Some(decode(token).ok_or_else(|| {
-            ApiError::bad_request("Invalid pageToken: use the next-page-token of a previous response")
+            ApiError::bad_request(
+                "Invalid pageToken: use the next-page-token of a previous response",
+            )
         })?),
     };
     let mut rest: Vec<T> = match &after {
@@ -60,7 +62,7 @@ fn encode(key: &str) -> String {
 }
 
 fn decode(token: &str) -> Option<String> {
-    if token.len() % 2 != 0 {
+    if !token.len().is_multiple_of(2) {
         return None;
     }
     let bytes = (0..token.len())
@@ -87,7 +89,11 @@ mod tests {
         let mut seen = Vec::new();
         let mut token = None;
         for _ in 0..10 {
-            let (page, next) = paginate(items.clone(), |s| s.clone(), &params(token.as_deref(), Some("3")))?;
+            let (page, next) = paginate(
+                items.clone(),
+                |s| s.clone(),
+                &params(token.as_deref(), Some("3")),
+            )?;
             seen.extend(page);
             token = next;
             if token.is_none() {
@@ -101,7 +107,12 @@ mod tests {
     #[test]
     fn rejects_bad_sizes_and_tokens() {
         let items = vec!["a".to_string()];
-        for (t, s) in [(None, Some("0")), (None, Some("x")), (Some("zz"), None), (Some("abc"), None)] {
+        for (t, s) in [
+            (None, Some("0")),
+            (None, Some("x")),
+            (Some("zz"), None),
+            (Some("abc"), None),
+        ] {
             assert!(paginate(items.clone(), |s| s.clone(), &params(t, s)).is_err());
         }
     }

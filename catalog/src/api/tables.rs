@@ -5,13 +5,15 @@ use std::collections::{HashMap, HashSet};
 use axum::Json;
 use axum::extract::State as AxState;
 use axum::response::Response;
-use iceberg::spec::{FormatVersion, SortOrder, TableMetadata, TableMetadataBuilder, UnboundPartitionSpec};
+use iceberg::spec::{
+    FormatVersion, SortOrder, TableMetadata, TableMetadataBuilder, UnboundPartitionSpec,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::pagination::{PageParams, paginate};
-use super::{AppState, ApiJson, ApiPath, ApiQuery, State, no_content, store_error};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, State, no_content, store_error};
 use crate::commit::{self, CommitTableRequest};
 use crate::error::{ApiError, Result, from_iceberg};
 use crate::ident::{Namespace, TableIdentWire, TableName};
@@ -51,7 +53,9 @@ pub(crate) async fn list(
         .into_iter()
         .map(|name| json!({ "namespace": ns.levels(), "name": name }))
         .collect();
-    Ok(Json(json!({ "identifiers": identifiers, "next-page-token": next })))
+    Ok(Json(
+        json!({ "identifiers": identifiers, "next-page-token": next }),
+    ))
 }
 
 /// The REST spec's `CreateTableRequest`.
@@ -249,7 +253,12 @@ pub(crate) async fn commit(
     if prepared.swap.is_some() || prepared.creates {
         tracing::info!(table = %table, location = %prepared.location, "committed");
     }
-    let mut result = load_result(&state, Some(&prepared.location), &prepared.metadata, SnapshotFilter::All)?;
+    let mut result = load_result(
+        &state,
+        Some(&prepared.location),
+        &prepared.metadata,
+        SnapshotFilter::All,
+    )?;
     if let Some(obj) = result.0.as_object_mut() {
         obj.remove("config");
     }
@@ -313,9 +322,7 @@ pub(crate) async fn register(
     let location = state.warehouse.confine(&req.metadata_location)?;
     let metadata = iceberg::spec::TableMetadata::read_from(state.warehouse.io(), &location)
         .await
-        .map_err(|e| {
-            ApiError::bad_request(format!("Cannot read metadata file {location}: {e}"))
-        })?;
+        .map_err(|e| ApiError::bad_request(format!("Cannot read metadata file {location}: {e}")))?;
     state.warehouse.confine(metadata.location())?;
     let existing = state
         .store
@@ -324,7 +331,11 @@ pub(crate) async fn register(
         .map_err(|e| not_found_or(e, &table))?;
     let outcome = match existing {
         Some(expected) if req.overwrite => {
-            let swap = PointerSwap { table: table.clone(), expected, new: location.clone() };
+            let swap = PointerSwap {
+                table: table.clone(),
+                expected,
+                new: location.clone(),
+            };
             state.store.swap_pointers(&[swap]).await
         }
         Some(_) => return Err(ApiError::table_exists(&table.to_string())),
@@ -348,13 +359,17 @@ pub(crate) async fn rename(
 ) -> Result<Response> {
     let from = TableName::from_wire(&req.source)?;
     let to = TableName::from_wire(&req.destination)?;
-    state.store.rename_table(&from, &to).await.map_err(|e| match e {
-        crate::store::StoreError::NamespaceNotFound => {
-            ApiError::no_such_namespace(&to.namespace.to_string())
-        }
-        crate::store::StoreError::AlreadyExists => ApiError::table_exists(&to.to_string()),
-        other => not_found_or(other, &from),
-    })?;
+    state
+        .store
+        .rename_table(&from, &to)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NamespaceNotFound => {
+                ApiError::no_such_namespace(&to.namespace.to_string())
+            }
+            crate::store::StoreError::AlreadyExists => ApiError::table_exists(&to.to_string()),
+            other => not_found_or(other, &from),
+        })?;
     tracing::info!(from = %from, to = %to, "renamed table");
     Ok(no_content())
 }
@@ -369,7 +384,9 @@ pub(crate) async fn report_metrics(
     let table = table_name(&ns, &name)?;
     current_pointer(&state, &table).await?;
     if !report.is_object() {
-        return Err(ApiError::bad_request("A metrics report must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "A metrics report must be a JSON object",
+        ));
     }
     tracing::debug!(table = %table, kind = ?report.get("report-type"), "metrics report");
     Ok(no_content())

@@ -1,0 +1,753 @@
+//! The catalog's REST API exercised in-process through the router (no
+//! socket), against a real SQLite database and a real local warehouse.
+//! Client-library conformance (pyiceberg, Spark) is tested from Python in
+//! `tests/python`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use floe_catalog::{AuthConfig, Catalog, CatalogConfig, S3Options, Secret};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Harness {
+    router: Router,
+    token: Option<String>,
+}
+
+fn config(dir: &Path, db: Option<String>) -> CatalogConfig {
+    let warehouse = format!("file://{}", dir.join("wh").display());
+    CatalogConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        db_url: db.unwrap_or_else(|| format!("sqlite://{}/catalog.db", dir.display())),
+        warehouse,
+        name: "floe".into(),
+        s3: S3Options::default(),
+        vend_credentials: false,
+        auth: AuthConfig::default(),
+        max_body_bytes: 1024 * 1024,
+    }
+}
+
+impl Harness {
+    async fn open(config: CatalogConfig) -> Self {
+        let catalog = Catalog::open(config).await.expect("catalog opens");
+        Self {
+            router: catalog.router(),
+            token: None,
+        }
+    }
+
+    async fn new(dir: &Path) -> Self {
+        Self::open(config(dir, None)).await
+    }
+
+    async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        ctype: &str,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", ctype);
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = self
+            .router
+            .clone()
+            .oneshot(req.body(body).expect("request"))
+            .await
+            .expect("router answers");
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "non-JSON body {:?} for {path}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        (status, value)
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        self.call_raw(method, path, body, "application/json").await
+    }
+
+    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, value) = self.call(method.clone(), path, body).await;
+        assert!(status.is_success(), "{method} {path} → {status}: {value}");
+        value
+    }
+
+    async fn namespace(&self, name: &str) {
+        self.ok(
+            Method::POST,
+            "/v1/namespaces",
+            Some(json!({"namespace": [name]})),
+        )
+        .await;
+    }
+
+    async fn table(&self, ns: &str, name: &str) -> Value {
+        self.ok(
+            Method::POST,
+            &format!("/v1/namespaces/{ns}/tables"),
+            Some(create_table_body(name)),
+        )
+        .await
+    }
+}
+
+fn create_table_body(name: &str) -> Value {
+    json!({
+        "name": name,
+        "schema": {"type": "struct", "schema-id": 0, "fields": [
+            {"id": 1, "name": "ts_utc", "type": "timestamptz", "required": false},
+            {"id": 2, "name": "site_id", "type": "string", "required": false},
+            {"id": 3, "name": "value", "type": "double", "required": false}
+        ]},
+        "partition-spec": {"fields": [{"source-id": 1, "transform": "day", "name": "ts_utc_day"}]},
+        "properties": {"owner": "tests"}
+    })
+}
+
+fn assert_error(status: StatusCode, body: &Value, want: StatusCode, kind: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["error"]["type"], kind, "{body}");
+    assert_eq!(body["error"]["code"], want.as_u16(), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+fn set_property(key: &str, value: &str) -> Value {
+    json!({"requirements": [], "updates": [{"action": "set-properties", "updates": {key: value}}]})
+}
+
+#[tokio::test]
+async fn config_health_and_unknown_routes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::new(dir.path()).await;
+    let cfg = h.ok(Method::GET, "/v1/config?warehouse=floe", None).await;
+    assert!(cfg["endpoints"].as_array().is_some_and(|e| !e.is_empty()));
+    let (status, body) = h
+        .call(Method::GET, "/v1/config?warehouse=other", None)
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "NotFoundException");
+    assert_eq!(h.ok(Method::GET, "/healthz", None).await["status"], "ok");
+    let (status, body) = h.call(Method::GET, "/v1/nope", None).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "NotFoundException");
+    let (status, body) = h.call(Method::PUT, "/v1/namespaces", None).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "BadRequestException",
+    );
+}
+
+#[tokio::test]
+async fn namespace_lifecycle_and_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::new(dir.path()).await;
+    h.namespace("a").await;
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/v1/namespaces",
+            Some(json!({"namespace": ["a"]})),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "AlreadyExistsException",
+    );
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/v1/namespaces",
+            Some(json!({"namespace": ["x", "y"]})),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::NOT_FOUND,
+        "NoSuchNamespaceException",
+    );
+    h.ok(
+        Method::POST,
+        "/v1/namespaces",
+        Some(json!({"namespace": ["a", "b"]})),
+    )
+    .await;
+    let children = h.ok(Method::GET, "/v1/namespaces?parent=a", None).await;
+    assert_eq!(children["namespaces"], json!([["a", "b"]]));
+    let (status, _) = h.call(Method::HEAD, "/v1/namespaces/a%1Fb", None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = h.call(Method::DELETE, "/v1/namespaces/a", None).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::CONFLICT,
+        "NamespaceNotEmptyException",
+    );
+    let updated = h
+        .ok(
+            Method::POST,
+            "/v1/namespaces/a/properties",
+            Some(json!({"updates": {"k": "v"}, "removals": ["gone"]})),
+        )
+        .await;
+    assert_eq!(
+        updated,
+        json!({"updated": ["k"], "removed": [], "missing": ["gone"]})
+    );
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/v1/namespaces/a/properties",
+            Some(json!({"updates": {"k": "v"}, "removals": ["k"]})),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "UnprocessableEntityException",
+    );
+    assert_eq!(
+        h.ok(Method::GET, "/v1/namespaces/a", None).await["properties"],
+        json!({"k": "v"})
+    );
+    h.ok(Method::DELETE, "/v1/namespaces/a%1Fb", None).await;
+    h.ok(Method::DELETE, "/v1/namespaces/a", None).await;
+    let (status, body) = h.call(Method::GET, "/v1/namespaces/a", None).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::NOT_FOUND,
+        "NoSuchNamespaceException",
+    );
+}
+
+#[tokio::test]
+async fn pagination_returns_every_table_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::new(dir.path()).await;
+    h.namespace("n").await;
+    for i in 0..5 {
+        h.table("n", &format!("t{i}")).await;
+    }
+    let mut names = Vec::new();
+    let mut token = String::new();
+    for _ in 0..10 {
+        let page = h
+            .ok(
+                Method::GET,
+                &format!("/v1/namespaces/n/tables?pageSize=2&pageToken={token}"),
+                None,
+            )
+            .await;
+        for id in page["identifiers"].as_array().expect("identifiers") {
+            names.push(id["name"].as_str().expect("name").to_string());
+        }
+        match page["next-page-token"].as_str() {
+            Some(t) => token = t.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["t0", "t1", "t2", "t3", "t4"]);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_4xx_error_model_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::new(dir.path()).await;
+    h.namespace("n").await;
+    let created = h.table("n", "t").await;
+    let before = created["metadata-location"].clone();
+    let cases: Vec<(Method, &str, Body, StatusCode, &str)> = vec![
+        (
+            Method::POST,
+            "/v1/namespaces/n/tables/t",
+            Body::from("{not json"),
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+        ),
+        (
+            Method::POST,
+            "/v1/namespaces/n/tables/t",
+            Body::from(r#"{"updates":[{"action":"drop-everything"}]}"#),
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+        ),
+        (
+            Method::POST,
+            "/v1/namespaces/n/tables/t",
+            Body::from(vec![b' '; 2 * 1024 * 1024]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BadRequestException",
+        ),
+        (
+            Method::POST,
+            "/v1/namespaces/n/tables/t",
+            Body::empty(),
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+        ),
+        (
+            Method::POST,
+            "/v1/namespaces/n/tables/missing",
+            Body::from(set_property("a", "b").to_string()),
+            StatusCode::NOT_FOUND,
+            "NoSuchTableException",
+        ),
+        (
+            Method::POST,
+            "/v1/namespaces/n/tables/t",
+            Body::from(
+                r#"{"requirements":[{"type":"assert-table-uuid","uuid":"00000000-0000-0000-0000-000000000000"}],"updates":[]}"#,
+            ),
+            StatusCode::CONFLICT,
+            "CommitFailedException",
+        ),
+        (
+            Method::POST,
+            "/v1/namespaces/n/tables/t",
+            Body::from(r#"{"updates":[{"action":"set-location","location":"file:///etc"}]}"#),
+            StatusCode::FORBIDDEN,
+            "ForbiddenException",
+        ),
+        (
+            Method::POST,
+            "/v1/namespaces/n/tables",
+            Body::from(create_table_body("a.b").to_string()),
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+        ),
+        (
+            Method::POST,
+            "/v1/namespaces/n/tables",
+            Body::from(create_table_body(&"x".repeat(300)).to_string()),
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+        ),
+        (
+            Method::POST,
+            "/v1/namespaces",
+            Body::from(r#"{"namespace":[".."]}"#),
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+        ),
+        (
+            Method::POST,
+            "/v1/namespaces",
+            Body::from(r#"{"namespace":["a\u0001"]}"#),
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+        ),
+        (
+            Method::GET,
+            "/v1/namespaces/n/tables/t?snapshots=some",
+            Body::empty(),
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+        ),
+        (
+            Method::GET,
+            "/v1/namespaces?pageSize=-1",
+            Body::empty(),
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+        ),
+        (
+            Method::POST,
+            "/v1/namespaces/n/register",
+            Body::from(r#"{"name":"r","metadata-location":"file:///etc/passwd"}"#),
+            StatusCode::FORBIDDEN,
+            "ForbiddenException",
+        ),
+        (
+            Method::POST,
+            "/v1/transactions/commit",
+            Body::from(r#"{"table-changes":[{"requirements":[],"updates":[]}]}"#),
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+        ),
+    ];
+    for (method, path, body, want, kind) in cases {
+        let (status, value) = h.call_raw(method, path, body, "application/json").await;
+        assert_error(status, &value, want, kind);
+    }
+    let mut with_location = create_table_body("outside");
+    with_location["location"] = json!("file:///tmp/elsewhere");
+    let (status, value) = h
+        .call(Method::POST, "/v1/namespaces/n/tables", Some(with_location))
+        .await;
+    assert_error(status, &value, StatusCode::FORBIDDEN, "ForbiddenException");
+    let after = h.ok(Method::GET, "/v1/namespaces/n/tables/t", None).await;
+    assert_eq!(
+        after["metadata-location"], before,
+        "a rejected request changed the table"
+    );
+}
+
+#[tokio::test]
+async fn stale_commit_fails_and_requirements_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::new(dir.path()).await;
+    h.namespace("n").await;
+    let t = h.table("n", "t").await;
+    let schema_id = t["metadata"]["current-schema-id"].clone();
+    let body = |k: &str| {
+        json!({"requirements": [{"type": "assert-current-schema-id", "current-schema-id": schema_id}],
+               "updates": [{"action": "set-properties", "updates": {k: "1"}},
+                           {"action": "add-schema", "schema": {"type": "struct", "schema-id": 1, "fields": [
+                               {"id": 1, "name": "ts_utc", "type": "timestamptz", "required": false},
+                               {"id": 2, "name": "site_id", "type": "string", "required": false},
+                               {"id": 3, "name": "value", "type": "double", "required": false},
+                               {"id": 4, "name": k, "type": "int", "required": false}]}},
+                           {"action": "set-current-schema", "schema-id": -1}]})
+    };
+    h.ok(
+        Method::POST,
+        "/v1/namespaces/n/tables/t",
+        Some(body("first")),
+    )
+    .await;
+    let (status, value) = h
+        .call(
+            Method::POST,
+            "/v1/namespaces/n/tables/t",
+            Some(body("second")),
+        )
+        .await;
+    assert_error(
+        status,
+        &value,
+        StatusCode::CONFLICT,
+        "CommitFailedException",
+    );
+    let loaded = h.ok(Method::GET, "/v1/namespaces/n/tables/t", None).await;
+    assert_eq!(loaded["metadata"]["properties"]["first"], "1");
+    assert!(loaded["metadata"]["properties"].get("second").is_none());
+    assert_eq!(
+        loaded["metadata"]["metadata-log"].as_array().map(Vec::len),
+        Some(1)
+    );
+}
+
+/// Eight writers race on one table; every commit either wins the pointer
+/// swap or gets 409 and retries. No property (update) may be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commits_lose_no_update() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::new(dir.path()).await;
+    h.namespace("n").await;
+    h.table("n", "t").await;
+    let mut tasks = Vec::new();
+    for writer in 0..8 {
+        let router = h.router.clone();
+        tasks.push(tokio::spawn(async move {
+            let h = Harness {
+                router,
+                token: None,
+            };
+            let mut conflicts = 0;
+            for i in 0..10 {
+                let key = format!("w{writer}-{i}");
+                let mut done = false;
+                for _attempt in 0..200 {
+                    let (status, body) = h
+                        .call(
+                            Method::POST,
+                            "/v1/namespaces/n/tables/t",
+                            Some(set_property(&key, "x")),
+                        )
+                        .await;
+                    match status {
+                        StatusCode::OK => {
+                            done = true;
+                            break;
+                        }
+                        StatusCode::CONFLICT => {
+                            conflicts += 1;
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                        other => panic!("unexpected {other}: {body}"),
+                    }
+                }
+                assert!(done, "writer {writer} gave up on {key}");
+            }
+            conflicts
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    let loaded = h.ok(Method::GET, "/v1/namespaces/n/tables/t", None).await;
+    let props = loaded["metadata"]["properties"]
+        .as_object()
+        .expect("properties");
+    let written = props.keys().filter(|k| k.starts_with('w')).count();
+    assert_eq!(written, 80, "lost updates: {props:?}");
+}
+
+#[tokio::test]
+async fn multi_table_transaction_is_all_or_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::new(dir.path()).await;
+    h.namespace("n").await;
+    h.table("n", "a").await;
+    let b = h.table("n", "b").await;
+    let uuid_b = b["metadata"]["table-uuid"].clone();
+    let change = |name: &str, req: Value| {
+        json!({"identifier": {"namespace": ["n"], "name": name}, "requirements": req,
+               "updates": [{"action": "set-properties", "updates": {"tx": "1"}}]})
+    };
+    let failing = json!({"table-changes": [
+        change("a", json!([])),
+        change("b", json!([{"type": "assert-table-uuid", "uuid": "00000000-0000-0000-0000-000000000001"}])),
+    ]});
+    let (status, body) = h
+        .call(Method::POST, "/v1/transactions/commit", Some(failing))
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "CommitFailedException");
+    for t in ["a", "b"] {
+        let loaded = h
+            .ok(Method::GET, &format!("/v1/namespaces/n/tables/{t}"), None)
+            .await;
+        assert!(
+            loaded["metadata"]["properties"].get("tx").is_none(),
+            "{t} changed"
+        );
+    }
+    let passing = json!({"table-changes": [
+        change("a", json!([])),
+        change("b", json!([{"type": "assert-table-uuid", "uuid": uuid_b}])),
+    ]});
+    let (status, body) = h
+        .call(Method::POST, "/v1/transactions/commit", Some(passing))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    for t in ["a", "b"] {
+        let loaded = h
+            .ok(Method::GET, &format!("/v1/namespaces/n/tables/{t}"), None)
+            .await;
+        assert_eq!(loaded["metadata"]["properties"]["tx"], "1", "{t} unchanged");
+    }
+}
+
+#[tokio::test]
+async fn stage_create_then_commit_creates_the_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::new(dir.path()).await;
+    h.namespace("n").await;
+    let mut body = create_table_body("staged");
+    body["stage-create"] = json!(true);
+    let staged = h
+        .ok(Method::POST, "/v1/namespaces/n/tables", Some(body))
+        .await;
+    assert!(staged.get("metadata-location").is_none(), "{staged}");
+    let (status, _) = h
+        .call(Method::HEAD, "/v1/namespaces/n/tables/staged", None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "staging must not create the table"
+    );
+    let m = &staged["metadata"];
+    let commit = json!({
+        "requirements": [{"type": "assert-create"}],
+        "updates": [
+            {"action": "assign-uuid", "uuid": m["table-uuid"]},
+            {"action": "upgrade-format-version", "format-version": 2},
+            {"action": "add-schema", "schema": m["schemas"][0]},
+            {"action": "set-current-schema", "schema-id": -1},
+            {"action": "add-spec", "spec": m["partition-specs"][0]},
+            {"action": "set-default-spec", "spec-id": -1},
+            {"action": "add-sort-order", "sort-order": m["sort-orders"][0]},
+            {"action": "set-default-sort-order", "sort-order-id": -1},
+            {"action": "set-location", "location": m["location"]},
+            {"action": "set-properties", "updates": m["properties"]}
+        ]
+    });
+    let created = h
+        .ok(
+            Method::POST,
+            "/v1/namespaces/n/tables/staged",
+            Some(commit.clone()),
+        )
+        .await;
+    assert_eq!(created["metadata"]["table-uuid"], m["table-uuid"]);
+    assert_eq!(
+        created["metadata"]["partition-specs"][0]["fields"][0]["transform"],
+        "day"
+    );
+    let (status, body) = h
+        .call(Method::POST, "/v1/namespaces/n/tables/staged", Some(commit))
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "CommitFailedException");
+}
+
+#[tokio::test]
+async fn rename_register_and_purge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::new(dir.path()).await;
+    h.namespace("n").await;
+    h.namespace("m").await;
+    let t = h.table("n", "t").await;
+    let location = t["metadata"]["location"]
+        .as_str()
+        .expect("location")
+        .to_string();
+    let rename = json!({"source": {"namespace": ["n"], "name": "t"},
+                        "destination": {"namespace": ["m"], "name": "u"}});
+    h.ok(Method::POST, "/v1/tables/rename", Some(rename.clone()))
+        .await;
+    let (status, body) = h
+        .call(Method::POST, "/v1/tables/rename", Some(rename))
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "NoSuchTableException");
+    let moved = h.ok(Method::GET, "/v1/namespaces/m/tables/u", None).await;
+    let meta_location = moved["metadata-location"]
+        .as_str()
+        .expect("location")
+        .to_string();
+    // Drop without purge keeps the files, so the table can be registered again.
+    h.ok(Method::DELETE, "/v1/namespaces/m/tables/u", None)
+        .await;
+    h.ok(
+        Method::POST,
+        "/v1/namespaces/n/register",
+        Some(json!({"name": "again", "metadata-location": meta_location})),
+    )
+    .await;
+    let folder = location.strip_prefix("file://").expect("local");
+    assert!(Path::new(folder).join("metadata").exists());
+    h.ok(
+        Method::DELETE,
+        "/v1/namespaces/n/tables/again?purgeRequested=true",
+        None,
+    )
+    .await;
+    assert!(
+        !Path::new(folder).join("metadata").exists(),
+        "purge left {folder}"
+    );
+}
+
+#[tokio::test]
+async fn tables_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    restart_keeps_everything(config(dir.path(), None)).await;
+}
+
+/// Runs when FLOE_TEST_POSTGRES_URL names a database (the test command
+/// starts one); otherwise says so and passes.
+#[tokio::test]
+async fn tables_survive_a_restart_on_postgres() {
+    let Ok(url) = std::env::var("FLOE_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: set FLOE_TEST_POSTGRES_URL to test the PostgreSQL store");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path(), Some(url));
+    // Each run gets its own catalog_name, so runs never see each other's rows.
+    cfg.name = format!("restart-{}", uuid_like());
+    restart_keeps_everything(cfg).await;
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
+async fn restart_keeps_everything(cfg: CatalogConfig) {
+    let h = Harness::open(cfg.clone()).await;
+    h.namespace("n").await;
+    h.table("n", "t").await;
+    h.ok(
+        Method::POST,
+        "/v1/namespaces/n/tables/t",
+        Some(set_property("k", "v")),
+    )
+    .await;
+    let before = h.ok(Method::GET, "/v1/namespaces/n/tables/t", None).await;
+    drop(h);
+    let h = Harness::open(cfg).await;
+    assert_eq!(
+        h.ok(Method::GET, "/v1/namespaces", None).await["namespaces"],
+        json!([["n"]])
+    );
+    let after = h.ok(Method::GET, "/v1/namespaces/n/tables/t", None).await;
+    assert_eq!(after["metadata-location"], before["metadata-location"]);
+    assert_eq!(after["metadata"]["properties"]["k"], "v");
+}
+
+#[tokio::test]
+async fn bearer_token_and_oauth_client_credentials() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path(), None);
+    cfg.auth = AuthConfig {
+        token: Some(Secret::new("static-token")),
+        client: Some(("client".into(), Secret::new("secret"))),
+        token_ttl: Duration::from_secs(60),
+    };
+    let mut h = Harness::open(cfg).await;
+    let (status, body) = h.call(Method::GET, "/v1/namespaces", None).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNAUTHORIZED,
+        "NotAuthorizedException",
+    );
+    h.token = Some("wrong".into());
+    let (status, _) = h.call(Method::GET, "/v1/namespaces", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    h.token = Some("static-token".into());
+    h.ok(Method::GET, "/v1/namespaces", None).await;
+    h.token = None;
+    let form = |secret: &str| {
+        Body::from(format!(
+            "grant_type=client_credentials&client_id=client&client_secret={secret}&scope=catalog"
+        ))
+    };
+    let ctype = "application/x-www-form-urlencoded";
+    let (status, body) = h
+        .call_raw(Method::POST, "/v1/oauth/tokens", form("nope"), ctype)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "invalid_client");
+    let (status, body) = h
+        .call_raw(Method::POST, "/v1/oauth/tokens", form("secret"), ctype)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    h.token = body["access_token"].as_str().map(str::to_string);
+    h.ok(Method::GET, "/v1/namespaces", None).await;
+}

@@ -1,0 +1,100 @@
+"""Authentication: a static bearer token, and OAuth2 client credentials at /v1/oauth/tokens."""
+
+from __future__ import annotations
+
+import pytest
+import floe_testlib as lib
+from floe_testlib import assert_error, describe
+
+TOKEN = "s3cr3t-static-token"
+
+
+def _protected_requests(ns: str):
+    return [
+        ("GET", "/v1/config", None),
+        ("GET", "/v1/namespaces", None),
+        ("POST", "/v1/namespaces", {"namespace": [ns]}),
+        ("GET", f"/v1/namespaces/{ns}", None),
+        ("GET", f"/v1/namespaces/{ns}/tables", None),
+        ("GET", lib.table_path(ns, "t"), None),
+        ("POST", lib.table_path(ns, "t"), {"requirements": [], "updates": []}),
+        ("DELETE", lib.table_path(ns, "t"), None),
+        ("POST", "/v1/tables/rename", {"source": {"namespace": [ns], "name": "t"},
+                                       "destination": {"namespace": [ns], "name": "u"}}),
+        ("POST", "/v1/transactions/commit", {"table-changes": []}),
+    ]
+
+
+def test_static_token(catalog_server, ns: str):
+    server = catalog_server(token=TOKEN)
+    api = server.api(token=None)
+    for method, path, body in _protected_requests(ns):
+        resp = api.request(method, path, json=body)
+        assert_error(resp, 401)
+        resp = api.request(method, path, json=body, token="wrong-token")
+        assert_error(resp, 401)
+        resp = api.request(method, path, json=body, headers={"Authorization": f"Basic {TOKEN}"})
+        assert_error(resp, 401)
+    # HEAD has no body, only the status
+    assert api.head(f"/v1/namespaces/{ns}").status_code == 401
+    # nothing was created by the rejected requests
+    authed = server.api()
+    assert authed.head(f"/v1/namespaces/{ns}").status_code == 404
+
+    cat = server.catalog()  # token=TOKEN
+    cat.create_namespace(ns)
+    tbl = cat.create_table((ns, "t"), schema=lib.iceberg_schema(), partition_spec=lib.day_spec())
+    tbl.append(lib.make_rows("tok", 3))
+    assert len(cat.load_table((ns, "t")).scan().to_arrow()) == 3
+
+    from pyiceberg.exceptions import UnauthorizedError
+
+    with pytest.raises(UnauthorizedError):
+        server.catalog(token="not-the-token").list_namespaces()
+
+
+def test_oauth_client_credentials(catalog_server, ns: str):
+    server = catalog_server(client_id="floe-client", client_secret="floe-secret")
+    api = server.api(token=None)
+    assert_error(api.get("/v1/namespaces"), 401)
+
+    # the token endpoint, raw
+    resp = api.post("/v1/oauth/tokens", data={"grant_type": "client_credentials", "client_id": "floe-client",
+                                              "client_secret": "floe-secret", "scope": "catalog"})
+    assert resp.status_code == 200, describe(resp)
+    body = resp.json()
+    assert body["token_type"].lower() == "bearer" and body["access_token"], describe(resp)
+    token = body["access_token"]
+    resp = api.get("/v1/namespaces", token=token)
+    assert resp.status_code == 200, describe(resp)
+
+    for bad in ({"client_secret": "nope"}, {"client_id": "someone-else"}):
+        form = {"grant_type": "client_credentials", "client_id": "floe-client", "client_secret": "floe-secret",
+                "scope": "catalog", **bad}
+        resp = api.post("/v1/oauth/tokens", data=form)
+        assert resp.status_code in (400, 401), describe(resp)
+        assert resp.json().get("error") in ("invalid_client", "unauthorized_client"), describe(resp)
+    resp = api.post("/v1/oauth/tokens", data={"grant_type": "password", "client_id": "floe-client",
+                                              "client_secret": "floe-secret"})
+    assert resp.status_code in (400, 401), describe(resp)
+    assert resp.json().get("error") in ("unsupported_grant_type", "invalid_request", "invalid_client"), describe(resp)
+    # a made-up bearer token is refused
+    assert_error(api.get("/v1/namespaces", token="forged." + token[-8:]), 401)
+
+    # pyiceberg: credential="id:secret" fetches a token and works
+    cat = server.catalog()
+    cat.create_namespace(ns)
+    tbl = cat.create_table((ns, "t"), schema=lib.iceberg_schema(), partition_spec=lib.day_spec())
+    tbl.append(lib.make_rows("oauth", 4))
+    assert len(cat.load_table((ns, "t")).scan().to_arrow()) == 4
+
+    from pyiceberg.exceptions import OAuthError
+
+    with pytest.raises(OAuthError):
+        server.catalog(credential="floe-client:wrong-secret")
+
+
+def test_health_with_token(catalog_server):
+    server = catalog_server(token=TOKEN)
+    resp = server.api().get("/healthz")
+    assert resp.status_code == 200, describe(resp)
