@@ -101,7 +101,7 @@ def _new_server(tmp_dir: Path, *, kind: str = "local", s3: lib.S3Server | None =
                 extra_args: tuple[str, ...] = (), start: bool = True) -> lib.CatalogServer:
     tmp_dir.mkdir(parents=True, exist_ok=True)
     args: list[str] = []
-    env = lib.clean_env(RUST_BACKTRACE="1", NO_COLOR="1")
+    env = lib.clean_env(NO_COLOR="1")
     if kind == "local":
         if warehouse is None:
             wh_dir = tmp_dir / "warehouse"

@@ -74,7 +74,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen on the port now (with SO_REUSEADDR, as servers do, so
+    that connections left in TIME_WAIT do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -293,6 +296,12 @@ def make_rows(tag: str, n: int = 12, start: dt.datetime | None = None, days: int
     sites = [f"{tag}-{i:04d}" for i in range(n)]
     values = [base_value + i * 0.5 for i in range(n)]
     return pa.table({"ts_utc": ts, "site_id": sites, "value": values}, schema=ARROW_SCHEMA)
+
+
+def snapshots_in_order(table) -> list:
+    """A pyiceberg table's snapshots by sequence number (the metadata's `snapshots` list has
+    no defined order)."""
+    return sorted(table.snapshots(), key=lambda s: s.sequence_number)
 
 
 def rows_of(table: pa.Table) -> list[tuple]:

@@ -98,3 +98,45 @@ def test_health_with_token(catalog_server):
     server = catalog_server(token=TOKEN)
     resp = server.api().get("/healthz")
     assert resp.status_code == 200, describe(resp)
+
+
+def _recv_until_quiet(sock, timeout: float = 1.0) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data + b"<EOF>"
+            data += chunk
+    except TimeoutError:
+        return data
+
+
+def test_rejected_request_leaves_connection_usable(catalog_server):
+    """HTTP/1.1 keep-alive: a 401 sent before the request body was read must either say
+    `Connection: close` or leave the connection usable. Clients (requests, urllib3, Java's
+    HttpClient) send the headers and the body in separate writes and reuse pooled connections;
+    a silent close makes their next request fail with 'connection closed without response'."""
+    import socket
+    import time
+
+    server = catalog_server(token=TOKEN)
+    body = b'{"namespace": ["never"]}'
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/namespaces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        time.sleep(0.2)  # the body follows in a second write, as http.client does it
+        sock.sendall(body)
+        first = _recv_until_quiet(sock)
+        assert first.startswith(b"HTTP/1.1 401"), first[:300]
+        head = first.split(b"\r\n\r\n", 1)[0].lower()
+        if b"connection: close" in head:
+            return  # announced: clients will not reuse the connection
+        assert not first.endswith(b"<EOF>"), \
+            "the server closed the keep-alive connection after a 401 without `Connection: close`:\n" + \
+            first.decode(errors="replace")
+        sock.sendall(b"GET /v1/config HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + TOKEN.encode() +
+                     b"\r\n\r\n")
+        second = _recv_until_quiet(sock)
+        assert second.startswith(b"HTTP/1.1 200"), second[:300]

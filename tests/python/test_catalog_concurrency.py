@@ -45,10 +45,11 @@ def _run_writers(server: lib.CatalogServer, ns: str) -> None:
             results.append(json.loads(out.strip().splitlines()[-1]))
     assert not failures, "\n".join(failures)
     retries = sum(r["retries"] for r in results)
-    print(f"{WORKERS} writers x {APPENDS} appends: {retries} commit conflicts retried")
+    print(f"{WORKERS} writers x {APPENDS} appends: {retries} CommitFailedExceptions got past pyiceberg's "
+          "own retries and were retried by the workers")
 
     tbl = server.catalog().load_table((ns, "hot"))
-    snapshots = tbl.snapshots()
+    snapshots = lib.snapshots_in_order(tbl)
     assert len(snapshots) == WORKERS * APPENDS, f"{len(snapshots)} snapshots"
     assert all(s.summary.operation.value == "append" for s in snapshots)
     # one linear history: every snapshot's parent is the one before it, sequence numbers 1..N

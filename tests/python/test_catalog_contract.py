@@ -48,11 +48,25 @@ def _stringify_keys(obj):
     return obj
 
 
+def _nullable_to_31(obj):
+    """The document is OpenAPI 3.1 but still says `nullable: true` (3.0) in a few schemas, e.g.
+    PageToken, whose description requires `"next-page-token": null` on the last page. 3.1
+    validators ignore `nullable`; spell it the 3.1 way so that null is accepted where meant."""
+    if isinstance(obj, dict):
+        obj = {k: _nullable_to_31(v) for k, v in obj.items()}
+        if obj.pop("nullable", False) is True and isinstance(obj.get("type"), str):
+            obj["type"] = [obj["type"], "null"]
+        return obj
+    if isinstance(obj, list):
+        return [_nullable_to_31(v) for v in obj]
+    return obj
+
+
 def unprefixed_spec(base_url: str) -> dict:
     """The spec with `/{prefix}` removed from every path and one concrete server."""
     import yaml
 
-    spec = _stringify_keys(yaml.safe_load(_spec_path().read_text()))
+    spec = _nullable_to_31(_stringify_keys(yaml.safe_load(_spec_path().read_text())))
     prefix_ref = "#/components/parameters/prefix"
     paths = {}
     for path, item in spec["paths"].items():
@@ -159,6 +173,16 @@ def _validate(spec: dict, exchanges: list) -> list[str]:
         if resp.status_code >= 500:
             problems.append("5xx response" + describe(resp, 1500))
             continue
+        if resp.request.method == "HEAD":
+            # no body by definition: only the status must be one the operation declares
+            path = "/" + resp.request.path_url.split("?", 1)[0].split("/", 2)[2]
+            template = "/v1/namespaces/{namespace}" + ("/tables/{table}" if "/tables/" in path else "")
+            declared = spec["paths"][template]["head"]["responses"]
+            if str(resp.status_code) not in declared:
+                problems.append(f"HEAD status {resp.status_code} not declared" + describe(resp, 500))
+            if resp.content:
+                problems.append("HEAD response with a body" + describe(resp, 500))
+            continue
         try:
             openapi.validate_response(RequestsOpenAPIRequest(resp.request), RequestsOpenAPIResponse(resp))
         except Exception as exc:  # noqa: BLE001 - every kind of violation is reported
@@ -201,7 +225,7 @@ def test_generated_requests_never_5xx(catalog_server, tmp_path):
            "--checks", "not_a_server_error",
            "--phases", "examples,coverage,fuzzing",
            "--max-examples", os.environ.get("FLOE_CONTRACT_MAX_EXAMPLES", "12"),
-           "--max-time", "100", "--seed", "20240330", "--workers", "1",
+           "--seed", "20240330", "--workers", "1",
            "--request-timeout", "20", "--no-shrink",
            "--suppress-health-check", "all",
            "--output-truncate", "false",

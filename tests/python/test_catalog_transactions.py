@@ -32,8 +32,8 @@ def test_multi_table_transaction_commits_all(local_server: lib.CatalogServer, ns
     assert resp.status_code == 204, describe(resp)
     a2 = api.load_table(ns, "a")
     b2 = api.load_table(ns, "b")
-    assert a2["metadata"]["properties"].get("k") == "v1" and a2["metadata"]["properties"].get("only_a") == "x"
-    assert b2["metadata"]["properties"].get("k") == "v1"
+    assert a2["metadata"].get("properties", {}).get("k") == "v1" and a2["metadata"].get("properties", {}).get("only_a") == "x"
+    assert b2["metadata"].get("properties", {}).get("k") == "v1"
     assert a2["metadata-location"] != a["metadata-location"]
     assert b2["metadata-location"] != b["metadata-location"]
     # pyiceberg sees the same
@@ -67,7 +67,7 @@ def test_multi_table_transaction_is_atomic(local_server: lib.CatalogServer, ns: 
             now = api.load_table(ns, name)
             assert now["metadata-location"] == before[name]["metadata-location"], \
                 f"{name} changed by a failed transaction ({requirement['type']})"
-            assert "k" not in now["metadata"]["properties"]
+            assert "k" not in now["metadata"].get("properties", {})
 
     # a transaction naming a missing table changes nothing either
     body = {"table-changes": [
@@ -97,7 +97,7 @@ def test_single_table_commit_requirements(local_server: lib.CatalogServer, ns: s
     resp = api.post(path, json=ok)
     assert resp.status_code == 200, describe(resp)
     body = resp.json()
-    assert body["metadata"]["properties"]["p"] == "1"
+    assert body["metadata"].get("properties", {})["p"] == "1"
     assert body["metadata-location"] != t["metadata-location"]
     assert body["metadata-location"] == api.load_table(ns, "t")["metadata-location"]
     # the new metadata file is where the response says
@@ -107,9 +107,9 @@ def test_single_table_commit_requirements(local_server: lib.CatalogServer, ns: s
     stale = {"requirements": [{"type": "assert-ref-snapshot-id", "ref": "main", "snapshot-id": 1}],
              "updates": [{"action": "set-properties", "updates": {"p": "2"}}]}
     assert_error(api.post(path, json=stale), 409, "CommitFailedException")
-    assert api.load_table(ns, "t")["metadata"]["properties"]["p"] == "1"
+    assert api.load_table(ns, "t")["metadata"].get("properties", {})["p"] == "1"
 
     removal = {"requirements": [], "updates": [{"action": "remove-properties", "removals": ["p"]}]}
     resp = api.post(path, json=removal)
     assert resp.status_code == 200, describe(resp)
-    assert "p" not in api.load_table(ns, "t")["metadata"]["properties"]
+    assert "p" not in api.load_table(ns, "t")["metadata"].get("properties", {})
