@@ -28,11 +28,9 @@ pub struct CommitTableRequest {
     /// Required inside a multi-table transaction, optional otherwise.
     #[serde(default)]
     pub identifier: Option<TableIdentWire>,
-    /// Conditions on the current metadata.
-    #[serde(default)]
+    /// Conditions on the current metadata (required by the spec).
     pub requirements: Vec<TableRequirement>,
-    /// Changes to apply.
-    #[serde(default)]
+    /// Changes to apply (required by the spec).
     pub updates: Vec<TableUpdate>,
 }
 

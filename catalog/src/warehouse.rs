@@ -76,7 +76,7 @@ impl Warehouse {
             location.push_str(level);
         }
         location.push('/');
-        location.push_str(&table.name);
+        location.push_str(truncate_bytes(&table.name, MAX_TABLE_FOLDER_PREFIX));
         location.push('-');
         location.push_str(&uuid.simple().to_string());
         location
@@ -193,6 +193,23 @@ impl Warehouse {
     }
 }
 
+/// Longest table-name part of a table folder: the folder is
+/// `<name>-<32 hex digits>` and must fit the usual 255-byte file-name limit.
+const MAX_TABLE_FOLDER_PREFIX: usize = 200;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character
+/// boundary.
+fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Normalises a location: bare absolute paths and `file:/path` become
 /// `file:///path`; `.` and `..` segments and doubled slashes are rejected
 /// (not resolved), since they only ever serve to escape a prefix check.
@@ -271,6 +288,16 @@ mod tests {
         );
         assert!(w.confine("file:///tmp/wh/../etc").is_err());
         assert!(w.confine("s3://bucket/tmp/wh/t").is_err());
+    }
+
+    #[test]
+    fn long_names_fit_a_file_name() {
+        let w = local("file:///tmp/wh");
+        let ns = crate::ident::Namespace::from_path("n").expect("valid");
+        let t = TableName::new(ns, "é".repeat(127)).expect("valid: 254 bytes");
+        let location = w.default_table_location(&t, Uuid::nil());
+        let folder = location.rsplit('/').next().expect("folder");
+        assert!(folder.len() <= 255, "{} bytes", folder.len());
     }
 
     #[test]

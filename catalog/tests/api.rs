@@ -296,6 +296,20 @@ async fn bad_input_is_a_4xx_error_model_and_changes_nothing() {
         (
             Method::POST,
             "/v1/namespaces/n/tables/t",
+            Body::from("[]"),
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+        ),
+        (
+            Method::POST,
+            "/v1/namespaces/n/tables/t",
+            Body::from(r#"{"namespace":"flat-string"}"#),
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+        ),
+        (
+            Method::POST,
+            "/v1/namespaces/n/tables/t",
             Body::from(r#"{"updates":[{"action":"drop-everything"}]}"#),
             StatusCode::BAD_REQUEST,
             "BadRequestException",
@@ -333,7 +347,7 @@ async fn bad_input_is_a_4xx_error_model_and_changes_nothing() {
         (
             Method::POST,
             "/v1/namespaces/n/tables/t",
-            Body::from(r#"{"updates":[{"action":"set-location","location":"file:///etc"}]}"#),
+            Body::from(r#"{"requirements":[],"updates":[{"action":"set-location","location":"file:///etc"}]}"#),
             StatusCode::FORBIDDEN,
             "ForbiddenException",
         ),
@@ -647,7 +661,7 @@ async fn rename_register_and_purge() {
     assert!(Path::new(folder).join("metadata").exists());
     h.ok(
         Method::DELETE,
-        "/v1/namespaces/n/tables/again?purgeRequested=true",
+        "/v1/namespaces/n/tables/again?purgeRequested=True",
         None,
     )
     .await;

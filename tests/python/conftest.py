@@ -4,6 +4,7 @@ Environment (see README.md):
   FLOE_BIN                 the floe binary (default /root/.cache/floe/target/debug/floe)
   FLOE_TEST_REQUIRE_SERVER =1: a missing or server-less binary fails the run instead of skipping
   FLOE_TEST_POSTGRES       =1: also run the Postgres-backed tests (infra/local/postgres.sh)
+  FLOE_TEST_POSTGRES_URL   or: use this running Postgres (postgres://postgres@127.0.0.1:PORT/DB)
   FLOE_SPARK_ICEBERG_JAR   the repaired Iceberg runtime jar (shared/tools/spark-iceberg/setup.sh)
   FLOE_SPARK_PYTHON        a python with pyspark 3.5 (e.g. the venv setup.sh made)
   FLOE_WEED_BIN            the SeaweedFS `weed` binary (default: the one beside this python)
@@ -196,8 +197,13 @@ def ns() -> str:
 
 @pytest.fixture(scope="session")
 def postgres_url():
+    given = os.environ.get("FLOE_TEST_POSTGRES_URL")
+    if given:  # a server someone else started (infra/test.sh does), trust auth, user postgres
+        yield given
+        return
     if os.environ.get("FLOE_TEST_POSTGRES") != "1":
-        pytest.skip("Postgres tests are off: set FLOE_TEST_POSTGRES=1 (uses infra/local/postgres.sh)")
+        pytest.skip("Postgres tests are off: set FLOE_TEST_POSTGRES=1 (starts one with infra/local/postgres.sh) "
+                    "or FLOE_TEST_POSTGRES_URL")
     # Not under pytest's basetemp: that is private to root, and postgres runs as `postgres`.
     data_dir = Path(tempfile.mkdtemp(prefix="floe-pg-", dir="/tmp"))
     script = lib.REPO_ROOT / "infra" / "local" / "postgres.sh"
@@ -255,8 +261,7 @@ def _server_log_marks(request):
     request.node.stash[_LOG_MARKS] = marks
     alive_before = [s for s in ALL_SERVERS if s.running]
     yield
-    died = [s for s in alive_before if s.proc is not None and s.proc.poll() is not None
-            and s in ALL_SERVERS and not s.exit_codes]
+    died = [s for s in alive_before if not s.running and not s.stopped_on_purpose]
     if died:
         details = "\n".join(f"{s.uri} exited with {s.proc.returncode}:\n{lib.tail(s.log_path, 8000)}" for s in died)
         pytest.fail(f"a catalog server died during this test:\n{details}", pytrace=False)

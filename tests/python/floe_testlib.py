@@ -5,9 +5,7 @@ Nothing here talks to anything but 127.0.0.1, and every wait is bounded.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import json
 import os
 import shutil
 import signal
@@ -169,7 +167,8 @@ def describe(resp: requests.Response, limit: int = 3000) -> str:
     if len(text) > limit:
         text = text[:limit] + " ...(truncated)"
     return (f"\n--- request\n{req.method} {req.url}\n{body if body is not None else ''}"
-            f"\n--- response\n{resp.status_code} {resp.reason}  content-type={resp.headers.get('content-type')}\n{text}\n")
+            f"\n--- response\n{resp.status_code} {resp.reason}  "
+            f"content-type={resp.headers.get('content-type')}\n{text}\n")
 
 
 class Api:
@@ -288,7 +287,8 @@ def day_spec():
     return PartitionSpec(PartitionField(source_id=1, field_id=1000, transform=DayTransform(), name="ts_utc_day"))
 
 
-def make_rows(tag: str, n: int = 12, start: dt.datetime | None = None, days: int = 3, base_value: float = 0.0) -> pa.Table:
+def make_rows(tag: str, n: int = 12, start: dt.datetime | None = None, days: int = 3,
+              base_value: float = 0.0) -> pa.Table:
     """n rows spread over `days` UTC days (so several day partitions); site ids carry `tag`."""
     start = start or dt.datetime(2024, 3, 30, 22, 0, tzinfo=dt.timezone.utc)
     step = dt.timedelta(days=days) / n
@@ -439,6 +439,7 @@ class CatalogServer:
     s3: S3Server | None = None
     db: str | None = None
     proc: subprocess.Popen | None = None
+    stopped_on_purpose: bool = False
     exit_codes: list[int] = field(default_factory=list)
     stopped_by_sigterm: list[bool] = field(default_factory=list)
 
@@ -452,6 +453,7 @@ class CatalogServer:
 
     def start(self, timeout: float = READY_TIMEOUT_S) -> "CatalogServer":
         assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.stopped_on_purpose = False
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== start: {' '.join(self.command())}\n".encode())
             log.flush()
@@ -477,11 +479,13 @@ class CatalogServer:
     def stop(self) -> int | None:
         if self.proc is None:
             return None
+        self.stopped_on_purpose = True
         code, graceful = stop_process(self.proc)
         self.exit_codes.append(code)
         self.stopped_by_sigterm.append(graceful)
         with open(self.log_path, "ab") as log:
-            log.write(f"\n===== stopped: exit {code}{'' if graceful else ' (SIGKILL after SIGTERM timeout)'}\n".encode())
+            how = "" if graceful else " (SIGKILL after SIGTERM timeout)"
+            log.write(f"\n===== stopped: exit {code}{how}\n".encode())
         return code
 
     def restart(self, timeout: float = READY_TIMEOUT_S) -> "CatalogServer":
@@ -546,32 +550,3 @@ def files_under(location: str, s3: S3Server | None) -> list[str]:
     assert s3 is not None, f"an S3 location without an S3 server: {location}"
     prefix = s3.key_of(location).rstrip("/") + "/"
     return s3.list_keys(prefix)
-
-
-def with_retries(fn: Callable[[], Any], retry_on: tuple[type[BaseException], ...], attempts: int,
-                 on_retry: Callable[[int], None] | None = None) -> tuple[Any, int]:
-    """Run fn, retrying on the given exceptions at most `attempts` times in all (jittered
-    backoff). Returns (result, number of retries)."""
-    import random
-
-    for attempt in range(attempts):
-        try:
-            return fn(), attempt
-        except retry_on:
-            if attempt == attempts - 1:
-                raise
-            if on_retry:
-                on_retry(attempt)
-            time.sleep(min(0.5, 0.01 * (2 ** min(attempt, 6))) * random.random())
-    raise AssertionError("unreachable")
-
-
-def json_dumps(obj: Any) -> str:
-    return json.dumps(obj, default=str, sort_keys=True)
-
-
-@contextlib.contextmanager
-def timed(label: str):
-    start = time.monotonic()
-    yield
-    print(f"{label}: {time.monotonic() - start:.1f} s")

@@ -53,7 +53,7 @@ def _run_writers(server: lib.CatalogServer, ns: str) -> None:
     assert len(snapshots) == WORKERS * APPENDS, f"{len(snapshots)} snapshots"
     assert all(s.summary.operation.value == "append" for s in snapshots)
     # one linear history: every snapshot's parent is the one before it, sequence numbers 1..N
-    for prev, cur in zip(snapshots, snapshots[1:]):
+    for prev, cur in zip(snapshots, snapshots[1:], strict=False):
         assert cur.parent_snapshot_id == prev.snapshot_id, "history is not a single chain"
     assert [s.sequence_number for s in snapshots] == list(range(1, WORKERS * APPENDS + 1))
     assert tbl.current_snapshot().snapshot_id == snapshots[-1].snapshot_id

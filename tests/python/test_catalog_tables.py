@@ -247,8 +247,8 @@ def test_register_table(warehouse_server: lib.CatalogServer, ns: str):
     with pytest.raises(TableAlreadyExistsError):
         cat.register_table((ns, "again"), metadata_location)
     api = server.api()
-    resp = api.post(f"/v1/namespaces/{ns}/register",
-                    json={"name": "bogus", "metadata-location": server.warehouse.rstrip("/") + "/nope/00000-x.metadata.json"})
+    nowhere = server.warehouse.rstrip("/") + "/nope/00000-x.metadata.json"
+    resp = api.post(f"/v1/namespaces/{ns}/register", json={"name": "bogus", "metadata-location": nowhere})
     lib.assert_client_error(resp)
     assert api.head(table_path(ns, "bogus")).status_code == 404
 

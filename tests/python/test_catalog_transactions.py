@@ -32,8 +32,9 @@ def test_multi_table_transaction_commits_all(local_server: lib.CatalogServer, ns
     assert resp.status_code == 204, describe(resp)
     a2 = api.load_table(ns, "a")
     b2 = api.load_table(ns, "b")
-    assert a2["metadata"].get("properties", {}).get("k") == "v1" and a2["metadata"].get("properties", {}).get("only_a") == "x"
-    assert b2["metadata"].get("properties", {}).get("k") == "v1"
+    a_props, b_props = a2["metadata"].get("properties", {}), b2["metadata"].get("properties", {})
+    assert a_props.get("k") == "v1" and a_props.get("only_a") == "x"
+    assert b_props.get("k") == "v1"
     assert a2["metadata-location"] != a["metadata-location"]
     assert b2["metadata-location"] != b["metadata-location"]
     # pyiceberg sees the same

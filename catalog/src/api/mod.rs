@@ -18,7 +18,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -95,6 +95,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        .layer(middleware::from_fn(close_after_rejected_body))
         .with_state(state);
 
     api.layer(
@@ -124,6 +125,28 @@ pub fn router(state: Arc<AppState>) -> Router {
     )
 }
 
+/// Asks the client to reconnect after an error answered to a request that
+/// carried a body. The handler may have rejected the request (auth, path,
+/// size) before reading the body; hyper then drops the connection, and a
+/// client that pooled it would fail on its next request. `Connection: close`
+/// says so up front.
+async fn close_after_rejected_body(req: Request, next: axum::middleware::Next) -> Response {
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v != "0");
+    let mut response = next.run(req).await;
+    let failed = response.status().is_client_error() || response.status().is_server_error();
+    if has_body && failed {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 /// A JSON body, size-limited, whose every failure is an `ErrorModel`.
 pub(crate) struct ApiJson<T>(pub T);
 
@@ -144,7 +167,16 @@ where
                 "Request body is empty; expected JSON",
             ));
         }
-        serde_json::from_slice(&bytes)
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")))?;
+        // serde would read a JSON array into a struct field by field; every
+        // request of the REST spec is an object.
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "Invalid request body: expected a JSON object",
+            ));
+        }
+        serde_json::from_value(value)
             .map(ApiJson)
             .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")))
     }

@@ -160,6 +160,16 @@ fn load_result(
 ) -> Result<Json<Value>> {
     let mut value = serde_json::to_value(metadata)
         .map_err(|e| ApiError::internal("serialize table metadata", &e))?;
+    // The crate serializes snapshots from a hash map; clients that take the
+    // last element as the newest deserve commit order.
+    if let Some(Value::Array(snapshots)) = value.get_mut("snapshots") {
+        snapshots.sort_by_key(|s| {
+            (
+                s.get("sequence-number").and_then(Value::as_i64),
+                s.get("timestamp-ms").and_then(Value::as_i64),
+            )
+        });
+    }
     if filter == SnapshotFilter::Refs {
         // The crate keeps `refs` private; the serialized form has them.
         let referenced: HashSet<i64> = value
@@ -278,9 +288,15 @@ pub(crate) async fn drop(
     ApiQuery(params): ApiQuery<DropParams>,
 ) -> Result<Response> {
     let table = table_name(&ns, &name)?;
-    let purge = match params.purge_requested.as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
+    // pyiceberg sends `True`/`False`; Java parses booleans case-insensitively.
+    let purge = match params
+        .purge_requested
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+    {
+        None => false,
+        Some(v) if v == "false" => false,
+        Some(v) if v == "true" => true,
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "Invalid purgeRequested={other:?}: use true or false"
