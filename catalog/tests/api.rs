@@ -347,7 +347,9 @@ async fn bad_input_is_a_4xx_error_model_and_changes_nothing() {
         (
             Method::POST,
             "/v1/namespaces/n/tables/t",
-            Body::from(r#"{"requirements":[],"updates":[{"action":"set-location","location":"file:///etc"}]}"#),
+            Body::from(
+                r#"{"requirements":[],"updates":[{"action":"set-location","location":"file:///etc"}]}"#,
+            ),
             StatusCode::FORBIDDEN,
             "ForbiddenException",
         ),
