@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p floe-catalog --bench catalog` starts the server in this
 //! process (SQLite store, local warehouse in a temp folder) and measures:
-//! 1. commits/s with 1 client and with 8 concurrent clients, each commit an
+//! 1. commits/s with 1 client, with 8 concurrent clients on one table and
+//!    with 8 clients on 8 tables, each commit an
 //!    append as Spark or pyiceberg sends it (`add-snapshot` + `set-snapshot-ref`
 //!    guarded by `assert-ref-snapshot-id`), 409s retried after a reload;
 //! 2. load-table latency p50/p99 on a table with 1,000 snapshots.
@@ -110,8 +111,12 @@ fn chrono_ms() -> i64 {
         .unwrap_or(0)
 }
 
-async fn commits(client: &Client, table: &str, clients: usize, total: usize) {
-    client.create_table(table).await;
+/// `total` appends by `clients` concurrent writers; writer `w` commits to
+/// `tables[w % tables.len()]`.
+async fn commits(client: &Client, label: &str, tables: &[&str], clients: usize, total: usize) {
+    for t in tables {
+        client.create_table(t).await;
+    }
     let per = total / clients;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -120,7 +125,7 @@ async fn commits(client: &Client, table: &str, clients: usize, total: usize) {
             http: client.http.clone(),
             base: client.base.clone(),
         };
-        let table = table.to_string();
+        let table = tables[w % tables.len()].to_string();
         tasks.push(tokio::spawn(async move {
             let mut retries = 0;
             for s in 0..per {
@@ -136,7 +141,7 @@ async fn commits(client: &Client, table: &str, clients: usize, total: usize) {
     let secs = start.elapsed().as_secs_f64();
     let n = per * clients;
     println!(
-        "commits_per_s_{clients}_clients: {:.1}  ({n} commits in {secs:.2} s, {retries} retries after 409)",
+        "commits_per_s_{label}: {:.1}  ({n} commits in {secs:.2} s, {retries} retries after 409)",
         n as f64 / secs
     );
 }
@@ -171,8 +176,11 @@ async fn main() {
     assert_eq!(status, 200);
 
     let total = env_usize("FLOE_BENCH_COMMITS", 400);
-    commits(&client, "one_client", 1, total).await;
-    commits(&client, "eight_clients", 8, total).await;
+    commits(&client, "1_client", &["one_client"], 1, total).await;
+    commits(&client, "8_clients_one_table", &["shared"], 8, total).await;
+    let own: Vec<String> = (0..8).map(|i| format!("own_{i}")).collect();
+    let own: Vec<&str> = own.iter().map(String::as_str).collect();
+    commits(&client, "8_clients_own_tables", &own, 8, total).await;
 
     // A table with 1,000 snapshots, then sequential loads.
     client.create_table("history").await;

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
 use crate::ident::{Namespace, TableName};
 
@@ -216,6 +216,19 @@ impl Store {
             return Err(StoreError::AlreadyExists);
         }
         let mut tx = self.pool.begin().await?;
+        if self.insert_marker(&mut tx, ns).await? == 0 {
+            return Err(StoreError::AlreadyExists);
+        }
+        for (k, v) in props.iter().filter(|(k, _)| k.as_str() != EXISTS_KEY) {
+            self.upsert_property(&mut tx, ns, k, v).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Inserts the row that marks `ns` as existing; returns 0 when it was
+    /// there already.
+    async fn insert_marker(&self, conn: &mut AnyConnection, ns: &Namespace) -> StoreResult<u64> {
         let inserted = sqlx::query(
             "INSERT INTO iceberg_namespace_properties
              (catalog_name, namespace, property_key, property_value) VALUES ($1, $2, $3, $4)
@@ -225,24 +238,30 @@ impl Store {
         .bind(ns.to_db())
         .bind(EXISTS_KEY)
         .bind("true")
-        .execute(&mut *tx)
+        .execute(conn)
         .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(StoreError::AlreadyExists);
-        }
-        for (k, v) in props.iter().filter(|(k, _)| k.as_str() != EXISTS_KEY) {
-            sqlx::query(
-                "INSERT INTO iceberg_namespace_properties
-                 (catalog_name, namespace, property_key, property_value) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&self.catalog)
-            .bind(ns.to_db())
-            .bind(k)
-            .bind(v)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        Ok(inserted.rows_affected())
+    }
+
+    async fn upsert_property(
+        &self,
+        conn: &mut AnyConnection,
+        ns: &Namespace,
+        key: &str,
+        value: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO iceberg_namespace_properties
+             (catalog_name, namespace, property_key, property_value) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (catalog_name, namespace, property_key)
+             DO UPDATE SET property_value = excluded.property_value",
+        )
+        .bind(&self.catalog)
+        .bind(ns.to_db())
+        .bind(key)
+        .bind(value)
+        .execute(conn)
+        .await?;
         Ok(())
     }
 
@@ -256,17 +275,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // Writing the marker row first takes the write lock before any read
         // (SQLite) and makes a table-only namespace explicit.
-        sqlx::query(
-            "INSERT INTO iceberg_namespace_properties
-             (catalog_name, namespace, property_key, property_value) VALUES ($1, $2, $3, $4)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&self.catalog)
-        .bind(ns.to_db())
-        .bind(EXISTS_KEY)
-        .bind("true")
-        .execute(&mut *tx)
-        .await?;
+        self.insert_marker(&mut tx, ns).await?;
         for key in removals {
             sqlx::query(
                 "DELETE FROM iceberg_namespace_properties
@@ -279,18 +288,7 @@ impl Store {
             .await?;
         }
         for (k, v) in updates {
-            sqlx::query(
-                "INSERT INTO iceberg_namespace_properties
-                 (catalog_name, namespace, property_key, property_value) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (catalog_name, namespace, property_key)
-                 DO UPDATE SET property_value = excluded.property_value",
-            )
-            .bind(&self.catalog)
-            .bind(ns.to_db())
-            .bind(k)
-            .bind(v)
-            .execute(&mut *tx)
-            .await?;
+            self.upsert_property(&mut tx, ns, k, v).await?;
         }
         tx.commit().await?;
         Ok(())
