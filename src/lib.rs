@@ -8,6 +8,7 @@
 pub mod catalog_serve;
 pub mod cli;
 pub mod error;
+pub mod event_time;
 
 pub use error::{Error, Result};
 

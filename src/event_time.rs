@@ -1,0 +1,268 @@
+//! Event time, converted exactly to UTC microseconds (Iceberg `timestamptz`).
+//!
+//! Sources give time in many shapes: RFC 3339 with an offset, naive local
+//! timestamps in a declared zone, epoch seconds or milliseconds, or a date
+//! plus a period of the day (the UK electricity market's settlement date and
+//! half-hour period 1..48, in Europe/London: 46 periods on the spring
+//! clock-change day, 50 in autumn). Each converts to one instant or to a
+//! reason why it cannot: a local time that falls in the spring gap, or that
+//! occurs twice in autumn, is rejected, never shifted.
+
+use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// Why a value has no UTC instant; becomes the reject reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TimeError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, TimeError> {
+    Err(TimeError(msg.into()))
+}
+
+/// Microseconds since the Unix epoch, UTC.
+pub type Micros = i64;
+
+/// Naive formats tried, in order, when a job gives none.
+const NAIVE_FORMATS: &[&str] = &[
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+];
+
+/// Parses an RFC 3339 timestamp that carries its offset (`Z` or `±hh:mm`).
+pub fn parse_with_offset(text: &str) -> Result<Micros, TimeError> {
+    let trimmed = text.trim();
+    DateTime::parse_from_rfc3339(trimmed)
+        .or_else(|_| DateTime::parse_from_str(trimmed, "%Y-%m-%d %H:%M:%S%.f%:z"))
+        .map(|t| t.with_timezone(&Utc).timestamp_micros())
+        .or_else(|_| {
+            err(format!(
+                "{trimmed:?} is not a timestamp with an offset (e.g. 2024-03-31T01:30:00+01:00 or ...Z)"
+            ))
+        })
+}
+
+/// Parses a naive timestamp (no offset) with `format`, or the usual ISO
+/// shapes when `format` is `None`.
+pub fn parse_naive(text: &str, format: Option<&str>) -> Result<NaiveDateTime, TimeError> {
+    let trimmed = text.trim();
+    let parsed = match format {
+        Some(f) => NaiveDateTime::parse_from_str(trimmed, f).ok(),
+        None => NAIVE_FORMATS
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(trimmed, f).ok()),
+    };
+    parsed.map_or_else(
+        || {
+            err(format!(
+                "{trimmed:?} is not a local timestamp{}",
+                format.map_or(String::new(), |f| format!(" in the format {f:?}"))
+            ))
+        },
+        Ok,
+    )
+}
+
+/// The UTC instant of a local wall-clock time in `zone`. Times in the spring
+/// gap do not exist and times in the autumn overlap are ambiguous: both are
+/// errors.
+pub fn local_to_utc(local: NaiveDateTime, zone: Tz) -> Result<Micros, TimeError> {
+    match zone.from_local_datetime(&local) {
+        LocalResult::Single(t) => Ok(t.with_timezone(&Utc).timestamp_micros()),
+        LocalResult::Ambiguous(a, b) => err(format!(
+            "local time {local} in {zone} is ambiguous: it occurs twice ({} and {}) as clocks go back",
+            a.with_timezone(&Utc).format("%H:%M UTC"),
+            b.with_timezone(&Utc).format("%H:%M UTC")
+        )),
+        LocalResult::None => err(format!(
+            "local time {local} does not exist in {zone}: clocks jump forward over it"
+        )),
+    }
+}
+
+/// Seconds, milliseconds or microseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochUnit {
+    /// Seconds.
+    Seconds,
+    /// Milliseconds.
+    Millis,
+    /// Microseconds.
+    Micros,
+}
+
+/// Converts an epoch value, rejecting instants outside years 1..=9999.
+pub fn from_epoch(value: i64, unit: EpochUnit) -> Result<Micros, TimeError> {
+    let micros = match unit {
+        EpochUnit::Seconds => value.checked_mul(1_000_000),
+        EpochUnit::Millis => value.checked_mul(1_000),
+        EpochUnit::Micros => Some(value),
+    };
+    match micros.and_then(DateTime::<Utc>::from_timestamp_micros) {
+        Some(t) if (1..=9999).contains(&chrono::Datelike::year(&t)) => Ok(t.timestamp_micros()),
+        _ => err(format!("epoch value {value} ({unit:?}) is out of range")),
+    }
+}
+
+/// The first instant of a local calendar day. If midnight itself falls in a
+/// gap (zones that change clocks at 00:00), the day starts when the clocks
+/// resume; if it occurs twice, at the first occurrence.
+pub fn start_of_local_day(date: NaiveDate, zone: Tz) -> Result<DateTime<Utc>, TimeError> {
+    let midnight = date
+        .and_hms_opt(0, 0, 0)
+        .ok_or_else(|| TimeError(format!("invalid date {date}")))?;
+    for minutes in 0..=(4 * 60) {
+        let candidate = midnight + Duration::minutes(minutes);
+        if let Some(t) = zone.from_local_datetime(&candidate).earliest() {
+            return Ok(t.with_timezone(&Utc));
+        }
+    }
+    err(format!("could not find the start of {date} in {zone}"))
+}
+
+/// Date + period-of-day clocks, such as settlement periods (30 minutes,
+/// numbered from 1 at local midnight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeriodClock {
+    /// The zone whose calendar days the periods divide.
+    pub zone: Tz,
+    /// Period length in minutes (divides a day).
+    pub minutes: u32,
+}
+
+impl PeriodClock {
+    /// How many periods the local day has: 48 half-hours on most days in
+    /// Europe/London, 46 when clocks go forward, 50 when they go back.
+    pub fn periods_in_day(&self, date: NaiveDate) -> Result<i64, TimeError> {
+        let start = start_of_local_day(date, self.zone)?;
+        let next = date
+            .succ_opt()
+            .ok_or_else(|| TimeError(format!("no day after {date}")))?;
+        let end = start_of_local_day(next, self.zone)?;
+        Ok((end - start).num_minutes() / i64::from(self.minutes))
+    }
+
+    /// The UTC start of `period` (1-based) on the local `date`. Periods count
+    /// elapsed time from the start of the local day, so across a clock change
+    /// they stay contiguous and distinct.
+    pub fn to_utc(&self, date: NaiveDate, period: i64) -> Result<Micros, TimeError> {
+        let count = self.periods_in_day(date)?;
+        if !(1..=count).contains(&period) {
+            return err(format!(
+                "period {period} does not exist on {date} in {}: that day has periods 1..={count}",
+                self.zone
+            ));
+        }
+        let start = start_of_local_day(date, self.zone)?;
+        Ok((start + Duration::minutes((period - 1) * i64::from(self.minutes))).timestamp_micros())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    const LONDON: Tz = chrono_tz::Europe::London;
+
+    fn date(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date")
+    }
+
+    fn utc(s: &str) -> Micros {
+        parse_with_offset(s).expect("utc literal")
+    }
+
+    #[test]
+    fn settlement_periods_follow_the_clock_changes() -> Result<(), TimeError> {
+        let clock = PeriodClock {
+            zone: LONDON,
+            minutes: 30,
+        };
+        for (day, expected) in [("2024-03-31", 46), ("2024-10-27", 50), ("2024-06-01", 48)] {
+            let d = date(day);
+            assert_eq!(clock.periods_in_day(d)?, expected, "{day}");
+            let instants: BTreeSet<Micros> = (1..=expected)
+                .map(|p| clock.to_utc(d, p))
+                .collect::<Result<_, _>>()?;
+            assert_eq!(instants.len() as i64, expected, "{day}: duplicates");
+            let first = *instants.first().expect("non-empty");
+            let last = *instants.last().expect("non-empty");
+            assert_eq!(
+                last - first,
+                (expected - 1) * 30 * 60 * 1_000_000,
+                "{day}: gaps"
+            );
+            assert!(clock.to_utc(d, expected + 1).is_err());
+            assert!(clock.to_utc(d, 0).is_err());
+        }
+        // Autumn: periods 3-4 are BST 01:00-01:30, periods 5-6 GMT 01:00-01:30.
+        let d = date("2024-10-27");
+        assert_eq!(clock.to_utc(d, 1)?, utc("2024-10-26T23:00:00Z"));
+        assert_eq!(clock.to_utc(d, 3)?, utc("2024-10-27T00:00:00Z"));
+        assert_eq!(clock.to_utc(d, 5)?, utc("2024-10-27T01:00:00Z"));
+        // Spring: period 3 is already 02:00 BST = 01:00 UTC.
+        assert_eq!(
+            clock.to_utc(date("2024-03-31"), 3)?,
+            utc("2024-03-31T01:00:00Z")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn local_times_in_gaps_and_overlaps_are_rejected() {
+        let gap = parse_naive("2024-03-31 01:30:00", None).expect("parses");
+        let overlap = parse_naive("2024-10-27T01:30", None).expect("parses");
+        let e = local_to_utc(gap, LONDON).expect_err("gap");
+        assert!(e.0.contains("does not exist"), "{e}");
+        let e = local_to_utc(overlap, LONDON).expect_err("overlap");
+        assert!(e.0.contains("ambiguous"), "{e}");
+        let winter = parse_naive("2024-01-15 12:00:00", None).expect("parses");
+        assert_eq!(
+            local_to_utc(winter, LONDON),
+            Ok(utc("2024-01-15T12:00:00Z"))
+        );
+        let summer = parse_naive("15/07/2024 12:00", Some("%d/%m/%Y %H:%M")).expect("parses");
+        assert_eq!(
+            local_to_utc(summer, LONDON),
+            Ok(utc("2024-07-15T11:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn offsets_and_epochs() {
+        assert_eq!(
+            utc("2024-03-31T02:30:00+01:00"),
+            utc("2024-03-31T01:30:00Z")
+        );
+        assert_eq!(
+            parse_with_offset("2024-03-31 01:30:00.5+00:00"),
+            Ok(utc("2024-03-31T01:30:00.5Z"))
+        );
+        assert!(
+            parse_with_offset("2024-03-31T01:30:00").is_err(),
+            "no offset"
+        );
+        assert!(parse_with_offset("yesterday").is_err());
+        assert_eq!(
+            from_epoch(1_711_848_600, EpochUnit::Seconds),
+            Ok(utc("2024-03-31T01:30:00Z"))
+        );
+        assert_eq!(
+            from_epoch(1_711_848_600_250, EpochUnit::Millis),
+            Ok(utc("2024-03-31T01:30:00.25Z"))
+        );
+        assert!(from_epoch(i64::MAX, EpochUnit::Seconds).is_err());
+    }
+
+    #[test]
+    fn midnight_gaps_start_the_day_when_clocks_resume() -> Result<(), TimeError> {
+        // Cuba moved clocks forward at 00:00 on 2024-03-10: the day starts at 01:00 local.
+        let start = start_of_local_day(date("2024-03-10"), chrono_tz::America::Havana)?;
+        assert_eq!(start.timestamp_micros(), utc("2024-03-10T05:00:00Z"));
+        Ok(())
+    }
+}
