@@ -9,6 +9,7 @@ pub mod catalog_serve;
 pub mod cli;
 pub mod error;
 pub mod event_time;
+pub mod pipeline;
 
 pub use error::{Error, Result};
 

@@ -1,0 +1,572 @@
+//! The pipeline definition: a TOML file with the catalog to write through
+//! and one `[[job]]` table per ingest job.
+//!
+//! ```toml
+//! [catalog]
+//! uri = "http://127.0.0.1:8181"
+//! credential = "${FLOE_CATALOG_CREDENTIAL}"   # client_id:secret (OAuth2), optional
+//!
+//! [[job]]
+//! name = "demand"
+//! table = "bronze.demand"
+//! source = { path = "data/demand/{date}.csv", format = "csv" }
+//! event_time = { kind = "period", date_column = "SETTLEMENT_DATE",
+//!                period_column = "SETTLEMENT_PERIOD", zone = "Europe/London" }
+//! columns = [
+//!   { name = "site_id", type = "string", required = true },
+//!   { name = "demand_mw", type = "double", from = "ND" },
+//! ]
+//! ```
+//!
+//! `${VAR}` (or `${VAR:-default}`) anywhere in the file is replaced by the
+//! environment variable before parsing, so secrets stay out of the file.
+//! Every error names the file and line, and the key where there is one.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+
+/// The event-time column every floe table is keyed and partitioned by.
+pub const EVENT_TIME_COLUMN: &str = "ts_utc";
+/// Default catalog URI (a local `floe catalog serve`).
+pub const DEFAULT_CATALOG_URI: &str = "http://127.0.0.1:8181";
+
+/// A parsed, validated pipeline file.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The catalog settings.
+    pub catalog: CatalogSettings,
+    /// The jobs, in file order.
+    pub jobs: Vec<Job>,
+}
+
+/// How to reach the REST catalog and the object store behind it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSettings {
+    /// REST catalog URI.
+    #[serde(default = "default_uri")]
+    pub uri: String,
+    /// Warehouse name or location sent as `warehouse` to `/v1/config`.
+    #[serde(default)]
+    pub warehouse: Option<String>,
+    /// Static bearer token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// OAuth2 client credentials, `client_id:client_secret`.
+    #[serde(default)]
+    pub credential: Option<String>,
+    /// OAuth2 scope.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Object-store properties (`s3.endpoint`, `s3.path-style-access`, ...)
+    /// merged over what the catalog hands out.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_uri() -> String {
+    DEFAULT_CATALOG_URI.to_string()
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        Self {
+            uri: default_uri(),
+            warehouse: None,
+            token: None,
+            credential: None,
+            scope: None,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Input file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON object per line.
+    Ndjson,
+    /// A JSON document: an array of records, or records at `records`.
+    Json,
+    /// Comma- (or other-) separated values with a header row.
+    Csv,
+    /// Apache Parquet.
+    Parquet,
+}
+
+/// Where a job reads from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A path or glob, relative to the pipeline file; `{date}` is replaced by
+    /// each day of the window (`YYYY-MM-DD`) for per-day files.
+    pub path: String,
+    /// The file format.
+    pub format: Format,
+    /// CSV field delimiter (one byte).
+    #[serde(default = "default_delimiter")]
+    pub delimiter: char,
+    /// CSV quote character (one byte).
+    #[serde(default = "default_quote")]
+    pub quote: char,
+    /// JSON: dotted path to the array of records (e.g. `result.records`).
+    #[serde(default)]
+    pub records: Option<String>,
+}
+
+fn default_delimiter() -> char {
+    ','
+}
+
+fn default_quote() -> char {
+    '"'
+}
+
+/// Column types of the schema contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    /// UTF-8 text.
+    String,
+    /// 32-bit integer.
+    Int,
+    /// 64-bit integer.
+    Long,
+    /// 32-bit float.
+    Float,
+    /// 64-bit float.
+    Double,
+    /// true/false.
+    Boolean,
+    /// Calendar date.
+    Date,
+    /// Instant with an offset, stored as UTC microseconds.
+    Timestamptz,
+}
+
+/// One column of the contract.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    /// Column name in the table.
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: ColumnType,
+    /// A record without a value for it is a reject.
+    #[serde(default)]
+    pub required: bool,
+    /// Source field name, when it differs.
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+impl Column {
+    /// The source field this column is read from.
+    pub fn source_field(&self) -> &str {
+        self.from.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// How the event time of a record is derived.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EventTimeConfig {
+    /// A timestamp that carries its offset (RFC 3339).
+    Offset {
+        /// Source field.
+        column: String,
+    },
+    /// A naive local timestamp in `zone`.
+    Local {
+        /// Source field.
+        column: String,
+        /// IANA zone, e.g. `Europe/London`.
+        zone: ZoneName,
+        /// strftime format; ISO shapes when absent.
+        #[serde(default)]
+        format: Option<String>,
+    },
+    /// Seconds since the epoch.
+    EpochSeconds {
+        /// Source field.
+        column: String,
+    },
+    /// Milliseconds since the epoch.
+    EpochMillis {
+        /// Source field.
+        column: String,
+    },
+    /// A local date and a 1-based period of the day.
+    Period {
+        /// Source field with the date (`YYYY-MM-DD`).
+        date_column: String,
+        /// Source field with the period number.
+        period_column: String,
+        /// IANA zone of the calendar.
+        zone: ZoneName,
+        /// Period length in minutes.
+        #[serde(default = "default_period_minutes")]
+        minutes: u32,
+    },
+}
+
+fn default_period_minutes() -> u32 {
+    30
+}
+
+impl EventTimeConfig {
+    /// The source fields the event time is computed from.
+    pub fn source_fields(&self) -> Vec<&str> {
+        match self {
+            Self::Offset { column }
+            | Self::Local { column, .. }
+            | Self::EpochSeconds { column }
+            | Self::EpochMillis { column } => vec![column],
+            Self::Period {
+                date_column,
+                period_column,
+                ..
+            } => vec![date_column, period_column],
+        }
+    }
+}
+
+/// A validated IANA time-zone name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ZoneName(pub Tz);
+
+impl TryFrom<String> for ZoneName {
+    type Error = String;
+
+    fn try_from(value: String) -> std::result::Result<Self, String> {
+        value.parse::<Tz>().map(ZoneName).map_err(|_| {
+            format!("unknown time zone {value:?}; use an IANA name such as Europe/London")
+        })
+    }
+}
+
+/// What to do with source fields the contract does not name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SchemaDrift {
+    /// Fail the run, naming the field.
+    #[default]
+    Error,
+    /// Add the field to the table as a nullable string column.
+    Evolve,
+    /// Ignore it.
+    Ignore,
+}
+
+/// One ingest job as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    name: Spanned<String>,
+    table: String,
+    source: SourceConfig,
+    event_time: EventTimeConfig,
+    #[serde(default)]
+    columns: Vec<Column>,
+    #[serde(default)]
+    sort: Vec<String>,
+    #[serde(default)]
+    properties: BTreeMap<String, String>,
+    #[serde(default)]
+    reject_threshold: f64,
+    #[serde(default)]
+    schema_drift: SchemaDrift,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    #[serde(default)]
+    catalog: CatalogSettings,
+    #[serde(default, rename = "job")]
+    jobs: Vec<RawJob>,
+}
+
+/// A validated ingest job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Unique name within the pipeline.
+    pub name: String,
+    /// Target namespace levels.
+    pub namespace: Vec<String>,
+    /// Target table name.
+    pub table: String,
+    /// Source.
+    pub source: SourceConfig,
+    /// Source paths resolve against this folder (the pipeline file's).
+    pub base_dir: PathBuf,
+    /// Event-time derivation (lands in [`EVENT_TIME_COLUMN`]).
+    pub event_time: EventTimeConfig,
+    /// The contract's columns (besides `ts_utc` and the bronze columns).
+    pub columns: Vec<Column>,
+    /// Sort order within each data file.
+    pub sort: Vec<String>,
+    /// Table properties set on creation.
+    pub properties: BTreeMap<String, String>,
+    /// Largest accepted fraction of rejected records (0 = none).
+    pub reject_threshold: f64,
+    /// Unknown source fields.
+    pub schema_drift: SchemaDrift,
+}
+
+impl Job {
+    /// `namespace.table`.
+    pub fn table_ident(&self) -> String {
+        format!("{}.{}", self.namespace.join("."), self.table)
+    }
+}
+
+/// Reads, interpolates, parses and validates a pipeline file.
+///
+/// # Errors
+/// [`Error::Config`] naming the file, the line and the key.
+pub fn load(path: &Path) -> Result<Pipeline> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("cannot read pipeline file {}: {e}", path.display())))?;
+    parse(&text, path)
+}
+
+/// Parses pipeline text read from `path` (used for messages and as the base
+/// of relative source paths).
+pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
+    let file = path.display().to_string();
+    let text = interpolate_env(text, &file, |k| std::env::var(k).ok())?;
+    let raw: RawPipeline = toml::from_str(&text)
+        .map_err(|e| Error::Config(format!("{file}: {}", e.to_string().trim_end())))?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut names = HashSet::new();
+    let mut jobs = Vec::with_capacity(raw.jobs.len());
+    for job in raw.jobs {
+        let line = line_of(&text, job.name.span());
+        let name = job.name.get_ref().clone();
+        let at = |msg: String| Error::Config(format!("{file}:{line}: job {name:?}: {msg}"));
+        if !names.insert(name.clone()) {
+            return Err(at("another job has the same name".into()));
+        }
+        jobs.push(validate(job, &base_dir).map_err(at)?);
+    }
+    if jobs.is_empty() {
+        return Err(Error::Config(format!("{file}: no [[job]] defined")));
+    }
+    Ok(Pipeline {
+        path: path.to_path_buf(),
+        catalog: raw.catalog,
+        jobs,
+    })
+}
+
+fn validate(job: RawJob, base_dir: &Path) -> std::result::Result<Job, String> {
+    let mut parts: Vec<String> = job.table.split('.').map(str::to_string).collect();
+    let table = parts.pop().unwrap_or_default();
+    if parts.is_empty() || parts.iter().chain([&table]).any(|p| p.is_empty()) {
+        return Err(format!(
+            "key `table`: {:?} must be namespace.table (e.g. bronze.demand)",
+            job.table
+        ));
+    }
+    let mut seen = HashSet::new();
+    for c in &job.columns {
+        if c.name == EVENT_TIME_COLUMN || c.name.starts_with('_') {
+            return Err(format!(
+                "key `columns`: {:?} is reserved ({EVENT_TIME_COLUMN} and names starting with '_' are floe's)",
+                c.name
+            ));
+        }
+        if !seen.insert(c.name.as_str()) {
+            return Err(format!("key `columns`: {:?} appears twice", c.name));
+        }
+    }
+    for s in &job.sort {
+        if s != EVENT_TIME_COLUMN && !seen.contains(s.as_str()) {
+            return Err(format!("key `sort`: {s:?} is not a column of the job"));
+        }
+    }
+    if !(0.0..=1.0).contains(&job.reject_threshold) {
+        return Err(format!(
+            "key `reject_threshold`: {} must be a fraction between 0 and 1",
+            job.reject_threshold
+        ));
+    }
+    if let EventTimeConfig::Period { minutes, .. } = &job.event_time
+        && (*minutes == 0 || 1440 % minutes != 0)
+    {
+        return Err(format!(
+            "key `event_time.minutes`: {minutes} must divide a day (e.g. 30)"
+        ));
+    }
+    if job.source.delimiter.len_utf8() != 1 || job.source.quote.len_utf8() != 1 {
+        return Err(
+            "keys `source.delimiter` and `source.quote` must be single ASCII characters".into(),
+        );
+    }
+    Ok(Job {
+        name: job.name.into_inner(),
+        namespace: parts,
+        table,
+        source: job.source,
+        base_dir: base_dir.to_path_buf(),
+        event_time: job.event_time,
+        columns: job.columns,
+        sort: job.sort,
+        properties: job.properties,
+        reject_threshold: job.reject_threshold,
+        schema_drift: job.schema_drift,
+    })
+}
+
+fn line_of(text: &str, span: Range<usize>) -> usize {
+    text.get(..span.start)
+        .map_or(0, |t| t.matches('\n').count())
+        + 1
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` with environment values.
+fn interpolate_env(
+    text: &str,
+    file: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut consumed = 0;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let line = line_of(text, consumed + start..consumed + start);
+        let end = after.find('}').ok_or_else(|| {
+            Error::Config(format!("{file}:{line}: unterminated ${{ (write ${{NAME}})"))
+        })?;
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(Error::Config(format!(
+                "{file}:{line}: invalid environment reference ${{{inner}}}"
+            )));
+        }
+        match lookup(name).or_else(|| default.map(str::to_string)) {
+            Some(value) => out.push_str(&value),
+            None => {
+                return Err(Error::Config(format!(
+                    "{file}:{line}: environment variable {name} is not set (used as ${{{name}}})"
+                )));
+            }
+        }
+        let advance = start + 2 + end + 1;
+        consumed += advance;
+        rest = &rest[advance..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[catalog]
+uri = "http://127.0.0.1:9999"
+
+[[job]]
+name = "demand"
+table = "bronze.demand"
+source = { path = "data/{date}.csv", format = "csv" }
+event_time = { kind = "period", date_column = "SETTLEMENT_DATE", period_column = "SETTLEMENT_PERIOD", zone = "Europe/London" }
+columns = [
+  { name = "site_id", type = "string", required = true },
+  { name = "demand_mw", type = "double", from = "ND" },
+]
+sort = ["site_id", "ts_utc"]
+reject_threshold = 0.01
+"#;
+
+    fn parse_str(text: &str) -> Result<Pipeline> {
+        parse(text, Path::new("/etc/floe/pipeline.toml"))
+    }
+
+    fn config_error(text: &str) -> String {
+        match parse_str(text) {
+            Err(Error::Config(msg)) => msg,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_job() -> Result<()> {
+        let p = parse_str(GOOD)?;
+        assert_eq!(p.catalog.uri, "http://127.0.0.1:9999");
+        let job = &p.jobs[0];
+        assert_eq!(job.namespace, ["bronze"]);
+        assert_eq!(job.table, "demand");
+        assert_eq!(job.columns[1].source_field(), "ND");
+        assert_eq!(job.base_dir, Path::new("/etc/floe"));
+        assert!(matches!(
+            job.event_time,
+            EventTimeConfig::Period {
+                minutes: 30,
+                zone: ZoneName(chrono_tz::Europe::London),
+                ..
+            }
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let msg = config_error(&GOOD.replace("Europe/London", "Europe/Lndn"));
+        assert!(
+            msg.contains("/etc/floe/pipeline.toml") && msg.contains("line 9"),
+            "{msg}"
+        );
+        assert!(msg.contains("unknown time zone"), "{msg}");
+        let msg = config_error(&GOOD.replace("\"bronze.demand\"", "\"demand\""));
+        assert!(
+            msg.contains("pipeline.toml:6: job \"demand\": key `table`"),
+            "{msg}"
+        );
+        let msg = config_error(&GOOD.replace("sort = [\"site_id\"", "sort = [\"nope\""));
+        assert!(msg.contains("key `sort`") && msg.contains("nope"), "{msg}");
+        let msg = config_error(&GOOD.replace("type = \"double\"", "type = \"decimal\""));
+        assert!(msg.contains("line 12") && msg.contains("decimal"), "{msg}");
+        let msg = config_error(&GOOD.replace("reject_threshold", "reject_treshold"));
+        assert!(msg.contains("reject_treshold"), "{msg}");
+    }
+
+    #[test]
+    fn interpolates_environment_variables() {
+        let env = |k: &str| (k == "TOKEN").then(|| "s3cret".to_string());
+        let out = interpolate_env("a = \"${TOKEN}\"\nb = \"${MISSING:-x}\"", "f", env);
+        assert_eq!(out.ok().as_deref(), Some("a = \"s3cret\"\nb = \"x\""));
+        let err = interpolate_env("\n\nc = \"${MISSING}\"", "f.toml", env);
+        assert!(
+            matches!(&err, Err(Error::Config(m)) if m.contains("f.toml:3") && m.contains("MISSING")),
+            "{err:?}"
+        );
+        assert!(interpolate_env("${bad name}", "f", env).is_err());
+        assert!(interpolate_env("${UNCLOSED", "f", env).is_err());
+    }
+}
