@@ -93,7 +93,9 @@ pub fn resolve(args: &ServeArgs) -> Result<CatalogConfig> {
 
 /// Hides a password in a database URL for messages.
 fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
+    // Query strings may carry `password=`; the user part ends at the last `@`.
+    let url = url.split('?').next().unwrap_or_default();
+    match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***{}", &url[..s], &url[at..]),
         _ => url.to_string(),
     }
@@ -143,5 +145,7 @@ mod tests {
             "postgres://***@h:5432/db"
         );
         assert_eq!(redact_url("sqlite:///x.db"), "sqlite:///x.db");
+        assert_eq!(redact_url("postgres://u:p@ss@h/db"), "postgres://***@h/db");
+        assert_eq!(redact_url("postgres://h/db?password=x"), "postgres://h/db");
     }
 }

@@ -39,7 +39,9 @@ pub struct CommitTableRequest {
 pub struct PreparedCommit {
     /// The table.
     pub table: TableName,
-    /// The pointer move; `None` when nothing changed.
+    /// The pointer move. A change without updates still carries one, from
+    /// the current location to itself, so that inside a transaction its
+    /// requirements hold at swap time too.
     pub swap: Option<PointerSwap>,
     /// Whether this commit creates the table (stage-create → commit).
     pub creates: bool,
@@ -47,6 +49,8 @@ pub struct PreparedCommit {
     pub metadata: TableMetadata,
     /// Where it is (or, when nothing changed, already was) stored.
     pub location: String,
+    /// The metadata file this commit wrote, to delete if it is not published.
+    pub written: Option<String>,
 }
 
 /// Checks and applies one table's changes and writes its next metadata file.
@@ -72,34 +76,59 @@ pub async fn prepare(
             .check(Some(&metadata))
             .map_err(|e| from_iceberg(&e))?;
     }
-    if req.updates.is_empty() {
-        return Ok(PreparedCommit {
+    let unchanged = |metadata| PreparedCommit {
+        table: table.clone(),
+        swap: Some(PointerSwap {
             table: table.clone(),
-            swap: None,
-            creates: false,
-            metadata,
-            location: current,
-        });
+            expected: current.clone(),
+            new: current.clone(),
+        }),
+        creates: false,
+        metadata,
+        location: current.clone(),
+        written: None,
+    };
+    if req.updates.is_empty() {
+        return Ok(unchanged(metadata));
     }
+    let uuid = metadata.uuid();
     let mut builder = metadata.into_builder(Some(current.clone()));
     for update in req.updates {
+        let update = confine_update(state, update, uuid)?;
         builder = update.apply(builder).map_err(|e| from_iceberg(&e))?;
     }
     let new = builder.build().map_err(|e| from_iceberg(&e))?.metadata;
     state.warehouse.confine(new.location())?;
-    let location = state.warehouse.next_metadata_location(&current, &new);
-    state.warehouse.write_metadata(&new, &location).await?;
+    let next = state.warehouse.next_metadata_location(&current, &new);
+    state.warehouse.write_metadata(&new, &next).await?;
+    let location = next.to_string();
     Ok(PreparedCommit {
         table: table.clone(),
         swap: Some(PointerSwap {
             table: table.clone(),
             expected: current,
-            new: location.to_string(),
+            new: location.clone(),
         }),
         creates: false,
         metadata: new,
-        location: location.to_string(),
+        location: location.clone(),
+        written: Some(location),
     })
+}
+
+/// Keeps updates inside the catalog's rules: a table's uuid never changes
+/// (Iceberg Java refuses it too; a reassigned uuid would let one table pose
+/// as another's folder owner), and a new location is stored normalised.
+fn confine_update(state: &AppState, update: TableUpdate, current: Uuid) -> Result<TableUpdate> {
+    match update {
+        TableUpdate::AssignUuid { uuid } if uuid != current => Err(ApiError::bad_request(format!(
+            "Cannot reassign the table uuid from {current} to {uuid}"
+        ))),
+        TableUpdate::SetLocation { location } => Ok(TableUpdate::SetLocation {
+            location: state.warehouse.confine(&location)?,
+        }),
+        other => Ok(other),
+    }
 }
 
 /// The second half of a staged create: the client sends `assert-create` and
@@ -157,48 +186,46 @@ async fn prepare_create(
         creates: true,
         metadata,
         location: location.to_string(),
+        written: Some(location.to_string()),
     })
 }
 
 /// Makes prepared commits current: all pointers move in one transaction, or
-/// none does and every written file is discarded.
+/// none does. Written files are deleted only when the failure is certain (a
+/// lost race); after a database error the swap may have landed, and the
+/// file it would point at must stay.
 pub async fn publish(state: &AppState, commits: &[PreparedCommit]) -> Result<()> {
     let outcome = match commits {
-        [only] if only.creates => state
-            .store
-            .create_table(&only.table, &only.location)
-            .await
-            .map_err(|e| match e {
-                StoreError::AlreadyExists => ApiError::commit_failed(format!(
-                    "Table {} was created concurrently",
-                    only.table
-                )),
-                other => store_error(
-                    other,
-                    &only.table.namespace.to_string(),
-                    &only.table.to_string(),
-                ),
-            }),
+        [only] if only.creates => state.store.create_table(&only.table, &only.location).await,
         _ => {
             let swaps: Vec<PointerSwap> = commits.iter().filter_map(|c| c.swap.clone()).collect();
-            match state.store.swap_pointers(&swaps).await {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    let names: Vec<String> = swaps.iter().map(|s| s.table.to_string()).collect();
-                    Err(store_error(e, "", &names.join(", ")))
-                }
-            }
+            state.store.swap_pointers(&swaps).await
         }
     };
-    if outcome.is_err() {
+    let Err(err) = outcome else {
+        return Ok(());
+    };
+    let certain = !matches!(err, StoreError::Database(_));
+    if certain {
         discard(state, commits).await;
     }
-    outcome
+    let names: Vec<String> = commits.iter().map(|c| c.table.to_string()).collect();
+    let names = names.join(", ");
+    Err(match err {
+        StoreError::AlreadyExists => {
+            ApiError::commit_failed(format!("Table {names} was created concurrently"))
+        }
+        StoreError::Database(e) => ApiError::unavailable(
+            "record the commit (its outcome is unknown; reload the table before retrying)",
+            &e,
+        ),
+        other => store_error(other, "", &names),
+    })
 }
 
 /// Deletes the metadata files of commits that will not be published.
 pub async fn discard(state: &AppState, commits: &[PreparedCommit]) {
-    for c in commits.iter().filter(|c| c.swap.is_some() || c.creates) {
-        state.warehouse.discard(&c.location).await;
+    for written in commits.iter().filter_map(|c| c.written.as_deref()) {
+        state.warehouse.discard(written).await;
     }
 }

@@ -63,6 +63,13 @@ impl Namespace {
         for level in &levels {
             validate_name(level, "namespace level")?;
         }
+        let joined = levels.iter().map(String::len).sum::<usize>() + levels.len() - 1;
+        if joined > MAX_NAME_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "Namespace {:?} is {joined} bytes long; at most {MAX_NAME_BYTES} are allowed in all",
+                truncate(&levels.join("."))
+            )));
+        }
         Ok(Self(levels))
     }
 

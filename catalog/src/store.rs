@@ -82,21 +82,32 @@ impl Store {
         let options = AnyPoolOptions::new()
             .acquire_timeout(Duration::from_secs(30))
             // An in-memory SQLite database exists per connection.
-            .max_connections(if in_memory { 1 } else { 8 })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if is_sqlite {
-                        // WAL lets readers run beside the single writer;
-                        // the busy timeout makes concurrent writers queue
-                        // instead of failing with SQLITE_BUSY.
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        if !in_memory {
-                            conn.execute("PRAGMA journal_mode = WAL").await?;
-                        }
+            .max_connections(if in_memory { 1 } else { 8 });
+        // An in-memory database lives as long as its one connection.
+        let options = if in_memory {
+            options
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            options
+        };
+        let options = options.after_connect(move |conn, _| {
+            Box::pin(async move {
+                if is_sqlite {
+                    // WAL lets readers run beside the single writer;
+                    // the busy timeout makes concurrent writers queue
+                    // instead of failing with SQLITE_BUSY.
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    // LIKE must distinguish `A` from `a`, as in PostgreSQL.
+                    conn.execute("PRAGMA case_sensitive_like = ON").await?;
+                    if !in_memory {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
                     }
-                    Ok(())
-                })
-            });
+                }
+                Ok(())
+            })
+        });
         let url = if is_sqlite && !in_memory && !url.contains("mode=") {
             let sep = if url.contains('?') { '&' } else { '?' };
             format!("{url}{sep}mode=rwc")
@@ -332,15 +343,20 @@ impl Store {
             "SELECT table_name FROM iceberg_tables
              WHERE catalog_name = $1 AND table_namespace = $2
                AND (iceberg_type IS NULL OR iceberg_type = 'TABLE')
-             ORDER BY table_name",
+",
         )
         .bind(&self.catalog)
         .bind(ns.to_db())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        // Sorted here, byte-wise, because page tokens compare bytes and a
+        // database collation may order differently.
+        let mut names = rows
+            .iter()
             .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
-            .collect()
+            .collect::<StoreResult<Vec<String>>>()?;
+        names.sort();
+        Ok(names)
     }
 
     /// The current metadata location of a table, or `None`.
@@ -387,11 +403,19 @@ impl Store {
 
     /// Moves every pointer of a commit atomically (see the module docs).
     pub async fn swap_pointers(&self, swaps: &[PointerSwap]) -> StoreResult<()> {
+        // A fixed order keeps two transactions over the same tables from
+        // deadlocking in PostgreSQL.
+        let mut ordered: Vec<&PointerSwap> = swaps.iter().collect();
+        ordered.sort_by_key(|s| (s.table.namespace.to_db(), s.table.name.clone()));
         let mut tx = self.pool.begin().await?;
-        for swap in swaps {
+        for swap in ordered {
+            // A swap onto itself (a change with requirements only) keeps the
+            // previous location as it was.
             let updated = sqlx::query(
                 "UPDATE iceberg_tables
-                 SET metadata_location = $1, previous_metadata_location = $2
+                 SET metadata_location = $1,
+                     previous_metadata_location = CASE WHEN $1 = $2
+                         THEN previous_metadata_location ELSE $2 END
                  WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5
                    AND metadata_location = $2",
             )
@@ -443,28 +467,36 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a table's pointer and returns the metadata location it had.
+    /// Removes a table's pointer and returns the metadata location it had,
+    /// in one statement.
     pub async fn drop_table(&self, table: &TableName) -> StoreResult<String> {
-        let location = self
-            .table_pointer(table)
-            .await?
-            .ok_or(StoreError::TableNotFound)?;
-        let deleted = sqlx::query(
+        let row = sqlx::query(
             "DELETE FROM iceberg_tables
              WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3
-               AND metadata_location = $4",
+               AND (iceberg_type IS NULL OR iceberg_type = 'TABLE')
+             RETURNING metadata_location",
         )
         .bind(&self.catalog)
         .bind(table.namespace.to_db())
         .bind(&table.name)
-        .bind(&location)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::TableNotFound)?;
+        row.try_get::<Option<String>, _>(0)?
+            .ok_or(StoreError::TableNotFound)
+    }
+
+    /// Whether any table's current metadata lies under `prefix`.
+    pub async fn any_pointer_under(&self, prefix: &str) -> StoreResult<bool> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM iceberg_tables
+             WHERE catalog_name = $1 AND metadata_location LIKE $2 ESCAPE '!'",
+        )
+        .bind(&self.catalog)
+        .bind(format!("{}%", escape_like(prefix)))
+        .fetch_one(&self.pool)
         .await?;
-        if deleted.rows_affected() != 1 {
-            // Dropped or committed concurrently: the caller may retry.
-            return Err(StoreError::Conflict);
-        }
-        Ok(location)
+        Ok(count(&row)? > 0)
     }
 
     /// Closes the pool, waiting for connections to finish.

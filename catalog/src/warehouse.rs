@@ -5,14 +5,13 @@
 //! normalised and must lie under the warehouse root; the catalog never
 //! writes, reads or purges anything outside it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 
 use iceberg::MetadataLocation;
 use iceberg::io::{FileIO, FileIOBuilder};
 use iceberg::spec::TableMetadata;
-use iceberg::table::Table;
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 use uuid::Uuid;
 
@@ -92,6 +91,12 @@ impl Warehouse {
             ))
         })?;
         let normalized = normalized.trim_end_matches('/').to_string();
+        if normalized.len() > MAX_LOCATION_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "Location is {} bytes long; at most {MAX_LOCATION_BYTES} are allowed",
+                normalized.len()
+            )));
+        }
         let inside = normalized
             .strip_prefix(&self.root)
             .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1);
@@ -108,7 +113,11 @@ impl Warehouse {
     pub async fn read_metadata(&self, location: &str) -> Result<TableMetadata> {
         TableMetadata::read_from(&self.io, location)
             .await
-            .map_err(|e| ApiError::unavailable("read table metadata", &e))
+            .map_err(|e| match e.kind() {
+                // A corrupt file will not heal with a retry.
+                iceberg::ErrorKind::DataInvalid => ApiError::internal("parse table metadata", &e),
+                _ => ApiError::unavailable("read table metadata", &e),
+            })
     }
 
     /// The location of the first metadata file of a table.
@@ -155,43 +164,105 @@ impl Warehouse {
         }
     }
 
-    /// Deletes a dropped table's files: every file its metadata references
-    /// (data files only if `gc.enabled`, as Iceberg's catalogs do), then,
-    /// when the location is one this catalog assigned to exactly this table,
-    /// everything left under it (uncommitted files, old metadata).
-    pub async fn purge(&self, ident: &TableName, metadata_location: &str) -> Result<()> {
+    /// Deletes a dropped table's files. Only paths under the table's own
+    /// location are ever deleted, whatever the metadata references (a
+    /// metadata file can name any path, e.g. as a statistics file). Data files
+    /// are kept when `gc.enabled=false`, as Iceberg's catalogs do. When the
+    /// folder is one this catalog assigned to exactly this table and no other
+    /// table points into it (`folder_shared`), everything left under it goes
+    /// too (uncommitted files, old metadata).
+    pub async fn purge(&self, metadata_location: &str, folder_shared: bool) -> Result<()> {
         let metadata = self.read_metadata(metadata_location).await?;
         let location = metadata.location().to_string();
-        let owned = location.ends_with(&format!("-{}", metadata.uuid().simple()));
-        let table = Table::builder()
-            .metadata(metadata)
-            .metadata_location(metadata_location)
-            .identifier(
-                iceberg::TableIdent::from_strs(
-                    ident
-                        .namespace
-                        .levels()
-                        .iter()
-                        .chain(std::iter::once(&ident.name)),
-                )
-                .map_err(|e| ApiError::internal("build table identifier", &e))?,
-            )
-            .file_io(self.io.clone())
-            .runtime(iceberg::Runtime::current())
-            .build()
-            .map_err(|e| ApiError::internal("open table for purge", &e))?;
-        iceberg::drop_table_data(&table)
+        let prefix = format!("{location}/");
+        let mut paths = self.referenced_files(&metadata).await;
+        paths.push(metadata_location.to_string());
+        let (inside, outside): (Vec<String>, Vec<String>) = paths
+            .into_iter()
+            .partition(|p| p.starts_with(&prefix) && self.confine(p).is_ok());
+        if !outside.is_empty() {
+            tracing::warn!(
+                count = outside.len(),
+                %location,
+                "purge kept files referenced outside the table location"
+            );
+        }
+        self.io
+            .delete_stream(futures::stream::iter(inside))
             .await
             .map_err(|e| ApiError::unavailable("delete table files", &e))?;
-        if owned && self.confine(&location).is_ok() {
+        let owned = location.ends_with(&format!("-{}", metadata.uuid().simple()));
+        if owned && !folder_shared && self.confine(&location).is_ok() {
             self.io
-                .delete_prefix(format!("{location}/"))
+                .delete_prefix(&prefix)
                 .await
                 .map_err(|e| ApiError::unavailable("delete table folder", &e))?;
         }
         Ok(())
     }
+
+    async fn read_manifest_list(
+        &self,
+        path: &str,
+        metadata: &TableMetadata,
+    ) -> iceberg::Result<iceberg::spec::ManifestList> {
+        let bytes = self.io.new_input(path)?.read().await?;
+        iceberg::spec::ManifestList::parse_with_version(&bytes, metadata.format_version())
+    }
+
+    /// Every file the metadata references: metadata log, statistics,
+    /// manifest lists, manifests and (unless `gc.enabled=false`) data files.
+    /// Unreadable manifests are logged and skipped: the table is already
+    /// dropped, and the folder sweep catches what they list.
+    async fn referenced_files(&self, metadata: &TableMetadata) -> Vec<String> {
+        let mut paths: Vec<String> = metadata
+            .metadata_log()
+            .iter()
+            .map(|m| m.metadata_file.clone())
+            .collect();
+        paths.extend(
+            metadata
+                .statistics_iter()
+                .map(|s| s.statistics_path.clone()),
+        );
+        paths.extend(
+            metadata
+                .partition_statistics_iter()
+                .map(|s| s.statistics_path.clone()),
+        );
+        let gc = metadata.properties().get("gc.enabled").map(String::as_str) != Some("false");
+        let mut manifests = HashSet::new();
+        for snapshot in metadata.snapshots() {
+            paths.push(snapshot.manifest_list().to_string());
+            match self
+                .read_manifest_list(snapshot.manifest_list(), metadata)
+                .await
+            {
+                Ok(list) => manifests.extend(
+                    list.entries()
+                        .iter()
+                        .cloned()
+                        .map(|m| (m.manifest_path.clone(), m)),
+                ),
+                Err(e) => tracing::warn!(error = %e, "purge could not read a manifest list"),
+            }
+        }
+        for (path, manifest) in manifests {
+            if gc {
+                match manifest.load_manifest(&self.io).await {
+                    Ok(m) => paths.extend(m.entries().iter().map(|e| e.file_path().to_string())),
+                    Err(e) => tracing::warn!(error = %e, "purge could not read a manifest"),
+                }
+            }
+            paths.push(path);
+        }
+        paths
+    }
 }
+
+/// Longest accepted table location; metadata file names add about 60 bytes
+/// and the pointer column holds 1000.
+const MAX_LOCATION_BYTES: usize = 900;
 
 /// Longest table-name part of a table folder: the folder is
 /// `<name>-<32 hex digits>` and must fit the usual 255-byte file-name limit.

@@ -694,6 +694,13 @@ async fn tables_survive_a_restart_on_postgres() {
     restart_keeps_everything(cfg).await;
 }
 
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
 fn uuid_like() -> String {
     format!(
         "{:x}",
@@ -762,6 +769,144 @@ async fn bearer_token_and_oauth_client_credentials() {
     assert_eq!(body["error"], "invalid_client");
     let (status, body) = h
         .call_raw(Method::POST, "/v1/oauth/tokens", form("secret"), ctype)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    h.token = body["access_token"].as_str().map(str::to_string);
+    h.ok(Method::GET, "/v1/namespaces", None).await;
+}
+
+/// Regression tests from the code review of the first version.
+#[tokio::test]
+async fn uuids_stay_and_locations_are_normalised() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::new(dir.path()).await;
+    h.namespace("n").await;
+    h.table("n", "t").await;
+    let reassign = json!({"requirements": [], "updates": [
+        {"action": "assign-uuid", "uuid": "00000000-0000-0000-0000-0000000000aa"}]});
+    let (status, body) = h
+        .call(Method::POST, "/v1/namespaces/n/tables/t", Some(reassign))
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "BadRequestException",
+    );
+    let bare = format!("{}/wh/n/moved", dir.path().display());
+    let moved = h
+        .ok(
+            Method::POST,
+            "/v1/namespaces/n/tables/t",
+            Some(json!({"requirements": [], "updates": [{"action": "set-location", "location": bare}]})),
+        )
+        .await;
+    assert_eq!(moved["metadata"]["location"], format!("file://{bare}"));
+}
+
+#[tokio::test]
+async fn purge_never_deletes_outside_the_table_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::new(dir.path()).await;
+    h.namespace("n").await;
+    let t = h.table("n", "t").await;
+    let victim = dir.path().join("precious.txt");
+    std::fs::write(&victim, "keep me").expect("write");
+    let snapshot_id = 1;
+    let location = t["metadata"]["location"].as_str().expect("location");
+    let commit = json!({"requirements": [], "updates": [
+        {"action": "add-snapshot", "snapshot": {"snapshot-id": snapshot_id, "sequence-number": 1,
+            "timestamp-ms": now_ms(), "manifest-list": format!("{location}/metadata/missing.avro"),
+            "summary": {"operation": "append"}}},
+        {"action": "set-statistics", "snapshot-id": snapshot_id, "statistics": {
+            "snapshot-id": snapshot_id, "statistics-path": format!("file://{}", victim.display()),
+            "file-size-in-bytes": 7, "file-footer-size-in-bytes": 1, "blob-metadata": []}}]});
+    h.ok(Method::POST, "/v1/namespaces/n/tables/t", Some(commit))
+        .await;
+    h.ok(
+        Method::DELETE,
+        "/v1/namespaces/n/tables/t?purgeRequested=true",
+        None,
+    )
+    .await;
+    assert!(
+        victim.exists(),
+        "purge deleted a file outside the table folder"
+    );
+    let folder = location.strip_prefix("file://").expect("local");
+    assert!(!Path::new(folder).exists(), "purge left the table folder");
+}
+
+#[tokio::test]
+async fn reserved_keys_and_case_sensitive_namespaces() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::new(dir.path()).await;
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/v1/namespaces",
+            Some(json!({"namespace": ["x"], "properties": {"exists": "no"}})),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "BadRequestException",
+    );
+    h.namespace("A").await;
+    h.namespace("a").await;
+    h.ok(
+        Method::POST,
+        "/v1/namespaces",
+        Some(json!({"namespace": ["a", "b"]})),
+    )
+    .await;
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/v1/namespaces/A/properties",
+            Some(json!({"removals": ["exists"]})),
+        )
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "BadRequestException",
+    );
+    // `A` has no children even though `a.b` exists.
+    h.ok(Method::DELETE, "/v1/namespaces/A", None).await;
+}
+
+#[tokio::test]
+async fn oauth_token_exchange_refreshes_a_live_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path(), None);
+    cfg.auth = AuthConfig {
+        token: None,
+        client: Some(("client".into(), Secret::new("secret"))),
+        token_ttl: Duration::from_secs(60),
+    };
+    let mut h = Harness::open(cfg).await;
+    let ctype = "application/x-www-form-urlencoded";
+    let form = Body::from("grant_type=client_credentials&client_id=client&client_secret=secret");
+    let (_, body) = h
+        .call_raw(Method::POST, "/v1/oauth/tokens", form, ctype)
+        .await;
+    let first = body["access_token"].as_str().expect("token").to_string();
+    let exchange = |subject: &str| {
+        Body::from(format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={subject}\
+             &subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token"
+        ))
+    };
+    let (status, body) = h
+        .call_raw(Method::POST, "/v1/oauth/tokens", exchange("forged"), ctype)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = h
+        .call_raw(Method::POST, "/v1/oauth/tokens", exchange(&first), ctype)
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     h.token = body["access_token"].as_str().map(str::to_string);

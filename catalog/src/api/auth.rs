@@ -102,7 +102,10 @@ pub(crate) struct TokenRequest {
     grant_type: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    subject_token: Option<String>,
 }
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     (
@@ -132,12 +135,33 @@ pub(crate) async fn issue_token(
             "Expected an application/x-www-form-urlencoded token request",
         );
     };
-    if req.grant_type.as_deref() != Some("client_credentials") {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "Only grant_type=client_credentials is supported",
-        );
+    match req.grant_type.as_deref() {
+        Some("client_credentials") => {}
+        // Iceberg Java refreshes its token by exchanging the live one.
+        Some(TOKEN_EXCHANGE) => {
+            let subject = req.subject_token.as_deref().unwrap_or_default();
+            let static_ok = state
+                .config
+                .auth
+                .token
+                .as_ref()
+                .is_some_and(|t| eq_secret(t.expose(), subject));
+            if !(static_ok || state.tokens.is_live(subject)) {
+                return oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_grant",
+                    "The subject token is unknown or expired",
+                );
+            }
+            return token_response(&state);
+        }
+        _ => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "Supported grants: client_credentials and token-exchange",
+            );
+        }
     }
     let (id, secret) = match (req.client_id, req.client_secret) {
         (Some(id), Some(secret)) => (id, secret),
@@ -160,6 +184,10 @@ pub(crate) async fn issue_token(
             "Unknown client or wrong secret",
         );
     }
+    token_response(&state)
+}
+
+fn token_response(state: &AppState) -> Response {
     let ttl = state.config.auth.token_ttl;
     let token = state.tokens.issue(ttl);
     Json(json!({

@@ -93,12 +93,29 @@ pub(crate) async fn create(
 /// Property values are stored in VARCHAR(1000) columns (JDBC layout).
 fn check_properties<'a>(props: impl Iterator<Item = (&'a String, &'a String)>) -> Result<()> {
     for (k, v) in props {
-        if k.is_empty() || k.len() > 255 || v.len() > 1000 {
+        check_key(k)?;
+        if v.len() > 1000 || v.contains('\0') {
             return Err(ApiError::bad_request(format!(
-                "Invalid property {:?}: keys must be 1-255 bytes and values at most 1000 bytes",
-                k.chars().take(64).collect::<String>()
+                "Invalid value of property {k:?}: at most 1000 bytes, no NUL characters"
             )));
         }
+    }
+    Ok(())
+}
+
+/// Keys are 1-255 bytes without NUL; `exists` marks a namespace in the
+/// database (JDBC catalog layout) and is reserved, as in Iceberg's JdbcCatalog.
+fn check_key(k: &str) -> Result<()> {
+    if k == "exists" {
+        return Err(ApiError::bad_request(
+            "The property key \"exists\" is reserved by the catalog",
+        ));
+    }
+    if k.is_empty() || k.len() > 255 || k.contains('\0') {
+        return Err(ApiError::bad_request(format!(
+            "Invalid property key {:?}: keys must be 1-255 bytes without NUL characters",
+            k.chars().take(64).collect::<String>()
+        )));
     }
     Ok(())
 }
@@ -171,6 +188,9 @@ pub(crate) async fn update_properties(
         )));
     }
     check_properties(req.updates.iter())?;
+    for key in &removals {
+        check_key(key)?;
+    }
     let current = ensure_exists(&state, &ns).await?;
     let (removed, missing): (Vec<String>, Vec<String>) = removals
         .iter()

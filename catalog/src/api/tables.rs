@@ -260,7 +260,7 @@ pub(crate) async fn commit(
     }
     let prepared = commit::prepare(&state, &table, req).await?;
     commit::publish(&state, std::slice::from_ref(&prepared)).await?;
-    if prepared.swap.is_some() || prepared.creates {
+    if prepared.written.is_some() {
         tracing::info!(table = %table, location = %prepared.location, "committed");
     }
     let mut result = load_result(
@@ -312,7 +312,15 @@ pub(crate) async fn drop(
     if purge {
         // The table is gone from the catalog either way; a failed purge
         // leaves files that remove-orphans or a retry can clean.
-        state.warehouse.purge(&table, &location).await?;
+        let folder = location
+            .rsplit_once("/metadata/")
+            .map_or(location.as_str(), |(folder, _)| folder);
+        let shared = state
+            .store
+            .any_pointer_under(&format!("{folder}/"))
+            .await
+            .map_err(|e| not_found_or(e, &table))?;
+        state.warehouse.purge(&location, shared).await?;
     }
     Ok(no_content())
 }
