@@ -31,9 +31,55 @@ pub enum LogFormat {
 /// floe's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Land source files in day-partitioned Iceberg tables for a window of days.
+    ///
+    /// Each job of the pipeline file reads its source for the window, converts
+    /// every record to the table's types with a UTC event time (ts_utc), and
+    /// commits ONE overwrite snapshot that replaces exactly the window's day
+    /// partitions: re-running a window never duplicates rows. Records that do
+    /// not convert go to <table>__rejects with their reason; past the job's
+    /// reject_threshold nothing is committed and floe exits with code 1.
+    Ingest(IngestArgs),
     /// The Iceberg REST catalog server that floe ships.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+}
+
+/// Flags of `floe ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Jobs to run (default: every job in the pipeline file).
+    pub jobs: Vec<String>,
+
+    /// The pipeline definition (TOML).
+    #[arg(long, short, default_value = "floe.toml", env = "FLOE_PIPELINE")]
+    pub pipeline: PathBuf,
+
+    /// First day of the window (YYYY-MM-DD, UTC).
+    #[arg(long, requires = "to", conflicts_with = "days")]
+    pub from: Option<chrono::NaiveDate>,
+
+    /// Last day of the window, inclusive (YYYY-MM-DD, UTC).
+    #[arg(long, requires = "from")]
+    pub to: Option<chrono::NaiveDate>,
+
+    /// The last N days, ending yesterday (UTC); the default is 1.
+    #[arg(long)]
+    pub days: Option<u32>,
+
+    /// Print what would be read and written, and stop.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Write a JSON run report (rows read/written/rejected per day, files,
+    /// bytes, snapshot ids, duration) to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+
+    /// Run id recorded in the snapshot summary (floe.run-id). Passing the
+    /// scheduler's id makes a retried run detect that its commit landed.
+    #[arg(long, env = "FLOE_RUN_ID")]
+    pub run_id: Option<String>,
 }
 
 /// `floe catalog ...`.

@@ -12,6 +12,21 @@ pub enum Error {
     /// The catalog server could not start.
     #[error("catalog server: {0}")]
     CatalogStart(#[from] floe_catalog::StartError),
+    /// The REST catalog refused or failed a request.
+    #[error("catalog: {0}")]
+    Catalog(String),
+    /// Reading or writing table files failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A source could not be read.
+    #[error("source: {0}")]
+    Source(String),
+    /// Other writers kept changing the table; the run gave up.
+    #[error("commit conflict: {0}")]
+    CommitConflict(String),
+    /// Too many records were rejected; nothing was committed.
+    #[error("{0}")]
+    Rejected(String),
     /// An I/O failure outside storage (signals, the terminal, local folders).
     #[error("{context}: {source}")]
     Io {
@@ -24,12 +39,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code for this error: 2 for usage and configuration
-    /// problems, 1 for everything else.
+    /// The process exit code: 1 when the data was the problem (rejects over
+    /// the threshold), 2 for every other error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Config(_) => 2,
-            _ => 1,
+            Error::Rejected(_) => 1,
+            _ => 2,
         }
     }
 }

@@ -9,7 +9,11 @@ pub mod catalog_serve;
 pub mod cli;
 pub mod error;
 pub mod event_time;
+pub mod ingest;
+pub mod ingest_cmd;
 pub mod pipeline;
+pub mod rest;
+pub mod snapshot;
 
 pub use error::{Error, Result};
 
@@ -19,5 +23,6 @@ use cli::{CatalogCommand, Cli, Command};
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Catalog(CatalogCommand::Serve(args)) => catalog_serve::run(&args).await,
+        Command::Ingest(args) => ingest_cmd::run(&args).await,
     }
 }

@@ -1,0 +1,395 @@
+//! Records to typed Arrow batches, one row at a time: every value of a
+//! record is converted first, and the row is appended only when all of them
+//! succeed, so a bad record becomes a reject with its reason and never a
+//! half-written row.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    ArrayBuilder, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder, Int32Builder,
+    Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, SchemaRef, TimeUnit};
+use chrono::NaiveDate;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::event_time::{self, EpochUnit, Micros, PeriodClock};
+use crate::pipeline::{ColumnType, EVENT_TIME_COLUMN, EventTimeConfig, Job};
+
+use super::schema::{HASH, INGEST_TIME, SOURCE};
+
+/// One source record: its fields, its text as read (for rejects and the
+/// hash) and where it was.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Field name → value (CSV cells arrive as strings).
+    pub fields: Map<String, Value>,
+    /// The record as read: the NDJSON line, or its JSON form.
+    pub raw: String,
+    /// 1-based line (NDJSON, CSV) or record number (JSON, Parquet).
+    pub line: u64,
+}
+
+/// A converted value.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    Null,
+    Str(String),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+    Date(i32),
+    Ts(i64),
+}
+
+/// What fills a column of the table.
+#[derive(Debug, Clone)]
+enum ColumnSource {
+    EventTime,
+    Field {
+        name: String,
+        kind: ColumnType,
+        required: bool,
+    },
+    IngestTime,
+    SourceUri,
+    Hash,
+    /// A nullable table column the job does not produce.
+    Null,
+}
+
+/// Builds batches of the table's Arrow schema from records.
+pub struct BatchBuilder {
+    schema: SchemaRef,
+    sources: Vec<ColumnSource>,
+    builders: Vec<Box<dyn ArrayBuilder>>,
+    event_time: EventTimeConfig,
+    known_fields: HashSet<String>,
+    ingest_time: Micros,
+    rows: usize,
+}
+
+impl std::fmt::Debug for BatchBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchBuilder")
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+fn kind_of(dt: &DataType) -> Option<ColumnType> {
+    Some(match dt {
+        DataType::Utf8 | DataType::LargeUtf8 => ColumnType::String,
+        DataType::Int32 => ColumnType::Int,
+        DataType::Int64 => ColumnType::Long,
+        DataType::Float32 => ColumnType::Float,
+        DataType::Float64 => ColumnType::Double,
+        DataType::Boolean => ColumnType::Boolean,
+        DataType::Date32 => ColumnType::Date,
+        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => ColumnType::Timestamptz,
+        _ => return None,
+    })
+}
+
+fn new_builder(dt: &DataType) -> Result<Box<dyn ArrayBuilder>> {
+    Ok(match dt {
+        DataType::Utf8 => Box::new(StringBuilder::new()),
+        DataType::Int32 => Box::new(Int32Builder::new()),
+        DataType::Int64 => Box::new(Int64Builder::new()),
+        DataType::Float32 => Box::new(Float32Builder::new()),
+        DataType::Float64 => Box::new(Float64Builder::new()),
+        DataType::Boolean => Box::new(BooleanBuilder::new()),
+        DataType::Date32 => Box::new(Date32Builder::new()),
+        DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) => {
+            Box::new(TimestampMicrosecondBuilder::new().with_timezone(tz.clone()))
+        }
+        other => {
+            return Err(Error::Config(format!(
+                "floe cannot write columns of type {other}"
+            )));
+        }
+    })
+}
+
+impl BatchBuilder {
+    /// A builder for `schema` (the table's) filled by `job`.
+    pub fn new(job: &Job, schema: SchemaRef, ingest_time: Micros) -> Result<Self> {
+        let mut sources = Vec::new();
+        let mut builders = Vec::new();
+        for f in schema.fields() {
+            let source = match f.name().as_str() {
+                EVENT_TIME_COLUMN => ColumnSource::EventTime,
+                INGEST_TIME => ColumnSource::IngestTime,
+                SOURCE => ColumnSource::SourceUri,
+                HASH => ColumnSource::Hash,
+                name => match job.columns.iter().find(|c| c.name == name) {
+                    Some(c) => {
+                        if kind_of(f.data_type()) != Some(c.kind) {
+                            return Err(Error::Config(format!(
+                                "job {}: column {name} is {} in the table but {:?} in the job",
+                                job.name,
+                                f.data_type(),
+                                c.kind
+                            )));
+                        }
+                        ColumnSource::Field {
+                            name: c.source_field().to_string(),
+                            kind: c.kind,
+                            required: c.required,
+                        }
+                    }
+                    None => ColumnSource::Null,
+                },
+            };
+            sources.push(source);
+            builders.push(new_builder(f.data_type())?);
+        }
+        let mut known_fields: HashSet<String> = job
+            .columns
+            .iter()
+            .map(|c| c.source_field().to_string())
+            .collect();
+        known_fields.extend(
+            job.event_time
+                .source_fields()
+                .into_iter()
+                .map(str::to_string),
+        );
+        Ok(Self {
+            schema,
+            sources,
+            builders,
+            event_time: job.event_time.clone(),
+            known_fields,
+            ingest_time,
+            rows: 0,
+        })
+    }
+
+    /// Source fields the contract does not know, if any.
+    pub fn unknown_field<'a>(
+        &self,
+        fields: impl IntoIterator<Item = &'a String>,
+    ) -> Option<&'a String> {
+        fields.into_iter().find(|k| !self.known_fields.contains(*k))
+    }
+
+    /// Rows buffered.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether no rows are buffered.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The record's event time, or why it has none.
+    pub fn event_time(&self, record: &Record) -> std::result::Result<Micros, String> {
+        self.event_time_of(&record.fields)
+    }
+
+    /// Converts and appends a record whose event time is `ts`, or returns
+    /// why it is a reject.
+    pub fn push(
+        &mut self,
+        record: &Record,
+        ts: Micros,
+        source_uri: &str,
+    ) -> std::result::Result<(), String> {
+        let mut cells = Vec::with_capacity(self.sources.len());
+        for source in &self.sources {
+            let cell = match source {
+                ColumnSource::EventTime => Cell::Ts(ts),
+                ColumnSource::IngestTime => Cell::Ts(self.ingest_time),
+                ColumnSource::SourceUri => Cell::Str(source_uri.to_string()),
+                ColumnSource::Hash => Cell::Str(hash(&record.raw)),
+                ColumnSource::Null => Cell::Null,
+                ColumnSource::Field {
+                    name,
+                    kind,
+                    required,
+                } => {
+                    let cell = convert(record.fields.get(name), *kind)
+                        .map_err(|e| format!("field {name}: {e}"))?;
+                    if *required && cell == Cell::Null {
+                        return Err(format!("required field {name} is missing or null"));
+                    }
+                    cell
+                }
+            };
+            cells.push(cell);
+        }
+        for (builder, cell) in self.builders.iter_mut().zip(cells) {
+            append(builder.as_mut(), cell);
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn event_time_of(&self, fields: &Map<String, Value>) -> std::result::Result<Micros, String> {
+        let text = |name: &str| -> std::result::Result<String, String> {
+            match fields.get(name) {
+                None | Some(Value::Null) => Err(format!("event-time field {name} is missing")),
+                Some(Value::String(s)) if s.trim().is_empty() => {
+                    Err(format!("event-time field {name} is empty"))
+                }
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(other) => Ok(other.to_string()),
+            }
+        };
+        let integer = |name: &str| -> std::result::Result<i64, String> {
+            let t = text(name)?;
+            t.trim()
+                .parse::<i64>()
+                .map_err(|_| format!("event-time field {name}: {t:?} is not an integer"))
+        };
+        let result = match &self.event_time {
+            EventTimeConfig::Offset { column } => event_time::parse_with_offset(&text(column)?),
+            EventTimeConfig::Local {
+                column,
+                zone,
+                format,
+            } => event_time::parse_naive(&text(column)?, format.as_deref())
+                .and_then(|n| event_time::local_to_utc(n, zone.0)),
+            EventTimeConfig::EpochSeconds { column } => {
+                event_time::from_epoch(integer(column)?, EpochUnit::Seconds)
+            }
+            EventTimeConfig::EpochMillis { column } => {
+                event_time::from_epoch(integer(column)?, EpochUnit::Millis)
+            }
+            EventTimeConfig::Period {
+                date_column,
+                period_column,
+                zone,
+                minutes,
+            } => {
+                let d = text(date_column)?;
+                let date =
+                    parse_date(&d).map_err(|e| format!("event-time field {date_column}: {e}"))?;
+                let clock = PeriodClock {
+                    zone: zone.0,
+                    minutes: *minutes,
+                };
+                clock.to_utc(date, integer(period_column)?)
+            }
+        };
+        result.map_err(|e| format!("event time: {e}"))
+    }
+
+    /// The buffered rows as a batch; the builder is empty afterwards.
+    pub fn finish(&mut self) -> Result<RecordBatch> {
+        let columns: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
+        self.rows = 0;
+        RecordBatch::try_new(Arc::clone(&self.schema), columns)
+            .map_err(|e| Error::Storage(format!("cannot assemble a record batch: {e}")))
+    }
+}
+
+fn hash(raw: &str) -> String {
+    let digest = Sha256::digest(raw.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_date(text: &str) -> std::result::Result<NaiveDate, String> {
+    let t = text.trim();
+    let date_part = t.get(..10).unwrap_or(t);
+    NaiveDate::parse_from_str(date_part, "%Y-%m-%d")
+        .map_err(|_| format!("{t:?} is not a date (YYYY-MM-DD)"))
+}
+
+fn convert(value: Option<&Value>, kind: ColumnType) -> std::result::Result<Cell, String> {
+    let value = match value {
+        None | Some(Value::Null) => return Ok(Cell::Null),
+        Some(Value::String(s)) if s.is_empty() && kind != ColumnType::String => {
+            return Ok(Cell::Null);
+        }
+        Some(v) => v,
+    };
+    let as_text = || match value {
+        Value::String(s) => s.trim().to_string(),
+        other => other.to_string(),
+    };
+    let bad = |what: &str| format!("{} is not {what}", truncate(&as_text()));
+    Ok(match kind {
+        ColumnType::String => Cell::Str(match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }),
+        ColumnType::Int => Cell::I32(as_text().parse().map_err(|_| bad("a 32-bit integer"))?),
+        ColumnType::Long => Cell::I64(as_text().parse().map_err(|_| bad("a 64-bit integer"))?),
+        ColumnType::Float => Cell::F32(as_text().parse().map_err(|_| bad("a number"))?),
+        ColumnType::Double => Cell::F64(as_text().parse().map_err(|_| bad("a number"))?),
+        ColumnType::Boolean => Cell::Bool(match as_text().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(bad("a boolean")),
+        }),
+        ColumnType::Date => {
+            let d = parse_date(&as_text())?;
+            let days = (d - epoch_date()).num_days();
+            Cell::Date(i32::try_from(days).map_err(|_| bad("a date in range"))?)
+        }
+        ColumnType::Timestamptz => {
+            Cell::Ts(event_time::parse_with_offset(&as_text()).map_err(|e| e.0)?)
+        }
+    })
+}
+
+fn epoch_date() -> NaiveDate {
+    chrono::DateTime::UNIX_EPOCH.date_naive()
+}
+
+fn truncate(s: &str) -> String {
+    if s.chars().count() > 60 {
+        format!("{:?}…", s.chars().take(60).collect::<String>())
+    } else {
+        format!("{s:?}")
+    }
+}
+
+fn append(builder: &mut dyn ArrayBuilder, cell: Cell) {
+    let any = builder.as_any_mut();
+    macro_rules! put {
+        ($ty:ty, $v:expr) => {
+            if let Some(b) = any.downcast_mut::<$ty>() {
+                b.append_value($v);
+            }
+        };
+    }
+    match cell {
+        Cell::Str(s) => put!(StringBuilder, s),
+        Cell::I32(v) => put!(Int32Builder, v),
+        Cell::I64(v) => put!(Int64Builder, v),
+        Cell::F32(v) => put!(Float32Builder, v),
+        Cell::F64(v) => put!(Float64Builder, v),
+        Cell::Bool(v) => put!(BooleanBuilder, v),
+        Cell::Date(v) => put!(Date32Builder, v),
+        Cell::Ts(v) => put!(TimestampMicrosecondBuilder, v),
+        Cell::Null => append_null(any),
+    }
+}
+
+fn append_null(any: &mut dyn std::any::Any) {
+    macro_rules! try_null {
+        ($($ty:ty),*) => {
+            $(if let Some(b) = any.downcast_mut::<$ty>() { b.append_null(); return; })*
+        };
+    }
+    try_null!(
+        StringBuilder,
+        Int32Builder,
+        Int64Builder,
+        Float32Builder,
+        Float64Builder,
+        BooleanBuilder,
+        Date32Builder,
+        TimestampMicrosecondBuilder
+    );
+}

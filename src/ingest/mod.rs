@@ -1,0 +1,497 @@
+//! `floe ingest`: read a job's source files for a window of days, convert
+//! every record to the table's types with a UTC event time, write one
+//! Parquet data file set per day partition, and commit ONE overwrite
+//! snapshot that replaces exactly the window's days.
+//!
+//! Reading and converting run on a blocking thread; batches flow to the
+//! writer through a bounded channel, so memory stays bounded whatever the
+//! input size. Records that cannot be converted are rejects: counted,
+//! written with their reason to `<table>__rejects`, and past the job's
+//! threshold the run fails without touching the target table.
+
+mod convert;
+mod files;
+mod records;
+mod rejects;
+pub mod schema;
+mod writer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{NaiveDate, Utc};
+use iceberg::io::{FileIO, FileIOBuilder};
+use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::pipeline::{EVENT_TIME_COLUMN, Job, Pipeline, SchemaDrift};
+use crate::rest::{LoadedTable, RestClient};
+use crate::snapshot::{self, Overwrite, TableHandle};
+use convert::{BatchBuilder, Record};
+pub use rejects::Reject;
+use writer::{DEFAULT_TARGET_FILE_SIZE, DayWriters, day_of};
+
+/// Rows per Arrow batch handed to the writer.
+const BATCH_ROWS: usize = 8192;
+/// Batches in flight between reader and writer.
+const CHANNEL_DEPTH: usize = 4;
+/// Reject rows kept for the rejects table; past it they are only counted.
+const MAX_KEPT_REJECTS: usize = 100_000;
+
+/// What `floe ingest` was asked to do.
+#[derive(Debug, Clone)]
+pub struct IngestRequest {
+    /// First day of the window (UTC).
+    pub from: NaiveDate,
+    /// Last day of the window (UTC), inclusive.
+    pub to: NaiveDate,
+    /// Plan only: list what would be read and written.
+    pub dry_run: bool,
+    /// This run's id (recorded in every snapshot it makes).
+    pub run_id: String,
+}
+
+impl IngestRequest {
+    fn days(&self) -> Vec<NaiveDate> {
+        self.from
+            .iter_days()
+            .take_while(|d| *d <= self.to)
+            .collect()
+    }
+}
+
+/// Per-day figures of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DayReport {
+    /// Rows written to the day's partition.
+    pub rows_written: u64,
+    /// Data files written.
+    pub files: u64,
+    /// Bytes of Parquet written.
+    pub bytes: u64,
+}
+
+/// What one job's run did (the JSON run report).
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    /// Job name.
+    pub job: String,
+    /// Target table.
+    pub table: String,
+    /// Run id.
+    pub run_id: String,
+    /// Window, inclusive.
+    pub window: (NaiveDate, NaiveDate),
+    /// `committed`, `already-committed`, `planned` (dry run) or `failed`.
+    pub status: String,
+    /// Source files read.
+    pub files_read: Vec<String>,
+    /// Records read.
+    pub rows_read: u64,
+    /// Rows written.
+    pub rows_written: u64,
+    /// Records rejected.
+    pub rows_rejected: u64,
+    /// Records whose event time lies outside the window (skipped).
+    pub rows_outside_window: u64,
+    /// Per day (YYYY-MM-DD).
+    pub days: BTreeMap<String, DayReport>,
+    /// Data files written.
+    pub data_files: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// The snapshot committed to the target.
+    pub snapshot_id: Option<i64>,
+    /// Files the overwrite removed from the window.
+    pub replaced_files: u64,
+    /// Commit attempts.
+    pub commit_attempts: u32,
+    /// Snapshot of the rejects table, when there were rejects.
+    pub rejects_snapshot_id: Option<i64>,
+    /// The first rejects, for the log.
+    #[serde(skip)]
+    pub sample_rejects: Vec<Reject>,
+    /// Wall time in milliseconds.
+    pub duration_ms: u128,
+    /// Why the run failed.
+    pub error: Option<String>,
+}
+
+impl JobReport {
+    fn new(job: &Job, req: &IngestRequest) -> Self {
+        Self {
+            job: job.name.clone(),
+            table: job.table_ident(),
+            run_id: req.run_id.clone(),
+            window: (req.from, req.to),
+            status: "failed".into(),
+            files_read: Vec::new(),
+            rows_read: 0,
+            rows_written: 0,
+            rows_rejected: 0,
+            rows_outside_window: 0,
+            days: BTreeMap::new(),
+            data_files: 0,
+            bytes_written: 0,
+            snapshot_id: None,
+            replaced_files: 0,
+            commit_attempts: 0,
+            rejects_snapshot_id: None,
+            sample_rejects: Vec::new(),
+            duration_ms: 0,
+            error: None,
+        }
+    }
+}
+
+/// Runs the selected jobs (all when `selected` is empty) in file order.
+/// Every job gets a report; the first failure is returned after all ran.
+pub async fn run(
+    pipeline: &Pipeline,
+    selected: &[String],
+    req: &IngestRequest,
+) -> (Vec<JobReport>, Result<()>) {
+    let jobs: Vec<&Job> = pipeline
+        .jobs
+        .iter()
+        .filter(|j| selected.is_empty() || selected.contains(&j.name))
+        .collect();
+    if let Some(unknown) = selected
+        .iter()
+        .find(|s| !pipeline.jobs.iter().any(|j| &j.name == *s))
+    {
+        let names: Vec<&str> = pipeline.jobs.iter().map(|j| j.name.as_str()).collect();
+        return (
+            Vec::new(),
+            Err(Error::Config(format!(
+                "no job {unknown:?} in {}; jobs: {}",
+                pipeline.path.display(),
+                names.join(", ")
+            ))),
+        );
+    }
+    let client = if req.dry_run {
+        None
+    } else {
+        match RestClient::connect(&pipeline.catalog).await {
+            Ok(c) => Some(c),
+            Err(e) => return (Vec::new(), Err(e)),
+        }
+    };
+    let mut reports = Vec::new();
+    let mut first_error = None;
+    for job in jobs {
+        let started = Instant::now();
+        let mut report = JobReport::new(job, req);
+        let outcome = run_job(client.as_ref(), job, req, &mut report).await;
+        report.duration_ms = started.elapsed().as_millis();
+        if let Err(e) = outcome {
+            report.error = Some(e.to_string());
+            report.status = "failed".into();
+            first_error.get_or_insert(e);
+        }
+        reports.push(report);
+    }
+    (reports, first_error.map_or(Ok(()), Err))
+}
+
+async fn run_job(
+    client: Option<&RestClient>,
+    job: &Job,
+    req: &IngestRequest,
+    report: &mut JobReport,
+) -> Result<()> {
+    let days = req.days();
+    let files = files::discover(&job.source.path, &job.base_dir, &days)?;
+    report.files_read = files.iter().map(|f| files::uri_of(f)).collect();
+    let Some(client) = client else {
+        report.status = "planned".into();
+        return Ok(());
+    };
+    let loaded = open_table(client, job).await?;
+    let handle = TableHandle {
+        namespace: job.namespace.clone(),
+        name: job.table.clone(),
+        io: file_io(client, &loaded)?,
+    };
+    if let Some(id) = snapshot::landed_snapshot(&loaded.metadata, &req.run_id) {
+        report.status = "already-committed".into();
+        report.snapshot_id = Some(id);
+        return Ok(());
+    }
+    let window = day_of(days_start(req.from))..=day_of(days_start(req.to));
+    let (data_files, rejects) =
+        write_files(job, req, &loaded, &handle, files, window.clone(), report).await?;
+    for f in &data_files {
+        let day = snapshot::file_day(f).map(day_name).unwrap_or_default();
+        let d = report.days.entry(day).or_default();
+        d.rows_written += f.record_count();
+        d.files += 1;
+        d.bytes += f.file_size_in_bytes();
+    }
+    report.data_files = data_files.len() as u64;
+    report.bytes_written = data_files.iter().map(|f| f.file_size_in_bytes()).sum();
+    report.rows_written = data_files.iter().map(|f| f.record_count()).sum();
+    if report.rows_rejected > 0 {
+        report.rejects_snapshot_id = Some(rejects::commit(client, job, req, &rejects).await?);
+    }
+    let ratio = if report.rows_read == 0 {
+        0.0
+    } else {
+        report.rows_rejected as f64 / report.rows_read as f64
+    };
+    if report.rows_rejected > 0 && ratio > job.reject_threshold {
+        delete_files(&handle.io, &data_files).await;
+        return Err(Error::Rejected(format!(
+            "job {}: {} of {} records rejected ({:.2}%), above the threshold of {:.2}%; nothing was committed to {} (see {}__rejects)",
+            job.name,
+            report.rows_rejected,
+            report.rows_read,
+            ratio * 100.0,
+            job.reject_threshold * 100.0,
+            job.table_ident(),
+            job.table_ident()
+        )));
+    }
+    let overwrite = Overwrite {
+        added: data_files,
+        days: Some(window),
+        properties: HashMap::from([
+            ("floe.job".to_string(), job.name.clone()),
+            (
+                "floe.window".to_string(),
+                format!("{}/{}", req.from, req.to),
+            ),
+            (
+                "floe.rows-rejected".to_string(),
+                report.rows_rejected.to_string(),
+            ),
+        ]),
+        run_id: req.run_id.clone(),
+    };
+    let committed = snapshot::commit_overwrite(client, &handle, loaded, &overwrite).await?;
+    report.snapshot_id = Some(committed.snapshot_id);
+    report.replaced_files = committed.deleted_files;
+    report.commit_attempts = committed.attempts;
+    report.status = if committed.already_landed {
+        "already-committed"
+    } else {
+        "committed"
+    }
+    .into();
+    Ok(())
+}
+
+fn days_start(d: NaiveDate) -> i64 {
+    d.and_hms_opt(0, 0, 0)
+        .map_or(0, |t| t.and_utc().timestamp_micros())
+}
+
+fn day_name(day: i32) -> String {
+    (chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(i64::from(day)))
+        .date_naive()
+        .to_string()
+}
+
+async fn delete_files(io: &FileIO, files: &[iceberg::spec::DataFile]) {
+    for f in files {
+        if let Err(e) = io.delete(f.file_path()).await {
+            tracing::warn!(path = f.file_path(), error = %e, "could not delete an uncommitted data file");
+        }
+    }
+}
+
+/// Loads the job's table, creating it (and its namespace) on the first run.
+async fn open_table(client: &RestClient, job: &Job) -> Result<LoadedTable> {
+    if let Some(t) = client.load_table(&job.namespace, &job.table).await? {
+        schema::check_compatible(job, t.metadata.current_schema())?;
+        snapshot::require_day_spec(&t.metadata)?;
+        return Ok(t);
+    }
+    client.ensure_namespace(&job.namespace).await?;
+    let table_schema = schema::table_schema(job)?;
+    let order = schema::sort_order(job, &table_schema)?;
+    let mut props: HashMap<String, String> = HashMap::from([
+        ("write.format.default".to_string(), "parquet".to_string()),
+        (
+            "write.parquet.compression-codec".to_string(),
+            "zstd".to_string(),
+        ),
+    ]);
+    props.extend(job.properties.clone());
+    tracing::info!(table = %job.table_ident(), "creating table");
+    client
+        .create_table(
+            &job.namespace,
+            &job.table,
+            &table_schema,
+            &schema::day_spec(),
+            &order,
+            &props,
+        )
+        .await
+}
+
+/// IO for the table's files: the catalog's properties, then the table's.
+pub fn file_io(client: &RestClient, table: &LoadedTable) -> Result<FileIO> {
+    let mut props = client.properties.clone();
+    props.extend(table.config.clone());
+    Ok(
+        FileIOBuilder::new(Arc::new(OpenDalResolvingStorageFactory::new()))
+            .with_props(props)
+            .build(),
+    )
+}
+
+enum Msg {
+    Batch(arrow_array::RecordBatch),
+    Rejects(Vec<Reject>),
+    Counts { read: u64, outside: u64 },
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_files(
+    job: &Job,
+    req: &IngestRequest,
+    loaded: &LoadedTable,
+    handle: &TableHandle,
+    files: Vec<PathBuf>,
+    window: std::ops::RangeInclusive<i32>,
+    report: &mut JobReport,
+) -> Result<(Vec<iceberg::spec::DataFile>, Vec<Reject>)> {
+    let arrow = schema::arrow_schema(loaded.metadata.current_schema())?;
+    let ingest_time = Utc::now().timestamp_micros();
+    let builder = BatchBuilder::new(job, arrow.clone(), ingest_time)?;
+    let sort: Vec<usize> = job
+        .sort
+        .iter()
+        .filter_map(|name| arrow.index_of(name).ok())
+        .collect();
+    let target = job
+        .properties
+        .get("write.target-file-size-bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_TARGET_FILE_SIZE);
+    let mut writers = DayWriters::new(
+        &loaded.metadata,
+        EVENT_TIME_COLUMN,
+        handle.io.clone(),
+        &req.run_id,
+        target,
+        sort,
+    )?;
+    let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
+    let reader_job = job.clone();
+    let reader =
+        tokio::task::spawn_blocking(move || read_all(&reader_job, files, builder, window, &tx));
+    let mut rejects = Vec::new();
+    let mut write_error = None;
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Batch(batch) => {
+                if write_error.is_none()
+                    && let Err(e) = writers.write(batch).await
+                {
+                    write_error = Some(e);
+                    rx.close();
+                }
+            }
+            Msg::Rejects(mut r) => {
+                report.rows_rejected += r.len() as u64;
+                let room = MAX_KEPT_REJECTS.saturating_sub(rejects.len());
+                r.truncate(room);
+                rejects.extend(r);
+            }
+            Msg::Counts { read, outside } => {
+                report.rows_read += read;
+                report.rows_outside_window += outside;
+            }
+        }
+    }
+    let read_result = reader
+        .await
+        .map_err(|e| Error::Source(format!("the reader thread failed: {e}")))?;
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    read_result?;
+    report.sample_rejects = rejects.iter().take(5).cloned().collect();
+    let files = writers.close().await?;
+    Ok((files, rejects))
+}
+
+/// The blocking side: reads every file, converts records, sends batches.
+fn read_all(
+    job: &Job,
+    files: Vec<PathBuf>,
+    mut builder: BatchBuilder,
+    window: std::ops::RangeInclusive<i32>,
+    tx: &mpsc::Sender<Msg>,
+) -> Result<()> {
+    let closed = || Error::Storage("the writer stopped".into());
+    for path in files {
+        let uri = files::uri_of(&path);
+        tracing::info!(file = %path.display(), job = %job.name, "reading");
+        let mut rejected: Vec<Reject> = Vec::new();
+        let (mut read, mut outside) = (0u64, 0u64);
+        let mut header_checked = false;
+        let mut on_record = |record: Record| -> Result<()> {
+            read += 1;
+            if job.schema_drift == SchemaDrift::Error
+                && (!header_checked || job.source.format != crate::pipeline::Format::Csv)
+            {
+                header_checked = true;
+                if let Some(field) = builder.unknown_field(record.fields.keys()) {
+                    return Err(Error::Source(format!(
+                        "{}:{}: unknown source field {field:?}: add it to the job's columns, or set schema_drift = \"ignore\"",
+                        path.display(),
+                        record.line
+                    )));
+                }
+            }
+            let ts = match builder.event_time(&record) {
+                Ok(ts) => ts,
+                Err(reason) => {
+                    rejected.push(Reject::new(&record, reason, &uri));
+                    return Ok(());
+                }
+            };
+            if !window.contains(&day_of(ts)) {
+                outside += 1;
+                return Ok(());
+            }
+            if let Err(reason) = builder.push(&record, ts, &uri) {
+                rejected.push(Reject::new(&record, reason, &uri));
+            }
+            if builder.len() >= BATCH_ROWS {
+                tx.blocking_send(Msg::Batch(builder.finish()?))
+                    .map_err(|_| closed())?;
+            }
+            if rejected.len() >= BATCH_ROWS {
+                tx.blocking_send(Msg::Rejects(std::mem::take(&mut rejected)))
+                    .map_err(|_| closed())?;
+            }
+            Ok(())
+        };
+        let mut bad = Vec::new();
+        let mut on_bad = |u: records::Unreadable| bad.push(Reject::unreadable(u, &uri));
+        records::read_file(&path, &job.source, &mut on_record, &mut on_bad)?;
+        read += bad.len() as u64;
+        rejected.extend(bad);
+        tx.blocking_send(Msg::Counts { read, outside })
+            .map_err(|_| closed())?;
+        if !rejected.is_empty() {
+            tx.blocking_send(Msg::Rejects(rejected))
+                .map_err(|_| closed())?;
+        }
+    }
+    if !builder.is_empty() {
+        tx.blocking_send(Msg::Batch(builder.finish()?))
+            .map_err(|_| closed())?;
+    }
+    Ok(())
+}

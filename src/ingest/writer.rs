@@ -1,0 +1,254 @@
+//! Day fan-out: rows go to one Parquet writer per `day(ts_utc)` partition,
+//! which rolls files at the target size. With a sort order, each day's rows
+//! are buffered (bounded in total), sorted and written as whole files, so
+//! every file is sorted and says so.
+
+use std::collections::BTreeMap;
+
+use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray, UInt32Array};
+use arrow_ord::sort::{SortColumn, SortOptions, lexsort_to_indices};
+use arrow_select::take::take_record_batch;
+use iceberg::spec::{
+    DataFile, DataFileBuilder, DataFileFormat, Literal, PartitionKey, Struct, TableMetadata,
+};
+use iceberg::writer::base_writer::data_file_writer::{DataFileWriter, DataFileWriterBuilder};
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator,
+};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, Result};
+
+type Builder =
+    DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
+type Writer =
+    DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// Default target size of a data file.
+pub const DEFAULT_TARGET_FILE_SIZE: usize = 128 * 1024 * 1024;
+/// Buffered Arrow memory across all days before the largest day is flushed
+/// (sorted tables only).
+const SORT_BUFFER_BYTES: usize = 96 * 1024 * 1024;
+
+/// The day (since 1970-01-01) of a UTC instant in microseconds.
+pub fn day_of(micros: i64) -> i32 {
+    micros.div_euclid(MICROS_PER_DAY) as i32
+}
+
+/// Writes batches into per-day data files.
+pub struct DayWriters {
+    builder: Builder,
+    metadata: TableMetadata,
+    open: BTreeMap<i32, Writer>,
+    /// Sort columns (indices into the batch) when the table is sorted.
+    sort: Vec<usize>,
+    /// The timestamp column the day partitions derive from.
+    time_column: String,
+    buffered: BTreeMap<i32, Vec<RecordBatch>>,
+    buffered_bytes: usize,
+    done: Vec<DataFile>,
+}
+
+impl std::fmt::Debug for DayWriters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DayWriters")
+            .field("open_days", &self.open.len())
+            .field("files", &self.done.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> Error {
+    Error::Storage(e.to_string())
+}
+
+impl DayWriters {
+    /// Writers for the table described by `metadata` (partitioned by the
+    /// day of `time_column`), files named after the run, sorted by `sort`
+    /// (batch column indices; empty for none).
+    pub fn new(
+        metadata: &TableMetadata,
+        time_column: &str,
+        io: iceberg::io::FileIO,
+        run_id: &str,
+        target_file_size: usize,
+        sort: Vec<usize>,
+    ) -> Result<Self> {
+        let schema = metadata.current_schema().clone();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(storage)?))
+            .set_max_row_group_row_count(Some(1024 * 1024))
+            .build();
+        let parquet = ParquetWriterBuilder::new(props, schema);
+        let locations = DefaultLocationGenerator::new(metadata).map_err(storage)?;
+        let names =
+            DefaultFileNameGenerator::new(run_id.to_string(), None, DataFileFormat::Parquet);
+        let rolling =
+            RollingFileWriterBuilder::new(parquet, target_file_size, io, locations, names);
+        Ok(Self {
+            builder: DataFileWriterBuilder::new(rolling),
+            metadata: metadata.clone(),
+            open: BTreeMap::new(),
+            sort,
+            time_column: time_column.to_string(),
+            buffered: BTreeMap::new(),
+            buffered_bytes: 0,
+            done: Vec::new(),
+        })
+    }
+
+    /// Routes a batch's rows to their days (all of which the caller has
+    /// checked to lie in the window).
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        for (day, part) in split_by_day(&batch, &self.time_column)? {
+            if self.sort.is_empty() {
+                self.writer(day).await?.write(part).await.map_err(storage)?;
+            } else {
+                self.buffered_bytes += part.get_array_memory_size();
+                self.buffered.entry(day).or_default().push(part);
+                if self.buffered_bytes > SORT_BUFFER_BYTES {
+                    let largest = self
+                        .buffered
+                        .iter()
+                        .max_by_key(|(_, b)| {
+                            b.iter()
+                                .map(RecordBatch::get_array_memory_size)
+                                .sum::<usize>()
+                        })
+                        .map(|(d, _)| *d);
+                    if let Some(day) = largest {
+                        self.flush_sorted(day).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn writer(&mut self, day: i32) -> Result<&mut Writer> {
+        if !self.open.contains_key(&day) {
+            let key = PartitionKey::new(
+                self.metadata.default_partition_spec().as_ref().clone(),
+                self.metadata.current_schema().clone(),
+                Struct::from_iter([Some(Literal::date(day))]),
+            );
+            let w = self.builder.build(Some(key)).await.map_err(storage)?;
+            self.open.insert(day, w);
+        }
+        self.open
+            .get_mut(&day)
+            .ok_or_else(|| Error::Storage("writer vanished".into()))
+    }
+
+    /// Sorts a day's buffered rows and writes them as file(s) of their own.
+    async fn flush_sorted(&mut self, day: i32) -> Result<()> {
+        let Some(batches) = self.buffered.remove(&day) else {
+            return Ok(());
+        };
+        let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes);
+        let Some(first) = batches.first() else {
+            return Ok(());
+        };
+        let all =
+            arrow_select::concat::concat_batches(&first.schema(), &batches).map_err(storage)?;
+        let columns: Vec<SortColumn> = self
+            .sort
+            .iter()
+            .map(|i| SortColumn {
+                values: all.column(*i).clone(),
+                options: Some(SortOptions {
+                    descending: false,
+                    nulls_first: true,
+                }),
+            })
+            .collect();
+        let order = lexsort_to_indices(&columns, None).map_err(storage)?;
+        let sorted = take_record_batch(&all, &order).map_err(storage)?;
+        let writer = self.writer(day).await?;
+        writer.write(sorted).await.map_err(storage)?;
+        // Closing makes the next rows of this day start a new file, so each
+        // file holds one sorted run.
+        if let Some(mut w) = self.open.remove(&day) {
+            self.done.extend(w.close().await.map_err(storage)?);
+        }
+        Ok(())
+    }
+
+    /// Flushes everything and returns the data files written.
+    pub async fn close(mut self) -> Result<Vec<DataFile>> {
+        let days: Vec<i32> = self.buffered.keys().copied().collect();
+        for day in days {
+            self.flush_sorted(day).await?;
+        }
+        let order_id =
+            (!self.sort.is_empty()).then(|| self.metadata.default_sort_order_id() as i32);
+        for (_, mut w) in std::mem::take(&mut self.open) {
+            self.done.extend(w.close().await.map_err(storage)?);
+        }
+        let spec_id = self.metadata.default_partition_spec_id();
+        match order_id {
+            Some(id) => self
+                .done
+                .into_iter()
+                .map(|f| with_sort_order(f, id, spec_id))
+                .collect(),
+            None => Ok(self.done),
+        }
+    }
+}
+
+/// Records in a data file that its rows follow sort order `id` (the
+/// crate's writer leaves it unset and offers no setter, so the file is
+/// rebuilt through the public builder with every statistic carried over).
+fn with_sort_order(file: DataFile, id: i32, spec_id: i32) -> Result<DataFile> {
+    let mut b = DataFileBuilder::default();
+    b.content(file.content_type())
+        .file_path(file.file_path().to_string())
+        .file_format(file.file_format())
+        .partition(file.partition().clone())
+        .record_count(file.record_count())
+        .file_size_in_bytes(file.file_size_in_bytes())
+        .column_sizes(file.column_sizes().clone())
+        .value_counts(file.value_counts().clone())
+        .null_value_counts(file.null_value_counts().clone())
+        .nan_value_counts(file.nan_value_counts().clone())
+        .lower_bounds(file.lower_bounds().clone())
+        .upper_bounds(file.upper_bounds().clone())
+        .split_offsets(file.split_offsets().map(<[i64]>::to_vec))
+        .sort_order_id(id)
+        .partition_spec_id(spec_id);
+    b.build().map_err(storage)
+}
+
+/// Splits a batch by the day of `column`.
+fn split_by_day(batch: &RecordBatch, column: &str) -> Result<Vec<(i32, RecordBatch)>> {
+    let ts = batch
+        .column_by_name(column)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        .ok_or_else(|| Error::Storage(format!("batch has no timestamp column {column}")))?;
+    let mut groups: BTreeMap<i32, Vec<u32>> = BTreeMap::new();
+    for (i, v) in ts.iter().enumerate() {
+        let day = v
+            .map(day_of)
+            .ok_or_else(|| Error::Storage(format!("null {column}")))?;
+        groups.entry(day).or_default().push(i as u32);
+    }
+    if groups.len() == 1 {
+        let day = *groups.keys().next().unwrap_or(&0);
+        return Ok(vec![(day, batch.clone())]);
+    }
+    groups
+        .into_iter()
+        .map(|(day, rows)| {
+            take_record_batch(batch, &UInt32Array::from(rows))
+                .map(|b| (day, b))
+                .map_err(storage)
+        })
+        .collect()
+}

@@ -1,0 +1,107 @@
+//! `floe ingest`: resolves the window and run id, runs the jobs, prints a
+//! summary and writes the JSON report.
+
+use std::io::Write;
+
+use chrono::{Duration, NaiveDate, Utc};
+
+use crate::cli::IngestArgs;
+use crate::error::{Error, Result};
+use crate::ingest::{self, IngestRequest, JobReport};
+use crate::pipeline;
+
+/// The window: `--from/--to`, or the last `--days` days ending yesterday.
+pub fn window(args: &IngestArgs, today: NaiveDate) -> Result<(NaiveDate, NaiveDate)> {
+    match (args.from, args.to) {
+        (Some(from), Some(to)) if from <= to => Ok((from, to)),
+        (Some(from), Some(to)) => Err(Error::Config(format!("--from {from} is after --to {to}"))),
+        _ => {
+            let days = i64::from(args.days.unwrap_or(1));
+            if days == 0 {
+                return Err(Error::Config("--days must be at least 1".into()));
+            }
+            let to = today - Duration::days(1);
+            Ok((to - Duration::days(days - 1), to))
+        }
+    }
+}
+
+fn new_run_id() -> String {
+    let now = Utc::now().format("%Y%m%dT%H%M%SZ");
+    let tail = uuid::Uuid::new_v4().simple().to_string();
+    format!("{now}-{}", &tail[..8])
+}
+
+/// Runs `floe ingest`.
+pub async fn run(args: &IngestArgs) -> Result<()> {
+    let pipeline = pipeline::load(&args.pipeline)?;
+    let (from, to) = window(args, Utc::now().date_naive())?;
+    let request = IngestRequest {
+        from,
+        to,
+        dry_run: args.dry_run,
+        run_id: args.run_id.clone().unwrap_or_else(new_run_id),
+    };
+    tracing::info!(run_id = %request.run_id, %from, %to, "ingest");
+    let (reports, outcome) = ingest::run(&pipeline, &args.jobs, &request).await;
+    print_summary(&reports, args.dry_run);
+    if let Some(path) = &args.report {
+        let json = serde_json::to_vec_pretty(&serde_json::json!({
+            "run_id": request.run_id,
+            "window": { "from": from, "to": to },
+            "jobs": reports,
+        }))
+        .map_err(|e| Error::Config(format!("cannot encode the report: {e}")))?;
+        std::fs::write(path, json).map_err(|source| Error::Io {
+            context: format!("cannot write the report {}", path.display()),
+            source,
+        })?;
+    }
+    outcome
+}
+
+fn print_summary(reports: &[JobReport], dry_run: bool) {
+    let mut out = std::io::stdout().lock();
+    for r in reports {
+        if dry_run {
+            let _ = writeln!(
+                out,
+                "{} → {} ({} to {}): would read {} file(s):",
+                r.job,
+                r.table,
+                r.window.0,
+                r.window.1,
+                r.files_read.len()
+            );
+            for f in &r.files_read {
+                let _ = writeln!(out, "  {f}");
+            }
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "{} → {}: {} ({} read, {} written, {} rejected, {} outside the window; {} file(s), {} bytes; snapshot {}; {} ms)",
+            r.job,
+            r.table,
+            r.status,
+            r.rows_read,
+            r.rows_written,
+            r.rows_rejected,
+            r.rows_outside_window,
+            r.data_files,
+            r.bytes_written,
+            r.snapshot_id.map_or("-".to_string(), |s| s.to_string()),
+            r.duration_ms
+        );
+        for reject in &r.sample_rejects {
+            let _ = writeln!(
+                out,
+                "  reject {}:{}: {}",
+                reject.source, reject.line, reject.reason
+            );
+        }
+        if let Some(e) = &r.error {
+            let _ = writeln!(out, "  error: {e}");
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! A client of the Iceberg REST catalog protocol for floe's writer: config,
+//! OAuth2 client credentials or a bearer token, the `prefix` the catalog
+//! announces, namespaces, load, create and commit. It works against any
+//! REST catalog (floe's own, Lakekeeper, Polaris, Nessie, ...).
+//!
+//! floe builds its own commits (overwrite snapshots, which the `iceberg`
+//! crate cannot produce), so the commit call takes the requirements and
+//! updates as they go on the wire.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use iceberg::spec::{Schema, SortOrder, TableMetadata, UnboundPartitionSpec};
+use iceberg::{TableRequirement, TableUpdate};
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::pipeline::CatalogSettings;
+
+/// Separator of namespace levels in URL paths.
+const NS_SEPARATOR: &str = "%1F";
+
+/// A table as the catalog returned it.
+#[derive(Debug, Clone)]
+pub struct LoadedTable {
+    /// Location of the current metadata file.
+    pub metadata_location: Option<String>,
+    /// The metadata.
+    pub metadata: TableMetadata,
+    /// IO properties the catalog hands out (endpoint, credentials, ...).
+    pub config: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct LoadTableWire {
+    #[serde(rename = "metadata-location")]
+    metadata_location: Option<String>,
+    metadata: TableMetadata,
+    #[serde(default)]
+    config: HashMap<String, String>,
+}
+
+impl From<LoadTableWire> for LoadedTable {
+    fn from(w: LoadTableWire) -> Self {
+        Self {
+            metadata_location: w.metadata_location,
+            metadata: w.metadata,
+            config: w.config,
+        }
+    }
+}
+
+/// What a commit attempt ended with.
+#[derive(Debug)]
+pub enum CommitOutcome {
+    /// The catalog accepted it.
+    Committed(Box<LoadedTable>),
+    /// 409: a requirement failed or another writer won; reload and retry.
+    Conflict(String),
+    /// The outcome is unknown (timeout, 5xx, broken connection): the commit
+    /// may or may not have landed. The caller must check before retrying.
+    Unknown(String),
+}
+
+/// A connected REST catalog client.
+#[derive(Debug, Clone)]
+pub struct RestClient {
+    http: reqwest::Client,
+    /// `{uri}/v1`, for `/config`.
+    root: String,
+    /// `{uri}/v1[/{prefix}]`, for everything else.
+    base: String,
+    token: Option<String>,
+    /// Catalog defaults, then the pipeline's properties, then overrides.
+    pub properties: HashMap<String, String>,
+}
+
+impl RestClient {
+    /// Authenticates if configured and reads `/v1/config`.
+    ///
+    /// # Errors
+    /// When the catalog is unreachable, rejects the credentials, or answers
+    /// something that is not a REST catalog config.
+    pub async fn connect(settings: &CatalogSettings) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| Error::Catalog(format!("cannot build HTTP client: {e}")))?;
+        let uri = settings.uri.trim_end_matches('/').to_string();
+        let mut token = settings.token.clone().filter(|t| !t.is_empty());
+        if let Some(credential) = settings.credential.as_deref().filter(|c| !c.is_empty()) {
+            token = Some(fetch_token(&http, &uri, credential, settings.scope.as_deref()).await?);
+        }
+        let mut client = Self {
+            http,
+            root: format!("{uri}/v1"),
+            base: format!("{uri}/v1"),
+            token,
+            properties: HashMap::new(),
+        };
+        let query = settings
+            .warehouse
+            .as_deref()
+            .map(|w| format!("?warehouse={}", encode(w)))
+            .unwrap_or_default();
+        let config = client
+            .call(Method::GET, &format!("/config{query}"), None)
+            .await?;
+        let (status, body) = config;
+        if status != StatusCode::OK {
+            return Err(catalog_error(
+                "read the catalog config",
+                &uri,
+                status,
+                &body,
+            ));
+        }
+        let strings = |v: &Value| -> HashMap<String, String> {
+            v.as_object()
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut props = strings(&body["defaults"]);
+        props.extend(settings.properties.clone());
+        props.extend(strings(&body["overrides"]));
+        if let Some(prefix) = props.get("prefix").filter(|p| !p.is_empty()) {
+            client.base = format!("{uri}/v1/{}", prefix.trim_matches('/'));
+        }
+        client.properties = props;
+        Ok(client)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value)> {
+        // /v1/config never carries the prefix.
+        let url = if path.starts_with("/config") {
+            format!("{}{path}", self.root)
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let mut req = self.http.request(method.clone(), &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Error::Catalog(format!("{method} {url}: {e}")))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::Catalog(format!("{method} {url}: reading the answer: {e}")))?;
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Ok((status, value))
+    }
+
+    fn table_path(namespace: &[String], table: &str) -> String {
+        format!(
+            "/namespaces/{}/tables/{}",
+            ns_path(namespace),
+            encode(table)
+        )
+    }
+
+    /// Creates every missing level of `namespace`.
+    pub async fn ensure_namespace(&self, namespace: &[String]) -> Result<()> {
+        for depth in 1..=namespace.len() {
+            let levels = &namespace[..depth];
+            let (status, body) = self
+                .call(
+                    Method::GET,
+                    &format!("/namespaces/{}", ns_path(levels)),
+                    None,
+                )
+                .await?;
+            match status {
+                StatusCode::OK => continue,
+                StatusCode::NOT_FOUND => {}
+                other => {
+                    return Err(catalog_error(
+                        "load namespace",
+                        &levels.join("."),
+                        other,
+                        &body,
+                    ));
+                }
+            }
+            let (status, body) = self
+                .call(
+                    Method::POST,
+                    "/namespaces",
+                    Some(&json!({ "namespace": levels })),
+                )
+                .await?;
+            // 409: created concurrently by another run, which is fine.
+            if !(status.is_success() || status == StatusCode::CONFLICT) {
+                return Err(catalog_error(
+                    "create namespace",
+                    &levels.join("."),
+                    status,
+                    &body,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a table; `None` when it does not exist.
+    pub async fn load_table(
+        &self,
+        namespace: &[String],
+        table: &str,
+    ) -> Result<Option<LoadedTable>> {
+        let (status, body) = self
+            .call(Method::GET, &Self::table_path(namespace, table), None)
+            .await?;
+        match status {
+            StatusCode::OK => Ok(Some(parse_load(body, namespace, table)?)),
+            StatusCode::NOT_FOUND => Ok(None),
+            other => Err(catalog_error(
+                "load table",
+                &ident(namespace, table),
+                other,
+                &body,
+            )),
+        }
+    }
+
+    /// Creates a table; when another run created it first, loads that one.
+    pub async fn create_table(
+        &self,
+        namespace: &[String],
+        table: &str,
+        schema: &Schema,
+        spec: &UnboundPartitionSpec,
+        order: &SortOrder,
+        properties: &HashMap<String, String>,
+    ) -> Result<LoadedTable> {
+        let body = json!({
+            "name": table,
+            "schema": schema,
+            "partition-spec": spec,
+            "write-order": order,
+            "properties": properties,
+        });
+        let (status, value) = self
+            .call(
+                Method::POST,
+                &format!("/namespaces/{}/tables", ns_path(namespace)),
+                Some(&body),
+            )
+            .await?;
+        match status {
+            StatusCode::OK => parse_load(value, namespace, table),
+            StatusCode::CONFLICT => self.load_table(namespace, table).await?.ok_or_else(|| {
+                Error::Catalog(format!(
+                    "table {} exists but cannot be loaded",
+                    ident(namespace, table)
+                ))
+            }),
+            other => Err(catalog_error(
+                "create table",
+                &ident(namespace, table),
+                other,
+                &value,
+            )),
+        }
+    }
+
+    /// Sends one commit.
+    pub async fn commit(
+        &self,
+        namespace: &[String],
+        table: &str,
+        requirements: &[TableRequirement],
+        updates: &[TableUpdate],
+    ) -> Result<CommitOutcome> {
+        let body = json!({
+            "identifier": { "namespace": namespace, "name": table },
+            "requirements": requirements,
+            "updates": updates,
+        });
+        let outcome = self
+            .call(
+                Method::POST,
+                &Self::table_path(namespace, table),
+                Some(&body),
+            )
+            .await;
+        match outcome {
+            Err(e) => Ok(CommitOutcome::Unknown(e.to_string())),
+            Ok((StatusCode::OK, value)) => Ok(CommitOutcome::Committed(Box::new(parse_load(
+                value, namespace, table,
+            )?))),
+            Ok((StatusCode::CONFLICT, value)) => Ok(CommitOutcome::Conflict(error_message(&value))),
+            Ok((status, value)) if status.is_server_error() => Ok(CommitOutcome::Unknown(format!(
+                "{status}: {}",
+                error_message(&value)
+            ))),
+            Ok((status, value)) => Err(catalog_error(
+                "commit to",
+                &ident(namespace, table),
+                status,
+                &value,
+            )),
+        }
+    }
+}
+
+fn parse_load(body: Value, namespace: &[String], table: &str) -> Result<LoadedTable> {
+    serde_json::from_value::<LoadTableWire>(body)
+        .map(LoadedTable::from)
+        .map_err(|e| {
+            Error::Catalog(format!(
+                "the catalog's answer for {} is not a table: {e}",
+                ident(namespace, table)
+            ))
+        })
+}
+
+async fn fetch_token(
+    http: &reqwest::Client,
+    uri: &str,
+    credential: &str,
+    scope: Option<&str>,
+) -> Result<String> {
+    let (id, secret) = credential.split_once(':').ok_or_else(|| {
+        Error::Config("catalog credential must be client_id:client_secret".into())
+    })?;
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", id),
+        ("client_secret", secret),
+        ("scope", scope.unwrap_or("catalog")),
+    ];
+    let url = format!("{uri}/v1/oauth/tokens");
+    let resp = http
+        .post(&url)
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| Error::Catalog(format!("POST {url}: {e}")))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    match body["access_token"].as_str() {
+        Some(t) if status.is_success() => Ok(t.to_string()),
+        _ => Err(Error::Catalog(format!(
+            "the catalog at {uri} refused the client credentials ({status}): {}",
+            body["error_description"]
+                .as_str()
+                .or(body["error"].as_str())
+                .unwrap_or("no reason given")
+        ))),
+    }
+}
+
+fn error_message(body: &Value) -> String {
+    body["error"]["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| body.to_string())
+}
+
+fn catalog_error(what: &str, subject: &str, status: StatusCode, body: &Value) -> Error {
+    Error::Catalog(format!(
+        "cannot {what} {subject}: {status}: {}",
+        error_message(body)
+    ))
+}
+
+fn ident(namespace: &[String], table: &str) -> String {
+    format!("{}.{table}", namespace.join("."))
+}
+
+fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn ns_path(levels: &[String]) -> String {
+    levels
+        .iter()
+        .map(|l| encode(l))
+        .collect::<Vec<_>>()
+        .join(NS_SEPARATOR)
+}

@@ -1,0 +1,472 @@
+//! The overwrite snapshot producer: one commit that removes every live data
+//! file of a set of day partitions and adds the new files, so re-running a
+//! window replaces it instead of duplicating it.
+//!
+//! The `iceberg` crate has no overwrite action, so this module writes the
+//! manifests and the manifest list itself (with the crate's public writers)
+//! and sends `add-snapshot` + `set-snapshot-ref main` to the REST catalog,
+//! guarded by `assert-table-uuid` and `assert-ref-snapshot-id`:
+//!
+//! 1. read the current snapshot's manifests; a manifest whose partition
+//!    range misses the window is reused untouched, one that overlaps it is
+//!    rewritten with the window's entries marked DELETED and the rest
+//!    EXISTING;
+//! 2. write one manifest with the new files (ADDED) and the manifest list;
+//! 3. commit. On 409 (another writer moved `main`) reload and redo 1-3 from
+//!    the new head: a concurrent run on other days keeps its files, a
+//!    concurrent run on the same days is replaced whole, never mixed.
+//!
+//! Each snapshot's summary records `floe.run-id`; before every retry the
+//! producer looks for its run id in the table's history, so a commit whose
+//! response was lost is never applied twice.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use iceberg::io::FileIO;
+use iceberg::spec::{
+    DataFile, FormatVersion, Literal, ManifestContentType, ManifestFile, ManifestListWriter,
+    ManifestWriterBuilder, Operation, PartitionSpec, PrimitiveLiteral, Snapshot, SnapshotReference,
+    SnapshotRetention, Summary, TableMetadata, Transform,
+};
+use iceberg::table::Table;
+use iceberg::{TableIdent, TableRequirement, TableUpdate};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::rest::{CommitOutcome, LoadedTable, RestClient};
+
+/// Summary key holding the id of the run that made a snapshot.
+pub const RUN_ID_KEY: &str = "floe.run-id";
+/// How many times a commit is rebuilt after conflicts before giving up.
+const MAX_ATTEMPTS: u32 = 12;
+
+/// What to commit.
+#[derive(Debug, Clone)]
+pub struct Overwrite {
+    /// New data files (all inside `days`).
+    pub added: Vec<DataFile>,
+    /// Days (since 1970-01-01) whose existing files are replaced; `None`
+    /// appends without replacing anything.
+    pub days: Option<RangeInclusive<i32>>,
+    /// Extra summary properties (`floe.job`, `floe.window`, ...).
+    pub properties: HashMap<String, String>,
+    /// This run's id, recorded as [`RUN_ID_KEY`].
+    pub run_id: String,
+}
+
+/// What a committed overwrite did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitReport {
+    /// The new snapshot (or the one an earlier attempt of this run landed).
+    pub snapshot_id: i64,
+    /// Files removed from the window.
+    pub deleted_files: u64,
+    /// Rows removed from the window.
+    pub deleted_rows: u64,
+    /// Attempts it took (1 without conflicts).
+    pub attempts: u32,
+    /// True when an earlier attempt had already landed (response lost).
+    pub already_landed: bool,
+}
+
+/// Where the table lives in the catalog, and how to reach its files.
+#[derive(Debug, Clone)]
+pub struct TableHandle {
+    /// Namespace levels.
+    pub namespace: Vec<String>,
+    /// Table name.
+    pub name: String,
+    /// IO for manifests and data files.
+    pub io: FileIO,
+}
+
+impl TableHandle {
+    /// An `iceberg` table object over loaded metadata (for the crate's readers).
+    pub fn table(&self, loaded: &LoadedTable) -> Result<Table> {
+        let ident = TableIdent::from_strs(self.namespace.iter().chain(std::iter::once(&self.name)))
+            .map_err(|e| Error::Catalog(format!("invalid table name: {e}")))?;
+        let mut builder = Table::builder()
+            .metadata(loaded.metadata.clone())
+            .identifier(ident)
+            .file_io(self.io.clone())
+            .runtime(iceberg::Runtime::current());
+        if let Some(loc) = &loaded.metadata_location {
+            builder = builder.metadata_location(loc.clone());
+        }
+        builder
+            .build()
+            .map_err(|e| Error::Storage(format!("cannot open table: {e}")))
+    }
+}
+
+/// The day-partition field of a floe table: the spec must be exactly
+/// `day(<source>)` (floe refuses to overwrite tables partitioned otherwise).
+pub fn require_day_spec(metadata: &TableMetadata) -> Result<&PartitionSpec> {
+    let spec = metadata.default_partition_spec();
+    match spec.fields() {
+        [field] if field.transform == Transform::Day => Ok(spec.as_ref()),
+        _ => Err(Error::Config(format!(
+            "table at {} is not partitioned by day(ts_utc) alone; floe's window overwrite needs that spec",
+            metadata.location()
+        ))),
+    }
+}
+
+/// The day of a data file's single partition value.
+pub fn file_day(file: &DataFile) -> Option<i32> {
+    match file.partition().fields().first() {
+        Some(Some(Literal::Primitive(PrimitiveLiteral::Int(d)))) => Some(*d),
+        _ => None,
+    }
+}
+
+fn decode_day(bound: Option<&serde_bytes::ByteBuf>) -> Option<i32> {
+    let b = bound?;
+    let bytes: [u8; 4] = b.as_slice().get(..4)?.try_into().ok()?;
+    Some(i32::from_le_bytes(bytes))
+}
+
+/// Whether a manifest may hold files of `days` (from its partition summary).
+fn may_overlap(manifest: &ManifestFile, days: &RangeInclusive<i32>) -> bool {
+    let Some(summary) = manifest.partitions.as_ref().and_then(|p| p.first()) else {
+        return true;
+    };
+    match (
+        decode_day(summary.lower_bound.as_ref()),
+        decode_day(summary.upper_bound.as_ref()),
+    ) {
+        (Some(lo), Some(hi)) => lo <= *days.end() && hi >= *days.start(),
+        // Only nulls, or no bounds: a null day is never in a window.
+        (None, None) => !summary.contains_null && manifest.partitions.is_none(),
+        _ => true,
+    }
+}
+
+/// Whether `run_id` already made a snapshot of this table.
+pub fn landed_snapshot(metadata: &TableMetadata, run_id: &str) -> Option<i64> {
+    metadata
+        .snapshots()
+        .find(|s| {
+            s.summary()
+                .additional_properties
+                .get(RUN_ID_KEY)
+                .map(String::as_str)
+                == Some(run_id)
+        })
+        .map(|s| s.snapshot_id())
+}
+
+struct Staged {
+    requirements: Vec<TableRequirement>,
+    updates: Vec<TableUpdate>,
+    snapshot_id: i64,
+    deleted_files: u64,
+    deleted_rows: u64,
+    written: Vec<String>,
+}
+
+/// Commits `overwrite` to the table, retrying conflicts (bounded).
+pub async fn commit_overwrite(
+    client: &RestClient,
+    handle: &TableHandle,
+    mut loaded: LoadedTable,
+    overwrite: &Overwrite,
+) -> Result<CommitReport> {
+    for attempt in 1..=MAX_ATTEMPTS {
+        if let Some(id) = landed_snapshot(&loaded.metadata, &overwrite.run_id) {
+            return Ok(CommitReport {
+                snapshot_id: id,
+                deleted_files: 0,
+                deleted_rows: 0,
+                attempts: attempt,
+                already_landed: true,
+            });
+        }
+        let staged = stage(handle, &loaded, overwrite).await?;
+        let outcome = client
+            .commit(
+                &handle.namespace,
+                &handle.name,
+                &staged.requirements,
+                &staged.updates,
+            )
+            .await?;
+        match outcome {
+            CommitOutcome::Committed(_) => {
+                return Ok(CommitReport {
+                    snapshot_id: staged.snapshot_id,
+                    deleted_files: staged.deleted_files,
+                    deleted_rows: staged.deleted_rows,
+                    attempts: attempt,
+                    already_landed: false,
+                });
+            }
+            CommitOutcome::Conflict(reason) => {
+                tracing::info!(attempt, %reason, "commit conflict; reloading and rebuilding");
+                discard(&handle.io, &staged.written).await;
+            }
+            // The commit may have landed: the reload below tells (the run id
+            // check at the top of the loop). Its files are kept until then.
+            CommitOutcome::Unknown(reason) => {
+                tracing::warn!(attempt, %reason, "commit outcome unknown; checking the table");
+            }
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+        loaded = client
+            .load_table(&handle.namespace, &handle.name)
+            .await?
+            .ok_or_else(|| {
+                Error::Catalog(format!(
+                    "table {}.{} disappeared during the commit",
+                    handle.namespace.join("."),
+                    handle.name
+                ))
+            })?;
+    }
+    Err(Error::CommitConflict(format!(
+        "gave up after {MAX_ATTEMPTS} attempts: other writers kept changing {}.{}",
+        handle.namespace.join("."),
+        handle.name
+    )))
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = 50u64 << attempt.min(6);
+    let jitter = u64::from(rand::random::<u16>()) % base;
+    Duration::from_millis(base + jitter)
+}
+
+async fn discard(io: &FileIO, paths: &[String]) {
+    for p in paths {
+        if let Err(e) = io.delete(p).await {
+            tracing::debug!(path = %p, error = %e, "could not delete unused manifest");
+        }
+    }
+}
+
+fn new_snapshot_id(metadata: &TableMetadata) -> i64 {
+    loop {
+        let id = (Uuid::new_v4().as_u128() as i64) & i64::MAX;
+        if id != 0 && metadata.snapshot_by_id(id).is_none() {
+            return id;
+        }
+    }
+}
+
+async fn stage(
+    handle: &TableHandle,
+    loaded: &LoadedTable,
+    overwrite: &Overwrite,
+) -> Result<Staged> {
+    let metadata = &loaded.metadata;
+    if metadata.format_version() != FormatVersion::V2 {
+        return Err(Error::Config(format!(
+            "table at {} is format v{}; floe writes format v2 tables",
+            metadata.location(),
+            metadata.format_version() as u8
+        )));
+    }
+    let spec = require_day_spec(metadata)?.clone();
+    let schema = metadata.current_schema().clone();
+    let table = handle.table(loaded)?;
+    let snapshot_id = new_snapshot_id(metadata);
+    let seq = metadata.next_sequence_number();
+    let parent = metadata.current_snapshot();
+    let commit_uuid = Uuid::new_v4();
+    let meta_dir = format!("{}/metadata", metadata.location());
+    let storage = |e: iceberg::Error| Error::Storage(e.to_string());
+
+    let mut manifests: Vec<ManifestFile> = Vec::new();
+    let mut written = Vec::new();
+    let (mut deleted_files, mut deleted_rows) = (0u64, 0u64);
+    if let (Some(parent), Some(days)) = (parent, &overwrite.days) {
+        let list = table
+            .manifest_list_reader(parent)
+            .load()
+            .await
+            .map_err(storage)?;
+        for (i, manifest) in list.entries().iter().enumerate() {
+            let data = manifest.content == ManifestContentType::Data;
+            if !data || !may_overlap(manifest, days) {
+                manifests.push(manifest.clone());
+                continue;
+            }
+            let entries = manifest.load_manifest(&handle.io).await.map_err(storage)?;
+            let hits = entries
+                .entries()
+                .iter()
+                .filter(|e| {
+                    e.is_alive() && file_day(e.data_file()).is_some_and(|d| days.contains(&d))
+                })
+                .count();
+            if hits == 0 {
+                manifests.push(manifest.clone());
+                continue;
+            }
+            let part_spec = metadata
+                .partition_spec_by_id(manifest.partition_spec_id)
+                .ok_or_else(|| {
+                    Error::Storage(format!(
+                        "manifest {} uses an unknown partition spec",
+                        manifest.manifest_path
+                    ))
+                })?;
+            let path = format!("{meta_dir}/{commit_uuid}-r{i}.avro");
+            let output = handle.io.new_output(&path).map_err(storage)?;
+            let mut writer = ManifestWriterBuilder::new(
+                output,
+                Some(snapshot_id),
+                schema.clone(),
+                part_spec.as_ref().clone(),
+            )
+            .build_v2_data();
+            for entry in entries.entries() {
+                if !entry.is_alive() {
+                    continue;
+                }
+                let file = entry.data_file().clone();
+                let data_seq = entry.sequence_number().unwrap_or(0);
+                let file_seq = entry.file_sequence_number.or(Some(data_seq));
+                if file_day(&file).is_some_and(|d| days.contains(&d)) {
+                    deleted_files += 1;
+                    deleted_rows += file.record_count();
+                    writer
+                        .add_delete_file(file, data_seq, file_seq)
+                        .map_err(storage)?;
+                } else {
+                    let origin = entry.snapshot_id().unwrap_or(manifest.added_snapshot_id);
+                    writer
+                        .add_existing_file(file, origin, data_seq, file_seq)
+                        .map_err(storage)?;
+                }
+            }
+            manifests.push(writer.write_manifest_file().await.map_err(storage)?);
+            written.push(path);
+        }
+    }
+    if !overwrite.added.is_empty() {
+        let path = format!("{meta_dir}/{commit_uuid}-m0.avro");
+        let output = handle.io.new_output(&path).map_err(storage)?;
+        let mut writer =
+            ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.clone())
+                .build_v2_data();
+        for file in &overwrite.added {
+            writer.add_file(file.clone(), seq).map_err(storage)?;
+        }
+        manifests.push(writer.write_manifest_file().await.map_err(storage)?);
+        written.push(path);
+    }
+    let list_path = format!("{meta_dir}/snap-{snapshot_id}-1-{commit_uuid}.avro");
+    let out = handle
+        .io
+        .new_output(&list_path)
+        .map_err(storage)?
+        .writer()
+        .await
+        .map_err(storage)?;
+    let mut list = ManifestListWriter::v2(out, snapshot_id, parent.map(|p| p.snapshot_id()), seq);
+    list.add_manifests(manifests.into_iter()).map_err(storage)?;
+    list.close().await.map_err(storage)?;
+    written.push(list_path.clone());
+
+    let summary = summarize(metadata, overwrite, deleted_files, deleted_rows);
+    let snapshot = Snapshot::builder()
+        .with_snapshot_id(snapshot_id)
+        .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
+        .with_sequence_number(seq)
+        .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
+        .with_manifest_list(list_path)
+        .with_summary(summary)
+        .with_schema_id(metadata.current_schema_id())
+        .build();
+    Ok(Staged {
+        requirements: vec![
+            TableRequirement::UuidMatch {
+                uuid: metadata.uuid(),
+            },
+            TableRequirement::RefSnapshotIdMatch {
+                r#ref: "main".to_string(),
+                snapshot_id: parent.map(|p| p.snapshot_id()),
+            },
+        ],
+        updates: vec![
+            TableUpdate::AddSnapshot { snapshot },
+            TableUpdate::SetSnapshotRef {
+                ref_name: "main".to_string(),
+                reference: SnapshotReference::new(
+                    snapshot_id,
+                    SnapshotRetention::branch(None, None, None),
+                ),
+            },
+        ],
+        snapshot_id,
+        deleted_files,
+        deleted_rows,
+        written,
+    })
+}
+
+/// The snapshot summary: the standard `added-*`, `deleted-*` and `total-*`
+/// counters Spark, Trino and pyiceberg show, plus floe's run record.
+fn summarize(
+    metadata: &TableMetadata,
+    overwrite: &Overwrite,
+    deleted_files: u64,
+    deleted_rows: u64,
+) -> Summary {
+    let added_files = overwrite.added.len() as u64;
+    let added_rows: u64 = overwrite.added.iter().map(DataFile::record_count).sum();
+    let added_size: u64 = overwrite
+        .added
+        .iter()
+        .map(DataFile::file_size_in_bytes)
+        .sum();
+    let previous = metadata
+        .current_snapshot()
+        .map(|s| s.summary().additional_properties.clone())
+        .unwrap_or_default();
+    let prev = |k: &str| {
+        previous
+            .get(k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let mut props = overwrite.properties.clone();
+    props.insert(RUN_ID_KEY.to_string(), overwrite.run_id.clone());
+    props.insert("added-data-files".into(), added_files.to_string());
+    props.insert("added-records".into(), added_rows.to_string());
+    props.insert("added-files-size".into(), added_size.to_string());
+    props.insert("deleted-data-files".into(), deleted_files.to_string());
+    props.insert("deleted-records".into(), deleted_rows.to_string());
+    props.insert(
+        "total-data-files".into(),
+        (prev("total-data-files") + added_files)
+            .saturating_sub(deleted_files)
+            .to_string(),
+    );
+    props.insert(
+        "total-records".into(),
+        (prev("total-records") + added_rows)
+            .saturating_sub(deleted_rows)
+            .to_string(),
+    );
+    for k in [
+        "total-delete-files",
+        "total-position-deletes",
+        "total-equality-deletes",
+    ] {
+        props.insert(k.into(), prev(k).to_string());
+    }
+    Summary {
+        // Replacing days is an overwrite even when they were empty (as Iceberg
+        // Java's ReplacePartitions); adding without replacing is an append.
+        operation: if overwrite.days.is_some() {
+            Operation::Overwrite
+        } else {
+            Operation::Append
+        },
+        additional_properties: props,
+    }
+}

@@ -1,0 +1,144 @@
+//! Test fixtures: an in-process catalog per test, pipeline files in a temp
+//! folder, and a reader for what landed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use arrow_array::{Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use floe::ingest::{IngestRequest, JobReport};
+use floe::pipeline::{self, CatalogSettings};
+use floe::rest::RestClient;
+use floe::snapshot::TableHandle;
+use floe_catalog::{AuthConfig, CatalogConfig, RunningCatalog, S3Options};
+use futures::TryStreamExt;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub catalog: RunningCatalog,
+}
+
+impl Env {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = CatalogConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            warehouse: format!("file://{}/wh", dir.path().display()),
+            name: "floe".into(),
+            db_url: format!("sqlite://{}/catalog.db", dir.path().display()),
+            s3: S3Options::default(),
+            vend_credentials: false,
+            auth: AuthConfig::default(),
+            max_body_bytes: 16 * 1024 * 1024,
+        };
+        let catalog = floe_catalog::spawn(config).await.expect("catalog starts");
+        Self { dir, catalog }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    /// Writes `floe.toml` with the catalog section and `jobs`.
+    pub fn pipeline(&self, jobs: &str) -> pipeline::Pipeline {
+        let text = format!("[catalog]\nuri = \"{}\"\n\n{jobs}", self.catalog.uri());
+        let path = self.write("floe.toml", &text);
+        pipeline::load(&path).expect("pipeline parses")
+    }
+
+    pub async fn client(&self) -> RestClient {
+        let settings = CatalogSettings {
+            uri: self.catalog.uri(),
+            ..CatalogSettings::default()
+        };
+        RestClient::connect(&settings)
+            .await
+            .expect("client connects")
+    }
+
+    /// Every row of a table as batches.
+    pub async fn scan(&self, ns: &str, table: &str) -> Vec<RecordBatch> {
+        let client = self.client().await;
+        let loaded = client
+            .load_table(&[ns.to_string()], table)
+            .await
+            .expect("load")
+            .expect("table exists");
+        let handle = TableHandle {
+            namespace: vec![ns.to_string()],
+            name: table.to_string(),
+            io: floe::ingest::file_io(&client, &loaded).expect("io"),
+        };
+        let t = handle.table(&loaded).expect("table");
+        let scan = t.scan().select_all().build().expect("scan");
+        scan.to_arrow()
+            .await
+            .expect("stream")
+            .try_collect()
+            .await
+            .expect("batches")
+    }
+}
+
+pub fn request(from: &str, to: &str, run_id: &str) -> IngestRequest {
+    IngestRequest {
+        from: from.parse().expect("date"),
+        to: to.parse().expect("date"),
+        dry_run: false,
+        run_id: run_id.to_string(),
+    }
+}
+
+pub async fn ingest(
+    p: &pipeline::Pipeline,
+    req: &IngestRequest,
+) -> (Vec<JobReport>, floe::Result<()>) {
+    floe::ingest::run(p, &[], req).await
+}
+
+/// UTC day (YYYY-MM-DD) → distinct `ts_utc` values of that day.
+pub fn instants_per_day(batches: &[RecordBatch]) -> BTreeMap<String, Vec<i64>> {
+    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for b in batches {
+        let ts = b
+            .column_by_name("ts_utc")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+            .expect("ts_utc");
+        for v in ts.iter().flatten() {
+            let day = chrono::DateTime::from_timestamp_micros(v)
+                .expect("ts")
+                .date_naive()
+                .to_string();
+            out.entry(day).or_default().push(v);
+        }
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    out
+}
+
+pub fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
+pub fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = b.column_by_name(column).expect("column");
+            let s = c.as_any().downcast_ref::<StringArray>().expect("strings");
+            (0..s.len())
+                .map(|i| s.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}

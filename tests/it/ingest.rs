@@ -1,0 +1,254 @@
+//! `floe ingest` end to end.
+
+use std::fmt::Write;
+
+use chrono::{Duration, NaiveDate};
+
+use crate::common::{Env, ingest, instants_per_day, request, rows, strings};
+
+const PERIOD_JOB: &str = r#"
+[[job]]
+name = "demand"
+table = "bronze.demand"
+source = { path = "data/{date}.ndjson", format = "ndjson" }
+event_time = { kind = "period", date_column = "SETTLEMENT_DATE", period_column = "SETTLEMENT_PERIOD", zone = "Europe/London" }
+columns = [
+  { name = "site_id", type = "string", required = true, from = "site" },
+  { name = "demand_mw", type = "double", from = "demand" },
+  { name = "settlement_date", type = "string", from = "SETTLEMENT_DATE" },
+]
+sort = ["site_id", "ts_utc"]
+"#;
+
+/// Writes one NDJSON file per day with `periods(day)` settlement periods
+/// for sites A and B.
+fn write_days(env: &Env, from: &str, days: i64, periods: impl Fn(NaiveDate) -> i64) {
+    let start: NaiveDate = from.parse().expect("date");
+    for d in 0..days {
+        let day = start + Duration::days(d);
+        let mut text = String::new();
+        for site in ["A", "B"] {
+            for p in 1..=periods(day) {
+                writeln!(
+                    text,
+                    r#"{{"SETTLEMENT_DATE":"{day}","SETTLEMENT_PERIOD":{p},"site":"{site}","demand":{}}}"#,
+                    1000 + p
+                )
+                .expect("fmt");
+            }
+        }
+        env.write(&format!("data/{day}.ndjson"), &text);
+    }
+}
+
+fn london_periods(day: NaiveDate) -> i64 {
+    match day.to_string().as_str() {
+        "2024-03-31" => 46,
+        "2024-10-27" => 50,
+        _ => 48,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_change_days_have_46_and_50_distinct_half_hours() {
+    let env = Env::new().await;
+    // Files for the local days around each window: the windows' first and
+    // last UTC days take hours from the neighbouring local days.
+    write_days(&env, "2024-03-29", 5, london_periods);
+    write_days(&env, "2024-10-25", 5, london_periods);
+    let p = env.pipeline(PERIOD_JOB);
+    for (from, to) in [("2024-03-30", "2024-04-01"), ("2024-10-26", "2024-10-28")] {
+        let (reports, outcome) = ingest(&p, &request(from, to, &format!("run-{from}"))).await;
+        outcome.expect("ingest succeeds");
+        assert_eq!(
+            reports[0].rows_rejected, 0,
+            "{:?}",
+            reports[0].sample_rejects
+        );
+    }
+    let batches = env.scan("bronze", "demand").await;
+    // Every UTC day of both windows is complete: 48 half-hours, each once per
+    // site, none missing.
+    let days = instants_per_day(&batches);
+    assert_eq!(days.len(), 6, "{:?}", days.keys().collect::<Vec<_>>());
+    for (day, instants) in &days {
+        let mut distinct = instants.clone();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 48, "{day}");
+        assert_eq!(instants.len(), 96, "{day}: each half-hour once per site");
+        for pair in distinct.windows(2) {
+            assert_eq!(pair[1] - pair[0], 30 * 60 * 1_000_000, "{day}: a gap");
+        }
+    }
+    // Per local settlement date, the clock-change days carry 46 and 50
+    // distinct UTC half-hours.
+    let dates = strings(&batches, "settlement_date");
+    let ts: Vec<i64> = instants_in_order(&batches);
+    let mut per_date: std::collections::BTreeMap<String, std::collections::BTreeSet<i64>> =
+        Default::default();
+    for (d, t) in dates.into_iter().zip(ts) {
+        per_date.entry(d).or_default().insert(t);
+    }
+    assert_eq!(per_date["2024-03-31"].len(), 46);
+    assert_eq!(per_date["2024-10-27"].len(), 50);
+    assert_eq!(per_date["2024-03-30"].len(), 48);
+}
+
+fn instants_in_order(batches: &[arrow_array::RecordBatch]) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = b
+                .column_by_name("ts_utc")
+                .and_then(|c| {
+                    c.as_any()
+                        .downcast_ref::<arrow_array::TimestampMicrosecondArray>()
+                })
+                .expect("ts_utc")
+                .clone();
+            c.iter().flatten().collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerunning_a_window_replaces_it() {
+    let env = Env::new().await;
+    write_days(&env, "2024-01-01", 3, |_| 48);
+    let p = env.pipeline(PERIOD_JOB);
+    let (_, outcome) = ingest(&p, &request("2024-01-01", "2024-01-03", "first")).await;
+    outcome.expect("first run");
+    let before = env.scan("bronze", "demand").await;
+    let (reports, outcome) = ingest(&p, &request("2024-01-02", "2024-01-02", "second")).await;
+    outcome.expect("second run");
+    assert_eq!(
+        reports[0].replaced_files, 1,
+        "the day's one file is replaced"
+    );
+    let after = env.scan("bronze", "demand").await;
+    assert_eq!(rows(&before), 3 * 96);
+    assert_eq!(
+        rows(&after),
+        3 * 96,
+        "re-running a day must not duplicate it"
+    );
+    assert_eq!(instants_per_day(&before), instants_per_day(&after));
+    // The same run id again: detected as landed, nothing new committed.
+    let (reports, outcome) = ingest(&p, &request("2024-01-02", "2024-01-02", "second")).await;
+    outcome.expect("repeat");
+    assert_eq!(reports[0].status, "already-committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_runs_on_disjoint_windows_both_land() {
+    let env = Env::new().await;
+    write_days(&env, "2024-01-01", 6, |_| 48);
+    let p = env.pipeline(PERIOD_JOB);
+    // Create the table first so both runs race on commits, not on creation.
+    ingest(&p, &request("2024-01-01", "2024-01-01", "seed"))
+        .await
+        .1
+        .expect("seed");
+    let a = request("2024-01-02", "2024-01-03", "a");
+    let b = request("2024-01-04", "2024-01-06", "b");
+    let ((_, ra), (_, rb)) = tokio::join!(ingest(&p, &a), ingest(&p, &b));
+    ra.expect("run a");
+    rb.expect("run b");
+    let days = instants_per_day(&env.scan("bronze", "demand").await);
+    assert_eq!(days.len(), 6, "{:?}", days.keys().collect::<Vec<_>>());
+    assert!(days.values().all(|v| v.len() == 96));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_past_the_threshold_commit_nothing_to_the_target() {
+    let env = Env::new().await;
+    write_days(&env, "2024-01-01", 1, |_| 48);
+    let p = env.pipeline(PERIOD_JOB);
+    ingest(&p, &request("2024-01-01", "2024-01-01", "good"))
+        .await
+        .1
+        .expect("good run");
+    let mut bad = std::fs::read_to_string(env.path("data/2024-01-01.ndjson")).expect("read");
+    bad.push_str("{not json\n");
+    bad.push_str(
+        r#"{"SETTLEMENT_DATE":"2024-01-01","SETTLEMENT_PERIOD":49,"site":"A","demand":1}"#,
+    );
+    bad.push('\n');
+    bad.push_str(
+        r#"{"SETTLEMENT_DATE":"2024-01-01","SETTLEMENT_PERIOD":3,"site":"A","demand":"n/a"}"#,
+    );
+    bad.push('\n');
+    bad.push_str(r#"{"SETTLEMENT_DATE":"2024-01-01","SETTLEMENT_PERIOD":4,"demand":5}"#);
+    bad.push('\n');
+    env.write("data/2024-01-01.ndjson", &bad);
+    let (reports, outcome) = ingest(&p, &request("2024-01-01", "2024-01-01", "bad")).await;
+    let err = outcome.expect_err("over the threshold");
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert_eq!(reports[0].rows_rejected, 4);
+    let rows_after = env.scan("bronze", "demand").await;
+    assert_eq!(rows(&rows_after), 96, "the target must keep the good run");
+    let rejects = env.scan("bronze", "demand__rejects").await;
+    let reasons = strings(&rejects, "reason");
+    assert_eq!(reasons.len(), 4);
+    for needle in [
+        "malformed JSON",
+        "period 49 does not exist",
+        "is not a number",
+        "required field site",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(needle)),
+            "no reject says {needle:?}: {reasons:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_with_local_times_and_unknown_fields() {
+    let env = Env::new().await;
+    env.write(
+        "drop/readings.csv",
+        "when;station;temp\n2024-03-31 00:30;X;5.5\n2024-03-31 01:30;X;6.0\n2024-03-31 02:30;X;6.5\n\"2024-10-27 01:30\";X;7\n",
+    );
+    let job = r#"
+[[job]]
+name = "weather"
+table = "bronze.weather"
+source = { path = "drop/*.csv", format = "csv", delimiter = ";" }
+event_time = { kind = "local", column = "when", zone = "Europe/London" }
+columns = [
+  { name = "station", type = "string", required = true },
+  { name = "temp", type = "double" },
+]
+reject_threshold = 0.5
+"#;
+    let p = env.pipeline(job);
+    let (reports, outcome) = ingest(&p, &request("2024-03-31", "2024-10-27", "csv")).await;
+    outcome.expect("ingest");
+    let r = &reports[0];
+    // 01:30 on 2024-03-31 does not exist in London; 01:30 on 2024-10-27 is ambiguous.
+    assert_eq!(
+        (r.rows_read, r.rows_written, r.rows_rejected),
+        (4, 2, 2),
+        "{r:?}"
+    );
+    let mut bad = p.clone();
+    bad.jobs[0].columns.retain(|c| c.name != "temp");
+    let (_, outcome) = ingest(&bad, &request("2024-03-31", "2024-10-27", "drift")).await;
+    let msg = outcome.expect_err("unknown field").to_string();
+    assert!(msg.contains("unknown source field \"temp\""), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_day_file_fails_before_anything_is_written() {
+    let env = Env::new().await;
+    write_days(&env, "2024-01-01", 1, |_| 48);
+    let p = env.pipeline(PERIOD_JOB);
+    let (_, outcome) = ingest(&p, &request("2024-01-01", "2024-01-02", "gap")).await;
+    let msg = outcome.expect_err("missing file").to_string();
+    assert!(msg.contains("2024-01-02.ndjson"), "{msg}");
+    assert!(
+        !env.path("wh/bronze").exists(),
+        "nothing may be created for a failed plan"
+    );
+}

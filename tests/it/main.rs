@@ -1,0 +1,7 @@
+//! floe's integration tests: ingest through a real REST catalog (floe's,
+//! served in-process on 127.0.0.1) onto a local-folder warehouse, read back
+//! with iceberg-rust's scan. pyiceberg and Spark read the same tables in
+//! `tests/python`.
+
+mod common;
+mod ingest;
