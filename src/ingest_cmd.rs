@@ -93,6 +93,9 @@ fn print_summary(reports: &[JobReport], dry_run: bool) {
             r.snapshot_id.map_or("-".to_string(), |s| s.to_string()),
             r.duration_ms
         );
+        if let Some(location) = &r.location {
+            let _ = writeln!(out, "  table files: {location}");
+        }
         for reject in &r.sample_rejects {
             let _ = writeln!(
                 out,

@@ -55,6 +55,12 @@ pub struct CatalogSettings {
     /// REST catalog URI.
     #[serde(default = "default_uri")]
     pub uri: String,
+    /// Instead of `uri`: serve floe's catalog inside this process over a
+    /// local-folder warehouse (relative to the pipeline file), for one-machine
+    /// use with nothing else running. The pointer database is a SQLite file
+    /// in that folder, so a `floe catalog serve` on it later sees the tables.
+    #[serde(default)]
+    pub embedded_warehouse: Option<String>,
     /// Warehouse name or location sent as `warehouse` to `/v1/config`.
     #[serde(default)]
     pub warehouse: Option<String>,
@@ -81,6 +87,7 @@ impl Default for CatalogSettings {
     fn default() -> Self {
         Self {
             uri: default_uri(),
+            embedded_warehouse: None,
             warehouse: None,
             token: None,
             credential: None,
@@ -368,9 +375,20 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
     if jobs.is_empty() {
         return Err(Error::Config(format!("{file}: no [[job]] defined")));
     }
+    let mut catalog = raw.catalog;
+    if let Some(folder) = catalog.embedded_warehouse.take() {
+        if catalog.uri != DEFAULT_CATALOG_URI {
+            return Err(Error::Config(format!(
+                "{file}: [catalog] sets both uri and embedded_warehouse; use one"
+            )));
+        }
+        let p = PathBuf::from(&folder);
+        let abs = if p.is_absolute() { p } else { base_dir.join(p) };
+        catalog.embedded_warehouse = Some(abs.display().to_string());
+    }
     Ok(Pipeline {
         path: path.to_path_buf(),
-        catalog: raw.catalog,
+        catalog,
         jobs,
     })
 }

@@ -82,6 +82,8 @@ pub struct JobReport {
     pub job: String,
     /// Target table.
     pub table: String,
+    /// The table's location (where its files are).
+    pub location: Option<String>,
     /// Run id.
     pub run_id: String,
     /// Window, inclusive.
@@ -126,6 +128,7 @@ impl JobReport {
         Self {
             job: job.name.clone(),
             table: job.table_ident(),
+            location: None,
             run_id: req.run_id.clone(),
             window: (req.from, req.to),
             status: "failed".into(),
@@ -174,10 +177,21 @@ pub async fn run(
             ))),
         );
     }
+    let embedded = match (&pipeline.catalog.embedded_warehouse, req.dry_run) {
+        (Some(folder), false) => match start_embedded(folder).await {
+            Ok(c) => Some(c),
+            Err(e) => return (Vec::new(), Err(e)),
+        },
+        _ => None,
+    };
+    let mut settings = pipeline.catalog.clone();
+    if let Some(running) = &embedded {
+        settings.uri = running.uri();
+    }
     let client = if req.dry_run {
         None
     } else {
-        match RestClient::connect(&pipeline.catalog).await {
+        match RestClient::connect(&settings).await {
             Ok(c) => Some(c),
             Err(e) => return (Vec::new(), Err(e)),
         }
@@ -196,7 +210,32 @@ pub async fn run(
         }
         reports.push(report);
     }
+    if let Some(running) = embedded {
+        running.shutdown().await;
+    }
     (reports, first_error.map_or(Ok(()), Err))
+}
+
+/// Serves floe's catalog in this process over a local folder, on a free
+/// loopback port, for the length of the run.
+async fn start_embedded(folder: &str) -> Result<floe_catalog::RunningCatalog> {
+    let warehouse = crate::catalog_serve::warehouse_url(folder)?;
+    let db_url = floe_catalog::CatalogConfig::default_db_url(&warehouse).ok_or_else(|| {
+        Error::Config(format!(
+            "embedded_warehouse {folder:?} must be a local folder"
+        ))
+    })?;
+    let config = floe_catalog::CatalogConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        warehouse,
+        name: floe_catalog::config::DEFAULT_WAREHOUSE_NAME.to_string(),
+        db_url,
+        s3: floe_catalog::S3Options::default(),
+        vend_credentials: false,
+        auth: floe_catalog::AuthConfig::default(),
+        max_body_bytes: floe_catalog::config::DEFAULT_MAX_BODY_BYTES,
+    };
+    Ok(floe_catalog::spawn(config).await?)
 }
 
 async fn run_job(
@@ -213,6 +252,7 @@ async fn run_job(
         return Ok(());
     };
     let loaded = open_table(client, job).await?;
+    report.location = Some(loaded.metadata.location().to_string());
     let handle = TableHandle {
         namespace: job.namespace.clone(),
         name: job.table.clone(),
@@ -336,10 +376,22 @@ async fn open_table(client: &RestClient, job: &Job) -> Result<LoadedTable> {
         .await
 }
 
-/// IO for the table's files: the catalog's properties, then the table's.
+/// IO for the table's files: the catalog's properties, then the table's,
+/// then S3 credentials from the usual AWS environment variables where
+/// neither handed any out.
 pub fn file_io(client: &RestClient, table: &LoadedTable) -> Result<FileIO> {
     let mut props = client.properties.clone();
     props.extend(table.config.clone());
+    let env = floe_catalog::S3Options::default().with_env_credentials();
+    for (key, value) in env.file_io_props(true) {
+        let is_credential = key.ends_with("access-key-id")
+            || key.ends_with("secret-access-key")
+            || key.ends_with("session-token")
+            || key == "s3.region";
+        if is_credential {
+            props.entry(key).or_insert(value);
+        }
+    }
     Ok(
         FileIOBuilder::new(Arc::new(OpenDalResolvingStorageFactory::new()))
             .with_props(props)
