@@ -14,7 +14,6 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use chrono::NaiveDate;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::event_time::{self, EpochUnit, Micros, PeriodClock};
@@ -50,7 +49,7 @@ enum Cell {
 
 /// What fills a column of the table.
 #[derive(Debug, Clone)]
-enum ColumnSource {
+pub(super) enum ColumnSource {
     EventTime,
     Field {
         name: String,
@@ -172,6 +171,22 @@ impl BatchBuilder {
         })
     }
 
+    pub(super) fn sources(&self) -> &[ColumnSource] {
+        &self.sources
+    }
+
+    pub(super) fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub(super) fn event_time_config(&self) -> &EventTimeConfig {
+        &self.event_time
+    }
+
+    pub(super) fn ingest_time(&self) -> Micros {
+        self.ingest_time
+    }
+
     /// Source fields the contract does not know, if any.
     pub fn unknown_field<'a>(
         &self,
@@ -209,7 +224,7 @@ impl BatchBuilder {
                 ColumnSource::EventTime => Cell::Ts(ts),
                 ColumnSource::IngestTime => Cell::Ts(self.ingest_time),
                 ColumnSource::SourceUri => Cell::Str(source_uri.to_string()),
-                ColumnSource::Hash => Cell::Str(hash(&record.raw)),
+                ColumnSource::Hash => Cell::Str(hash(record.raw.as_bytes())),
                 ColumnSource::Null => Cell::Null,
                 ColumnSource::Field {
                     name,
@@ -280,7 +295,12 @@ impl BatchBuilder {
                 clock.to_utc(date, integer(period_column)?)
             }
         };
-        result.map_err(|e| format!("event time: {e}"))
+        result.map_err(|e| {
+            format!(
+                "event time ({}): {e}",
+                self.event_time.source_fields().join(", ")
+            )
+        })
     }
 
     /// The buffered rows as a batch; the builder is empty afterwards.
@@ -292,9 +312,9 @@ impl BatchBuilder {
     }
 }
 
-fn hash(raw: &str) -> String {
-    let digest = Sha256::digest(raw.as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+/// The `_hash` of a record: XXH3-128 of its content, as 32 hex digits.
+pub(super) fn hash(raw: &[u8]) -> String {
+    format!("{:032x}", twox_hash::XxHash3_128::oneshot(raw))
 }
 
 fn parse_date(text: &str) -> std::result::Result<NaiveDate, String> {

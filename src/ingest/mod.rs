@@ -9,8 +9,10 @@
 //! written with their reason to `<table>__rejects`, and past the job's
 //! threshold the run fails without touching the target table.
 
+mod columnar;
 mod convert;
 mod files;
+mod progress;
 mod records;
 mod rejects;
 pub mod schema;
@@ -484,56 +486,25 @@ fn read_all(
     window: std::ops::RangeInclusive<i32>,
     tx: &mpsc::Sender<Msg>,
 ) -> Result<()> {
-    let closed = || Error::Storage("the writer stopped".into());
+    let mut progress = progress::Progress::new(&job.name, files.len());
     for path in files {
-        let uri = files::uri_of(&path);
-        tracing::info!(file = %path.display(), job = %job.name, "reading");
-        let mut rejected: Vec<Reject> = Vec::new();
-        let (mut read, mut outside) = (0u64, 0u64);
-        let mut header_checked = false;
-        let mut on_record = |record: Record| -> Result<()> {
-            read += 1;
-            if job.schema_drift == SchemaDrift::Error
-                && (!header_checked || job.source.format != crate::pipeline::Format::Csv)
-            {
-                header_checked = true;
-                if let Some(field) = builder.unknown_field(record.fields.keys()) {
-                    return Err(Error::Source(format!(
-                        "{}:{}: unknown source field {field:?}: add it to the job's columns, or set schema_drift = \"ignore\"",
-                        path.display(),
-                        record.line
-                    )));
-                }
-            }
-            let ts = match builder.event_time(&record) {
-                Ok(ts) => ts,
-                Err(reason) => {
-                    rejected.push(Reject::new(&record, reason, &uri));
-                    return Ok(());
-                }
-            };
-            if !window.contains(&day_of(ts)) {
-                outside += 1;
-                return Ok(());
-            }
-            if let Err(reason) = builder.push(&record, ts, &uri) {
-                rejected.push(Reject::new(&record, reason, &uri));
-            }
-            if builder.len() >= BATCH_ROWS {
-                tx.blocking_send(Msg::Batch(builder.finish()?))
-                    .map_err(|_| closed())?;
-            }
-            if rejected.len() >= BATCH_ROWS {
-                tx.blocking_send(Msg::Rejects(std::mem::take(&mut rejected)))
-                    .map_err(|_| closed())?;
-            }
-            Ok(())
+        tracing::debug!(file = %path.display(), job = %job.name, "reading");
+        progress.next_file();
+        let mut sink = FileSink {
+            job,
+            uri: files::uri_of(&path),
+            path: &path,
+            builder: &mut builder,
+            window: &window,
+            tx,
+            progress: &mut progress,
+            rejected: Vec::new(),
+            read: 0,
+            outside: 0,
+            drift_checked: false,
         };
-        let mut bad = Vec::new();
-        let mut on_bad = |u: records::Unreadable| bad.push(Reject::unreadable(u, &uri));
-        records::read_file(&path, &job.source, &mut on_record, &mut on_bad)?;
-        read += bad.len() as u64;
-        rejected.extend(bad);
+        records::read_file(&path, &job.source, &mut sink)?;
+        let (read, outside, rejected) = (sink.read, sink.outside, sink.rejected);
         tx.blocking_send(Msg::Counts { read, outside })
             .map_err(|_| closed())?;
         if !rejected.is_empty() {
@@ -541,9 +512,123 @@ fn read_all(
                 .map_err(|_| closed())?;
         }
     }
+    progress.finish();
     if !builder.is_empty() {
         tx.blocking_send(Msg::Batch(builder.finish()?))
             .map_err(|_| closed())?;
     }
     Ok(())
+}
+
+fn closed() -> Error {
+    Error::Storage("the writer stopped".into())
+}
+
+/// Converts one file's records and sends them on.
+struct FileSink<'a> {
+    job: &'a Job,
+    uri: String,
+    path: &'a std::path::Path,
+    builder: &'a mut BatchBuilder,
+    window: &'a std::ops::RangeInclusive<i32>,
+    tx: &'a mpsc::Sender<Msg>,
+    progress: &'a mut progress::Progress,
+    rejected: Vec<Reject>,
+    read: u64,
+    outside: u64,
+    drift_checked: bool,
+}
+
+impl FileSink<'_> {
+    /// Schema drift: an unknown source field fails the run by default. A CSV
+    /// header or Parquet schema is checked once; JSON records each time.
+    fn check_drift<'f>(
+        &mut self,
+        fields: impl IntoIterator<Item = &'f String>,
+        line: u64,
+        once: bool,
+    ) -> Result<()> {
+        if self.job.schema_drift != SchemaDrift::Error || (once && self.drift_checked) {
+            return Ok(());
+        }
+        self.drift_checked = true;
+        match self.builder.unknown_field(fields) {
+            Some(field) => Err(Error::Source(format!(
+                "{}:{line}: unknown source field {field:?}: add it to the job's columns, or set schema_drift = \"ignore\"",
+                self.path.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn flush_rejects(&mut self) -> Result<()> {
+        if self.rejected.len() >= BATCH_ROWS {
+            self.tx
+                .blocking_send(Msg::Rejects(std::mem::take(&mut self.rejected)))
+                .map_err(|_| closed())?;
+        }
+        Ok(())
+    }
+}
+
+impl records::RecordSink for FileSink<'_> {
+    fn record(&mut self, record: Record) -> Result<()> {
+        self.read += 1;
+        self.progress.row();
+        let once = self.job.source.format == crate::pipeline::Format::Csv;
+        self.check_drift(record.fields.keys(), record.line, once)?;
+        let ts = match self.builder.event_time(&record) {
+            Ok(ts) => ts,
+            Err(reason) => {
+                self.rejected.push(Reject::new(&record, reason, &self.uri));
+                return self.flush_rejects();
+            }
+        };
+        if !self.window.contains(&day_of(ts)) {
+            self.outside += 1;
+            return Ok(());
+        }
+        if let Err(reason) = self.builder.push(&record, ts, &self.uri) {
+            self.rejected.push(Reject::new(&record, reason, &self.uri));
+        }
+        if self.builder.len() >= BATCH_ROWS {
+            let batch = self.builder.finish()?;
+            self.tx
+                .blocking_send(Msg::Batch(batch))
+                .map_err(|_| closed())?;
+        }
+        self.flush_rejects()
+    }
+
+    fn batch(&mut self, batch: arrow_array::RecordBatch, first: u64) -> Result<()> {
+        let names: Vec<String> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        self.check_drift(names.iter(), first, true)?;
+        let converted = self.builder.convert_batch(&batch, &self.uri, self.window)?;
+        self.read += batch.num_rows() as u64;
+        self.outside += converted.outside;
+        for (row, reason) in converted.rejected {
+            self.rejected.push(Reject {
+                raw: records::row_text(&batch, row),
+                reason,
+                source: self.uri.clone(),
+                line: first + row as u64,
+            });
+        }
+        if let Some(good) = converted.batch {
+            self.tx
+                .blocking_send(Msg::Batch(good))
+                .map_err(|_| closed())?;
+        }
+        self.flush_rejects()
+    }
+
+    fn unreadable(&mut self, bad: records::Unreadable) {
+        self.read += 1;
+        self.rejected.push(Reject::unreadable(bad, &self.uri));
+    }
 }

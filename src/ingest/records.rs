@@ -26,14 +26,20 @@ pub struct Unreadable {
     pub line: u64,
 }
 
-/// Calls `on_record` for every record of `path` (or `on_bad` for text that
-/// is not a record). Stops at the first error `on_record` returns.
-pub fn read_file(
-    path: &Path,
-    source: &SourceConfig,
-    on_record: &mut dyn FnMut(Record) -> Result<()>,
-    on_bad: &mut dyn FnMut(Unreadable),
-) -> Result<()> {
+/// Receives what a file holds.
+pub trait RecordSink {
+    /// A record of a row-oriented source (NDJSON, JSON, CSV).
+    fn record(&mut self, record: Record) -> Result<()>;
+    /// A batch of a columnar source (Parquet) and the record number of its
+    /// first row.
+    fn batch(&mut self, batch: RecordBatch, first: u64) -> Result<()>;
+    /// Text that is not a record at all.
+    fn unreadable(&mut self, bad: Unreadable);
+}
+
+/// Feeds every record (or batch) of `path` to `sink`, stopping at the first
+/// error it returns.
+pub fn read_file(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Result<()> {
     let io = |e: std::io::Error| Error::Source(format!("{}: {e}", path.display()));
     match source.format {
         Format::Ndjson => {
@@ -45,17 +51,17 @@ pub fn read_file(
                     continue;
                 }
                 match serde_json::from_str::<Value>(&line) {
-                    Ok(Value::Object(fields)) => on_record(Record {
+                    Ok(Value::Object(fields)) => sink.record(Record {
                         fields,
                         raw: line,
                         line: number,
                     })?,
-                    Ok(_) => on_bad(Unreadable {
+                    Ok(_) => sink.unreadable(Unreadable {
                         raw: line,
                         reason: "line is JSON but not an object".into(),
                         line: number,
                     }),
-                    Err(e) => on_bad(Unreadable {
+                    Err(e) => sink.unreadable(Unreadable {
                         raw: line,
                         reason: format!("malformed JSON: {e}"),
                         line: number,
@@ -93,12 +99,12 @@ pub fn read_file(
             for (i, item) in items.iter().enumerate() {
                 let number = i as u64 + 1;
                 match item {
-                    Value::Object(fields) => on_record(Record {
+                    Value::Object(fields) => sink.record(Record {
                         fields: fields.clone(),
                         raw: item.to_string(),
                         line: number,
                     })?,
-                    other => on_bad(Unreadable {
+                    other => sink.unreadable(Unreadable {
                         raw: other.to_string(),
                         reason: "record is not an object".into(),
                         line: number,
@@ -107,17 +113,12 @@ pub fn read_file(
             }
             Ok(())
         }
-        Format::Csv => read_csv(path, source, on_record, on_bad),
-        Format::Parquet => read_parquet(path, on_record),
+        Format::Csv => read_csv(path, source, sink),
+        Format::Parquet => read_parquet(path, sink),
     }
 }
 
-fn read_csv(
-    path: &Path,
-    source: &SourceConfig,
-    on_record: &mut dyn FnMut(Record) -> Result<()>,
-    on_bad: &mut dyn FnMut(Unreadable),
-) -> Result<()> {
+fn read_csv(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Result<()> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(source.delimiter as u8)
         .quote(source.quote as u8)
@@ -146,7 +147,7 @@ fn read_csv(
                     .collect::<Vec<_>>()
                     .join(&source.delimiter.to_string());
                 if row.len() != headers.len() {
-                    on_bad(Unreadable {
+                    sink.unreadable(Unreadable {
                         raw,
                         reason: format!(
                             "row has {} fields, the header has {}",
@@ -162,9 +163,9 @@ fn read_csv(
                     .zip(row.iter())
                     .map(|(h, v)| (h.clone(), Value::String(v.to_string())))
                     .collect();
-                on_record(Record { fields, raw, line })?;
+                sink.record(Record { fields, raw, line })?;
             }
-            Err(e) => on_bad(Unreadable {
+            Err(e) => sink.unreadable(Unreadable {
                 raw: String::new(),
                 reason: format!("malformed CSV: {e}"),
                 line,
@@ -174,7 +175,7 @@ fn read_csv(
     Ok(())
 }
 
-fn read_parquet(path: &Path, on_record: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+fn read_parquet(path: &Path, sink: &mut dyn RecordSink) -> Result<()> {
     let file = File::open(path).map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(8192).build())
@@ -184,22 +185,23 @@ fn read_parquet(path: &Path, on_record: &mut dyn FnMut(Record) -> Result<()>) ->
                 path.display()
             ))
         })?;
-    let mut number = 0u64;
+    let mut first = 1u64;
     for batch in reader {
         let batch = batch.map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
-        for fields in
-            rows_of(&batch).map_err(|e| Error::Source(format!("{}: {e}", path.display())))?
-        {
-            number += 1;
-            let raw = Value::Object(fields.clone()).to_string();
-            on_record(Record {
-                fields,
-                raw,
-                line: number,
-            })?;
-        }
+        let rows = batch.num_rows() as u64;
+        sink.batch(batch, first)?;
+        first += rows;
     }
     Ok(())
+}
+
+/// One row of a batch as JSON text (for rejects).
+pub fn row_text(batch: &RecordBatch, row: usize) -> String {
+    rows_of(&batch.slice(row, 1))
+        .ok()
+        .and_then(|mut r| r.pop())
+        .map(|m| Value::Object(m).to_string())
+        .unwrap_or_default()
 }
 
 /// A batch's rows as field maps; numbers and booleans stay typed, other

@@ -16,7 +16,7 @@ use crate::pipeline::{ColumnType, EVENT_TIME_COLUMN, Job};
 pub const INGEST_TIME: &str = "_ingest_time";
 /// The URI of the file the row came from.
 pub const SOURCE: &str = "_source";
-/// A hash of the record as read (hex, 128 bits of SHA-256).
+/// A hash of the record as read (XXH3-128, hex).
 pub const HASH: &str = "_hash";
 
 fn iceberg_type(kind: ColumnType) -> PrimitiveType {

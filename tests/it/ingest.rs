@@ -252,3 +252,77 @@ async fn a_missing_day_file_fails_before_anything_is_written() {
         "nothing may be created for a failed plan"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_sources_take_the_columnar_path_with_exact_rejects() {
+    use std::sync::Arc;
+
+    use arrow_array::{RecordBatch, StringArray, TimestampMicrosecondArray};
+    let env = Env::new().await;
+    let base = chrono::DateTime::parse_from_rfc3339("2024-01-10T00:00:00Z")
+        .expect("ts")
+        .timestamp_micros();
+    let half_hour = 30 * 60 * 1_000_000;
+    let ts: Vec<i64> = (0..96).map(|i| base + i * half_hour).collect(); // two days
+    let mut values: Vec<Option<String>> = (0..96).map(|i| Some(format!("{}.5", i))).collect();
+    values[3] = Some("not-a-number".into());
+    let mut sites: Vec<Option<&str>> = vec![Some("S1"); 96];
+    sites[7] = None;
+    let batch = RecordBatch::try_from_iter([
+        (
+            "ts",
+            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")) as _,
+        ),
+        ("site", Arc::new(StringArray::from(sites)) as _),
+        ("value", Arc::new(StringArray::from(values)) as _),
+    ])
+    .expect("batch");
+    let path = env.path("pq/readings.parquet");
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    let file = std::fs::File::create(&path).expect("create");
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+    let job = r#"
+[[job]]
+name = "pq"
+table = "bronze.pq"
+source = { path = "pq/*.parquet", format = "parquet" }
+event_time = { kind = "offset", column = "ts" }
+columns = [
+  { name = "site_id", type = "string", required = true, from = "site" },
+  { name = "value", type = "double" },
+]
+reject_threshold = 0.5
+"#;
+    let p = env.pipeline(job);
+    // Only the first day is in the window: 48 rows, 2 of them bad.
+    let (reports, outcome) = ingest(&p, &request("2024-01-10", "2024-01-10", "pq")).await;
+    outcome.expect("ingest");
+    let r = &reports[0];
+    assert_eq!(
+        (
+            r.rows_read,
+            r.rows_written,
+            r.rows_rejected,
+            r.rows_outside_window
+        ),
+        (96, 46, 2, 48),
+        "{r:?}"
+    );
+    let reasons: Vec<&str> = r.sample_rejects.iter().map(|x| x.reason.as_str()).collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|x| x.contains("value") && x.contains("not-a-number")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|x| x.contains("required field site")),
+        "{reasons:?}"
+    );
+    let lines: Vec<u64> = r.sample_rejects.iter().map(|x| x.line).collect();
+    assert_eq!(lines, [4, 8], "rejects carry their 1-based row number");
+    let landed = env.scan("bronze", "pq").await;
+    assert_eq!(rows(&landed), 46);
+}

@@ -1,0 +1,82 @@
+//! A one-line progress display on a terminal (stderr): files and rows read,
+//! and the rate. Silent when stderr is not a terminal (cron, CI), where the
+//! log lines and the run report say the same.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+/// Redraws at most this often.
+const EVERY: Duration = Duration::from_millis(250);
+
+/// Progress of one job's read.
+#[derive(Debug)]
+pub struct Progress {
+    job: String,
+    files: usize,
+    file: usize,
+    rows: u64,
+    started: Instant,
+    last: Option<Instant>,
+    enabled: bool,
+}
+
+impl Progress {
+    /// Progress over `files` files; drawn only on a terminal.
+    pub fn new(job: &str, files: usize) -> Self {
+        Self {
+            job: job.to_string(),
+            files,
+            file: 0,
+            rows: 0,
+            started: Instant::now(),
+            last: None,
+            enabled: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// A new file starts.
+    pub fn next_file(&mut self) {
+        self.file += 1;
+        self.draw(true);
+    }
+
+    /// One more record read.
+    pub fn row(&mut self) {
+        self.rows += 1;
+        if self.rows.is_multiple_of(16_384) {
+            self.draw(false);
+        }
+    }
+
+    fn draw(&mut self, force: bool) {
+        if !self.enabled {
+            return;
+        }
+        let now = Instant::now();
+        if !force && self.last.is_some_and(|l| now - l < EVERY) {
+            return;
+        }
+        self.last = Some(now);
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[2K{}: file {}/{} · {} rows · {:.0} rows/s",
+            self.job,
+            self.file,
+            self.files,
+            self.rows,
+            self.rows as f64 / secs
+        );
+        let _ = err.flush();
+    }
+
+    /// Clears the line.
+    pub fn finish(&mut self) {
+        if self.enabled {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+        }
+    }
+}
