@@ -17,7 +17,7 @@ use arrow_cast::{CastOptions, cast_with_options};
 use arrow_schema::{DataType, TimeUnit};
 use arrow_select::filter::filter_record_batch;
 
-use super::convert::{BatchBuilder, ColumnSource, hash};
+use super::convert::{BatchBuilder, ColumnSource};
 use crate::error::{Error, Result};
 use crate::event_time::{self, EpochUnit, Micros, PeriodClock};
 use crate::pipeline::{ColumnType, EventTimeConfig};
@@ -255,7 +255,7 @@ impl BatchBuilder {
                     TimestampMicrosecondArray::from(vec![self.ingest_time(); n]).with_timezone(UTC),
                 ),
                 ColumnSource::SourceUri => Arc::new(StringArray::from(vec![source_uri; n])),
-                ColumnSource::Hash => Arc::new(StringArray::from_iter_values(row_hashes(source)?)),
+                ColumnSource::Hash => Arc::new(row_hashes(source)?),
                 ColumnSource::Null => arrow_array::new_null_array(field.data_type(), n),
                 ColumnSource::Field {
                     name,
@@ -336,60 +336,95 @@ impl BatchBuilder {
 }
 
 /// XXH3-128 of each row's values (column by column, length-prefixed so
-/// that ("ab","c") and ("a","bc") differ).
-fn row_hashes(batch: &RecordBatch) -> Result<Vec<String>> {
+/// that ("ab","c") and ("a","bc") differ), as hex strings. One buffer is
+/// reused for every row; the hex digits go straight into the array.
+fn row_hashes(batch: &RecordBatch) -> Result<StringArray> {
+    let columns: Vec<ValueBytes<'_>> = batch
+        .columns()
+        .iter()
+        .map(|c| ValueBytes::new(c.as_ref()))
+        .collect::<Result<_>>()?;
     let n = batch.num_rows();
-    let mut buffers: Vec<Vec<u8>> = vec![Vec::with_capacity(64); n];
-    for column in batch.columns() {
-        append_values(column.as_ref(), &mut buffers)?;
+    let mut out = arrow_array::builder::StringBuilder::with_capacity(n, n * 32);
+    let mut buf = Vec::with_capacity(128);
+    for row in 0..n {
+        buf.clear();
+        for c in &columns {
+            c.append(row, &mut buf);
+        }
+        let h = twox_hash::XxHash3_128::oneshot(&buf);
+        // Writing into the builder and then appending "" completes the value
+        // without an intermediate String.
+        let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{h:032x}"));
+        out.append_value("");
     }
-    Ok(buffers.iter().map(|b| hash(b)).collect())
+    Ok(out.finish())
 }
 
-fn append_values(array: &dyn Array, buffers: &mut [Vec<u8>]) -> Result<()> {
-    macro_rules! prim {
-        ($t:ty) => {{
-            let a = array.as_primitive::<$t>();
-            for (i, b) in buffers.iter_mut().enumerate() {
-                if a.is_null(i) {
-                    b.push(0);
-                } else {
-                    b.push(1);
-                    b.extend_from_slice(&a.value(i).to_le_bytes());
-                }
-            }
-        }};
-    }
-    match array.data_type() {
-        DataType::Int32 => prim!(Int32Type),
-        DataType::Int64 => prim!(Int64Type),
-        DataType::Float64 => prim!(arrow_array::types::Float64Type),
-        DataType::Float32 => prim!(arrow_array::types::Float32Type),
-        DataType::Date32 => prim!(Date32Type),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => prim!(TimestampMicrosecondType),
-        DataType::Utf8 => {
-            let a = array.as_string::<i32>();
-            for (i, b) in buffers.iter_mut().enumerate() {
-                if a.is_null(i) {
-                    b.push(0);
-                } else {
-                    let v = a.value(i).as_bytes();
-                    b.push(1);
-                    b.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                    b.extend_from_slice(v);
-                }
-            }
+/// Appends the bytes of one row's value to a buffer.
+type AppendBytes<'a> = Box<dyn Fn(usize, &mut Vec<u8>) + 'a>;
+
+/// A column seen as bytes per row, for hashing.
+enum ValueBytes<'a> {
+    Fixed(&'a dyn Array, AppendBytes<'a>),
+    Text(&'a dyn Array, ArrayFormatter<'a>),
+}
+
+impl<'a> ValueBytes<'a> {
+    fn new(array: &'a dyn Array) -> Result<Self> {
+        macro_rules! prim {
+            ($t:ty) => {{
+                let a = array.as_primitive::<$t>();
+                Self::Fixed(
+                    array,
+                    Box::new(move |i, b: &mut Vec<u8>| {
+                        b.extend_from_slice(&a.value(i).to_le_bytes())
+                    }),
+                )
+            }};
         }
-        _ => {
+        Ok(match array.data_type() {
+            DataType::Int32 => prim!(Int32Type),
+            DataType::Int64 => prim!(Int64Type),
+            DataType::Float64 => prim!(arrow_array::types::Float64Type),
+            DataType::Float32 => prim!(arrow_array::types::Float32Type),
+            DataType::Date32 => prim!(Date32Type),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => prim!(TimestampMicrosecondType),
+            DataType::Utf8 => {
+                let a = array.as_string::<i32>();
+                Self::Fixed(
+                    array,
+                    Box::new(move |i, b: &mut Vec<u8>| {
+                        let v = a.value(i).as_bytes();
+                        b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                        b.extend_from_slice(v);
+                    }),
+                )
+            }
             // Other types hash through their text form.
-            let f = ArrayFormatter::try_new(array, &FormatOptions::default()).map_err(storage)?;
-            for (i, b) in buffers.iter_mut().enumerate() {
-                let v = f.value(i).to_string();
-                b.push(u8::from(array.is_valid(i)));
-                b.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                b.extend_from_slice(v.as_bytes());
+            _ => Self::Text(
+                array,
+                ArrayFormatter::try_new(array, &FormatOptions::default()).map_err(storage)?,
+            ),
+        })
+    }
+
+    fn append(&self, row: usize, buf: &mut Vec<u8>) {
+        match self {
+            Self::Fixed(array, f) => {
+                buf.push(u8::from(array.is_valid(row)));
+                if array.is_valid(row) {
+                    f(row, buf);
+                }
+            }
+            Self::Text(array, f) => {
+                buf.push(u8::from(array.is_valid(row)));
+                if array.is_valid(row) {
+                    let v = f.value(row).to_string();
+                    buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    buf.extend_from_slice(v.as_bytes());
+                }
             }
         }
     }
-    Ok(())
 }

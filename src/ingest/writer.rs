@@ -20,6 +20,7 @@ use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
 
@@ -34,6 +35,12 @@ pub const DEFAULT_TARGET_FILE_SIZE: usize = 128 * 1024 * 1024;
 /// Buffered Arrow memory across all days before the largest day is flushed
 /// (sorted tables only).
 const SORT_BUFFER_BYTES: usize = 96 * 1024 * 1024;
+/// Rows held by open (unsorted) writers before the fullest is closed: an
+/// open Parquet writer keeps its current row group in memory, so without a
+/// bound a 60-day window would hold 60 days at once.
+const OPEN_ROWS_BUDGET: usize = 512 * 1024;
+/// Rows per Parquet row group.
+const ROW_GROUP_ROWS: usize = 256 * 1024;
 
 /// The day (since 1970-01-01) of a UTC instant in microseconds.
 pub fn day_of(micros: i64) -> i32 {
@@ -45,6 +52,8 @@ pub struct DayWriters {
     builder: Builder,
     metadata: TableMetadata,
     open: BTreeMap<i32, Writer>,
+    /// Rows written to each open writer.
+    open_rows: BTreeMap<i32, usize>,
     /// Sort columns (indices into the batch) when the table is sorted.
     sort: Vec<usize>,
     /// The timestamp column the day partitions derive from.
@@ -81,8 +90,10 @@ impl DayWriters {
     ) -> Result<Self> {
         let schema = metadata.current_schema().clone();
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(storage)?))
-            .set_max_row_group_row_count(Some(1024 * 1024))
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(storage)?))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            // Hashes are unique per row: a dictionary only costs time.
+            .set_column_dictionary_enabled(ColumnPath::from(super::schema::HASH), false)
             .build();
         let parquet = ParquetWriterBuilder::new(props, schema);
         let locations = DefaultLocationGenerator::new(metadata).map_err(storage)?;
@@ -94,6 +105,7 @@ impl DayWriters {
             builder: DataFileWriterBuilder::new(rolling),
             metadata: metadata.clone(),
             open: BTreeMap::new(),
+            open_rows: BTreeMap::new(),
             sort,
             time_column: time_column.to_string(),
             buffered: BTreeMap::new(),
@@ -107,7 +119,12 @@ impl DayWriters {
     pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         for (day, part) in split_by_day(&batch, &self.time_column)? {
             if self.sort.is_empty() {
+                let rows = part.num_rows();
                 self.writer(day).await?.write(part).await.map_err(storage)?;
+                *self.open_rows.entry(day).or_default() += rows;
+                if self.open_rows.values().sum::<usize>() > OPEN_ROWS_BUDGET {
+                    self.close_fullest().await?;
+                }
             } else {
                 self.buffered_bytes += part.get_array_memory_size();
                 self.buffered.entry(day).or_default().push(part);
@@ -143,6 +160,23 @@ impl DayWriters {
         self.open
             .get_mut(&day)
             .ok_or_else(|| Error::Storage("writer vanished".into()))
+    }
+
+    /// Closes the open writer holding the most rows (its day continues in a
+    /// new file if more rows come).
+    async fn close_fullest(&mut self) -> Result<()> {
+        let fullest = self
+            .open_rows
+            .iter()
+            .max_by_key(|(_, r)| **r)
+            .map(|(d, _)| *d);
+        if let Some(day) = fullest {
+            self.open_rows.remove(&day);
+            if let Some(mut w) = self.open.remove(&day) {
+                self.done.extend(w.close().await.map_err(storage)?);
+            }
+        }
+        Ok(())
     }
 
     /// Sorts a day's buffered rows and writes them as file(s) of their own.
