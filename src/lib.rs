@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod ingest_cmd;
 pub mod pipeline;
 pub mod rest;
+pub mod sigv4;
 pub mod snapshot;
 
 pub use error::{Error, Result};

@@ -73,6 +73,18 @@ pub struct CatalogSettings {
     /// OAuth2 scope.
     #[serde(default)]
     pub scope: Option<String>,
+    /// Sign every request with AWS SigV4 (AWS S3 Tables, Glue, and
+    /// S3-compatible servers with an embedded catalog); credentials come
+    /// from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN.
+    #[serde(default)]
+    pub sigv4: bool,
+    /// SigV4 signing name (service): `s3tables`, `glue`, ... (default
+    /// `execute-api`, as pyiceberg).
+    #[serde(default)]
+    pub signing_name: Option<String>,
+    /// SigV4 signing region (default AWS_REGION, else us-east-1).
+    #[serde(default)]
+    pub signing_region: Option<String>,
     /// Object-store properties (`s3.endpoint`, `s3.path-style-access`, ...)
     /// merged over what the catalog hands out.
     #[serde(default)]
@@ -92,6 +104,9 @@ impl Default for CatalogSettings {
             token: None,
             credential: None,
             scope: None,
+            sigv4: false,
+            signing_name: None,
+            signing_region: None,
             properties: BTreeMap::new(),
         }
     }

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::pipeline::CatalogSettings;
+use crate::sigv4::SigV4;
 
 /// Separator of namespace levels in URL paths.
 const NS_SEPARATOR: &str = "%1F";
@@ -73,6 +74,7 @@ pub struct RestClient {
     /// `{uri}/v1[/{prefix}]`, for everything else.
     base: String,
     token: Option<String>,
+    signer: Option<SigV4>,
     /// Catalog defaults, then the pipeline's properties, then overrides.
     pub properties: HashMap<String, String>,
 }
@@ -94,11 +96,26 @@ impl RestClient {
         if let Some(credential) = settings.credential.as_deref().filter(|c| !c.is_empty()) {
             token = Some(fetch_token(&http, &uri, credential, settings.scope.as_deref()).await?);
         }
+        let signer = if settings.sigv4 {
+            let region = settings
+                .signing_region
+                .clone()
+                .or_else(|| std::env::var("AWS_REGION").ok())
+                .unwrap_or_else(|| "us-east-1".to_string());
+            let service = settings
+                .signing_name
+                .clone()
+                .unwrap_or_else(|| "execute-api".to_string());
+            Some(SigV4::from_env(region, service)?)
+        } else {
+            None
+        };
         let mut client = Self {
             http,
             root: format!("{uri}/v1"),
             base: format!("{uri}/v1"),
             token,
+            signer,
             properties: HashMap::new(),
         };
         let query = settings
@@ -149,12 +166,42 @@ impl RestClient {
         } else {
             format!("{}{path}", self.base)
         };
-        let mut req = self.http.request(method.clone(), &url);
+        let parsed = reqwest::Url::parse(&url)
+            .map_err(|e| Error::Catalog(format!("invalid catalog URL {url}: {e}")))?;
+        let bytes = match body {
+            Some(b) => serde_json::to_vec(b)
+                .map_err(|e| Error::Catalog(format!("cannot encode a request: {e}")))?,
+            None => Vec::new(),
+        };
+        let mut headers: Vec<(String, String)> = Vec::new();
+        if body.is_some() {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        if let Some(signer) = &self.signer {
+            let host = match (parsed.host_str(), parsed.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_string(),
+                _ => String::new(),
+            };
+            headers.push(("host".into(), host));
+            let extra = signer.sign(
+                method.as_str(),
+                &parsed,
+                &headers,
+                &bytes,
+                chrono::Utc::now(),
+            );
+            headers.extend(extra);
+        }
+        let mut req = self.http.request(method.clone(), parsed);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        if let Some(b) = body {
-            req = req.json(b);
+        for (k, v) in &headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if body.is_some() {
+            req = req.body(bytes);
         }
         let resp = req
             .send()

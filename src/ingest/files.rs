@@ -1,52 +1,184 @@
-//! Which files a job reads for a window: a per-day template (`{date}` is
-//! each day of the window as `YYYY-MM-DD`, plus the neighbouring days' files
-//! when present), a glob, or one path; relative paths resolve against the
-//! pipeline file's folder.
+//! Which files a job reads for a window, and getting remote ones.
+//!
+//! A source path is a per-day template (`{date}` is each day of the window
+//! as `YYYY-MM-DD`, plus the neighbouring days' files when present), a glob,
+//! or one path. Local paths resolve against the pipeline file's folder;
+//! `s3://` objects (through the same S3 settings as the tables) and
+//! `http(s)://` URLs are fetched to a temporary file, streaming, just
+//! before they are read.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
+use iceberg::io::FileIO;
 
 use crate::error::{Error, Result};
 
-/// The files to read, in order, and their URIs for `_source`.
-pub fn discover(template: &str, base_dir: &Path, days: &[NaiveDate]) -> Result<Vec<PathBuf>> {
-    if template.contains("://") {
-        return Err(Error::Config(format!(
-            "source path {template:?}: floe reads local files in this version; s3:// and http(s):// sources are not supported yet"
-        )));
+/// One file to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceFile {
+    /// A local file.
+    Local(PathBuf),
+    /// An `s3://` object or `http(s)://` URL.
+    Remote(String),
+}
+
+impl SourceFile {
+    /// The URI recorded in `_source` and in rejects.
+    pub fn uri(&self) -> String {
+        match self {
+            SourceFile::Local(p) => {
+                let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+                format!("file://{}", abs.display())
+            }
+            SourceFile::Remote(u) => u.clone(),
+        }
     }
-    let resolve = |p: String| -> PathBuf {
+}
+
+/// Reaches remote sources.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    /// IO for `s3://` sources.
+    pub io: FileIO,
+    /// Client for `http(s)://` sources.
+    pub http: reqwest::Client,
+}
+
+fn is_remote(path: &str) -> bool {
+    path.starts_with("s3://") || path.starts_with("http://") || path.starts_with("https://")
+}
+
+impl Fetcher {
+    async fn exists(&self, uri: &str) -> Result<bool> {
+        if uri.starts_with("s3://") {
+            return self
+                .io
+                .exists(uri)
+                .await
+                .map_err(|e| Error::Source(format!("{uri}: {e}")));
+        }
+        let resp = self
+            .http
+            .head(uri)
+            .send()
+            .await
+            .map_err(|e| Error::Source(format!("{uri}: {e}")))?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::GONE => Ok(false),
+            // Servers that do not answer HEAD: the download will tell.
+            reqwest::StatusCode::METHOD_NOT_ALLOWED | reqwest::StatusCode::NOT_IMPLEMENTED => {
+                Ok(true)
+            }
+            s => Err(Error::Source(format!("{uri}: HEAD answered {s}"))),
+        }
+    }
+
+    /// Streams a remote source into `dest`.
+    pub async fn fetch(&self, uri: &str, dest: &mut std::fs::File) -> Result<()> {
+        let io = |e: std::io::Error| Error::Source(format!("{uri}: writing a temporary copy: {e}"));
+        if uri.starts_with("s3://") {
+            let input = self
+                .io
+                .new_input(uri)
+                .map_err(|e| Error::Source(format!("{uri}: {e}")))?;
+            let size = input
+                .metadata()
+                .await
+                .map_err(|e| Error::Source(format!("{uri}: {e}")))?
+                .size;
+            let reader = input
+                .reader()
+                .await
+                .map_err(|e| Error::Source(format!("{uri}: {e}")))?;
+            const CHUNK: u64 = 8 * 1024 * 1024;
+            let mut at = 0;
+            while at < size {
+                let end = (at + CHUNK).min(size);
+                let bytes = reader
+                    .read(at..end)
+                    .await
+                    .map_err(|e| Error::Source(format!("{uri}: {e}")))?;
+                dest.write_all(&bytes).map_err(io)?;
+                at = end;
+            }
+            return Ok(());
+        }
+        let mut resp = self
+            .http
+            .get(uri)
+            .send()
+            .await
+            .map_err(|e| Error::Source(format!("{uri}: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(Error::Source(format!(
+                "{uri}: GET answered {}",
+                resp.status()
+            )));
+        }
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| Error::Source(format!("{uri}: {e}")))?
+        {
+            dest.write_all(&chunk).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+/// The files to read, in order.
+pub async fn discover(
+    template: &str,
+    base_dir: &Path,
+    days: &[NaiveDate],
+    fetcher: &Fetcher,
+) -> Result<Vec<SourceFile>> {
+    let remote = is_remote(template);
+    let locate = |p: String| -> SourceFile {
+        if remote {
+            return SourceFile::Remote(p);
+        }
         let path = PathBuf::from(p);
-        if path.is_absolute() {
+        SourceFile::Local(if path.is_absolute() {
             path
         } else {
             base_dir.join(path)
+        })
+    };
+    let exists = |f: SourceFile| async move {
+        match &f {
+            SourceFile::Local(p) => Ok::<_, Error>((p.is_file(), f)),
+            SourceFile::Remote(u) => Ok((fetcher.exists(u).await?, f)),
         }
     };
     if template.contains("{date}") {
+        let path_of = |day: NaiveDate| {
+            locate(template.replace("{date}", &day.format("%Y-%m-%d").to_string()))
+        };
         let mut files = Vec::new();
         let mut missing = Vec::new();
-        let path_of = |day: NaiveDate| {
-            resolve(template.replace("{date}", &day.format("%Y-%m-%d").to_string()))
-        };
         // A file per *local* date holds hours of the neighbouring UTC days
         // (Europe/London in summer starts its day at 23:00 UTC). The files of
         // the day before and after the window, when they exist, complete the
         // window's first and last UTC day; rows outside the window are skipped.
         if let Some(before) = days.first().and_then(|d| d.pred_opt()) {
-            files.extend(Some(path_of(before)).filter(|p| p.is_file()));
+            let (found, f) = exists(path_of(before)).await?;
+            files.extend(found.then_some(f));
         }
         for day in days {
-            let path = path_of(*day);
-            if path.is_file() {
-                files.push(path);
+            let (found, f) = exists(path_of(*day)).await?;
+            if found {
+                files.push(f);
             } else {
-                missing.push(path.display().to_string());
+                missing.push(f.uri());
             }
         }
         if let Some(after) = days.last().and_then(|d| d.succ_opt()) {
-            files.extend(Some(path_of(after)).filter(|p| p.is_file()));
+            let (found, f) = exists(path_of(after)).await?;
+            files.extend(found.then_some(f));
         }
         if !missing.is_empty() {
             // Overwriting a day with nothing would delete it: refuse instead.
@@ -58,7 +190,20 @@ pub fn discover(template: &str, base_dir: &Path, days: &[NaiveDate]) -> Result<V
         }
         return Ok(files);
     }
-    let pattern = resolve(template.to_string());
+    if remote {
+        if template.contains(['*', '?', '[']) {
+            return Err(Error::Config(format!(
+                "source path {template:?}: globs work on local folders; for s3:// and http(s):// name each file with a {{date}} template"
+            )));
+        }
+        let (found, f) = exists(locate(template.to_string())).await?;
+        return if found {
+            Ok(vec![f])
+        } else {
+            Err(Error::Source(format!("no source file at {template}")))
+        };
+    }
+    let pattern = base_dir.join(template);
     let pattern_text = pattern.to_string_lossy().to_string();
     let mut files: Vec<PathBuf> = glob::glob(&pattern_text)
         .map_err(|e| Error::Config(format!("source path {template:?} is not a valid glob: {e}")))?
@@ -71,11 +216,5 @@ pub fn discover(template: &str, base_dir: &Path, days: &[NaiveDate]) -> Result<V
             "no source files match {pattern_text}"
         )));
     }
-    Ok(files)
-}
-
-/// The `_source` URI of a local file.
-pub fn uri_of(path: &Path) -> String {
-    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    format!("file://{}", abs.display())
+    Ok(files.into_iter().map(SourceFile::Local).collect())
 }

@@ -19,7 +19,6 @@ pub mod schema;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -203,7 +202,11 @@ pub async fn run(
     for job in jobs {
         let started = Instant::now();
         let mut report = JobReport::new(job, req);
-        let outcome = run_job(client.as_ref(), job, req, &mut report).await;
+        let props: HashMap<String, String> = match &client {
+            Some(c) => c.properties.clone(),
+            None => pipeline.catalog.properties.clone().into_iter().collect(),
+        };
+        let outcome = run_job(client.as_ref(), &props, job, req, &mut report).await;
         report.duration_ms = started.elapsed().as_millis();
         if let Err(e) = outcome {
             report.error = Some(e.to_string());
@@ -242,13 +245,22 @@ async fn start_embedded(folder: &str) -> Result<floe_catalog::RunningCatalog> {
 
 async fn run_job(
     client: Option<&RestClient>,
+    catalog_props: &HashMap<String, String>,
     job: &Job,
     req: &IngestRequest,
     report: &mut JobReport,
 ) -> Result<()> {
     let days = req.days();
-    let files = files::discover(&job.source.path, &job.base_dir, &days)?;
-    report.files_read = files.iter().map(|f| files::uri_of(f)).collect();
+    let fetcher = files::Fetcher {
+        io: source_io(catalog_props),
+        http: reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(600))
+            .build()
+            .map_err(|e| Error::Source(format!("cannot build an HTTP client: {e}")))?,
+    };
+    let files = files::discover(&job.source.path, &job.base_dir, &days, &fetcher).await?;
+    report.files_read = files.iter().map(files::SourceFile::uri).collect();
     let Some(client) = client else {
         report.status = "planned".into();
         return Ok(());
@@ -266,8 +278,17 @@ async fn run_job(
         return Ok(());
     }
     let window = day_of(days_start(req.from))..=day_of(days_start(req.to));
-    let (data_files, rejects) =
-        write_files(job, req, &loaded, &handle, files, window.clone(), report).await?;
+    let (data_files, rejects) = write_files(
+        job,
+        req,
+        &loaded,
+        &handle,
+        files,
+        fetcher,
+        window.clone(),
+        report,
+    )
+    .await?;
     for f in &data_files {
         let day = snapshot::file_day(f).map(day_name).unwrap_or_default();
         let d = report.days.entry(day).or_default();
@@ -378,6 +399,29 @@ async fn open_table(client: &RestClient, job: &Job) -> Result<LoadedTable> {
         .await
 }
 
+/// IO for `s3://` sources: the catalog's properties (or the pipeline's when
+/// no catalog is contacted, as in a dry run) and the AWS environment.
+fn source_io(props: &HashMap<String, String>) -> FileIO {
+    let mut props = props.clone();
+    add_env_credentials(&mut props);
+    FileIOBuilder::new(Arc::new(OpenDalResolvingStorageFactory::new()))
+        .with_props(props)
+        .build()
+}
+
+fn add_env_credentials(props: &mut HashMap<String, String>) {
+    let env = floe_catalog::S3Options::default().with_env_credentials();
+    for (key, value) in env.file_io_props(true) {
+        let is_credential = key.ends_with("access-key-id")
+            || key.ends_with("secret-access-key")
+            || key.ends_with("session-token")
+            || key == "s3.region";
+        if is_credential {
+            props.entry(key).or_insert(value);
+        }
+    }
+}
+
 /// IO for the table's files: the catalog's properties, then the table's,
 /// then S3 credentials from the usual AWS environment variables where
 /// neither handed any out.
@@ -413,7 +457,8 @@ async fn write_files(
     req: &IngestRequest,
     loaded: &LoadedTable,
     handle: &TableHandle,
-    files: Vec<PathBuf>,
+    files: Vec<files::SourceFile>,
+    fetcher: files::Fetcher,
     window: std::ops::RangeInclusive<i32>,
     report: &mut JobReport,
 ) -> Result<(Vec<iceberg::spec::DataFile>, Vec<Reject>)> {
@@ -440,8 +485,9 @@ async fn write_files(
     )?;
     let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
     let reader_job = job.clone();
-    let reader =
-        tokio::task::spawn_blocking(move || read_all(&reader_job, files, builder, window, &tx));
+    let reader = tokio::task::spawn_blocking(move || {
+        read_all(&reader_job, files, &fetcher, builder, window, &tx)
+    });
     let mut rejects = Vec::new();
     let mut write_error = None;
     while let Some(msg) = rx.recv().await {
@@ -479,20 +525,38 @@ async fn write_files(
 }
 
 /// The blocking side: reads every file, converts records, sends batches.
+/// Remote files are fetched to a temporary file first (on this thread,
+/// through the runtime's handle), so reading stays streaming and local.
 fn read_all(
     job: &Job,
-    files: Vec<PathBuf>,
+    files: Vec<files::SourceFile>,
+    fetcher: &files::Fetcher,
     mut builder: BatchBuilder,
     window: std::ops::RangeInclusive<i32>,
     tx: &mpsc::Sender<Msg>,
 ) -> Result<()> {
     let mut progress = progress::Progress::new(&job.name, files.len());
-    for path in files {
-        tracing::debug!(file = %path.display(), job = %job.name, "reading");
+    let runtime = tokio::runtime::Handle::current();
+    for file in files {
+        let uri = file.uri();
+        tracing::debug!(source = %uri, job = %job.name, "reading");
         progress.next_file();
+        let mut temp = None;
+        let path = match &file {
+            files::SourceFile::Local(p) => p.clone(),
+            files::SourceFile::Remote(u) => {
+                let mut t = tempfile::NamedTempFile::new().map_err(|e| {
+                    Error::Source(format!("cannot create a temporary file for {u}: {e}"))
+                })?;
+                runtime.block_on(fetcher.fetch(u, t.as_file_mut()))?;
+                let p = t.path().to_path_buf();
+                temp = Some(t);
+                p
+            }
+        };
         let mut sink = FileSink {
             job,
-            uri: files::uri_of(&path),
+            uri,
             path: &path,
             builder: &mut builder,
             window: &window,
@@ -505,6 +569,7 @@ fn read_all(
         };
         records::read_file(&path, &job.source, &mut sink)?;
         let (read, outside, rejected) = (sink.read, sink.outside, sink.rejected);
+        drop(temp);
         tx.blocking_send(Msg::Counts { read, outside })
             .map_err(|_| closed())?;
         if !rejected.is_empty() {

@@ -326,3 +326,67 @@ reject_threshold = 0.5
     let landed = env.scan("bronze", "pq").await;
     assert_eq!(rows(&landed), 46);
 }
+
+/// Serves `dir` over HTTP on 127.0.0.1 (GET and HEAD), counting requests.
+async fn serve_folder(
+    dir: std::path::PathBuf,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new()
+        .route(
+            "/files/{name}",
+            get(
+                |State((dir, hits)): State<(std::path::PathBuf, Arc<AtomicUsize>)>,
+                 Path(name): Path<String>| async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    match std::fs::read(dir.join(name)) {
+                        Ok(bytes) => Ok(bytes),
+                        Err(_) => Err(StatusCode::NOT_FOUND),
+                    }
+                },
+            ),
+        )
+        .with_state((dir, hits.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/files"), hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_sources_are_fetched_and_a_missing_day_stops_the_run() {
+    let env = Env::new().await;
+    write_days(&env, "2024-01-01", 2, |_| 48);
+    let (base, hits) = serve_folder(env.path("data")).await;
+    let job = PERIOD_JOB.replace("data/{date}.ndjson", &format!("{base}/{{date}}.ndjson"));
+    let p = env.pipeline(&job);
+    let (reports, outcome) = ingest(&p, &request("2024-01-01", "2024-01-02", "http")).await;
+    outcome.expect("ingest over http");
+    assert_eq!(reports[0].rows_written, 2 * 96);
+    assert!(
+        reports[0]
+            .files_read
+            .iter()
+            .all(|u| u.starts_with("http://127.0.0.1"))
+    );
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+    let sources = strings(&env.scan("bronze", "demand").await, "_source");
+    assert!(
+        sources.iter().all(|s| s.starts_with(&base)),
+        "{:?}",
+        sources.first()
+    );
+    let (_, outcome) = ingest(&p, &request("2024-01-02", "2024-01-03", "http-gap")).await;
+    let msg = outcome.expect_err("a missing day").to_string();
+    assert!(msg.contains("2024-01-03.ndjson"), "{msg}");
+}

@@ -806,3 +806,28 @@ def test_dry_run_and_report(local_server, ns: str, tmp_path):
     one = read_report(tmp_path / "one.json")
     assert [j["job"] for j in one["jobs"]] == ["meters"]
     assert cat.load_table(f"{ns}.readings").current_snapshot().snapshot_id == job_report(report, "readings")["snapshot_id"]
+
+
+# ---------------------------------------------------------------------------------------
+# 8. sources on S3
+
+
+def test_s3_source_files(s3_catalog_server, ns: str, tmp_path):
+    """Per-day source objects under an s3:// prefix (the landing zone), read with the S3
+    settings the catalog hands out plus the usual AWS credentials."""
+    server = s3_catalog_server
+    first, last = "2024-03-10", "2024-03-11"
+    rows = write_readings(tmp_path / "data", day_range(first, last))
+    s3 = server.s3.client()
+    prefix = f"landing/{ns}"
+    for f in sorted((tmp_path / "data").glob("*.ndjson")):
+        s3.upload_file(str(f), server.s3.bucket, f"{prefix}/{f.name}")
+    job = readings_job(ns, path=f"s3://{server.s3.bucket}/{prefix}/{{date}}.ndjson")
+    pipeline = write_pipeline(tmp_path / "pipeline.toml", server, [job])
+    ingest_ok(server, pipeline, first, last, "--report", str(tmp_path / "r.json"))
+    tbl = server.catalog().load_table(f"{ns}.readings")
+    assert table_rows(tbl) == in_window(rows, first, last)
+    report = job_report(read_report(tmp_path / "r.json"), "readings")
+    assert report["files_read"] and all(u.startswith("s3://") for u in report["files_read"]), report
+    sources = set(tbl.scan(selected_fields=("_source",)).to_arrow().column("_source").to_pylist())
+    assert sources and all(s.startswith(f"s3://{server.s3.bucket}/{prefix}/") for s in sources), sources
