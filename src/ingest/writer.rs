@@ -42,6 +42,39 @@ const OPEN_ROWS_BUDGET: usize = 512 * 1024;
 /// Rows per Parquet row group.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
 
+/// The Parquet codec from the table's `write.parquet.compression-codec`
+/// (and `-level`), as Iceberg's writers read them; zstd level 1 by default.
+fn compression(props: &std::collections::HashMap<String, String>) -> Result<Compression> {
+    let level = props.get("write.parquet.compression-level").map(|l| {
+        l.parse::<i32>().map_err(|_| {
+            Error::Config(format!(
+                "table property write.parquet.compression-level={l:?} is not a number"
+            ))
+        })
+    });
+    let codec = props
+        .get("write.parquet.compression-codec")
+        .map_or("zstd", String::as_str)
+        .to_ascii_lowercase();
+    Ok(match codec.as_str() {
+        "zstd" => {
+            Compression::ZSTD(ZstdLevel::try_new(level.transpose()?.unwrap_or(1)).map_err(storage)?)
+        }
+        "snappy" => Compression::SNAPPY,
+        "gzip" => Compression::GZIP(
+            parquet::basic::GzipLevel::try_new(level.transpose()?.unwrap_or(6) as u32)
+                .map_err(storage)?,
+        ),
+        "lz4" => Compression::LZ4_RAW,
+        "uncompressed" | "none" => Compression::UNCOMPRESSED,
+        other => {
+            return Err(Error::Config(format!(
+                "table property write.parquet.compression-codec={other:?}: use zstd, snappy, gzip, lz4 or uncompressed"
+            )));
+        }
+    })
+}
+
 /// The day (since 1970-01-01) of a UTC instant in microseconds.
 pub fn day_of(micros: i64) -> i32 {
     micros.div_euclid(MICROS_PER_DAY) as i32
@@ -90,7 +123,7 @@ impl DayWriters {
     ) -> Result<Self> {
         let schema = metadata.current_schema().clone();
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(storage)?))
+            .set_compression(compression(metadata.properties())?)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             // Hashes are unique per row: a dictionary only costs time.
             .set_column_dictionary_enabled(ColumnPath::from(super::schema::HASH), false)

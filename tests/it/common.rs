@@ -19,6 +19,11 @@ pub struct Env {
 
 impl Env {
     pub async fn new() -> Self {
+        Self::with_auth(AuthConfig::default()).await
+    }
+
+    /// A catalog that requires `auth`.
+    pub async fn with_auth(auth: AuthConfig) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = CatalogConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -27,7 +32,7 @@ impl Env {
             db_url: format!("sqlite://{}/catalog.db", dir.path().display()),
             s3: S3Options::default(),
             vend_credentials: false,
-            auth: AuthConfig::default(),
+            auth,
             max_body_bytes: 16 * 1024 * 1024,
         };
         let catalog = floe_catalog::spawn(config).await.expect("catalog starts");
@@ -49,15 +54,23 @@ impl Env {
 
     /// Writes `floe.toml` with the catalog section and `jobs`.
     pub fn pipeline(&self, jobs: &str) -> pipeline::Pipeline {
-        let text = format!("[catalog]\nuri = \"{}\"\n\n{jobs}", self.catalog.uri());
+        self.pipeline_with(jobs, "")
+    }
+
+    /// As [`Env::pipeline`], with extra `[catalog]` lines.
+    pub fn pipeline_with(&self, jobs: &str, catalog_lines: &str) -> pipeline::Pipeline {
+        let text = format!(
+            "[catalog]\nuri = \"{}\"\n{catalog_lines}\n\n{jobs}",
+            self.catalog.uri()
+        );
         let path = self.write("floe.toml", &text);
         pipeline::load(&path).expect("pipeline parses")
     }
 
-    pub async fn client(&self) -> RestClient {
+    pub async fn client_with(&self, settings: CatalogSettings) -> RestClient {
         let settings = CatalogSettings {
             uri: self.catalog.uri(),
-            ..CatalogSettings::default()
+            ..settings
         };
         RestClient::connect(&settings)
             .await
@@ -66,7 +79,16 @@ impl Env {
 
     /// Every row of a table as batches.
     pub async fn scan(&self, ns: &str, table: &str) -> Vec<RecordBatch> {
-        let client = self.client().await;
+        self.scan_with(ns, table, CatalogSettings::default()).await
+    }
+
+    pub async fn scan_with(
+        &self,
+        ns: &str,
+        table: &str,
+        settings: CatalogSettings,
+    ) -> Vec<RecordBatch> {
+        let client = self.client_with(settings).await;
         let loaded = client
             .load_table(&[ns.to_string()], table)
             .await

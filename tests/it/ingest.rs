@@ -452,3 +452,74 @@ async fn schema_drift_evolve_adds_nullable_columns_before_writing() {
         "old rows read as null"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_records_oauth_catalog_and_table_codec() {
+    use floe_catalog::{AuthConfig, Secret};
+    let env = Env::with_auth(AuthConfig {
+        token: None,
+        client: Some(("floe".into(), Secret::new("s3cret"))),
+        token_ttl: std::time::Duration::from_secs(60),
+    })
+    .await;
+    let mut records = Vec::new();
+    for h in 0..24 {
+        records.push(format!(
+            r#"{{"t":{},"station":"X","temp":{h}}}"#,
+            1_704_067_200 + h * 3600
+        ));
+    }
+    env.write(
+        "api/2024-01-01.json",
+        &format!(
+            r#"{{"meta":{{}},"result":{{"records":[{}]}}}}"#,
+            records.join(",")
+        ),
+    );
+    let job = r#"
+[[job]]
+name = "api"
+table = "bronze.api"
+source = { path = "api/{date}.json", format = "json", records = "result.records" }
+event_time = { kind = "epoch_seconds", column = "t" }
+columns = [ { name = "station", type = "string", required = true }, { name = "temp", type = "long" } ]
+properties = { "write.parquet.compression-codec" = "snappy" }
+"#;
+    let wrong = env.pipeline_with(job, "credential = \"floe:nope\"");
+    let (_, outcome) = ingest(&wrong, &request("2024-01-01", "2024-01-01", "denied")).await;
+    let msg = outcome.expect_err("wrong secret").to_string();
+    assert!(msg.contains("refused the client credentials"), "{msg}");
+    let p = env.pipeline_with(job, "credential = \"floe:s3cret\"");
+    let (reports, outcome) = ingest(&p, &request("2024-01-01", "2024-01-01", "api")).await;
+    outcome.expect("ingest through an OAuth2 catalog");
+    assert_eq!(reports[0].rows_written, 24);
+    let settings = floe::pipeline::CatalogSettings {
+        credential: Some("floe:s3cret".into()),
+        ..Default::default()
+    };
+    assert_eq!(rows(&env.scan_with("bronze", "api", settings).await), 24);
+    // The table's codec property decides the data files' compression.
+    let file = walk(&env.path("wh"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .expect("a data file");
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&file).expect("open"))
+            .expect("parquet");
+    use parquet::file::reader::FileReader;
+    let codec = reader.metadata().row_group(0).column(0).compression();
+    assert_eq!(codec, parquet::basic::Compression::SNAPPY);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
