@@ -336,29 +336,25 @@ impl BatchBuilder {
 }
 
 /// XXH3-128 of each row's values (column by column, length-prefixed so
-/// that ("ab","c") and ("a","bc") differ), as hex strings. One buffer is
-/// reused for every row; the hex digits go straight into the array.
-fn row_hashes(batch: &RecordBatch) -> Result<StringArray> {
+/// that ("ab","c") and ("a","bc") differ), 16 bytes each. One buffer is
+/// reused for every row.
+fn row_hashes(batch: &RecordBatch) -> Result<arrow_array::FixedSizeBinaryArray> {
     let columns: Vec<ValueBytes<'_>> = batch
         .columns()
         .iter()
         .map(|c| ValueBytes::new(c.as_ref()))
         .collect::<Result<_>>()?;
     let n = batch.num_rows();
-    let mut out = arrow_array::builder::StringBuilder::with_capacity(n, n * 32);
+    let mut hashes = Vec::with_capacity(n * 16);
     let mut buf = Vec::with_capacity(128);
     for row in 0..n {
         buf.clear();
         for c in &columns {
             c.append(row, &mut buf);
         }
-        let h = twox_hash::XxHash3_128::oneshot(&buf);
-        // Writing into the builder and then appending "" completes the value
-        // without an intermediate String.
-        let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{h:032x}"));
-        out.append_value("");
+        hashes.extend_from_slice(&twox_hash::XxHash3_128::oneshot(&buf).to_be_bytes());
     }
-    Ok(out.finish())
+    arrow_array::FixedSizeBinaryArray::try_new(16, hashes.into(), None).map_err(storage)
 }
 
 /// Appends the bytes of one row's value to a buffer.

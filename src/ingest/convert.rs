@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    ArrayBuilder, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder, Int32Builder,
-    Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayBuilder, BooleanBuilder, Date32Builder, FixedSizeBinaryBuilder, Float32Builder,
+    Float64Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
@@ -45,6 +45,7 @@ enum Cell {
     Bool(bool),
     Date(i32),
     Ts(i64),
+    Hash([u8; 16]),
 }
 
 /// What fills a column of the table.
@@ -108,6 +109,7 @@ fn new_builder(dt: &DataType) -> Result<Box<dyn ArrayBuilder>> {
         DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) => {
             Box::new(TimestampMicrosecondBuilder::new().with_timezone(tz.clone()))
         }
+        DataType::FixedSizeBinary(n) => Box::new(FixedSizeBinaryBuilder::new(*n)),
         other => {
             return Err(Error::Config(format!(
                 "floe cannot write columns of type {other}"
@@ -224,7 +226,7 @@ impl BatchBuilder {
                 ColumnSource::EventTime => Cell::Ts(ts),
                 ColumnSource::IngestTime => Cell::Ts(self.ingest_time),
                 ColumnSource::SourceUri => Cell::Str(source_uri.to_string()),
-                ColumnSource::Hash => Cell::Str(hash(record.raw.as_bytes())),
+                ColumnSource::Hash => Cell::Hash(hash(record.raw.as_bytes())),
                 ColumnSource::Null => Cell::Null,
                 ColumnSource::Field {
                     name,
@@ -312,9 +314,9 @@ impl BatchBuilder {
     }
 }
 
-/// The `_hash` of a record: XXH3-128 of its content, as 32 hex digits.
-pub(super) fn hash(raw: &[u8]) -> String {
-    format!("{:032x}", twox_hash::XxHash3_128::oneshot(raw))
+/// The `_hash` of a record: XXH3-128 of its content, big-endian bytes.
+pub(super) fn hash(raw: &[u8]) -> [u8; 16] {
+    twox_hash::XxHash3_128::oneshot(raw).to_be_bytes()
 }
 
 fn parse_date(text: &str) -> std::result::Result<NaiveDate, String> {
@@ -392,6 +394,12 @@ fn append(builder: &mut dyn ArrayBuilder, cell: Cell) {
         Cell::Bool(v) => put!(BooleanBuilder, v),
         Cell::Date(v) => put!(Date32Builder, v),
         Cell::Ts(v) => put!(TimestampMicrosecondBuilder, v),
+        Cell::Hash(v) => {
+            if let Some(b) = any.downcast_mut::<FixedSizeBinaryBuilder>() {
+                // The builder was made with width 16, matching the value.
+                let _ = b.append_value(v);
+            }
+        }
         Cell::Null => append_null(any),
     }
 }

@@ -16,7 +16,7 @@ use crate::pipeline::{ColumnType, EVENT_TIME_COLUMN, Job};
 pub const INGEST_TIME: &str = "_ingest_time";
 /// The URI of the file the row came from.
 pub const SOURCE: &str = "_source";
-/// A hash of the record as read (XXH3-128, hex).
+/// A hash of the record as read: XXH3-128, 16 bytes (`fixed[16]`).
 pub const HASH: &str = "_hash";
 
 fn iceberg_type(kind: ColumnType) -> PrimitiveType {
@@ -56,7 +56,7 @@ pub fn table_schema(job: &Job) -> Result<Schema> {
     }
     fields.push(field(id, INGEST_TIME, PrimitiveType::Timestamptz, true));
     fields.push(field(id + 1, SOURCE, PrimitiveType::String, true));
-    fields.push(field(id + 2, HASH, PrimitiveType::String, true));
+    fields.push(field(id + 2, HASH, PrimitiveType::Fixed(16), true));
     Schema::builder()
         .with_schema_id(0)
         .with_fields(fields)

@@ -39,6 +39,8 @@ const SORT_BUFFER_BYTES: usize = 96 * 1024 * 1024;
 /// open Parquet writer keeps its current row group in memory, so without a
 /// bound a 60-day window would hold 60 days at once.
 const OPEN_ROWS_BUDGET: usize = 512 * 1024;
+/// Dictionary page limit per column chunk.
+const DICTIONARY_PAGE_BYTES: usize = 64 * 1024;
 /// Rows per Parquet row group.
 const ROW_GROUP_ROWS: usize = 256 * 1024;
 
@@ -125,8 +127,18 @@ impl DayWriters {
         let props = WriterProperties::builder()
             .set_compression(compression(metadata.properties())?)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            // Hashes are unique per row: a dictionary only costs time.
+            // Hashes are unique, random bytes: a dictionary or compression
+            // only costs time.
             .set_column_dictionary_enabled(ColumnPath::from(super::schema::HASH), false)
+            .set_column_compression(
+                ColumnPath::from(super::schema::HASH),
+                Compression::UNCOMPRESSED,
+            )
+            // Columns with few distinct values (ids, regions, flags, the
+            // timestamps of a day) fit a small dictionary; high-cardinality
+            // ones (measurements) give up on it early instead of interning
+            // a megabyte of values per row group first.
+            .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
             .build();
         let parquet = ParquetWriterBuilder::new(props, schema);
         let locations = DefaultLocationGenerator::new(metadata).map_err(storage)?;
