@@ -350,6 +350,22 @@ pub struct Job {
 }
 
 impl Job {
+    /// Every source field the job reads: its columns' and the event time's.
+    pub fn source_fields(&self) -> HashSet<String> {
+        let mut fields: HashSet<String> = self
+            .columns
+            .iter()
+            .map(|c| c.source_field().to_string())
+            .collect();
+        fields.extend(
+            self.event_time
+                .source_fields()
+                .into_iter()
+                .map(str::to_string),
+        );
+        fields
+    }
+
     /// `namespace.table`.
     pub fn table_ident(&self) -> String {
         format!("{}.{}", self.namespace.join("."), self.table)

@@ -151,17 +151,7 @@ impl BatchBuilder {
             sources.push(source);
             builders.push(new_builder(f.data_type())?);
         }
-        let mut known_fields: HashSet<String> = job
-            .columns
-            .iter()
-            .map(|c| c.source_field().to_string())
-            .collect();
-        known_fields.extend(
-            job.event_time
-                .source_fields()
-                .into_iter()
-                .map(str::to_string),
-        );
+        let known_fields = job.source_fields();
         Ok(Self {
             schema,
             sources,

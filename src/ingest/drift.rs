@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::DataType;
-use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
+use iceberg::spec::{NestedField, Schema, Type};
 use iceberg::{TableRequirement, TableUpdate};
 use serde_json::Value;
 
@@ -89,36 +89,14 @@ pub fn scan_unknown(
     files: &[SourceFile],
     fetcher: &Fetcher,
 ) -> Result<BTreeMap<String, ColumnType>> {
-    let mut known: HashSet<String> = job
-        .columns
-        .iter()
-        .map(|c| c.source_field().to_string())
-        .collect();
-    known.extend(
-        job.event_time
-            .source_fields()
-            .into_iter()
-            .map(str::to_string),
-    );
+    let known = job.source_fields();
     let mut scan = Scan {
         known: &known,
         found: BTreeMap::new(),
     };
     let runtime = tokio::runtime::Handle::current();
     for file in files {
-        let _temp;
-        let path = match file {
-            SourceFile::Local(p) => p.clone(),
-            SourceFile::Remote(u) => {
-                let mut t = tempfile::NamedTempFile::new().map_err(|e| {
-                    Error::Source(format!("cannot create a temporary file for {u}: {e}"))
-                })?;
-                runtime.block_on(fetcher.fetch(u, t.as_file_mut()))?;
-                let p = t.path().to_path_buf();
-                _temp = t;
-                p
-            }
-        };
+        let (path, _temp) = fetcher.materialize(file, &runtime)?;
         records::read_file(&path, &job.source, &mut scan)?;
     }
     for name in scan.found.keys() {
@@ -129,19 +107,6 @@ pub fn scan_unknown(
         }
     }
     Ok(scan.found)
-}
-
-fn iceberg_type(kind: ColumnType) -> PrimitiveType {
-    match kind {
-        ColumnType::String => PrimitiveType::String,
-        ColumnType::Int => PrimitiveType::Int,
-        ColumnType::Long => PrimitiveType::Long,
-        ColumnType::Float => PrimitiveType::Float,
-        ColumnType::Double => PrimitiveType::Double,
-        ColumnType::Boolean => PrimitiveType::Boolean,
-        ColumnType::Date => PrimitiveType::Date,
-        ColumnType::Timestamptz => PrimitiveType::Timestamptz,
-    }
 }
 
 /// Adds the new columns to the table (those it does not have yet) and to
@@ -176,7 +141,7 @@ pub async fn evolve(
             fields.push(Arc::new(NestedField::optional(
                 id,
                 name.as_str(),
-                Type::Primitive(iceberg_type(**kind)),
+                Type::Primitive(super::schema::iceberg_type(**kind)),
             )));
         }
         let schema = Schema::builder()

@@ -76,6 +76,26 @@ impl Fetcher {
         }
     }
 
+    /// A local path to read `file` from: the file itself, or a temporary
+    /// copy of a remote one (deleted when the returned guard drops). Runs on
+    /// a blocking thread, driving the download through `runtime`.
+    pub fn materialize(
+        &self,
+        file: &SourceFile,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<(PathBuf, Option<tempfile::NamedTempFile>)> {
+        match file {
+            SourceFile::Local(p) => Ok((p.clone(), None)),
+            SourceFile::Remote(u) => {
+                let mut t = tempfile::NamedTempFile::new().map_err(|e| {
+                    Error::Source(format!("cannot create a temporary file for {u}: {e}"))
+                })?;
+                runtime.block_on(self.fetch(u, t.as_file_mut()))?;
+                Ok((t.path().to_path_buf(), Some(t)))
+            }
+        }
+    }
+
     /// Streams a remote source into `dest`.
     pub async fn fetch(&self, uri: &str, dest: &mut std::fs::File) -> Result<()> {
         let io = |e: std::io::Error| Error::Source(format!("{uri}: writing a temporary copy: {e}"));

@@ -446,21 +446,7 @@ fn add_env_credentials(props: &mut HashMap<String, String>) {
 pub fn file_io(client: &RestClient, table: &LoadedTable) -> Result<FileIO> {
     let mut props = client.properties.clone();
     props.extend(table.config.clone());
-    let env = floe_catalog::S3Options::default().with_env_credentials();
-    for (key, value) in env.file_io_props(true) {
-        let is_credential = key.ends_with("access-key-id")
-            || key.ends_with("secret-access-key")
-            || key.ends_with("session-token")
-            || key == "s3.region";
-        if is_credential {
-            props.entry(key).or_insert(value);
-        }
-    }
-    Ok(
-        FileIOBuilder::new(Arc::new(OpenDalResolvingStorageFactory::new()))
-            .with_props(props)
-            .build(),
-    )
+    Ok(source_io(&props))
 }
 
 enum Msg {
@@ -559,19 +545,7 @@ fn read_all(
         let uri = file.uri();
         tracing::debug!(source = %uri, job = %job.name, "reading");
         progress.next_file();
-        let mut temp = None;
-        let path = match &file {
-            files::SourceFile::Local(p) => p.clone(),
-            files::SourceFile::Remote(u) => {
-                let mut t = tempfile::NamedTempFile::new().map_err(|e| {
-                    Error::Source(format!("cannot create a temporary file for {u}: {e}"))
-                })?;
-                runtime.block_on(fetcher.fetch(u, t.as_file_mut()))?;
-                let p = t.path().to_path_buf();
-                temp = Some(t);
-                p
-            }
-        };
+        let (path, temp) = fetcher.materialize(&file, &runtime)?;
         let mut sink = FileSink {
             job,
             uri,

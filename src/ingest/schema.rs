@@ -19,7 +19,8 @@ pub const SOURCE: &str = "_source";
 /// A hash of the record as read: XXH3-128, 16 bytes (`fixed[16]`).
 pub const HASH: &str = "_hash";
 
-fn iceberg_type(kind: ColumnType) -> PrimitiveType {
+/// The Iceberg type of a contract column type.
+pub(super) fn iceberg_type(kind: ColumnType) -> PrimitiveType {
     match kind {
         ColumnType::String => PrimitiveType::String,
         ColumnType::Int => PrimitiveType::Int,

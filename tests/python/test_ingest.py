@@ -645,39 +645,6 @@ def test_rejects_threshold(local_server, ns: str, tmp_path):
 # 6. Spark reads what floe wrote
 
 
-SPARK_READ = r'''
-import json, os, sys
-args = json.loads(sys.argv[1])
-os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-from pyspark.sql import SparkSession
-spark = (SparkSession.builder.master("local[2]").appName("floe-ingest-acceptance")
-         .config("spark.jars", args["jar"])
-         .config("spark.sql.extensions", "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
-         .config("spark.sql.catalog.floe", "org.apache.iceberg.spark.SparkCatalog")
-         .config("spark.sql.catalog.floe.type", "rest")
-         .config("spark.sql.catalog.floe.uri", args["uri"])
-         .config("spark.sql.catalog.floe.warehouse", args["warehouse"])
-         .config("spark.sql.session.timeZone", "UTC")
-         .config("spark.ui.enabled", "false")
-         .config("spark.driver.host", "127.0.0.1")
-         .config("spark.driver.bindAddress", "127.0.0.1")
-         .config("spark.sql.shuffle.partitions", "2")
-         .getOrCreate())
-spark.sparkContext.setLogLevel("WARN")
-t = "floe." + args["table"]
-out = {}
-try:
-    out["count"] = spark.sql(f"SELECT count(*) FROM {t}").collect()[0][0]
-    out["rows"] = [[r[0], r[1], r[2]] for r in
-                   spark.sql(f"SELECT unix_micros(ts_utc), site_id, value FROM {t}").collect()]
-    out["day_count"] = spark.sql(f"SELECT count(*) FROM {t} WHERE ts_utc >= TIMESTAMP '{args['day']} 00:00:00' "
-                                 f"AND ts_utc < TIMESTAMP '{args['day']} 00:00:00' + INTERVAL 1 DAY").collect()[0][0]
-    out["partitions"] = spark.sql(f"SELECT count(*) FROM {t}.partitions").collect()[0][0]
-    out["ts_type"] = [r[1] for r in spark.sql(f"DESCRIBE TABLE {t}").collect() if r[0] == "ts_utc"][0]
-finally:
-    spark.stop()
-print(json.dumps(out))
-'''
 
 
 @pytest.mark.spark
@@ -691,8 +658,7 @@ def test_spark_reads_ingested_table(spark_env, local_server, ns: str, tmp_path):
     py_rows = table_rows(server.catalog().load_table(f"{ns}.readings"))
     assert py_rows == in_window(rows, first, last)
 
-    script = tmp_path / "spark_read.py"
-    script.write_text(SPARK_READ)
+    script = Path(__file__).parent / "helpers" / "spark_read.py"
     args = {"jar": spark_env["jar"], "uri": server.uri, "warehouse": server.name, "table": f"{ns}.readings",
             "day": "2024-03-11"}
     try:

@@ -11,26 +11,13 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from spark_session import floe_session  # noqa: E402
+
 
 def main() -> int:
     args = json.loads(sys.argv[1])
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    from pyspark.sql import SparkSession
-
-    spark = (SparkSession.builder.master("local[2]").appName("floe-catalog-acceptance")
-             .config("spark.jars", args["jar"])
-             .config("spark.sql.extensions", "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
-             .config("spark.sql.catalog.floe", "org.apache.iceberg.spark.SparkCatalog")
-             .config("spark.sql.catalog.floe.type", "rest")
-             .config("spark.sql.catalog.floe.uri", args["uri"])
-             .config("spark.sql.catalog.floe.warehouse", args["warehouse"])
-             .config("spark.sql.session.timeZone", "UTC")
-             .config("spark.ui.enabled", "false")
-             .config("spark.driver.host", "127.0.0.1")
-             .config("spark.driver.bindAddress", "127.0.0.1")
-             .config("spark.sql.shuffle.partitions", "2")
-             .getOrCreate())
-    spark.sparkContext.setLogLevel("WARN")
+    spark = floe_session(args["jar"], args["uri"], args["warehouse"], "floe-catalog-acceptance")
     ns = args["ns"]
     out: dict = {}
     try:
