@@ -299,6 +299,8 @@ pub enum SchemaDrift {
 struct RawJob {
     name: Spanned<String>,
     table: String,
+    #[serde(default)]
+    catalog: Option<CatalogSettings>,
     source: SourceConfig,
     event_time: EventTimeConfig,
     #[serde(default)]
@@ -331,6 +333,8 @@ pub struct Job {
     pub namespace: Vec<String>,
     /// Target table name.
     pub table: String,
+    /// This job's catalog, when it differs from the pipeline's `[catalog]`.
+    pub catalog: Option<CatalogSettings>,
     /// Source.
     pub source: SourceConfig,
     /// Source paths resolve against this folder (the pipeline file's).
@@ -469,10 +473,18 @@ fn validate(job: RawJob, base_dir: &Path) -> std::result::Result<Job, String> {
             "keys `source.delimiter` and `source.quote` must be single ASCII characters".into(),
         );
     }
+    if job
+        .catalog
+        .as_ref()
+        .is_some_and(|c| c.embedded_warehouse.is_some())
+    {
+        return Err("key `catalog.embedded_warehouse`: an embedded catalog is set for the whole pipeline, in [catalog]".into());
+    }
     Ok(Job {
         name: job.name.into_inner(),
         namespace: parts,
         table,
+        catalog: job.catalog,
         source: job.source,
         base_dir: base_dir.to_path_buf(),
         event_time: job.event_time,

@@ -30,7 +30,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::pipeline::{EVENT_TIME_COLUMN, Job, Pipeline, SchemaDrift};
+use crate::pipeline::{CatalogSettings, EVENT_TIME_COLUMN, Job, Pipeline, SchemaDrift};
 use crate::rest::{LoadedTable, RestClient};
 use crate::snapshot::{self, Overwrite, TableHandle};
 use convert::{BatchBuilder, Record};
@@ -190,22 +190,30 @@ pub async fn run(
     if let Some(running) = &embedded {
         settings.uri = running.uri();
     }
-    let client = if req.dry_run {
-        None
-    } else {
-        match RestClient::connect(&settings).await {
-            Ok(c) => Some(c),
-            Err(e) => return (Vec::new(), Err(e)),
-        }
-    };
+    // One client per distinct catalog (a job may name its own).
+    let mut clients: Vec<(String, RestClient)> = Vec::new();
     let mut reports = Vec::new();
     let mut first_error = None;
     for job in jobs {
         let started = Instant::now();
         let mut report = JobReport::new(job, req);
+        let job_settings = job.catalog.as_ref().unwrap_or(&settings);
+        let client = if req.dry_run {
+            None
+        } else {
+            match client_for(&mut clients, job_settings).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    report.error = Some(e.to_string());
+                    first_error.get_or_insert(e);
+                    reports.push(report);
+                    continue;
+                }
+            }
+        };
         let props: HashMap<String, String> = match &client {
             Some(c) => c.properties.clone(),
-            None => pipeline.catalog.properties.clone().into_iter().collect(),
+            None => job_settings.properties.clone().into_iter().collect(),
         };
         let outcome = run_job(client.as_ref(), &props, job, req, &mut report).await;
         report.duration_ms = started.elapsed().as_millis();
@@ -220,6 +228,21 @@ pub async fn run(
         running.shutdown().await;
     }
     (reports, first_error.map_or(Ok(()), Err))
+}
+
+/// The connected client for `settings`, connecting on first use.
+async fn client_for(
+    clients: &mut Vec<(String, RestClient)>,
+    settings: &CatalogSettings,
+) -> Result<RestClient> {
+    // The key stays in memory only; it may hold credentials.
+    let key = format!("{settings:?}");
+    if let Some((_, c)) = clients.iter().find(|(k, _)| *k == key) {
+        return Ok(c.clone());
+    }
+    let client = RestClient::connect(settings).await?;
+    clients.push((key, client.clone()));
+    Ok(client)
 }
 
 /// Serves floe's catalog in this process over a local folder, on a free

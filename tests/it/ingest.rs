@@ -523,3 +523,29 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_can_write_through_its_own_catalog() {
+    let env = Env::new().await;
+    let other = Env::new().await;
+    write_days(&env, "2024-01-01", 1, |_| 48);
+    let second = PERIOD_JOB
+        .replace("name = \"demand\"", "name = \"copy\"")
+        .replace(
+            "table = \"bronze.demand\"",
+            &format!(
+                "table = \"bronze.demand\"\ncatalog = {{ uri = \"{}\" }}",
+                other.catalog.uri()
+            ),
+        );
+    let p = env.pipeline(&format!("{PERIOD_JOB}\n{second}"));
+    let (reports, outcome) = ingest(&p, &request("2024-01-01", "2024-01-01", "two")).await;
+    outcome.expect("both jobs");
+    assert_eq!(reports.len(), 2);
+    assert_eq!(rows(&env.scan("bronze", "demand").await), 96);
+    assert_eq!(
+        rows(&other.scan("bronze", "demand").await),
+        96,
+        "the second job's catalog"
+    );
+}
