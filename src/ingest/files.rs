@@ -3,9 +3,9 @@
 //! A source path is a per-day template (`{date}` is each day of the window
 //! as `YYYY-MM-DD`, plus the neighbouring days' files when present), a glob,
 //! or one path. Local paths resolve against the pipeline file's folder;
-//! `s3://` objects (through the same S3 settings as the tables) and
-//! `http(s)://` URLs are fetched to a temporary file, streaming, just
-//! before they are read.
+//! `s3://` objects (through the same S3 settings as the tables; a prefix
+//! ending in `/` or a glob is listed) and `http(s)://` URLs are fetched to a
+//! temporary file, streaming, just before they are read.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -44,6 +44,8 @@ pub struct Fetcher {
     pub io: FileIO,
     /// Client for `http(s)://` sources.
     pub http: reqwest::Client,
+    /// S3 settings (`s3.endpoint`, credentials, ...) for listing prefixes.
+    pub s3_props: std::collections::HashMap<String, String>,
 }
 
 fn is_remote(path: &str) -> bool {
@@ -74,6 +76,46 @@ impl Fetcher {
             }
             s => Err(Error::Source(format!("{uri}: HEAD answered {s}"))),
         }
+    }
+
+    /// The `s3://bucket/key` URIs under `prefix` (recursively).
+    async fn list_s3(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        let get = |k: &str| self.s3_props.get(k).map(String::as_str);
+        let mut b = opendal::services::S3::default()
+            .bucket(bucket)
+            .region(
+                get("s3.region")
+                    .or(get("client.region"))
+                    .unwrap_or("us-east-1"),
+            )
+            // Never probe instance metadata or ~/.aws: settings are explicit.
+            .disable_config_load()
+            .disable_ec2_metadata();
+        if let Some(e) = get("s3.endpoint") {
+            b = b.endpoint(e);
+        }
+        if let (Some(id), Some(secret)) = (get("s3.access-key-id"), get("s3.secret-access-key")) {
+            b = b.access_key_id(id).secret_access_key(secret);
+        }
+        if let Some(t) = get("s3.session-token") {
+            b = b.session_token(t);
+        }
+        if get("s3.path-style-access") == Some("false") {
+            b = b.enable_virtual_host_style();
+        }
+        let op = opendal::Operator::new(b)
+            .map_err(|e| Error::Source(format!("s3://{bucket}: {e}")))?
+            .finish();
+        let entries = op
+            .list_with(prefix)
+            .recursive(true)
+            .await
+            .map_err(|e| Error::Source(format!("listing s3://{bucket}/{prefix}: {e}")))?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| !e.path().ends_with('/'))
+            .map(|e| format!("s3://{bucket}/{}", e.path()))
+            .collect())
     }
 
     /// A local path to read `file` from: the file itself, or a temporary
@@ -210,10 +252,44 @@ pub async fn discover(
         }
         return Ok(files);
     }
+    let is_glob = template.contains(['*', '?', '[']);
+    if let Some(rest) = template
+        .strip_prefix("s3://")
+        .filter(|_| is_glob || template.ends_with('/'))
+    {
+        // A prefix (ending in '/') takes every object under it; a glob takes
+        // those under its literal part that match it ('*' stops at '/').
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let literal = key.find(['*', '?', '[']).map_or(key, |i| &key[..i]);
+        let prefix = &literal[..literal.rfind('/').map_or(0, |i| i + 1)];
+        let pattern = glob::Pattern::new(key).map_err(|e| {
+            Error::Config(format!("source path {template:?} is not a valid glob: {e}"))
+        })?;
+        let options = glob::MatchOptions {
+            require_literal_separator: true,
+            ..Default::default()
+        };
+        let mut found: Vec<String> = fetcher
+            .list_s3(bucket, prefix)
+            .await?
+            .into_iter()
+            .filter(|uri| {
+                let k = uri
+                    .strip_prefix(&format!("s3://{bucket}/"))
+                    .unwrap_or_default();
+                !is_glob || pattern.matches_with(k, options)
+            })
+            .collect();
+        found.sort();
+        if found.is_empty() {
+            return Err(Error::Source(format!("no source objects match {template}")));
+        }
+        return Ok(found.into_iter().map(SourceFile::Remote).collect());
+    }
     if remote {
-        if template.contains(['*', '?', '[']) {
+        if is_glob {
             return Err(Error::Config(format!(
-                "source path {template:?}: globs work on local folders; for s3:// and http(s):// name each file with a {{date}} template"
+                "source path {template:?}: http(s) sources cannot be listed; name each file with a {{date}} template"
             )));
         }
         let (found, f) = exists(locate(template.to_string())).await?;

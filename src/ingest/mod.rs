@@ -275,8 +275,11 @@ async fn run_job(
     report: &mut JobReport,
 ) -> Result<()> {
     let days = req.days();
+    let mut s3_props = catalog_props.clone();
+    add_env_credentials(&mut s3_props);
     let fetcher = files::Fetcher {
         io: source_io(catalog_props),
+        s3_props,
         http: reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .timeout(std::time::Duration::from_secs(600))

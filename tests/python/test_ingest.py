@@ -797,3 +797,35 @@ def test_s3_source_files(s3_catalog_server, ns: str, tmp_path):
     assert report["files_read"] and all(u.startswith("s3://") for u in report["files_read"]), report
     sources = set(tbl.scan(selected_fields=("_source",)).to_arrow().column("_source").to_pylist())
     assert sources and all(s.startswith(f"s3://{server.s3.bucket}/{prefix}/") for s in sources), sources
+
+
+def test_s3_source_glob_and_prefix(s3_catalog_server, ns: str, tmp_path):
+    """An s3:// glob lists the objects under its literal prefix and keeps the matching ones
+    ('*' stops at '/'); a path ending in '/' takes every object under it."""
+    server = s3_catalog_server
+    first, last = "2024-03-10", "2024-03-11"
+    rows = write_readings(tmp_path / "data", day_range(first, last))
+    s3 = server.s3.client()
+    prefix = f"drop/{ns}"
+    for f in sorted((tmp_path / "data").glob("*.ndjson")):
+        s3.upload_file(str(f), server.s3.bucket, f"{prefix}/{f.name}")
+    # Not matched by the glob (another folder, another suffix).
+    s3.put_object(Bucket=server.s3.bucket, Key=f"{prefix}/old/ignored.ndjson", Body=b"not json\n")
+    s3.put_object(Bucket=server.s3.bucket, Key=f"{prefix}/readme.txt", Body=b"hello\n")
+    job = readings_job(ns, path=f"s3://{server.s3.bucket}/{prefix}/*.ndjson")
+    pipeline = write_pipeline(tmp_path / "glob.toml", server, [job])
+    ingest_ok(server, pipeline, first, last, "--report", str(tmp_path / "r.json"))
+    tbl = server.catalog().load_table(f"{ns}.readings")
+    assert table_rows(tbl) == in_window(rows, first, last)
+    report = job_report(read_report(tmp_path / "r.json"), "readings")
+    assert not any("ignored" in u or "readme" in u for u in report["files_read"]), report["files_read"]
+
+    # A prefix takes everything under it: here that includes the bad file and the text file,
+    # whose lines become rejects (past a threshold of 0: exit 1, table unchanged).
+    job = readings_job(ns, path=f"s3://{server.s3.bucket}/{prefix}/")
+    pipeline = write_pipeline(tmp_path / "prefix.toml", server, [job])
+    snap = tbl.current_snapshot().snapshot_id
+    out = subprocess.run(ingest_cmd(pipeline, first, last), capture_output=True, text=True,
+                         timeout=INGEST_TIMEOUT_S, env=ingest_env(server), cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert out.returncode == 1, describe_run(out)
+    assert server.catalog().load_table(f"{ns}.readings").current_snapshot().snapshot_id == snap
