@@ -4,13 +4,13 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use floe::cli::{Cli, LogFormat};
+use floe::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = EnvFilter::try_from_env("FLOE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -24,7 +24,13 @@ fn init_logging(format: LogFormat) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The catalog's request log is the point of `catalog serve`; inside an
+    // ingest run (embedded catalog) it would drown the run's own lines.
+    let default_filter = match cli.command {
+        Command::Catalog(_) => "info",
+        _ => "info,floe_catalog=warn",
+    };
+    init_logging(cli.log_format, default_filter);
     match floe::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
