@@ -92,6 +92,19 @@ impl Harness {
         value
     }
 
+    /// Sends a request that must fail with `want` and exception `kind`.
+    async fn fails(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        want: StatusCode,
+        kind: &str,
+    ) {
+        let (status, value) = self.call(method, path, body).await;
+        assert_error(status, &value, want, kind);
+    }
+
     async fn namespace(&self, name: &str) {
         self.ok(
             Method::POST,
@@ -146,20 +159,31 @@ async fn config_health_and_unknown_routes() {
     let h = Harness::new(dir.path()).await;
     let cfg = h.ok(Method::GET, "/v1/config?warehouse=floe", None).await;
     assert!(cfg["endpoints"].as_array().is_some_and(|e| !e.is_empty()));
-    let (status, body) = h
-        .call(Method::GET, "/v1/config?warehouse=other", None)
-        .await;
-    assert_error(status, &body, StatusCode::NOT_FOUND, "NotFoundException");
+    h.fails(
+        Method::GET,
+        "/v1/config?warehouse=other",
+        None,
+        StatusCode::NOT_FOUND,
+        "NotFoundException",
+    )
+    .await;
     assert_eq!(h.ok(Method::GET, "/healthz", None).await["status"], "ok");
-    let (status, body) = h.call(Method::GET, "/v1/nope", None).await;
-    assert_error(status, &body, StatusCode::NOT_FOUND, "NotFoundException");
-    let (status, body) = h.call(Method::PUT, "/v1/namespaces", None).await;
-    assert_error(
-        status,
-        &body,
+    h.fails(
+        Method::GET,
+        "/v1/nope",
+        None,
+        StatusCode::NOT_FOUND,
+        "NotFoundException",
+    )
+    .await;
+    h.fails(
+        Method::PUT,
+        "/v1/namespaces",
+        None,
         StatusCode::METHOD_NOT_ALLOWED,
         "BadRequestException",
-    );
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -167,32 +191,22 @@ async fn namespace_lifecycle_and_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let h = Harness::new(dir.path()).await;
     h.namespace("a").await;
-    let (status, body) = h
-        .call(
-            Method::POST,
-            "/v1/namespaces",
-            Some(json!({"namespace": ["a"]})),
-        )
-        .await;
-    assert_error(
-        status,
-        &body,
+    h.fails(
+        Method::POST,
+        "/v1/namespaces",
+        Some(json!({"namespace": ["a"]})),
         StatusCode::CONFLICT,
         "AlreadyExistsException",
-    );
-    let (status, body) = h
-        .call(
-            Method::POST,
-            "/v1/namespaces",
-            Some(json!({"namespace": ["x", "y"]})),
-        )
-        .await;
-    assert_error(
-        status,
-        &body,
+    )
+    .await;
+    h.fails(
+        Method::POST,
+        "/v1/namespaces",
+        Some(json!({"namespace": ["x", "y"]})),
         StatusCode::NOT_FOUND,
         "NoSuchNamespaceException",
-    );
+    )
+    .await;
     h.ok(
         Method::POST,
         "/v1/namespaces",
@@ -203,13 +217,14 @@ async fn namespace_lifecycle_and_errors() {
     assert_eq!(children["namespaces"], json!([["a", "b"]]));
     let (status, _) = h.call(Method::HEAD, "/v1/namespaces/a%1Fb", None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, body) = h.call(Method::DELETE, "/v1/namespaces/a", None).await;
-    assert_error(
-        status,
-        &body,
+    h.fails(
+        Method::DELETE,
+        "/v1/namespaces/a",
+        None,
         StatusCode::CONFLICT,
         "NamespaceNotEmptyException",
-    );
+    )
+    .await;
     let updated = h
         .ok(
             Method::POST,
@@ -221,32 +236,28 @@ async fn namespace_lifecycle_and_errors() {
         updated,
         json!({"updated": ["k"], "removed": [], "missing": ["gone"]})
     );
-    let (status, body) = h
-        .call(
-            Method::POST,
-            "/v1/namespaces/a/properties",
-            Some(json!({"updates": {"k": "v"}, "removals": ["k"]})),
-        )
-        .await;
-    assert_error(
-        status,
-        &body,
+    h.fails(
+        Method::POST,
+        "/v1/namespaces/a/properties",
+        Some(json!({"updates": {"k": "v"}, "removals": ["k"]})),
         StatusCode::UNPROCESSABLE_ENTITY,
         "UnprocessableEntityException",
-    );
+    )
+    .await;
     assert_eq!(
         h.ok(Method::GET, "/v1/namespaces/a", None).await["properties"],
         json!({"k": "v"})
     );
     h.ok(Method::DELETE, "/v1/namespaces/a%1Fb", None).await;
     h.ok(Method::DELETE, "/v1/namespaces/a", None).await;
-    let (status, body) = h.call(Method::GET, "/v1/namespaces/a", None).await;
-    assert_error(
-        status,
-        &body,
+    h.fails(
+        Method::GET,
+        "/v1/namespaces/a",
+        None,
         StatusCode::NOT_FOUND,
         "NoSuchNamespaceException",
-    );
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -544,10 +555,14 @@ async fn multi_table_transaction_is_all_or_nothing() {
         change("a", json!([])),
         change("b", json!([{"type": "assert-table-uuid", "uuid": "00000000-0000-0000-0000-000000000001"}])),
     ]});
-    let (status, body) = h
-        .call(Method::POST, "/v1/transactions/commit", Some(failing))
-        .await;
-    assert_error(status, &body, StatusCode::CONFLICT, "CommitFailedException");
+    h.fails(
+        Method::POST,
+        "/v1/transactions/commit",
+        Some(failing),
+        StatusCode::CONFLICT,
+        "CommitFailedException",
+    )
+    .await;
     for t in ["a", "b"] {
         let loaded = h
             .ok(Method::GET, &format!("/v1/namespaces/n/tables/{t}"), None)
@@ -620,10 +635,14 @@ async fn stage_create_then_commit_creates_the_table() {
         created["metadata"]["partition-specs"][0]["fields"][0]["transform"],
         "day"
     );
-    let (status, body) = h
-        .call(Method::POST, "/v1/namespaces/n/tables/staged", Some(commit))
-        .await;
-    assert_error(status, &body, StatusCode::CONFLICT, "CommitFailedException");
+    h.fails(
+        Method::POST,
+        "/v1/namespaces/n/tables/staged",
+        Some(commit),
+        StatusCode::CONFLICT,
+        "CommitFailedException",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -641,10 +660,14 @@ async fn rename_register_and_purge() {
                         "destination": {"namespace": ["m"], "name": "u"}});
     h.ok(Method::POST, "/v1/tables/rename", Some(rename.clone()))
         .await;
-    let (status, body) = h
-        .call(Method::POST, "/v1/tables/rename", Some(rename))
-        .await;
-    assert_error(status, &body, StatusCode::NOT_FOUND, "NoSuchTableException");
+    h.fails(
+        Method::POST,
+        "/v1/tables/rename",
+        Some(rename),
+        StatusCode::NOT_FOUND,
+        "NoSuchTableException",
+    )
+    .await;
     let moved = h.ok(Method::GET, "/v1/namespaces/m/tables/u", None).await;
     let meta_location = moved["metadata-location"]
         .as_str()
@@ -743,13 +766,14 @@ async fn bearer_token_and_oauth_client_credentials() {
         token_ttl: Duration::from_secs(60),
     };
     let mut h = Harness::open(cfg).await;
-    let (status, body) = h.call(Method::GET, "/v1/namespaces", None).await;
-    assert_error(
-        status,
-        &body,
+    h.fails(
+        Method::GET,
+        "/v1/namespaces",
+        None,
         StatusCode::UNAUTHORIZED,
         "NotAuthorizedException",
-    );
+    )
+    .await;
     h.token = Some("wrong".into());
     let (status, _) = h.call(Method::GET, "/v1/namespaces", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -784,15 +808,14 @@ async fn uuids_stay_and_locations_are_normalised() {
     h.table("n", "t").await;
     let reassign = json!({"requirements": [], "updates": [
         {"action": "assign-uuid", "uuid": "00000000-0000-0000-0000-0000000000aa"}]});
-    let (status, body) = h
-        .call(Method::POST, "/v1/namespaces/n/tables/t", Some(reassign))
-        .await;
-    assert_error(
-        status,
-        &body,
+    h.fails(
+        Method::POST,
+        "/v1/namespaces/n/tables/t",
+        Some(reassign),
         StatusCode::BAD_REQUEST,
         "BadRequestException",
-    );
+    )
+    .await;
     let bare = format!("{}/wh/n/moved", dir.path().display());
     let moved = h
         .ok(
@@ -841,19 +864,14 @@ async fn purge_never_deletes_outside_the_table_folder() {
 async fn reserved_keys_and_case_sensitive_namespaces() {
     let dir = tempfile::tempdir().expect("tempdir");
     let h = Harness::new(dir.path()).await;
-    let (status, body) = h
-        .call(
-            Method::POST,
-            "/v1/namespaces",
-            Some(json!({"namespace": ["x"], "properties": {"exists": "no"}})),
-        )
-        .await;
-    assert_error(
-        status,
-        &body,
+    h.fails(
+        Method::POST,
+        "/v1/namespaces",
+        Some(json!({"namespace": ["x"], "properties": {"exists": "no"}})),
         StatusCode::BAD_REQUEST,
         "BadRequestException",
-    );
+    )
+    .await;
     h.namespace("A").await;
     h.namespace("a").await;
     h.ok(
@@ -862,19 +880,14 @@ async fn reserved_keys_and_case_sensitive_namespaces() {
         Some(json!({"namespace": ["a", "b"]})),
     )
     .await;
-    let (status, body) = h
-        .call(
-            Method::POST,
-            "/v1/namespaces/A/properties",
-            Some(json!({"removals": ["exists"]})),
-        )
-        .await;
-    assert_error(
-        status,
-        &body,
+    h.fails(
+        Method::POST,
+        "/v1/namespaces/A/properties",
+        Some(json!({"removals": ["exists"]})),
         StatusCode::BAD_REQUEST,
         "BadRequestException",
-    );
+    )
+    .await;
     // `A` has no children even though `a.b` exists.
     h.ok(Method::DELETE, "/v1/namespaces/A", None).await;
 }
