@@ -694,6 +694,19 @@ async fn rename_register_and_purge() {
         !Path::new(folder).join("metadata").exists(),
         "purge left {folder}"
     );
+    // The purged metadata file is gone for good, cached or not.
+    h.fails(
+        Method::POST,
+        "/v1/namespaces/n/register",
+        Some(json!({"name": "ghost", "metadata-location": meta_location})),
+        StatusCode::BAD_REQUEST,
+        "BadRequestException",
+    )
+    .await;
+    let (status, _) = h
+        .call(Method::HEAD, "/v1/namespaces/n/tables/ghost", None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
