@@ -39,6 +39,12 @@ fn storage(e: impl std::fmt::Display) -> Error {
     Error::Storage(e.to_string())
 }
 
+/// Casts a whole column; values that do not convert become null (the
+/// callers compare null masks to find them).
+fn cast(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
+    cast_with_options(array, to, &CastOptions::default()).map_err(storage)
+}
+
 fn target_type(kind: ColumnType) -> DataType {
     match kind {
         ColumnType::String => DataType::Utf8,
@@ -72,21 +78,16 @@ fn event_times(
             .ok_or_else(|| Error::Source(format!("the source has no event-time column {name:?}")))
     };
     let missing = |name: &str| format!("event time: event-time field {name} is missing");
-    let texts = |a: &ArrayRef| -> Result<ArrayRef> {
-        cast_with_options(a, &DataType::Utf8, &CastOptions::default()).map_err(storage)
-    };
     let mut out = Vec::with_capacity(n);
     match config {
         EventTimeConfig::Offset { column: name } => {
             let a = column(name)?;
             match a.data_type() {
                 DataType::Timestamp(_, Some(_)) => {
-                    let ts = cast_with_options(
+                    let ts = cast(
                         &a,
                         &DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
-                        &CastOptions::default(),
-                    )
-                    .map_err(storage)?;
+                    )?;
                     let ts = ts.as_primitive::<TimestampMicrosecondType>();
                     out.extend((0..n).map(|i| {
                         if ts.is_valid(i) {
@@ -102,7 +103,7 @@ fn event_times(
                     )));
                 }
                 _ => {
-                    let s = texts(&a)?;
+                    let s = cast(&a, &DataType::Utf8)?;
                     let s = s.as_string::<i32>();
                     out.extend((0..n).map(|i| {
                         if s.is_null(i) {
@@ -121,12 +122,7 @@ fn event_times(
         } => {
             let a = column(name)?;
             if let DataType::Timestamp(_, None) = a.data_type() {
-                let ts = cast_with_options(
-                    &a,
-                    &DataType::Timestamp(TimeUnit::Microsecond, None),
-                    &CastOptions::default(),
-                )
-                .map_err(storage)?;
+                let ts = cast(&a, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
                 let ts = ts.as_primitive::<TimestampMicrosecondType>();
                 out.extend((0..n).map(|i| {
                     if ts.is_null(i) {
@@ -138,7 +134,7 @@ fn event_times(
                     event_time::local_to_utc(naive, zone.0).map_err(|e| format!("event time: {e}"))
                 }));
             } else {
-                let s = texts(&a)?;
+                let s = cast(&a, &DataType::Utf8)?;
                 let s = s.as_string::<i32>();
                 out.extend((0..n).map(|i| {
                     if s.is_null(i) {
@@ -157,8 +153,7 @@ fn event_times(
             } else {
                 EpochUnit::Millis
             };
-            let a = cast_with_options(&column(name)?, &DataType::Int64, &CastOptions::default())
-                .map_err(storage)?;
+            let a = cast(&column(name)?, &DataType::Int64)?;
             let a = a.as_primitive::<Int64Type>();
             out.extend((0..n).map(|i| {
                 if a.is_null(i) {
@@ -173,19 +168,9 @@ fn event_times(
             zone,
             minutes,
         } => {
-            let dates = cast_with_options(
-                &column(date_column)?,
-                &DataType::Date32,
-                &CastOptions::default(),
-            )
-            .map_err(storage)?;
+            let dates = cast(&column(date_column)?, &DataType::Date32)?;
             let dates = dates.as_primitive::<Date32Type>();
-            let periods = cast_with_options(
-                &column(period_column)?,
-                &DataType::Int64,
-                &CastOptions::default(),
-            )
-            .map_err(storage)?;
+            let periods = cast(&column(period_column)?, &DataType::Int64)?;
             let periods = periods.as_primitive::<Int64Type>();
             let clock = PeriodClock {
                 zone: zone.0,
@@ -275,8 +260,7 @@ impl BatchBuilder {
                         columns.push(arrow_array::new_null_array(field.data_type(), n));
                         continue;
                     };
-                    let cast = cast_with_options(raw, &target_type(*kind), &CastOptions::default())
-                        .map_err(storage)?;
+                    let cast = cast(raw, &target_type(*kind))?;
                     for i in 0..n {
                         if !keep[i] {
                             continue;

@@ -778,16 +778,22 @@ def test_dry_run_and_report(local_server, ns: str, tmp_path):
 # 8. sources on S3
 
 
+def upload_folder(server, folder: Path, prefix: str):
+    """Uploads every NDJSON file of `folder` under `prefix` of the test bucket; returns the client."""
+    s3 = server.s3.client()
+    for f in sorted(folder.glob("*.ndjson")):
+        s3.upload_file(str(f), server.s3.bucket, f"{prefix}/{f.name}")
+    return s3
+
+
 def test_s3_source_files(s3_catalog_server, ns: str, tmp_path):
     """Per-day source objects under an s3:// prefix (the landing zone), read with the S3
     settings the catalog hands out plus the usual AWS credentials."""
     server = s3_catalog_server
     first, last = "2024-03-10", "2024-03-11"
     rows = write_readings(tmp_path / "data", day_range(first, last))
-    s3 = server.s3.client()
     prefix = f"landing/{ns}"
-    for f in sorted((tmp_path / "data").glob("*.ndjson")):
-        s3.upload_file(str(f), server.s3.bucket, f"{prefix}/{f.name}")
+    upload_folder(server, tmp_path / "data", prefix)
     job = readings_job(ns, path=f"s3://{server.s3.bucket}/{prefix}/{{date}}.ndjson")
     pipeline = write_pipeline(tmp_path / "pipeline.toml", server, [job])
     ingest_ok(server, pipeline, first, last, "--report", str(tmp_path / "r.json"))
@@ -805,10 +811,8 @@ def test_s3_source_glob_and_prefix(s3_catalog_server, ns: str, tmp_path):
     server = s3_catalog_server
     first, last = "2024-03-10", "2024-03-11"
     rows = write_readings(tmp_path / "data", day_range(first, last))
-    s3 = server.s3.client()
     prefix = f"drop/{ns}"
-    for f in sorted((tmp_path / "data").glob("*.ndjson")):
-        s3.upload_file(str(f), server.s3.bucket, f"{prefix}/{f.name}")
+    s3 = upload_folder(server, tmp_path / "data", prefix)
     # Not matched by the glob (another folder, another suffix).
     s3.put_object(Bucket=server.s3.bucket, Key=f"{prefix}/old/ignored.ndjson", Body=b"not json\n")
     s3.put_object(Bucket=server.s3.bucket, Key=f"{prefix}/readme.txt", Body=b"hello\n")
