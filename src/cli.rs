@@ -40,9 +40,207 @@ pub enum Command {
     /// not convert go to <table>__rejects with their reason; past the job's
     /// reject_threshold nothing is committed and floe exits with code 1.
     Ingest(IngestArgs),
+    /// Rewrite small data files into files of the target size (a `replace`
+    /// snapshot; readers see the same rows).
+    ///
+    /// Per partition, files below the small-file size (75% of the target)
+    /// are rewritten when there are at least --min-input-files of them, or
+    /// when delete files apply to them (the deletes are applied). Memory
+    /// stays bounded whatever the table size; work is committed in batches,
+    /// so an interrupted run keeps what it committed. A group whose input
+    /// files a concurrent writer replaced is dropped, never committed.
+    Compact(CompactArgs),
+    /// Remove old snapshots from a table's metadata and delete the files
+    /// only they referenced.
+    ///
+    /// Kept: every branch and tag head, the last --retain-last snapshots of
+    /// main, snapshots newer than --older-than, and the newest run record of
+    /// each ingest job (retried runs rely on it).
+    ExpireSnapshots(ExpireArgs),
+    /// Delete files under a table's location that no metadata references
+    /// and that are older than --older-than (left by killed runs).
+    RemoveOrphans(OrphanArgs),
+    /// Table health: snapshots, metadata size, data files and bytes,
+    /// small-file ratio, files per partition, orphan candidates.
+    Status(StatusArgs),
+    /// The one cron entry point: compact, expire and remove orphans where
+    /// each table's policy says it is due, and report.
+    ///
+    /// The policy comes from the pipeline's [maintain] section and each
+    /// table's properties (write.target-file-size-bytes,
+    /// floe.compact.min-input-files, history.expire.max-snapshot-age-ms,
+    /// history.expire.min-snapshots-to-keep, floe.orphans.older-than,
+    /// floe.maintain.enabled=false to skip). Exits 2 when any table failed.
+    Maintain(MaintainArgs),
     /// The Iceberg REST catalog server that floe ships.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+}
+
+/// Which catalog a maintenance command works through.
+#[derive(Debug, Args)]
+pub struct CatalogArgs {
+    /// Pipeline file whose [catalog] (and [maintain]) to use.
+    #[arg(long, short, default_value = "floe.toml", env = "FLOE_PIPELINE")]
+    pub pipeline: PathBuf,
+
+    /// REST catalog URI instead of the pipeline's (token or client
+    /// credentials from FLOE_CATALOG_TOKEN / FLOE_CATALOG_CREDENTIAL).
+    #[arg(long, env = "FLOE_CATALOG_URI")]
+    pub catalog: Option<String>,
+}
+
+/// Flags of `floe compact`.
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// The table, namespace.name.
+    pub table: String,
+
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+
+    /// Only files that may hold rows matching this (comparisons joined by
+    /// AND, e.g. "ts_utc >= '2024-03-01' AND site_id = 'A'").
+    #[arg(long = "where", value_name = "PREDICATE")]
+    pub filter: Option<String>,
+
+    /// First day (UTC) of ts_utc to compact.
+    #[arg(long, requires = "to")]
+    pub from: Option<chrono::NaiveDate>,
+
+    /// Last day (UTC) of ts_utc to compact, inclusive.
+    #[arg(long, requires = "from")]
+    pub to: Option<chrono::NaiveDate>,
+
+    /// Output file size in bytes (default: the table's
+    /// write.target-file-size-bytes, else 134217728).
+    #[arg(long, value_name = "BYTES")]
+    pub target_file_size: Option<u64>,
+
+    /// Files below this size are rewritten (default: 75% of the target).
+    #[arg(long, value_name = "BYTES")]
+    pub min_file_size: Option<u64>,
+
+    /// Small files a partition needs before it is rewritten.
+    #[arg(long, default_value_t = 5)]
+    pub min_input_files: usize,
+
+    /// Input bytes per commit: a long compaction commits as it goes.
+    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES")]
+    pub commit_bytes: u64,
+
+    /// Sort rewritten files by the table's sort order (holds one group of
+    /// input in memory).
+    #[arg(long)]
+    pub sort: bool,
+
+    /// Print the plan, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `floe expire-snapshots`.
+#[derive(Debug, Args)]
+pub struct ExpireArgs {
+    /// The table, namespace.name.
+    pub table: String,
+
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+
+    /// Expire snapshots older than this (3d, 12h, 1w, ...; default: the
+    /// table's history.expire.max-snapshot-age-ms, else 5d).
+    #[arg(long, value_parser = crate::maintain::parse_duration)]
+    pub older_than: Option<std::time::Duration>,
+
+    /// Always keep this many snapshots of main (default: the table's
+    /// history.expire.min-snapshots-to-keep, else 1).
+    #[arg(long)]
+    pub retain_last: Option<usize>,
+
+    /// Print what would be expired and deleted, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `floe remove-orphans`.
+#[derive(Debug, Args)]
+pub struct OrphanArgs {
+    /// The table, namespace.name.
+    pub table: String,
+
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+
+    /// Only files older than this are deleted; running writers' files are
+    /// younger. Default 3d.
+    #[arg(long, value_parser = crate::maintain::parse_duration)]
+    pub older_than: Option<std::time::Duration>,
+
+    /// List the orphans, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `floe status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Tables (namespace.name); default: every table of the catalog.
+    pub tables: Vec<String>,
+
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+
+    /// Window for orphan candidates (default 3d).
+    #[arg(long, value_parser = crate::maintain::parse_duration)]
+    pub orphans_older_than: Option<std::time::Duration>,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `floe maintain`.
+#[derive(Debug, Args)]
+pub struct MaintainArgs {
+    /// Tables (namespace.name).
+    pub tables: Vec<String>,
+
+    /// Every table of the catalog.
+    #[arg(long, conflicts_with = "tables")]
+    pub all: bool,
+
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+
+    /// Decide and report, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Write the JSON report to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+
+    /// Write the figures as a Prometheus textfile (node_exporter's
+    /// textfile collector), replaced atomically.
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `floe ingest`.

@@ -24,6 +24,9 @@ pub enum Error {
     /// Other writers kept changing the table; the run gave up.
     #[error("commit conflict: {0}")]
     CommitConflict(String),
+    /// Maintenance failed for some tables (each one's error is reported).
+    #[error("maintenance: {0}")]
+    Maintenance(String),
     /// Too many records were rejected; nothing was committed.
     #[error("{0}")]
     Rejected(String),

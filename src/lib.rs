@@ -7,14 +7,18 @@
 
 pub mod catalog_serve;
 pub mod cli;
+pub mod connect;
 pub mod error;
 pub mod event_time;
 pub mod ingest;
 pub mod ingest_cmd;
+pub mod maintain;
+pub mod maintain_cmd;
 pub mod pipeline;
 pub mod rest;
 pub mod sigv4;
 pub mod snapshot;
+pub mod store;
 
 pub use error::{Error, Result};
 
@@ -25,5 +29,10 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Catalog(CatalogCommand::Serve(args)) => catalog_serve::run(&args).await,
         Command::Ingest(args) => ingest_cmd::run(&args).await,
+        Command::Compact(args) => maintain_cmd::compact_cmd(&args).await,
+        Command::ExpireSnapshots(args) => maintain_cmd::expire_cmd(&args).await,
+        Command::RemoveOrphans(args) => maintain_cmd::orphans_cmd(&args).await,
+        Command::Status(args) => maintain_cmd::status_cmd(&args).await,
+        Command::Maintain(args) => maintain_cmd::maintain_cmd(&args).await,
     }
 }

@@ -46,6 +46,34 @@ pub struct Pipeline {
     pub catalog: CatalogSettings,
     /// The jobs, in file order.
     pub jobs: Vec<Job>,
+    /// Maintenance policy defaults.
+    pub maintain: MaintainSettings,
+}
+
+/// `[maintain]`: the policy `floe maintain` applies to every table, unless
+/// a table's properties say otherwise (`write.target-file-size-bytes`,
+/// `floe.compact.min-input-files`, `history.expire.max-snapshot-age-ms`,
+/// `history.expire.min-snapshots-to-keep`, `floe.orphans.older-than`,
+/// `floe.maintain.enabled`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintainSettings {
+    /// Compaction's output file size in bytes (default: the table's
+    /// `write.target-file-size-bytes`, else 128 MiB).
+    #[serde(default)]
+    pub target_file_size: Option<u64>,
+    /// Small files a partition needs before it is compacted (default 5).
+    #[serde(default)]
+    pub min_input_files: Option<usize>,
+    /// Snapshots older than this are expired (default 5d).
+    #[serde(default)]
+    pub expire_older_than: Option<String>,
+    /// Snapshots of `main` always kept (default 1).
+    #[serde(default)]
+    pub retain_last: Option<usize>,
+    /// Unreferenced files older than this are deleted (default 3d).
+    #[serde(default)]
+    pub orphans_older_than: Option<String>,
 }
 
 /// How to reach the REST catalog and the object store behind it.
@@ -320,6 +348,8 @@ struct RawJob {
 struct RawPipeline {
     #[serde(default)]
     catalog: CatalogSettings,
+    #[serde(default)]
+    maintain: MaintainSettings,
     #[serde(default, rename = "job")]
     jobs: Vec<RawJob>,
 }
@@ -422,10 +452,20 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
         let abs = if p.is_absolute() { p } else { base_dir.join(p) };
         catalog.embedded_warehouse = Some(abs.display().to_string());
     }
+    for (key, value) in [
+        ("expire_older_than", &raw.maintain.expire_older_than),
+        ("orphans_older_than", &raw.maintain.orphans_older_than),
+    ] {
+        if let Some(v) = value {
+            crate::maintain::parse_duration(v)
+                .map_err(|e| Error::Config(format!("{file}: [maintain] key `{key}`: {e}")))?;
+        }
+    }
     Ok(Pipeline {
         path: path.to_path_buf(),
         catalog,
         jobs,
+        maintain: raw.maintain,
     })
 }
 

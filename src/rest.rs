@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use iceberg::spec::{Schema, SortOrder, TableMetadata, UnboundPartitionSpec};
+use iceberg::spec::{Schema, SnapshotReference, SortOrder, TableMetadata, UnboundPartitionSpec};
 use iceberg::{TableRequirement, TableUpdate};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -32,6 +32,8 @@ pub struct LoadedTable {
     pub metadata: TableMetadata,
     /// IO properties the catalog hands out (endpoint, credentials, ...).
     pub config: HashMap<String, String>,
+    /// Every branch and tag (the `iceberg` crate keeps them private).
+    pub refs: HashMap<String, SnapshotReference>,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +51,7 @@ impl From<LoadTableWire> for LoadedTable {
             metadata_location: w.metadata_location,
             metadata: w.metadata,
             config: w.config,
+            refs: HashMap::new(),
         }
     }
 }
@@ -272,6 +275,79 @@ impl RestClient {
         Ok(())
     }
 
+    /// The namespaces directly under `parent` (top level when empty).
+    pub async fn list_namespaces(&self, parent: &[String]) -> Result<Vec<Vec<String>>> {
+        let query = if parent.is_empty() {
+            String::new()
+        } else {
+            format!("parent={}", ns_path(parent))
+        };
+        let pages = self.list_pages("/namespaces", &query, "namespaces").await?;
+        pages
+            .into_iter()
+            .map(|v| {
+                serde_json::from_value::<Vec<String>>(v).map_err(|e| {
+                    Error::Catalog(format!("the catalog listed a malformed namespace: {e}"))
+                })
+            })
+            .collect()
+    }
+
+    /// The tables of `namespace`, as `(namespace, name)`.
+    pub async fn list_tables(&self, namespace: &[String]) -> Result<Vec<(Vec<String>, String)>> {
+        let path = format!("/namespaces/{}/tables", ns_path(namespace));
+        let pages = self.list_pages(&path, "", "identifiers").await?;
+        pages
+            .into_iter()
+            .map(|v| {
+                let ns = serde_json::from_value::<Vec<String>>(v["namespace"].clone());
+                match (ns, v["name"].as_str()) {
+                    (Ok(ns), Some(name)) => Ok((ns, name.to_string())),
+                    _ => Err(Error::Catalog(format!(
+                        "the catalog listed a malformed table identifier: {v}"
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    /// Every item of a paginated list endpoint (bounded to 10,000 pages).
+    async fn list_pages(&self, path: &str, query: &str, key: &str) -> Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..10_000 {
+            let mut params: Vec<String> = Vec::new();
+            if !query.is_empty() {
+                params.push(query.to_string());
+            }
+            if let Some(t) = &token {
+                params.push(format!("pageToken={}", encode(t)));
+            }
+            let url = if params.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{}", params.join("&"))
+            };
+            let (status, body) = self.call(Method::GET, &url, None).await?;
+            if status != StatusCode::OK {
+                return Err(catalog_error("list", path, status, &body));
+            }
+            if let Some(list) = body[key].as_array() {
+                items.extend(list.iter().cloned());
+            }
+            token = body["next-page-token"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if token.is_none() {
+                return Ok(items);
+            }
+        }
+        Err(Error::Catalog(format!(
+            "listing {path} did not end after 10,000 pages"
+        )))
+    }
+
     /// Loads a table; `None` when it does not exist.
     pub async fn load_table(
         &self,
@@ -375,8 +451,13 @@ impl RestClient {
 }
 
 fn parse_load(body: Value, namespace: &[String], table: &str) -> Result<LoadedTable> {
+    let refs: HashMap<String, SnapshotReference> =
+        serde_json::from_value(body["metadata"]["refs"].clone()).unwrap_or_default();
     serde_json::from_value::<LoadTableWire>(body)
-        .map(LoadedTable::from)
+        .map(|w| LoadedTable {
+            refs,
+            ..LoadedTable::from(w)
+        })
         .map_err(|e| {
             Error::Catalog(format!(
                 "the catalog's answer for {} is not a table: {e}",

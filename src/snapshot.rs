@@ -16,11 +16,19 @@
 //!    the new head: a concurrent run on other days keeps its files, a
 //!    concurrent run on the same days is replaced whole, never mixed.
 //!
+//! The same producer makes compaction's `replace` snapshots
+//! ([`Removal::Files`]): exactly the rewritten files are removed, and the
+//! commit is not attempted when one of them is no longer live (a concurrent
+//! overwrite removed it), so compaction never resurrects deleted rows.
+//! Manifests touched by a commit are merged into one per partition spec,
+//! and manifests left with no live entry are dropped, so the manifest count
+//! does not grow with every rewrite.
+//!
 //! Each snapshot's summary records `floe.run-id`; before every retry the
 //! producer looks for its run id in the table's history, so a commit whose
 //! response was lost is never applied twice.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -158,6 +166,52 @@ pub fn landed_snapshot(metadata: &TableMetadata, run_id: &str) -> Option<i64> {
         .map(|s| s.snapshot_id())
 }
 
+/// What a snapshot removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// Nothing: an append.
+    Nothing,
+    /// Every live data file of these days (a window overwrite).
+    Days(RangeInclusive<i32>),
+    /// Exactly these data files (a compaction's inputs). Every one must
+    /// still be live when the commit is built, and no delete file may have
+    /// been added to their partitions after sequence number `since`;
+    /// otherwise the commit is not attempted and the stale paths are
+    /// reported ([`ChangeOutcome::Stale`]).
+    Files {
+        /// Paths of the data files replaced.
+        paths: HashSet<String>,
+        /// Sequence number of the snapshot the rewrite read.
+        since: i64,
+    },
+}
+
+/// A general snapshot: files added (per partition spec id), files removed,
+/// the operation recorded in the summary.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// New data files, by the partition spec they were written with.
+    pub added: BTreeMap<i32, Vec<DataFile>>,
+    /// What the snapshot removes.
+    pub removal: Removal,
+    /// `append`, `overwrite` or `replace`.
+    pub operation: Operation,
+    /// Extra summary properties.
+    pub properties: HashMap<String, String>,
+    /// This change's id, recorded as [`RUN_ID_KEY`].
+    pub run_id: String,
+}
+
+/// How [`commit_change`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    /// The snapshot is on `main`.
+    Committed(CommitReport),
+    /// Some files of a [`Removal::Files`] are no longer live (or gained
+    /// delete files): nothing was committed. The paths are listed.
+    Stale(Vec<String>),
+}
+
 struct Staged {
     requirements: Vec<TableRequirement>,
     updates: Vec<TableUpdate>,
@@ -167,24 +221,67 @@ struct Staged {
     written: Vec<String>,
 }
 
+enum Stage {
+    Ready(Staged),
+    Stale(Vec<String>),
+}
+
 /// Commits `overwrite` to the table, retrying conflicts (bounded).
 pub async fn commit_overwrite(
     client: &RestClient,
     handle: &TableHandle,
-    mut loaded: LoadedTable,
+    loaded: LoadedTable,
     overwrite: &Overwrite,
 ) -> Result<CommitReport> {
+    let change = Change {
+        added: BTreeMap::from([(
+            loaded.metadata.default_partition_spec_id(),
+            overwrite.added.clone(),
+        )]),
+        removal: match &overwrite.days {
+            Some(days) => Removal::Days(days.clone()),
+            None => Removal::Nothing,
+        },
+        // Replacing days is an overwrite even when they were empty (as
+        // Iceberg Java's ReplacePartitions); adding alone is an append.
+        operation: if overwrite.days.is_some() {
+            Operation::Overwrite
+        } else {
+            Operation::Append
+        },
+        properties: overwrite.properties.clone(),
+        run_id: overwrite.run_id.clone(),
+    };
+    match commit_change(client, handle, loaded, &change).await? {
+        ChangeOutcome::Committed(report) => Ok(report),
+        ChangeOutcome::Stale(paths) => Err(Error::Storage(format!(
+            "{} file(s) vanished during an overwrite",
+            paths.len()
+        ))),
+    }
+}
+
+/// Commits `change` to the table, retrying conflicts (bounded).
+pub async fn commit_change(
+    client: &RestClient,
+    handle: &TableHandle,
+    mut loaded: LoadedTable,
+    change: &Change,
+) -> Result<ChangeOutcome> {
     for attempt in 1..=MAX_ATTEMPTS {
-        if let Some(id) = landed_snapshot(&loaded.metadata, &overwrite.run_id) {
-            return Ok(CommitReport {
+        if let Some(id) = landed_snapshot(&loaded.metadata, &change.run_id) {
+            return Ok(ChangeOutcome::Committed(CommitReport {
                 snapshot_id: id,
                 deleted_files: 0,
                 deleted_rows: 0,
                 attempts: attempt,
                 already_landed: true,
-            });
+            }));
         }
-        let staged = stage(handle, &loaded, overwrite).await?;
+        let staged = match stage(handle, &loaded, change).await? {
+            Stage::Ready(staged) => staged,
+            Stage::Stale(paths) => return Ok(ChangeOutcome::Stale(paths)),
+        };
         let outcome = client
             .commit(
                 &handle.namespace,
@@ -195,13 +292,13 @@ pub async fn commit_overwrite(
             .await?;
         match outcome {
             CommitOutcome::Committed(_) => {
-                return Ok(CommitReport {
+                return Ok(ChangeOutcome::Committed(CommitReport {
                     snapshot_id: staged.snapshot_id,
                     deleted_files: staged.deleted_files,
                     deleted_rows: staged.deleted_rows,
                     attempts: attempt,
                     already_landed: false,
-                });
+                }));
             }
             CommitOutcome::Conflict(reason) => {
                 tracing::info!(attempt, %reason, "commit conflict; reloading and rebuilding");
@@ -214,22 +311,27 @@ pub async fn commit_overwrite(
             }
         }
         tokio::time::sleep(backoff(attempt)).await;
-        loaded = client
-            .load_table(&handle.namespace, &handle.name)
-            .await?
-            .ok_or_else(|| {
-                Error::Catalog(format!(
-                    "table {}.{} disappeared during the commit",
-                    handle.namespace.join("."),
-                    handle.name
-                ))
-            })?;
+        loaded = reload(client, handle).await?;
     }
     Err(Error::CommitConflict(format!(
         "gave up after {MAX_ATTEMPTS} attempts: other writers kept changing {}.{}",
         handle.namespace.join("."),
         handle.name
     )))
+}
+
+/// Loads the table again; an error when it was dropped meanwhile.
+pub async fn reload(client: &RestClient, handle: &TableHandle) -> Result<LoadedTable> {
+    client
+        .load_table(&handle.namespace, &handle.name)
+        .await?
+        .ok_or_else(|| {
+            Error::Catalog(format!(
+                "table {}.{} disappeared during the commit",
+                handle.namespace.join("."),
+                handle.name
+            ))
+        })
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -255,11 +357,39 @@ fn new_snapshot_id(metadata: &TableMetadata) -> i64 {
     }
 }
 
-async fn stage(
-    handle: &TableHandle,
-    loaded: &LoadedTable,
-    overwrite: &Overwrite,
-) -> Result<Staged> {
+/// Whether a manifest holds no live (added or existing) entry: such a
+/// manifest only records earlier deletions and is left out of new snapshots.
+fn has_no_live_entries(manifest: &ManifestFile) -> bool {
+    manifest.added_files_count == Some(0) && manifest.existing_files_count == Some(0)
+}
+
+/// Whether `entry`'s file is one the change removes.
+fn is_removed(removal: &Removal, file: &DataFile) -> bool {
+    match removal {
+        Removal::Nothing => false,
+        Removal::Days(days) => file_day(file).is_some_and(|d| days.contains(&d)),
+        Removal::Files { paths, .. } => paths.contains(file.file_path()),
+    }
+}
+
+/// Whether a data manifest may hold files the change removes.
+fn may_hold_removed(manifest: &ManifestFile, removal: &Removal) -> bool {
+    match removal {
+        Removal::Nothing => false,
+        Removal::Days(days) => may_overlap(manifest, days),
+        Removal::Files { .. } => true,
+    }
+}
+
+/// The manifests rewritten by a commit, one per partition spec, each
+/// holding the DELETED entries of removed files and the EXISTING entries
+/// of the files kept from the manifests that were opened.
+struct Rewritten {
+    writers: BTreeMap<i32, iceberg::spec::ManifestWriter>,
+    paths: Vec<String>,
+}
+
+async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> Result<Stage> {
     let metadata = &loaded.metadata;
     if metadata.format_version() != FormatVersion::V2 {
         return Err(Error::Config(format!(
@@ -268,7 +398,9 @@ async fn stage(
             metadata.format_version() as u8
         )));
     }
-    let spec = require_day_spec(metadata)?.clone();
+    if matches!(change.removal, Removal::Days(_)) {
+        require_day_spec(metadata)?;
+    }
     let schema = metadata.current_schema().clone();
     let table = handle.table(loaded)?;
     let snapshot_id = new_snapshot_id(metadata);
@@ -277,19 +409,49 @@ async fn stage(
     let commit_uuid = Uuid::new_v4();
     let meta_dir = format!("{}/metadata", metadata.location());
     let storage = |e: iceberg::Error| Error::Storage(e.to_string());
+    let spec_of = |id: i32, what: &str| {
+        metadata
+            .partition_spec_by_id(id)
+            .ok_or_else(|| Error::Storage(format!("{what} uses an unknown partition spec {id}")))
+    };
 
     let mut manifests: Vec<ManifestFile> = Vec::new();
     let mut written = Vec::new();
-    let (mut deleted_files, mut deleted_rows) = (0u64, 0u64);
-    if let (Some(parent), Some(days)) = (parent, &overwrite.days) {
+    let mut rewritten = Rewritten {
+        writers: BTreeMap::new(),
+        paths: Vec::new(),
+    };
+    let (mut deleted_files, mut deleted_rows, mut deleted_bytes) = (0u64, 0u64, 0u64);
+    let mut found: HashSet<String> = HashSet::new();
+    // Partitions that gained delete files after the rewrite's start.
+    let mut new_delete_partitions: HashSet<(i32, iceberg::spec::Struct)> = HashSet::new();
+    let mut removed_partitions: HashMap<String, (i32, iceberg::spec::Struct)> = HashMap::new();
+    if let Some(parent) = parent {
         let list = table
             .manifest_list_reader(parent)
             .load()
             .await
             .map_err(storage)?;
-        for (i, manifest) in list.entries().iter().enumerate() {
-            let data = manifest.content == ManifestContentType::Data;
-            if !data || !may_overlap(manifest, days) {
+        for manifest in list.entries() {
+            if has_no_live_entries(manifest) {
+                continue;
+            }
+            if manifest.content == ManifestContentType::Deletes {
+                if let Removal::Files { since, .. } = &change.removal
+                    && manifest.sequence_number > *since
+                {
+                    let entries = manifest.load_manifest(&handle.io).await.map_err(storage)?;
+                    for e in entries.entries().iter().filter(|e| e.is_alive()) {
+                        new_delete_partitions.insert((
+                            manifest.partition_spec_id,
+                            e.data_file().partition().clone(),
+                        ));
+                    }
+                }
+                manifests.push(manifest.clone());
+                continue;
+            }
+            if !may_hold_removed(manifest, &change.removal) {
                 manifests.push(manifest.clone());
                 continue;
             }
@@ -297,31 +459,31 @@ async fn stage(
             let hits = entries
                 .entries()
                 .iter()
-                .filter(|e| {
-                    e.is_alive() && file_day(e.data_file()).is_some_and(|d| days.contains(&d))
-                })
+                .filter(|e| e.is_alive() && is_removed(&change.removal, e.data_file()))
                 .count();
             if hits == 0 {
                 manifests.push(manifest.clone());
                 continue;
             }
-            let part_spec = metadata
-                .partition_spec_by_id(manifest.partition_spec_id)
-                .ok_or_else(|| {
-                    Error::Storage(format!(
-                        "manifest {} uses an unknown partition spec",
-                        manifest.manifest_path
-                    ))
-                })?;
-            let path = format!("{meta_dir}/{commit_uuid}-r{i}.avro");
-            let output = handle.io.new_output(&path).map_err(storage)?;
-            let mut writer = ManifestWriterBuilder::new(
-                output,
-                Some(snapshot_id),
-                schema.clone(),
-                part_spec.as_ref().clone(),
-            )
-            .build_v2_data();
+            let spec_id = manifest.partition_spec_id;
+            let writer = match rewritten.writers.entry(spec_id) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    let path = format!("{meta_dir}/{commit_uuid}-r{spec_id}.avro");
+                    let output = handle.io.new_output(&path).map_err(storage)?;
+                    let spec = spec_of(spec_id, &manifest.manifest_path)?;
+                    rewritten.paths.push(path);
+                    slot.insert(
+                        ManifestWriterBuilder::new(
+                            output,
+                            Some(snapshot_id),
+                            schema.clone(),
+                            spec.as_ref().clone(),
+                        )
+                        .build_v2_data(),
+                    )
+                }
+            };
             for entry in entries.entries() {
                 if !entry.is_alive() {
                     continue;
@@ -329,9 +491,15 @@ async fn stage(
                 let file = entry.data_file().clone();
                 let data_seq = entry.sequence_number().unwrap_or(0);
                 let file_seq = entry.file_sequence_number.or(Some(data_seq));
-                if file_day(&file).is_some_and(|d| days.contains(&d)) {
+                if is_removed(&change.removal, &file) {
                     deleted_files += 1;
                     deleted_rows += file.record_count();
+                    deleted_bytes += file.file_size_in_bytes();
+                    found.insert(file.file_path().to_string());
+                    removed_partitions.insert(
+                        file.file_path().to_string(),
+                        (spec_id, file.partition().clone()),
+                    );
                     writer
                         .add_delete_file(file, data_seq, file_seq)
                         .map_err(storage)?;
@@ -342,17 +510,41 @@ async fn stage(
                         .map_err(storage)?;
                 }
             }
-            manifests.push(writer.write_manifest_file().await.map_err(storage)?);
-            written.push(path);
         }
     }
-    if !overwrite.added.is_empty() {
-        let path = format!("{meta_dir}/{commit_uuid}-m0.avro");
+    if let Removal::Files { paths, .. } = &change.removal {
+        let mut stale: Vec<String> = paths
+            .iter()
+            .filter(|p| {
+                !found.contains(*p)
+                    || removed_partitions
+                        .get(*p)
+                        .is_some_and(|key| new_delete_partitions.contains(key))
+            })
+            .cloned()
+            .collect();
+        if !stale.is_empty() {
+            stale.sort();
+            // Nothing was written yet but the unfinished manifests.
+            return Ok(Stage::Stale(stale));
+        }
+    }
+    for (_, writer) in std::mem::take(&mut rewritten.writers) {
+        manifests.push(writer.write_manifest_file().await.map_err(storage)?);
+    }
+    written.extend(rewritten.paths);
+    for (spec_id, files) in change.added.iter().filter(|(_, f)| !f.is_empty()) {
+        let path = format!("{meta_dir}/{commit_uuid}-m{spec_id}.avro");
         let output = handle.io.new_output(&path).map_err(storage)?;
-        let mut writer =
-            ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.clone())
-                .build_v2_data();
-        for file in &overwrite.added {
+        let spec = spec_of(*spec_id, "a new data file")?;
+        let mut writer = ManifestWriterBuilder::new(
+            output,
+            Some(snapshot_id),
+            schema.clone(),
+            spec.as_ref().clone(),
+        )
+        .build_v2_data();
+        for file in files {
             writer.add_file(file.clone(), seq).map_err(storage)?;
         }
         manifests.push(writer.write_manifest_file().await.map_err(storage)?);
@@ -371,7 +563,11 @@ async fn stage(
     list.close().await.map_err(storage)?;
     written.push(list_path.clone());
 
-    let summary = summarize(metadata, overwrite, deleted_files, deleted_rows);
+    let summary = summarize(
+        metadata,
+        change,
+        [deleted_files, deleted_rows, deleted_bytes],
+    );
     let snapshot = Snapshot::builder()
         .with_snapshot_id(snapshot_id)
         .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
@@ -381,7 +577,7 @@ async fn stage(
         .with_summary(summary)
         .with_schema_id(metadata.current_schema_id())
         .build();
-    Ok(Staged {
+    Ok(Stage::Ready(Staged {
         requirements: vec![
             TableRequirement::UuidMatch {
                 uuid: metadata.uuid(),
@@ -405,24 +601,20 @@ async fn stage(
         deleted_files,
         deleted_rows,
         written,
-    })
+    }))
 }
 
 /// The snapshot summary: the standard `added-*`, `deleted-*` and `total-*`
 /// counters Spark, Trino and pyiceberg show, plus floe's run record.
 fn summarize(
     metadata: &TableMetadata,
-    overwrite: &Overwrite,
-    deleted_files: u64,
-    deleted_rows: u64,
+    change: &Change,
+    [deleted_files, deleted_rows, deleted_bytes]: [u64; 3],
 ) -> Summary {
-    let added_files = overwrite.added.len() as u64;
-    let added_rows: u64 = overwrite.added.iter().map(DataFile::record_count).sum();
-    let added_size: u64 = overwrite
-        .added
-        .iter()
-        .map(DataFile::file_size_in_bytes)
-        .sum();
+    let added = || change.added.values().flatten();
+    let added_files = added().count() as u64;
+    let added_rows: u64 = added().map(DataFile::record_count).sum();
+    let added_size: u64 = added().map(DataFile::file_size_in_bytes).sum();
     let previous = metadata
         .current_snapshot()
         .map(|s| s.summary().additional_properties.clone())
@@ -433,13 +625,20 @@ fn summarize(
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let mut props = overwrite.properties.clone();
-    props.insert(RUN_ID_KEY.to_string(), overwrite.run_id.clone());
+    let mut props = change.properties.clone();
+    props.insert(RUN_ID_KEY.to_string(), change.run_id.clone());
     props.insert("added-data-files".into(), added_files.to_string());
     props.insert("added-records".into(), added_rows.to_string());
     props.insert("added-files-size".into(), added_size.to_string());
     props.insert("deleted-data-files".into(), deleted_files.to_string());
     props.insert("deleted-records".into(), deleted_rows.to_string());
+    props.insert("removed-files-size".into(), deleted_bytes.to_string());
+    props.insert(
+        "total-files-size".into(),
+        (prev("total-files-size") + added_size)
+            .saturating_sub(deleted_bytes)
+            .to_string(),
+    );
     props.insert(
         "total-data-files".into(),
         (prev("total-data-files") + added_files)
@@ -460,13 +659,7 @@ fn summarize(
         props.insert(k.into(), prev(k).to_string());
     }
     Summary {
-        // Replacing days is an overwrite even when they were empty (as Iceberg
-        // Java's ReplacePartitions); adding without replacing is an append.
-        operation: if overwrite.days.is_some() {
-            Operation::Overwrite
-        } else {
-            Operation::Append
-        },
+        operation: change.operation.clone(),
         additional_properties: props,
     }
 }

@@ -80,32 +80,8 @@ impl Fetcher {
 
     /// The `s3://bucket/key` URIs under `prefix` (recursively).
     async fn list_s3(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
-        let get = |k: &str| self.s3_props.get(k).map(String::as_str);
-        let mut b = opendal::services::S3::default()
-            .bucket(bucket)
-            .region(
-                get("s3.region")
-                    .or(get("client.region"))
-                    .unwrap_or("us-east-1"),
-            )
-            // Never probe instance metadata or ~/.aws: settings are explicit.
-            .disable_config_load()
-            .disable_ec2_metadata();
-        if let Some(e) = get("s3.endpoint") {
-            b = b.endpoint(e);
-        }
-        if let (Some(id), Some(secret)) = (get("s3.access-key-id"), get("s3.secret-access-key")) {
-            b = b.access_key_id(id).secret_access_key(secret);
-        }
-        if let Some(t) = get("s3.session-token") {
-            b = b.session_token(t);
-        }
-        if get("s3.path-style-access") == Some("false") {
-            b = b.enable_virtual_host_style();
-        }
-        let op = opendal::Operator::new(b)
-            .map_err(|e| Error::Source(format!("s3://{bucket}: {e}")))?
-            .finish();
+        let op = crate::store::s3_operator(bucket, &self.s3_props)
+            .map_err(|e| Error::Source(e.to_string()))?;
         let entries = op
             .list_with(prefix)
             .recursive(true)

@@ -17,15 +17,13 @@ mod progress;
 mod records;
 mod rejects;
 pub mod schema;
-mod writer;
+pub mod writer;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{NaiveDate, Utc};
-use iceberg::io::{FileIO, FileIOBuilder};
-use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
+use iceberg::io::FileIO;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -180,7 +178,7 @@ pub async fn run(
         );
     }
     let embedded = match (&pipeline.catalog.embedded_warehouse, req.dry_run) {
-        (Some(folder), false) => match start_embedded(folder).await {
+        (Some(folder), false) => match crate::connect::start_embedded(folder).await {
             Ok(c) => Some(c),
             Err(e) => return (Vec::new(), Err(e)),
         },
@@ -245,28 +243,6 @@ async fn client_for(
     Ok(client)
 }
 
-/// Serves floe's catalog in this process over a local folder, on a free
-/// loopback port, for the length of the run.
-async fn start_embedded(folder: &str) -> Result<floe_catalog::RunningCatalog> {
-    let warehouse = crate::catalog_serve::warehouse_url(folder)?;
-    let db_url = floe_catalog::CatalogConfig::default_db_url(&warehouse).ok_or_else(|| {
-        Error::Config(format!(
-            "embedded_warehouse {folder:?} must be a local folder"
-        ))
-    })?;
-    let config = floe_catalog::CatalogConfig {
-        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        warehouse,
-        name: floe_catalog::config::DEFAULT_WAREHOUSE_NAME.to_string(),
-        db_url,
-        s3: floe_catalog::S3Options::default(),
-        vend_credentials: false,
-        auth: floe_catalog::AuthConfig::default(),
-        max_body_bytes: floe_catalog::config::DEFAULT_MAX_BODY_BYTES,
-    };
-    Ok(floe_catalog::spawn(config).await?)
-}
-
 async fn run_job(
     client: Option<&RestClient>,
     catalog_props: &HashMap<String, String>,
@@ -276,9 +252,9 @@ async fn run_job(
 ) -> Result<()> {
     let days = req.days();
     let mut s3_props = catalog_props.clone();
-    add_env_credentials(&mut s3_props);
+    crate::store::add_env_credentials(&mut s3_props);
     let fetcher = files::Fetcher {
-        io: source_io(catalog_props),
+        io: crate::store::io_with_env(catalog_props),
         s3_props,
         http: reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -314,7 +290,7 @@ async fn run_job(
     let handle = TableHandle {
         namespace: job.namespace.clone(),
         name: job.table.clone(),
-        io: file_io(client, &loaded)?,
+        io: crate::store::table_io(client, &loaded),
     };
     if let Some(id) = snapshot::landed_snapshot(&loaded.metadata, &req.run_id) {
         report.status = "already-committed".into();
@@ -441,38 +417,6 @@ async fn open_table(client: &RestClient, job: &Job) -> Result<LoadedTable> {
             &props,
         )
         .await
-}
-
-/// IO for `s3://` sources: the catalog's properties (or the pipeline's when
-/// no catalog is contacted, as in a dry run) and the AWS environment.
-fn source_io(props: &HashMap<String, String>) -> FileIO {
-    let mut props = props.clone();
-    add_env_credentials(&mut props);
-    FileIOBuilder::new(Arc::new(OpenDalResolvingStorageFactory::new()))
-        .with_props(props)
-        .build()
-}
-
-fn add_env_credentials(props: &mut HashMap<String, String>) {
-    let env = floe_catalog::S3Options::default().with_env_credentials();
-    for (key, value) in env.file_io_props(true) {
-        let is_credential = key.ends_with("access-key-id")
-            || key.ends_with("secret-access-key")
-            || key.ends_with("session-token")
-            || key == "s3.region";
-        if is_credential {
-            props.entry(key).or_insert(value);
-        }
-    }
-}
-
-/// IO for the table's files: the catalog's properties, then the table's,
-/// then S3 credentials from the usual AWS environment variables where
-/// neither handed any out.
-pub fn file_io(client: &RestClient, table: &LoadedTable) -> Result<FileIO> {
-    let mut props = client.properties.clone();
-    props.extend(table.config.clone());
-    Ok(source_io(&props))
 }
 
 enum Msg {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::convert::Record;
 use super::records::Unreadable;
 use super::writer::DayWriters;
-use super::{IngestRequest, file_io, schema};
+use super::{IngestRequest, schema};
 use crate::error::{Error, Result};
 use crate::pipeline::Job;
 use crate::rest::RestClient;
@@ -112,7 +112,7 @@ pub(super) async fn commit(
     let handle = TableHandle {
         namespace: job.namespace.clone(),
         name: name.clone(),
-        io: file_io(client, &loaded)?,
+        io: crate::store::table_io(client, &loaded),
     };
     let arrow = schema::arrow_schema(loaded.metadata.current_schema())?;
     let now = Utc::now().timestamp_micros();

@@ -24,9 +24,11 @@ use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
 
-type Builder =
+/// Builds data file writers (one per partition) for a table.
+pub type Builder =
     DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
-type Writer =
+/// A data file writer of one partition, rolling files at the target size.
+pub type Writer =
     DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -82,6 +84,41 @@ pub fn day_of(micros: i64) -> i32 {
     micros.div_euclid(MICROS_PER_DAY) as i32
 }
 
+/// Data file writers for `metadata`'s table: Parquet with the table's
+/// codec, floe's page and row-group settings, files named
+/// `<file_prefix>-...parquet` under the table's data location, rolled at
+/// `target_file_size` bytes.
+pub fn file_writers(
+    metadata: &TableMetadata,
+    io: iceberg::io::FileIO,
+    file_prefix: &str,
+    target_file_size: usize,
+) -> Result<Builder> {
+    let schema = metadata.current_schema().clone();
+    let props = WriterProperties::builder()
+        .set_compression(compression(metadata.properties())?)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        // Hashes are unique, random bytes: a dictionary or compression
+        // only costs time.
+        .set_column_dictionary_enabled(ColumnPath::from(super::schema::HASH), false)
+        .set_column_compression(
+            ColumnPath::from(super::schema::HASH),
+            Compression::UNCOMPRESSED,
+        )
+        // Columns with few distinct values (ids, regions, flags, the
+        // timestamps of a day) fit a small dictionary; high-cardinality
+        // ones (measurements) give up on it early instead of interning
+        // a megabyte of values per row group first.
+        .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
+        .build();
+    let parquet = ParquetWriterBuilder::new(props, schema);
+    let locations = DefaultLocationGenerator::new(metadata).map_err(storage)?;
+    let names =
+        DefaultFileNameGenerator::new(file_prefix.to_string(), None, DataFileFormat::Parquet);
+    let rolling = RollingFileWriterBuilder::new(parquet, target_file_size, io, locations, names);
+    Ok(DataFileWriterBuilder::new(rolling))
+}
+
 /// Writes batches into per-day data files.
 pub struct DayWriters {
     builder: Builder,
@@ -123,31 +160,9 @@ impl DayWriters {
         target_file_size: usize,
         sort: Vec<usize>,
     ) -> Result<Self> {
-        let schema = metadata.current_schema().clone();
-        let props = WriterProperties::builder()
-            .set_compression(compression(metadata.properties())?)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            // Hashes are unique, random bytes: a dictionary or compression
-            // only costs time.
-            .set_column_dictionary_enabled(ColumnPath::from(super::schema::HASH), false)
-            .set_column_compression(
-                ColumnPath::from(super::schema::HASH),
-                Compression::UNCOMPRESSED,
-            )
-            // Columns with few distinct values (ids, regions, flags, the
-            // timestamps of a day) fit a small dictionary; high-cardinality
-            // ones (measurements) give up on it early instead of interning
-            // a megabyte of values per row group first.
-            .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
-            .build();
-        let parquet = ParquetWriterBuilder::new(props, schema);
-        let locations = DefaultLocationGenerator::new(metadata).map_err(storage)?;
-        let names =
-            DefaultFileNameGenerator::new(run_id.to_string(), None, DataFileFormat::Parquet);
-        let rolling =
-            RollingFileWriterBuilder::new(parquet, target_file_size, io, locations, names);
+        let builder = file_writers(metadata, io, run_id, target_file_size)?;
         Ok(Self {
-            builder: DataFileWriterBuilder::new(rolling),
+            builder,
             metadata: metadata.clone(),
             open: BTreeMap::new(),
             open_rows: BTreeMap::new(),
@@ -285,7 +300,7 @@ impl DayWriters {
 /// Records in a data file that its rows follow sort order `id` (the
 /// crate's writer leaves it unset and offers no setter, so the file is
 /// rebuilt through the public builder with every statistic carried over).
-fn with_sort_order(file: DataFile, id: i32, spec_id: i32) -> Result<DataFile> {
+pub fn with_sort_order(file: DataFile, id: i32, spec_id: i32) -> Result<DataFile> {
     let mut b = DataFileBuilder::default();
     b.content(file.content_type())
         .file_path(file.file_path().to_string())

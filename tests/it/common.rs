@@ -97,7 +97,7 @@ impl Env {
         let handle = TableHandle {
             namespace: vec![ns.to_string()],
             name: table.to_string(),
-            io: floe::ingest::file_io(&client, &loaded).expect("io"),
+            io: floe::store::table_io(&client, &loaded),
         };
         let t = handle.table(&loaded).expect("table");
         let scan = t.scan().select_all().build().expect("scan");

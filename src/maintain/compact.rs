@@ -1,0 +1,755 @@
+//! `floe compact`: rewrite a table's small files into files of the target
+//! size, partition by partition, committed as `replace` snapshots.
+//!
+//! Planning: the live data files of the current snapshot (optionally those
+//! a filter may match) are grouped by partition; files below the small-file
+//! size, or with delete files to apply, are candidates; a partition with
+//! fewer than `min_input_files` candidates (and no deletes) is left alone.
+//! Candidates are cut into groups of at most `max_group_bytes`.
+//!
+//! Rewriting streams each group through the `iceberg` crate's Arrow reader
+//! (which maps old schemas to the current one by field id and applies
+//! position and equality deletes) into rolling Parquet writers, so memory
+//! holds one batch and one row group per group in flight, whatever the
+//! table size. `--sort` instead buffers a group to sort it by the table's
+//! sort order (a group is at most `max_group_bytes` of compressed input).
+//!
+//! Committing: groups are committed in batches of about `commit_bytes` of
+//! input, each a `replace` snapshot through [`crate::snapshot`], which
+//! re-checks against the table's head that every input file is still live
+//! and that no delete file arrived in its partition since planning. Groups
+//! that fail the check are dropped (their new files deleted) and the rest
+//! committed, so a concurrent overwrite is never undone and a concurrent
+//! append never lost.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::RecordBatch;
+use arrow_ord::sort::{SortColumn, SortOptions, lexsort_to_indices};
+use arrow_select::take::take_record_batch;
+use futures::{StreamExt, TryStreamExt};
+use iceberg::arrow::ArrowReaderBuilder;
+use iceberg::io::FileIO;
+use iceberg::scan::{FileScanTask, FileScanTaskDeleteFile};
+use iceberg::spec::{
+    DEFAULT_SCHEMA_NAME_MAPPING, DataContentType, DataFile, FormatVersion, NameMapping, NullOrder,
+    Operation, PartitionKey, SortDirection, Struct, TableMetadata, Transform,
+};
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::Target;
+use super::filter::Filter;
+use super::scan::{LiveFile, live_files, partition_label};
+use crate::error::{Error, Result};
+use crate::ingest::writer::{DEFAULT_TARGET_FILE_SIZE, file_writers, with_sort_order};
+use crate::rest::RestClient;
+use crate::snapshot::{Change, ChangeOutcome, Removal, commit_change};
+
+/// Rows per batch read from the input files.
+const READ_BATCH_ROWS: usize = 16 * 1024;
+
+/// What to compact and how.
+#[derive(Debug, Clone)]
+pub struct CompactOptions {
+    /// Output file size; default the table's `write.target-file-size-bytes`,
+    /// else 128 MiB.
+    pub target_file_size: Option<u64>,
+    /// Files below this size are rewritten; default 75% of the target.
+    pub min_file_size: Option<u64>,
+    /// A partition needs at least this many small files to be compacted.
+    pub min_input_files: usize,
+    /// Largest input of one rewrite group.
+    pub max_group_bytes: u64,
+    /// Input bytes per commit (partial progress on long runs).
+    pub commit_bytes: u64,
+    /// Which files may be rewritten.
+    pub filter: Filter,
+    /// Sort each group by the table's sort order.
+    pub sort: bool,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Groups rewritten at once.
+    pub parallelism: usize,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        Self {
+            target_file_size: None,
+            min_file_size: None,
+            min_input_files: 5,
+            max_group_bytes: 8 * 1024 * 1024 * 1024,
+            commit_bytes: 2 * 1024 * 1024 * 1024,
+            filter: Filter::default(),
+            sort: false,
+            dry_run: false,
+            parallelism: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// What a compaction did (or would do, on a dry run).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CompactReport {
+    /// The table.
+    pub table: String,
+    /// `compacted`, `nothing-to-do`, `planned` (dry run).
+    pub status: String,
+    /// Target file size used.
+    pub target_file_size: u64,
+    /// Live data files and bytes before.
+    pub files_before: u64,
+    /// Live data bytes before.
+    pub bytes_before: u64,
+    /// Live data files after (this run's changes only).
+    pub files_after: u64,
+    /// Live data bytes after (this run's changes only).
+    pub bytes_after: u64,
+    /// Partitions holding selected files.
+    pub partitions_considered: u64,
+    /// Partitions rewritten (committed).
+    pub partitions_compacted: u64,
+    /// Groups planned.
+    pub groups_planned: u64,
+    /// Groups committed.
+    pub groups_committed: u64,
+    /// Groups dropped because a concurrent writer changed their inputs.
+    pub groups_dropped: u64,
+    /// Input files replaced.
+    pub input_files: u64,
+    /// Input bytes replaced.
+    pub input_bytes: u64,
+    /// Files written and committed.
+    pub output_files: u64,
+    /// Bytes written and committed.
+    pub output_bytes: u64,
+    /// Rows rewritten.
+    pub rows: u64,
+    /// Delete files applied while rewriting.
+    pub delete_files_applied: u64,
+    /// The `replace` snapshots committed.
+    pub snapshots: Vec<i64>,
+    /// Wall time.
+    pub duration_ms: u128,
+}
+
+/// One rewrite unit: small files of one partition.
+#[derive(Debug, Clone)]
+struct Group {
+    index: usize,
+    spec_id: i32,
+    partition: Struct,
+    label: String,
+    files: Vec<LiveFile>,
+    /// Delete files to apply, per data file path.
+    deletes: HashMap<String, Vec<LiveFile>>,
+    bytes: u64,
+    rows: u64,
+}
+
+/// A rewritten group, not yet committed.
+struct Rewritten {
+    group: Group,
+    output: Vec<DataFile>,
+}
+
+/// Compacts `target` as `opts` say.
+pub async fn compact(
+    client: &RestClient,
+    target: &mut Target,
+    opts: &CompactOptions,
+) -> Result<CompactReport> {
+    let started = Instant::now();
+    let metadata = target.loaded.metadata.clone();
+    let target_size = opts
+        .target_file_size
+        .or_else(|| {
+            metadata
+                .properties()
+                .get("write.target-file-size-bytes")
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(DEFAULT_TARGET_FILE_SIZE as u64)
+        .max(1);
+    let mut report = CompactReport {
+        table: target.ident.clone(),
+        status: "nothing-to-do".into(),
+        target_file_size: target_size,
+        ..CompactReport::default()
+    };
+    let Some(snapshot) = metadata.current_snapshot().cloned() else {
+        report.duration_ms = started.elapsed().as_millis();
+        return Ok(report);
+    };
+    if metadata.format_version() != FormatVersion::V2 {
+        return Err(Error::Config(format!(
+            "{} is an Iceberg format v{} table; floe compacts format v2 tables",
+            target.ident,
+            metadata.format_version() as u8
+        )));
+    }
+    let table = target.handle.table(&target.loaded)?;
+    let live = live_files(&table, &target.handle.io, &snapshot).await?;
+    let (deletes, data): (Vec<LiveFile>, Vec<LiveFile>) =
+        live.into_iter().partition(LiveFile::is_delete);
+    if let Some(d) = deletes
+        .iter()
+        .find(|d| d.file.file_format() != iceberg::spec::DataFileFormat::Parquet)
+    {
+        return Err(Error::Config(format!(
+            "{} has a {:?} delete file ({}); floe applies Parquet delete files only",
+            target.ident,
+            d.file.file_format(),
+            d.file.file_path()
+        )));
+    }
+    report.files_before = data.len() as u64;
+    report.bytes_before = data.iter().map(|f| f.file.file_size_in_bytes()).sum();
+    let min_size = opts.min_file_size.unwrap_or(target_size / 4 * 3);
+    let bound = opts.filter.bind(metadata.current_schema())?;
+    let groups = plan(
+        &metadata,
+        data.into_iter()
+            .filter(|f| bound.may_match(&f.file))
+            .collect(),
+        &deletes,
+        min_size,
+        opts,
+        &mut report,
+    );
+    report.groups_planned = groups.len() as u64;
+    report.files_after = report.files_before;
+    report.bytes_after = report.bytes_before;
+    if groups.is_empty() {
+        report.duration_ms = started.elapsed().as_millis();
+        return Ok(report);
+    }
+    if opts.dry_run {
+        for g in &groups {
+            tracing::info!(
+                partition = %g.label,
+                files = g.files.len(),
+                bytes = g.bytes,
+                "would rewrite"
+            );
+        }
+        report.status = "planned".into();
+        report.input_files = groups.iter().map(|g| g.files.len() as u64).sum();
+        report.input_bytes = groups.iter().map(|g| g.bytes).sum();
+        report.duration_ms = started.elapsed().as_millis();
+        return Ok(report);
+    }
+    let sort = if opts.sort {
+        Some(sort_columns(&metadata)?)
+    } else {
+        None
+    };
+    let ctx = Arc::new(RewriteContext {
+        metadata: metadata.clone(),
+        io: target.handle.io.clone(),
+        run: Uuid::new_v4().simple().to_string(),
+        target_size: usize::try_from(target_size).unwrap_or(usize::MAX),
+        sort,
+        name_mapping: name_mapping(&metadata)?,
+    });
+    let total = groups.len();
+    let mut results = futures::stream::iter(groups)
+        .map(|g| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { rewrite(&ctx, g).await })
+        })
+        .buffered(opts.parallelism.max(1));
+    let mut pending: Vec<Rewritten> = Vec::new();
+    let mut pending_bytes = 0u64;
+    let mut partitions: HashSet<(i32, Struct)> = HashSet::new();
+    let mut failure: Option<Error> = None;
+    while let Some(joined) = results.next().await {
+        let rewritten = match joined {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                failure = Some(e);
+                break;
+            }
+            Err(e) => {
+                failure = Some(Error::Storage(format!("a rewrite task failed: {e}")));
+                break;
+            }
+        };
+        tracing::info!(
+            table = %target.ident,
+            partition = %rewritten.group.label,
+            group = format!("{}/{total}", rewritten.group.index + 1),
+            files_in = rewritten.group.files.len(),
+            files_out = rewritten.output.len(),
+            "rewrote"
+        );
+        pending_bytes += rewritten.group.bytes;
+        pending.push(rewritten);
+        if pending_bytes >= opts.commit_bytes {
+            let batch = std::mem::take(&mut pending);
+            pending_bytes = 0;
+            if let Err(e) = commit_batch(
+                client,
+                target,
+                batch,
+                &snapshot,
+                &mut report,
+                &mut partitions,
+            )
+            .await
+            {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    if failure.is_none() && !pending.is_empty() {
+        let batch = std::mem::take(&mut pending);
+        if let Err(e) = commit_batch(
+            client,
+            target,
+            batch,
+            &snapshot,
+            &mut report,
+            &mut partitions,
+        )
+        .await
+        {
+            failure = Some(e);
+        }
+    }
+    // Files of groups never committed (a failure stopped the run).
+    for r in pending {
+        discard(&target.handle.io, &r.output).await;
+    }
+    report.partitions_compacted = partitions.len() as u64;
+    report.duration_ms = started.elapsed().as_millis();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if report.groups_committed > 0 {
+        report.status = "compacted".into();
+    }
+    Ok(report)
+}
+
+/// Groups the candidate files of each partition.
+fn plan(
+    metadata: &TableMetadata,
+    data: Vec<LiveFile>,
+    deletes: &[LiveFile],
+    min_size: u64,
+    opts: &CompactOptions,
+    report: &mut CompactReport,
+) -> Vec<Group> {
+    let mut by_partition: BTreeMap<String, (i32, Struct, Vec<LiveFile>)> = BTreeMap::new();
+    for f in data {
+        let label = partition_label(metadata, f.spec_id, f.file.partition());
+        by_partition
+            .entry(format!("{}/{label}", f.spec_id))
+            .or_insert_with(|| (f.spec_id, f.file.partition().clone(), Vec::new()))
+            .2
+            .push(f);
+    }
+    report.partitions_considered = by_partition.len() as u64;
+    let mut groups = Vec::new();
+    for (key, (spec_id, partition, files)) in by_partition {
+        let label = key
+            .split_once('/')
+            .map_or(key.clone(), |(_, l)| l.to_string());
+        let mut applicable: HashMap<String, Vec<LiveFile>> = HashMap::new();
+        for f in &files {
+            let ds: Vec<LiveFile> = deletes
+                .iter()
+                .filter(|d| applies(d, f, metadata))
+                .cloned()
+                .collect();
+            if !ds.is_empty() {
+                applicable.insert(f.file.file_path().to_string(), ds);
+            }
+        }
+        let mut candidates: Vec<LiveFile> = files
+            .into_iter()
+            .filter(|f| {
+                f.file.file_size_in_bytes() < min_size
+                    || applicable.contains_key(f.file.file_path())
+            })
+            .collect();
+        let enough = candidates.len() >= opts.min_input_files.max(2);
+        if !enough && applicable.is_empty() {
+            continue;
+        }
+        candidates.sort_by(|a, b| a.file.file_path().cmp(b.file.file_path()));
+        let mut current: Vec<LiveFile> = Vec::new();
+        let mut bytes = 0u64;
+        let flush = |current: &mut Vec<LiveFile>, bytes: &mut u64, groups: &mut Vec<Group>| {
+            if current.is_empty() {
+                return;
+            }
+            let files = std::mem::take(current);
+            let deletes = files
+                .iter()
+                .filter_map(|f| {
+                    applicable
+                        .get(f.file.file_path())
+                        .map(|d| (f.file.file_path().to_string(), d.clone()))
+                })
+                .collect();
+            groups.push(Group {
+                index: groups.len(),
+                spec_id,
+                partition: partition.clone(),
+                label: label.clone(),
+                rows: files.iter().map(|f| f.file.record_count()).sum(),
+                files,
+                deletes,
+                bytes: std::mem::take(bytes),
+            });
+        };
+        for f in candidates {
+            let size = f.file.file_size_in_bytes();
+            if !current.is_empty() && bytes + size > opts.max_group_bytes {
+                flush(&mut current, &mut bytes, &mut groups);
+            }
+            bytes += size;
+            current.push(f);
+        }
+        flush(&mut current, &mut bytes, &mut groups);
+    }
+    groups
+}
+
+/// Whether delete file `d` applies to data file `f` (Iceberg v2 rules:
+/// position deletes of the same partition with a sequence number at least
+/// the file's; equality deletes with a greater one, in the same partition
+/// or from an unpartitioned spec).
+fn applies(d: &LiveFile, f: &LiveFile, metadata: &TableMetadata) -> bool {
+    let same_partition = d.spec_id == f.spec_id && d.file.partition() == f.file.partition();
+    match d.file.content_type() {
+        DataContentType::PositionDeletes => {
+            same_partition
+                && d.data_seq >= f.data_seq
+                && d.file
+                    .referenced_data_file()
+                    .is_none_or(|p| p == f.file.file_path())
+        }
+        DataContentType::EqualityDeletes => {
+            let global = metadata
+                .partition_spec_by_id(d.spec_id)
+                .is_some_and(|s| s.is_unpartitioned());
+            (same_partition || global) && d.data_seq > f.data_seq
+        }
+        DataContentType::Data => false,
+    }
+}
+
+fn name_mapping(metadata: &TableMetadata) -> Result<Option<Arc<NameMapping>>> {
+    metadata
+        .properties()
+        .get(DEFAULT_SCHEMA_NAME_MAPPING)
+        .map(|text| {
+            serde_json::from_str::<NameMapping>(text)
+                .map(Arc::new)
+                .map_err(|e| {
+                    Error::Config(format!(
+                        "table property {DEFAULT_SCHEMA_NAME_MAPPING} is not a name mapping: {e}"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+/// Sort keys of the table's sort order (identity transforms of top-level
+/// columns only).
+fn sort_columns(metadata: &TableMetadata) -> Result<(i64, Vec<(usize, SortOptions)>)> {
+    let order = metadata.default_sort_order();
+    if order.fields.is_empty() {
+        return Err(Error::Config(
+            "--sort: the table has no sort order (set one, or compact without --sort)".into(),
+        ));
+    }
+    let schema = metadata.current_schema();
+    let top: Vec<i32> = schema.as_struct().fields().iter().map(|f| f.id).collect();
+    let mut keys = Vec::new();
+    for field in &order.fields {
+        if field.transform != Transform::Identity {
+            return Err(Error::Config(format!(
+                "--sort: the sort order uses {} on column id {}; floe sorts by plain columns only",
+                field.transform, field.source_id
+            )));
+        }
+        let index = top
+            .iter()
+            .position(|id| *id == field.source_id)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "--sort: sort column id {} is not a top-level column",
+                    field.source_id
+                ))
+            })?;
+        keys.push((
+            index,
+            SortOptions {
+                descending: field.direction == SortDirection::Descending,
+                nulls_first: field.null_order == NullOrder::First,
+            },
+        ));
+    }
+    Ok((order.order_id, keys))
+}
+
+struct RewriteContext {
+    metadata: TableMetadata,
+    io: FileIO,
+    run: String,
+    target_size: usize,
+    sort: Option<(i64, Vec<(usize, SortOptions)>)>,
+    name_mapping: Option<Arc<NameMapping>>,
+}
+
+fn storage(e: impl std::fmt::Display) -> Error {
+    Error::Storage(e.to_string())
+}
+
+/// Rewrites one group into new files (not committed).
+async fn rewrite(ctx: &RewriteContext, group: Group) -> Result<Rewritten> {
+    let schema = ctx.metadata.current_schema().clone();
+    let spec = ctx
+        .metadata
+        .partition_spec_by_id(group.spec_id)
+        .ok_or_else(|| Error::Storage(format!("unknown partition spec {}", group.spec_id)))?
+        .clone();
+    let field_ids: Vec<i32> = schema.as_struct().fields().iter().map(|f| f.id).collect();
+    let tasks: Vec<iceberg::Result<FileScanTask>> = group
+        .files
+        .iter()
+        .map(|f| {
+            let deletes = group
+                .deletes
+                .get(f.file.file_path())
+                .map(|ds| {
+                    ds.iter()
+                        .map(|d| {
+                            FileScanTaskDeleteFile::builder()
+                                .with_file_path(d.file.file_path().to_string())
+                                .with_file_size_in_bytes(d.file.file_size_in_bytes())
+                                .with_file_type(d.file.content_type())
+                                .with_partition_spec_id(d.spec_id)
+                                .with_equality_ids(d.file.equality_ids())
+                                .build()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(FileScanTask::builder()
+                .with_file_size_in_bytes(f.file.file_size_in_bytes())
+                .with_start(0)
+                .with_length(f.file.file_size_in_bytes())
+                .with_record_count(Some(f.file.record_count()))
+                .with_data_file_path(f.file.file_path().to_string())
+                .with_data_file_format(f.file.file_format())
+                .with_schema(schema.clone())
+                .with_project_field_ids(field_ids.clone())
+                .with_deletes(deletes)
+                .with_partition(Some(f.file.partition().clone()))
+                .with_partition_spec(Some(spec.clone()))
+                .with_name_mapping(ctx.name_mapping.clone())
+                .with_case_sensitive(true)
+                .build())
+        })
+        .collect();
+    let reader = ArrowReaderBuilder::new(ctx.io.clone(), iceberg::Runtime::current())
+        .with_batch_size(READ_BATCH_ROWS)
+        .with_data_file_concurrency_limit(1)
+        .build();
+    let mut batches = reader
+        .read(Box::pin(futures::stream::iter(tasks)))
+        .map_err(storage)?
+        .stream();
+    let builder = file_writers(
+        &ctx.metadata,
+        ctx.io.clone(),
+        &format!("compact-{}-{}", ctx.run, group.index),
+        ctx.target_size,
+    )?;
+    let key = (!spec.is_unpartitioned()).then(|| {
+        PartitionKey::new(
+            spec.as_ref().clone(),
+            schema.clone(),
+            group.partition.clone(),
+        )
+    });
+    let mut writer = builder.build(key).await.map_err(storage)?;
+    let mut rows = 0u64;
+    let mut buffered: Vec<RecordBatch> = Vec::new();
+    let result: Result<()> = async {
+        while let Some(batch) = batches.try_next().await.map_err(|e| {
+            Error::Storage(format!(
+                "reading the files of partition {}: {e}",
+                group.label
+            ))
+        })? {
+            rows += batch.num_rows() as u64;
+            if ctx.sort.is_some() {
+                buffered.push(batch);
+            } else {
+                writer.write(batch).await.map_err(storage)?;
+            }
+        }
+        if let Some((_, keys)) = &ctx.sort
+            && let Some(first) = buffered.first()
+        {
+            let all = arrow_select::concat::concat_batches(&first.schema(), &buffered)
+                .map_err(storage)?;
+            buffered.clear();
+            let columns: Vec<SortColumn> = keys
+                .iter()
+                .map(|(i, o)| SortColumn {
+                    values: all.column(*i).clone(),
+                    options: Some(*o),
+                })
+                .collect();
+            let order = lexsort_to_indices(&columns, None).map_err(storage)?;
+            let sorted = take_record_batch(&all, &order).map_err(storage)?;
+            drop(all);
+            let step = READ_BATCH_ROWS * 8;
+            let mut offset = 0;
+            while offset < sorted.num_rows() {
+                let len = step.min(sorted.num_rows() - offset);
+                writer
+                    .write(sorted.slice(offset, len))
+                    .await
+                    .map_err(storage)?;
+                offset += len;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let closed = writer.close().await.map_err(storage);
+    let mut output = match (result, closed) {
+        (Ok(()), Ok(files)) => files,
+        (Err(e), Ok(files)) => {
+            discard(&ctx.io, &files).await;
+            return Err(e);
+        }
+        (_, Err(e)) => return Err(e),
+    };
+    if let Some((order_id, _)) = &ctx.sort {
+        output = output
+            .into_iter()
+            .map(|f| with_sort_order(f, *order_id as i32, group.spec_id))
+            .collect::<Result<_>>()?;
+    }
+    let written: u64 = output.iter().map(DataFile::record_count).sum();
+    // Without deletes to apply, a rewrite must give back every row.
+    if (group.deletes.is_empty() && (rows != group.rows || written != group.rows))
+        || written != rows
+    {
+        discard(&ctx.io, &output).await;
+        return Err(Error::Storage(format!(
+            "partition {}: the input files hold {} rows but {rows} were read and {written} written; nothing was committed",
+            group.label, group.rows
+        )));
+    }
+    Ok(Rewritten { group, output })
+}
+
+/// Commits a batch of rewritten groups, dropping those whose inputs a
+/// concurrent writer changed.
+async fn commit_batch(
+    client: &RestClient,
+    target: &mut Target,
+    mut batch: Vec<Rewritten>,
+    planned_from: &iceberg::spec::SnapshotRef,
+    report: &mut CompactReport,
+    partitions: &mut HashSet<(i32, Struct)>,
+) -> Result<()> {
+    // Each round either commits or drops at least one group.
+    while !batch.is_empty() {
+        target.reload(client).await?;
+        let mut added: BTreeMap<i32, Vec<DataFile>> = BTreeMap::new();
+        let mut paths = HashSet::new();
+        for r in &batch {
+            added
+                .entry(r.group.spec_id)
+                .or_default()
+                .extend(r.output.iter().cloned());
+            paths.extend(r.group.files.iter().map(|f| f.file.file_path().to_string()));
+        }
+        let change = Change {
+            added,
+            removal: Removal::Files {
+                paths,
+                since: planned_from.sequence_number(),
+            },
+            operation: Operation::Replace,
+            properties: HashMap::from([
+                ("floe.maintenance".to_string(), "compact".to_string()),
+                ("floe.compact.groups".to_string(), batch.len().to_string()),
+            ]),
+            run_id: format!("compact-{}", Uuid::new_v4().simple()),
+        };
+        match commit_change(client, &target.handle, target.loaded.clone(), &change).await? {
+            ChangeOutcome::Committed(c) => {
+                report.snapshots.push(c.snapshot_id);
+                for r in &batch {
+                    let in_bytes = r.group.bytes;
+                    let out_bytes: u64 = r.output.iter().map(DataFile::file_size_in_bytes).sum();
+                    report.groups_committed += 1;
+                    report.input_files += r.group.files.len() as u64;
+                    report.input_bytes += in_bytes;
+                    report.output_files += r.output.len() as u64;
+                    report.output_bytes += out_bytes;
+                    report.rows += r.group.rows;
+                    report.delete_files_applied += r
+                        .group
+                        .deletes
+                        .values()
+                        .flatten()
+                        .map(|d| d.file.file_path())
+                        .collect::<HashSet<_>>()
+                        .len() as u64;
+                    report.files_after = (report.files_after + r.output.len() as u64)
+                        .saturating_sub(r.group.files.len() as u64);
+                    report.bytes_after = (report.bytes_after + out_bytes).saturating_sub(in_bytes);
+                    partitions.insert((r.group.spec_id, r.group.partition.clone()));
+                }
+                return Ok(());
+            }
+            ChangeOutcome::Stale(stale) => {
+                let stale: HashSet<String> = stale.into_iter().collect();
+                let (dropped, kept): (Vec<Rewritten>, Vec<Rewritten>) =
+                    batch.into_iter().partition(|r| {
+                        r.group
+                            .files
+                            .iter()
+                            .any(|f| stale.contains(f.file.file_path()))
+                    });
+                for r in dropped {
+                    tracing::warn!(
+                        table = %target.ident,
+                        partition = %r.group.label,
+                        "a concurrent commit changed this partition's input files; its rewrite is dropped"
+                    );
+                    report.groups_dropped += 1;
+                    discard(&target.handle.io, &r.output).await;
+                }
+                batch = kept;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn discard(io: &FileIO, files: &[DataFile]) {
+    for f in files {
+        if let Err(e) = io.delete(f.file_path()).await {
+            tracing::warn!(path = f.file_path(), error = %e, "could not delete an uncommitted file");
+        }
+    }
+}

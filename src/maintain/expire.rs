@@ -1,0 +1,302 @@
+//! `floe expire-snapshots`: drop old snapshots from a table's metadata,
+//! then delete the manifest lists, manifests, data and delete files that
+//! only they referenced.
+//!
+//! Never expired: the snapshot of every branch and tag, the last
+//! `retain_last` snapshots of `main`'s history, anything newer than the
+//! cut-off, and for every ingest job the newest snapshot that carries its
+//! run record (`floe.job` + `floe.run-id`), which a retried run checks to
+//! avoid committing twice.
+//!
+//! The metadata change is committed first (guarded by every ref's current
+//! snapshot, retried on conflict); files are deleted only afterwards, and
+//! only those no snapshot of the table as reloaded after the commit
+//! references. A crash in between leaves unreferenced files for
+//! `remove-orphans`, never a snapshot with missing files.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use iceberg::spec::{SnapshotRef, TableMetadata};
+use iceberg::{TableRequirement, TableUpdate};
+use serde::Serialize;
+
+use super::Target;
+use super::scan::{FileRef, ManifestCache, Referenced, referenced};
+use crate::error::{Error, Result};
+use crate::rest::{CommitOutcome, RestClient};
+use crate::snapshot::RUN_ID_KEY;
+
+/// Deletes in flight.
+const DELETE_CONCURRENCY: usize = 16;
+/// Commit attempts before giving up on a busy table.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// What to expire.
+#[derive(Debug, Clone)]
+pub struct ExpireOptions {
+    /// Snapshots older than this are expired (unless retained).
+    pub older_than: Duration,
+    /// Snapshots of `main`'s history always kept, newest first.
+    pub retain_last: usize,
+    /// Report only.
+    pub dry_run: bool,
+}
+
+/// What an expiry did (or would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExpireReport {
+    /// The table.
+    pub table: String,
+    /// `expired`, `nothing-to-do` or `planned` (dry run).
+    pub status: String,
+    /// Snapshots before.
+    pub snapshots_before: u64,
+    /// Snapshot ids expired.
+    pub expired: Vec<i64>,
+    /// Snapshots kept.
+    pub snapshots_retained: u64,
+    /// Data files deleted.
+    pub data_files_deleted: u64,
+    /// Delete files deleted.
+    pub delete_files_deleted: u64,
+    /// Manifests deleted.
+    pub manifests_deleted: u64,
+    /// Manifest lists deleted.
+    pub manifest_lists_deleted: u64,
+    /// Bytes of data and delete files deleted.
+    pub bytes_deleted: u64,
+    /// Files that could not be deleted (left for remove-orphans).
+    pub delete_failures: u64,
+    /// Wall time.
+    pub duration_ms: u128,
+}
+
+/// The snapshot ids to expire from `metadata`.
+pub fn select(
+    metadata: &TableMetadata,
+    refs: &HashMap<String, iceberg::spec::SnapshotReference>,
+    opts: &ExpireOptions,
+    now_ms: i64,
+) -> BTreeSet<i64> {
+    let cutoff = now_ms - i64::try_from(opts.older_than.as_millis()).unwrap_or(i64::MAX);
+    let mut keep: HashSet<i64> = refs.values().map(|r| r.snapshot_id).collect();
+    if let Some(current) = metadata.current_snapshot() {
+        keep.insert(current.snapshot_id());
+        // main's history, newest first (bounded by the snapshot count).
+        let mut next = Some(current.snapshot_id());
+        let mut kept = 0;
+        while let Some(id) = next {
+            if kept >= opts.retain_last.max(1) {
+                break;
+            }
+            let Some(s) = metadata.snapshot_by_id(id) else {
+                break;
+            };
+            keep.insert(id);
+            kept += 1;
+            next = s.parent_snapshot_id();
+        }
+    }
+    // The newest run record of every ingest job.
+    let mut newest_run: HashMap<&str, (i64, i64)> = HashMap::new();
+    for s in metadata.snapshots() {
+        let props = &s.summary().additional_properties;
+        if let (Some(job), Some(_)) = (props.get("floe.job"), props.get(RUN_ID_KEY)) {
+            let e = newest_run
+                .entry(job.as_str())
+                .or_insert((s.timestamp_ms(), s.snapshot_id()));
+            if s.timestamp_ms() > e.0 {
+                *e = (s.timestamp_ms(), s.snapshot_id());
+            }
+        }
+    }
+    keep.extend(newest_run.values().map(|(_, id)| *id));
+    metadata
+        .snapshots()
+        .filter(|s| s.timestamp_ms() < cutoff && !keep.contains(&s.snapshot_id()))
+        .map(|s| s.snapshot_id())
+        .collect()
+}
+
+/// Expires `target`'s snapshots as `opts` say.
+pub async fn expire(
+    client: &RestClient,
+    target: &mut Target,
+    opts: &ExpireOptions,
+) -> Result<ExpireReport> {
+    let started = Instant::now();
+    let mut report = ExpireReport {
+        table: target.ident.clone(),
+        status: "nothing-to-do".into(),
+        ..ExpireReport::default()
+    };
+    let mut attempt = 0;
+    let (before, expired_ids) = loop {
+        attempt += 1;
+        let metadata = target.loaded.metadata.clone();
+        let expired = select(
+            &metadata,
+            &target.loaded.refs,
+            opts,
+            chrono::Utc::now().timestamp_millis(),
+        );
+        report.snapshots_before = metadata.snapshots().len() as u64;
+        if expired.is_empty() || opts.dry_run {
+            break (metadata, expired);
+        }
+        let mut requirements = vec![TableRequirement::UuidMatch {
+            uuid: metadata.uuid(),
+        }];
+        // A ref moved meanwhile may now need an expired snapshot: re-plan.
+        requirements.extend(target.loaded.refs.iter().map(|(name, r)| {
+            TableRequirement::RefSnapshotIdMatch {
+                r#ref: name.clone(),
+                snapshot_id: Some(r.snapshot_id),
+            }
+        }));
+        let mut updates = vec![TableUpdate::RemoveSnapshots {
+            snapshot_ids: expired.iter().copied().collect(),
+        }];
+        for id in &expired {
+            if metadata.statistics_for_snapshot(*id).is_some() {
+                updates.push(TableUpdate::RemoveStatistics { snapshot_id: *id });
+            }
+            if metadata.partition_statistics_for_snapshot(*id).is_some() {
+                updates.push(TableUpdate::RemovePartitionStatistics { snapshot_id: *id });
+            }
+        }
+        match client
+            .commit(
+                &target.handle.namespace,
+                &target.handle.name,
+                &requirements,
+                &updates,
+            )
+            .await?
+        {
+            CommitOutcome::Committed(_) => break (metadata, expired),
+            CommitOutcome::Conflict(reason) if attempt < MAX_ATTEMPTS => {
+                tracing::info!(attempt, %reason, "expire conflicted with another commit; re-planning");
+            }
+            CommitOutcome::Unknown(reason) if attempt < MAX_ATTEMPTS => {
+                tracing::warn!(attempt, %reason, "expire outcome unknown; reloading");
+            }
+            CommitOutcome::Conflict(reason) | CommitOutcome::Unknown(reason) => {
+                return Err(Error::CommitConflict(format!(
+                    "expiring snapshots of {} failed after {attempt} attempts: {reason}",
+                    target.ident
+                )));
+            }
+        }
+        target.reload(client).await?;
+        // An unknown outcome may have landed: nothing left to expire then.
+        if select(
+            &target.loaded.metadata,
+            &target.loaded.refs,
+            opts,
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .is_empty()
+        {
+            break (target.loaded.metadata.clone(), BTreeSet::new());
+        }
+    };
+    report.expired = expired_ids.iter().copied().collect();
+    if expired_ids.is_empty() {
+        report.snapshots_retained = report.snapshots_before;
+        report.duration_ms = started.elapsed().as_millis();
+        return Ok(report);
+    }
+    let expired_snaps: Vec<SnapshotRef> = expired_ids
+        .iter()
+        .filter_map(|id| before.snapshot_by_id(*id).cloned())
+        .collect();
+    // What stays: on a dry run, the snapshots not selected; otherwise
+    // whatever the table holds after the commit (including snapshots
+    // concurrent writers added meanwhile).
+    let retained_snaps: Vec<SnapshotRef> = if opts.dry_run {
+        before
+            .snapshots()
+            .filter(|s| !expired_ids.contains(&s.snapshot_id()))
+            .cloned()
+            .collect()
+    } else {
+        target.reload(client).await?;
+        target.loaded.metadata.snapshots().cloned().collect()
+    };
+    report.snapshots_retained = retained_snaps.len() as u64;
+    let table = target.handle.table(&target.loaded)?;
+    let mut cache = ManifestCache::default();
+    let gone = referenced(&table, &target.handle.io, &expired_snaps, &mut cache).await?;
+    let kept = referenced(&table, &target.handle.io, &retained_snaps, &mut cache).await?;
+    let only = |all: &HashMap<String, FileRef>, keep: &HashMap<String, FileRef>| -> Vec<FileRef> {
+        all.iter()
+            .filter(|(k, _)| !keep.contains_key(*k))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let data = only(&gone.data_files, &kept.data_files);
+    let deletes = only(&gone.delete_files, &kept.delete_files);
+    let manifests = only(&gone.manifests, &kept.manifests);
+    let lists = only(&gone.manifest_lists, &kept.manifest_lists);
+    report.data_files_deleted = data.len() as u64;
+    report.delete_files_deleted = deletes.len() as u64;
+    report.manifests_deleted = manifests.len() as u64;
+    report.manifest_lists_deleted = lists.len() as u64;
+    report.bytes_deleted = data.iter().chain(&deletes).map(|f| f.size).sum();
+    let mut stats: Vec<FileRef> = Vec::new();
+    for id in &expired_ids {
+        if let Some(s) = before.statistics_for_snapshot(*id) {
+            stats.push(FileRef {
+                uri: s.statistics_path.clone(),
+                size: 0,
+            });
+        }
+        if let Some(s) = before.partition_statistics_for_snapshot(*id) {
+            stats.push(FileRef {
+                uri: s.statistics_path.clone(),
+                size: 0,
+            });
+        }
+    }
+    if opts.dry_run {
+        report.status = "planned".into();
+        report.duration_ms = started.elapsed().as_millis();
+        return Ok(report);
+    }
+    let all: Vec<FileRef> = data
+        .into_iter()
+        .chain(deletes)
+        .chain(manifests)
+        .chain(lists)
+        .chain(stats.into_iter().filter(|s| !still_used(&kept, s)))
+        .collect();
+    report.delete_failures = delete_all(&target.handle.io, all).await;
+    report.status = "expired".into();
+    report.duration_ms = started.elapsed().as_millis();
+    Ok(report)
+}
+
+fn still_used(kept: &Referenced, f: &FileRef) -> bool {
+    kept.contains(&crate::store::path_key(&f.uri))
+}
+
+/// Deletes `files` concurrently; returns how many failed (logged).
+pub async fn delete_all(io: &iceberg::io::FileIO, files: Vec<FileRef>) -> u64 {
+    let failures = futures::stream::iter(files)
+        .map(|f| async move {
+            match io.delete(&f.uri).await {
+                Ok(()) => 0u64,
+                Err(e) => {
+                    tracing::warn!(path = %f.uri, error = %e, "could not delete");
+                    1
+                }
+            }
+        })
+        .buffer_unordered(DELETE_CONCURRENCY)
+        .collect::<Vec<u64>>()
+        .await;
+    failures.iter().sum()
+}

@@ -1,0 +1,187 @@
+//! Table maintenance: compaction, snapshot expiry, orphan removal, health
+//! figures, and `maintain`, which decides from those figures and a policy
+//! what each table needs.
+//!
+//! Every command works through the REST catalog on any Iceberg v2 table
+//! (floe-, pyiceberg-, Spark- or Trino-written) and never changes what a
+//! reader of the current snapshot sees:
+//! - compaction commits `replace` snapshots through floe's snapshot producer,
+//!   which refuses to remove a file that is no longer live, so a concurrent
+//!   overwrite is never undone;
+//! - expiry first commits the metadata change, then deletes only files that
+//!   no remaining snapshot references (a crash in between leaves orphans,
+//!   never a broken table);
+//! - orphan removal deletes only unreferenced files older than a window, so
+//!   a writer's uncommitted files survive until it commits.
+
+pub mod compact;
+pub mod expire;
+pub mod filter;
+pub mod orphans;
+pub mod policy;
+pub mod scan;
+pub mod status;
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::rest::{LoadedTable, RestClient};
+use crate::snapshot::TableHandle;
+
+/// A table opened for maintenance.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `namespace.name`, as the user wrote it.
+    pub ident: String,
+    /// Catalog name and IO.
+    pub handle: TableHandle,
+    /// The metadata as loaded.
+    pub loaded: LoadedTable,
+}
+
+impl Target {
+    /// Loads `ident` (`namespace.name`, nested namespaces dotted).
+    pub async fn open(client: &RestClient, ident: &str) -> Result<Self> {
+        let (namespace, name) = parse_table_name(ident)?;
+        let loaded = client
+            .load_table(&namespace, &name)
+            .await?
+            .ok_or_else(|| Error::Config(format!("table {ident} does not exist in the catalog")))?;
+        let io = crate::store::table_io(client, &loaded);
+        Ok(Self {
+            ident: ident.to_string(),
+            handle: TableHandle {
+                namespace,
+                name,
+                io,
+            },
+            loaded,
+        })
+    }
+
+    /// Loads the table again.
+    pub async fn reload(&mut self, client: &RestClient) -> Result<()> {
+        self.loaded = crate::snapshot::reload(client, &self.handle).await?;
+        Ok(())
+    }
+}
+
+/// Splits `a.b.table` into (`[a, b]`, `table`).
+pub fn parse_table_name(ident: &str) -> Result<(Vec<String>, String)> {
+    let parts: Vec<&str> = ident.split('.').collect();
+    match parts.split_last() {
+        Some((name, ns)) if !ns.is_empty() && parts.iter().all(|p| !p.is_empty()) => Ok((
+            ns.iter().map(|s| (*s).to_string()).collect(),
+            (*name).to_string(),
+        )),
+        _ => Err(Error::Config(format!(
+            "table {ident:?} must be written namespace.name (e.g. bronze.demand)"
+        ))),
+    }
+}
+
+/// Every table of the catalog, as `namespace.name`, sorted.
+pub async fn all_tables(client: &RestClient) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut pending: Vec<Vec<String>> = client.list_namespaces(&[]).await?;
+    // Bounded: each namespace is visited once.
+    let mut visited = 0usize;
+    while let Some(ns) = pending.pop() {
+        visited += 1;
+        if visited > 100_000 {
+            return Err(Error::Catalog("more than 100,000 namespaces".into()));
+        }
+        for (tns, name) in client.list_tables(&ns).await? {
+            out.push(format!("{}.{name}", tns.join(".")));
+        }
+        for child in client.list_namespaces(&ns).await? {
+            if child.len() > ns.len() {
+                pending.push(child);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Parses a duration such as `3d`, `12h`, `30m`, `90s`, `2w` (or a sum,
+/// `1d12h`).
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration; write e.g. 3d, 12h, 30m, 90s or 1d12h");
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3_600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if !digits.is_empty() || text.trim().is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// `1.5 MiB`-style sizes for terminal output.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3d"), Ok(Duration::from_secs(3 * 86_400)));
+        assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(129_600)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["", "3", "d", "3x", "-1d", "3 d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn table_names() {
+        assert_eq!(
+            parse_table_name("a.b.t").ok(),
+            Some((vec!["a".to_string(), "b".to_string()], "t".to_string()))
+        );
+        for bad in ["t", "a..t", ".t", "a."] {
+            assert!(parse_table_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+}

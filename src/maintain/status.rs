@@ -1,0 +1,131 @@
+//! `floe status`: the health figures of a table that maintenance decides
+//! from: snapshots, metadata size, data files and bytes, small files,
+//! files per partition, orphan candidates.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::Target;
+use super::orphans;
+use super::scan::{live_files, partition_label};
+use crate::error::Result;
+use crate::ingest::writer::DEFAULT_TARGET_FILE_SIZE;
+use crate::rest::RestClient;
+
+/// A table's health.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableStatus {
+    /// `namespace.name`.
+    pub table: String,
+    /// Where its files are.
+    pub location: String,
+    /// Iceberg format version.
+    pub format_version: u8,
+    /// Snapshots in the metadata.
+    pub snapshots: u64,
+    /// The current snapshot.
+    pub current_snapshot_id: Option<i64>,
+    /// The oldest snapshot's time (RFC 3339, UTC).
+    pub oldest_snapshot: Option<String>,
+    /// The newest snapshot's time.
+    pub newest_snapshot: Option<String>,
+    /// Size of the current metadata file.
+    pub metadata_file_bytes: Option<u64>,
+    /// Live data files.
+    pub data_files: u64,
+    /// Their bytes.
+    pub data_bytes: u64,
+    /// Rows in the current snapshot (before deletes).
+    pub records: u64,
+    /// Live delete files.
+    pub delete_files: u64,
+    /// The table's target file size.
+    pub target_file_size: u64,
+    /// Data files below 75% of the target.
+    pub small_files: u64,
+    /// `small_files / data_files`.
+    pub small_file_ratio: f64,
+    /// Partitions with live data.
+    pub partitions: u64,
+    /// Most files in one partition.
+    pub max_files_per_partition: u64,
+    /// Files per partition, by partition path.
+    pub files_per_partition: BTreeMap<String, u64>,
+    /// Unreferenced files older than the orphan window.
+    pub orphan_candidates: u64,
+    /// Their bytes.
+    pub orphan_bytes: u64,
+}
+
+fn rfc3339(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339())
+}
+
+/// Reads `target`'s health; orphan candidates use `orphan_window`.
+pub async fn status(
+    client: &RestClient,
+    target: &Target,
+    orphan_window: Duration,
+) -> Result<TableStatus> {
+    let metadata = &target.loaded.metadata;
+    let target_size = metadata
+        .properties()
+        .get("write.target-file-size-bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_TARGET_FILE_SIZE as u64);
+    let mut s = TableStatus {
+        table: target.ident.clone(),
+        location: metadata.location().to_string(),
+        format_version: metadata.format_version() as u8,
+        snapshots: metadata.snapshots().len() as u64,
+        current_snapshot_id: metadata.current_snapshot().map(|c| c.snapshot_id()),
+        oldest_snapshot: metadata
+            .snapshots()
+            .map(|s| s.timestamp_ms())
+            .min()
+            .and_then(rfc3339),
+        newest_snapshot: metadata
+            .snapshots()
+            .map(|s| s.timestamp_ms())
+            .max()
+            .and_then(rfc3339),
+        target_file_size: target_size,
+        ..TableStatus::default()
+    };
+    if let Some(loc) = &target.loaded.metadata_location
+        && let Ok(input) = target.handle.io.new_input(loc)
+    {
+        s.metadata_file_bytes = input.metadata().await.ok().map(|m| m.size);
+    }
+    if let Some(current) = metadata.current_snapshot() {
+        let table = target.handle.table(&target.loaded)?;
+        let small = target_size / 4 * 3;
+        for f in live_files(&table, &target.handle.io, current).await? {
+            if f.is_delete() {
+                s.delete_files += 1;
+                continue;
+            }
+            s.data_files += 1;
+            s.data_bytes += f.file.file_size_in_bytes();
+            s.records += f.file.record_count();
+            if f.file.file_size_in_bytes() < small {
+                s.small_files += 1;
+            }
+            let label = partition_label(metadata, f.spec_id, f.file.partition());
+            *s.files_per_partition.entry(label).or_default() += 1;
+        }
+    }
+    s.small_file_ratio = if s.data_files == 0 {
+        0.0
+    } else {
+        s.small_files as f64 / s.data_files as f64
+    };
+    s.partitions = s.files_per_partition.len() as u64;
+    s.max_files_per_partition = s.files_per_partition.values().copied().max().unwrap_or(0);
+    let (_, orphans) = orphans::find(client, target, orphan_window).await?;
+    s.orphan_candidates = orphans.orphans.len() as u64;
+    s.orphan_bytes = orphans.orphan_bytes;
+    Ok(s)
+}
