@@ -334,7 +334,8 @@ pub async fn reload(client: &RestClient, handle: &TableHandle) -> Result<LoadedT
         })
 }
 
-fn backoff(attempt: u32) -> Duration {
+/// How long to wait before commit attempt `attempt + 1` (exponential, jittered).
+pub fn backoff(attempt: u32) -> Duration {
     let base = 50u64 << attempt.min(6);
     let jitter = u64::from(rand::random::<u16>()) % base;
     Duration::from_millis(base + jitter)
@@ -425,6 +426,7 @@ async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> R
     let mut found: HashSet<String> = HashSet::new();
     // Partitions that gained delete files after the rewrite's start.
     let mut new_delete_partitions: HashSet<(i32, iceberg::spec::Struct)> = HashSet::new();
+    let mut new_deletes_everywhere = false;
     let mut removed_partitions: HashMap<String, (i32, iceberg::spec::Struct)> = HashMap::new();
     if let Some(parent) = parent {
         let list = table
@@ -441,7 +443,11 @@ async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> R
                     && manifest.sequence_number > *since
                 {
                     let entries = manifest.load_manifest(&handle.io).await.map_err(storage)?;
+                    let global = spec_of(manifest.partition_spec_id, &manifest.manifest_path)?
+                        .is_unpartitioned();
                     for e in entries.entries().iter().filter(|e| e.is_alive()) {
+                        // Deletes of an unpartitioned spec apply to every partition.
+                        new_deletes_everywhere |= global;
                         new_delete_partitions.insert((
                             manifest.partition_spec_id,
                             e.data_file().partition().clone(),
@@ -517,6 +523,7 @@ async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> R
             .iter()
             .filter(|p| {
                 !found.contains(*p)
+                    || new_deletes_everywhere
                     || removed_partitions
                         .get(*p)
                         .is_some_and(|key| new_delete_partitions.contains(key))

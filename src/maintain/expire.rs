@@ -190,6 +190,7 @@ pub async fn expire(
                 )));
             }
         }
+        tokio::time::sleep(crate::snapshot::backoff(attempt)).await;
         target.reload(client).await?;
         // An unknown outcome may have landed: nothing left to expire then.
         if select(

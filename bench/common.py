@@ -1,0 +1,202 @@
+"""Shared parts of the benchmark scripts: the data generator, timing a process under
+/usr/bin/time -v, and a `floe catalog serve` over a local warehouse.
+
+Imported by bench/ingest.py and bench/maintain.py (run them from anywhere: each puts
+its own folder on sys.path)."""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REGIONS = [f"R{i:02d}" for i in range(14)]
+DEFAULT_FLOE = str(ROOT / "target" / "release" / "floe")
+
+
+def generate(work: Path, sites: int, days: int, formats=("ndjson", "parquet")):
+    """Half-hourly rows for `sites` sites over `days` days from 2024-01-01, one file per
+    day and format under work/<format>/<YYYY-MM-DD>.<format>. Cached: a stamp file marks
+    a finished set. Same seed, same order: day d holds the same rows whatever `days` is."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    formats = tuple(sorted(formats))
+    tag = "" if formats == ("ndjson", "parquet") else "-" + "+".join(formats)
+    stamp = work / f"data-{sites}x{days}{tag}.done"
+    if stamp.exists():
+        return
+    for sub in formats:
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    start = np.datetime64("2024-01-01T00:00:00", "us")
+    rng = np.random.default_rng(42)
+    site_ids = np.array([f"S{i:05d}" for i in range(sites)])
+    regions = np.array([REGIONS[i % 14] for i in range(sites)])
+    for d in range(days):
+        ts = start + np.timedelta64(d, "D") + np.arange(48) * np.timedelta64(30, "m")
+        ts_all = np.repeat(ts[None, :], sites, axis=0).ravel()
+        n = ts_all.size
+        table = pa.table({
+            "ts_utc": pa.array(ts_all, pa.timestamp("us", tz="UTC")),
+            "site_id": pa.array(np.repeat(site_ids, 48)),
+            "region": pa.array(np.repeat(regions, 48)),
+            "demand_mw": pa.array(rng.normal(50, 10, n)),
+            "temperature_c": pa.array(rng.normal(10, 5, n)),
+            "wind_speed_ms": pa.array(rng.gamma(2, 3, n)),
+            "quality_flag": pa.array(rng.integers(0, 4, n).astype("int32")),
+        })
+        day = (start + np.timedelta64(d, "D")).astype("datetime64[D]")
+        if "parquet" in formats:
+            pq.write_table(table, work / "parquet" / f"{day}.parquet", compression="zstd")
+        if "ndjson" in formats:
+            with open(work / "ndjson" / f"{day}.ndjson", "w") as f:
+                cols = table.to_pydict()
+                iso = [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in cols["ts_utc"]]
+                for i in range(n):
+                    f.write(json.dumps({
+                        "ts": iso[i], "site_id": cols["site_id"][i], "region": cols["region"][i],
+                        "demand_mw": cols["demand_mw"][i], "temperature_c": cols["temperature_c"][i],
+                        "wind_speed_ms": cols["wind_speed_ms"][i], "quality_flag": cols["quality_flag"][i],
+                    }) + "\n")
+        print(f"  generated {day}", file=sys.stderr)
+    stamp.touch()
+
+
+def day_after(first: str, days: int) -> str:
+    """The date `days` days after `first` (YYYY-MM-DD)."""
+    t = time.mktime(time.strptime(first, "%Y-%m-%d")) + days * 86400 + 43200
+    return time.strftime("%Y-%m-%d", time.gmtime(t))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@dataclass
+class Timed:
+    """One process run under /usr/bin/time -v."""
+    wall: float      # seconds
+    rss: float       # peak RSS, MiB (the largest process of the tree /usr/bin/time waited for)
+    user: float      # CPU seconds
+    sys: float
+    stdout: str
+    stderr: str      # the process's stderr, without /usr/bin/time's report
+
+
+def parse_time_v(text: str):
+    """(wall s, peak RSS MiB, user s, sys s, where the report starts) from /usr/bin/time -v output."""
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", text)
+    h, m, s = wall.groups()
+    secs = int(h or 0) * 3600 + int(m) * 60 + float(s)
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1)) / 1024
+    user = float(re.search(r"User time \(seconds\): ([\d.]+)", text).group(1))
+    system = float(re.search(r"System time \(seconds\): ([\d.]+)", text).group(1))
+    start = text.rfind("\tCommand being timed:")
+    return secs, rss, user, system, start
+
+
+def timed_run(cmd, env=None, timeout=None, cwd=None) -> Timed:
+    """Runs cmd under /usr/bin/time -v; exits the script if it fails."""
+    try:
+        out = subprocess.run(["/usr/bin/time", "-v", *map(str, cmd)], capture_output=True, text=True,
+                             env=env, timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise SystemExit(f"benchmark step timed out after {timeout} s: {' '.join(map(str, cmd))}") from e
+    if out.returncode != 0:
+        sys.stderr.write(out.stdout[-3000:] + out.stderr[-6000:])
+        raise SystemExit(f"benchmark step failed: {' '.join(map(str, cmd))}")
+    secs, rss, user, system, start = parse_time_v(out.stderr)
+    return Timed(secs, rss, user, system, out.stdout, out.stderr[:max(start, 0)])
+
+
+def timed(cmd, env=None):
+    """Runs cmd under /usr/bin/time -v; returns (seconds, peak RSS MiB)."""
+    t = timed_run(cmd, env)
+    return t.wall, t.rss
+
+
+def parquet_bytes(folder: Path):
+    return sum(p.stat().st_size for p in folder.rglob("*.parquet"))
+
+
+def quiet_env(**extra):
+    """The environment for floe processes: warnings only on stderr."""
+    return {**os.environ, "FLOE_LOG": "warn", **extra}
+
+
+class CatalogServer:
+    """`floe catalog serve` on 127.0.0.1 over a local warehouse folder (SQLite pointer
+    store inside it). A context manager; stop() is idempotent and also runs if the
+    script is interrupted (SIGTERM/SIGINT end the `with` block through an exception)."""
+
+    def __init__(self, floe: str, warehouse: Path, log: Path | None = None):
+        self.floe, self.warehouse, self.log_path = floe, Path(warehouse), log
+        self.proc = None
+        self.uri = None
+
+    def start(self):
+        self.ready_dir = Path(tempfile.mkdtemp(prefix="floe-bench-ready-"))
+        ready = self.ready_dir / "addr"
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [self.floe, "catalog", "serve", "--listen", "127.0.0.1:0", "--warehouse", str(self.warehouse),
+             "--ready-file", str(ready)],
+            stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL, env=quiet_env())
+        if log is not subprocess.DEVNULL:
+            log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"floe catalog serve exited with {self.proc.returncode}")
+            if ready.exists() and ready.read_text().strip():
+                addr = ready.read_text().strip()
+                self.uri = f"http://{addr}"
+                try:
+                    urllib.request.urlopen(f"{self.uri}/v1/config", timeout=1)
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        self.stop()
+        raise SystemExit("floe catalog serve did not become ready within 30 s")
+
+    def stop(self):
+        if getattr(self, "ready_dir", None):
+            shutil.rmtree(self.ready_dir, ignore_errors=True)
+            self.ready_dir = None
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def exit_on_sigterm():
+    """Turns SIGTERM into SystemExit so `finally` blocks and context managers clean up."""
+    def handler(signum, frame):
+        raise SystemExit(f"terminated by signal {signum}")
+    signal.signal(signal.SIGTERM, handler)
