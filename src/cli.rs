@@ -114,7 +114,7 @@ pub struct CompactArgs {
 
     /// Output file size in bytes (default: the table's
     /// write.target-file-size-bytes, else 134217728).
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub target_file_size: Option<u64>,
 
     /// Files below this size are rewritten (default: 75% of the target).
@@ -126,7 +126,7 @@ pub struct CompactArgs {
     pub min_input_files: usize,
 
     /// Input bytes per commit: a long compaction commits as it goes.
-    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
     pub commit_bytes: u64,
 
     /// Sort rewritten files by the table's sort order (holds one group of

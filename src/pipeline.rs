@@ -438,9 +438,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
         }
         jobs.push(validate(job, &base_dir).map_err(at)?);
     }
-    if jobs.is_empty() {
-        return Err(Error::Config(format!("{file}: no [[job]] defined")));
-    }
     let mut catalog = raw.catalog;
     if let Some(folder) = catalog.embedded_warehouse.take() {
         if catalog.uri != DEFAULT_CATALOG_URI {

@@ -163,6 +163,15 @@ pub async fn run(
         .iter()
         .filter(|j| selected.is_empty() || selected.contains(&j.name))
         .collect();
+    if pipeline.jobs.is_empty() {
+        return (
+            Vec::new(),
+            Err(Error::Config(format!(
+                "{}: no [[job]] defined",
+                pipeline.path.display()
+            ))),
+        );
+    }
     if let Some(unknown) = selected
         .iter()
         .find(|s| !pipeline.jobs.iter().any(|j| &j.name == *s))

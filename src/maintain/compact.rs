@@ -218,6 +218,7 @@ pub async fn compact(
             .collect(),
         &deletes,
         min_size,
+        target_size,
         opts,
         &mut report,
     );
@@ -343,6 +344,7 @@ fn plan(
     data: Vec<LiveFile>,
     deletes: &[LiveFile],
     min_size: u64,
+    target_size: u64,
     opts: &CompactOptions,
     report: &mut CompactReport,
 ) -> Vec<Group> {
@@ -379,7 +381,11 @@ fn plan(
                     || applicable.contains_key(f.file.file_path())
             })
             .collect();
-        let enough = candidates.len() >= opts.min_input_files.max(2);
+        let bytes: u64 = candidates.iter().map(|f| f.file.file_size_in_bytes()).sum();
+        // Rewriting must make fewer files (or apply deletes); otherwise it
+        // would only churn, run after run.
+        let enough = candidates.len() >= opts.min_input_files.max(2)
+            && (candidates.len() as u64) > bytes.div_ceil(target_size);
         if !enough && applicable.is_empty() {
             continue;
         }
@@ -515,6 +521,151 @@ fn storage(e: impl std::fmt::Display) -> Error {
     Error::Storage(e.to_string())
 }
 
+/// The scan task reading data file `f` in the current schema, with the
+/// delete files that apply to it.
+fn scan_task(
+    f: &LiveFile,
+    deletes: Option<&Vec<LiveFile>>,
+    schema: &iceberg::spec::SchemaRef,
+    spec: &iceberg::spec::PartitionSpecRef,
+    name_mapping: Option<Arc<NameMapping>>,
+) -> FileScanTask {
+    let deletes = deletes
+        .map(|ds| {
+            ds.iter()
+                .map(|d| {
+                    FileScanTaskDeleteFile::builder()
+                        .with_file_path(d.file.file_path().to_string())
+                        .with_file_size_in_bytes(d.file.file_size_in_bytes())
+                        .with_file_type(d.file.content_type())
+                        .with_partition_spec_id(d.spec_id)
+                        .with_equality_ids(d.file.equality_ids())
+                        .build()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    FileScanTask::builder()
+        .with_file_size_in_bytes(f.file.file_size_in_bytes())
+        .with_start(0)
+        .with_length(f.file.file_size_in_bytes())
+        .with_record_count(Some(f.file.record_count()))
+        .with_data_file_path(f.file.file_path().to_string())
+        .with_data_file_format(f.file.file_format())
+        .with_schema(schema.clone())
+        .with_project_field_ids(schema.as_struct().fields().iter().map(|c| c.id).collect())
+        .with_deletes(deletes)
+        .with_partition(Some(f.file.partition().clone()))
+        .with_partition_spec(Some(spec.clone()))
+        .with_name_mapping(name_mapping)
+        .with_case_sensitive(true)
+        .build()
+}
+
+/// The reader hands identity-partition columns over as run-end encoded
+/// constants; the Parquet writer takes plain arrays.
+fn plain(batch: RecordBatch) -> Result<RecordBatch> {
+    let encoded = |t: &arrow_schema::DataType| {
+        matches!(
+            t,
+            arrow_schema::DataType::RunEndEncoded(..) | arrow_schema::DataType::Dictionary(..)
+        )
+    };
+    if !batch.columns().iter().any(|c| encoded(c.data_type())) {
+        return Ok(batch);
+    }
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        let values = match column.data_type() {
+            arrow_schema::DataType::RunEndEncoded(_, v) => v.data_type().clone(),
+            arrow_schema::DataType::Dictionary(_, v) => v.as_ref().clone(),
+            other => other.clone(),
+        };
+        let column = if column.data_type() == &values {
+            column.clone()
+        } else {
+            arrow_cast::cast(column, &values).map_err(storage)?
+        };
+        fields.push(field.as_ref().clone().with_data_type(values));
+        columns.push(column);
+    }
+    let schema = Arc::new(arrow_schema::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ));
+    RecordBatch::try_new(schema, columns).map_err(storage)
+}
+
+/// Output files of one group, cut by the input bytes they replace: each
+/// file takes rows until it stands for `target` bytes of input (each input
+/// row weighs its file's bytes per row), so a group of B input bytes gives
+/// ceil(B / target) files whatever the writer's own size estimate says
+/// (which counts buffered pages uncompressed and would cut early).
+struct Outputs {
+    builder: crate::ingest::writer::Builder,
+    key: Option<PartitionKey>,
+    target: f64,
+    writer: Option<crate::ingest::writer::Writer>,
+    filled: f64,
+    files: Vec<DataFile>,
+}
+
+impl Outputs {
+    async fn write(&mut self, batch: &RecordBatch, bytes_per_row: f64) -> Result<()> {
+        let n = batch.num_rows();
+        let mut offset = 0;
+        while offset < n {
+            let room = (self.target - self.filled).max(0.0);
+            let fit = ((room / bytes_per_row.max(f64::MIN_POSITIVE)).ceil() as usize).max(1);
+            let len = fit.min(n - offset);
+            let writer = match &mut self.writer {
+                Some(w) => w,
+                empty => empty.insert(
+                    self.builder
+                        .build(self.key.clone())
+                        .await
+                        .map_err(storage)?,
+                ),
+            };
+            writer
+                .write(batch.slice(offset, len))
+                .await
+                .map_err(storage)?;
+            self.filled += len as f64 * bytes_per_row;
+            offset += len;
+            if self.filled >= self.target {
+                self.finish_file().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish_file(&mut self) -> Result<()> {
+        self.filled = 0.0;
+        if let Some(mut w) = self.writer.take() {
+            self.files.extend(w.close().await.map_err(storage)?);
+        }
+        Ok(())
+    }
+
+    async fn close(mut self) -> Result<Vec<DataFile>> {
+        self.finish_file().await?;
+        Ok(self.files)
+    }
+
+    /// Closes what is open and deletes every file written.
+    async fn abandon(mut self, io: &FileIO) {
+        if let Some(mut w) = self.writer.take()
+            && let Ok(files) = w.close().await
+        {
+            self.files.extend(files);
+        }
+        discard(io, &self.files).await;
+    }
+}
+
 /// Rewrites one group into new files (not committed).
 async fn rewrite(ctx: &RewriteContext, group: Group) -> Result<Rewritten> {
     let schema = ctx.metadata.current_schema().clone();
@@ -523,81 +674,60 @@ async fn rewrite(ctx: &RewriteContext, group: Group) -> Result<Rewritten> {
         .partition_spec_by_id(group.spec_id)
         .ok_or_else(|| Error::Storage(format!("unknown partition spec {}", group.spec_id)))?
         .clone();
-    let field_ids: Vec<i32> = schema.as_struct().fields().iter().map(|f| f.id).collect();
-    let tasks: Vec<iceberg::Result<FileScanTask>> = group
-        .files
-        .iter()
-        .map(|f| {
-            let deletes = group
-                .deletes
-                .get(f.file.file_path())
-                .map(|ds| {
-                    ds.iter()
-                        .map(|d| {
-                            FileScanTaskDeleteFile::builder()
-                                .with_file_path(d.file.file_path().to_string())
-                                .with_file_size_in_bytes(d.file.file_size_in_bytes())
-                                .with_file_type(d.file.content_type())
-                                .with_partition_spec_id(d.spec_id)
-                                .with_equality_ids(d.file.equality_ids())
-                                .build()
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            Ok(FileScanTask::builder()
-                .with_file_size_in_bytes(f.file.file_size_in_bytes())
-                .with_start(0)
-                .with_length(f.file.file_size_in_bytes())
-                .with_record_count(Some(f.file.record_count()))
-                .with_data_file_path(f.file.file_path().to_string())
-                .with_data_file_format(f.file.file_format())
-                .with_schema(schema.clone())
-                .with_project_field_ids(field_ids.clone())
-                .with_deletes(deletes)
-                .with_partition(Some(f.file.partition().clone()))
-                .with_partition_spec(Some(spec.clone()))
-                .with_name_mapping(ctx.name_mapping.clone())
-                .with_case_sensitive(true)
-                .build())
-        })
-        .collect();
     let reader = ArrowReaderBuilder::new(ctx.io.clone(), iceberg::Runtime::current())
         .with_batch_size(READ_BATCH_ROWS)
         .with_data_file_concurrency_limit(1)
         .build();
-    let mut batches = reader
-        .read(Box::pin(futures::stream::iter(tasks)))
-        .map_err(storage)?
-        .stream();
-    let builder = file_writers(
-        &ctx.metadata,
-        ctx.io.clone(),
-        &format!("compact-{}-{}", ctx.run, group.index),
-        ctx.target_size,
-    )?;
-    let key = (!spec.is_unpartitioned()).then(|| {
-        PartitionKey::new(
-            spec.as_ref().clone(),
-            schema.clone(),
-            group.partition.clone(),
-        )
-    });
-    let mut writer = builder.build(key).await.map_err(storage)?;
+    let mut outputs = Outputs {
+        // Files are cut here, by input bytes, never by the writer.
+        builder: file_writers(
+            &ctx.metadata,
+            ctx.io.clone(),
+            &format!("compact-{}-{}", ctx.run, group.index),
+            usize::MAX,
+        )?,
+        key: (!spec.is_unpartitioned()).then(|| {
+            PartitionKey::new(
+                spec.as_ref().clone(),
+                schema.clone(),
+                group.partition.clone(),
+            )
+        }),
+        target: ctx.target_size as f64,
+        writer: None,
+        filled: 0.0,
+        files: Vec::new(),
+    };
     let mut rows = 0u64;
     let mut buffered: Vec<RecordBatch> = Vec::new();
     let result: Result<()> = async {
-        while let Some(batch) = batches.try_next().await.map_err(|e| {
-            Error::Storage(format!(
-                "reading the files of partition {}: {e}",
-                group.label
-            ))
-        })? {
-            rows += batch.num_rows() as u64;
-            if ctx.sort.is_some() {
-                buffered.push(batch);
-            } else {
-                writer.write(batch).await.map_err(storage)?;
+        for f in &group.files {
+            let task = scan_task(
+                f,
+                group.deletes.get(f.file.file_path()),
+                &schema,
+                &spec,
+                ctx.name_mapping.clone(),
+            );
+            let bytes_per_row =
+                f.file.file_size_in_bytes() as f64 / f.file.record_count().max(1) as f64;
+            let mut batches = reader
+                .clone()
+                .read(Box::pin(futures::stream::iter([Ok(task)])))
+                .map_err(storage)?
+                .stream();
+            while let Some(batch) = batches
+                .try_next()
+                .await
+                .map_err(|e| Error::Storage(format!("reading {}: {e}", f.file.file_path())))?
+            {
+                let batch = plain(batch)?;
+                rows += batch.num_rows() as u64;
+                if ctx.sort.is_some() {
+                    buffered.push(batch);
+                } else {
+                    outputs.write(&batch, bytes_per_row).await?;
+                }
             }
         }
         if let Some((_, keys)) = &ctx.sort
@@ -616,29 +746,17 @@ async fn rewrite(ctx: &RewriteContext, group: Group) -> Result<Rewritten> {
             let order = lexsort_to_indices(&columns, None).map_err(storage)?;
             let sorted = take_record_batch(&all, &order).map_err(storage)?;
             drop(all);
-            let step = READ_BATCH_ROWS * 8;
-            let mut offset = 0;
-            while offset < sorted.num_rows() {
-                let len = step.min(sorted.num_rows() - offset);
-                writer
-                    .write(sorted.slice(offset, len))
-                    .await
-                    .map_err(storage)?;
-                offset += len;
-            }
+            let bytes_per_row = group.bytes as f64 / group.rows.max(1) as f64;
+            outputs.write(&sorted, bytes_per_row).await?;
         }
         Ok(())
     }
     .await;
-    let closed = writer.close().await.map_err(storage);
-    let mut output = match (result, closed) {
-        (Ok(()), Ok(files)) => files,
-        (Err(e), Ok(files)) => {
-            discard(&ctx.io, &files).await;
-            return Err(e);
-        }
-        (_, Err(e)) => return Err(e),
-    };
+    if let Err(e) = result {
+        outputs.abandon(&ctx.io).await;
+        return Err(e);
+    }
+    let mut output = outputs.close().await?;
     if let Some((order_id, _)) = &ctx.sort {
         output = output
             .into_iter()

@@ -72,6 +72,15 @@ impl Filter {
     /// literals quoted with single quotes or bare).
     pub fn parse(text: &str) -> Result<Self> {
         let mut all = Vec::new();
+        let words: Vec<String> = text
+            .split_whitespace()
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if words.first().is_some_and(|w| w == "and") || words.last().is_some_and(|w| w == "and") {
+            return Err(Error::Config(format!(
+                "--where {text:?}: AND needs a comparison on both sides"
+            )));
+        }
         for part in split_and(text) {
             all.push(parse_comparison(part.trim()).ok_or_else(|| {
                 Error::Config(format!(
@@ -117,7 +126,10 @@ impl Filter {
         let mut all = Vec::new();
         for c in &self.all {
             let field = schema.field_by_name(&c.column).ok_or_else(|| {
-                Error::Config(format!("--where: the table has no column {:?}", c.column))
+                Error::Config(format!(
+                    "the table has no column {:?} to select files by (--where, or ts_utc for --from/--to)",
+                    c.column
+                ))
             })?;
             let Type::Primitive(ty) = field.field_type.as_ref() else {
                 return Err(Error::Config(format!(
@@ -199,15 +211,13 @@ fn parse_comparison(text: &str) -> Option<Comparison> {
         .min_by_key(|(p, len, _)| (*p, std::cmp::Reverse(*len)))?;
     let column = text[..pos].trim();
     let raw = text[pos + len..].trim();
-    let value = raw
-        .strip_prefix('\'')
-        .and_then(|v| v.strip_suffix('\''))
-        .unwrap_or(raw);
+    let quoted = raw.len() >= 2 && raw.starts_with('\'') && raw.ends_with('\'');
+    let value = if quoted { &raw[1..raw.len() - 1] } else { raw };
     let valid_name = !column.is_empty()
         && column
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_');
-    (valid_name && !value.is_empty()).then(|| Comparison {
+    (valid_name && (quoted || !value.is_empty())).then(|| Comparison {
         column: column.to_string(),
         op,
         value: value.to_string(),
@@ -253,7 +263,21 @@ mod tests {
         assert_eq!(f.all[0].op, Op::Ge);
         assert_eq!(f.all[1].value, "a and b");
         assert_eq!(f.all[2].op, Op::Ne);
-        for bad in ["", "ts_utc", "= 3", "a b = 1", "x >= ''"] {
+        assert_eq!(
+            Filter::parse("site = ''")
+                .map(|f| f.all[0].value.clone())
+                .ok(),
+            Some(String::new())
+        );
+        for bad in [
+            "",
+            "ts_utc",
+            "= 3",
+            "a b = 1",
+            "x >=",
+            "x = 1 AND",
+            "AND x = 1",
+        ] {
             assert!(Filter::parse(bad).is_err(), "{bad}");
         }
     }

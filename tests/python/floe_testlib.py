@@ -6,7 +6,9 @@ Nothing here talks to anything but 127.0.0.1, and every wait is bounded.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -139,6 +141,43 @@ def file_uri_to_path(uri: str) -> Path:
     parsed = urlparse(uri)
     assert parsed.scheme == "file", uri
     return Path(unquote(parsed.path))
+
+
+# ---------------------------------------------------------------------------------------
+# floe pipeline files (`floe ingest --pipeline`, and `--pipeline` of the maintenance commands)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def toml_value(value: Any) -> str:
+    """A Python value as a TOML value (inline tables and arrays; JSON string escapes are valid
+    TOML basic-string escapes)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def write_pipeline(path: Path, server: "CatalogServer", jobs: list[dict],
+                   catalog_properties: dict[str, str] | None = None) -> Path:
+    """A pipeline file whose [catalog] is `server`, with one [[job]] table per entry of jobs."""
+    lines = ["[catalog]", f"uri = {toml_value(server.uri)}", f"warehouse = {toml_value(server.name)}"]
+    if catalog_properties:
+        lines.append(f"properties = {toml_value(catalog_properties)}")
+    for job in jobs:
+        lines += ["", "[[job]]"] + [f"{_toml_key(k)} = {toml_value(v)}" for k, v in job.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 # ---------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import datetime as dt
 import hashlib
 import json
 import random
-import re
 import signal
 import subprocess
 import time
@@ -32,6 +31,7 @@ import pyarrow.compute as pc
 import pytest
 
 import floe_testlib as lib
+from floe_testlib import write_pipeline
 
 UTC = dt.timezone.utc
 INGEST_TIMEOUT_S = 180.0
@@ -46,27 +46,7 @@ READINGS_COLUMNS = [
 
 
 # ---------------------------------------------------------------------------------------
-# pipeline files
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def toml_value(value: Any) -> str:
-    """A Python value as a TOML value (inline tables and arrays; JSON string escapes are valid
-    TOML basic-string escapes)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"no TOML form for {value!r}")
+# pipeline files (write_pipeline: floe_testlib)
 
 
 def readings_job(ns: str, *, name: str = "readings", table: str = "readings", path: str = "data/{date}.ndjson",
@@ -82,18 +62,6 @@ def readings_job(ns: str, *, name: str = "readings", table: str = "readings", pa
     }
     job.update(overrides)
     return job
-
-
-def write_pipeline(path: Path, server: lib.CatalogServer, jobs: list[dict],
-                   catalog_properties: dict[str, str] | None = None) -> Path:
-    lines = ["[catalog]", f"uri = {toml_value(server.uri)}", f"warehouse = {toml_value(server.name)}"]
-    if catalog_properties:
-        lines.append(f"properties = {toml_value(catalog_properties)}")
-    for job in jobs:
-        lines += ["", "[[job]]"] + [f"{_toml_key(k)} = {toml_value(v)}" for k, v in job.items()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def ingest_env(server: lib.CatalogServer) -> dict[str, str]:
