@@ -152,17 +152,61 @@ fn may_overlap(manifest: &ManifestFile, days: &RangeInclusive<i32>) -> bool {
     }
 }
 
-/// Whether `run_id` already made a snapshot of this table.
+/// Summary key prefix carrying each job's latest run id forward:
+/// `floe.last-run.<job> = <run id>` on every snapshot floe commits, so the
+/// record of a run outlives the snapshot it made (which compaction may
+/// have replaced and expiry may then remove).
+pub const LAST_RUN_PREFIX: &str = "floe.last-run.";
+
+/// The run records of a snapshot summary: `(job, run id)` from its own
+/// `floe.job` + `floe.run-id`, and from the `floe.last-run.*` it carries.
+pub fn run_records(props: &HashMap<String, String>) -> Vec<(&str, &str)> {
+    let own = props
+        .get("floe.job")
+        .zip(props.get(RUN_ID_KEY))
+        .map(|(j, r)| (j.as_str(), r.as_str()));
+    let carried = props
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(LAST_RUN_PREFIX).map(|j| (j, v.as_str())));
+    own.into_iter().chain(carried).collect()
+}
+
+/// Each job's latest run id among the table's snapshots, newest first
+/// (not along parent links: expiry may have removed the snapshots between
+/// the current one and the last floe commit).
+pub fn latest_run_records(metadata: &TableMetadata) -> HashMap<String, String> {
+    let mut snapshots: Vec<&iceberg::spec::SnapshotRef> = metadata.snapshots().collect();
+    snapshots.sort_by_key(|s| std::cmp::Reverse((s.sequence_number(), s.timestamp_ms())));
+    let mut out: HashMap<String, String> = HashMap::new();
+    for snapshot in snapshots {
+        for (job, run) in run_records(&snapshot.summary().additional_properties) {
+            out.entry(job.to_string())
+                .or_insert_with(|| run.to_string());
+        }
+    }
+    out
+}
+
+/// Whether `run_id` already landed in this table: the snapshot it made, or
+/// a later one that carries its record.
 pub fn landed_snapshot(metadata: &TableMetadata, run_id: &str) -> Option<i64> {
+    let own = |s: &&iceberg::spec::SnapshotRef| {
+        s.summary()
+            .additional_properties
+            .get(RUN_ID_KEY)
+            .map(String::as_str)
+            == Some(run_id)
+    };
+    let carried = |s: &&iceberg::spec::SnapshotRef| {
+        s.summary()
+            .additional_properties
+            .iter()
+            .any(|(k, v)| k.starts_with(LAST_RUN_PREFIX) && v == run_id)
+    };
     metadata
         .snapshots()
-        .find(|s| {
-            s.summary()
-                .additional_properties
-                .get(RUN_ID_KEY)
-                .map(String::as_str)
-                == Some(run_id)
-        })
+        .find(own)
+        .or_else(|| metadata.snapshots().find(carried))
         .map(|s| s.snapshot_id())
 }
 
@@ -386,9 +430,17 @@ fn may_hold_removed(manifest: &ManifestFile, removal: &Removal) -> bool {
 /// holding the DELETED entries of removed files and the EXISTING entries
 /// of the files kept from the manifests that were opened.
 struct Rewritten {
-    writers: BTreeMap<i32, iceberg::spec::ManifestWriter>,
+    /// Open writers by spec, with the entries each holds.
+    writers: BTreeMap<i32, (iceberg::spec::ManifestWriter, usize)>,
+    /// Every manifest path opened.
     paths: Vec<String>,
+    /// Manifests already written (a writer rolls at [`MAX_REWRITTEN_ENTRIES`]).
+    done: Vec<ManifestFile>,
 }
+
+/// Entries per rewritten manifest: the writer holds them in memory until
+/// it writes, so a cap keeps a commit's memory flat on large tables.
+const MAX_REWRITTEN_ENTRIES: usize = 1000;
 
 async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> Result<Stage> {
     let metadata = &loaded.metadata;
@@ -421,6 +473,7 @@ async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> R
     let mut rewritten = Rewritten {
         writers: BTreeMap::new(),
         paths: Vec::new(),
+        done: Vec::new(),
     };
     let (mut deleted_files, mut deleted_rows, mut deleted_bytes) = (0u64, 0u64, 0u64);
     let mut found: HashSet<String> = HashSet::new();
@@ -472,14 +525,25 @@ async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> R
                 continue;
             }
             let spec_id = manifest.partition_spec_id;
-            let writer = match rewritten.writers.entry(spec_id) {
+            if rewritten
+                .writers
+                .get(&spec_id)
+                .is_some_and(|(_, n)| *n >= MAX_REWRITTEN_ENTRIES)
+                && let Some((full, _)) = rewritten.writers.remove(&spec_id)
+            {
+                rewritten
+                    .done
+                    .push(full.write_manifest_file().await.map_err(storage)?);
+            }
+            let (writer, count) = match rewritten.writers.entry(spec_id) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(slot) => {
-                    let path = format!("{meta_dir}/{commit_uuid}-r{spec_id}.avro");
+                    let n = rewritten.paths.len();
+                    let path = format!("{meta_dir}/{commit_uuid}-r{spec_id}-{n}.avro");
                     let output = handle.io.new_output(&path).map_err(storage)?;
                     let spec = spec_of(spec_id, &manifest.manifest_path)?;
                     rewritten.paths.push(path);
-                    slot.insert(
+                    slot.insert((
                         ManifestWriterBuilder::new(
                             output,
                             Some(snapshot_id),
@@ -487,7 +551,8 @@ async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> R
                             spec.as_ref().clone(),
                         )
                         .build_v2_data(),
-                    )
+                        0,
+                    ))
                 }
             };
             for entry in entries.entries() {
@@ -497,6 +562,7 @@ async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> R
                 let file = entry.data_file().clone();
                 let data_seq = entry.sequence_number().unwrap_or(0);
                 let file_seq = entry.file_sequence_number.or(Some(data_seq));
+                *count += 1;
                 if is_removed(&change.removal, &file) {
                     deleted_files += 1;
                     deleted_rows += file.record_count();
@@ -532,11 +598,12 @@ async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> R
             .collect();
         if !stale.is_empty() {
             stale.sort();
-            // Nothing was written yet but the unfinished manifests.
+            discard(&handle.io, &rewritten.paths).await;
             return Ok(Stage::Stale(stale));
         }
     }
-    for (_, writer) in std::mem::take(&mut rewritten.writers) {
+    manifests.append(&mut rewritten.done);
+    for (_, (writer, _)) in std::mem::take(&mut rewritten.writers) {
         manifests.push(writer.write_manifest_file().await.map_err(storage)?);
     }
     written.extend(rewritten.paths);
@@ -632,7 +699,14 @@ fn summarize(
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let mut props = change.properties.clone();
+    let mut props: HashMap<String, String> = latest_run_records(metadata)
+        .into_iter()
+        .map(|(job, run)| (format!("{LAST_RUN_PREFIX}{job}"), run))
+        .collect();
+    if let Some(job) = change.properties.get("floe.job") {
+        props.insert(format!("{LAST_RUN_PREFIX}{job}"), change.run_id.clone());
+    }
+    props.extend(change.properties.clone());
     props.insert(RUN_ID_KEY.to_string(), change.run_id.clone());
     props.insert("added-data-files".into(), added_files.to_string());
     props.insert("added-records".into(), added_rows.to_string());

@@ -193,7 +193,14 @@ pub async fn compact(
         )));
     }
     let table = target.handle.table(&target.loaded)?;
-    let live = live_files(&table, &target.handle.io, &snapshot).await?;
+    // Bounds are only needed to evaluate a filter.
+    let live = live_files(
+        &table,
+        &target.handle.io,
+        &snapshot,
+        !opts.filter.all.is_empty(),
+    )
+    .await?;
     let (deletes, data): (Vec<LiveFile>, Vec<LiveFile>) =
         live.into_iter().partition(LiveFile::is_delete);
     if let Some(d) = deletes

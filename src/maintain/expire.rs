@@ -4,9 +4,11 @@
 //!
 //! Never expired: the snapshot of every branch and tag, the last
 //! `retain_last` snapshots of `main`'s history, anything newer than the
-//! cut-off, and for every ingest job the newest snapshot that carries its
-//! run record (`floe.job` + `floe.run-id`), which a retried run checks to
-//! avoid committing twice.
+//! cut-off, and for every ingest job the newest snapshot that holds its
+//! run record (which a retried run checks to avoid committing twice). floe
+//! carries the records forward in every snapshot it commits
+//! (`floe.last-run.<job>`), so after a compaction that snapshot is the
+//! current one and the replaced ingest snapshot can go with its files.
 //!
 //! The metadata change is committed first (guarded by every ref's current
 //! snapshot, retried on conflict); files are deleted only afterwards, and
@@ -26,7 +28,7 @@ use super::Target;
 use super::scan::{FileRef, ManifestCache, Referenced, referenced};
 use crate::error::{Error, Result};
 use crate::rest::{CommitOutcome, RestClient};
-use crate::snapshot::RUN_ID_KEY;
+use crate::snapshot::run_records;
 
 /// Deletes in flight.
 const DELETE_CONCURRENCY: usize = 16;
@@ -99,20 +101,19 @@ pub fn select(
             next = s.parent_snapshot_id();
         }
     }
-    // The newest run record of every ingest job.
-    let mut newest_run: HashMap<&str, (i64, i64)> = HashMap::new();
+    // The newest snapshot holding each ingest job's run record (its own,
+    // or carried forward by a later floe commit).
+    let mut newest_run: HashMap<&str, (i64, i64, i64)> = HashMap::new();
     for s in metadata.snapshots() {
-        let props = &s.summary().additional_properties;
-        if let (Some(job), Some(_)) = (props.get("floe.job"), props.get(RUN_ID_KEY)) {
-            let e = newest_run
-                .entry(job.as_str())
-                .or_insert((s.timestamp_ms(), s.snapshot_id()));
-            if s.timestamp_ms() > e.0 {
-                *e = (s.timestamp_ms(), s.snapshot_id());
+        for (job, _) in run_records(&s.summary().additional_properties) {
+            let key = (s.sequence_number(), s.timestamp_ms(), s.snapshot_id());
+            let e = newest_run.entry(job).or_insert(key);
+            if key > *e {
+                *e = key;
             }
         }
     }
-    keep.extend(newest_run.values().map(|(_, id)| *id));
+    keep.extend(newest_run.values().map(|(_, _, id)| *id));
     metadata
         .snapshots()
         .filter(|s| s.timestamp_ms() < cutoff && !keep.contains(&s.snapshot_id()))

@@ -102,7 +102,7 @@ pub async fn status(
     if let Some(current) = metadata.current_snapshot() {
         let table = target.handle.table(&target.loaded)?;
         let small = target_size / 4 * 3;
-        for f in live_files(&table, &target.handle.io, current).await? {
+        for f in live_files(&table, &target.handle.io, current, false).await? {
             if f.is_delete() {
                 s.delete_files += 1;
                 continue;

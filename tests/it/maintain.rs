@@ -156,7 +156,7 @@ async fn files_per_day(client: &RestClient, name: &str) -> BTreeMap<i32, usize> 
     };
     let table = target.handle.table(&target.loaded).expect("table");
     let mut out = BTreeMap::new();
-    for f in live_files(&table, &target.handle.io, current)
+    for f in live_files(&table, &target.handle.io, current, false)
         .await
         .expect("live")
     {
@@ -268,7 +268,7 @@ async fn a_replace_never_removes_files_a_concurrent_overwrite_already_replaced()
         .expect("snapshot")
         .clone();
     let table = planned.handle.table(&planned.loaded).expect("table");
-    let inputs: HashSet<String> = live_files(&table, &planned.handle.io, &current)
+    let inputs: HashSet<String> = live_files(&table, &planned.handle.io, &current, false)
         .await
         .expect("live")
         .iter()
@@ -332,7 +332,7 @@ async fn a_replace_keeps_files_a_concurrent_append_added() {
         .expect("snapshot")
         .clone();
     let table = planned.handle.table(&planned.loaded).expect("table");
-    let inputs: HashSet<String> = live_files(&table, &planned.handle.io, &current)
+    let inputs: HashSet<String> = live_files(&table, &planned.handle.io, &current, false)
         .await
         .expect("live")
         .iter()
@@ -406,8 +406,9 @@ async fn expiry_deletes_only_what_no_retained_snapshot_references() {
     )
     .await
     .expect("dry run");
-    // Kept: the current snapshot and job j's run record (the overwrite).
-    assert_eq!(dry.expired.len(), 4);
+    // Kept: the current snapshot alone; it carries job j's run record
+    // forward, so the overwrite that made it may go.
+    assert_eq!(dry.expired.len(), 5);
     assert_eq!(dry.data_files_deleted, 2);
     let mut target = Target::open(&client, "m.t").await.expect("open");
     assert_eq!(
@@ -431,16 +432,22 @@ async fn expiry_deletes_only_what_no_retained_snapshot_references() {
     assert_eq!(report.data_files_deleted, 2);
     assert_eq!(report.delete_failures, 0);
     let target = Target::open(&client, "m.t").await.expect("open");
-    assert_eq!(target.loaded.metadata.snapshots().len(), 2);
-    assert!(
-        snapshot::landed_snapshot(&target.loaded.metadata, "run-1").is_some(),
+    assert_eq!(target.loaded.metadata.snapshots().len(), 1);
+    let current = target.loaded.metadata.current_snapshot().expect("current");
+    assert_eq!(
+        current.summary().additional_properties["floe.last-run.j"],
+        "run-1"
+    );
+    assert_eq!(
+        snapshot::landed_snapshot(&target.loaded.metadata, "run-1"),
+        Some(current.snapshot_id()),
         "the job's latest run record must survive"
     );
     assert_eq!(ids(&env, "t").await, rows);
     // Every file of every retained snapshot still exists.
     let table = target.handle.table(&target.loaded).expect("table");
     for s in target.loaded.metadata.snapshots() {
-        for f in live_files(&table, &target.handle.io, s)
+        for f in live_files(&table, &target.handle.io, s, false)
             .await
             .expect("live")
         {

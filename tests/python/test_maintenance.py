@@ -908,8 +908,9 @@ def test_expire_policy_from_table_properties(local_server, ns: str, tmp_path):
 
 
 def test_expire_keeps_each_jobs_newest_run_record(local_server, ns: str, tmp_path):
-    """Two ingest jobs write one table; the newest snapshot of each job carrying its run
-    record (`floe.job` + `floe.run-id`) survives `--older-than 0s --retain-last 1`."""
+    """Two ingest jobs write one table; the newest snapshot holding each job's run record
+    (its own `floe.job` + `floe.run-id`, or a `floe.last-run.<job>` carried forward by a
+    later floe commit) survives `--older-than 0s --retain-last 1`."""
     server = local_server
     cat = server.catalog()
     days = [dt.date(2024, 7, 1), dt.date(2024, 7, 2)]
@@ -938,10 +939,31 @@ def test_expire_keeps_each_jobs_newest_run_record(local_server, ns: str, tmp_pat
                        cwd=tmp_path)
     tbl = cat.load_table(f"{ns}.runs")
     kept = {s.snapshot_id for s in tbl.snapshots()}
-    assert kept == {a2, b2, current}, (report, {"a1": a1, "a2": a2, "b1": b1, "b2": b2, "current": current})
-    assert {a1, b1} <= set(report["expired"])
-    run_ids = {tbl.snapshot_by_id(s).summary["floe.run-id"] for s in (a2, b2)}
-    assert run_ids == {"a-2", "b-2"}
+    # b2 is the newest floe snapshot: it holds job_b's record and carries job_a's
+    # (floe.last-run.<job>), so a2 may go; pyiceberg's appends carry nothing.
+    assert kept == {b2, current}, (report, {"a1": a1, "a2": a2, "b1": b1, "b2": b2, "current": current})
+    assert {a1, a2, b1} <= set(report["expired"])
+    summary = tbl.snapshot_by_id(b2).summary
+    assert (summary["floe.run-id"], summary["floe.last-run.job_a"], summary["floe.last-run.job_b"]) == (
+        "b-2", "a-2", "b-2")
+    assert table_rows(tbl, columns=("ts_utc", "site_id", "value")) == rows
+    # A retried run of a-2 sees that it landed (through the carried record) and commits nothing.
+    assert ingest("job_a", days[0], "a-2") == current
+    assert cat.load_table(f"{ns}.runs").current_snapshot().snapshot_id == current
+
+    # A compaction carries the records too: after it, expiry can drop b2 and with it the
+    # files the compaction replaced.
+    floe_ok(server, "compact", f"{ns}.runs", "--min-input-files", "2", cwd=tmp_path)
+    tbl = cat.load_table(f"{ns}.runs")
+    compacted = tbl.current_snapshot()
+    assert compacted.summary.operation.value == "replace"
+    assert compacted.summary["floe.last-run.job_a"] == "a-2"
+    assert compacted.summary["floe.last-run.job_b"] == "b-2"
+    report = floe_json(server, "expire-snapshots", f"{ns}.runs", "--older-than", "0s", "--retain-last", "1",
+                       cwd=tmp_path)
+    tbl = cat.load_table(f"{ns}.runs")
+    assert {s.snapshot_id for s in tbl.snapshots()} == {compacted.snapshot_id}
+    assert report["data_files_deleted"] > 0
     assert table_rows(tbl, columns=("ts_utc", "site_id", "value")) == rows
 
 
