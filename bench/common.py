@@ -200,3 +200,27 @@ def exit_on_sigterm():
     def handler(signum, frame):
         raise SystemExit(f"terminated by signal {signum}")
     signal.signal(signal.SIGTERM, handler)
+
+
+def cpu_busy(window: float = 2.0) -> float:
+    """Fraction of all cores busy over `window` seconds (/proc/stat), e.g. to see
+    whether something else runs on the machine while this script is idle."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + v[4]  # idle + iowait
+        return sum(v), idle
+    t1, i1 = sample()
+    time.sleep(window)
+    t2, i2 = sample()
+    return 1 - (i2 - i1) / max(t2 - t1, 1)
+
+
+def wait_quiet(max_wait: float, busy_below: float = 0.15) -> float:
+    """Waits (at most max_wait seconds) until other processes use under `busy_below`
+    of the machine; returns the last busy fraction measured."""
+    deadline = time.monotonic() + max_wait
+    busy = cpu_busy()
+    while busy >= busy_below and time.monotonic() < deadline:
+        busy = cpu_busy()
+    return busy
