@@ -297,18 +297,25 @@ impl DayWriters {
     }
 }
 
-/// Records in a data file that its rows follow sort order `id` (the
-/// crate's writer leaves it unset and offers no setter, so the file is
-/// rebuilt through the public builder with every statistic carried over).
-pub fn with_sort_order(file: DataFile, id: i32, spec_id: i32) -> Result<DataFile> {
+/// A builder holding what identifies a data file (content, path, format,
+/// partition, row count, size), without its column statistics.
+pub fn builder_from(file: &DataFile) -> DataFileBuilder {
     let mut b = DataFileBuilder::default();
     b.content(file.content_type())
         .file_path(file.file_path().to_string())
         .file_format(file.file_format())
         .partition(file.partition().clone())
         .record_count(file.record_count())
-        .file_size_in_bytes(file.file_size_in_bytes())
-        .column_sizes(file.column_sizes().clone())
+        .file_size_in_bytes(file.file_size_in_bytes());
+    b
+}
+
+/// Records in a data file that its rows follow sort order `id` (the
+/// crate's writer leaves it unset and offers no setter, so the file is
+/// rebuilt through the public builder with every statistic carried over).
+pub fn with_sort_order(file: DataFile, id: i32, spec_id: i32) -> Result<DataFile> {
+    let mut b = builder_from(&file);
+    b.column_sizes(file.column_sizes().clone())
         .value_counts(file.value_counts().clone())
         .null_value_counts(file.null_value_counts().clone())
         .nan_value_counts(file.nan_value_counts().clone())

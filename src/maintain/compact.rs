@@ -275,32 +275,39 @@ pub async fn compact(
     let mut pending_bytes = 0u64;
     let mut partitions: HashSet<(i32, Struct)> = HashSet::new();
     let mut failure: Option<Error> = None;
-    while let Some(joined) = results.next().await {
-        let rewritten = match joined {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                failure = Some(e);
-                break;
+    loop {
+        let next = results.next().await;
+        let finished = next.is_none();
+        if let Some(joined) = next {
+            let rewritten = match joined {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    failure = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    failure = Some(Error::Storage(format!("a rewrite task failed: {e}")));
+                    break;
+                }
+            };
+            tracing::info!(
+                table = %target.ident,
+                partition = %rewritten.group.label,
+                group = format!("{}/{total}", rewritten.group.index + 1),
+                files_in = rewritten.group.files.len(),
+                files_out = rewritten.output.len(),
+                "rewrote"
+            );
+            pending_bytes += rewritten.group.bytes;
+            pending.push(rewritten);
+            if pending_bytes < opts.commit_bytes {
+                continue;
             }
-            Err(e) => {
-                failure = Some(Error::Storage(format!("a rewrite task failed: {e}")));
-                break;
-            }
-        };
-        tracing::info!(
-            table = %target.ident,
-            partition = %rewritten.group.label,
-            group = format!("{}/{total}", rewritten.group.index + 1),
-            files_in = rewritten.group.files.len(),
-            files_out = rewritten.output.len(),
-            "rewrote"
-        );
-        pending_bytes += rewritten.group.bytes;
-        pending.push(rewritten);
-        if pending_bytes >= opts.commit_bytes {
+        }
+        if !pending.is_empty() {
             let batch = std::mem::take(&mut pending);
             pending_bytes = 0;
-            if let Err(e) = commit_batch(
+            let committed = commit_batch(
                 client,
                 target,
                 batch,
@@ -308,26 +315,14 @@ pub async fn compact(
                 &mut report,
                 &mut partitions,
             )
-            .await
-            {
+            .await;
+            if let Err(e) = committed {
                 failure = Some(e);
                 break;
             }
         }
-    }
-    if failure.is_none() && !pending.is_empty() {
-        let batch = std::mem::take(&mut pending);
-        if let Err(e) = commit_batch(
-            client,
-            target,
-            batch,
-            &snapshot,
-            &mut report,
-            &mut partitions,
-        )
-        .await
-        {
-            failure = Some(e);
+        if finished {
+            break;
         }
     }
     // Files of groups never committed (a failure stopped the run).

@@ -293,33 +293,27 @@ pub fn prometheus(outcomes: &[TableOutcome], finished_unix: i64) -> String {
             }
         }
     }
-    metric(
-        &mut text,
-        "snapshots_expired",
-        "Snapshots expired by the last run.",
-        "gauge",
-    );
-    for o in outcomes {
-        let _ = writeln!(
-            text,
-            "floe_maintain_snapshots_expired{{table=\"{}\"}} {}",
-            label(&o.table),
-            o.snapshots_expired
-        );
-    }
-    metric(
-        &mut text,
-        "files_deleted",
-        "Files deleted by the last run.",
-        "gauge",
-    );
-    for o in outcomes {
-        let _ = writeln!(
-            text,
-            "floe_maintain_files_deleted{{table=\"{}\"}} {}",
-            label(&o.table),
+    type Count = fn(&TableOutcome) -> u64;
+    let counts: [(&str, &str, Count); 2] = [
+        (
+            "snapshots_expired",
+            "Snapshots expired by the last run.",
+            |o| o.snapshots_expired,
+        ),
+        ("files_deleted", "Files deleted by the last run.", |o| {
             o.files_deleted
-        );
+        }),
+    ];
+    for (name, help, count) in counts {
+        metric(&mut text, name, help, "gauge");
+        for o in outcomes {
+            let _ = writeln!(
+                text,
+                "floe_maintain_{name}{{table=\"{}\"}} {}",
+                label(&o.table),
+                count(o)
+            );
+        }
     }
     metric(
         &mut text,

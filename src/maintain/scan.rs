@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use iceberg::io::FileIO;
-use iceberg::spec::{DataContentType, DataFile, DataFileBuilder, ManifestFile, SnapshotRef};
+use iceberg::spec::{DataContentType, DataFile, ManifestFile, SnapshotRef};
 use iceberg::table::Table;
 
 use crate::error::{Error, Result};
@@ -50,14 +50,8 @@ pub struct ManifestCache {
 
 /// A copy of `file` without its column statistics.
 fn without_stats(file: &DataFile) -> DataFile {
-    let mut b = DataFileBuilder::default();
-    b.content(file.content_type())
-        .file_path(file.file_path().to_string())
-        .file_format(file.file_format())
-        .partition(file.partition().clone())
-        .record_count(file.record_count())
-        .file_size_in_bytes(file.file_size_in_bytes())
-        .equality_ids(file.equality_ids())
+    let mut b = crate::ingest::writer::builder_from(file);
+    b.equality_ids(file.equality_ids())
         .referenced_data_file(file.referenced_data_file());
     if let Some(id) = file.sort_order_id() {
         b.sort_order_id(id);

@@ -251,30 +251,58 @@ async fn compaction_honours_the_day_filter_and_min_input_files() {
     assert_eq!(report.status, "nothing-to-do");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replace_never_removes_files_a_concurrent_overwrite_already_replaced() {
+/// A compaction planned by hand: the head's live files, and new files
+/// written to replace them.
+struct Planned {
+    target: Target,
+    since: i64,
+    inputs: HashSet<String>,
+    rewritten: Vec<DataFile>,
+}
+
+/// `m.t` with three small files on day 0 (ids 0..30), and a compaction of
+/// them planned but not committed.
+async fn planned_compaction() -> (Env, RestClient, Planned) {
     let env = Env::new().await;
     let client = client(&env).await;
     create(&client, "t").await;
     for i in 0..3i64 {
         append(&client, "t", 0, i * 10..i * 10 + 10).await;
     }
-    // "Plan" a compaction: read the live files and rewrite them.
-    let planned = Target::open(&client, "m.t").await.expect("open");
-    let current = planned
+    let target = Target::open(&client, "m.t").await.expect("open");
+    let current = target
         .loaded
         .metadata
         .current_snapshot()
         .expect("snapshot")
         .clone();
-    let table = planned.handle.table(&planned.loaded).expect("table");
-    let inputs: HashSet<String> = live_files(&table, &planned.handle.io, &current, false)
+    let table = target.handle.table(&target.loaded).expect("table");
+    let inputs = live_files(&table, &target.handle.io, &current, false)
         .await
         .expect("live")
         .iter()
         .map(|f| f.file.file_path().to_string())
         .collect();
-    let rewritten = write(&planned, vec![batch(&planned, 0, 0..30)], "rewrite").await;
+    let rewritten = write(&target, vec![batch(&target, 0, 0..30)], "rewrite").await;
+    let planned = Planned {
+        target,
+        since: current.sequence_number(),
+        inputs,
+        rewritten,
+    };
+    (env, client, planned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replace_never_removes_files_a_concurrent_overwrite_already_replaced() {
+    // "Plan" a compaction: read the live files and rewrite them.
+    let (env, client, planned) = planned_compaction().await;
+    let Planned {
+        since,
+        inputs,
+        rewritten,
+        ..
+    } = planned;
 
     // Meanwhile, an ingest run replaces day 0 with new rows.
     let other = Target::open(&client, "m.t").await.expect("open");
@@ -299,7 +327,7 @@ async fn a_replace_never_removes_files_a_concurrent_overwrite_already_replaced()
         added: BTreeMap::from([(0, rewritten)]),
         removal: Removal::Files {
             paths: inputs.clone(),
-            since: current.sequence_number(),
+            since,
         },
         operation: Operation::Replace,
         properties: HashMap::new(),
@@ -318,34 +346,20 @@ async fn a_replace_never_removes_files_a_concurrent_overwrite_already_replaced()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replace_keeps_files_a_concurrent_append_added() {
-    let env = Env::new().await;
-    let client = client(&env).await;
-    create(&client, "t").await;
-    for i in 0..3i64 {
-        append(&client, "t", 0, i * 10..i * 10 + 10).await;
-    }
-    let planned = Target::open(&client, "m.t").await.expect("open");
-    let current = planned
-        .loaded
-        .metadata
-        .current_snapshot()
-        .expect("snapshot")
-        .clone();
-    let table = planned.handle.table(&planned.loaded).expect("table");
-    let inputs: HashSet<String> = live_files(&table, &planned.handle.io, &current, false)
-        .await
-        .expect("live")
-        .iter()
-        .map(|f| f.file.file_path().to_string())
-        .collect();
-    let rewritten = write(&planned, vec![batch(&planned, 0, 0..30)], "rewrite").await;
+    let (env, client, planned) = planned_compaction().await;
+    let Planned {
+        target: planned,
+        since,
+        inputs,
+        rewritten,
+    } = planned;
     // A concurrent append to the same partition.
     append(&client, "t", 0, 100..110).await;
     let change = Change {
         added: BTreeMap::from([(0, rewritten)]),
         removal: Removal::Files {
             paths: inputs,
-            since: current.sequence_number(),
+            since,
         },
         operation: Operation::Replace,
         properties: HashMap::new(),
