@@ -239,7 +239,7 @@ impl BatchBuilder {
                 ColumnSource::IngestTime => Arc::new(
                     TimestampMicrosecondArray::from(vec![self.ingest_time(); n]).with_timezone(UTC),
                 ),
-                ColumnSource::SourceUri => Arc::new(StringArray::from(vec![source_uri; n])),
+                ColumnSource::SourceUri => Arc::new(repeated(source_uri, n)?),
                 ColumnSource::Hash => Arc::new(row_hashes(source)?),
                 ColumnSource::Null => arrow_array::new_null_array(field.data_type(), n),
                 ColumnSource::Field {
@@ -261,7 +261,10 @@ impl BatchBuilder {
                         continue;
                     };
                     let cast = cast(raw, &target_type(*kind))?;
-                    for i in 0..n {
+                    // Without nulls after the cast, every value converted
+                    // and every required value is there.
+                    let check = if cast.null_count() == 0 { 0 } else { n };
+                    for i in 0..check {
                         if !keep[i] {
                             continue;
                         }
@@ -319,92 +322,322 @@ impl BatchBuilder {
     }
 }
 
-/// XXH3-128 of each row's values (column by column, length-prefixed so
-/// that ("ab","c") and ("a","bc") differ), 16 bytes each. One buffer is
-/// reused for every row.
+/// `value` `n` times, built with one copy of the bytes.
+fn repeated(value: &str, n: usize) -> Result<StringArray> {
+    let len = i32::try_from(value.len())
+        .ok()
+        .filter(|l| {
+            l.checked_mul(i32::try_from(n).unwrap_or(i32::MAX))
+                .is_some()
+        })
+        .ok_or_else(|| Error::Storage(format!("source URI too long for {n} rows")))?;
+    let offsets = arrow_buffer::OffsetBuffer::new((0..=n as i32).map(|i| i * len).collect());
+    let values = arrow_buffer::Buffer::from(value.repeat(n).into_bytes());
+    StringArray::try_new(offsets, values, None).map_err(storage)
+}
+
+/// XXH3-128 of each row's values (column by column, each value a validity
+/// byte then its bytes, strings length-prefixed so that ("ab","c") and
+/// ("a","bc") differ), 16 bytes each.
+///
+/// The row images are laid out column by column into one buffer (first
+/// the length of every row, then each column's values into every row's
+/// slot), so each column is one tight loop instead of a call per cell.
 fn row_hashes(batch: &RecordBatch) -> Result<arrow_array::FixedSizeBinaryArray> {
-    let columns: Vec<ValueBytes<'_>> = batch
+    let n = batch.num_rows();
+    let columns: Vec<RowBytes<'_>> = batch
         .columns()
         .iter()
-        .map(|c| ValueBytes::new(c.as_ref()))
+        .map(|c| RowBytes::new(c.as_ref()))
         .collect::<Result<_>>()?;
-    let n = batch.num_rows();
+    let mut ends = vec![0usize; n];
+    for c in &columns {
+        c.add_lengths(&mut ends);
+    }
+    let mut total = 0usize;
+    for e in ends.iter_mut() {
+        total += *e;
+        *e = total;
+    }
+    let mut buf = vec![0u8; total];
+    // Each row's write position, starting at its slot.
+    let mut at: Vec<usize> = std::iter::once(0)
+        .chain(ends.iter().copied().take(n.saturating_sub(1)))
+        .collect();
+    for c in &columns {
+        c.write(&mut buf, &mut at);
+    }
     let mut hashes = Vec::with_capacity(n * 16);
-    let mut buf = Vec::with_capacity(128);
-    for row in 0..n {
-        buf.clear();
-        for c in &columns {
-            c.append(row, &mut buf);
-        }
-        hashes.extend_from_slice(&twox_hash::XxHash3_128::oneshot(&buf).to_be_bytes());
+    let mut start = 0usize;
+    for end in ends {
+        hashes.extend_from_slice(&twox_hash::XxHash3_128::oneshot(&buf[start..end]).to_be_bytes());
+        start = end;
     }
     arrow_array::FixedSizeBinaryArray::try_new(16, hashes.into(), None).map_err(storage)
 }
 
-/// Appends the bytes of one row's value to a buffer.
-type AppendBytes<'a> = Box<dyn Fn(usize, &mut Vec<u8>) + 'a>;
-
-/// A column seen as bytes per row, for hashing.
-enum ValueBytes<'a> {
-    Fixed(&'a dyn Array, AppendBytes<'a>),
-    Text(&'a dyn Array, ArrayFormatter<'a>),
+/// A column's values as the bytes hashed for each row.
+enum RowBytes<'a> {
+    /// Fixed-width little-endian values.
+    Fixed {
+        nulls: Option<&'a arrow_buffer::NullBuffer>,
+        width: usize,
+        bytes: &'a [u8],
+    },
+    /// UTF-8 strings, length-prefixed.
+    Utf8 {
+        nulls: Option<&'a arrow_buffer::NullBuffer>,
+        array: &'a StringArray,
+    },
+    /// Anything else, through its text form.
+    Text {
+        nulls: Option<&'a arrow_buffer::NullBuffer>,
+        text: Vec<String>,
+    },
 }
 
-impl<'a> ValueBytes<'a> {
+impl<'a> RowBytes<'a> {
     fn new(array: &'a dyn Array) -> Result<Self> {
-        macro_rules! prim {
-            ($t:ty) => {{
-                let a = array.as_primitive::<$t>();
-                Self::Fixed(
-                    array,
-                    Box::new(move |i, b: &mut Vec<u8>| {
-                        b.extend_from_slice(&a.value(i).to_le_bytes())
-                    }),
-                )
-            }};
-        }
+        let nulls = array.nulls();
+        let fixed = |width: usize, bytes: &'a [u8]| Self::Fixed {
+            nulls,
+            width,
+            bytes,
+        };
         Ok(match array.data_type() {
-            DataType::Int32 => prim!(Int32Type),
-            DataType::Int64 => prim!(Int64Type),
-            DataType::Float64 => prim!(arrow_array::types::Float64Type),
-            DataType::Float32 => prim!(arrow_array::types::Float32Type),
-            DataType::Date32 => prim!(Date32Type),
-            DataType::Timestamp(TimeUnit::Microsecond, _) => prim!(TimestampMicrosecondType),
-            DataType::Utf8 => {
-                let a = array.as_string::<i32>();
-                Self::Fixed(
-                    array,
-                    Box::new(move |i, b: &mut Vec<u8>| {
-                        let v = a.value(i).as_bytes();
-                        b.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                        b.extend_from_slice(v);
-                    }),
-                )
-            }
-            // Other types hash through their text form.
-            _ => Self::Text(
-                array,
-                ArrayFormatter::try_new(array, &FormatOptions::default()).map_err(storage)?,
+            DataType::Int32 => fixed(
+                4,
+                array
+                    .as_primitive::<Int32Type>()
+                    .values()
+                    .inner()
+                    .as_slice(),
             ),
+            DataType::Date32 => fixed(
+                4,
+                array
+                    .as_primitive::<Date32Type>()
+                    .values()
+                    .inner()
+                    .as_slice(),
+            ),
+            DataType::Float32 => fixed(
+                4,
+                array
+                    .as_primitive::<arrow_array::types::Float32Type>()
+                    .values()
+                    .inner()
+                    .as_slice(),
+            ),
+            DataType::Int64 => fixed(
+                8,
+                array
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .inner()
+                    .as_slice(),
+            ),
+            DataType::Float64 => fixed(
+                8,
+                array
+                    .as_primitive::<arrow_array::types::Float64Type>()
+                    .values()
+                    .inner()
+                    .as_slice(),
+            ),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => fixed(
+                8,
+                array
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .values()
+                    .inner()
+                    .as_slice(),
+            ),
+            DataType::Utf8 => Self::Utf8 {
+                nulls,
+                array: array.as_string::<i32>(),
+            },
+            _ => {
+                let f =
+                    ArrayFormatter::try_new(array, &FormatOptions::default()).map_err(storage)?;
+                Self::Text {
+                    nulls,
+                    text: (0..array.len()).map(|i| f.value(i).to_string()).collect(),
+                }
+            }
         })
     }
 
-    fn append(&self, row: usize, buf: &mut Vec<u8>) {
+    fn valid(nulls: Option<&arrow_buffer::NullBuffer>, row: usize) -> bool {
+        nulls.is_none_or(|b| b.is_valid(row))
+    }
+
+    /// Adds each row's byte count for this column.
+    fn add_lengths(&self, ends: &mut [usize]) {
         match self {
-            Self::Fixed(array, f) => {
-                buf.push(u8::from(array.is_valid(row)));
-                if array.is_valid(row) {
-                    f(row, buf);
+            Self::Fixed { nulls, width, .. } => {
+                for (row, e) in ends.iter_mut().enumerate() {
+                    *e += 1 + if Self::valid(*nulls, row) { *width } else { 0 };
                 }
             }
-            Self::Text(array, f) => {
-                buf.push(u8::from(array.is_valid(row)));
-                if array.is_valid(row) {
-                    let v = f.value(row).to_string();
-                    buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                    buf.extend_from_slice(v.as_bytes());
+            Self::Utf8 { nulls, array } => {
+                let offsets = array.value_offsets();
+                for (row, e) in ends.iter_mut().enumerate() {
+                    *e += 1 + if Self::valid(*nulls, row) {
+                        4 + (offsets[row + 1] - offsets[row]) as usize
+                    } else {
+                        0
+                    };
+                }
+            }
+            Self::Text { nulls, text } => {
+                for (row, e) in ends.iter_mut().enumerate() {
+                    *e += 1 + if Self::valid(*nulls, row) {
+                        4 + text[row].len()
+                    } else {
+                        0
+                    };
                 }
             }
         }
+    }
+
+    /// Writes each row's bytes for this column at `at[row]`, advancing it.
+    fn write(&self, buf: &mut [u8], at: &mut [usize]) {
+        let rows = at.len();
+        let mut put = |row: usize, valid: bool, value: &[u8], prefixed: bool| {
+            let mut p = at[row];
+            buf[p] = u8::from(valid);
+            p += 1;
+            if valid {
+                if prefixed {
+                    buf[p..p + 4].copy_from_slice(&(value.len() as u32).to_le_bytes());
+                    p += 4;
+                }
+                buf[p..p + value.len()].copy_from_slice(value);
+                p += value.len();
+            }
+            at[row] = p;
+        };
+        match self {
+            Self::Fixed {
+                nulls,
+                width,
+                bytes,
+            } => {
+                for (row, value) in bytes.chunks_exact(*width).enumerate().take(rows) {
+                    put(row, Self::valid(*nulls, row), value, false);
+                }
+            }
+            Self::Utf8 { nulls, array } => {
+                for row in 0..rows {
+                    let valid = Self::valid(*nulls, row);
+                    let value = if valid {
+                        array.value(row).as_bytes()
+                    } else {
+                        &[]
+                    };
+                    put(row, valid, value, true);
+                }
+            }
+            Self::Text { nulls, text } => {
+                for (row, t) in text.iter().enumerate() {
+                    put(row, Self::valid(*nulls, row), t.as_bytes(), true);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{BooleanArray, Float64Array, Int32Array, RecordBatch, StringArray};
+
+    use super::*;
+
+    /// The row image as defined: per column a validity byte, then the
+    /// value (little-endian; strings and text length-prefixed).
+    fn reference(batch: &RecordBatch, row: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in batch.columns() {
+            out.push(u8::from(c.is_valid(row)));
+            if c.is_null(row) {
+                continue;
+            }
+            match c.data_type() {
+                DataType::Int32 => {
+                    out.extend(c.as_primitive::<Int32Type>().value(row).to_le_bytes())
+                }
+                DataType::Float64 => out.extend(
+                    c.as_primitive::<arrow_array::types::Float64Type>()
+                        .value(row)
+                        .to_le_bytes(),
+                ),
+                DataType::Utf8 => {
+                    let v = c.as_string::<i32>().value(row).as_bytes();
+                    out.extend((v.len() as u32).to_le_bytes());
+                    out.extend(v);
+                }
+                _ => {
+                    let f = ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default())
+                        .expect("formatter");
+                    let v = f.value(row).to_string();
+                    out.extend((v.len() as u32).to_le_bytes());
+                    out.extend(v.as_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn row_hashes_hash_each_rows_image() {
+        let batch = RecordBatch::try_from_iter([
+            (
+                "i",
+                Arc::new(Int32Array::from(vec![Some(1), None, Some(-7), Some(0)])) as ArrayRef,
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from(vec![
+                    Some("ab"),
+                    Some("c"),
+                    None,
+                    Some(""),
+                ])),
+            ),
+            (
+                "d",
+                Arc::new(Float64Array::from(vec![1.5, 2.0, f64::NAN, -0.0])),
+            ),
+            (
+                "b",
+                Arc::new(BooleanArray::from(vec![
+                    Some(true),
+                    None,
+                    Some(false),
+                    Some(true),
+                ])),
+            ),
+        ])
+        .expect("batch");
+        // A slice, so offsets into shared buffers are exercised too.
+        for batch in [batch.clone(), batch.slice(1, 3)] {
+            let hashes = row_hashes(&batch).expect("hashes");
+            for row in 0..batch.num_rows() {
+                let want = twox_hash::XxHash3_128::oneshot(&reference(&batch, row)).to_be_bytes();
+                assert_eq!(hashes.value(row), want, "row {row}");
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_strings() {
+        let a = repeated("s3://b/k.parquet", 3).expect("array");
+        assert_eq!(a.len(), 3);
+        assert!(a.iter().all(|v| v == Some("s3://b/k.parquet")));
+        assert_eq!(repeated("x", 0).expect("empty").len(), 0);
     }
 }

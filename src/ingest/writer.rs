@@ -105,6 +105,12 @@ pub fn file_writers(
             ColumnPath::from(super::schema::HASH),
             Compression::UNCOMPRESSED,
         )
+        // Bounds of random hashes prune nothing; computing them compares
+        // 16 bytes per row twice.
+        .set_column_statistics_enabled(
+            ColumnPath::from(super::schema::HASH),
+            parquet::file::properties::EnabledStatistics::None,
+        )
         // Columns with few distinct values (ids, regions, flags, the
         // timestamps of a day) fit a small dictionary; high-cardinality
         // ones (measurements) give up on it early instead of interning
@@ -133,6 +139,8 @@ pub struct DayWriters {
     buffered: BTreeMap<i32, Vec<RecordBatch>>,
     buffered_bytes: usize,
     done: Vec<DataFile>,
+    /// How many writer sets share the memory budgets (each gets its part).
+    share: usize,
 }
 
 impl std::fmt::Debug for DayWriters {
@@ -171,7 +179,16 @@ impl DayWriters {
             buffered: BTreeMap::new(),
             buffered_bytes: 0,
             done: Vec::new(),
+            share: 1,
         })
+    }
+
+    /// Makes this one of `share` writer sets working at once: each keeps
+    /// to its part of the memory budgets, so together they hold no more
+    /// than one would.
+    pub fn sharing(mut self, share: usize) -> Self {
+        self.share = share.max(1);
+        self
     }
 
     /// Routes a batch's rows to their days (all of which the caller has
@@ -182,13 +199,13 @@ impl DayWriters {
                 let rows = part.num_rows();
                 self.writer(day).await?.write(part).await.map_err(storage)?;
                 *self.open_rows.entry(day).or_default() += rows;
-                if self.open_rows.values().sum::<usize>() > OPEN_ROWS_BUDGET {
+                if self.open_rows.values().sum::<usize>() > OPEN_ROWS_BUDGET / self.share {
                     self.close_fullest().await?;
                 }
             } else {
                 self.buffered_bytes += part.get_array_memory_size();
                 self.buffered.entry(day).or_default().push(part);
-                if self.buffered_bytes > SORT_BUFFER_BYTES {
+                if self.buffered_bytes > SORT_BUFFER_BYTES / self.share {
                     let largest = self
                         .buffered
                         .iter()
