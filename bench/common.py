@@ -224,3 +224,28 @@ def wait_quiet(max_wait: float, busy_below: float = 0.15) -> float:
     while busy >= busy_below and time.monotonic() < deadline:
         busy = cpu_busy()
     return busy
+
+
+def pipeline(path: Path, uri: str, job: str, table: str, fmt: str, folder: Path, sort: bool):
+    """Writes a pipeline file with one job reading the generated daily files
+    (`ndjson` or `parquet`) of `folder` into `table`."""
+    column = "ts" if fmt == "ndjson" else "ts_utc"
+    path.write_text(f'''[catalog]
+uri = "{uri}"
+
+[[job]]
+name = "{job}"
+table = "{table}"
+source = {{ path = "{folder}/{{date}}.{fmt}", format = "{fmt}" }}
+event_time = {{ kind = "offset", column = "{column}" }}
+columns = [
+  {{ name = "site_id", type = "string", required = true }},
+  {{ name = "region", type = "string" }},
+  {{ name = "demand_mw", type = "double" }},
+  {{ name = "temperature_c", type = "double" }},
+  {{ name = "wind_speed_ms", type = "double" }},
+  {{ name = "quality_flag", type = "int" }},
+]
+sort = {'["site_id", "ts_utc"]' if sort else "[]"}
+schema_drift = "ignore"
+''')

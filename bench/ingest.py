@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_FLOE, CatalogServer, day_after, exit_on_sigterm, generate, parquet_bytes, quiet_env, timed  # noqa: E402
+from common import DEFAULT_FLOE, CatalogServer, day_after, exit_on_sigterm, generate, parquet_bytes, pipeline, quiet_env, timed  # noqa: E402
 
 
 PYICEBERG = r'''
@@ -66,30 +66,6 @@ for f in sorted(src.glob("*.parquet")):
 '''
 
 
-def pipeline(path: Path, uri: str, table: str, fmt: str, folder: Path, sort: bool):
-    ev = '{ kind = "offset", column = "ts" }' if fmt == "ndjson" else '{ kind = "offset", column = "ts_utc" }'
-    ts_field = "" if fmt == "ndjson" else ""
-    path.write_text(f'''[catalog]
-uri = "{uri}"
-
-[[job]]
-name = "{table}"
-table = "bench.{table}"
-source = {{ path = "{folder}/{{date}}.{fmt}", format = "{fmt}" }}
-event_time = {ev}
-columns = [
-  {{ name = "site_id", type = "string", required = true }},
-  {{ name = "region", type = "string" }},
-  {{ name = "demand_mw", type = "double" }},
-  {{ name = "temperature_c", type = "double" }},
-  {{ name = "wind_speed_ms", type = "double" }},
-  {{ name = "quality_flag", type = "int" }},
-]
-sort = {'["site_id", "ts_utc"]' if sort else "[]"}
-schema_drift = "ignore"
-{ts_field}''')
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sites", type=int, default=2000)
@@ -120,7 +96,7 @@ def main():
                     fmt = "ndjson" if "ndjson" in case else "parquet"
                     table = case.replace("/", "_").replace("+", "_")
                     p = work / f"{table}.toml"
-                    pipeline(p, uri, table, fmt, work / fmt, sort="sort" in case)
+                    pipeline(p, uri, table, f"bench.{table}", fmt, work / fmt, sort="sort" in case)
                     secs, rss = timed([args.floe, "ingest", "--pipeline", str(p), "--from", first, "--to", last], env)
                     out = next(wh.glob(f"bench/{table}-*"))
                 elif case == "pyiceberg/parquet":

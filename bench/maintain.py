@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_FLOE, CatalogServer, day_after, exit_on_sigterm, generate, quiet_env, timed_run, wait_quiet  # noqa: E402
+from common import DEFAULT_FLOE, CatalogServer, day_after, exit_on_sigterm, generate, pipeline, quiet_env, timed_run, wait_quiet  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FIRST_DAY = "2024-01-01"
@@ -61,28 +61,6 @@ BASE_DAYS = 60
 TABLE = "bench.demand"
 TARGET_FILE_SIZE = 134217728  # floe's default; passed to Spark too
 CACHE = Path(os.path.expanduser("~/.cache/floe"))
-
-
-def pipeline(path: Path, uri: str, folder: Path):
-    path.write_text(f'''[catalog]
-uri = "{uri}"
-
-[[job]]
-name = "demand"
-table = "{TABLE}"
-source = {{ path = "{folder}/{{date}}.parquet", format = "parquet" }}
-event_time = {{ kind = "offset", column = "ts_utc" }}
-columns = [
-  {{ name = "site_id", type = "string", required = true }},
-  {{ name = "region", type = "string" }},
-  {{ name = "demand_mw", type = "double" }},
-  {{ name = "temperature_c", type = "double" }},
-  {{ name = "wind_speed_ms", type = "double" }},
-  {{ name = "quality_flag", type = "int" }},
-]
-sort = []
-schema_drift = "ignore"
-''')
 
 
 def append_days(appends: int, days: int, spread: str, seed: int = 7):
@@ -158,7 +136,7 @@ def build(args, data: Path, days: int, scale: int, wh: Path, snapshot: Path, log
     shutil.rmtree(snapshot, ignore_errors=True)
     with CatalogServer(args.floe, wh, log) as server:
         p = wh.parent / f"pipeline-{scale}x.toml"
-        pipeline(p, server.uri, data)
+        pipeline(p, server.uri, "demand", TABLE, "parquet", data, sort=False)
         ing = timed_run([args.floe, "ingest", "--pipeline", p, "--from", FIRST_DAY,
                          "--to", day_after(FIRST_DAY, days - 1)], quiet_env(), timeout=1800)
         print(f"  floe ingest of {days} days: {ing.wall:.1f} s, peak RSS {ing.rss:.0f} MiB", file=sys.stderr)
