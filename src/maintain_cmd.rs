@@ -14,7 +14,7 @@ use crate::maintain::filter::Filter;
 use crate::maintain::orphans::{DEFAULT_WINDOW, OrphanOptions, remove};
 use crate::maintain::policy::{Policy, maintain_table, prometheus, write_atomically};
 use crate::maintain::status::status;
-use crate::maintain::{Target, all_tables, human_bytes};
+use crate::maintain::{Target, all_tables, human_bytes, small_file_limit};
 use crate::pipeline::MaintainSettings;
 use crate::rest::RestClient;
 
@@ -83,7 +83,7 @@ pub async fn compact_cmd(args: &CompactArgs) -> Result<()> {
             args.min_input_files,
             human_bytes(
                 opts.min_file_size
-                    .unwrap_or(report.target_file_size / 4 * 3)
+                    .unwrap_or_else(|| small_file_limit(report.target_file_size))
             )
         ),
         "planned" => format!(
@@ -208,7 +208,7 @@ pub async fn status_cmd(args: &StatusArgs) -> Result<()> {
         let mut out = Vec::new();
         for t in &tables {
             let target = Target::open(client, t).await?;
-            out.push(status(client, &target, window).await?);
+            out.push(status(client, &target, Some(window)).await?);
         }
         Ok(out)
     })

@@ -40,12 +40,11 @@ pub fn add_env_credentials(props: &mut HashMap<String, String>) {
 
 /// IO for a table's files: the catalog's properties, then the table's.
 pub fn table_io(client: &RestClient, table: &LoadedTable) -> FileIO {
-    let mut props = client.properties.clone();
-    props.extend(table.config.clone());
-    io_with_env(&props)
+    io_with_env(&table_props(client, table))
 }
 
-/// S3 properties for a table (what [`table_io`] uses), for [`list`].
+/// S3 properties for a table (what [`table_io`] uses), for [`list`]: the
+/// catalog's, then the table's, then credentials from the environment.
 pub fn table_props(client: &RestClient, table: &LoadedTable) -> HashMap<String, String> {
     let mut props = client.properties.clone();
     props.extend(table.config.clone());

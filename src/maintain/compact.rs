@@ -41,11 +41,11 @@ use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::Target;
 use super::filter::Filter;
 use super::scan::{LiveFile, live_files, partition_label};
+use super::{Target, small_file_limit, target_file_size};
 use crate::error::{Error, Result};
-use crate::ingest::writer::{DEFAULT_TARGET_FILE_SIZE, file_writers, with_sort_order};
+use crate::ingest::writer::{file_writers, with_sort_order};
 use crate::rest::RestClient;
 use crate::snapshot::{Change, ChangeOutcome, Removal, commit_change};
 
@@ -167,13 +167,7 @@ pub async fn compact(
     let metadata = target.loaded.metadata.clone();
     let target_size = opts
         .target_file_size
-        .or_else(|| {
-            metadata
-                .properties()
-                .get("write.target-file-size-bytes")
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(DEFAULT_TARGET_FILE_SIZE as u64)
+        .unwrap_or_else(|| target_file_size(&metadata))
         .max(1);
     let mut report = CompactReport {
         table: target.ident.clone(),
@@ -216,7 +210,9 @@ pub async fn compact(
     }
     report.files_before = data.len() as u64;
     report.bytes_before = data.iter().map(|f| f.file.file_size_in_bytes()).sum();
-    let min_size = opts.min_file_size.unwrap_or(target_size / 4 * 3);
+    let min_size = opts
+        .min_file_size
+        .unwrap_or_else(|| small_file_limit(target_size));
     let bound = opts.filter.bind(metadata.current_schema())?;
     let groups = plan(
         &metadata,
@@ -350,21 +346,19 @@ fn plan(
     opts: &CompactOptions,
     report: &mut CompactReport,
 ) -> Vec<Group> {
-    let mut by_partition: BTreeMap<String, (i32, Struct, Vec<LiveFile>)> = BTreeMap::new();
+    // Keyed by spec and partition path, so groups come out in path order.
+    let mut by_partition: BTreeMap<(i32, String), (Struct, Vec<LiveFile>)> = BTreeMap::new();
     for f in data {
         let label = partition_label(metadata, f.spec_id, f.file.partition());
         by_partition
-            .entry(format!("{}/{label}", f.spec_id))
-            .or_insert_with(|| (f.spec_id, f.file.partition().clone(), Vec::new()))
-            .2
+            .entry((f.spec_id, label))
+            .or_insert_with(|| (f.file.partition().clone(), Vec::new()))
+            .1
             .push(f);
     }
     report.partitions_considered = by_partition.len() as u64;
     let mut groups = Vec::new();
-    for (key, (spec_id, partition, files)) in by_partition {
-        let label = key
-            .split_once('/')
-            .map_or(key.clone(), |(_, l)| l.to_string());
+    for ((spec_id, label), (partition, files)) in by_partition {
         let mut applicable: HashMap<String, Vec<LiveFile>> = HashMap::new();
         for f in &files {
             let ds: Vec<LiveFile> = deletes

@@ -3,8 +3,6 @@
 //! column bounds. A file is selected when its bounds say it MAY hold a
 //! matching row (as engines prune), so a partial match rewrites the file.
 
-use std::fmt;
-
 use chrono::NaiveDate;
 use iceberg::spec::{DataFile, Datum, PrimitiveType, Schema, Type};
 
@@ -44,27 +42,6 @@ pub struct Comparison {
 pub struct Filter {
     /// All must hold.
     pub all: Vec<Comparison>,
-}
-
-impl fmt::Display for Filter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self
-            .all
-            .iter()
-            .map(|c| {
-                let op = match c.op {
-                    Op::Eq => "=",
-                    Op::Ne => "!=",
-                    Op::Lt => "<",
-                    Op::Le => "<=",
-                    Op::Gt => ">",
-                    Op::Ge => ">=",
-                };
-                format!("{} {op} '{}'", c.column, c.value)
-            })
-            .collect();
-        f.write_str(&parts.join(" AND "))
-    }
 }
 
 impl Filter {

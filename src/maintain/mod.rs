@@ -28,6 +28,22 @@ use crate::error::{Error, Result};
 use crate::rest::{LoadedTable, RestClient};
 use crate::snapshot::TableHandle;
 
+/// A table's output file size: its `write.target-file-size-bytes`, else
+/// the writer's default (128 MiB).
+pub fn target_file_size(metadata: &iceberg::spec::TableMetadata) -> u64 {
+    metadata
+        .properties()
+        .get("write.target-file-size-bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::ingest::writer::DEFAULT_TARGET_FILE_SIZE as u64)
+}
+
+/// Files below this size count as small: 75% of the target, as Spark's
+/// rewrite_data_files.
+pub fn small_file_limit(target_file_size: u64) -> u64 {
+    target_file_size / 4 * 3
+}
+
 /// A table opened for maintenance.
 #[derive(Debug, Clone)]
 pub struct Target {

@@ -190,8 +190,9 @@ async fn run(
         out.status = "skipped".into();
         return Ok(());
     }
-    let before = status(client, &target, policy.orphans_older_than).await?;
-    out.before = Figures::from(&before);
+    // Orphans are counted once, by the removal step below, instead of by
+    // listing the table and reading every manifest again before and after.
+    out.before = Figures::from(&status(client, &target, None).await?);
     let compacted = compact(
         client,
         &mut target,
@@ -239,13 +240,20 @@ async fn run(
         },
     )
     .await?;
-    if !orphans.orphans.is_empty() {
+    let found = orphans.orphans.len() as u64;
+    if found > 0 {
         out.actions.push("remove-orphans".into());
-        out.files_deleted += orphans.orphans.len() as u64;
+        out.files_deleted += found;
     }
+    out.after = Figures::from(&status(client, &target, None).await?);
+    out.before.orphan_candidates = found;
+    // What is left: everything on a dry run, else what could not be deleted.
+    out.after.orphan_candidates = if dry_run {
+        found
+    } else {
+        orphans.delete_failures
+    };
     out.orphans = Some(orphans);
-    let after = status(client, &target, policy.orphans_older_than).await?;
-    out.after = Figures::from(&after);
     out.status = "ok".into();
     Ok(())
 }

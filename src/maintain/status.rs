@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::Target;
 use super::orphans;
 use super::scan::{live_files, partition_label};
+use super::{Target, small_file_limit, target_file_size};
 use crate::error::Result;
-use crate::ingest::writer::DEFAULT_TARGET_FILE_SIZE;
 use crate::rest::RestClient;
 
 /// A table's health.
@@ -63,18 +62,16 @@ fn rfc3339(ms: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339())
 }
 
-/// Reads `target`'s health; orphan candidates use `orphan_window`.
+/// Reads `target`'s health. Orphan candidates (files older than the
+/// window) cost a listing of the table location and a read of every
+/// snapshot's manifests; without a window they are left at zero.
 pub async fn status(
     client: &RestClient,
     target: &Target,
-    orphan_window: Duration,
+    orphan_window: Option<Duration>,
 ) -> Result<TableStatus> {
     let metadata = &target.loaded.metadata;
-    let target_size = metadata
-        .properties()
-        .get("write.target-file-size-bytes")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_TARGET_FILE_SIZE as u64);
+    let target_size = target_file_size(metadata);
     let mut s = TableStatus {
         table: target.ident.clone(),
         location: metadata.location().to_string(),
@@ -101,7 +98,7 @@ pub async fn status(
     }
     if let Some(current) = metadata.current_snapshot() {
         let table = target.handle.table(&target.loaded)?;
-        let small = target_size / 4 * 3;
+        let small = small_file_limit(target_size);
         for f in live_files(&table, &target.handle.io, current, false).await? {
             if f.is_delete() {
                 s.delete_files += 1;
@@ -124,8 +121,10 @@ pub async fn status(
     };
     s.partitions = s.files_per_partition.len() as u64;
     s.max_files_per_partition = s.files_per_partition.values().copied().max().unwrap_or(0);
-    let (_, orphans) = orphans::find(client, target, orphan_window).await?;
-    s.orphan_candidates = orphans.orphans.len() as u64;
-    s.orphan_bytes = orphans.orphan_bytes;
+    if let Some(window) = orphan_window {
+        let (_, orphans) = orphans::find(client, target, window).await?;
+        s.orphan_candidates = orphans.orphans.len() as u64;
+        s.orphan_bytes = orphans.orphan_bytes;
+    }
     Ok(s)
 }
