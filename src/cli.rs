@@ -72,9 +72,110 @@ pub enum Command {
     /// history.expire.min-snapshots-to-keep, floe.orphans.older-than,
     /// floe.maintain.enabled=false to skip). Exits 2 when any table failed.
     Maintain(MaintainArgs),
+    /// Run the SQL models (sql/<layer>/<name>.sql) into Iceberg tables
+    /// <layer>.<name>, tested before they are published.
+    ///
+    /// Models run in dependency order (from the tables each query reads).
+    /// By default a model recomputes only what changed since its last run:
+    /// the changed days of day-partitioned inputs (incremental models), or
+    /// everything (materialized = "table", or inputs not partitioned by
+    /// day); nothing when no input changed. Each result is staged on an
+    /// audit branch, its data tests run there, and the models of a layer
+    /// that pass are published together in one multi-table commit. A failing
+    /// test leaves the table's main branch untouched, skips the models that
+    /// read it, and exits with code 1.
+    Transform(TransformArgs),
+    /// Ingest a window, then transform what it changed: the whole pipeline.
+    ///
+    /// Runs every ingest job of the pipeline for the window, then every
+    /// model (incrementally: the re-ingested days flow downstream), and
+    /// prints the gold tables and where the tables are.
+    Run(RunArgs),
     /// The Iceberg REST catalog server that floe ships.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+}
+
+/// Which models to run and how (shared by `transform` and `run`).
+#[derive(Debug, Args)]
+pub struct ModelFlags {
+    /// Models to run: NAME (layer.name, or name when unique), NAME+ (and
+    /// every model downstream), +NAME (and every model upstream).
+    /// Repeatable; default: every model.
+    #[arg(long = "select", short = 's', value_name = "MODEL")]
+    pub select: Vec<String>,
+
+    /// The models folder (default: the pipeline's [transform] models, else
+    /// ./sql).
+    #[arg(long, value_name = "DIR")]
+    pub models: Option<PathBuf>,
+
+    /// Independent models run at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+}
+
+/// Flags of `floe transform`.
+#[derive(Debug, Args)]
+pub struct TransformArgs {
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+
+    #[command(flatten)]
+    pub models: ModelFlags,
+
+    /// Recompute the days from this one (YYYY-MM-DD, UTC) whatever changed
+    /// (incremental models; "table" models are recomputed whole).
+    #[arg(long, requires = "to")]
+    pub from: Option<chrono::NaiveDate>,
+
+    /// Last day to recompute, inclusive.
+    #[arg(long, requires = "from")]
+    pub to: Option<chrono::NaiveDate>,
+
+    /// Print what each model would recompute, and why; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Write a JSON report (per model: refresh, days, rows, files, tests,
+    /// snapshot, duration) to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+
+    /// Run id (audit branch names and snapshot summaries).
+    #[arg(long, env = "FLOE_RUN_ID")]
+    pub run_id: Option<String>,
+}
+
+/// Flags of `floe run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline definition (TOML): jobs, catalog and [transform] models.
+    #[arg(long, short, default_value = "floe.toml", env = "FLOE_PIPELINE")]
+    pub pipeline: PathBuf,
+
+    /// First day of the window (YYYY-MM-DD, UTC).
+    #[arg(long, requires = "to", conflicts_with = "days")]
+    pub from: Option<chrono::NaiveDate>,
+
+    /// Last day of the window, inclusive (YYYY-MM-DD, UTC).
+    #[arg(long, requires = "from")]
+    pub to: Option<chrono::NaiveDate>,
+
+    /// The last N days, ending yesterday (UTC); the default is 1.
+    #[arg(long)]
+    pub days: Option<u32>,
+
+    #[command(flatten)]
+    pub models: ModelFlags,
+
+    /// Write a JSON report of the ingest jobs and the models to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+
+    /// Run id (snapshot summaries; a retried ingest detects its commit).
+    #[arg(long, env = "FLOE_RUN_ID")]
+    pub run_id: Option<String>,
 }
 
 /// Which catalog a maintenance command works through.

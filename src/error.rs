@@ -27,6 +27,12 @@ pub enum Error {
     /// Maintenance failed for some tables (each one's error is reported).
     #[error("maintenance: {0}")]
     Maintenance(String),
+    /// A SQL model is invalid (its file, and the line and column when known).
+    #[error("model {0}")]
+    Model(String),
+    /// A model's data tests failed; its table was not published.
+    #[error("data tests failed: {0}")]
+    DataTest(String),
     /// Too many records were rejected; nothing was committed.
     #[error("{0}")]
     Rejected(String),
@@ -46,7 +52,7 @@ impl Error {
     /// the threshold), 2 for every other error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Rejected(_) => 1,
+            Error::Rejected(_) | Error::DataTest(_) => 1,
             _ => 2,
         }
     }

@@ -11,12 +11,17 @@ use crate::ingest::{self, IngestRequest, JobReport};
 use crate::pipeline;
 
 /// The window: `--from/--to`, or the last `--days` days ending yesterday.
-pub fn window(args: &IngestArgs, today: NaiveDate) -> Result<(NaiveDate, NaiveDate)> {
-    match (args.from, args.to) {
+pub fn window(
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    days: Option<u32>,
+    today: NaiveDate,
+) -> Result<(NaiveDate, NaiveDate)> {
+    match (from, to) {
         (Some(from), Some(to)) if from <= to => Ok((from, to)),
         (Some(from), Some(to)) => Err(Error::Config(format!("--from {from} is after --to {to}"))),
         _ => {
-            let days = i64::from(args.days.unwrap_or(1));
+            let days = i64::from(days.unwrap_or(1));
             if days == 0 {
                 return Err(Error::Config("--days must be at least 1".into()));
             }
@@ -26,7 +31,8 @@ pub fn window(args: &IngestArgs, today: NaiveDate) -> Result<(NaiveDate, NaiveDa
     }
 }
 
-fn new_run_id() -> String {
+/// A fresh run id: UTC time and a random tail.
+pub fn new_run_id() -> String {
     let now = Utc::now().format("%Y%m%dT%H%M%SZ");
     let tail = uuid::Uuid::new_v4().simple().to_string();
     format!("{now}-{}", &tail[..8])
@@ -35,7 +41,7 @@ fn new_run_id() -> String {
 /// Runs `floe ingest`.
 pub async fn run(args: &IngestArgs) -> Result<()> {
     let pipeline = pipeline::load(&args.pipeline)?;
-    let (from, to) = window(args, Utc::now().date_naive())?;
+    let (from, to) = window(args.from, args.to, args.days, Utc::now().date_naive())?;
     let request = IngestRequest {
         from,
         to,
@@ -60,7 +66,8 @@ pub async fn run(args: &IngestArgs) -> Result<()> {
     outcome
 }
 
-fn print_summary(reports: &[JobReport], dry_run: bool) {
+/// Prints one block per job (the files a dry run would read).
+pub fn print_summary(reports: &[JobReport], dry_run: bool) {
     let mut out = std::io::stdout().lock();
     for r in reports {
         if dry_run {

@@ -2,7 +2,8 @@
 //!
 //! One binary that ingests external data into day-partitioned, UTC-keyed
 //! Iceberg tables through an Iceberg REST catalog, transforms them with
-//! DataFusion SQL, and maintains them. It ships its own catalog server
+//! DataFusion SQL models (tested before they are published), and
+//! maintains them. It ships its own catalog server
 //! (`floe catalog serve`, the `floe-catalog` crate).
 
 pub mod catalog_serve;
@@ -19,6 +20,8 @@ pub mod rest;
 pub mod sigv4;
 pub mod snapshot;
 pub mod store;
+pub mod transform;
+pub mod transform_cmd;
 
 pub use error::{Error, Result};
 
@@ -34,5 +37,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::RemoveOrphans(args) => maintain_cmd::orphans_cmd(&args).await,
         Command::Status(args) => maintain_cmd::status_cmd(&args).await,
         Command::Maintain(args) => maintain_cmd::maintain_cmd(&args).await,
+        Command::Transform(args) => transform_cmd::transform_cmd(&args).await,
+        Command::Run(args) => transform_cmd::run_cmd(&args).await,
     }
 }

@@ -48,6 +48,9 @@ pub struct Pipeline {
     pub jobs: Vec<Job>,
     /// Maintenance policy defaults.
     pub maintain: MaintainSettings,
+    /// `[transform] models`: the SQL models folder (resolved against the
+    /// pipeline file's folder).
+    pub models_dir: Option<PathBuf>,
 }
 
 /// `[maintain]`: the policy `floe maintain` applies to every table, unless
@@ -350,8 +353,16 @@ struct RawPipeline {
     catalog: CatalogSettings,
     #[serde(default)]
     maintain: MaintainSettings,
+    #[serde(default)]
+    transform: RawTransform,
     #[serde(default, rename = "job")]
     jobs: Vec<RawJob>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransform {
+    models: Option<String>,
 }
 
 /// A validated ingest job.
@@ -463,6 +474,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
         catalog,
         jobs,
         maintain: raw.maintain,
+        models_dir: raw.transform.models.map(|m| base_dir.join(m)),
     })
 }
 

@@ -369,6 +369,22 @@ impl RestClient {
         }
     }
 
+    /// Drops a table (its files are left to the catalog's purge policy).
+    pub async fn drop_table(&self, namespace: &[String], table: &str) -> Result<()> {
+        let (status, body) = self
+            .call(Method::DELETE, &Self::table_path(namespace, table), None)
+            .await?;
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        Err(catalog_error(
+            "drop table",
+            &ident(namespace, table),
+            status,
+            &body,
+        ))
+    }
+
     /// Creates a table; when another run created it first, loads that one.
     pub async fn create_table(
         &self,
@@ -443,6 +459,78 @@ impl RestClient {
             Ok((status, value)) => Err(catalog_error(
                 "commit to",
                 &ident(namespace, table),
+                status,
+                &value,
+            )),
+        }
+    }
+}
+
+/// One table's part of a multi-table commit.
+#[derive(Debug, Clone)]
+pub struct TableChange {
+    /// Namespace levels.
+    pub namespace: Vec<String>,
+    /// Table name.
+    pub table: String,
+    /// Requirements checked atomically with every other table's.
+    pub requirements: Vec<TableRequirement>,
+    /// Updates applied when all requirements hold.
+    pub updates: Vec<TableUpdate>,
+}
+
+/// What a multi-table commit ended with.
+#[derive(Debug)]
+pub enum TransactionOutcome {
+    /// Every change was applied.
+    Committed,
+    /// A requirement failed: nothing was applied.
+    Conflict(String),
+    /// The catalog has no `transactions/commit` endpoint.
+    Unsupported(String),
+    /// Unknown (timeout, 5xx): check the tables before retrying.
+    Unknown(String),
+}
+
+impl RestClient {
+    /// Commits changes to several tables at once, all or nothing
+    /// (`POST /v1/{prefix}/transactions/commit`).
+    pub async fn commit_transaction(&self, changes: &[TableChange]) -> Result<TransactionOutcome> {
+        let body = json!({
+            "table-changes": changes.iter().map(|c| json!({
+                "identifier": { "namespace": c.namespace, "name": c.table },
+                "requirements": c.requirements,
+                "updates": c.updates,
+            })).collect::<Vec<_>>(),
+        });
+        match self
+            .call(Method::POST, "/transactions/commit", Some(&body))
+            .await
+        {
+            Err(e) => Ok(TransactionOutcome::Unknown(e.to_string())),
+            Ok((status, _)) if status.is_success() => Ok(TransactionOutcome::Committed),
+            Ok((StatusCode::CONFLICT, value)) => {
+                Ok(TransactionOutcome::Conflict(error_message(&value)))
+            }
+            Ok((
+                status @ (StatusCode::NOT_FOUND
+                | StatusCode::METHOD_NOT_ALLOWED
+                | StatusCode::NOT_IMPLEMENTED),
+                value,
+            )) => Ok(TransactionOutcome::Unsupported(format!(
+                "{status}: {}",
+                error_message(&value)
+            ))),
+            Ok((status, value)) if status.is_server_error() => Ok(TransactionOutcome::Unknown(
+                format!("{status}: {}", error_message(&value)),
+            )),
+            Ok((status, value)) => Err(catalog_error(
+                "commit a transaction on",
+                &changes
+                    .iter()
+                    .map(|c| ident(&c.namespace, &c.table))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 status,
                 &value,
             )),

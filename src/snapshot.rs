@@ -28,7 +28,7 @@
 //! producer looks for its run id in the table's history, so a commit whose
 //! response was lost is never applied twice.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -137,7 +137,7 @@ fn decode_day(bound: Option<&serde_bytes::ByteBuf>) -> Option<i32> {
 }
 
 /// Whether a manifest may hold files of `days` (from its partition summary).
-fn may_overlap(manifest: &ManifestFile, days: &RangeInclusive<i32>) -> bool {
+fn may_overlap(manifest: &ManifestFile, days: &BTreeSet<i32>) -> bool {
     let Some(summary) = manifest.partitions.as_ref().and_then(|p| p.first()) else {
         return true;
     };
@@ -145,7 +145,7 @@ fn may_overlap(manifest: &ManifestFile, days: &RangeInclusive<i32>) -> bool {
         decode_day(summary.lower_bound.as_ref()),
         decode_day(summary.upper_bound.as_ref()),
     ) {
-        (Some(lo), Some(hi)) => lo <= *days.end() && hi >= *days.start(),
+        (Some(lo), Some(hi)) => lo <= hi && days.range(lo..=hi).next().is_some(),
         // Only nulls, or no bounds: a null day is never in a window.
         (None, None) => !summary.contains_null && manifest.partitions.is_none(),
         _ => true,
@@ -157,6 +157,10 @@ fn may_overlap(manifest: &ManifestFile, days: &RangeInclusive<i32>) -> bool {
 /// record of a run outlives the snapshot it made (which compaction may
 /// have replaced and expiry may then remove).
 pub const LAST_RUN_PREFIX: &str = "floe.last-run.";
+
+/// Summary key prefix of state carried from `main`'s head into every
+/// snapshot floe commits (unless the commit sets the key itself).
+pub const STATE_PREFIX: &str = "floe.state.";
 
 /// The run records of a snapshot summary: `(job, run id)` from its own
 /// `floe.job` + `floe.run-id`, and from the `floe.last-run.*` it carries.
@@ -216,7 +220,9 @@ pub enum Removal {
     /// Nothing: an append.
     Nothing,
     /// Every live data file of these days (a window overwrite).
-    Days(RangeInclusive<i32>),
+    Days(BTreeSet<i32>),
+    /// Every live data file (a full replace).
+    Everything,
     /// Exactly these data files (a compaction's inputs). Every one must
     /// still be live when the commit is built, and no delete file may have
     /// been added to their partitions after sequence number `since`;
@@ -244,6 +250,10 @@ pub struct Change {
     pub properties: HashMap<String, String>,
     /// This change's id, recorded as [`RUN_ID_KEY`].
     pub run_id: String,
+    /// Stage the snapshot on this new branch instead of moving `main`
+    /// (write-audit-publish). The snapshot's parent is still `main`'s head,
+    /// so publishing is a fast-forward of `main` ([`publish_ref`]).
+    pub branch: Option<String>,
 }
 
 /// How [`commit_change`] ended.
@@ -283,7 +293,7 @@ pub async fn commit_overwrite(
             overwrite.added.clone(),
         )]),
         removal: match &overwrite.days {
-            Some(days) => Removal::Days(days.clone()),
+            Some(days) => Removal::Days(days.clone().collect()),
             None => Removal::Nothing,
         },
         // Replacing days is an overwrite even when they were empty (as
@@ -295,6 +305,7 @@ pub async fn commit_overwrite(
         },
         properties: overwrite.properties.clone(),
         run_id: overwrite.run_id.clone(),
+        branch: None,
     };
     match commit_change(client, handle, loaded, &change).await? {
         ChangeOutcome::Committed(report) => Ok(report),
@@ -364,6 +375,38 @@ pub async fn commit_change(
     )))
 }
 
+/// The requirements and updates that publish a snapshot staged on
+/// `branch` (whose parent was `main` at `base`): `main` moves to it only
+/// if it is still at `base`, and the branch is removed.
+pub fn publish_ref(
+    uuid: Uuid,
+    branch: &str,
+    base: Option<i64>,
+    staged: i64,
+) -> (Vec<TableRequirement>, Vec<TableUpdate>) {
+    (
+        vec![
+            TableRequirement::UuidMatch { uuid },
+            TableRequirement::RefSnapshotIdMatch {
+                r#ref: "main".to_string(),
+                snapshot_id: base,
+            },
+        ],
+        vec![
+            TableUpdate::SetSnapshotRef {
+                ref_name: "main".to_string(),
+                reference: SnapshotReference::new(
+                    staged,
+                    SnapshotRetention::branch(None, None, None),
+                ),
+            },
+            TableUpdate::RemoveSnapshotRef {
+                ref_name: branch.to_string(),
+            },
+        ],
+    )
+}
+
 /// Loads the table again; an error when it was dropped meanwhile.
 pub async fn reload(client: &RestClient, handle: &TableHandle) -> Result<LoadedTable> {
     client
@@ -413,6 +456,7 @@ fn is_removed(removal: &Removal, file: &DataFile) -> bool {
     match removal {
         Removal::Nothing => false,
         Removal::Days(days) => file_day(file).is_some_and(|d| days.contains(&d)),
+        Removal::Everything => true,
         Removal::Files { paths, .. } => paths.contains(file.file_path()),
     }
 }
@@ -422,7 +466,7 @@ fn may_hold_removed(manifest: &ManifestFile, removal: &Removal) -> bool {
     match removal {
         Removal::Nothing => false,
         Removal::Days(days) => may_overlap(manifest, days),
-        Removal::Files { .. } => true,
+        Removal::Files { .. } | Removal::Everything => true,
     }
 }
 
@@ -651,20 +695,26 @@ async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> R
         .with_summary(summary)
         .with_schema_id(metadata.current_schema_id())
         .build();
+    // A staged snapshot goes to a branch that must not exist yet; a
+    // published one moves main, which must still be where it was read.
+    let (ref_name, expected) = match &change.branch {
+        Some(branch) => (branch.clone(), None),
+        None => ("main".to_string(), parent.map(|p| p.snapshot_id())),
+    };
     Ok(Stage::Ready(Staged {
         requirements: vec![
             TableRequirement::UuidMatch {
                 uuid: metadata.uuid(),
             },
             TableRequirement::RefSnapshotIdMatch {
-                r#ref: "main".to_string(),
-                snapshot_id: parent.map(|p| p.snapshot_id()),
+                r#ref: ref_name.clone(),
+                snapshot_id: expected,
             },
         ],
         updates: vec![
             TableUpdate::AddSnapshot { snapshot },
             TableUpdate::SetSnapshotRef {
-                ref_name: "main".to_string(),
+                ref_name,
                 reference: SnapshotReference::new(
                     snapshot_id,
                     SnapshotRetention::branch(None, None, None),
@@ -703,6 +753,17 @@ fn summarize(
         .into_iter()
         .map(|(job, run)| (format!("{LAST_RUN_PREFIX}{job}"), run))
         .collect();
+    // State a writer keeps with its table (a transform's upstream
+    // snapshots) travels with main like the run records.
+    if let Some(head) = metadata.current_snapshot() {
+        props.extend(
+            head.summary()
+                .additional_properties
+                .iter()
+                .filter(|(k, _)| k.starts_with(STATE_PREFIX))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+    }
     if let Some(job) = change.properties.get("floe.job") {
         props.insert(format!("{LAST_RUN_PREFIX}{job}"), change.run_id.clone());
     }

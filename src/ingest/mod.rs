@@ -385,7 +385,8 @@ fn days_start(d: NaiveDate) -> i64 {
         .map_or(0, |t| t.and_utc().timestamp_micros())
 }
 
-fn day_name(day: i32) -> String {
+/// `YYYY-MM-DD` of a day number (days since 1970-01-01).
+pub fn day_name(day: i32) -> String {
     (chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(i64::from(day)))
         .date_naive()
         .to_string()

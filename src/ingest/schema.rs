@@ -67,25 +67,33 @@ pub fn table_schema(job: &Job) -> Result<Schema> {
 
 /// `day(ts_utc)`.
 pub fn day_spec() -> UnboundPartitionSpec {
+    day_spec_on(1, EVENT_TIME_COLUMN)
+}
+
+/// `day(column)`, `source_id` being the column's field id.
+pub fn day_spec_on(source_id: i32, column: &str) -> UnboundPartitionSpec {
     UnboundPartitionSpec::builder()
-        .add_partition_field(1, format!("{EVENT_TIME_COLUMN}_day"), Transform::Day)
+        .add_partition_field(source_id, format!("{column}_day"), Transform::Day)
         .map(|b| b.build())
         .unwrap_or_default()
 }
 
 /// The job's sort order over `schema` (unsorted when it declares none).
 pub fn sort_order(job: &Job, schema: &Schema) -> Result<SortOrder> {
-    if job.sort.is_empty() {
+    sort_order_by(&job.sort, schema, &format!("job {}", job.name))
+}
+
+/// Ascending order on `columns` of `schema` (unsorted when empty);
+/// `owner` names the job or model in messages.
+pub fn sort_order_by(columns: &[String], schema: &Schema, owner: &str) -> Result<SortOrder> {
+    if columns.is_empty() {
         return Ok(SortOrder::unsorted_order());
     }
     let mut builder = SortOrder::builder();
     builder.with_order_id(1);
-    for name in &job.sort {
+    for name in columns {
         let f = schema.field_by_name(name).ok_or_else(|| {
-            Error::Config(format!(
-                "job {}: sort column {name} is not in the schema",
-                job.name
-            ))
+            Error::Config(format!("{owner}: sort column {name} is not in the schema"))
         })?;
         builder.with_sort_field(
             SortField::builder()
@@ -98,7 +106,7 @@ pub fn sort_order(job: &Job, schema: &Schema) -> Result<SortOrder> {
     }
     builder
         .build(schema)
-        .map_err(|e| Error::Config(format!("job {}: invalid sort order: {e}", job.name)))
+        .map_err(|e| Error::Config(format!("{owner}: invalid sort order: {e}")))
 }
 
 /// The Arrow schema matching an Iceberg schema (field ids in the metadata,

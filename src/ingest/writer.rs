@@ -134,8 +134,11 @@ pub struct DayWriters {
     open_rows: BTreeMap<i32, usize>,
     /// Sort columns (indices into the batch) when the table is sorted.
     sort: Vec<usize>,
-    /// The timestamp column the day partitions derive from.
-    time_column: String,
+    /// The timestamp column the day partitions derive from (none: the
+    /// table is unpartitioned and every row goes to one writer).
+    time_column: Option<String>,
+    /// When set, a row of any other day is an error.
+    only_days: Option<std::collections::BTreeSet<i32>>,
     buffered: BTreeMap<i32, Vec<RecordBatch>>,
     buffered_bytes: usize,
     done: Vec<DataFile>,
@@ -175,7 +178,8 @@ impl DayWriters {
             open: BTreeMap::new(),
             open_rows: BTreeMap::new(),
             sort,
-            time_column: time_column.to_string(),
+            time_column: Some(time_column.to_string()),
+            only_days: None,
             buffered: BTreeMap::new(),
             buffered_bytes: 0,
             done: Vec::new(),
@@ -191,10 +195,35 @@ impl DayWriters {
         self
     }
 
+    /// Writes every row to one unpartitioned writer instead (the table's
+    /// spec has no fields).
+    pub fn unpartitioned(mut self) -> Self {
+        self.time_column = None;
+        self
+    }
+
+    /// Refuses rows of days outside `days` (an error naming the day).
+    pub fn only_days(mut self, days: std::collections::BTreeSet<i32>) -> Self {
+        self.only_days = Some(days);
+        self
+    }
+
     /// Routes a batch's rows to their days (all of which the caller has
-    /// checked to lie in the window).
+    /// checked to lie in the window, or [`Self::only_days`] checks).
     pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        for (day, part) in split_by_day(&batch, &self.time_column)? {
+        let parts = match &self.time_column {
+            Some(column) => split_by_day(&batch, column)?,
+            None => vec![(0, batch)],
+        };
+        if let Some(allowed) = &self.only_days
+            && let Some((day, _)) = parts.iter().find(|(d, _)| !allowed.contains(d))
+        {
+            return Err(Error::Storage(format!(
+                "a row falls on {}, outside the days being written",
+                crate::ingest::day_name(*day)
+            )));
+        }
+        for (day, part) in parts {
             if self.sort.is_empty() {
                 let rows = part.num_rows();
                 self.writer(day).await?.write(part).await.map_err(storage)?;
@@ -226,12 +255,14 @@ impl DayWriters {
 
     async fn writer(&mut self, day: i32) -> Result<&mut Writer> {
         if !self.open.contains_key(&day) {
-            let key = PartitionKey::new(
-                self.metadata.default_partition_spec().as_ref().clone(),
-                self.metadata.current_schema().clone(),
-                Struct::from_iter([Some(Literal::date(day))]),
-            );
-            let w = self.builder.build(Some(key)).await.map_err(storage)?;
+            let key = self.time_column.is_some().then(|| {
+                PartitionKey::new(
+                    self.metadata.default_partition_spec().as_ref().clone(),
+                    self.metadata.current_schema().clone(),
+                    Struct::from_iter([Some(Literal::date(day))]),
+                )
+            });
+            let w = self.builder.build(key).await.map_err(storage)?;
             self.open.insert(day, w);
         }
         self.open

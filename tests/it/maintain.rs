@@ -332,6 +332,7 @@ async fn a_replace_never_removes_files_a_concurrent_overwrite_already_replaced()
         operation: Operation::Replace,
         properties: HashMap::new(),
         run_id: "compact-run".into(),
+        branch: None,
     };
     let head = Target::open(&client, "m.t").await.expect("open");
     let outcome = snapshot::commit_change(&client, &head.handle, head.loaded.clone(), &change)
@@ -364,6 +365,7 @@ async fn a_replace_keeps_files_a_concurrent_append_added() {
         operation: Operation::Replace,
         properties: HashMap::new(),
         run_id: "compact-run".into(),
+        branch: None,
     };
     // Built from the planning snapshot: the producer reloads on conflict.
     let outcome =

@@ -1,0 +1,38 @@
+/* floe
+# One row per settlement date (UK local calendar day). A day has 48
+# settlement periods, 46 on the spring clock change (last Sunday of March)
+# and 50 on the autumn one (last Sunday of October).
+materialized = "table"
+unique_key = ["settlement_date"]
+
+[tests]
+not_null = ["settlement_date", "settlement_periods", "periods_landed"]
+accepted_values = { settlement_periods = [46, 48, 50] }
+*/
+SELECT
+    settlement_date,
+    year,
+    month,
+    day_of_week,
+    day_of_week IN (0, 6) AS is_weekend,
+    settlement_periods,
+    settlement_periods <> 48 AS is_clock_change,
+    periods_landed,
+    periods_landed = settlement_periods AS is_complete
+FROM (
+    SELECT
+        settlement_date,
+        CAST(date_part('year', settlement_date) AS INT) AS year,
+        CAST(date_part('month', settlement_date) AS INT) AS month,
+        CAST(date_part('dow', settlement_date) AS INT) AS day_of_week,
+        CAST(CASE
+            WHEN date_part('month', settlement_date) = 3 AND date_part('dow', settlement_date) = 0
+                 AND date_part('day', settlement_date) >= 25 THEN 46
+            WHEN date_part('month', settlement_date) = 10 AND date_part('dow', settlement_date) = 0
+                 AND date_part('day', settlement_date) >= 25 THEN 50
+            ELSE 48
+        END AS INT) AS settlement_periods,
+        CAST(COUNT(DISTINCT settlement_period) AS INT) AS periods_landed
+    FROM bronze.demand
+    GROUP BY settlement_date
+) AS d

@@ -1,0 +1,257 @@
+//! Data tests: each declared test becomes a query returning the offending
+//! rows of the staged table (as registered in the session: the staged
+//! snapshot, restricted to the days the run wrote). A test passes when its
+//! query returns nothing; otherwise it reports how many rows and a sample.
+
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::SessionContext;
+use serde::Serialize;
+
+use super::model::{Model, interval_seconds};
+use crate::error::{Error, Result};
+
+/// Rows shown for a failing test.
+const SAMPLE_ROWS: usize = 5;
+
+/// One test's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestOutcome {
+    /// E.g. `not_null(site_id)`.
+    pub test: String,
+    /// Offending rows (0: passed).
+    pub failures: u64,
+    /// The first offending rows, as a table.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub sample: String,
+}
+
+/// A test and its query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    /// Display name.
+    pub test: String,
+    /// SELECT returning offending rows.
+    pub sql: String,
+}
+
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn table_ident(name: &str) -> String {
+    name.split('.').map(ident).collect::<Vec<_>>().join(".")
+}
+
+fn literal(v: &toml::Value) -> std::result::Result<String, String> {
+    match v {
+        toml::Value::String(s) => Ok(format!("'{}'", s.replace('\'', "''"))),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        other => Err(format!("{other} is not a string, number or boolean")),
+    }
+}
+
+/// The checks `model` declares, on `table` (the staged model table's
+/// registered name), with `event_time` its event-time column if any.
+///
+/// # Errors
+/// A malformed declaration (naming the model file).
+pub fn checks(model: &Model, event_time: Option<&str>) -> Result<Vec<Check>> {
+    let bad = |msg: String| Error::Model(format!("{}: [tests] {msg}", model.file()));
+    let t = table_ident(&model.name);
+    let tests = &model.tests;
+    let mut out = Vec::new();
+    for c in &tests.not_null {
+        out.push(Check {
+            test: format!("not_null({c})"),
+            sql: format!("SELECT * FROM {t} WHERE {} IS NULL", ident(c)),
+        });
+    }
+    let mut uniques = tests.unique.clone();
+    if !model.unique_key.is_empty() && !uniques.contains(&model.unique_key) {
+        uniques.insert(0, model.unique_key.clone());
+    }
+    for cols in &uniques {
+        if cols.is_empty() {
+            return Err(bad("unique needs at least one column".into()));
+        }
+        let list: Vec<String> = cols.iter().map(|c| ident(c)).collect();
+        let list = list.join(", ");
+        out.push(Check {
+            test: format!("unique({})", cols.join(", ")),
+            sql: format!(
+                "SELECT {list}, count(*) AS duplicates FROM {t} GROUP BY {list} HAVING count(*) > 1"
+            ),
+        });
+    }
+    for (c, values) in &tests.accepted_values {
+        if values.is_empty() {
+            return Err(bad(format!("accepted_values.{c} lists no value")));
+        }
+        let list: Vec<String> = values
+            .iter()
+            .map(literal)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| bad(format!("accepted_values.{c}: {e}")))?;
+        let c_id = ident(c);
+        out.push(Check {
+            test: format!("accepted_values({c})"),
+            sql: format!(
+                "SELECT {c_id}, count(*) AS rows FROM {t} WHERE {c_id} IS NOT NULL AND {c_id} NOT IN ({}) GROUP BY {c_id}",
+                list.join(", ")
+            ),
+        });
+    }
+    for (c, bounds) in &tests.range {
+        let c_id = ident(c);
+        let mut conds = Vec::new();
+        if let Some(min) = bounds.min {
+            conds.push(format!("{c_id} < {min}"));
+        }
+        if let Some(max) = bounds.max {
+            conds.push(format!("{c_id} > {max}"));
+        }
+        if conds.is_empty() {
+            return Err(bad(format!("range.{c} needs min or max")));
+        }
+        out.push(Check {
+            test: format!("range({c})"),
+            sql: format!("SELECT * FROM {t} WHERE {}", conds.join(" OR ")),
+        });
+    }
+    for (c, target) in &tests.relationships {
+        let parts: Vec<&str> = target.split('.').collect();
+        let [ns, table, column] = parts.as_slice() else {
+            return Err(bad(format!(
+                "relationships.{c} = {target:?}: expected \"namespace.table.column\""
+            )));
+        };
+        let c_id = ident(c);
+        out.push(Check {
+            test: format!("relationships({c} -> {target})"),
+            sql: format!(
+                "SELECT * FROM {t} AS child WHERE child.{c_id} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {} AS parent WHERE parent.{} = child.{c_id})",
+                table_ident(&format!("{ns}.{table}")),
+                ident(column)
+            ),
+        });
+    }
+    let min_rows = tests.min_rows.unwrap_or(1);
+    if min_rows > 0 {
+        out.push(Check {
+            test: format!("row_count >= {min_rows}"),
+            sql: format!("SELECT count(*) AS row_count FROM {t} HAVING count(*) < {min_rows}"),
+        });
+    }
+    if let Some(cadence) = &tests.cadence {
+        let time =
+            event_time.ok_or_else(|| bad("cadence needs the model's event_time column".into()))?;
+        let interval = interval_seconds(&cadence.interval)
+            .map_err(|e| bad(format!("cadence.interval: {e}")))?;
+        let max_gap = match &cadence.max_gap {
+            Some(g) => interval_seconds(g).map_err(|e| bad(format!("cadence.max_gap: {e}")))?,
+            None => interval,
+        };
+        out.push(Check {
+            test: format!(
+                "cadence({} every {} per [{}], max gap {}s)",
+                time,
+                cadence.interval,
+                cadence.key.join(", "),
+                max_gap
+            ),
+            sql: cadence_sql(&t, time, &cadence.key, interval, max_gap),
+        });
+    }
+    Ok(out)
+}
+
+/// Per key and UTC day with at least one row (the event time being a
+/// microsecond timestamp, as Iceberg's are): the largest gap between
+/// consecutive distinct timestamps, counting from the day's start (as if
+/// one interval before it) and to its end; offending when above `max_gap`.
+fn cadence_sql(t: &str, time: &str, key: &[String], interval: i64, max_gap: i64) -> String {
+    const DAY_US: i64 = 86_400_000_000;
+    let keys: Vec<String> = key.iter().map(|k| ident(k)).collect();
+    let key_list = keys.iter().map(|k| format!("{k}, ")).collect::<String>();
+    let interval_us = interval * 1_000_000;
+    let part = format!("PARTITION BY {key_list}day0");
+    format!(
+        "WITH s AS (SELECT DISTINCT {key_list}CAST({time_id} AS BIGINT) AS us FROM {t} WHERE {time_id} IS NOT NULL), \
+         d AS (SELECT {key_list}us, us - (((us % {DAY_US}) + {DAY_US}) % {DAY_US}) AS day0 FROM s), \
+         g AS (SELECT {key_list}day0, us, \
+               us - COALESCE(LAG(us) OVER ({part} ORDER BY us), day0 - {interval_us}) AS gap, \
+               CASE WHEN LEAD(us) OVER ({part} ORDER BY us) IS NULL THEN day0 + {DAY_US} - us ELSE 0 END AS tail \
+               FROM d) \
+         SELECT {key_list}to_timestamp_micros(day0) AS day, count(*) AS observed, {expected} AS expected, \
+                greatest(max(gap), max(tail)) / 1000000 AS largest_gap_s \
+         FROM g GROUP BY {key_list}day0 \
+         HAVING greatest(max(gap), max(tail)) > {max_gap_us} \
+         ORDER BY day",
+        time_id = ident(time),
+        expected = DAY_US / interval_us,
+        max_gap_us = max_gap * 1_000_000,
+    )
+}
+
+/// Runs `checks` in `ctx`, returning every outcome.
+///
+/// # Errors
+/// When a test query fails to run (naming the model and test).
+pub async fn run(
+    ctx: &SessionContext,
+    model: &Model,
+    checks: &[Check],
+) -> Result<Vec<TestOutcome>> {
+    let mut out = Vec::with_capacity(checks.len());
+    for check in checks {
+        let fail = |e: datafusion::error::DataFusionError| {
+            Error::Model(format!(
+                "{}: test {} could not run: {e}",
+                model.file(),
+                check.test
+            ))
+        };
+        let count = ctx
+            .sql(&format!("SELECT count(*) AS n FROM ({})", check.sql))
+            .await
+            .map_err(fail)?
+            .collect()
+            .await
+            .map_err(fail)?;
+        let failures = count
+            .first()
+            .filter(|b| b.num_rows() > 0)
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                    .map(|a| a.value(0))
+            })
+            .unwrap_or(0) as u64;
+        let sample = if failures == 0 {
+            String::new()
+        } else {
+            let rows = ctx
+                .sql(&format!(
+                    "SELECT * FROM ({}) LIMIT {SAMPLE_ROWS}",
+                    check.sql
+                ))
+                .await
+                .map_err(fail)?
+                .collect()
+                .await
+                .map_err(fail)?;
+            pretty_format_batches(&rows)
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+        };
+        out.push(TestOutcome {
+            test: check.test.clone(),
+            failures,
+            sample,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,130 @@
+//! Which days of an upstream table changed between two of its snapshots,
+//! read from snapshot lineage: the data and delete files each snapshot on
+//! the path added or removed, by their `day(...)` partition. Compactions
+//! (`replace` snapshots) change no data and are skipped.
+
+use std::collections::BTreeSet;
+
+use iceberg::spec::{ManifestStatus, Operation, PrimitiveType, TableMetadata, Transform, Type};
+use iceberg::table::Table;
+
+use crate::error::{Error, Result};
+use crate::snapshot::file_day;
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// Nothing (same snapshot, or only compactions).
+    Nothing,
+    /// These days (since 1970-01-01, UTC).
+    Days(BTreeSet<i32>),
+    /// Unknown or not by day: treat everything as changed.
+    Everything,
+}
+
+impl Changed {
+    /// Adds `other`'s changes to these.
+    pub fn merge(self, other: Changed) -> Changed {
+        match (self, other) {
+            (Changed::Everything, _) | (_, Changed::Everything) => Changed::Everything,
+            (Changed::Nothing, x) | (x, Changed::Nothing) => x,
+            (Changed::Days(mut a), Changed::Days(b)) => {
+                a.extend(b);
+                Changed::Days(a)
+            }
+        }
+    }
+}
+
+/// The timestamp column a table is day-partitioned on (`day(col)` alone),
+/// if it is.
+pub fn day_column(metadata: &TableMetadata) -> Option<String> {
+    let spec = metadata.default_partition_spec();
+    let [field] = spec.fields() else {
+        return None;
+    };
+    if field.transform != Transform::Day {
+        return None;
+    }
+    let source = metadata.current_schema().field_by_id(field.source_id)?;
+    matches!(
+        *source.field_type,
+        Type::Primitive(PrimitiveType::Timestamptz | PrimitiveType::Timestamp)
+    )
+    .then(|| source.name.clone())
+}
+
+/// The days of `table` changed after snapshot `from` up to snapshot `to`.
+///
+/// # Errors
+/// When a manifest cannot be read.
+pub async fn between(table: &Table, from: Option<i64>, to: Option<i64>) -> Result<Changed> {
+    if from == to {
+        return Ok(Changed::Nothing);
+    }
+    let (Some(from), Some(to)) = (from, to) else {
+        return Ok(Changed::Everything);
+    };
+    let metadata = table.metadata();
+    if day_column(metadata).is_none() {
+        return Ok(Changed::Everything);
+    }
+    // The snapshots after `from`, newest first; `from` must be an ancestor.
+    let mut path = Vec::new();
+    let mut current = Some(to);
+    loop {
+        match current {
+            Some(id) if id == from => break,
+            Some(id) => match metadata.snapshot_by_id(id) {
+                Some(s) if path.len() <= metadata.snapshots().len() => {
+                    current = s.parent_snapshot_id();
+                    path.push(s.clone());
+                }
+                _ => return Ok(Changed::Everything),
+            },
+            // `from` is not an ancestor (expired, or the table was rewritten).
+            None => return Ok(Changed::Everything),
+        }
+    }
+    let storage = |e: iceberg::Error| Error::Storage(e.to_string());
+    let mut days = BTreeSet::new();
+    for snapshot in path {
+        if snapshot.summary().operation == Operation::Replace {
+            continue;
+        }
+        let id = snapshot.snapshot_id();
+        let list = table
+            .manifest_list_reader(&snapshot)
+            .load()
+            .await
+            .map_err(storage)?;
+        for manifest in list.entries().iter().filter(|m| m.added_snapshot_id == id) {
+            let spec = metadata.partition_spec_by_id(manifest.partition_spec_id);
+            let by_day =
+                spec.is_some_and(|s| matches!(s.fields(), [f] if f.transform == Transform::Day));
+            if !by_day {
+                return Ok(Changed::Everything);
+            }
+            let entries = manifest
+                .load_manifest(table.file_io())
+                .await
+                .map_err(storage)?;
+            for entry in entries.entries() {
+                if entry.status() == ManifestStatus::Existing || entry.snapshot_id() != Some(id) {
+                    continue;
+                }
+                match file_day(entry.data_file()) {
+                    Some(day) => {
+                        days.insert(day);
+                    }
+                    None => return Ok(Changed::Everything),
+                }
+            }
+        }
+    }
+    Ok(if days.is_empty() {
+        Changed::Nothing
+    } else {
+        Changed::Days(days)
+    })
+}
