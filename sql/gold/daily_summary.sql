@@ -17,7 +17,7 @@ SELECT
     MAX(demand_mw) AS peak_demand_mw,
     MIN(temperature_c) AS min_temperature_c,
     MAX(temperature_c) AS max_temperature_c,
-    AVG(temperature_c) AS avg_temperature_c,
+    ROUND(AVG(temperature_c), 2) AS avg_temperature_c,
     100.0 * (48 - COUNT(DISTINCT ts_utc)) / 48 AS missing_interval_pct
 FROM (
     SELECT *, MIN(site_id) OVER (PARTITION BY ts_utc) AS first_site

@@ -15,8 +15,8 @@ SELECT
     site_id,
     MIN(temperature_c) AS min_temperature_c,
     MAX(temperature_c) AS max_temperature_c,
-    AVG(temperature_c) AS avg_temperature_c,
-    AVG(wind_speed_ms) AS avg_wind_speed_ms,
+    ROUND(AVG(temperature_c), 2) AS avg_temperature_c,
+    ROUND(AVG(wind_speed_ms), 2) AS avg_wind_speed_ms,
     MAX(demand_mw) AS peak_demand_mw,
     100.0 * (48 - COUNT(temperature_c)) / 48 AS missing_weather_pct
 FROM silver.fact_observations

@@ -704,7 +704,7 @@ async fn decide(
 }
 
 /// The first `rows` rows of table `name` at `main` (ordered by its first
-/// columns) and its location; none when the table does not exist.
+/// three columns) and its location; none when the table does not exist.
 ///
 /// # Errors
 /// When the catalog or the query fails.
@@ -725,8 +725,8 @@ pub async fn preview(
         .schema()
         .fields()
         .iter()
-        .take(2)
-        .map(|f| datafusion::prelude::col(f.name()).sort(true, true))
+        .take(3)
+        .map(|f| datafusion::prelude::ident(f.name()).sort(true, true))
         .collect();
     let batches = df
         .sort(order)
