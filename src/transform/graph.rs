@@ -19,7 +19,8 @@ pub struct Node {
     pub model: Model,
     /// Every table read, as `namespace.table`.
     pub reads: BTreeSet<String>,
-    /// The ones that are models (run before this one).
+    /// The models among them and among the parents of its relationships
+    /// tests (run before this one).
     pub upstream: BTreeSet<String>,
 }
 
@@ -70,7 +71,20 @@ pub fn build(models: Vec<Model>, state: &SessionState) -> Result<Graph> {
                 model.name
             )));
         }
-        let upstream = reads.intersection(&names).cloned().collect();
+        // A relationships test reads its parent table too: a parent that is
+        // a model runs first, so the test sees this run's version of it.
+        let tested: BTreeSet<String> = model
+            .tests
+            .relationships
+            .values()
+            .filter_map(|t| t.rsplit_once('.').map(|(table, _)| table.to_string()))
+            .filter(|t| *t != model.name)
+            .collect();
+        let upstream = reads
+            .union(&tested)
+            .filter(|t| names.contains(*t))
+            .cloned()
+            .collect();
         pending.insert(
             model.name.clone(),
             Node {

@@ -53,6 +53,8 @@ use session::Source;
 const INPUTS_KEY: &str = "floe.state.transform-inputs";
 /// Summary key: the content hash of the last full refresh.
 const CONTENT_KEY: &str = "floe.state.transform-content";
+/// Summary key: a hash of the model's SQL file (an edit recomputes it).
+const MODEL_KEY: &str = "floe.state.transform-model";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -140,6 +142,10 @@ struct Ran {
     report: ModelReport,
     staged: Option<(Staged, Source)>,
     failed: bool,
+    /// What went wrong (not for failing data tests).
+    error: Option<Error>,
+    /// A dry run's plan for this model (so downstream plans follow it).
+    planned: Option<Refresh>,
 }
 
 /// Runs the selected models. Every model gets a report; the error returned
@@ -191,6 +197,8 @@ async fn plan_and_run(
     let mut reports: BTreeMap<String, ModelReport> = BTreeMap::new();
     let mut finished: BTreeMap<String, bool> = BTreeMap::new(); // name -> ok
     let mut staged: Vec<(String, Staged)> = Vec::new();
+    let mut planned: BTreeMap<String, Refresh> = BTreeMap::new();
+    let mut first_error: Option<Error> = None;
     let mut pending: Vec<&Node> = selected.clone();
     let mut running = FuturesUnordered::new();
     let total = pending.len();
@@ -233,11 +241,12 @@ async fn plan_and_run(
                 continue;
             }
             let sources: HashMap<String, Source> = world.clone();
+            let plans = planned.clone();
             let started = reports.len() + running.len() + 1;
             eprintln!("[{started}/{total}] {}: running", node.model.name);
             running.push(async move {
                 let t = Instant::now();
-                let mut ran = run_model(client, node, &sources, req).await;
+                let mut ran = run_model(client, node, &sources, &plans, req).await;
                 ran.report.duration_ms = t.elapsed().as_millis();
                 (node.model.name.clone(), ran)
             });
@@ -255,6 +264,14 @@ async fn plan_and_run(
                 .unwrap_or_default()
         );
         finished.insert(name.clone(), !ran.failed);
+        if let Some(plan) = ran.planned {
+            planned.insert(name.clone(), plan);
+        }
+        if let Some(e) = ran.error
+            && first_error.is_none()
+        {
+            first_error = Some(e);
+        }
         if let Some((s, source)) = ran.staged {
             world.insert(name.clone(), source);
             staged.push((s.layer.clone(), s));
@@ -323,12 +340,8 @@ async fn plan_and_run(
         ))
     } else if let Some(e) = publish_error {
         Err(e)
-    } else if let Some(r) = ordered.iter().find(|r| r.status == "failed") {
-        Err(Error::Model(format!(
-            "{} failed: {}",
-            r.model,
-            r.error.clone().unwrap_or_default()
-        )))
+    } else if let Some(e) = first_error {
+        Err(e)
     } else {
         Ok(())
     };
@@ -378,6 +391,7 @@ async fn run_model(
     client: &RestClient,
     node: &Node,
     world: &HashMap<String, Source>,
+    planned: &BTreeMap<String, Refresh>,
     req: &TransformRequest,
 ) -> Ran {
     let model = &node.model;
@@ -387,32 +401,54 @@ async fn run_model(
         reads: node.reads.iter().cloned().collect(),
         ..ModelReport::default()
     };
-    match run_model_inner(client, node, world, req, &mut report).await {
-        Ok(staged) => Ran {
+    match run_model_inner(client, node, world, planned, req, &mut report).await {
+        Ok((staged, plan)) => Ran {
             failed: report.status == "tests-failed",
             report,
             staged,
+            error: None,
+            planned: plan,
         },
         Err(e) => {
             report.status = "failed".into();
             report.error = Some(e.to_string());
+            report.snapshot_id = None;
             Ran {
                 report,
                 staged: None,
                 failed: true,
+                error: Some(e),
+                planned: None,
             }
         }
     }
 }
 
+/// A staged result (to publish) and, in a dry run, the plan.
+type Outcome = (Option<(Staged, Source)>, Option<Refresh>);
+
 async fn run_model_inner(
     client: &RestClient,
     node: &Node,
     world: &HashMap<String, Source>,
+    planned: &BTreeMap<String, Refresh>,
     req: &TransformRequest,
     report: &mut ModelReport,
-) -> Result<Option<(Staged, Source)>> {
+) -> Result<Outcome> {
     let model = &node.model;
+    // A dry run cannot plan over an upstream model that has no table yet
+    // (its first run is only planned): this one will be computed whole.
+    if req.dry_run
+        && let Some(missing) = node
+            .reads
+            .iter()
+            .find(|r| !world.contains_key(*r) && planned.contains_key(*r))
+    {
+        report.status = "planned".into();
+        report.refresh = "full".into();
+        report.reason = format!("{missing} has no table yet (its first run is planned)");
+        return Ok((None, Some(Refresh::Full)));
+    }
     let inputs: Vec<&Source> = node
         .reads
         .iter()
@@ -451,6 +487,14 @@ async fn run_model_inner(
     let schema = write::table_schema(model, &output)?;
     let (namespace, name) = model.target();
     let existing = client.load_table(&namespace, &name).await?;
+    if let Some(t) = &existing {
+        publish::drop_stale_branches(client, &namespace, &name, t).await;
+        // Checked before anything else: a changed query must not pass as
+        // up to date.
+        if t.metadata.current_snapshot().is_some() {
+            write::check_same_columns(model, t.metadata.current_schema(), &schema)?;
+        }
+    }
     let head_props = existing
         .as_ref()
         .and_then(|t| t.metadata.current_snapshot())
@@ -460,7 +504,26 @@ async fn run_model_inner(
         .iter()
         .map(|s| (s.name.clone(), s.snapshot_id))
         .collect();
-    let (refresh, reason) = decide(materialized, req.window, &head_props, &inputs, &now).await?;
+    let model_hash = format!(
+        "{:032x}",
+        twox_hash::XxHash3_128::oneshot(model.sql.as_bytes())
+    );
+    let (refresh, reason) = if head_props.contains_key(INPUTS_KEY)
+        && head_props.get(MODEL_KEY) != Some(&model_hash)
+        && req.window.is_none()
+    {
+        (Refresh::Full, "the model's SQL changed".to_string())
+    } else {
+        decide(
+            materialized,
+            req.window,
+            &head_props,
+            &inputs,
+            &now,
+            planned,
+        )
+        .await?
+    };
     report.reason = reason;
     report.refresh = match &refresh {
         Refresh::Skip => "none",
@@ -473,11 +536,11 @@ async fn run_model_inner(
     }
     if refresh == Refresh::Skip {
         report.status = "up-to-date".into();
-        return Ok(None);
+        return Ok((None, None));
     }
     if req.dry_run {
         report.status = "planned".into();
-        return Ok(None);
+        return Ok((None, Some(refresh)));
     }
 
     let loaded = write::open_or_create(client, model, &schema, event_time.as_deref()).await?;
@@ -534,7 +597,7 @@ async fn run_model_inner(
         report.status = "unchanged".into();
         report.bytes_written = 0;
         report.data_files = 0;
-        return Ok(None);
+        return Ok((None, None));
     }
 
     // Stage on the audit branch.
@@ -545,6 +608,7 @@ async fn run_model_inner(
         ("floe.job".to_string(), format!("transform:{}", model.name)),
         ("floe.transform.refresh".to_string(), report.refresh.clone()),
         (INPUTS_KEY.to_string(), inputs_json),
+        (MODEL_KEY.to_string(), model_hash),
         (
             CONTENT_KEY.to_string(),
             written.content.clone().unwrap_or_default(),
@@ -632,15 +696,22 @@ async fn run_model_inner(
             ));
         }
         publish::discard(client, &staged).await;
+        if staged.base.is_none() {
+            // Its first result failed: the table floe created for it goes
+            // too, as if the model had never run.
+            if let Err(e) = client.drop_table(&staged.namespace, &staged.table).await {
+                tracing::warn!(model = %model.name, error = %e, "could not drop the empty table");
+            }
+        }
         report.tests = outcomes;
         report.status = "tests-failed".into();
         report.error = Some(msg);
         report.snapshot_id = None;
-        return Ok(None);
+        return Ok((None, None));
     }
     report.tests = outcomes;
     report.status = "staged".into();
-    Ok(Some((staged, source)))
+    Ok((Some((staged, source)), None))
 }
 
 fn indent(text: &str) -> String {
@@ -657,6 +728,7 @@ async fn decide(
     head_props: &HashMap<String, String>,
     inputs: &[&Source],
     now: &BTreeMap<String, Option<i64>>,
+    planned: &BTreeMap<String, Refresh>,
 ) -> Result<(Refresh, String)> {
     if let (Some((from, to)), Materialized::Incremental) = (window, materialized) {
         let start = from
@@ -680,6 +752,7 @@ async fn decide(
     };
     let mut changed = Changed::Nothing;
     let mut why: Vec<String> = Vec::new();
+    let mut maybe: Vec<String> = Vec::new();
     for s in inputs {
         let before = previous.get(&s.name).copied().flatten();
         let after = now.get(&s.name).copied().flatten();
@@ -688,13 +761,33 @@ async fn decide(
             why.push(format!("{} is a new input", s.name));
             continue;
         }
-        let c = changes::between(&s.table, before, after).await?;
+        // In a dry run, an upstream model's plan stands for its change. A
+        // full recompute may well give the same rows (not committed then),
+        // so it is noted rather than assumed.
+        let c = match planned.get(&s.name) {
+            Some(Refresh::Days(d)) => Changed::Days(d.clone()),
+            Some(Refresh::Full) => {
+                maybe.push(s.name.clone());
+                Changed::Nothing
+            }
+            _ => changes::between(&s.table, before, after).await?,
+        };
         match &c {
             Changed::Nothing => {}
             Changed::Days(d) => why.push(format!("{} changed on {} day(s)", s.name, d.len())),
             Changed::Everything => why.push(format!("{} changed (not by day)", s.name)),
         }
         changed = changed.merge(c);
+    }
+    if !maybe.is_empty() {
+        let note = format!(
+            "whole model if the recomputed {} give(s) different rows",
+            maybe.join(", ")
+        );
+        if changed == Changed::Nothing {
+            return Ok((Refresh::Full, note));
+        }
+        why.push(note);
     }
     Ok(match (changed, materialized) {
         (Changed::Nothing, _) => (Refresh::Skip, "no input changed".into()),

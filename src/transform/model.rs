@@ -236,10 +236,17 @@ fn is_identifier(s: &str) -> bool {
 /// The TOML inside a leading `/* floe ... */` block (none: defaults).
 fn parse_header(sql: &str, file: &str) -> Result<Header> {
     let trimmed = sql.trim_start();
-    let Some(rest) = trimmed.strip_prefix("/*") else {
-        return Ok(Header::default());
-    };
-    let Some(body) = rest.trim_start_matches([' ', '\t']).strip_prefix("floe") else {
+    let header = trimmed
+        .strip_prefix("/*")
+        .and_then(|rest| rest.trim_start_matches([' ', '\t']).strip_prefix("floe"));
+    let Some(body) = header else {
+        // A header further down would be silently ignored: refuse it.
+        if let Some(at) = sql.find("/* floe").or_else(|| sql.find("/*floe")) {
+            let line = sql[..at].matches('\n').count() + 1;
+            return Err(Error::Config(format!(
+                "{file}:{line}: the /* floe header must open the file (nothing before it, not even a comment)"
+            )));
+        }
         return Ok(Header::default());
     };
     let end = body
@@ -250,12 +257,27 @@ fn parse_header(sql: &str, file: &str) -> Result<Header> {
     let offset = sql.len() - body.len();
     let first_line = sql[..offset].matches('\n').count() + 1;
     toml::from_str::<Header>(toml_text).map_err(|e| {
-        let line = e
+        let (line, text) = e
             .span()
-            .map(|s| first_line + toml_text[..s.start].matches('\n').count())
-            .unwrap_or(first_line);
+            .map(|s| {
+                let before = &toml_text[..s.start];
+                let start = before.rfind('\n').map_or(0, |i| i + 1);
+                let end = toml_text[s.start..]
+                    .find('\n')
+                    .map_or(toml_text.len(), |i| s.start + i);
+                (
+                    first_line + before.matches('\n').count(),
+                    toml_text[start..end].trim().to_string(),
+                )
+            })
+            .unwrap_or((first_line, String::new()));
+        let at = if text.is_empty() {
+            String::new()
+        } else {
+            format!(" (in `{text}`)")
+        };
         Error::Config(format!(
-            "{file}:{line}: model header: {}",
+            "{file}:{line}: model header: {}{at}",
             e.message().trim_end()
         ))
     })
@@ -306,6 +328,20 @@ mod tests {
         assert!(e.contains("foo"), "{e}");
         assert!(parse_header("SELECT 1", "m.sql").is_ok());
         assert!(parse_header("/* floe\nmaterialized = 1", "m.sql").is_err());
+        let typed = parse_header("/* floe\nunique_key = \"a\"\n*/\nSELECT 1", "m.sql")
+            .expect_err("wrong type")
+            .to_string();
+        assert!(
+            typed.contains("m.sql:2") && typed.contains("unique_key"),
+            "{typed}"
+        );
+        let late = parse_header("-- note\n/* floe\nsort = []\n*/\nSELECT 1", "m.sql")
+            .expect_err("header after a comment")
+            .to_string();
+        assert!(
+            late.contains("m.sql:2") && late.contains("must open the file"),
+            "{late}"
+        );
     }
 
     #[test]

@@ -48,9 +48,51 @@ impl Staged {
     }
 }
 
+/// Prefix of every audit branch.
+const BRANCH_PREFIX: &str = "floe-audit-";
+/// An audit branch older than this was left by a run that died between
+/// staging and publishing.
+const STALE_AFTER_MS: i64 = 24 * 3600 * 1000;
+
 /// The name of a run's audit branch for a model.
 pub fn branch_name(run_id: &str, model: &str) -> String {
-    format!("floe-audit-{run_id}-{model}")
+    format!("{BRANCH_PREFIX}{run_id}-{model}")
+}
+
+/// Removes audit branches a dead run left on `table` (older than a day),
+/// so that their snapshots can expire. Failures are logged.
+pub async fn drop_stale_branches(
+    client: &RestClient,
+    namespace: &[String],
+    table: &str,
+    loaded: &crate::rest::LoadedTable,
+) {
+    let cutoff = chrono::Utc::now().timestamp_millis() - STALE_AFTER_MS;
+    let updates: Vec<TableUpdate> = loaded
+        .refs
+        .iter()
+        .filter(|(name, r)| {
+            name.starts_with(BRANCH_PREFIX)
+                && loaded
+                    .metadata
+                    .snapshot_by_id(r.snapshot_id)
+                    .is_none_or(|s| s.timestamp_ms() < cutoff)
+        })
+        .map(|(name, _)| TableUpdate::RemoveSnapshotRef {
+            ref_name: name.clone(),
+        })
+        .collect();
+    if updates.is_empty() {
+        return;
+    }
+    tracing::info!(
+        table,
+        branches = updates.len(),
+        "removing audit branches left by dead runs"
+    );
+    if let Err(e) = client.commit(namespace, table, &[], &updates).await {
+        tracing::warn!(table, error = %e, "could not remove stale audit branches");
+    }
 }
 
 /// Publishes `staged` (one layer) atomically.

@@ -137,7 +137,12 @@ pub async fn open_or_create(
         .await
 }
 
-fn check_same_columns(model: &Model, table: &Schema, result: &Schema) -> Result<()> {
+/// Whether the table still has the query's columns (an error naming the
+/// differences otherwise).
+///
+/// # Errors
+/// [`Error::Model`] listing new, changed and dropped columns.
+pub fn check_same_columns(model: &Model, table: &Schema, result: &Schema) -> Result<()> {
     let describe = |s: &Schema| -> Vec<String> {
         s.as_struct()
             .fields()
