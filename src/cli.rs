@@ -147,13 +147,9 @@ pub struct TransformArgs {
     pub run_id: Option<String>,
 }
 
-/// Flags of `floe run`.
+/// The days an ingest covers.
 #[derive(Debug, Args)]
-pub struct RunArgs {
-    /// The pipeline definition (TOML): jobs, catalog and [transform] models.
-    #[arg(long, short, default_value = "floe.toml", env = "FLOE_PIPELINE")]
-    pub pipeline: PathBuf,
-
+pub struct WindowArgs {
     /// First day of the window (YYYY-MM-DD, UTC).
     #[arg(long, requires = "to", conflicts_with = "days")]
     pub from: Option<chrono::NaiveDate>,
@@ -165,6 +161,17 @@ pub struct RunArgs {
     /// The last N days, ending yesterday (UTC); the default is 1.
     #[arg(long)]
     pub days: Option<u32>,
+}
+
+/// Flags of `floe run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline definition (TOML): jobs, catalog and [transform] models.
+    #[arg(long, short, default_value = "floe.toml", env = "FLOE_PIPELINE")]
+    pub pipeline: PathBuf,
+
+    #[command(flatten)]
+    pub window: WindowArgs,
 
     #[command(flatten)]
     pub models: ModelFlags,
@@ -354,17 +361,8 @@ pub struct IngestArgs {
     #[arg(long, short, default_value = "floe.toml", env = "FLOE_PIPELINE")]
     pub pipeline: PathBuf,
 
-    /// First day of the window (YYYY-MM-DD, UTC).
-    #[arg(long, requires = "to", conflicts_with = "days")]
-    pub from: Option<chrono::NaiveDate>,
-
-    /// Last day of the window, inclusive (YYYY-MM-DD, UTC).
-    #[arg(long, requires = "from")]
-    pub to: Option<chrono::NaiveDate>,
-
-    /// The last N days, ending yesterday (UTC); the default is 1.
-    #[arg(long)]
-    pub days: Option<u32>,
+    #[command(flatten)]
+    pub window: WindowArgs,
 
     /// Print what would be read and written, and stop.
     #[arg(long)]

@@ -41,7 +41,12 @@ pub fn new_run_id() -> String {
 /// Runs `floe ingest`.
 pub async fn run(args: &IngestArgs) -> Result<()> {
     let pipeline = pipeline::load(&args.pipeline)?;
-    let (from, to) = window(args.from, args.to, args.days, Utc::now().date_naive())?;
+    let (from, to) = window(
+        args.window.from,
+        args.window.to,
+        args.window.days,
+        Utc::now().date_naive(),
+    )?;
     let request = IngestRequest {
         from,
         to,

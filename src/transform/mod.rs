@@ -465,7 +465,7 @@ async fn run_model_inner(
     // Plan once over the whole upstream tables for the output schema.
     let ctx = session::context();
     for s in &inputs {
-        session::register(&ctx, s, None)?;
+        session::register(&ctx, s, None).await?;
     }
     let df = ctx
         .sql(&model.sql)
@@ -559,7 +559,7 @@ async fn run_model_inner(
         Some(days) => {
             let ctx = session::context();
             for s in &inputs {
-                session::register(&ctx, s, Some(days))?;
+                session::register(&ctx, s, Some(days)).await?;
             }
             ctx.sql(&model.sql)
                 .await
@@ -662,13 +662,13 @@ async fn run_model_inner(
     // Audit: the model's tests over what this run wrote.
     let checks = audit::checks(model, event_time.as_deref())?;
     let ctx = session::context();
-    session::register(&ctx, &source, days)?;
+    session::register(&ctx, &source, days).await?;
     for target in model.tests.relationships.values() {
         let table = target.rsplit_once('.').map(|(t, _)| t).unwrap_or(target);
         if table != model.name
             && let Some(s) = world.get(table)
         {
-            session::register(&ctx, s, None)?;
+            session::register(&ctx, s, None).await?;
         }
     }
     let outcomes = match audit::run(&ctx, model, &checks).await {
@@ -811,7 +811,7 @@ pub async fn preview(
     };
     let location = source.table.metadata().location().to_string();
     let ctx = session::context();
-    session::register(&ctx, &source, None)?;
+    session::register(&ctx, &source, None).await?;
     let query = |e: DataFusionError| Error::Model(format!("preview of {name}: {e}"));
     let df = ctx.table(name).await.map_err(query)?;
     let order: Vec<datafusion::logical_expr::SortExpr> = df

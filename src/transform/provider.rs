@@ -9,6 +9,7 @@
 //! target partitions, so decoding uses every core.
 
 use std::any::Any;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -41,6 +42,8 @@ pub struct SnapshotTable {
     table: Table,
     snapshot_id: Option<i64>,
     schema: SchemaRef,
+    /// Only the files of these `day(...)` partitions (see [`Self::only_days`]).
+    days: Option<BTreeSet<i32>>,
 }
 
 impl SnapshotTable {
@@ -69,7 +72,63 @@ impl SnapshotTable {
             table,
             snapshot_id,
             schema,
+            days: None,
         })
+    }
+
+    /// Reads only the files of these days, chosen by partition value, which
+    /// is exact (every row of a `day(col)` partition lies on that day), so no
+    /// row filter is needed. Only valid when every data file of the snapshot
+    /// was written with a spec whose first field is `day(col)` on the
+    /// table's day column ([`Self::days_are_exact`]).
+    pub fn only_days(mut self, days: BTreeSet<i32>) -> Self {
+        self.days = Some(days);
+        self
+    }
+
+    /// Whether every manifest of the snapshot uses a spec whose first field
+    /// is `day(...)` of the default spec's day source column.
+    ///
+    /// # Errors
+    /// When the manifest list cannot be read.
+    pub async fn days_are_exact(&self) -> crate::Result<bool> {
+        let metadata = self.table.metadata();
+        let Some(snapshot) = self.snapshot_id.and_then(|id| metadata.snapshot_by_id(id)) else {
+            return Ok(true);
+        };
+        let Some(source) = day_source(metadata.default_partition_spec().as_ref()) else {
+            return Ok(false);
+        };
+        let list = self
+            .table
+            .manifest_list_reader(snapshot)
+            .load()
+            .await
+            .map_err(|e| crate::Error::Storage(e.to_string()))?;
+        Ok(list.entries().iter().all(|m| {
+            metadata
+                .partition_spec_by_id(m.partition_spec_id)
+                .and_then(|spec| day_source(spec.as_ref()))
+                == Some(source)
+        }))
+    }
+}
+
+/// The source field id of a spec's first field when it is `day(...)`.
+fn day_source(spec: &iceberg::spec::PartitionSpec) -> Option<i32> {
+    spec.fields()
+        .first()
+        .filter(|f| f.transform == iceberg::spec::Transform::Day)
+        .map(|f| f.source_id)
+}
+
+/// The day partition value of a planned file.
+fn task_day(task: &FileScanTask) -> Option<i32> {
+    match task.partition.as_ref()?.fields().first()? {
+        Some(iceberg::spec::Literal::Primitive(iceberg::spec::PrimitiveLiteral::Int(d))) => {
+            Some(*d)
+        }
+        _ => None,
     }
 }
 
@@ -122,6 +181,16 @@ impl TableProvider for SnapshotTable {
                 .await
                 .map_err(df_error)?;
         }
+        if let Some(days) = &self.days {
+            tasks.retain(|t| task_day(t).is_some_and(|d| days.contains(&d)));
+        }
+        tracing::debug!(
+            table = %self.table.identifier(),
+            snapshot = ?self.snapshot_id,
+            files = tasks.len(),
+            filters = filters.len(),
+            "planned scan"
+        );
         let partitions = state.config().target_partitions().max(1);
         let groups = spread(tasks, partitions);
         let properties = Arc::new(PlanProperties::new(

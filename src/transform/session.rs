@@ -1,8 +1,9 @@
 //! DataFusion sessions for models and their tests: every table a query
 //! reads is registered under its `namespace.table` name at one snapshot,
-//! optionally restricted to some days of its `day(...)` partitioning (a
-//! view with the day predicate, which DataFusion pushes into the scan so
-//! only those partitions' files are read).
+//! optionally restricted to some days of its `day(...)` partitioning: the
+//! files of those day partitions (exact, no row filter), or, when some
+//! files were written under another partition spec, a view with the day
+//! predicate (pushed into the scan for pruning, then applied to the rows).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -48,19 +49,26 @@ pub fn context() -> SessionContext {
 ///
 /// # Errors
 /// When the snapshot cannot be opened or the name is not `namespace.table`.
-pub fn register(ctx: &SessionContext, source: &Source, days: Option<&BTreeSet<i32>>) -> Result<()> {
+pub async fn register(
+    ctx: &SessionContext,
+    source: &Source,
+    days: Option<&BTreeSet<i32>>,
+) -> Result<()> {
     let (namespace, table) = source
         .name
         .split_once('.')
         .ok_or_else(|| Error::Model(format!("table {} needs a namespace", source.name)))?;
-    let provider: Arc<dyn TableProvider> = Arc::new(SnapshotTable::new(
-        source.table.clone(),
-        source.snapshot_id,
-    )?);
+    let snapshot = SnapshotTable::new(source.table.clone(), source.snapshot_id)?;
     let restricted = days.zip(day_column(source.table.metadata()));
     let provider: Arc<dyn TableProvider> = match restricted {
-        None => provider,
+        None => Arc::new(snapshot),
+        // Whole day partitions: the files are chosen by partition value.
+        Some((days, _)) if snapshot.days_are_exact().await? => {
+            Arc::new(snapshot.only_days(days.clone()))
+        }
+        // Some files were written under another spec: filter the rows.
         Some((days, column)) => {
+            let provider: Arc<dyn TableProvider> = Arc::new(snapshot);
             let tz = match provider
                 .schema()
                 .field_with_name(&column)

@@ -127,6 +127,12 @@ def tail(path: Path, max_bytes: int = 20000, start: int = 0) -> str:
     return prefix + data.decode("utf-8", "replace")
 
 
+def explain(out: subprocess.CompletedProcess) -> str:
+    """A failed command's exit code and the tails of its output, for assertion messages."""
+    return (f"\n--- command\n{' '.join(map(str, out.args))}\n--- exit {out.returncode}"
+            f"\n--- stdout\n{(out.stdout or '')[-8000:]}\n--- stderr\n{(out.stderr or '')[-10000:]}\n")
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for child processes: no AWS identity unless given, no proxies."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FLOE_")) and k.lower() not in {

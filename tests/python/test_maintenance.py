@@ -84,9 +84,7 @@ def run_floe(server: lib.CatalogServer, *args: str, cwd: Path, timeout: float = 
         pytest.fail(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s:\n{exc.stdout}\n{exc.stderr}")
 
 
-def explain(out: subprocess.CompletedProcess) -> str:
-    return (f"\n--- command\n{' '.join(map(str, out.args))}\n--- exit {out.returncode}"
-            f"\n--- stdout\n{(out.stdout or '')[-6000:]}\n--- stderr\n{(out.stderr or '')[-10000:]}\n")
+explain = lib.explain
 
 
 def floe_ok(server: lib.CatalogServer, *args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:

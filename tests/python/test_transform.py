@@ -95,9 +95,7 @@ def run_floe(server: lib.CatalogServer | None, *args: str, cwd: Path,
         pytest.fail(f"`{' '.join(cmd)}` did not finish within {timeout:.0f} s:\n{exc.stdout}\n{exc.stderr}")
 
 
-def explain(out: subprocess.CompletedProcess) -> str:
-    return (f"\n--- command\n{' '.join(map(str, out.args))}\n--- exit {out.returncode}"
-            f"\n--- stdout\n{(out.stdout or '')[-8000:]}\n--- stderr\n{(out.stderr or '')[-8000:]}\n")
+explain = lib.explain
 
 
 def floe_ok(server: lib.CatalogServer | None, *args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
