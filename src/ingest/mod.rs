@@ -13,6 +13,7 @@ mod columnar;
 mod convert;
 mod drift;
 mod files;
+pub mod lanes;
 mod progress;
 mod records;
 mod rejects;
@@ -39,8 +40,6 @@ use writer::{DEFAULT_TARGET_FILE_SIZE, DayWriters, day_of};
 const BATCH_ROWS: usize = 8192;
 /// Batches in flight between reader and writer.
 const CHANNEL_DEPTH: usize = 4;
-/// Most writer lanes (one per core up to this).
-const MAX_LANES: usize = 4;
 /// Reject rows kept for the rejects table; past it they are only counted.
 const MAX_KEPT_REJECTS: usize = 100_000;
 
@@ -461,14 +460,8 @@ async fn write_files(
         .get("write.target-file-size-bytes")
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_TARGET_FILE_SIZE);
-    // Parquet encoding is most of the work: one writer set per core, each
-    // taking whole days (a batch goes to the lane of its first row's day),
-    // so files stay one day each and encoding runs in parallel.
-    let lanes = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_LANES));
-    let mut lane_tx = Vec::with_capacity(lanes);
-    let mut lane_tasks = Vec::with_capacity(lanes);
-    for lane in 0..lanes {
-        let mut writers = DayWriters::new(
+    let mut lanes = lanes::Lanes::start(Some(EVENT_TIME_COLUMN), |lane, lanes| {
+        Ok(DayWriters::new(
             &loaded.metadata,
             EVENT_TIME_COLUMN,
             handle.io.clone(),
@@ -476,18 +469,8 @@ async fn write_files(
             target,
             sort.clone(),
         )?
-        .sharing(lanes);
-        let (tx, mut rx) = mpsc::channel::<arrow_array::RecordBatch>(CHANNEL_DEPTH);
-        lane_tx.push(tx);
-        lane_tasks.push(tokio::spawn(async move {
-            while let Some(batch) = rx.recv().await {
-                // On an error, whatever was written stays unreferenced
-                // until orphan removal; the run fails.
-                writers.write(batch).await?;
-            }
-            writers.close().await
-        }));
-    }
+        .sharing(lanes))
+    })?;
     let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
     let reader_job = job.clone();
     let reader = tokio::task::spawn_blocking(move || {
@@ -498,10 +481,9 @@ async fn write_files(
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Batch(batch) => {
-                let lane = first_day(&batch).rem_euclid(lanes as i32) as usize;
-                if !lane_closed && lane_tx[lane].send(batch).await.is_err() {
-                    // The lane stopped on an error: stop reading; the
-                    // error comes from the lane's task below.
+                if !lane_closed && !lanes.send(batch).await? {
+                    // A lane stopped on an error: stop reading; the error
+                    // comes from closing the lanes below.
                     lane_closed = true;
                     rx.close();
                 }
@@ -518,23 +500,10 @@ async fn write_files(
             }
         }
     }
-    drop(lane_tx);
     let read_result = reader
         .await
         .map_err(|e| Error::Source(format!("the reader thread failed: {e}")))?;
-    let mut files = Vec::new();
-    let mut write_error = None;
-    for task in lane_tasks {
-        match task.await {
-            Ok(Ok(f)) => files.extend(f),
-            Ok(Err(e)) => {
-                write_error.get_or_insert(e);
-            }
-            Err(e) => {
-                write_error.get_or_insert(Error::Storage(format!("a writer task failed: {e}")));
-            }
-        }
-    }
+    let (files, write_error) = lanes.close().await;
     if let Some(e) = write_error {
         delete_files(&handle.io, &files).await;
         return Err(e);
@@ -545,18 +514,6 @@ async fn write_files(
     }
     report.sample_rejects = rejects.iter().take(5).cloned().collect();
     Ok((files, rejects))
-}
-
-/// The day of a batch's first event time (0 for an empty batch).
-fn first_day(batch: &arrow_array::RecordBatch) -> i32 {
-    batch
-        .column_by_name(EVENT_TIME_COLUMN)
-        .and_then(|c| {
-            c.as_any()
-                .downcast_ref::<arrow_array::TimestampMicrosecondArray>()
-        })
-        .filter(|ts| !ts.is_empty())
-        .map_or(0, |ts| day_of(ts.value(0)))
 }
 
 /// The blocking side: reads every file, converts records, sends batches.

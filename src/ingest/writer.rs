@@ -375,8 +375,8 @@ pub fn with_sort_order(file: DataFile, id: i32, spec_id: i32) -> Result<DataFile
     b.build().map_err(storage)
 }
 
-/// Splits a batch by the day of `column`.
-fn split_by_day(batch: &RecordBatch, column: &str) -> Result<Vec<(i32, RecordBatch)>> {
+/// Splits a batch by the day of `column` (an error for a null).
+pub fn split_by_day(batch: &RecordBatch, column: &str) -> Result<Vec<(i32, RecordBatch)>> {
     let ts = batch
         .column_by_name(column)
         .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())

@@ -15,6 +15,7 @@ use iceberg::spec::{DataFile, Schema, UnboundPartitionSpec};
 
 use super::model::Model;
 use crate::error::{Error, Result};
+use crate::ingest::lanes::Lanes;
 use crate::ingest::schema::{arrow_schema, day_spec_on, sort_order_by};
 use crate::ingest::writer::{DEFAULT_TARGET_FILE_SIZE, DayWriters};
 use crate::rest::{LoadedTable, RestClient};
@@ -215,24 +216,29 @@ pub async fn write(spec: &WriteSpec<'_>, mut stream: SendableRecordBatchStream) 
         .get("write.target-file-size-bytes")
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_TARGET_FILE_SIZE);
-    let mut writers = DayWriters::new(
-        metadata,
-        spec.event_time.unwrap_or_default(),
-        spec.handle.io.clone(),
-        spec.run_id,
-        size,
-        sort,
-    )?;
-    if spec.event_time.is_none() {
-        writers = writers.unpartitioned();
-    }
-    if let Some(days) = spec.days {
-        writers = writers.only_days(days.clone());
-    }
+    let make = |lane: usize, lanes: usize| {
+        let mut w = DayWriters::new(
+            metadata,
+            spec.event_time.unwrap_or_default(),
+            spec.handle.io.clone(),
+            &format!("{}-{lane}", spec.run_id),
+            size,
+            sort.clone(),
+        )?
+        .sharing(lanes);
+        if spec.event_time.is_none() {
+            w = w.unpartitioned();
+        }
+        if let Some(days) = spec.days {
+            w = w.only_days(days.clone());
+        }
+        Ok(w)
+    };
+    let mut lanes = Lanes::start(spec.event_time, make)?;
     let mut hasher = spec.hash.then(|| ContentHash::new(&target)).transpose()?;
     let mut rows = 0u64;
     let model = spec.model.file();
-    let outcome: Result<()> = async {
+    let fed: Result<()> = async {
         while let Some(batch) = stream
             .try_next()
             .await
@@ -243,18 +249,28 @@ pub async fn write(spec: &WriteSpec<'_>, mut stream: SendableRecordBatchStream) 
                 h.add(&batch)?;
             }
             rows += batch.num_rows() as u64;
-            writers
-                .write(batch)
-                .await
-                .map_err(|e| Error::Model(format!("{model}: {e}")))?;
+            let sent = lanes.send(batch).await.map_err(|e| {
+                Error::Model(format!(
+                    "{model}: {e} (a day-partitioned model needs its event time on every row)"
+                ))
+            })?;
+            if !sent {
+                break;
+            }
         }
         Ok(())
     }
     .await;
-    // On failure the files written so far were never returned: they are
-    // orphans that remove-orphans deletes after its safety window.
-    outcome?;
-    let files = writers.close().await?;
+    let (files, lane_error) = lanes.close().await;
+    if let Some(e) = fed.err().or(lane_error) {
+        for f in &files {
+            let _ = spec.handle.io.delete(f.file_path()).await;
+        }
+        return Err(match e {
+            Error::Model(_) => e,
+            other => Error::Model(format!("{model}: {other}")),
+        });
+    }
     Ok(Written {
         files,
         rows,

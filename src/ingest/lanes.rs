@@ -1,0 +1,119 @@
+//! Parallel writing: Parquet encoding is most of a write's work, so rows
+//! go to one [`DayWriters`] set per core (a lane), each on its own task.
+//! A day always goes to the same lane, so every file still holds one day
+//! and a day's files come from one writer set; an unpartitioned table's
+//! batches go round-robin.
+
+use arrow_array::RecordBatch;
+use iceberg::spec::DataFile;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::writer::{DayWriters, split_by_day};
+use crate::error::{Error, Result};
+
+/// Most lanes (one per core up to this).
+const MAX_LANES: usize = 4;
+/// Batches queued per lane.
+const LANE_DEPTH: usize = 4;
+
+/// How many lanes this machine gets.
+pub fn count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_LANES))
+}
+
+/// Writer lanes fed with batches; closing returns every data file.
+pub struct Lanes {
+    tx: Vec<mpsc::Sender<RecordBatch>>,
+    tasks: Vec<JoinHandle<Result<Vec<DataFile>>>>,
+    /// Days route by this column; none: round-robin.
+    time_column: Option<String>,
+    next: usize,
+    stopped: bool,
+}
+
+impl Lanes {
+    /// Starts `count()` lanes, lane `i` writing with `make(i, lanes)` (which
+    /// should name its files apart and share the memory budget, see
+    /// [`DayWriters::sharing`]).
+    ///
+    /// # Errors
+    /// When a writer set cannot be built.
+    pub fn start(
+        time_column: Option<&str>,
+        make: impl Fn(usize, usize) -> Result<DayWriters>,
+    ) -> Result<Self> {
+        let lanes = count();
+        let mut tx = Vec::with_capacity(lanes);
+        let mut tasks = Vec::with_capacity(lanes);
+        for lane in 0..lanes {
+            let mut writers = make(lane, lanes)?;
+            let (sender, mut rx) = mpsc::channel::<RecordBatch>(LANE_DEPTH);
+            tx.push(sender);
+            tasks.push(tokio::spawn(async move {
+                while let Some(batch) = rx.recv().await {
+                    // On an error, whatever was written stays unreferenced
+                    // until orphan removal; the write fails.
+                    writers.write(batch).await?;
+                }
+                writers.close().await
+            }));
+        }
+        Ok(Self {
+            tx,
+            tasks,
+            time_column: time_column.map(str::to_string),
+            next: 0,
+            stopped: false,
+        })
+    }
+
+    /// Queues a batch; false once a lane has stopped on an error (the error
+    /// comes from [`Self::close`]).
+    ///
+    /// # Errors
+    /// When the batch has no usable time column (null or missing).
+    pub async fn send(&mut self, batch: RecordBatch) -> Result<bool> {
+        if self.stopped {
+            return Ok(false);
+        }
+        let lanes = self.tx.len();
+        let parts = match &self.time_column {
+            Some(column) => split_by_day(&batch, column)?
+                .into_iter()
+                .map(|(day, part)| (day.rem_euclid(lanes as i32) as usize, part))
+                .collect(),
+            None => {
+                self.next = (self.next + 1) % lanes;
+                vec![(self.next, batch)]
+            }
+        };
+        for (lane, part) in parts {
+            if self.tx[lane].send(part).await.is_err() {
+                self.stopped = true;
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Flushes every lane. Returns the files written, and the first error
+    /// (the files are returned even then, for the caller to delete).
+    pub async fn close(self) -> (Vec<DataFile>, Option<Error>) {
+        drop(self.tx);
+        let mut files = Vec::new();
+        let mut error = None;
+        for task in self.tasks {
+            match task.await {
+                Ok(Ok(f)) => files.extend(f),
+                Ok(Err(e)) => {
+                    error.get_or_insert(e);
+                }
+                Err(e) => {
+                    error.get_or_insert(Error::Storage(format!("a writer task failed: {e}")));
+                }
+            }
+        }
+        (files, error)
+    }
+}
