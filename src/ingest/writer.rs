@@ -381,6 +381,17 @@ pub fn split_by_day(batch: &RecordBatch, column: &str) -> Result<Vec<(i32, Recor
         .column_by_name(column)
         .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
         .ok_or_else(|| Error::Storage(format!("batch has no timestamp column {column}")))?;
+    if ts.null_count() > 0 {
+        return Err(Error::Storage(format!("null {column}")));
+    }
+    // Most batches hold one day (a source file, a day's partition): say so
+    // without building index lists.
+    let values = ts.values();
+    if let Some(first) = values.first().map(|v| day_of(*v))
+        && values.iter().all(|v| day_of(*v) == first)
+    {
+        return Ok(vec![(first, batch.clone())]);
+    }
     let mut groups: BTreeMap<i32, Vec<u32>> = BTreeMap::new();
     for (i, v) in ts.iter().enumerate() {
         let day = v
