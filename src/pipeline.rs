@@ -324,6 +324,66 @@ pub enum SchemaDrift {
     Ignore,
 }
 
+/// A partition field after `day(ts_utc)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionBy {
+    /// The source column.
+    pub column: String,
+    /// `identity`, `bucket[N]` or `truncate[W]`.
+    pub transform: iceberg::spec::Transform,
+}
+
+/// Parses `partition = ["day(ts_utc)", "region", "bucket(16, site_id)",
+/// "truncate(4, code)"]`: `day(ts_utc)` first (floe replaces windows of
+/// days), then identity, bucket or truncate fields.
+fn parse_partition(fields: &[String]) -> std::result::Result<Vec<PartitionBy>, String> {
+    use iceberg::spec::Transform;
+    let day = format!("day({EVENT_TIME_COLUMN})");
+    match fields.first() {
+        None => return Ok(Vec::new()),
+        Some(first) if first.replace(' ', "") == day => {}
+        Some(first) => {
+            return Err(format!(
+                "the first field must be {day:?} (floe overwrites windows of days), not {first:?}"
+            ));
+        }
+    }
+    let mut out: Vec<PartitionBy> = Vec::new();
+    for raw in &fields[1..] {
+        let text = raw.replace(' ', "");
+        let (transform, column) = match text.split_once('(') {
+            None => (Transform::Identity, text.clone()),
+            Some((name, rest)) => {
+                let args = rest
+                    .strip_suffix(')')
+                    .ok_or_else(|| format!("{raw:?}: missing `)`"))?;
+                let parts: Vec<&str> = args.split(',').collect();
+                let number = |n: &str| {
+                    n.parse::<u32>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("{raw:?}: {n:?} is not a positive number"))
+                };
+                match (name, parts.as_slice()) {
+                    ("identity", [c]) => (Transform::Identity, c.to_string()),
+                    ("bucket", [n, c]) => (Transform::Bucket(number(n)?), c.to_string()),
+                    ("truncate", [w, c]) => (Transform::Truncate(number(w)?), c.to_string()),
+                    _ => {
+                        return Err(format!(
+                            "{raw:?}: expected a column, identity(col), bucket(N, col) or truncate(W, col)"
+                        ));
+                    }
+                }
+            }
+        };
+        if column == EVENT_TIME_COLUMN || out.iter().any(|p| p.column == column) {
+            return Err(format!("{raw:?}: {column} is already partitioned on"));
+        }
+        out.push(PartitionBy { column, transform });
+    }
+    Ok(out)
+}
+
 /// One ingest job as written in the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -338,6 +398,8 @@ struct RawJob {
     columns: Vec<Column>,
     #[serde(default)]
     sort: Vec<String>,
+    #[serde(default)]
+    partition: Option<Vec<String>>,
     #[serde(default)]
     properties: BTreeMap<String, String>,
     #[serde(default)]
@@ -386,6 +448,8 @@ pub struct Job {
     pub columns: Vec<Column>,
     /// Sort order within each data file.
     pub sort: Vec<String>,
+    /// Partition fields after `day(ts_utc)` (set when the table is created).
+    pub partition: Vec<PartitionBy>,
     /// Table properties set on creation.
     pub properties: BTreeMap<String, String>,
     /// Largest accepted fraction of rejected records (0 = none).
@@ -504,6 +568,14 @@ fn validate(job: RawJob, base_dir: &Path) -> std::result::Result<Job, String> {
             return Err(format!("key `sort`: {s:?} is not a column of the job"));
         }
     }
+    let partition = parse_partition(job.partition.as_deref().unwrap_or_default())
+        .map_err(|e| format!("key `partition`: {e}"))?;
+    if let Some(p) = partition.iter().find(|p| !seen.contains(p.column.as_str())) {
+        return Err(format!(
+            "key `partition`: {:?} is not a column of the job",
+            p.column
+        ));
+    }
     if !(0.0..=1.0).contains(&job.reject_threshold) {
         return Err(format!(
             "key `reject_threshold`: {} must be a fraction between 0 and 1",
@@ -537,6 +609,7 @@ fn validate(job: RawJob, base_dir: &Path) -> std::result::Result<Job, String> {
         source: job.source,
         base_dir: base_dir.to_path_buf(),
         event_time: job.event_time,
+        partition,
         columns: job.columns,
         sort: job.sort,
         properties: job.properties,

@@ -109,20 +109,21 @@ impl TableHandle {
     }
 }
 
-/// The day-partition field of a floe table: the spec must be exactly
-/// `day(<source>)` (floe refuses to overwrite tables partitioned otherwise).
+/// The day-partition field of a floe table: the spec's first field must
+/// be `day(<source>)` (floe refuses to overwrite tables partitioned
+/// otherwise); more fields may follow it.
 pub fn require_day_spec(metadata: &TableMetadata) -> Result<&PartitionSpec> {
     let spec = metadata.default_partition_spec();
-    match spec.fields() {
-        [field] if field.transform == Transform::Day => Ok(spec.as_ref()),
+    match spec.fields().first() {
+        Some(field) if field.transform == Transform::Day => Ok(spec.as_ref()),
         _ => Err(Error::Config(format!(
-            "table at {} is not partitioned by day(ts_utc) alone; floe's window overwrite needs that spec",
+            "table at {} is not partitioned by day(ts_utc) first; floe's window overwrite needs that spec",
             metadata.location()
         ))),
     }
 }
 
-/// The day of a data file's single partition value.
+/// The day of a data file (its first partition value).
 pub fn file_day(file: &DataFile) -> Option<i32> {
     match file.partition().fields().first() {
         Some(Some(Literal::Primitive(PrimitiveLiteral::Int(d)))) => Some(*d),

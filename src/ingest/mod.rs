@@ -423,7 +423,7 @@ async fn open_table(client: &RestClient, job: &Job) -> Result<LoadedTable> {
             &job.namespace,
             &job.table,
             &table_schema,
-            &schema::day_spec(),
+            &schema::job_spec(job, &table_schema)?,
             &order,
             &props,
         )

@@ -65,9 +65,31 @@ pub fn table_schema(job: &Job) -> Result<Schema> {
         .map_err(|e| Error::Config(format!("job {}: invalid schema: {e}", job.name)))
 }
 
-/// `day(ts_utc)`.
-pub fn day_spec() -> UnboundPartitionSpec {
-    day_spec_on(1, EVENT_TIME_COLUMN)
+/// The job's spec: `day(ts_utc)`, then its `partition` fields.
+///
+/// # Errors
+/// A partition column missing from the schema.
+pub fn job_spec(job: &Job, schema: &Schema) -> Result<UnboundPartitionSpec> {
+    let mut builder = UnboundPartitionSpec::builder()
+        .add_partition_field(1, format!("{EVENT_TIME_COLUMN}_day"), Transform::Day)
+        .map_err(|e| Error::Config(format!("job {}: {e}", job.name)))?;
+    for p in &job.partition {
+        let field = schema.field_by_name(&p.column).ok_or_else(|| {
+            Error::Config(format!(
+                "job {}: partition column {} is not in the table",
+                job.name, p.column
+            ))
+        })?;
+        let suffix = match p.transform {
+            Transform::Bucket(_) => "_bucket",
+            Transform::Truncate(_) => "_trunc",
+            _ => "",
+        };
+        builder = builder
+            .add_partition_field(field.id, format!("{}{suffix}", p.column), p.transform)
+            .map_err(|e| Error::Config(format!("job {}: partition {}: {e}", job.name, p.column)))?;
+    }
+    Ok(builder.build())
 }
 
 /// `day(column)`, `source_id` being the column's field id.

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray, UInt32Array};
 use arrow_ord::sort::{SortColumn, SortOptions, lexsort_to_indices};
 use arrow_select::take::take_record_batch;
+use iceberg::arrow::RecordBatchPartitionSplitter;
 use iceberg::spec::{
     DataFile, DataFileBuilder, DataFileFormat, Literal, PartitionKey, Struct, TableMetadata,
 };
@@ -125,13 +126,22 @@ pub fn file_writers(
     Ok(DataFileWriterBuilder::new(rolling))
 }
 
-/// Writes batches into per-day data files.
+/// A partition: its day, and the other fields' values in a sortable form
+/// (empty when the spec is `day(...)` alone).
+type Part = (i32, String);
+
+/// Writes batches into per-partition data files (the spec's first field is
+/// the day; more fields may follow).
 pub struct DayWriters {
     builder: Builder,
     metadata: TableMetadata,
-    open: BTreeMap<i32, Writer>,
+    open: BTreeMap<Part, Writer>,
     /// Rows written to each open writer.
-    open_rows: BTreeMap<i32, usize>,
+    open_rows: BTreeMap<Part, usize>,
+    /// Splits rows by every field of a spec with more than the day.
+    splitter: Option<RecordBatchPartitionSplitter>,
+    /// The partition values of the parts the splitter found.
+    values: std::collections::HashMap<Part, Struct>,
     /// Sort columns (indices into the batch) when the table is sorted.
     sort: Vec<usize>,
     /// The timestamp column the day partitions derive from (none: the
@@ -139,7 +149,7 @@ pub struct DayWriters {
     time_column: Option<String>,
     /// When set, a row of any other day is an error.
     only_days: Option<std::collections::BTreeSet<i32>>,
-    buffered: BTreeMap<i32, Vec<RecordBatch>>,
+    buffered: BTreeMap<Part, Vec<RecordBatch>>,
     buffered_bytes: usize,
     done: Vec<DataFile>,
     /// How many writer sets share the memory budgets (each gets its part).
@@ -172,11 +182,25 @@ impl DayWriters {
         sort: Vec<usize>,
     ) -> Result<Self> {
         let builder = file_writers(metadata, io, run_id, target_file_size)?;
+        let spec = metadata.default_partition_spec();
+        let splitter = if spec.fields().len() > 1 {
+            Some(
+                RecordBatchPartitionSplitter::try_new_with_computed_values(
+                    metadata.current_schema().clone(),
+                    spec.clone(),
+                )
+                .map_err(storage)?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             builder,
             metadata: metadata.clone(),
             open: BTreeMap::new(),
             open_rows: BTreeMap::new(),
+            splitter,
+            values: std::collections::HashMap::new(),
             sort,
             time_column: Some(time_column.to_string()),
             only_days: None,
@@ -211,12 +235,33 @@ impl DayWriters {
     /// Routes a batch's rows to their days (all of which the caller has
     /// checked to lie in the window, or [`Self::only_days`] checks).
     pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
-        let parts = match &self.time_column {
-            Some(column) => split_by_day(&batch, column)?,
-            None => vec![(0, batch)],
+        let parts: Vec<(Part, RecordBatch)> = match (&self.time_column, &self.splitter) {
+            (None, _) => vec![((0, String::new()), batch)],
+            (Some(column), None) => split_by_day(&batch, column)?
+                .into_iter()
+                .map(|(day, b)| ((day, String::new()), b))
+                .collect(),
+            (Some(column), Some(splitter)) => {
+                // The day is checked (nulls refused) before the splitter runs.
+                split_by_day(&batch, column)?;
+                let mut out = Vec::new();
+                for (key, b) in splitter.split(&batch).map_err(storage)? {
+                    let values = key.data().clone();
+                    let day = match values.fields().first() {
+                        Some(Some(Literal::Primitive(iceberg::spec::PrimitiveLiteral::Int(d)))) => {
+                            *d
+                        }
+                        _ => return Err(Error::Storage(format!("null {column}"))),
+                    };
+                    let part = (day, format!("{values:?}"));
+                    self.values.insert(part.clone(), values);
+                    out.push((part, b));
+                }
+                out
+            }
         };
         if let Some(allowed) = &self.only_days
-            && let Some((day, _)) = parts.iter().find(|(d, _)| !allowed.contains(d))
+            && let Some(((day, _), _)) = parts.iter().find(|((d, _), _)| !allowed.contains(d))
         {
             return Err(Error::Storage(format!(
                 "a row falls on {}, outside the days being written",
@@ -226,7 +271,11 @@ impl DayWriters {
         for (day, part) in parts {
             if self.sort.is_empty() {
                 let rows = part.num_rows();
-                self.writer(day).await?.write(part).await.map_err(storage)?;
+                self.writer(&day)
+                    .await?
+                    .write(part)
+                    .await
+                    .map_err(storage)?;
                 *self.open_rows.entry(day).or_default() += rows;
                 if self.open_rows.values().sum::<usize>() > OPEN_ROWS_BUDGET / self.share {
                     self.close_fullest().await?;
@@ -243,7 +292,7 @@ impl DayWriters {
                                 .map(RecordBatch::get_array_memory_size)
                                 .sum::<usize>()
                         })
-                        .map(|(d, _)| *d);
+                        .map(|(d, _)| d.clone());
                     if let Some(day) = largest {
                         self.flush_sorted(day).await?;
                     }
@@ -253,20 +302,25 @@ impl DayWriters {
         Ok(())
     }
 
-    async fn writer(&mut self, day: i32) -> Result<&mut Writer> {
-        if !self.open.contains_key(&day) {
+    async fn writer(&mut self, part: &Part) -> Result<&mut Writer> {
+        if !self.open.contains_key(part) {
             let key = self.time_column.is_some().then(|| {
+                let values = self
+                    .values
+                    .get(part)
+                    .cloned()
+                    .unwrap_or_else(|| Struct::from_iter([Some(Literal::date(part.0))]));
                 PartitionKey::new(
                     self.metadata.default_partition_spec().as_ref().clone(),
                     self.metadata.current_schema().clone(),
-                    Struct::from_iter([Some(Literal::date(day))]),
+                    values,
                 )
             });
             let w = self.builder.build(key).await.map_err(storage)?;
-            self.open.insert(day, w);
+            self.open.insert(part.clone(), w);
         }
         self.open
-            .get_mut(&day)
+            .get_mut(part)
             .ok_or_else(|| Error::Storage("writer vanished".into()))
     }
 
@@ -277,7 +331,7 @@ impl DayWriters {
             .open_rows
             .iter()
             .max_by_key(|(_, r)| **r)
-            .map(|(d, _)| *d);
+            .map(|(d, _)| d.clone());
         if let Some(day) = fullest {
             self.open_rows.remove(&day);
             if let Some(mut w) = self.open.remove(&day) {
@@ -288,7 +342,7 @@ impl DayWriters {
     }
 
     /// Sorts a day's buffered rows and writes them as file(s) of their own.
-    async fn flush_sorted(&mut self, day: i32) -> Result<()> {
+    async fn flush_sorted(&mut self, day: Part) -> Result<()> {
         let Some(batches) = self.buffered.remove(&day) else {
             return Ok(());
         };
@@ -312,7 +366,7 @@ impl DayWriters {
             .collect();
         let order = lexsort_to_indices(&columns, None).map_err(storage)?;
         let sorted = take_record_batch(&all, &order).map_err(storage)?;
-        let writer = self.writer(day).await?;
+        let writer = self.writer(&day).await?;
         writer.write(sorted).await.map_err(storage)?;
         // Closing makes the next rows of this day start a new file, so each
         // file holds one sorted run.
@@ -324,7 +378,7 @@ impl DayWriters {
 
     /// Flushes everything and returns the data files written.
     pub async fn close(mut self) -> Result<Vec<DataFile>> {
-        let days: Vec<i32> = self.buffered.keys().copied().collect();
+        let days: Vec<Part> = self.buffered.keys().cloned().collect();
         for day in days {
             self.flush_sorted(day).await?;
         }

@@ -36,13 +36,11 @@ impl Changed {
     }
 }
 
-/// The timestamp column a table is day-partitioned on (`day(col)` alone),
-/// if it is.
+/// The timestamp column a table is day-partitioned on (`day(col)` as the
+/// spec's first field), if it is.
 pub fn day_column(metadata: &TableMetadata) -> Option<String> {
     let spec = metadata.default_partition_spec();
-    let [field] = spec.fields() else {
-        return None;
-    };
+    let field = spec.fields().first()?;
     if field.transform != Transform::Day {
         return None;
     }
@@ -100,8 +98,11 @@ pub async fn between(table: &Table, from: Option<i64>, to: Option<i64>) -> Resul
             .map_err(storage)?;
         for manifest in list.entries().iter().filter(|m| m.added_snapshot_id == id) {
             let spec = metadata.partition_spec_by_id(manifest.partition_spec_id);
-            let by_day =
-                spec.is_some_and(|s| matches!(s.fields(), [f] if f.transform == Transform::Day));
+            let by_day = spec.is_some_and(|s| {
+                s.fields()
+                    .first()
+                    .is_some_and(|f| f.transform == Transform::Day)
+            });
             if !by_day {
                 return Ok(Changed::Everything);
             }

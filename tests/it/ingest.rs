@@ -549,3 +549,60 @@ async fn a_job_can_write_through_its_own_catalog() {
         "the second job's catalog"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_partition_fields_follow_the_day_and_windows_still_replace() {
+    let env = Env::new().await;
+    write_days(&env, "2024-01-01", 3, |_| 48);
+    let job = PERIOD_JOB.replace(
+        "sort = [\"site_id\", \"ts_utc\"]",
+        "sort = [\"site_id\", \"ts_utc\"]\npartition = [\"day(ts_utc)\", \"site_id\", \"bucket(4, settlement_date)\"]",
+    );
+    let p = env.pipeline(&job);
+    let (reports, outcome) = ingest(&p, &request("2024-01-01", "2024-01-03", "first")).await;
+    outcome.expect("first run");
+    // Two sites a day, one settlement date per local day (the first UTC
+    // hour of each day comes from the previous local date): files per
+    // (day, site, bucket).
+    assert!(reports[0].data_files >= 6, "{:?}", reports[0].data_files);
+    let client = env.client_with(Default::default()).await;
+    let loaded = client
+        .load_table(&["bronze".to_string()], "demand")
+        .await
+        .expect("load")
+        .expect("table");
+    let spec = loaded.metadata.default_partition_spec();
+    let names: Vec<&str> = spec.fields().iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["ts_utc_day", "site_id", "settlement_date_bucket"]);
+    let before = env.scan("bronze", "demand").await;
+    assert_eq!(rows(&before), 3 * 96);
+
+    let (reports, outcome) = ingest(&p, &request("2024-01-02", "2024-01-02", "second")).await;
+    outcome.expect("second run");
+    assert!(
+        reports[0].replaced_files >= 2,
+        "{}",
+        reports[0].replaced_files
+    );
+    let after = env.scan("bronze", "demand").await;
+    assert_eq!(
+        rows(&after),
+        3 * 96,
+        "re-running a day must not duplicate it"
+    );
+    assert_eq!(instants_per_day(&before), instants_per_day(&after));
+
+    let bad = env.write(
+        "bad.toml",
+        &format!(
+            "[catalog]\nuri = \"{}\"\n{}",
+            env.catalog.uri(),
+            PERIOD_JOB.replace(
+                "sort = [\"site_id\", \"ts_utc\"]",
+                "partition = [\"site_id\", \"day(ts_utc)\"]"
+            )
+        ),
+    );
+    let err = floe::pipeline::load(&bad).expect_err("day must come first");
+    assert!(err.to_string().contains("must be \"day(ts_utc)\""), "{err}");
+}

@@ -58,7 +58,7 @@ async fn create(client: &RestClient, name: &str) {
             &["m".to_string()],
             name,
             &schema,
-            &floe::ingest::schema::day_spec(),
+            &floe::ingest::schema::day_spec_on(1, "ts_utc"),
             &SortOrder::unsorted_order(),
             &HashMap::new(),
         )
