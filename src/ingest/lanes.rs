@@ -2,7 +2,8 @@
 //! go to one [`DayWriters`] set per core (a lane), each on its own task.
 //! A day always goes to the same lane, so every file still holds one day
 //! and a day's files come from one writer set; an unpartitioned table's
-//! batches go round-robin.
+//! batches change lanes every [`ROWS_PER_TURN`] rows (so a small table is
+//! one file, a large one is encoded on every core).
 
 use arrow_array::RecordBatch;
 use iceberg::spec::DataFile;
@@ -16,6 +17,8 @@ use crate::error::{Error, Result};
 const MAX_LANES: usize = 4;
 /// Batches queued per lane.
 const LANE_DEPTH: usize = 4;
+/// Rows an unpartitioned table's lane takes before the next one's turn.
+const ROWS_PER_TURN: usize = 1 << 20;
 
 /// How many lanes this machine gets.
 pub fn count() -> usize {
@@ -28,7 +31,8 @@ pub struct Lanes {
     tasks: Vec<JoinHandle<Result<Vec<DataFile>>>>,
     /// Days route by this column; none: round-robin.
     time_column: Option<String>,
-    next: usize,
+    /// Rows sent (unpartitioned tables pick their lane by it).
+    rows: usize,
     stopped: bool,
 }
 
@@ -63,7 +67,7 @@ impl Lanes {
             tx,
             tasks,
             time_column: time_column.map(str::to_string),
-            next: 0,
+            rows: 0,
             stopped: false,
         })
     }
@@ -84,8 +88,9 @@ impl Lanes {
                 .map(|(day, part)| (day.rem_euclid(lanes as i32) as usize, part))
                 .collect(),
             None => {
-                self.next = (self.next + 1) % lanes;
-                vec![(self.next, batch)]
+                let lane = (self.rows / ROWS_PER_TURN) % lanes;
+                self.rows += batch.num_rows();
+                vec![(lane, batch)]
             }
         };
         for (lane, part) in parts {
