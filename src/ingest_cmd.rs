@@ -5,18 +5,14 @@ use std::io::Write;
 
 use chrono::{Duration, NaiveDate, Utc};
 
-use crate::cli::IngestArgs;
+use crate::cli::{IngestArgs, WindowArgs};
 use crate::error::{Error, Result};
 use crate::ingest::{self, IngestRequest, JobReport};
 use crate::pipeline;
 
 /// The window: `--from/--to`, or the last `--days` days ending yesterday.
-pub fn window(
-    from: Option<NaiveDate>,
-    to: Option<NaiveDate>,
-    days: Option<u32>,
-    today: NaiveDate,
-) -> Result<(NaiveDate, NaiveDate)> {
+pub fn window(args: &WindowArgs, today: NaiveDate) -> Result<(NaiveDate, NaiveDate)> {
+    let (from, to, days) = (args.from, args.to, args.days);
     match (from, to) {
         (Some(from), Some(to)) if from <= to => Ok((from, to)),
         (Some(from), Some(to)) => Err(Error::Config(format!("--from {from} is after --to {to}"))),
@@ -41,12 +37,7 @@ pub fn new_run_id() -> String {
 /// Runs `floe ingest`.
 pub async fn run(args: &IngestArgs) -> Result<()> {
     let pipeline = pipeline::load(&args.pipeline)?;
-    let (from, to) = window(
-        args.window.from,
-        args.window.to,
-        args.window.days,
-        Utc::now().date_naive(),
-    )?;
+    let (from, to) = window(&args.window, Utc::now().date_naive())?;
     let request = IngestRequest {
         from,
         to,

@@ -58,12 +58,7 @@ pub async fn transform_cmd(args: &TransformArgs) -> Result<()> {
 /// Runs `floe run`: every ingest job for the window, then every model.
 pub async fn run_cmd(args: &RunArgs) -> Result<()> {
     let pipeline = pipeline::load(&args.pipeline)?;
-    let (from, to) = window(
-        args.window.from,
-        args.window.to,
-        args.window.days,
-        Utc::now().date_naive(),
-    )?;
+    let (from, to) = window(&args.window, Utc::now().date_naive())?;
     let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
     let ingest_req = IngestRequest {
         from,
