@@ -73,13 +73,7 @@ pub fn build(models: Vec<Model>, state: &SessionState) -> Result<Graph> {
         }
         // A relationships test reads its parent table too: a parent that is
         // a model runs first, so the test sees this run's version of it.
-        let tested: BTreeSet<String> = model
-            .tests
-            .relationships
-            .values()
-            .filter_map(|t| t.rsplit_once('.').map(|(table, _)| table.to_string()))
-            .filter(|t| *t != model.name)
-            .collect();
+        let tested = model.tests.relationship_tables(&model.name);
         let upstream = reads
             .union(&tested)
             .filter(|t| names.contains(*t))

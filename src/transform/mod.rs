@@ -168,11 +168,7 @@ async fn plan_and_run(
     // Every table read or tested against, at its current snapshot.
     let mut world: HashMap<String, Source> = HashMap::new();
     for node in &selected {
-        let relationship_targets = node.model.tests.relationships.values().filter_map(|t| {
-            let mut parts = t.rsplitn(2, '.');
-            parts.next();
-            parts.next().map(str::to_string)
-        });
+        let relationship_targets = node.model.tests.relationship_tables(&node.model.name);
         for name in node
             .reads
             .iter()
@@ -663,11 +659,8 @@ async fn run_model_inner(
     let checks = audit::checks(model, event_time.as_deref())?;
     let ctx = session::context();
     session::register(&ctx, &source, days).await?;
-    for target in model.tests.relationships.values() {
-        let table = target.rsplit_once('.').map(|(t, _)| t).unwrap_or(target);
-        if table != model.name
-            && let Some(s) = world.get(table)
-        {
+    for table in model.tests.relationship_tables(&model.name) {
+        if let Some(s) = world.get(&table) {
             session::register(&ctx, s, None).await?;
         }
     }

@@ -82,6 +82,18 @@ pub struct Tests {
     pub cadence: Option<Cadence>,
 }
 
+impl Tests {
+    /// The tables (`namespace.table`) the relationships tests look keys up
+    /// in, other than `own` (the model's table).
+    pub fn relationship_tables(&self, own: &str) -> std::collections::BTreeSet<String> {
+        self.relationships
+            .values()
+            .filter_map(|t| t.rsplit_once('.').map(|(table, _)| table.to_string()))
+            .filter(|t| t != own)
+            .collect()
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Header {
