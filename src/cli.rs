@@ -176,6 +176,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub models: ModelFlags,
 
+    /// HTTP API jobs: ingest from the raw responses landed earlier instead
+    /// of calling the APIs (see `floe ingest --replay`).
+    #[arg(long)]
+    pub replay: bool,
+
     /// Write a JSON report of the ingest jobs and the models to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -368,8 +373,15 @@ pub struct IngestArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// HTTP API jobs: rebuild the window from the raw responses landed by
+    /// earlier runs (the newest fetch of each day), sending no request: for
+    /// backfills and parser fixes without spending API credits.
+    #[arg(long)]
+    pub replay: bool,
+
     /// Write a JSON run report (rows read/written/rejected per day, files,
-    /// bytes, snapshot ids, duration) to this file.
+    /// bytes, snapshot ids, duration; for API jobs requests, retries,
+    /// soft failures and the raw files landed) to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
 

@@ -33,6 +33,10 @@ pub enum Error {
     /// A model's data tests failed; its table was not published.
     #[error("data tests failed: {0}")]
     DataTest(String),
+    /// The delivered rows break the job's `[job.expect]` contract
+    /// (duplicates, cadence gaps, empty days); nothing was committed.
+    #[error("source contract: {0}")]
+    Contract(String),
     /// Too many records were rejected; nothing was committed.
     #[error("{0}")]
     Rejected(String),
@@ -49,10 +53,11 @@ pub enum Error {
 
 impl Error {
     /// The process exit code: 1 when the data was the problem (rejects over
-    /// the threshold), 2 for every other error.
+    /// the threshold, a broken source contract, failed data tests), 2 for
+    /// every other error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Rejected(_) | Error::DataTest(_) => 1,
+            Error::Rejected(_) | Error::DataTest(_) | Error::Contract(_) => 1,
             _ => 2,
         }
     }

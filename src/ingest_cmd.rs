@@ -42,6 +42,7 @@ pub async fn run(args: &IngestArgs) -> Result<()> {
         from,
         to,
         dry_run: args.dry_run,
+        replay: args.replay,
         run_id: args.run_id.clone().unwrap_or_else(new_run_id),
     };
     tracing::info!(run_id = %request.run_id, %from, %to, "ingest");
@@ -69,7 +70,7 @@ pub fn print_summary(reports: &[JobReport], dry_run: bool) {
         if dry_run {
             let _ = writeln!(
                 out,
-                "{} → {} ({} to {}): would read {} file(s):",
+                "{} → {} ({} to {}): would read {} file(s) or request(s):",
                 r.job,
                 r.table,
                 r.window.0,
@@ -98,6 +99,31 @@ pub fn print_summary(reports: &[JobReport], dry_run: bool) {
         );
         if let Some(location) = &r.location {
             let _ = writeln!(out, "  table files: {location}");
+        }
+        if let Some(h) = &r.http {
+            let how = if h.replayed {
+                format!("replayed {} landed page(s), no requests", h.pages)
+            } else {
+                format!(
+                    "{} request(s), {} retried, {} page(s), {} bytes; {} error bodies, {} empty responses",
+                    h.requests, h.retries, h.pages, h.bytes, h.error_bodies, h.empty_responses
+                )
+            };
+            let _ = writeln!(out, "  api: {how}; raw responses in {}", h.landing);
+        }
+        if let Some(x) = &r.expect
+            && (x.duplicates > 0 || x.gaps > 0 || !x.empty_days.is_empty())
+        {
+            let _ = writeln!(
+                out,
+                "  expect: {} duplicate(s), {} gap(s), {} empty day(s)",
+                x.duplicates,
+                x.gaps,
+                x.empty_days.len()
+            );
+            for e in &x.examples {
+                let _ = writeln!(out, "    {e}");
+            }
         }
         for reject in &r.sample_rejects {
             let _ = writeln!(

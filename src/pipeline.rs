@@ -48,6 +48,10 @@ pub struct Pipeline {
     pub jobs: Vec<Job>,
     /// Maintenance policy defaults.
     pub maintain: MaintainSettings,
+    /// `[landing] location`: the raw landing zone of HTTP sources (a local
+    /// folder, resolved against the pipeline file's folder, or `s3://...`);
+    /// by default `raw/` at the warehouse root, beside the namespaces.
+    pub landing: Option<String>,
     /// `[transform] models`: the SQL models folder (resolved against the
     /// pipeline file's folder).
     pub models_dir: Option<PathBuf>,
@@ -143,47 +147,11 @@ impl Default for CatalogSettings {
     }
 }
 
-/// Input file formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// One JSON object per line.
-    Ndjson,
-    /// A JSON document: an array of records, or records at `records`.
-    Json,
-    /// Comma- (or other-) separated values with a header row.
-    Csv,
-    /// Apache Parquet.
-    Parquet,
-}
+mod source;
 
-/// Where a job reads from.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    /// A path or glob, relative to the pipeline file; `{date}` is replaced by
-    /// each day of the window (`YYYY-MM-DD`) for per-day files.
-    pub path: String,
-    /// The file format.
-    pub format: Format,
-    /// CSV field delimiter (one byte).
-    #[serde(default = "default_delimiter")]
-    pub delimiter: char,
-    /// CSV quote character (one byte).
-    #[serde(default = "default_quote")]
-    pub quote: char,
-    /// JSON: dotted path to the array of records (e.g. `result.records`).
-    #[serde(default)]
-    pub records: Option<String>,
-}
-
-fn default_delimiter() -> char {
-    ','
-}
-
-fn default_quote() -> char {
-    '"'
-}
+pub use source::{
+    Api, Auth, EmptyDays, Expect, Format, HttpSource, Pagination, Source, SourceConfig,
+};
 
 /// Column types of the schema contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -260,6 +228,12 @@ pub enum EventTimeConfig {
         /// Source field.
         column: String,
     },
+    /// A calendar date (`YYYY-MM-DD`, e.g. a trading day), keyed at 00:00
+    /// UTC of that date so that the row lands in that date's partition.
+    Date {
+        /// Source field.
+        column: String,
+    },
     /// A local date and a 1-based period of the day.
     Period {
         /// Source field with the date (`YYYY-MM-DD`).
@@ -285,7 +259,8 @@ impl EventTimeConfig {
             Self::Offset { column }
             | Self::Local { column, .. }
             | Self::EpochSeconds { column }
-            | Self::EpochMillis { column } => vec![column],
+            | Self::EpochMillis { column }
+            | Self::Date { column } => vec![column],
             Self::Period {
                 date_column,
                 period_column,
@@ -392,7 +367,9 @@ struct RawJob {
     table: String,
     #[serde(default)]
     catalog: Option<CatalogSettings>,
-    source: SourceConfig,
+    source: source::RawSource,
+    #[serde(default)]
+    expect: Option<source::RawExpect>,
     event_time: EventTimeConfig,
     #[serde(default)]
     columns: Vec<Column>,
@@ -417,8 +394,17 @@ struct RawPipeline {
     maintain: MaintainSettings,
     #[serde(default)]
     transform: RawTransform,
+    #[serde(default)]
+    landing: RawLanding,
     #[serde(default, rename = "job")]
     jobs: Vec<RawJob>,
+}
+
+/// `[landing]`: where HTTP sources land raw responses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLanding {
+    location: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -439,7 +425,9 @@ pub struct Job {
     /// This job's catalog, when it differs from the pipeline's `[catalog]`.
     pub catalog: Option<CatalogSettings>,
     /// Source.
-    pub source: SourceConfig,
+    pub source: Source,
+    /// What the delivered rows must look like.
+    pub expect: Expect,
     /// Source paths resolve against this folder (the pipeline file's).
     pub base_dir: PathBuf,
     /// Event-time derivation (lands in [`EVENT_TIME_COLUMN`]).
@@ -472,6 +460,11 @@ impl Job {
                 .into_iter()
                 .map(str::to_string),
         );
+        // An API's `for_each` keys are request settings added to its
+        // records: used when a column names them, never "unknown".
+        if let Source::Http(h) = &self.source {
+            fields.extend(h.for_each.iter().flat_map(|e| e.keys().cloned()));
+        }
         fields
     }
 
@@ -538,6 +531,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
         catalog,
         jobs,
         maintain: raw.maintain,
+        landing: raw.landing.location.map(|l| {
+            if l.contains("://") || Path::new(&l).is_absolute() {
+                l
+            } else {
+                let joined = base_dir.join(&l);
+                std::path::absolute(&joined)
+                    .unwrap_or(joined)
+                    .display()
+                    .to_string()
+            }
+        }),
         models_dir: raw.transform.models.map(|m| base_dir.join(m)),
     })
 }
@@ -589,11 +593,10 @@ fn validate(job: RawJob, base_dir: &Path) -> std::result::Result<Job, String> {
             "key `event_time.minutes`: {minutes} must divide a day (e.g. 30)"
         ));
     }
-    if job.source.delimiter.len_utf8() != 1 || job.source.quote.len_utf8() != 1 {
-        return Err(
-            "keys `source.delimiter` and `source.quote` must be single ASCII characters".into(),
-        );
-    }
+    let source = job.source.validate()?;
+    let names: Vec<&str> = job.columns.iter().map(|c| c.name.as_str()).collect();
+    let expect =
+        source::RawExpect::validate(job.expect, &names, matches!(source, Source::Http(_)))?;
     if job
         .catalog
         .as_ref()
@@ -606,7 +609,8 @@ fn validate(job: RawJob, base_dir: &Path) -> std::result::Result<Job, String> {
         namespace: parts,
         table,
         catalog: job.catalog,
-        source: job.source,
+        source,
+        expect,
         base_dir: base_dir.to_path_buf(),
         event_time: job.event_time,
         partition,

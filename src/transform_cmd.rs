@@ -64,6 +64,7 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
         from,
         to,
         dry_run: false,
+        replay: args.replay,
         run_id: run_id.clone(),
     };
     let req = TransformRequest {

@@ -162,6 +162,16 @@ fn event_times(
                 event_time::from_epoch(a.value(i), unit).map_err(|e| format!("event time: {e}"))
             }));
         }
+        EventTimeConfig::Date { column: name } => {
+            let dates = cast(&column(name)?, &DataType::Date32)?;
+            let dates = dates.as_primitive::<Date32Type>();
+            out.extend((0..n).map(|i| {
+                if dates.is_null(i) {
+                    return Err(format!("event time: {name} is missing or not a date"));
+                }
+                Ok(i64::from(dates.value(i)) * 86_400_000_000)
+            }));
+        }
         EventTimeConfig::Period {
             date_column,
             period_column,

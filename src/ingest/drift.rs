@@ -15,8 +15,8 @@ use iceberg::{TableRequirement, TableUpdate};
 use serde_json::Value;
 
 use super::convert::Record;
-use super::files::{Fetcher, SourceFile};
-use super::records::{self, RecordSink, Unreadable};
+use super::files::Fetcher;
+use super::records::{RecordSink, Unreadable};
 use crate::error::{Error, Result};
 use crate::pipeline::{Column, ColumnType, EVENT_TIME_COLUMN, Job};
 use crate::rest::{CommitOutcome, LoadedTable, RestClient};
@@ -86,7 +86,7 @@ impl RecordSink for Scan<'_> {
 /// Source fields of `files` that `job` does not know, with inferred types.
 pub fn scan_unknown(
     job: &Job,
-    files: &[SourceFile],
+    units: &[super::Unit],
     fetcher: &Fetcher,
 ) -> Result<BTreeMap<String, ColumnType>> {
     let known = job.source_fields();
@@ -95,9 +95,9 @@ pub fn scan_unknown(
         found: BTreeMap::new(),
     };
     let runtime = tokio::runtime::Handle::current();
-    for file in files {
-        let (path, _temp) = fetcher.materialize(file, &runtime)?;
-        records::read_file(&path, &job.source, &mut scan)?;
+    for unit in units {
+        let (path, _temp) = fetcher.materialize(&unit.file, &runtime)?;
+        super::read_unit(job, unit, &path, &mut scan)?;
     }
     for name in scan.found.keys() {
         if name == EVENT_TIME_COLUMN || name.starts_with('_') || name.contains(['.', '/']) {

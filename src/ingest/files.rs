@@ -25,6 +25,14 @@ pub enum SourceFile {
 }
 
 impl SourceFile {
+    /// A `file://` URI as a local file; anything else as remote.
+    pub fn of_uri(uri: &str) -> Self {
+        match uri.strip_prefix("file://") {
+            Some(path) => SourceFile::Local(PathBuf::from(path)),
+            None => SourceFile::Remote(uri.to_string()),
+        }
+    }
+
     /// The URI recorded in `_source` and in rejects.
     pub fn uri(&self) -> String {
         match self {

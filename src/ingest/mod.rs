@@ -12,7 +12,9 @@
 mod columnar;
 mod convert;
 mod drift;
+pub mod expect;
 mod files;
+pub mod http;
 pub mod lanes;
 mod progress;
 mod records;
@@ -29,7 +31,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::pipeline::{CatalogSettings, EVENT_TIME_COLUMN, Job, Pipeline, SchemaDrift};
+use crate::pipeline::{CatalogSettings, EVENT_TIME_COLUMN, Job, Pipeline, SchemaDrift, Source};
 use crate::rest::{LoadedTable, RestClient};
 use crate::snapshot::{self, Overwrite, TableHandle};
 use convert::{BatchBuilder, Record};
@@ -54,6 +56,8 @@ pub struct IngestRequest {
     pub dry_run: bool,
     /// This run's id (recorded in every snapshot it makes).
     pub run_id: String,
+    /// HTTP sources: rebuild from the raw landing zone, sending no request.
+    pub replay: bool,
 }
 
 impl IngestRequest {
@@ -115,6 +119,10 @@ pub struct JobReport {
     pub commit_attempts: u32,
     /// Snapshot of the rejects table, when there were rejects.
     pub rejects_snapshot_id: Option<i64>,
+    /// HTTP sources: requests, retries, soft failures, landed files.
+    pub http: Option<http::HttpReport>,
+    /// What `[job.expect]` found: duplicates, gaps, empty days.
+    pub expect: Option<expect::ExpectReport>,
     /// The first rejects, for the log.
     #[serde(skip)]
     pub sample_rejects: Vec<Reject>,
@@ -145,6 +153,8 @@ impl JobReport {
             replaced_files: 0,
             commit_attempts: 0,
             rejects_snapshot_id: None,
+            http: None,
+            expect: None,
             sample_rejects: Vec::new(),
             duration_ms: 0,
             error: None,
@@ -223,7 +233,15 @@ pub async fn run(
             Some(c) => c.properties.clone(),
             None => job_settings.properties.clone().into_iter().collect(),
         };
-        let outcome = run_job(client.as_ref(), &props, job, req, &mut report).await;
+        let outcome = run_job(
+            client.as_ref(),
+            &props,
+            job,
+            req,
+            pipeline.landing.as_deref(),
+            &mut report,
+        )
+        .await;
         report.duration_ms = started.elapsed().as_millis();
         if let Err(e) = outcome {
             report.error = Some(e.to_string());
@@ -258,12 +276,14 @@ async fn run_job(
     catalog_props: &HashMap<String, String>,
     job: &Job,
     req: &IngestRequest,
+    landing: Option<&str>,
     report: &mut JobReport,
 ) -> Result<()> {
     let days = req.days();
+    let window = day_of(days_start(req.from))..=day_of(days_start(req.to));
     let mut s3_props = catalog_props.clone();
     crate::store::add_env_credentials(&mut s3_props);
-    let fetcher = files::Fetcher {
+    let mut fetcher = files::Fetcher {
         io: crate::store::io_with_env(catalog_props),
         s3_props,
         http: reqwest::Client::builder()
@@ -272,18 +292,93 @@ async fn run_job(
             .build()
             .map_err(|e| Error::Source(format!("cannot build an HTTP client: {e}")))?,
     };
-    let files = files::discover(&job.source.path, &job.base_dir, &days, &fetcher).await?;
-    report.files_read = files.iter().map(files::SourceFile::uri).collect();
+    let mut units: Vec<Unit> = match &job.source {
+        Source::Files(cfg) => {
+            let files = files::discover(&cfg.path, &job.base_dir, &days, &fetcher).await?;
+            report.files_read = files.iter().map(files::SourceFile::uri).collect();
+            files
+                .into_iter()
+                .map(|file| Unit {
+                    file,
+                    keep: window.clone(),
+                    vars: None,
+                })
+                .collect()
+        }
+        Source::Http(h) => {
+            if client.is_none() {
+                report.files_read = if req.replay {
+                    vec!["(the window's pages in the raw landing zone)".into()]
+                } else {
+                    http::planned_requests(h, &days)?
+                };
+            }
+            Vec::new()
+        }
+    };
     let Some(client) = client else {
         report.status = "planned".into();
         return Ok(());
     };
     let mut loaded = open_table(client, job).await?;
+    if let Some(id) = snapshot::landed_snapshot(&loaded.metadata, &req.run_id) {
+        report.status = "already-committed".into();
+        report.snapshot_id = Some(id);
+        return Ok(());
+    }
+    if let Source::Http(h) = &job.source {
+        fetcher.io = crate::store::table_io(client, &loaded);
+        fetcher.s3_props = crate::store::table_props(client, &loaded);
+        let zone = http::landing::Landing::resolve(
+            landing,
+            loaded.metadata.location(),
+            &job.namespace,
+            fetcher.io.clone(),
+            fetcher.s3_props.clone(),
+        )?;
+        let (pages, http_report, outcome) = if req.replay {
+            match http::replay(job, &zone, &days).await {
+                Ok((p, r)) => (p, r, Ok(())),
+                Err(e) => {
+                    let r = http::HttpReport {
+                        replayed: true,
+                        landing: zone.root().to_string(),
+                        ..Default::default()
+                    };
+                    (Vec::new(), r, Err(e))
+                }
+            }
+        } else {
+            let fetch = http::Fetch {
+                job,
+                source: h,
+                landing: &zone,
+                run_id: &req.run_id,
+                client: http::client()?,
+            };
+            fetch.run(&days).await
+        };
+        report.http = Some(http_report);
+        outcome?;
+        for p in &pages {
+            if !report.files_read.contains(&p.uri) {
+                report.files_read.push(p.uri.clone());
+            }
+        }
+        units = pages
+            .into_iter()
+            .map(|p| Unit {
+                file: files::SourceFile::of_uri(&p.uri),
+                keep: day_of(days_start(*p.keep.start()))..=day_of(days_start(*p.keep.end())),
+                vars: Some(p.vars),
+            })
+            .collect();
+    }
     let evolved;
     let job = if job.schema_drift == SchemaDrift::Evolve {
-        let (scan_job, scan_files, scan_fetcher) = (job.clone(), files.clone(), fetcher.clone());
+        let (scan_job, scan_units, scan_fetcher) = (job.clone(), units.clone(), fetcher.clone());
         let new = tokio::task::spawn_blocking(move || {
-            drift::scan_unknown(&scan_job, &scan_files, &scan_fetcher)
+            drift::scan_unknown(&scan_job, &scan_units, &scan_fetcher)
         })
         .await
         .map_err(|e| Error::Source(format!("the schema scan failed: {e}")))??;
@@ -302,23 +397,8 @@ async fn run_job(
         name: job.table.clone(),
         io: crate::store::table_io(client, &loaded),
     };
-    if let Some(id) = snapshot::landed_snapshot(&loaded.metadata, &req.run_id) {
-        report.status = "already-committed".into();
-        report.snapshot_id = Some(id);
-        return Ok(());
-    }
-    let window = day_of(days_start(req.from))..=day_of(days_start(req.to));
-    let (data_files, rejects) = write_files(
-        job,
-        req,
-        &loaded,
-        &handle,
-        files,
-        fetcher,
-        window.clone(),
-        report,
-    )
-    .await?;
+    let (data_files, rejects, checker) =
+        write_files(job, req, &loaded, &handle, units, fetcher, report).await?;
     for f in &data_files {
         let day = snapshot::file_day(f).map(day_name).unwrap_or_default();
         let d = report.days.entry(day).or_default();
@@ -329,6 +409,24 @@ async fn run_job(
     report.data_files = data_files.len() as u64;
     report.bytes_written = data_files.iter().map(|f| f.file_size_in_bytes()).sum();
     report.rows_written = data_files.iter().map(|f| f.record_count()).sum();
+    let empty_days: Vec<String> = days
+        .iter()
+        .map(NaiveDate::to_string)
+        .filter(|d| !report.days.contains_key(d))
+        .collect();
+    let found = match checker {
+        Some(c) => c.finish(
+            days_start(req.from),
+            days_start(req.to) + 86_400_000_000,
+            empty_days,
+        ),
+        None => expect::ExpectReport {
+            empty_days,
+            ..Default::default()
+        },
+    };
+    let verdict = expect::verdict(&job.name, &job.expect, &found);
+    report.expect = Some(found);
     if report.rows_rejected > 0 {
         report.rejects_snapshot_id = Some(rejects::commit(client, job, req, &rejects).await?);
     }
@@ -349,6 +447,10 @@ async fn run_job(
             job.table_ident(),
             job.table_ident()
         )));
+    }
+    if let Err(e) = verdict {
+        delete_files(&handle.io, &data_files).await;
+        return Err(e);
     }
     let overwrite = Overwrite {
         added: data_files,
@@ -377,6 +479,35 @@ async fn run_job(
     }
     .into();
     Ok(())
+}
+
+/// One input of a run: a source file, or a landed API body, with the days
+/// whose records it supplies (records of other days are skipped).
+#[derive(Debug, Clone)]
+pub(crate) struct Unit {
+    file: files::SourceFile,
+    keep: std::ops::RangeInclusive<i32>,
+    /// API bodies: the request series' `for_each` fields.
+    vars: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// Feeds a unit's records to `sink`, `path` being its local copy.
+fn read_unit(
+    job: &Job,
+    unit: &Unit,
+    path: &std::path::Path,
+    sink: &mut dyn records::RecordSink,
+) -> Result<()> {
+    match &job.source {
+        Source::Files(cfg) => records::read_file(path, cfg, sink),
+        Source::Http(h) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
+            let empty = std::collections::BTreeMap::new();
+            let vars = unit.vars.as_ref().unwrap_or(&empty);
+            http::read_page(&bytes, &unit.file.uri(), h, vars, sink)
+        }
+    }
 }
 
 fn days_start(d: NaiveDate) -> i64 {
@@ -442,11 +573,14 @@ async fn write_files(
     req: &IngestRequest,
     loaded: &LoadedTable,
     handle: &TableHandle,
-    files: Vec<files::SourceFile>,
+    units: Vec<Unit>,
     fetcher: files::Fetcher,
-    window: std::ops::RangeInclusive<i32>,
     report: &mut JobReport,
-) -> Result<(Vec<iceberg::spec::DataFile>, Vec<Reject>)> {
+) -> Result<(
+    Vec<iceberg::spec::DataFile>,
+    Vec<Reject>,
+    Option<expect::Checker>,
+)> {
     let arrow = schema::arrow_schema(loaded.metadata.current_schema())?;
     let ingest_time = Utc::now().timestamp_micros();
     let builder = BatchBuilder::new(job, arrow.clone(), ingest_time)?;
@@ -473,14 +607,21 @@ async fn write_files(
     })?;
     let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
     let reader_job = job.clone();
-    let reader = tokio::task::spawn_blocking(move || {
-        read_all(&reader_job, files, &fetcher, builder, window, &tx)
-    });
+    let reader =
+        tokio::task::spawn_blocking(move || read_all(&reader_job, units, &fetcher, builder, &tx));
     let mut rejects = Vec::new();
     let mut lane_closed = false;
+    let mut checker = expect::Checker::new(&job.expect);
+    let mut check_error = None;
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Batch(batch) => {
+                if let Some(c) = checker.as_mut()
+                    && check_error.is_none()
+                    && let Err(e) = c.observe(&batch)
+                {
+                    check_error = Some(e);
+                }
                 if !lane_closed && !lanes.send(batch).await? {
                     // A lane stopped on an error: stop reading; the error
                     // comes from closing the lanes below.
@@ -508,12 +649,12 @@ async fn write_files(
         delete_files(&handle.io, &files).await;
         return Err(e);
     }
-    if let Err(e) = read_result {
+    if let Err(e) = read_result.and(check_error.map_or(Ok(()), Err)) {
         delete_files(&handle.io, &files).await;
         return Err(e);
     }
     report.sample_rejects = rejects.iter().take(5).cloned().collect();
-    Ok((files, rejects))
+    Ok((files, rejects, checker))
 }
 
 /// The blocking side: reads every file, converts records, sends batches.
@@ -521,25 +662,24 @@ async fn write_files(
 /// through the runtime's handle), so reading stays streaming and local.
 fn read_all(
     job: &Job,
-    files: Vec<files::SourceFile>,
+    units: Vec<Unit>,
     fetcher: &files::Fetcher,
     mut builder: BatchBuilder,
-    window: std::ops::RangeInclusive<i32>,
     tx: &mpsc::Sender<Msg>,
 ) -> Result<()> {
-    let mut progress = progress::Progress::new(&job.name, files.len());
+    let mut progress = progress::Progress::new(&job.name, units.len());
     let runtime = tokio::runtime::Handle::current();
-    for file in files {
-        let uri = file.uri();
+    for unit in units {
+        let uri = unit.file.uri();
         tracing::debug!(source = %uri, job = %job.name, "reading");
         progress.next_file();
-        let (path, temp) = fetcher.materialize(&file, &runtime)?;
+        let (path, temp) = fetcher.materialize(&unit.file, &runtime)?;
         let mut sink = FileSink {
             job,
             uri,
             path: &path,
             builder: &mut builder,
-            window: &window,
+            window: &unit.keep,
             tx,
             progress: &mut progress,
             rejected: Vec::new(),
@@ -547,7 +687,7 @@ fn read_all(
             outside: 0,
             drift_checked: false,
         };
-        records::read_file(&path, &job.source, &mut sink)?;
+        read_unit(job, &unit, &path, &mut sink)?;
         let (read, outside, rejected) = (sink.read, sink.outside, sink.rejected);
         drop(temp);
         tx.blocking_send(Msg::Counts { read, outside })
@@ -620,7 +760,7 @@ impl records::RecordSink for FileSink<'_> {
     fn record(&mut self, record: Record) -> Result<()> {
         self.read += 1;
         self.progress.row();
-        let once = self.job.source.format == crate::pipeline::Format::Csv;
+        let once = self.job.source.files().map(|f| f.format) == Some(crate::pipeline::Format::Csv);
         self.check_drift(record.fields.keys(), record.line, once)?;
         let ts = match self.builder.event_time(&record) {
             Ok(ts) => ts,

@@ -115,6 +115,7 @@ pub fn request(from: &str, to: &str, run_id: &str) -> IngestRequest {
         from: from.parse().expect("date"),
         to: to.parse().expect("date"),
         dry_run: false,
+        replay: false,
         run_id: run_id.to_string(),
     }
 }

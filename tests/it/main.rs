@@ -4,6 +4,7 @@
 //! `tests/python`.
 
 mod common;
+mod http;
 mod ingest;
 mod maintain;
 mod transform;

@@ -1,0 +1,269 @@
+//! `[job.expect]`: soft failures found in the delivered rows before anything
+//! is committed: rows repeating a (key, `ts_utc`), gaps in a series'
+//! cadence, and days of the window without rows.
+
+use std::collections::{HashMap, HashSet};
+
+use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray};
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::pipeline::{EVENT_TIME_COLUMN, EmptyDays, Expect};
+
+const DAY_MICROS: i64 = 86_400_000_000;
+const EXAMPLES: usize = 5;
+
+/// What the checks found (part of the run report).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExpectReport {
+    /// Rows repeating a (key, `ts_utc`) already seen.
+    pub duplicates: u64,
+    /// Missing slots of the cadence, summed over series.
+    pub gaps: u64,
+    /// Days of the window without rows.
+    pub empty_days: Vec<String>,
+    /// A few of each, for the log.
+    pub examples: Vec<String>,
+}
+
+/// Accumulates the rows of a run.
+#[derive(Debug)]
+pub struct Checker {
+    expect: Expect,
+    /// Series key text → index.
+    keys: HashMap<String, u32>,
+    seen: HashSet<(u32, i64)>,
+    report: ExpectReport,
+}
+
+impl Checker {
+    /// A checker for `expect`, or `None` when it looks at rows not at all
+    /// (no duplicates or cadence to check).
+    pub fn new(expect: &Expect) -> Option<Self> {
+        (expect.max_duplicates.is_some() || expect.cadence.is_some()).then(|| Self {
+            expect: expect.clone(),
+            keys: HashMap::new(),
+            seen: HashSet::new(),
+            report: ExpectReport::default(),
+        })
+    }
+
+    /// Looks at a batch about to be written.
+    pub fn observe(&mut self, batch: &RecordBatch) -> Result<()> {
+        let ts = batch
+            .column_by_name(EVENT_TIME_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+            .ok_or_else(|| Error::Storage("a batch without ts_utc".into()))?;
+        let options = FormatOptions::default().with_null("null");
+        let columns: Vec<&dyn Array> =
+            self.expect
+                .key
+                .iter()
+                .map(|k| {
+                    batch.column_by_name(k).map(|c| c.as_ref()).ok_or_else(|| {
+                        Error::Storage(format!("a batch without the key column {k}"))
+                    })
+                })
+                .collect::<Result<_>>()?;
+        let formatters = columns
+            .iter()
+            .map(|c| ArrayFormatter::try_new(*c, &options))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Storage(format!("formatting key columns: {e}")))?;
+        let mut key = String::new();
+        for row in 0..batch.num_rows() {
+            key.clear();
+            for (i, f) in formatters.iter().enumerate() {
+                if i > 0 {
+                    key.push('|');
+                }
+                key.push_str(&f.value(row).to_string());
+            }
+            let next = self.keys.len() as u32;
+            let id = *self.keys.entry(key.clone()).or_insert(next);
+            let t = ts.value(row);
+            if !self.seen.insert((id, t)) {
+                self.report.duplicates += 1;
+                if self.report.examples.len() < EXAMPLES {
+                    self.report.examples.push(format!(
+                        "duplicate: {} at {}",
+                        shown(&key),
+                        instant(t)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts gaps over the window `[start, end)` (microseconds) and puts
+    /// `empty_days` in; returns the report.
+    pub fn finish(mut self, start: i64, end: i64, empty_days: Vec<String>) -> ExpectReport {
+        self.report.empty_days = empty_days;
+        let Some(cadence) = self.expect.cadence else {
+            return self.report;
+        };
+        let step = i64::try_from(cadence.as_micros()).unwrap_or(i64::MAX);
+        let mut per_key: HashMap<u32, Vec<i64>> = HashMap::new();
+        for (id, t) in &self.seen {
+            per_key.entry(*id).or_default().push(*t);
+        }
+        let names: HashMap<u32, &String> = self.keys.iter().map(|(k, v)| (*v, k)).collect();
+        let mut ids: Vec<u32> = per_key.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(times) = per_key.get_mut(&id) else {
+                continue;
+            };
+            times.sort_unstable();
+            // Slots on the UTC-midnight grid when the cadence divides a day;
+            // otherwise on the grid of the series' first row.
+            let phase = if DAY_MICROS % step == 0 {
+                0
+            } else {
+                times[0].rem_euclid(step)
+            };
+            let first_slot = start + (phase - start).rem_euclid(step);
+            let present: HashSet<i64> = times.iter().copied().collect();
+            let mut slot = first_slot;
+            while slot < end {
+                if !present.contains(&slot) {
+                    self.report.gaps += 1;
+                    if self.report.examples.len() < EXAMPLES {
+                        let key = names.get(&id).map_or("", |k| k.as_str());
+                        self.report.examples.push(format!(
+                            "gap: {} at {}",
+                            shown(key),
+                            instant(slot)
+                        ));
+                    }
+                }
+                slot += step;
+            }
+        }
+        self.report
+    }
+}
+
+fn shown(key: &str) -> String {
+    if key.is_empty() {
+        "the series".into()
+    } else {
+        format!("key ({key})")
+    }
+}
+
+fn instant(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros).map_or_else(
+        || micros.to_string(),
+        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    )
+}
+
+/// The contract's verdict: `Err` naming what is over its limit.
+pub fn verdict(job: &str, expect: &Expect, report: &ExpectReport) -> Result<()> {
+    let mut broken = Vec::new();
+    if let Some(max) = expect.max_duplicates
+        && report.duplicates > max
+    {
+        broken.push(format!(
+            "{} duplicate rows (at most {max} allowed)",
+            report.duplicates
+        ));
+    }
+    if expect.cadence.is_some() && report.gaps > expect.max_gaps {
+        broken.push(format!(
+            "{} missing intervals (at most {} allowed)",
+            report.gaps, expect.max_gaps
+        ));
+    }
+    if expect.empty_days == EmptyDays::Fail && !report.empty_days.is_empty() {
+        broken.push(format!(
+            "no rows for {} (a window overwrite would empty those days; set expect.empty_days = \"allow\" to accept that)",
+            report.empty_days.join(", ")
+        ));
+    }
+    if broken.is_empty() {
+        return Ok(());
+    }
+    let examples = if report.examples.is_empty() {
+        String::new()
+    } else {
+        format!("; e.g. {}", report.examples.join("; "))
+    };
+    Err(Error::Contract(format!(
+        "job {job}: {}{examples}; nothing was committed",
+        broken.join(", ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use arrow_array::StringArray;
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+    fn batch(rows: &[(&str, i64)]) -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new("site", DataType::Utf8, false),
+            Field::new(
+                EVENT_TIME_COLUMN,
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ]);
+        let sites = StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>());
+        let ts = TimestampMicrosecondArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+            .with_timezone("UTC");
+        RecordBatch::try_new(Arc::new(schema), vec![Arc::new(sites), Arc::new(ts)]).expect("batch")
+    }
+
+    #[test]
+    fn duplicates_and_gaps_are_counted_per_series() {
+        let expect = Expect {
+            key: vec!["site".into()],
+            cadence: Some(Duration::from_secs(6 * 3600)),
+            max_gaps: 0,
+            max_duplicates: Some(0),
+            empty_days: EmptyDays::Fail,
+        };
+        let h = 3_600_000_000i64;
+        let mut c = Checker::new(&expect).expect("checks rows");
+        // Site a: every 6 hours, one repeated; site b misses 12:00.
+        c.observe(&batch(&[
+            ("a", 0),
+            ("a", 6 * h),
+            ("a", 12 * h),
+            ("a", 18 * h),
+        ]))
+        .expect("observe");
+        c.observe(&batch(&[
+            ("a", 6 * h),
+            ("b", 0),
+            ("b", 6 * h),
+            ("b", 18 * h),
+        ]))
+        .expect("observe");
+        let report = c.finish(0, DAY_MICROS, Vec::new());
+        assert_eq!(report.duplicates, 1);
+        assert_eq!(report.gaps, 1);
+        assert!(
+            report
+                .examples
+                .iter()
+                .any(|e| e.contains("gap: key (b) at 1970-01-01T12:00:00Z"))
+        );
+        let err = verdict("j", &expect, &report).expect_err("over the limits");
+        assert!(err.to_string().contains("1 duplicate rows"), "{err}");
+        let lenient = Expect {
+            max_gaps: 1,
+            max_duplicates: Some(1),
+            ..expect
+        };
+        assert!(verdict("j", &lenient, &report).is_ok());
+    }
+}

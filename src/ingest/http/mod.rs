@@ -1,0 +1,750 @@
+//! HTTP API sources: the window is cut into request ranges (`chunk`), each
+//! range asked once per `for_each` entry and paged to the end; every body
+//! lands in the raw landing zone before it is parsed, and a manifest per
+//! range records which pages make it up. Parsing then reads the landed
+//! bodies, exactly as `--replay` does later with no request at all.
+//!
+//! Failures are handled on purpose: connection errors, timeouts, 429, 5xx,
+//! truncated bodies and rate limits reported in 200 bodies are retried with
+//! exponential backoff and jitter, honouring `Retry-After`, a bounded number
+//! of times; other 4xx and error bodies fail the run at once. Either way the
+//! run fails loudly and commits nothing.
+
+pub mod api;
+pub mod landing;
+pub mod retry;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use chrono::{NaiveDate, Utc};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+
+use super::convert::Record;
+use super::records::{RecordSink, Unreadable};
+use crate::error::{Error, Result};
+use crate::pipeline::{Auth, HttpSource, Job, Pagination};
+use api::Verdict;
+use landing::{Landing, Manifest, Page, Part};
+use retry::{Failure, Pacer, Policy};
+
+/// What the HTTP side of a run did (part of the run report).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HttpReport {
+    /// Rebuilt from the landing zone without requests.
+    pub replayed: bool,
+    /// Requests sent (retries included).
+    pub requests: u64,
+    /// Retries among them.
+    pub retries: u64,
+    /// Pages whose records were used.
+    pub pages: u64,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// 200 responses whose body was a rate limit or an error.
+    pub error_bodies: u64,
+    /// Request series (a range, or a `for_each` entry of one) that returned
+    /// no records at all.
+    pub empty_responses: u64,
+    /// The landing zone.
+    pub landing: String,
+    /// Raw bodies stored by this run (every response received).
+    pub raw_files: Vec<String>,
+    /// Manifests written (or, on replay, read).
+    pub manifests: Vec<String>,
+}
+
+/// A range of days asked in one request series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// First UTC day the range is complete for.
+    pub first: NaiveDate,
+    /// Last, inclusive.
+    pub last: NaiveDate,
+}
+
+/// The window cut into request ranges.
+pub fn ranges(source: &HttpSource, days: &[NaiveDate]) -> Vec<Range> {
+    let size = source.chunk_days.map_or(days.len().max(1), |n| n as usize);
+    days.chunks(size)
+        .filter_map(|c| {
+            Some(Range {
+                first: *c.first()?,
+                last: *c.last()?,
+            })
+        })
+        .collect()
+}
+
+/// A body landed and to be parsed: the records it holds are kept when their
+/// day lies in `keep`, and get the `vars` fields.
+#[derive(Debug, Clone)]
+pub struct LandedPage {
+    /// Where the body is.
+    pub uri: String,
+    /// Days whose records are taken from it.
+    pub keep: std::ops::RangeInclusive<NaiveDate>,
+    /// Fields of the request series (`for_each`).
+    pub vars: BTreeMap<String, String>,
+}
+
+fn fill(template: &str, range: Range, pad: u32, vars: &BTreeMap<String, String>) -> String {
+    let pad = chrono::Duration::days(i64::from(pad));
+    let (from, to) = (range.first - pad, range.last + pad);
+    let mut out = template
+        .replace("{date}", &from.to_string())
+        .replace("{from}", &from.to_string())
+        .replace("{to}", &to.to_string())
+        .replace(
+            "{to_exclusive}",
+            &(to + chrono::Duration::days(1)).to_string(),
+        );
+    for (k, v) in vars {
+        out = out.replace(&format!("{{{k}}}"), v);
+    }
+    out
+}
+
+/// The credential, read from its environment variable.
+fn secret(source: &HttpSource) -> Result<Option<(Auth, String)>> {
+    let Some(auth) = &source.auth else {
+        return Ok(None);
+    };
+    match std::env::var(auth.env()) {
+        Ok(v) if !v.is_empty() => Ok(Some((auth.clone(), v))),
+        _ => Err(Error::Config(format!(
+            "environment variable {} (the source's auth) is not set",
+            auth.env()
+        ))),
+    }
+}
+
+/// Masks a credential wherever it appears.
+fn mask(text: &str, secret: Option<&str>) -> String {
+    match secret {
+        Some(s) if !s.is_empty() => {
+            let encoded =
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string();
+            text.replace(s, "***").replace(&encoded, "***")
+        }
+        _ => text.to_string(),
+    }
+}
+
+/// One request series: a range and a `for_each` entry.
+#[derive(Debug, Clone)]
+struct Series {
+    range: Range,
+    index: usize,
+    vars: BTreeMap<String, String>,
+}
+
+/// The first request of each series, for `--dry-run` (credentials masked).
+pub fn planned_requests(source: &HttpSource, days: &[NaiveDate]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for s in series(source, days) {
+        let url = first_url(source, &s, None)?;
+        out.push(url.to_string());
+    }
+    Ok(out)
+}
+
+fn series(source: &HttpSource, days: &[NaiveDate]) -> Vec<Series> {
+    let entries = if source.for_each.is_empty() {
+        vec![BTreeMap::new()]
+    } else {
+        source.for_each.clone()
+    };
+    ranges(source, days)
+        .into_iter()
+        .flat_map(|range| {
+            entries
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(move |(index, vars)| Series { range, index, vars })
+        })
+        .collect()
+}
+
+/// The URL of a series' first page, with its parameters and query auth.
+fn first_url(
+    source: &HttpSource,
+    s: &Series,
+    auth: Option<&(Auth, String)>,
+) -> Result<reqwest::Url> {
+    page_url(source, s, auth, 0)
+}
+
+/// The URL of the page at `offset` (offset pagination; 0 otherwise).
+fn page_url(
+    source: &HttpSource,
+    s: &Series,
+    auth: Option<&(Auth, String)>,
+    offset: u64,
+) -> Result<reqwest::Url> {
+    let paging = |t: &str| match &source.pagination {
+        Pagination::Offset { limit, .. } => t
+            .replace("{offset}", &offset.to_string())
+            .replace("{limit}", &limit.to_string()),
+        _ => t.to_string(),
+    };
+    let text = paging(&fill(&source.url, s.range, source.pad_days, &s.vars));
+    let mut url = reqwest::Url::parse(&text)
+        .map_err(|e| Error::Config(format!("source url {text:?} is not a URL: {e}")))?;
+    let mut templated_paging = source.url.contains("{offset}");
+    {
+        let mut q = url.query_pairs_mut();
+        for (k, v) in &source.params {
+            templated_paging |= v.contains("{offset}");
+            q.append_pair(k, &paging(&fill(v, s.range, source.pad_days, &s.vars)));
+        }
+        if let Pagination::Offset {
+            limit,
+            offset_param,
+            limit_param,
+        } = &source.pagination
+            && !templated_paging
+        {
+            q.append_pair(offset_param, &offset.to_string());
+            q.append_pair(limit_param, &limit.to_string());
+        }
+        if let Some((Auth::Query { name, .. }, value)) = auth {
+            q.append_pair(name, value);
+        }
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    Ok(url)
+}
+
+/// Fetches and lands every page of the window's request series.
+pub struct Fetch<'a> {
+    /// The job.
+    pub job: &'a Job,
+    /// Its source.
+    pub source: &'a HttpSource,
+    /// Where bodies land.
+    pub landing: &'a Landing,
+    /// This run.
+    pub run_id: &'a str,
+    /// The HTTP client (timeouts are per request).
+    pub client: reqwest::Client,
+}
+
+struct Shared {
+    auth: Option<(Auth, String)>,
+    pacer: Pacer,
+    policy: Policy,
+    counter: AtomicU64,
+    report: Mutex<HttpReport>,
+}
+
+impl Fetch<'_> {
+    /// Runs every series (`concurrency` at once), lands the bodies, writes
+    /// a manifest per fully fetched range, and returns the pages to parse.
+    pub async fn run(&self, days: &[NaiveDate]) -> (Vec<LandedPage>, HttpReport, Result<()>) {
+        let auth = match secret(self.source) {
+            Ok(a) => a,
+            Err(e) => return (Vec::new(), HttpReport::default(), Err(e)),
+        };
+        let shared = Shared {
+            auth,
+            pacer: Pacer::new(self.source.min_interval),
+            policy: Policy::of(self.source),
+            counter: AtomicU64::new(0),
+            report: Mutex::new(HttpReport {
+                landing: self.landing.root().to_string(),
+                ..HttpReport::default()
+            }),
+        };
+        let all = series(self.source, days);
+        let total = all.len();
+        // Stops at the first failure: the rest are dropped, unsent.
+        let outcome: Result<Vec<(Series, Part)>> = futures::stream::iter(all)
+            .map(|s| {
+                let shared = &shared;
+                async move {
+                    let part = self.series(&s, shared).await?;
+                    Ok::<_, Error>((s, part))
+                }
+            })
+            .buffer_unordered(self.source.concurrency)
+            .try_collect()
+            .await;
+        let mut report = shared.report.into_inner();
+        let done = match outcome {
+            Ok(d) => d,
+            Err(e) => return (Vec::new(), report, Err(e)),
+        };
+        tracing::info!(job = %self.job.name, series = total, pages = report.pages, "fetched");
+        let mut by_range: BTreeMap<NaiveDate, (Range, Vec<(usize, Part)>)> = BTreeMap::new();
+        for (s, part) in done {
+            by_range
+                .entry(s.range.first)
+                .or_insert((s.range, Vec::new()))
+                .1
+                .push((s.index, part));
+        }
+        let mut pages = Vec::new();
+        for (range, mut parts) in by_range.into_values() {
+            parts.sort_by_key(|(i, _)| *i);
+            let parts: Vec<Part> = parts.into_iter().map(|(_, p)| p).collect();
+            let manifest = Manifest {
+                job: self.job.name.clone(),
+                run_id: self.run_id.to_string(),
+                api: self.source.api.name().to_string(),
+                fetched_at: Utc::now(),
+                first_day: range.first,
+                last_day: range.last,
+                parts,
+            };
+            match self.landing.put_manifest(&manifest).await {
+                Ok(uri) => report.manifests.push(uri),
+                Err(e) => return (Vec::new(), report, Err(e)),
+            }
+            let folder = self.landing.folder(&self.job.name, range.first);
+            pages.extend(pages_of(
+                &manifest,
+                &folder,
+                vec![(range.first, range.last)],
+            ));
+        }
+        (pages, report, Ok(()))
+    }
+
+    /// Every page of one series.
+    async fn series(&self, s: &Series, shared: &Shared) -> Result<Part> {
+        let secret = shared.auth.as_ref().map(|(_, v)| v.as_str());
+        let mut url = first_url(self.source, s, shared.auth.as_ref())?;
+        let host = url.host_str().map(str::to_string);
+        let mut pages = Vec::new();
+        let mut offset = 0u64;
+        let mut total_records = 0u64;
+        loop {
+            if pages.len() as u32 >= self.source.max_pages {
+                return Err(Error::Source(format!(
+                    "{}: more than {} pages for {}..{}; raise source.max_pages if that is expected",
+                    mask(url.as_str(), secret),
+                    self.source.max_pages,
+                    s.range.first,
+                    s.range.last
+                )));
+            }
+            let (file, records, next) = self.page(&url, s, shared).await?;
+            total_records += records as u64;
+            pages.push(Page {
+                file,
+                url: mask(url.as_str(), secret),
+                records: records as u64,
+            });
+            let next_url = match (&self.source.pagination, next) {
+                (Pagination::None, _) => None,
+                (Pagination::Offset { limit, .. }, _) => {
+                    offset += records as u64;
+                    (records as u64 >= *limit)
+                        .then(|| page_url(self.source, s, shared.auth.as_ref(), offset))
+                        .transpose()?
+                }
+                (Pagination::Next { .. }, Some(link)) if records > 0 => {
+                    let next = url.join(&link).map_err(|e| {
+                        Error::Source(format!("the next-page link {link:?} is not a URL: {e}"))
+                    })?;
+                    if next.host_str().map(str::to_string) != host {
+                        return Err(Error::Source(format!(
+                            "the next-page link {} leads to another host; floe does not send the source's credentials there",
+                            mask(next.as_str(), secret)
+                        )));
+                    }
+                    Some(with_query_auth(next, shared.auth.as_ref()))
+                }
+                (Pagination::Cursor { param, .. }, Some(cursor)) if records > 0 => {
+                    let mut next = first_url(self.source, s, shared.auth.as_ref())?;
+                    next.query_pairs_mut().append_pair(param, &cursor);
+                    Some(next)
+                }
+                _ => None,
+            };
+            match next_url {
+                Some(n) => url = n,
+                None => break,
+            }
+        }
+        if total_records == 0 {
+            shared.report.lock().await.empty_responses += 1;
+            tracing::warn!(job = %self.job.name, url = %mask(url.as_str(), secret), "the API returned no records");
+        }
+        Ok(Part {
+            vars: s.vars.clone(),
+            pages,
+        })
+    }
+
+    /// One page, retried: lands every body received and returns the landed
+    /// file, its record count and the next link or cursor.
+    async fn page(
+        &self,
+        url: &reqwest::Url,
+        s: &Series,
+        shared: &Shared,
+    ) -> Result<(String, usize, Option<String>)> {
+        let secret = shared.auth.as_ref().map(|(_, v)| v.as_str());
+        let shown = mask(url.as_str(), secret);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            shared.pacer.wait().await;
+            let failure = match self.attempt(url, s, shared).await? {
+                Ok(done) => return Ok(done),
+                Err(f) => f,
+            };
+            match shared.policy.wait(attempt, &failure) {
+                Some(delay) => {
+                    let reason = match &failure {
+                        Failure::Transient { reason, .. } | Failure::Permanent(reason) => reason,
+                    };
+                    tracing::warn!(
+                        job = %self.job.name,
+                        url = %shown,
+                        "{}; retrying in {:.1}s (retry {attempt} of {})",
+                        mask(reason, secret),
+                        delay.as_secs_f64(),
+                        shared.policy.retries
+                    );
+                    shared.report.lock().await.retries += 1;
+                    if let Failure::Transient {
+                        retry_after: Some(_),
+                        ..
+                    } = failure
+                    {
+                        shared.pacer.hold_off(delay).await;
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                None => {
+                    let msg = match failure {
+                        Failure::Permanent(reason) => format!("GET {shown}: {reason}"),
+                        Failure::Transient {
+                            reason,
+                            retry_after: Some(d),
+                        } if d > shared.policy.max_retry_after => format!(
+                            "GET {shown}: {reason}; the server asks to wait {}s, longer than source.max_retry_after ({}s)",
+                            d.as_secs(),
+                            shared.policy.max_retry_after.as_secs()
+                        ),
+                        Failure::Transient { reason, .. } => format!(
+                            "GET {shown}: gave up after {attempt} attempts; the last: {reason}"
+                        ),
+                    };
+                    return Err(Error::Source(mask(&msg, secret)));
+                }
+            }
+        }
+    }
+
+    /// One attempt. The outer `Result` is a landing failure (storage),
+    /// the inner one how the request went.
+    #[allow(clippy::type_complexity)]
+    async fn attempt(
+        &self,
+        url: &reqwest::Url,
+        s: &Series,
+        shared: &Shared,
+    ) -> Result<std::result::Result<(String, usize, Option<String>), Failure>> {
+        let mut req = self
+            .client
+            .get(url.clone())
+            .timeout(self.source.timeout)
+            .header(reqwest::header::ACCEPT, "application/json");
+        for (k, v) in &self.source.headers {
+            req = req.header(k, fill(v, s.range, self.source.pad_days, &s.vars));
+        }
+        match &shared.auth {
+            Some((Auth::Bearer { .. }, v)) => req = req.bearer_auth(v),
+            Some((Auth::Header { name, .. }, v)) => req = req.header(name, v),
+            _ => {}
+        }
+        shared.report.lock().await.requests += 1;
+        let transient = |reason: String| Failure::Transient {
+            reason,
+            retry_after: None,
+        };
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(transient(describe(&e)))),
+        };
+        let status = resp.status();
+        let retry_after = retry::retry_after(resp.headers(), SystemTime::now());
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Ok(Err(transient(format!(
+                    "{status}, but the body broke off: {}",
+                    describe(&e)
+                ))));
+            }
+        };
+        // Every body received is kept as it came, before it is judged.
+        let n = shared.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let file = Landing::page_name(self.run_id, n);
+        let uri = format!(
+            "{}/{file}",
+            self.landing.folder(&self.job.name, s.range.first)
+        );
+        self.landing.put_page(&uri, &body).await?;
+        {
+            let mut r = shared.report.lock().await;
+            r.bytes += body.len() as u64;
+            r.raw_files.push(uri);
+        }
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Ok(Err(Failure::Transient {
+                reason: format!("{status}: {}", api::preview(&body)),
+                retry_after,
+            }));
+        }
+        if !status.is_success() {
+            return Ok(Err(Failure::Permanent(format!(
+                "{status}: {}",
+                api::preview(&body)
+            ))));
+        }
+        match api::inspect(self.source, &body) {
+            Err(e) => Ok(Err(transient(e))),
+            Ok(Verdict::Throttled(msg)) => {
+                shared.report.lock().await.error_bodies += 1;
+                Ok(Err(Failure::Transient {
+                    reason: format!("{status} with a rate-limit body: {msg}"),
+                    retry_after,
+                }))
+            }
+            Ok(Verdict::Failed(msg)) => {
+                shared.report.lock().await.error_bodies += 1;
+                Ok(Err(Failure::Permanent(format!(
+                    "{status} with an error body: {msg}"
+                ))))
+            }
+            Ok(Verdict::Page { records, next }) => {
+                shared.report.lock().await.pages += 1;
+                Ok(Ok((file, records, next)))
+            }
+        }
+    }
+}
+
+/// A connection-level error in words (reqwest's Display hides the cause).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the body broke off"
+    } else {
+        "request failed"
+    };
+    let mut cause = String::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        cause = s.to_string();
+        src = s.source();
+    }
+    if cause.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind} ({cause})")
+    }
+}
+
+fn with_query_auth(mut url: reqwest::Url, auth: Option<&(Auth, String)>) -> reqwest::Url {
+    if let Some((Auth::Query { name, .. }, value)) = auth
+        && !url.query_pairs().any(|(k, _)| k == name.as_str())
+    {
+        url.query_pairs_mut().append_pair(name, value);
+    }
+    url
+}
+
+/// The pages of a manifest in `folder`, each keeping the records of
+/// `spans` (runs of consecutive days the manifest serves).
+pub fn pages_of(m: &Manifest, folder: &str, spans: Vec<(NaiveDate, NaiveDate)>) -> Vec<LandedPage> {
+    let mut out = Vec::new();
+    for (first, last) in spans {
+        for part in &m.parts {
+            for p in &part.pages {
+                out.push(LandedPage {
+                    uri: format!("{folder}/{}", p.file),
+                    keep: first..=last,
+                    vars: part.vars.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// For `--replay`: the landed pages of the window, from the newest fetch of
+/// each day; fails naming the days nothing landed for.
+pub async fn replay(
+    job: &Job,
+    landing: &Landing,
+    days: &[NaiveDate],
+) -> Result<(Vec<LandedPage>, HttpReport)> {
+    let manifests = landing.manifests(&job.name).await?;
+    let chosen = landing::choose(manifests, days).map_err(|missing| {
+        let list: Vec<String> = missing.iter().map(NaiveDate::to_string).collect();
+        Error::Source(format!(
+            "nothing landed in {}/{} for {} day(s): {}; run without --replay to fetch them",
+            landing.root(),
+            job.name,
+            missing.len(),
+            list.join(", ")
+        ))
+    })?;
+    let mut report = HttpReport {
+        replayed: true,
+        landing: landing.root().to_string(),
+        ..HttpReport::default()
+    };
+    let mut pages = Vec::new();
+    for (uri, m, served) in chosen {
+        let folder = uri.rsplit_once('/').map_or("", |(f, _)| f).to_string();
+        report.manifests.push(uri);
+        // Consecutive days become one span.
+        let mut spans: Vec<(NaiveDate, NaiveDate)> = Vec::new();
+        for d in served {
+            match spans.last_mut() {
+                Some((_, last)) if last.succ_opt() == Some(d) => *last = d,
+                _ => spans.push((d, d)),
+            }
+        }
+        report.pages += m.parts.iter().map(|p| p.pages.len() as u64).sum::<u64>();
+        pages.extend(pages_of(&m, &folder, spans));
+    }
+    Ok((pages, report))
+}
+
+/// Feeds the records of a landed body (zstd or plain JSON) to `sink`, each
+/// with the series' `vars` added.
+pub fn read_page(
+    bytes: &[u8],
+    uri: &str,
+    source: &HttpSource,
+    vars: &BTreeMap<String, String>,
+    sink: &mut dyn RecordSink,
+) -> Result<()> {
+    const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    let plain;
+    let body = if bytes.starts_with(&ZSTD_MAGIC) {
+        plain = zstd::decode_all(bytes)
+            .map_err(|e| Error::Source(format!("{uri}: not a readable zstd body: {e}")))?;
+        &plain[..]
+    } else {
+        bytes
+    };
+    let doc: Value = match serde_json::from_slice(body) {
+        Ok(d) => d,
+        Err(e) => {
+            sink.unreadable(Unreadable {
+                raw: api::preview(body),
+                reason: format!("the landed body is not JSON: {e}"),
+                line: 0,
+            });
+            return Ok(());
+        }
+    };
+    let rows = api::records(source, &doc).map_err(|e| Error::Source(format!("{uri}: {e}")))?;
+    for (i, mut fields) in rows.into_iter().enumerate() {
+        for (k, v) in vars {
+            fields
+                .entry(k.clone())
+                .or_insert_with(|| Value::String(v.clone()));
+        }
+        let raw = Value::Object(fields.clone()).to_string();
+        sink.record(Record {
+            fields: Map::clone(&fields),
+            raw,
+            line: i as u64 + 1,
+        })?;
+    }
+    Ok(())
+}
+
+/// A client for API sources (per-request timeouts are set per source).
+pub fn client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("floe/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Source(format!("cannot build an HTTP client: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_fill_days_padding_and_paging() {
+        let mut s = api::tests_support::source(crate::pipeline::Api::Ckan);
+        s.url = "http://127.0.0.1:9/api/{site}".into();
+        s.params.insert(
+            "sql".into(),
+            "WHERE d >= '{from}' AND d < '{to_exclusive}' LIMIT {limit} OFFSET {offset}".into(),
+        );
+        s.pad_days = 1;
+        s.pagination = Pagination::Offset {
+            limit: 100,
+            offset_param: "offset".into(),
+            limit_param: "limit".into(),
+        };
+        let series = Series {
+            range: Range {
+                first: "2024-03-31".parse().expect("date"),
+                last: "2024-03-31".parse().expect("date"),
+            },
+            index: 0,
+            vars: BTreeMap::from([("site".to_string(), "leeds".to_string())]),
+        };
+        let auth = (
+            Auth::Query {
+                name: "apikey".into(),
+                env: "K".into(),
+            },
+            "s3cr3t&x".to_string(),
+        );
+        let url = page_url(&s, &series, Some(&auth), 200).expect("url");
+        let pairs: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+        assert_eq!(url.path(), "/api/leeds");
+        assert_eq!(
+            pairs["sql"],
+            "WHERE d >= '2024-03-30' AND d < '2024-04-02' LIMIT 100 OFFSET 200"
+        );
+        assert!(!pairs.contains_key("offset"), "paging is in the SQL");
+        assert_eq!(pairs["apikey"], "s3cr3t&x");
+        assert!(!mask(url.as_str(), Some("s3cr3t&x")).contains("s3cr3t"));
+    }
+
+    #[test]
+    fn windows_are_cut_into_ranges() {
+        let mut s = api::tests_support::source(crate::pipeline::Api::Json);
+        let days: Vec<NaiveDate> = "2024-01-01"
+            .parse::<NaiveDate>()
+            .expect("date")
+            .iter_days()
+            .take(5)
+            .collect();
+        assert_eq!(ranges(&s, &days).len(), 5);
+        s.chunk_days = Some(2);
+        let r = ranges(&s, &days);
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[2].first, r[2].last), (days[4], days[4]));
+        s.chunk_days = None;
+        assert_eq!(ranges(&s, &days).len(), 1);
+    }
+}

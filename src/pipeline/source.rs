@@ -1,0 +1,571 @@
+//! A job's `source`: files (`path` + `format`) or an HTTP API (`api` +
+//! `url`), and the `[job.expect]` contract checked on what it delivers.
+//!
+//! ```toml
+//! source = { path = "data/{date}.ndjson", format = "ndjson" }
+//!
+//! [job.source]
+//! api = "ckan"                     # ckan | open_meteo | openelectricity | alpha_vantage | json
+//! url = "https://api.neso.energy/api/3/action/datastore_search_sql"
+//! params = { sql = "SELECT * FROM \"{resource}\" WHERE ... LIMIT {limit} OFFSET {offset}" }
+//! chunk = "day"                    # one request series per day, "7d", or "window"
+//! pad_days = 1                     # widen each request by a day each side
+//! auth = { kind = "query", name = "apikey", env = "ALPHAVANTAGE_API_KEY" }
+//! rate_limit = "5/min"
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Input file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON object per line.
+    Ndjson,
+    /// A JSON document: an array of records, or records at `records`.
+    Json,
+    /// Comma- (or other-) separated values with a header row.
+    Csv,
+    /// Apache Parquet.
+    Parquet,
+}
+
+/// A file source: where and how to read.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// A path or glob, relative to the pipeline file; `{date}` is replaced by
+    /// each day of the window (`YYYY-MM-DD`) for per-day files.
+    pub path: String,
+    /// The file format.
+    pub format: Format,
+    /// CSV field delimiter (one byte).
+    pub delimiter: char,
+    /// CSV quote character (one byte).
+    pub quote: char,
+    /// JSON: dotted path to the array of records (e.g. `result.records`).
+    pub records: Option<String>,
+}
+
+/// Where a job's records come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Files: local, `s3://` or `http(s)://`.
+    Files(SourceConfig),
+    /// An HTTP API, paged and retried, landed raw before parsing.
+    Http(Box<HttpSource>),
+}
+
+impl Source {
+    /// The file source, when it is one.
+    pub fn files(&self) -> Option<&SourceConfig> {
+        match self {
+            Source::Files(f) => Some(f),
+            Source::Http(_) => None,
+        }
+    }
+}
+
+/// The response shapes floe knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    /// CKAN datastore (`datastore_search`, `datastore_search_sql`): records
+    /// at `result.records`, `success: false` on errors.
+    Ckan,
+    /// Open-Meteo: parallel arrays under `hourly` (or `block`), keyed by
+    /// `time`, in the zone of `utc_offset_seconds`.
+    OpenMeteo,
+    /// OpenElectricity v4: `data[].results[].data` as `[time, value]` pairs.
+    #[serde(rename = "openelectricity")]
+    OpenElectricity,
+    /// Alpha Vantage time series: an object keyed by date; rate limits and
+    /// errors arrive as HTTP 200 bodies (`Note`, `Information`,
+    /// `Error Message`).
+    AlphaVantage,
+    /// Any JSON: an array, or the array at `records`.
+    Json,
+}
+
+impl Api {
+    /// The name used in the pipeline file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::Ckan => "ckan",
+            Api::OpenMeteo => "open_meteo",
+            Api::OpenElectricity => "openelectricity",
+            Api::AlphaVantage => "alpha_vantage",
+            Api::Json => "json",
+        }
+    }
+}
+
+/// How a request series pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pagination {
+    /// One request.
+    None,
+    /// `offset`/`limit` parameters (or `{offset}`/`{limit}` in the URL or a
+    /// parameter); stops at a page shorter than `limit`.
+    Offset {
+        /// Page size.
+        limit: u64,
+        /// Query parameter for the offset.
+        offset_param: String,
+        /// Query parameter for the page size.
+        limit_param: String,
+    },
+    /// The next page's URL is at `path` in each body; stops when absent,
+    /// null, or the page is empty.
+    Next {
+        /// Dotted path, e.g. `result._links.next` or `links.next`.
+        path: String,
+    },
+    /// An opaque cursor at `path` in each body goes back as `param`.
+    Cursor {
+        /// Query parameter carrying the cursor.
+        param: String,
+        /// Dotted path of the next cursor.
+        path: String,
+    },
+}
+
+/// Where a credential goes; its value is read from an environment variable
+/// at run time and never written to reports, logs or the landing zone.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    /// `Authorization: Bearer <value>`.
+    Bearer {
+        /// Environment variable holding the token.
+        env: String,
+    },
+    /// A header of its own, e.g. `X-API-Key`.
+    Header {
+        /// Header name.
+        name: String,
+        /// Environment variable holding the value.
+        env: String,
+    },
+    /// A query parameter, e.g. `apikey`.
+    Query {
+        /// Parameter name.
+        name: String,
+        /// Environment variable holding the value.
+        env: String,
+    },
+}
+
+impl Auth {
+    /// The environment variable the credential is read from.
+    pub fn env(&self) -> &str {
+        match self {
+            Auth::Bearer { env } | Auth::Header { env, .. } | Auth::Query { env, .. } => env,
+        }
+    }
+}
+
+/// An HTTP API source, validated.
+#[derive(Debug, Clone)]
+pub struct HttpSource {
+    /// Response shape.
+    pub api: Api,
+    /// URL template: `{date}`, `{from}`, `{to}`, `{to_exclusive}` (days of
+    /// the request, `YYYY-MM-DD`), `{offset}`, `{limit}` and `for_each` keys.
+    pub url: String,
+    /// Query parameters (templates like the URL).
+    pub params: BTreeMap<String, String>,
+    /// Extra request headers (templates like the URL).
+    pub headers: BTreeMap<String, String>,
+    /// Credential from the environment.
+    pub auth: Option<Auth>,
+    /// `json`: dotted path of the records array (the body itself when absent).
+    pub records: Option<String>,
+    /// `open_meteo`: the block of arrays (`hourly`, `daily`, `minutely_15`).
+    pub block: String,
+    /// Paging.
+    pub pagination: Pagination,
+    /// Days per request series (`None`: the whole window at once).
+    pub chunk_days: Option<u32>,
+    /// Days added before and after each request's range, for APIs keyed by a
+    /// local date whose UTC day spills into its neighbours.
+    pub pad_days: u32,
+    /// Request series repeated per entry (e.g. per site); each entry's keys
+    /// fill templates and are added to every record it returns.
+    pub for_each: Vec<BTreeMap<String, String>>,
+    /// Request series in flight at once.
+    pub concurrency: usize,
+    /// Smallest spacing between two requests (from `rate_limit`).
+    pub min_interval: Option<Duration>,
+    /// Per request, connection to last byte.
+    pub timeout: Duration,
+    /// Retries after the first attempt, per request.
+    pub retries: u32,
+    /// First backoff; doubles per retry, with jitter.
+    pub backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+    /// A `Retry-After` longer than this gives up at once.
+    pub max_retry_after: Duration,
+    /// Pages per request series before the run fails.
+    pub max_pages: u32,
+}
+
+/// Days with no rows in the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmptyDays {
+    /// Fail the run (an overwrite would empty those days).
+    Fail,
+    /// Replace them with nothing.
+    Allow,
+}
+
+/// `[job.expect]`: what the delivered rows must look like, checked before
+/// anything is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    /// Series key besides `ts_utc` (columns of the job).
+    pub key: Vec<String>,
+    /// Expected spacing of `ts_utc` within a series; missing slots in the
+    /// window are gaps.
+    pub cadence: Option<Duration>,
+    /// Gaps tolerated.
+    pub max_gaps: u64,
+    /// Rows repeating a (key, `ts_utc`) tolerated; `None` when the job has
+    /// no `[job.expect]` (duplicates are then not looked for).
+    pub max_duplicates: Option<u64>,
+    /// Days of the window without rows.
+    pub empty_days: EmptyDays,
+}
+
+/// `source = {...}` as written: the union of both kinds' keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    path: Option<String>,
+    format: Option<Format>,
+    #[serde(default)]
+    delimiter: Option<char>,
+    #[serde(default)]
+    quote: Option<char>,
+    #[serde(default)]
+    records: Option<String>,
+    api: Option<Api>,
+    url: Option<String>,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    auth: Option<Auth>,
+    #[serde(default)]
+    block: Option<String>,
+    #[serde(default)]
+    pagination: Option<RawPagination>,
+    #[serde(default)]
+    chunk: Option<String>,
+    #[serde(default)]
+    pad_days: Option<u32>,
+    #[serde(default)]
+    for_each: Vec<BTreeMap<String, String>>,
+    #[serde(default)]
+    concurrency: Option<usize>,
+    #[serde(default)]
+    rate_limit: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    retries: Option<u32>,
+    #[serde(default)]
+    backoff: Option<String>,
+    #[serde(default)]
+    max_backoff: Option<String>,
+    #[serde(default)]
+    max_retry_after: Option<String>,
+    #[serde(default)]
+    max_pages: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum RawPagination {
+    None,
+    Offset {
+        #[serde(default)]
+        limit: Option<u64>,
+        #[serde(default)]
+        offset_param: Option<String>,
+        #[serde(default)]
+        limit_param: Option<String>,
+    },
+    Next {
+        path: String,
+    },
+    Cursor {
+        param: String,
+        path: String,
+    },
+}
+
+/// `[job.expect]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawExpect {
+    #[serde(default)]
+    key: Vec<String>,
+    #[serde(default)]
+    cadence: Option<String>,
+    #[serde(default)]
+    max_gaps: u64,
+    #[serde(default)]
+    max_duplicates: Option<u64>,
+    #[serde(default)]
+    empty_days: Option<EmptyDays>,
+}
+
+fn duration(key: &str, text: &Option<String>, default: Duration) -> Result<Duration, String> {
+    match text {
+        None => Ok(default),
+        Some(t) => {
+            crate::maintain::parse_duration(t).map_err(|e| format!("key `source.{key}`: {e}"))
+        }
+    }
+}
+
+/// `"5/s"`, `"75/min"`, `"500/h"` → the spacing between requests.
+fn rate(text: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!("key `source.rate_limit`: {text:?} is not a rate; write e.g. 5/s, 75/min or 500/h")
+    };
+    let (n, unit) = text.trim().split_once('/').ok_or_else(bad)?;
+    let n: f64 = n.trim().parse().map_err(|_| bad())?;
+    let per = match unit.trim() {
+        "s" | "sec" | "second" => 1.0,
+        "m" | "min" | "minute" => 60.0,
+        "h" | "hour" => 3600.0,
+        "d" | "day" => 86_400.0,
+        _ => return Err(bad()),
+    };
+    if !(n.is_finite() && n > 0.0) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(per / n))
+}
+
+impl RawSource {
+    /// Checks the keys of one kind and fills the defaults of the API preset.
+    pub(super) fn validate(self) -> Result<Source, String> {
+        let http_keys = self.url.is_some() || self.api.is_some();
+        match (self.path, http_keys) {
+            (Some(_), true) => Err(
+                "key `source`: set either `path` and `format` (files) or `api` and `url` (HTTP), not both"
+                    .into(),
+            ),
+            (None, false) => Err(
+                "key `source`: set `path` and `format` (files) or `api` and `url` (an HTTP API)"
+                    .into(),
+            ),
+            (Some(path), false) => {
+                let format = self.format.ok_or(
+                    "key `source.format`: missing; one of ndjson, json, csv, parquet".to_string(),
+                )?;
+                let delimiter = self.delimiter.unwrap_or(',');
+                let quote = self.quote.unwrap_or('"');
+                if delimiter.len_utf8() != 1 || quote.len_utf8() != 1 {
+                    return Err("keys `source.delimiter` and `source.quote` must be single ASCII characters".into());
+                }
+                Ok(Source::Files(SourceConfig {
+                    path,
+                    format,
+                    delimiter,
+                    quote,
+                    records: self.records,
+                }))
+            }
+            (None, true) => {
+                let api = self.api.ok_or(
+                    "key `source.api`: missing; one of ckan, open_meteo, openelectricity, alpha_vantage, json"
+                        .to_string(),
+                )?;
+                let url = self.url.ok_or("key `source.url`: missing".to_string())?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!(
+                        "key `source.url`: {url:?} must start with http:// or https://"
+                    ));
+                }
+                if self.format.is_some() || self.delimiter.is_some() || self.quote.is_some() {
+                    return Err("keys `source.format`, `delimiter` and `quote` are for file sources; an API's shape is `api`".into());
+                }
+                let pagination = match self.pagination {
+                    Some(RawPagination::None) => Pagination::None,
+                    Some(RawPagination::Offset {
+                        limit,
+                        offset_param,
+                        limit_param,
+                    }) => Pagination::Offset {
+                        limit: limit.unwrap_or(1000),
+                        offset_param: offset_param.unwrap_or_else(|| "offset".into()),
+                        limit_param: limit_param.unwrap_or_else(|| "limit".into()),
+                    },
+                    Some(RawPagination::Next { path }) => Pagination::Next { path },
+                    Some(RawPagination::Cursor { param, path }) => {
+                        Pagination::Cursor { param, path }
+                    }
+                    // CKAN pages by offset unless told otherwise.
+                    None if api == Api::Ckan => Pagination::Offset {
+                        limit: 1000,
+                        offset_param: "offset".into(),
+                        limit_param: "limit".into(),
+                    },
+                    None => Pagination::None,
+                };
+                if let Pagination::Offset { limit: 0, .. } = pagination {
+                    return Err("key `source.pagination.limit`: must be at least 1".into());
+                }
+                let chunk_days = match self.chunk.as_deref().map(str::trim) {
+                    None | Some("day") => Some(1),
+                    Some("window") => None,
+                    Some(other) => {
+                        let n = other
+                            .strip_suffix('d')
+                            .and_then(|n| n.parse::<u32>().ok())
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| {
+                                format!("key `source.chunk`: {other:?}; write \"day\", \"window\" or a number of days such as \"7d\"")
+                            })?;
+                        Some(n)
+                    }
+                };
+                let mut params = self.params;
+                if api == Api::OpenMeteo {
+                    // Open-Meteo answers in GMT unless asked otherwise; floe
+                    // turns its local times to UTC with utc_offset_seconds.
+                    params
+                        .entry("timezone".into())
+                        .or_insert_with(|| "GMT".into());
+                }
+                if let Some(Auth::Query { name, .. }) = &self.auth
+                    && params.contains_key(name)
+                {
+                    return Err(format!(
+                        "key `source.params`: {name:?} is also the auth parameter"
+                    ));
+                }
+                let reserved = ["date", "from", "to", "to_exclusive", "offset", "limit"];
+                for entry in &self.for_each {
+                    if let Some(k) = entry.keys().find(|k| reserved.contains(&k.as_str())) {
+                        return Err(format!(
+                            "key `source.for_each`: {k:?} is a template name floe fills itself"
+                        ));
+                    }
+                }
+                let concurrency = self.concurrency.unwrap_or(2);
+                if concurrency == 0 {
+                    return Err("key `source.concurrency`: must be at least 1".into());
+                }
+                let backoff = duration("backoff", &self.backoff, Duration::from_secs(1))?;
+                let max_backoff =
+                    duration("max_backoff", &self.max_backoff, Duration::from_secs(60))?;
+                if max_backoff < backoff {
+                    return Err("key `source.max_backoff`: shorter than `backoff`".into());
+                }
+                Ok(Source::Http(Box::new(HttpSource {
+                    api,
+                    url,
+                    params,
+                    headers: self.headers,
+                    auth: self.auth,
+                    records: self.records,
+                    block: self.block.unwrap_or_else(|| "hourly".into()),
+                    pagination,
+                    chunk_days,
+                    pad_days: self.pad_days.unwrap_or(0),
+                    for_each: self.for_each,
+                    concurrency,
+                    min_interval: self.rate_limit.as_deref().map(rate).transpose()?,
+                    timeout: duration("timeout", &self.timeout, Duration::from_secs(60))?,
+                    retries: self.retries.unwrap_or(5),
+                    backoff,
+                    max_backoff,
+                    max_retry_after: duration(
+                        "max_retry_after",
+                        &self.max_retry_after,
+                        Duration::from_secs(600),
+                    )?,
+                    max_pages: self.max_pages.unwrap_or(10_000),
+                })))
+            }
+        }
+    }
+}
+
+impl RawExpect {
+    /// Validates `[job.expect]` (or its absence) against the job's column
+    /// names; `http` sets the default of `empty_days` (fail for APIs, allow
+    /// for files, whose per-day templates already refuse missing days).
+    pub(super) fn validate(
+        raw: Option<Self>,
+        columns: &[&str],
+        http: bool,
+    ) -> Result<Expect, String> {
+        let written = raw.is_some();
+        let raw = raw.unwrap_or_default();
+        raw.check(columns, http, written)
+    }
+
+    fn check(self, columns: &[&str], http: bool, written: bool) -> Result<Expect, String> {
+        for k in &self.key {
+            if !columns.contains(&k.as_str()) {
+                return Err(format!(
+                    "key `expect.key`: {k:?} is not a column of the job"
+                ));
+            }
+        }
+        let cadence = self
+            .cadence
+            .as_deref()
+            .map(|c| {
+                crate::maintain::parse_duration(c)
+                    .map_err(|e| format!("key `expect.cadence`: {e}"))
+                    .and_then(|d| {
+                        if d.is_zero() {
+                            Err("key `expect.cadence`: must be longer than zero".to_string())
+                        } else {
+                            Ok(d)
+                        }
+                    })
+            })
+            .transpose()?;
+        Ok(Expect {
+            key: self.key,
+            cadence,
+            max_gaps: self.max_gaps,
+            max_duplicates: if written {
+                Some(self.max_duplicates.unwrap_or(0))
+            } else {
+                None
+            },
+            empty_days: self.empty_days.unwrap_or(if http {
+                EmptyDays::Fail
+            } else {
+                EmptyDays::Allow
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_become_spacings() {
+        assert_eq!(rate("5/s"), Ok(Duration::from_millis(200)));
+        assert_eq!(rate("75/min"), Ok(Duration::from_millis(800)));
+        assert!(rate("0/s").is_err());
+        assert!(rate("5 per second").is_err());
+    }
+}

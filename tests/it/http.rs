@@ -1,0 +1,675 @@
+//! HTTP API sources against an in-process server on 127.0.0.1 that answers
+//! in each API's format and misbehaves on purpose: 429 with Retry-After,
+//! 500s, a body cut off mid-stream, a request that outlives its timeout, and
+//! rate limits or errors in 200 bodies. The table must come out exactly
+//! right, retries bounded, failures loud; `--replay` rebuilds the same table
+//! with no request.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow_array::{Array, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::NaiveDate;
+use floe::pipeline::ZoneName;
+
+use crate::common::{Env, ingest, instants_per_day, request, rows};
+
+/// What the fixture server saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+    pub headers: HeaderMap,
+    /// 1-based number of the request.
+    pub n: usize,
+}
+
+/// How the fixture server answers.
+pub enum Reply {
+    Json(u16, String),
+    RetryAfter(u16, u64, String),
+    /// Sends the first half of the body, then drops the connection.
+    Cut(String),
+    /// Answers after `Duration` (longer than the client's timeout).
+    Slow(Duration, String),
+}
+
+type Script = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
+pub struct Server {
+    pub base: String,
+    pub hits: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Server {
+    pub async fn start(script: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Self {
+        let script: Script = Arc::new(script);
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (h, s) = (hits.clone(), seen.clone());
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let (script, hits, seen) = (script.clone(), h.clone(), s.clone());
+            async move {
+                let n = hits.fetch_add(1, Ordering::SeqCst) + 1;
+                let query = req
+                    .uri()
+                    .query()
+                    .and_then(|q| reqwest::Url::parse(&format!("http://x/?{q}")).ok())
+                    .map(|u| u.query_pairs().into_owned().collect::<BTreeMap<_, _>>())
+                    .unwrap_or_default();
+                let at = Seen {
+                    path: req.uri().path().to_string(),
+                    query,
+                    headers: req.headers().clone(),
+                    n,
+                };
+                seen.lock().expect("lock").push(at.clone());
+                answer(script(&at)).await
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            base: format!("http://{addr}"),
+            hits,
+            seen,
+        }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn answer(reply: Reply) -> Response {
+    let json = |status: u16, body: String| {
+        (
+            StatusCode::from_u16(status).expect("status"),
+            [("content-type", "application/json")],
+            body,
+        )
+            .into_response()
+    };
+    match reply {
+        Reply::Json(status, body) => json(status, body),
+        Reply::RetryAfter(status, secs, body) => {
+            let mut r = json(status, body);
+            r.headers_mut()
+                .insert("retry-after", secs.to_string().parse().expect("header"));
+            r
+        }
+        Reply::Cut(body) => {
+            let half = Bytes::from(body[..body.len() / 2].to_string());
+            let parts: Vec<Result<Bytes, std::io::Error>> =
+                vec![Ok(half), Err(std::io::Error::other("connection lost"))];
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from_stream(futures::StreamExt::then(
+                    futures::stream::iter(parts),
+                    // The half goes out with the headers before the cut.
+                    |p| async move {
+                        if p.is_err() {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        p
+                    },
+                )))
+                .expect("response")
+        }
+        Reply::Slow(delay, body) => {
+            tokio::time::sleep(delay).await;
+            json(200, body)
+        }
+    }
+}
+
+fn london() -> ZoneName {
+    ZoneName::try_from("Europe/London".to_string()).expect("zone")
+}
+
+/// Demand of a settlement period, as the fixture serves it.
+fn demand(date: NaiveDate, period: i64) -> f64 {
+    use chrono::Datelike;
+    20_000.0 + f64::from(date.ordinal()) * 10.0 + period as f64
+}
+
+/// The CKAN `datastore_search_sql` fixture: the dates in the WHERE clause,
+/// then LIMIT/OFFSET, over half-hourly settlement periods in UK local time.
+fn ckan_records(sql: &str) -> Vec<serde_json::Value> {
+    let dates: Vec<NaiveDate> = sql
+        .split('\'')
+        .filter_map(|s| s.parse::<NaiveDate>().ok())
+        .collect();
+    let number_after = |word: &str| -> usize {
+        sql.split_whitespace()
+            .skip_while(|w| *w != word)
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let (limit, offset) = (number_after("LIMIT"), number_after("OFFSET"));
+    let clock = floe::event_time::PeriodClock {
+        zone: london().0,
+        minutes: 30,
+    };
+    let mut all = Vec::new();
+    let mut id = 0;
+    for day in dates[0].iter_days().take_while(|d| *d <= dates[1]) {
+        for period in 1..=clock.periods_in_day(day).expect("periods") {
+            id += 1;
+            all.push(serde_json::json!({
+                "_id": id,
+                "_full_text": "'noise'",
+                "SETTLEMENT_DATE": format!("{day}T00:00:00"),
+                "SETTLEMENT_PERIOD": period,
+                "ND": demand(day, period),
+            }));
+        }
+    }
+    all.into_iter().skip(offset).take(limit).collect()
+}
+
+fn ckan_body(records: Vec<serde_json::Value>) -> String {
+    serde_json::json!({
+        "help": "https://api.neso.energy/api/3/action/help_show?name=datastore_search_sql",
+        "success": true,
+        "result": {
+            "records": records,
+            "fields": [
+                {"id": "_id", "type": "int"},
+                {"id": "SETTLEMENT_DATE", "type": "timestamp"},
+                {"id": "SETTLEMENT_PERIOD", "type": "int4"},
+                {"id": "ND", "type": "int4"}
+            ]
+        }
+    })
+    .to_string()
+}
+
+fn ckan_job(base: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[job]]
+name = "demand"
+table = "bronze.demand"
+event_time = {{ kind = "period", date_column = "SETTLEMENT_DATE", period_column = "SETTLEMENT_PERIOD", zone = "Europe/London" }}
+columns = [
+  {{ name = "settlement_date", type = "date", required = true, from = "SETTLEMENT_DATE" }},
+  {{ name = "settlement_period", type = "int", required = true, from = "SETTLEMENT_PERIOD" }},
+  {{ name = "demand_mw", type = "double", required = true, from = "ND" }},
+]
+sort = ["ts_utc"]
+{extra}
+
+[job.source]
+api = "ckan"
+url = "{base}/api/3/action/datastore_search_sql"
+params = {{ sql = "SELECT * FROM \"demand\" WHERE \"SETTLEMENT_DATE\" >= '{{from}}' AND \"SETTLEMENT_DATE\" <= '{{to}}' ORDER BY \"_id\" LIMIT {{limit}} OFFSET {{offset}}" }}
+pagination = {{ kind = "offset", limit = 40 }}
+pad_days = 1
+concurrency = 2
+rate_limit = "50/s"
+timeout = "1s"
+retries = 3
+backoff = "20ms"
+max_backoff = "100ms"
+
+[job.expect]
+cadence = "30m"
+"#
+    )
+}
+
+/// (ts_utc, demand, _hash, _source) of every row, sorted.
+fn contents(batches: &[RecordBatch]) -> Vec<(i64, String, String, String)> {
+    let mut out = Vec::new();
+    for b in batches {
+        let col = |n: &str| b.column_by_name(n).expect("column").clone();
+        let ts = col("ts_utc");
+        let ts = ts
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .expect("ts");
+        let d = col("demand_mw");
+        let d = d.as_any().downcast_ref::<Float64Array>().expect("demand");
+        let h = col("_hash");
+        let src = col("_source");
+        let text = |a: &dyn Array, i: usize| {
+            arrow_cast::display::ArrayFormatter::try_new(a, &Default::default())
+                .expect("formatter")
+                .value(i)
+                .to_string()
+        };
+        for i in 0..b.num_rows() {
+            out.push((
+                ts.value(i),
+                d.value(i).to_string(),
+                text(h.as_ref(), i),
+                src.as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("source")
+                    .value(i)
+                    .to_string(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ckan_pages_survive_faults_and_replay_sends_no_request() {
+    let server = Server::start(|s| {
+        let body = ckan_body(ckan_records(s.query.get("sql").map_or("", String::as_str)));
+        match s.n {
+            1 => Reply::RetryAfter(
+                429,
+                1,
+                r#"{"success": false, "error": "Too Many Requests"}"#.into(),
+            ),
+            3 => Reply::Json(500, "<html>Internal Server Error</html>".into()),
+            5 => Reply::Cut(body),
+            7 => Reply::Slow(Duration::from_secs(3), body),
+            _ => Reply::Json(200, body),
+        }
+    })
+    .await;
+    let env = Env::new().await;
+    let p = env.pipeline(&ckan_job(&server.base, ""));
+    let (reports, outcome) = ingest(&p, &request("2024-03-30", "2024-04-01", "r1")).await;
+    outcome.expect("the faults are retried");
+    let r = &reports[0];
+    let http = r.http.as_ref().expect("http report");
+    // Three UTC days, each asked as its local dates ±1 (142 records, pages
+    // of 40): 12 pages, plus one failed attempt per fault.
+    assert_eq!(
+        (http.pages, http.retries, http.requests),
+        (12, 4, 16),
+        "{http:?}"
+    );
+    assert_eq!(server.hits(), 16);
+    assert_eq!(http.manifests.len(), 3);
+    assert_eq!(
+        http.raw_files.len(),
+        14,
+        "every body received whole is landed (the 429 and 500 ones too)"
+    );
+    for f in &http.raw_files {
+        let path = f.strip_prefix("file://").expect("local");
+        assert!(std::path::Path::new(path).is_file(), "{f}");
+        assert!(f.contains("/raw/demand/dt=2024-"), "{f}");
+    }
+
+    let batches = env.scan("bronze", "demand").await;
+    let per_day = instants_per_day(&batches);
+    assert_eq!(per_day.len(), 3);
+    for (day, instants) in &per_day {
+        let mut distinct = instants.clone();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 48, "{day}: every UTC half-hour once");
+        assert_eq!(instants.len(), 48, "{day}: no duplicates");
+    }
+    // Every row carries the demand of its own settlement period.
+    let clock = floe::event_time::PeriodClock {
+        zone: london().0,
+        minutes: 30,
+    };
+    let mut expected = BTreeMap::new();
+    for day in "2024-03-29"
+        .parse::<NaiveDate>()
+        .expect("date")
+        .iter_days()
+        .take(5)
+    {
+        for period in 1..=clock.periods_in_day(day).expect("periods") {
+            expected.insert(clock.to_utc(day, period).expect("utc"), demand(day, period));
+        }
+    }
+    let first = contents(&batches);
+    assert_eq!(first.len(), 144);
+    for (ts, d, _, _) in &first {
+        assert_eq!(d.parse::<f64>().ok(), expected.get(ts).copied(), "at {ts}");
+    }
+
+    // Replay: the same table, not one request.
+    let before = server.hits();
+    let mut req = request("2024-03-30", "2024-04-01", "r2");
+    req.replay = true;
+    let (reports, outcome) = ingest(&p, &req).await;
+    outcome.expect("replays");
+    assert_eq!(server.hits(), before, "replay sends no request");
+    let http = reports[0].http.as_ref().expect("http report");
+    assert!(http.replayed && http.requests == 0 && http.raw_files.is_empty());
+    let again = contents(&env.scan("bronze", "demand").await);
+    assert_eq!(
+        again, first,
+        "replay rebuilds the same rows, hashes and sources"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_bounded_and_loud_and_commit_nothing() {
+    let env = Env::new().await;
+    // 503 forever: 1 + 3 retries, then the run fails naming the URL.
+    let server = Server::start(|_| Reply::Json(503, "busy".into())).await;
+    let p = env.pipeline(&ckan_job(&server.base, ""));
+    let (_, outcome) = ingest(&p, &request("2024-03-30", "2024-03-30", "f1")).await;
+    let err = outcome.expect_err("gives up").to_string();
+    assert!(
+        err.contains("gave up after 4 attempts") && err.contains("503"),
+        "{err}"
+    );
+    assert_eq!(server.hits(), 4, "bounded");
+    let client = env.client_with(Default::default()).await;
+    let table = client
+        .load_table(&["bronze".to_string()], "demand")
+        .await
+        .expect("load");
+    assert!(
+        table.is_none_or(|t| t.metadata.current_snapshot().is_none()),
+        "nothing committed"
+    );
+
+    // A Retry-After beyond max_retry_after gives up at once.
+    let server = Server::start(|_| Reply::RetryAfter(429, 3600, "slow down".into())).await;
+    let p = env.pipeline(&ckan_job(&server.base, ""));
+    let (_, outcome) = ingest(&p, &request("2024-03-30", "2024-03-30", "f2")).await;
+    let err = outcome.expect_err("gives up").to_string();
+    assert!(err.contains("asks to wait 3600s"), "{err}");
+    assert_eq!(server.hits(), 1);
+
+    // An error body is not retried.
+    let server = Server::start(|_| {
+        Reply::Json(
+            200,
+            r#"{"success": false, "error": {"message": "Resource not found"}}"#.into(),
+        )
+    })
+    .await;
+    let p = env.pipeline(&ckan_job(&server.base, ""));
+    let (reports, outcome) = ingest(&p, &request("2024-03-30", "2024-03-30", "f3")).await;
+    let err = outcome.expect_err("fails").to_string();
+    assert!(err.contains("Resource not found"), "{err}");
+    assert_eq!(server.hits(), 1);
+    assert_eq!(reports[0].http.as_ref().map(|h| h.error_bodies), Some(1));
+
+    // Truncated every time: the body error is retried, then reported.
+    let server = Server::start(|s| {
+        Reply::Cut(ckan_body(ckan_records(
+            s.query.get("sql").map_or("", String::as_str),
+        )))
+    })
+    .await;
+    let p = env.pipeline(&ckan_job(&server.base, ""));
+    let (_, outcome) = ingest(&p, &request("2024-03-30", "2024-03-30", "f4")).await;
+    let err = outcome.expect_err("fails").to_string();
+    assert!(err.contains("broke off"), "{err}");
+    assert_eq!(server.hits(), 4);
+
+    // An empty answer for a day would empty it: the contract stops the run
+    // (exit code 1) before anything is written.
+    let server = Server::start(|_| Reply::Json(200, ckan_body(Vec::new()))).await;
+    let p = env.pipeline(&ckan_job(&server.base, ""));
+    let (reports, outcome) = ingest(&p, &request("2024-03-30", "2024-03-30", "f5")).await;
+    let err = outcome.expect_err("empty day");
+    assert_eq!(err.exit_code(), 1);
+    assert!(err.to_string().contains("no rows for 2024-03-30"), "{err}");
+    assert_eq!(reports[0].http.as_ref().map(|h| h.empty_responses), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cadence_gaps_and_duplicate_keys_break_the_contract() {
+    // Generic JSON, paged by next link: site b misses 01:00 and repeats 02:00.
+    let server = Server::start(|s| {
+        let page: usize = s.query.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+        let mut rows = Vec::new();
+        for site in ["a", "b"] {
+            for hour in 0..24 {
+                rows.push(serde_json::json!({
+                    "site": site,
+                    "time": format!("2024-05-01T{hour:02}:00:00Z"),
+                    "value": hour,
+                }));
+            }
+        }
+        rows.retain(|r| !(r["site"] == "b" && r["time"] == "2024-05-01T01:00:00Z"));
+        rows.push(serde_json::json!({"site": "b", "time": "2024-05-01T02:00:00Z", "value": 99}));
+        let chunk: Vec<_> = rows.chunks(20).nth(page).map(<[_]>::to_vec).unwrap_or_default();
+        let next = (page + 1) * 20 < rows.len();
+        Reply::Json(
+            200,
+            serde_json::json!({
+                "data": chunk,
+                "links": { "next": if next { serde_json::Value::from(format!("/obs?page={}", page + 1)) } else { serde_json::Value::Null } }
+            })
+            .to_string(),
+        )
+    })
+    .await;
+    let env = Env::new().await;
+    let job = |limits: &str| {
+        format!(
+            r#"
+[[job]]
+name = "obs"
+table = "bronze.obs"
+event_time = {{ kind = "offset", column = "time" }}
+columns = [
+  {{ name = "site", type = "string", required = true }},
+  {{ name = "value", type = "long" }},
+]
+source = {{ api = "json", url = "{}/obs", records = "data", pagination = {{ kind = "next", path = "links.next" }}, backoff = "10ms", max_backoff = "10ms" }}
+expect = {{ key = ["site"], cadence = "1h"{limits} }}
+"#,
+            server.base
+        )
+    };
+    let p = env.pipeline(&job(""));
+    let (reports, outcome) = ingest(&p, &request("2024-05-01", "2024-05-01", "c1")).await;
+    let err = outcome.expect_err("broken contract");
+    let msg = err.to_string();
+    assert_eq!(err.exit_code(), 1);
+    assert!(
+        msg.contains("1 duplicate rows") && msg.contains("1 missing intervals"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("gap: key (b) at 2024-05-01T01:00:00Z"),
+        "{msg}"
+    );
+    assert_eq!(reports[0].http.as_ref().map(|h| h.pages), Some(3));
+    let p = env.pipeline(&job(", max_gaps = 1, max_duplicates = 1"));
+    let (reports, outcome) = ingest(&p, &request("2024-05-01", "2024-05-01", "c2")).await;
+    outcome.expect("within the limits");
+    let found = reports[0].expect.as_ref().expect("expect report");
+    assert_eq!((found.gaps, found.duplicates), (1, 1));
+    assert_eq!(rows(&env.scan("bronze", "obs").await), 48);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_meteo_per_site_and_alpha_vantage_rate_limit_bodies() {
+    let server = Server::start(|s| match s.path.as_str() {
+        "/v1/archive" => {
+            let start: NaiveDate = s.query["start_date"].parse().expect("date");
+            let end: NaiveDate = s.query["end_date"].parse().expect("date");
+            let lat: f64 = s.query["latitude"].parse().expect("lat");
+            let mut time = Vec::new();
+            let mut temp = Vec::new();
+            for day in start.iter_days().take_while(|d| *d <= end) {
+                for h in 0..24 {
+                    time.push(format!("{day}T{h:02}:00"));
+                    temp.push(lat + f64::from(h) / 10.0);
+                }
+            }
+            Reply::Json(
+                200,
+                serde_json::json!({
+                    "latitude": lat, "longitude": -1.5, "generationtime_ms": 0.2,
+                    "utc_offset_seconds": 0, "timezone": s.query["timezone"], "timezone_abbreviation": "GMT",
+                    "elevation": 50.0,
+                    "hourly_units": {"time": "iso8601", "temperature_2m": "°C"},
+                    "hourly": {"time": time, "temperature_2m": temp}
+                })
+                .to_string(),
+            )
+        }
+        _ if s.n <= 2 => Reply::Json(
+            200,
+            r#"{"Information": "Thank you for using Alpha Vantage! Please consider spreading out your free API requests more sparingly (1 request per second)."}"#.into(),
+        ),
+        _ => {
+            let mut series = serde_json::Map::new();
+            for (date, close) in [("2024-04-26", "170.1"), ("2024-04-19", "165.2"), ("2024-04-12", "160.3"), ("2024-03-28", "150.0")] {
+                series.insert(
+                    date.into(),
+                    serde_json::json!({"1. open": "1.0", "2. high": "2.0", "3. low": "0.5", "4. close": close, "5. adjusted close": close, "6. volume": "1000", "7. dividend amount": "0.0000"}),
+                );
+            }
+            Reply::Json(
+                200,
+                serde_json::json!({
+                    "Meta Data": {"1. Information": "Weekly Adjusted Prices and Volumes", "2. Symbol": "IBM", "3. Last Refreshed": "2024-04-26", "4. Time Zone": "US/Eastern"},
+                    "Weekly Adjusted Time Series": series
+                })
+                .to_string(),
+            )
+        }
+    })
+    .await;
+    let env = Env::new().await;
+    let p = env.pipeline(&format!(
+        r#"
+[[job]]
+name = "prices"
+table = "bronze.prices"
+event_time = {{ kind = "date", column = "date" }}
+columns = [
+  {{ name = "symbol", type = "string", required = true }},
+  {{ name = "adjusted_close", type = "double", required = true }},
+  {{ name = "volume", type = "long" }},
+]
+schema_drift = "ignore"
+expect = {{ empty_days = "allow" }}
+source = {{ api = "alpha_vantage", url = "{base}/query", params = {{ function = "TIME_SERIES_WEEKLY_ADJUSTED", symbol = "IBM" }}, chunk = "window", concurrency = 1, backoff = "50ms", max_backoff = "50ms" }}
+
+[[job]]
+name = "weather"
+table = "bronze.weather"
+event_time = {{ kind = "offset", column = "time" }}
+columns = [
+  {{ name = "site_id", type = "string", required = true, from = "site" }},
+  {{ name = "temperature_c", type = "double", from = "temperature_2m" }},
+]
+source = {{ api = "open_meteo", url = "{base}/v1/archive", params = {{ latitude = "{{lat}}", longitude = "-1.5", start_date = "{{from}}", end_date = "{{to}}", hourly = "temperature_2m" }}, chunk = "7d", for_each = [{{ site = "leeds", lat = "53.8" }}, {{ site = "york", lat = "53.9" }}] }}
+"#,
+        base = server.base
+    ));
+    let (reports, outcome) = ingest(&p, &request("2024-04-01", "2024-04-30", "m1")).await;
+    outcome.expect("both jobs land");
+    let prices = &reports[0];
+    let http = prices.http.as_ref().expect("http");
+    assert_eq!(
+        (http.error_bodies, http.retries, http.requests),
+        (2, 2, 3),
+        "{http:?}"
+    );
+    let batches = env.scan("bronze", "prices").await;
+    let mut days: Vec<String> = instants_per_day(&batches).into_keys().collect();
+    days.sort();
+    assert_eq!(
+        days,
+        ["2024-04-12", "2024-04-19", "2024-04-26"],
+        "weeks of the window only"
+    );
+    assert_eq!(prices.rows_outside_window, 1);
+
+    let weather = &reports[1];
+    // 30 days in 7-day ranges (5) for 2 sites.
+    assert_eq!(weather.http.as_ref().map(|h| h.pages), Some(10));
+    let batches = env.scan("bronze", "weather").await;
+    assert_eq!(rows(&batches), 30 * 24 * 2);
+    let seen = server.seen.lock().expect("lock").clone();
+    let asked: Vec<&Seen> = seen.iter().filter(|s| s.path == "/v1/archive").collect();
+    assert!(asked.iter().all(|s| s.query["timezone"] == "GMT"));
+    assert!(asked.iter().all(|s| {
+        s.headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("floe/"))
+    }));
+    assert!(
+        asked
+            .iter()
+            .any(|s| s.query["start_date"] == "2024-04-29" && s.query["end_date"] == "2024-04-30")
+    );
+    let sites = crate::common::strings(&batches, "site_id");
+    assert_eq!(sites.iter().filter(|s| *s == "york").count(), 720);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_pages_follow_the_cursor_and_dry_runs_send_nothing() {
+    // Three pages chained by an opaque cursor; the last has none.
+    let server = Server::start(|s| {
+        let (rows, next) = match s.query.get("cursor").map(String::as_str) {
+            None => (0..10, Some("c1")),
+            Some("c1") => (10..20, Some("c2")),
+            Some("c2") => (20..24, None),
+            Some(other) => {
+                return Reply::Json(400, format!("{{\"error\": \"bad cursor {other}\"}}"));
+            }
+        };
+        let items: Vec<_> = rows
+            .map(|h| serde_json::json!({"t": format!("2024-06-01T{h:02}:00:00Z"), "v": h}))
+            .collect();
+        Reply::Json(
+            200,
+            serde_json::json!({"items": items, "meta": {"next_cursor": next}}).to_string(),
+        )
+    })
+    .await;
+    let env = Env::new().await;
+    let p = env.pipeline(&format!(
+        r#"
+[[job]]
+name = "hourly"
+table = "bronze.hourly"
+event_time = {{ kind = "offset", column = "t" }}
+columns = [{{ name = "v", type = "long", required = true }}]
+expect = {{ cadence = "1h" }}
+source = {{ api = "json", url = "{}/v1/series?day={{date}}", records = "items", pagination = {{ kind = "cursor", param = "cursor", path = "meta.next_cursor" }} }}
+"#,
+        server.base
+    ));
+    let mut dry = request("2024-06-01", "2024-06-01", "d1");
+    dry.dry_run = true;
+    let (reports, outcome) = ingest(&p, &dry).await;
+    outcome.expect("plans");
+    assert_eq!(server.hits(), 0, "a dry run sends nothing");
+    assert_eq!(
+        reports[0].files_read,
+        [format!("{}/v1/series?day=2024-06-01", server.base)]
+    );
+    let (reports, outcome) = ingest(&p, &request("2024-06-01", "2024-06-01", "k1")).await;
+    outcome.expect("lands");
+    assert_eq!(server.hits(), 3);
+    assert_eq!(reports[0].rows_written, 24);
+    let cursors: Vec<Option<String>> = server
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|s| s.query.get("cursor").cloned())
+        .collect();
+    assert_eq!(cursors, [None, Some("c1".into()), Some("c2".into())]);
+}
