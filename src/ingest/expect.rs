@@ -55,7 +55,7 @@ impl Checker {
             .column_by_name(EVENT_TIME_COLUMN)
             .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
             .ok_or_else(|| Error::Storage("a batch without ts_utc".into()))?;
-        let options = FormatOptions::default().with_null("null");
+        let options = FormatOptions::default();
         let columns: Vec<&dyn Array> =
             self.expect
                 .key
@@ -74,11 +74,17 @@ impl Checker {
         let mut key = String::new();
         for row in 0..batch.num_rows() {
             key.clear();
-            for (i, f) in formatters.iter().enumerate() {
+            // Each value as a JSON string (null as null), so that no two
+            // different keys print alike.
+            for (i, (f, c)) in formatters.iter().zip(&columns).enumerate() {
                 if i > 0 {
-                    key.push('|');
+                    key.push(',');
                 }
-                key.push_str(&f.value(row).to_string());
+                if c.is_null(row) {
+                    key.push_str("null");
+                } else {
+                    key.push_str(&serde_json::Value::String(f.value(row).to_string()).to_string());
+                }
             }
             let next = self.keys.len() as u32;
             let id = *self.keys.entry(key.clone()).or_insert(next);
@@ -193,7 +199,7 @@ pub fn verdict(job: &str, expect: &Expect, report: &ExpectReport) -> Result<()> 
         format!("; e.g. {}", report.examples.join("; "))
     };
     Err(Error::Contract(format!(
-        "job {job}: {}{examples}; nothing was committed",
+        "job {job}: {}{examples}; nothing was committed to the table",
         broken.join(", ")
     )))
 }
@@ -255,7 +261,7 @@ mod tests {
             report
                 .examples
                 .iter()
-                .any(|e| e.contains("gap: key (b) at 1970-01-01T12:00:00Z"))
+                .any(|e| e.contains("gap: key (\"b\") at 1970-01-01T12:00:00Z"))
         );
         let err = verdict("j", &expect, &report).expect_err("over the limits");
         assert!(err.to_string().contains("1 duplicate rows"), "{err}");

@@ -16,7 +16,7 @@ pub mod expect;
 mod files;
 pub mod http;
 pub mod lanes;
-mod progress;
+pub(crate) mod progress;
 mod records;
 mod rejects;
 pub mod schema;
@@ -428,7 +428,15 @@ async fn run_job(
     let verdict = expect::verdict(&job.name, &job.expect, &found);
     report.expect = Some(found);
     if report.rows_rejected > 0 {
-        report.rejects_snapshot_id = Some(rejects::commit(client, job, req, &rejects).await?);
+        // The rejects are the evidence of a failing run too: kept, with the
+        // run id, even when the target is not touched.
+        match rejects::commit(client, job, req, &rejects).await {
+            Ok(id) => report.rejects_snapshot_id = Some(id),
+            Err(e) => {
+                delete_files(&handle.io, &data_files).await;
+                return Err(e);
+            }
+        }
     }
     let ratio = if report.rows_read == 0 {
         0.0

@@ -80,3 +80,74 @@ impl Progress {
         }
     }
 }
+
+/// Progress of an API job's requests, drawn like [`Progress`].
+#[derive(Debug)]
+pub struct Fetching {
+    job: String,
+    series: usize,
+    done: usize,
+    pages: u64,
+    bytes: u64,
+    last: Option<Instant>,
+    enabled: bool,
+}
+
+impl Fetching {
+    /// Progress over `series` request series; drawn only on a terminal.
+    pub fn new(job: &str, series: usize) -> Self {
+        Self {
+            job: job.to_string(),
+            series,
+            done: 0,
+            pages: 0,
+            bytes: 0,
+            last: None,
+            enabled: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// A body of `bytes` arrived.
+    pub fn page(&mut self, bytes: u64) {
+        self.pages += 1;
+        self.bytes += bytes;
+        self.draw(false);
+    }
+
+    /// A request series is complete.
+    pub fn series_done(&mut self) {
+        self.done += 1;
+        self.draw(true);
+    }
+
+    fn draw(&mut self, force: bool) {
+        if !self.enabled {
+            return;
+        }
+        let now = Instant::now();
+        if !force && self.last.is_some_and(|l| now - l < EVERY) {
+            return;
+        }
+        self.last = Some(now);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r\x1b[2K{}: requests {}/{} · {} responses · {:.1} MB",
+            self.job,
+            self.done,
+            self.series,
+            self.pages,
+            self.bytes as f64 / 1e6
+        );
+        let _ = err.flush();
+    }
+
+    /// Clears the line.
+    pub fn finish(&mut self) {
+        if self.enabled {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+        }
+    }
+}

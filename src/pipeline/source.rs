@@ -172,8 +172,9 @@ impl Auth {
 pub struct HttpSource {
     /// Response shape.
     pub api: Api,
-    /// URL template: `{date}`, `{from}`, `{to}`, `{to_exclusive}` (days of
-    /// the request, `YYYY-MM-DD`), `{offset}`, `{limit}` and `for_each` keys.
+    /// URL template: `{from}`, `{to}`, `{to_exclusive}` (the request's days,
+    /// padded, `YYYY-MM-DD`), `{date}` (the day, with `chunk = "day"` only),
+    /// `{offset}`, `{limit}` and `for_each` keys.
     pub url: String,
     /// Query parameters (templates like the URL).
     pub params: BTreeMap<String, String>,
@@ -439,6 +440,12 @@ impl RawSource {
                         Some(n)
                     }
                 };
+                let pad_days = self.pad_days.unwrap_or(0);
+                let uses_date = url.contains("{date}")
+                    || self.params.values().chain(self.headers.values()).any(|v| v.contains("{date}"));
+                if uses_date && (chunk_days != Some(1) || pad_days != 0) {
+                    return Err("key `source.url`: {date} names one day, so it needs chunk = \"day\" and no pad_days; use {from} and {to} for ranges".into());
+                }
                 let mut params = self.params;
                 if api == Api::OpenMeteo {
                     // Open-Meteo answers in GMT unless asked otherwise; floe
@@ -482,7 +489,7 @@ impl RawSource {
                     block: self.block.unwrap_or_else(|| "hourly".into()),
                     pagination,
                     chunk_days,
-                    pad_days: self.pad_days.unwrap_or(0),
+                    pad_days,
                     for_each: self.for_each,
                     concurrency,
                     min_interval: self.rate_limit.as_deref().map(rate).transpose()?,

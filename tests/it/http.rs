@@ -37,6 +37,8 @@ pub enum Reply {
     Cut(String),
     /// Answers after `Duration` (longer than the client's timeout).
     Slow(Duration, String),
+    /// 302 to this URL.
+    Redirect(String),
 }
 
 type Script = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
@@ -127,6 +129,7 @@ async fn answer(reply: Reply) -> Response {
                 )))
                 .expect("response")
         }
+        Reply::Redirect(to) => (StatusCode::FOUND, [("location", to)], "").into_response(),
         Reply::Slow(delay, body) => {
             tokio::time::sleep(delay).await;
             json(200, body)
@@ -485,7 +488,7 @@ expect = {{ key = ["site"], cadence = "1h"{limits} }}
         "{msg}"
     );
     assert!(
-        msg.contains("gap: key (b) at 2024-05-01T01:00:00Z"),
+        msg.contains("gap: key (\"b\") at 2024-05-01T01:00:00Z"),
         "{msg}"
     );
     assert_eq!(reports[0].http.as_ref().map(|h| h.pages), Some(3));
@@ -672,4 +675,50 @@ source = {{ api = "json", url = "{}/v1/series?day={{date}}", records = "items", 
         .map(|s| s.query.get("cursor").cloned())
         .collect();
     assert_eq!(cursors, [None, Some("c1".into()), Some("c2".into())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_elsewhere_and_paging_that_does_not_advance_stop_the_run() {
+    let elsewhere = Server::start(|_| Reply::Json(200, "[]".into())).await;
+    let target = format!("{}/stolen", elsewhere.base);
+    let redirecting = Server::start(move |_| Reply::Redirect(target.clone())).await;
+    let env = Env::new().await;
+    let job = |url: &str, paging: &str| {
+        format!(
+            r#"
+[[job]]
+name = "j"
+table = "bronze.j"
+event_time = {{ kind = "offset", column = "t" }}
+columns = [{{ name = "v", type = "long" }}]
+source = {{ api = "json", url = "{url}", records = "items"{paging}, backoff = "10ms", max_backoff = "10ms" }}
+"#
+        )
+    };
+    let p = env.pipeline(&job(&format!("{}/data", redirecting.base), ""));
+    let (_, outcome) = ingest(&p, &request("2024-06-01", "2024-06-01", "x1")).await;
+    let err = outcome.expect_err("not followed").to_string();
+    assert!(err.contains("redirect to another origin"), "{err}");
+    assert_eq!(
+        (redirecting.hits(), elsewhere.hits()),
+        (1, 0),
+        "no retry, nothing sent elsewhere"
+    );
+
+    // A server that ignores the cursor returns the same page forever.
+    let stuck = Server::start(|_| {
+        Reply::Json(
+            200,
+            r#"{"items": [{"t": "2024-06-01T00:00:00Z", "v": 1}], "next": "abc"}"#.into(),
+        )
+    })
+    .await;
+    let p = env.pipeline(&job(
+        &format!("{}/data", stuck.base),
+        r#", pagination = { kind = "cursor", param = "cursor", path = "next" }"#,
+    ));
+    let (_, outcome) = ingest(&p, &request("2024-06-01", "2024-06-01", "x2")).await;
+    let err = outcome.expect_err("stuck").to_string();
+    assert!(err.contains("paging does not advance"), "{err}");
+    assert_eq!(stuck.hits(), 2);
 }

@@ -20,10 +20,13 @@ pub enum Verdict {
     Throttled(String),
     /// An error reported in the body: give up.
     Failed(String),
+    /// JSON, but not of the source's shape (no records where they should
+    /// be): give up, asking again would not change it.
+    Unexpected(String),
 }
 
 /// Reads a body: not JSON (a truncated or HTML body) is an `Err`, which
-/// the fetcher retries.
+/// the fetcher retries; JSON of another shape is [`Verdict::Unexpected`].
 pub fn inspect(source: &HttpSource, body: &[u8]) -> Result<Verdict, String> {
     let doc: Value = serde_json::from_slice(body).map_err(|e| {
         format!(
@@ -35,7 +38,10 @@ pub fn inspect(source: &HttpSource, body: &[u8]) -> Result<Verdict, String> {
     if let Some(v) = soft_error(source.api, &doc) {
         return Ok(v);
     }
-    let records = records(source, &doc)?.len();
+    let records = match records(source, &doc) {
+        Ok(r) => r.len(),
+        Err(e) => return Ok(Verdict::Unexpected(e)),
+    };
     let next = match &source.pagination {
         Pagination::Next { path } | Pagination::Cursor { path, .. } => at_path(&doc, path)
             .and_then(|v| match v {

@@ -1,7 +1,9 @@
 //! The raw landing zone: every response body as received, zstd-compressed
-//! and never rewritten, at `<root>/<job>/dt=<first day>/<run-id>-<n>.json.zst`,
-//! and per request range a manifest (`<run-id>.manifest.json`) naming the
-//! pages that made it up, written once all of them landed. `--replay` reads
+//! and never rewritten, at
+//! `<root>/<job>/dt=<first day>/<run-id>-<nonce>-<n>.json.zst` (the nonce
+//! keeps a retried run with the same id from reusing names), and per request
+//! range a manifest (`<run-id>-<nonce>.manifest.json`) naming the pages that
+//! made it up, written once all of them landed. `--replay` reads
 //! the manifests, never the API.
 
 use std::collections::{BTreeMap, HashMap};
@@ -113,9 +115,9 @@ impl Landing {
         format!("{}/{job}/dt={day}", self.root)
     }
 
-    /// The file name of page `n` of a run.
-    pub fn page_name(run_id: &str, n: u64) -> String {
-        format!("{run_id}-{n}.json.zst")
+    /// The file name of page `n` of a fetch (`<run-id>-<nonce>`).
+    pub fn page_name(fetch_id: &str, n: u64) -> String {
+        format!("{fetch_id}-{n}.json.zst")
     }
 
     /// Stores a body, compressed; returns the bytes stored.
@@ -137,12 +139,12 @@ impl Landing {
             .map_err(|e| Error::Storage(format!("cannot write {uri}: {e}")))
     }
 
-    /// Records a completed fetch; returns the manifest's location.
-    pub async fn put_manifest(&self, m: &Manifest) -> Result<String> {
+    /// Records a completed fetch as `<fetch_id>.manifest.json`; returns
+    /// its location.
+    pub async fn put_manifest(&self, m: &Manifest, fetch_id: &str) -> Result<String> {
         let uri = format!(
-            "{}/{}.manifest.json",
-            self.folder(&m.job, m.first_day),
-            m.run_id
+            "{}/{fetch_id}.manifest.json",
+            self.folder(&m.job, m.first_day)
         );
         let json = serde_json::to_vec_pretty(m)
             .map_err(|e| Error::Storage(format!("encoding {uri}: {e}")))?;

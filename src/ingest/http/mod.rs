@@ -14,12 +14,12 @@ pub mod api;
 pub mod landing;
 pub mod retry;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use chrono::{NaiveDate, Utc};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
@@ -123,17 +123,45 @@ fn secret(source: &HttpSource) -> Result<Option<(Auth, String)>> {
     }
 }
 
-/// Masks a credential wherever it appears.
+/// Masks a credential wherever it appears: as is, percent-encoded, and
+/// form-encoded (as a query parameter carries it: `+` for a space, `*-._`
+/// left alone).
 fn mask(text: &str, secret: Option<&str>) -> String {
-    match secret {
-        Some(s) if !s.is_empty() => {
-            let encoded =
-                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string();
-            text.replace(s, "***").replace(&encoded, "***")
+    let Some(s) = secret.filter(|s| !s.is_empty()) else {
+        return text.to_string();
+    };
+    let percent =
+        percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let mut out = text.replace(s, "***").replace(&percent, "***");
+    if let Ok(mut u) = reqwest::Url::parse("http://127.0.0.1/") {
+        u.query_pairs_mut().append_pair("k", s);
+        if let Some(form) = u.query().and_then(|q| q.strip_prefix("k=")) {
+            out = out.replace(form, "***");
         }
-        _ => text.to_string(),
     }
+    out
+}
+
+/// A URL for messages, reports and manifests: a query credential replaced
+/// by `***`, and the credential masked anywhere else it appears.
+fn shown(url: &reqwest::Url, auth: Option<&(Auth, String)>) -> String {
+    let secret = auth.map(|(_, v)| v.as_str());
+    let mut out = url.clone();
+    if let Some((Auth::Query { name, .. }, _)) = auth {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == name.as_str() {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        out.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    mask(out.as_str(), secret)
 }
 
 /// One request series: a range and a `for_each` entry.
@@ -243,129 +271,185 @@ struct Shared {
     pacer: Pacer,
     policy: Policy,
     counter: AtomicU64,
+    /// `<run-id>-<nonce>`: the prefix of this process's landed files.
+    fetch_id: String,
     report: Mutex<HttpReport>,
+    progress: std::sync::Mutex<super::progress::Fetching>,
 }
 
 impl Fetch<'_> {
-    /// Runs every series (`concurrency` at once), lands the bodies, writes
-    /// a manifest per fully fetched range, and returns the pages to parse.
+    /// Runs every series (`concurrency` at once) and lands the bodies; each
+    /// range gets its manifest as soon as all its series are done, so a run
+    /// that fails later still leaves the finished ranges for `--replay`.
+    /// Returns the pages to parse.
     pub async fn run(&self, days: &[NaiveDate]) -> (Vec<LandedPage>, HttpReport, Result<()>) {
         let auth = match secret(self.source) {
             Ok(a) => a,
             Err(e) => return (Vec::new(), HttpReport::default(), Err(e)),
         };
+        let all = series(self.source, days);
+        let total = all.len();
+        let per_range = self.source.for_each.len().max(1);
+        // Names this process's files apart from an earlier attempt that
+        // used the same run id: landed files are never rewritten.
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
         let shared = Shared {
             auth,
             pacer: Pacer::new(self.source.min_interval),
             policy: Policy::of(self.source),
             counter: AtomicU64::new(0),
+            fetch_id: format!("{}-{}", self.run_id, &nonce[..8]),
             report: Mutex::new(HttpReport {
                 landing: self.landing.root().to_string(),
                 ..HttpReport::default()
             }),
+            progress: std::sync::Mutex::new(super::progress::Fetching::new(&self.job.name, total)),
         };
-        let all = series(self.source, days);
-        let total = all.len();
-        // Stops at the first failure: the rest are dropped, unsent.
-        let outcome: Result<Vec<(Series, Part)>> = futures::stream::iter(all)
+        let mut stream = futures::stream::iter(all)
             .map(|s| {
                 let shared = &shared;
                 async move {
                     let part = self.series(&s, shared).await?;
+                    if let Ok(mut p) = shared.progress.lock() {
+                        p.series_done();
+                    }
                     Ok::<_, Error>((s, part))
                 }
             })
-            .buffer_unordered(self.source.concurrency)
-            .try_collect()
-            .await;
-        let mut report = shared.report.into_inner();
-        let done = match outcome {
-            Ok(d) => d,
-            Err(e) => return (Vec::new(), report, Err(e)),
-        };
-        tracing::info!(job = %self.job.name, series = total, pages = report.pages, "fetched");
-        let mut by_range: BTreeMap<NaiveDate, (Range, Vec<(usize, Part)>)> = BTreeMap::new();
-        for (s, part) in done {
-            by_range
-                .entry(s.range.first)
-                .or_insert((s.range, Vec::new()))
-                .1
-                .push((s.index, part));
-        }
+            .buffer_unordered(self.source.concurrency);
+        let mut open: BTreeMap<NaiveDate, Vec<(usize, Part)>> = BTreeMap::new();
         let mut pages = Vec::new();
-        for (range, mut parts) in by_range.into_values() {
+        let mut manifests = Vec::new();
+        let mut failure = None;
+        while let Some(done) = stream.next().await {
+            let (s, part) = match done {
+                Ok(d) => d,
+                Err(e) => {
+                    // Stops here: the series not started are never sent.
+                    failure = Some(e);
+                    break;
+                }
+            };
+            let parts = open.entry(s.range.first).or_default();
+            parts.push((s.index, part));
+            if parts.len() < per_range {
+                continue;
+            }
+            let mut parts = open.remove(&s.range.first).unwrap_or_default();
             parts.sort_by_key(|(i, _)| *i);
-            let parts: Vec<Part> = parts.into_iter().map(|(_, p)| p).collect();
             let manifest = Manifest {
                 job: self.job.name.clone(),
                 run_id: self.run_id.to_string(),
                 api: self.source.api.name().to_string(),
                 fetched_at: Utc::now(),
-                first_day: range.first,
-                last_day: range.last,
-                parts,
+                first_day: s.range.first,
+                last_day: s.range.last,
+                parts: parts.into_iter().map(|(_, p)| p).collect(),
             };
-            match self.landing.put_manifest(&manifest).await {
-                Ok(uri) => report.manifests.push(uri),
-                Err(e) => return (Vec::new(), report, Err(e)),
+            match self.landing.put_manifest(&manifest, &shared.fetch_id).await {
+                Ok(uri) => manifests.push(uri),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             }
-            let folder = self.landing.folder(&self.job.name, range.first);
-            pages.extend(pages_of(
-                &manifest,
-                &folder,
-                vec![(range.first, range.last)],
+            let folder = self.landing.folder(&self.job.name, s.range.first);
+            pages.push((
+                s.range.first,
+                pages_of(&manifest, &folder, vec![(s.range.first, s.range.last)]),
             ));
         }
-        (pages, report, Ok(()))
+        drop(stream);
+        if let Ok(mut p) = shared.progress.lock() {
+            p.finish();
+        }
+        let mut report = shared.report.into_inner();
+        manifests.sort();
+        report.manifests = manifests;
+        if let Some(e) = failure {
+            return (Vec::new(), report, Err(e));
+        }
+        tracing::info!(job = %self.job.name, series = total, pages = report.pages, "fetched");
+        // Ranges in day order, whatever order they finished in.
+        pages.sort_by_key(|(first, _)| *first);
+        (
+            pages.into_iter().flat_map(|(_, p)| p).collect(),
+            report,
+            Ok(()),
+        )
     }
 
     /// Every page of one series.
     async fn series(&self, s: &Series, shared: &Shared) -> Result<Part> {
-        let secret = shared.auth.as_ref().map(|(_, v)| v.as_str());
-        let mut url = first_url(self.source, s, shared.auth.as_ref())?;
-        let host = url.host_str().map(str::to_string);
+        let auth = shared.auth.as_ref();
+        let mut url = first_url(self.source, s, auth)?;
+        let origin = url.origin();
         let mut pages = Vec::new();
         let mut offset = 0u64;
         let mut total_records = 0u64;
+        let mut seen_next: HashSet<String> = HashSet::new();
+        let mut last_body: Option<u64> = None;
         loop {
             if pages.len() as u32 >= self.source.max_pages {
                 return Err(Error::Source(format!(
                     "{}: more than {} pages for {}..{}; raise source.max_pages if that is expected",
-                    mask(url.as_str(), secret),
+                    shown(&url, auth),
                     self.source.max_pages,
                     s.range.first,
                     s.range.last
                 )));
             }
-            let (file, records, next) = self.page(&url, s, shared).await?;
+            let got = self.page(&url, s, shared).await?;
+            // A server that ignores the paging would be asked forever.
+            if got.records > 0 && last_body == Some(got.body_hash) {
+                return Err(Error::Source(format!(
+                    "{}: the same page came back twice, so paging does not advance; check source.pagination",
+                    shown(&url, auth)
+                )));
+            }
+            last_body = Some(got.body_hash);
+            let (records, next) = (got.records, got.next);
             total_records += records as u64;
             pages.push(Page {
-                file,
-                url: mask(url.as_str(), secret),
+                file: got.file,
+                url: shown(&url, auth),
                 records: records as u64,
             });
+            if let Some(n) = &next
+                && !matches!(
+                    self.source.pagination,
+                    Pagination::None | Pagination::Offset { .. }
+                )
+                && !seen_next.insert(n.clone())
+            {
+                return Err(Error::Source(format!(
+                    "{}: the API named the same next page twice ({}); paging does not advance",
+                    shown(&url, auth),
+                    mask(n, auth.map(|(_, v)| v.as_str()))
+                )));
+            }
             let next_url = match (&self.source.pagination, next) {
                 (Pagination::None, _) => None,
                 (Pagination::Offset { limit, .. }, _) => {
                     offset += records as u64;
                     (records as u64 >= *limit)
-                        .then(|| page_url(self.source, s, shared.auth.as_ref(), offset))
+                        .then(|| page_url(self.source, s, auth, offset))
                         .transpose()?
                 }
                 (Pagination::Next { .. }, Some(link)) if records > 0 => {
                     let next = url.join(&link).map_err(|e| {
                         Error::Source(format!("the next-page link {link:?} is not a URL: {e}"))
                     })?;
-                    if next.host_str().map(str::to_string) != host {
+                    if next.origin() != origin {
                         return Err(Error::Source(format!(
-                            "the next-page link {} leads to another host; floe does not send the source's credentials there",
-                            mask(next.as_str(), secret)
+                            "the next-page link {} leads to another origin (scheme, host or port); floe does not send the source's credentials there",
+                            shown(&next, auth)
                         )));
                     }
-                    Some(with_query_auth(next, shared.auth.as_ref()))
+                    Some(with_query_auth(next, auth))
                 }
                 (Pagination::Cursor { param, .. }, Some(cursor)) if records > 0 => {
-                    let mut next = first_url(self.source, s, shared.auth.as_ref())?;
+                    let mut next = first_url(self.source, s, auth)?;
                     next.query_pairs_mut().append_pair(param, &cursor);
                     Some(next)
                 }
@@ -378,7 +462,7 @@ impl Fetch<'_> {
         }
         if total_records == 0 {
             shared.report.lock().await.empty_responses += 1;
-            tracing::warn!(job = %self.job.name, url = %mask(url.as_str(), secret), "the API returned no records");
+            tracing::warn!(job = %self.job.name, url = %shown(&url, auth), "the API returned no records");
         }
         Ok(Part {
             vars: s.vars.clone(),
@@ -386,16 +470,11 @@ impl Fetch<'_> {
         })
     }
 
-    /// One page, retried: lands every body received and returns the landed
-    /// file, its record count and the next link or cursor.
-    async fn page(
-        &self,
-        url: &reqwest::Url,
-        s: &Series,
-        shared: &Shared,
-    ) -> Result<(String, usize, Option<String>)> {
+    /// One page, retried: lands every body received and returns the one
+    /// that answered.
+    async fn page(&self, url: &reqwest::Url, s: &Series, shared: &Shared) -> Result<Got> {
         let secret = shared.auth.as_ref().map(|(_, v)| v.as_str());
-        let shown = mask(url.as_str(), secret);
+        let shown = shown(url, shared.auth.as_ref());
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -450,13 +529,12 @@ impl Fetch<'_> {
 
     /// One attempt. The outer `Result` is a landing failure (storage),
     /// the inner one how the request went.
-    #[allow(clippy::type_complexity)]
     async fn attempt(
         &self,
         url: &reqwest::Url,
         s: &Series,
         shared: &Shared,
-    ) -> Result<std::result::Result<(String, usize, Option<String>), Failure>> {
+    ) -> Result<std::result::Result<Got, Failure>> {
         let mut req = self
             .client
             .get(url.clone())
@@ -481,6 +559,11 @@ impl Fetch<'_> {
         };
         let status = resp.status();
         let retry_after = retry::retry_after(resp.headers(), SystemTime::now());
+        let resp_location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
@@ -492,7 +575,7 @@ impl Fetch<'_> {
         };
         // Every body received is kept as it came, before it is judged.
         let n = shared.counter.fetch_add(1, Ordering::Relaxed) + 1;
-        let file = Landing::page_name(self.run_id, n);
+        let file = Landing::page_name(&shared.fetch_id, n);
         let uri = format!(
             "{}/{file}",
             self.landing.folder(&self.job.name, s.range.first)
@@ -503,11 +586,20 @@ impl Fetch<'_> {
             r.bytes += body.len() as u64;
             r.raw_files.push(uri);
         }
+        if let Ok(mut p) = shared.progress.lock() {
+            p.page(body.len() as u64);
+        }
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             return Ok(Err(Failure::Transient {
                 reason: format!("{status}: {}", api::preview(&body)),
                 retry_after,
             }));
+        }
+        if status.is_redirection() {
+            let to = resp_location.unwrap_or_default();
+            return Ok(Err(Failure::Permanent(format!(
+                "{status}: a redirect to another origin ({to}) is not followed; point source.url at it"
+            ))));
         }
         if !status.is_success() {
             return Ok(Err(Failure::Permanent(format!(
@@ -517,6 +609,9 @@ impl Fetch<'_> {
         }
         match api::inspect(self.source, &body) {
             Err(e) => Ok(Err(transient(e))),
+            Ok(Verdict::Unexpected(msg)) => Ok(Err(Failure::Permanent(format!(
+                "{status}, but not the answer the source expects: {msg}"
+            )))),
             Ok(Verdict::Throttled(msg)) => {
                 shared.report.lock().await.error_bodies += 1;
                 Ok(Err(Failure::Transient {
@@ -532,10 +627,27 @@ impl Fetch<'_> {
             }
             Ok(Verdict::Page { records, next }) => {
                 shared.report.lock().await.pages += 1;
-                Ok(Ok((file, records, next)))
+                Ok(Ok(Got {
+                    file,
+                    records,
+                    next,
+                    body_hash: twox_hash::XxHash3_128::oneshot(&body) as u64,
+                }))
             }
         }
     }
+}
+
+/// A page that answered.
+struct Got {
+    /// Its landed file name.
+    file: String,
+    /// Records in it.
+    records: usize,
+    /// The next link or cursor it names.
+    next: Option<String>,
+    /// Hash of the body (to notice paging that does not advance).
+    body_hash: u64,
 }
 
 /// A connection-level error in words (reqwest's Display hides the cause).
@@ -678,8 +790,25 @@ pub fn read_page(
 
 /// A client for API sources (per-request timeouts are set per source).
 pub fn client() -> Result<reqwest::Client> {
+    // Redirects are followed within the same origin only: a header
+    // credential must not travel to another host (reqwest drops only
+    // Authorization there), nor over plain http.
+    let redirects = reqwest::redirect::Policy::custom(|attempt| {
+        let same = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if attempt.previous().len() > 10 {
+            attempt.error("more than 10 redirects")
+        } else if same {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    });
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
+        .redirect(redirects)
         .user_agent(concat!("floe/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Error::Source(format!("cannot build an HTTP client: {e}")))
@@ -728,6 +857,12 @@ mod tests {
         assert!(!pairs.contains_key("offset"), "paging is in the SQL");
         assert_eq!(pairs["apikey"], "s3cr3t&x");
         assert!(!mask(url.as_str(), Some("s3cr3t&x")).contains("s3cr3t"));
+        for key in ["av_key/Z9+q=", "ab cd", "k-1.x*"] {
+            let mut u = reqwest::Url::parse("http://h/p").expect("url");
+            u.query_pairs_mut().append_pair("apikey", key);
+            let shown = mask(&format!("GET {u}: failed"), Some(key));
+            assert_eq!(shown, "GET http://h/p?apikey=***: failed", "{key:?}");
+        }
     }
 
     #[test]

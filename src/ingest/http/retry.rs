@@ -96,34 +96,51 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 #[derive(Debug)]
 pub struct Pacer {
     interval: Duration,
-    next: Mutex<Instant>,
+    state: Mutex<Slots>,
+}
+
+#[derive(Debug)]
+struct Slots {
+    /// The next free slot.
+    next: Instant,
+    /// No request before this (a server's `Retry-After`).
+    held_until: Instant,
 }
 
 impl Pacer {
     /// A pacer for `interval` (`None`: no rate limit).
     pub fn new(interval: Option<Duration>) -> Self {
+        let now = Instant::now();
         Self {
             interval: interval.unwrap_or(Duration::ZERO),
-            next: Mutex::new(Instant::now()),
+            state: Mutex::new(Slots {
+                next: now,
+                held_until: now,
+            }),
         }
     }
 
-    /// Waits for this request's slot.
+    /// Waits for this request's slot; a hold-off that arrives while it
+    /// waits moves it past the hold-off.
     pub async fn wait(&self) {
-        let slot = {
-            let mut next = self.next.lock().await;
-            let now = Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + self.interval;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
+        loop {
+            let slot = {
+                let mut s = self.state.lock().await;
+                let slot = s.next.max(Instant::now()).max(s.held_until);
+                s.next = slot + self.interval;
+                slot
+            };
+            tokio::time::sleep_until(slot).await;
+            if Instant::now() >= self.state.lock().await.held_until {
+                return;
+            }
+        }
     }
 
     /// No request starts before `delay` from now.
     pub async fn hold_off(&self, delay: Duration) {
-        let mut next = self.next.lock().await;
-        *next = (*next).max(Instant::now() + delay);
+        let mut s = self.state.lock().await;
+        s.held_until = s.held_until.max(Instant::now() + delay);
     }
 }
 
