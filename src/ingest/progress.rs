@@ -1,12 +1,52 @@
-//! A one-line progress display on a terminal (stderr): files and rows read,
-//! and the rate. Silent when stderr is not a terminal (cron, CI), where the
-//! log lines and the run report say the same.
+//! One-line progress displays on a terminal (stderr): a file job's files and
+//! rows read, an API job's requests and responses. Silent when stderr is not
+//! a terminal (cron, CI), where the log lines and the run report say the same.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 /// Redraws at most this often.
 const EVERY: Duration = Duration::from_millis(250);
+
+/// The redrawn line itself.
+#[derive(Debug)]
+struct Line {
+    last: Option<Instant>,
+    enabled: bool,
+}
+
+impl Line {
+    fn new() -> Self {
+        Self {
+            last: None,
+            enabled: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Redraws with `text` unless it was drawn less than [`EVERY`] ago
+    /// (`force`: draw anyway).
+    fn draw(&mut self, force: bool, text: impl FnOnce() -> String) {
+        if !self.enabled {
+            return;
+        }
+        let now = Instant::now();
+        if !force && self.last.is_some_and(|l| now - l < EVERY) {
+            return;
+        }
+        self.last = Some(now);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{}", text());
+        let _ = err.flush();
+    }
+
+    fn clear(&mut self) {
+        if self.enabled {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+        }
+    }
+}
 
 /// Progress of one job's read.
 #[derive(Debug)]
@@ -16,8 +56,7 @@ pub struct Progress {
     file: usize,
     rows: u64,
     started: Instant,
-    last: Option<Instant>,
-    enabled: bool,
+    line: Line,
 }
 
 impl Progress {
@@ -29,8 +68,7 @@ impl Progress {
             file: 0,
             rows: 0,
             started: Instant::now(),
-            last: None,
-            enabled: std::io::stderr().is_terminal(),
+            line: Line::new(),
         }
     }
 
@@ -49,35 +87,19 @@ impl Progress {
     }
 
     fn draw(&mut self, force: bool) {
-        if !self.enabled {
-            return;
-        }
-        let now = Instant::now();
-        if !force && self.last.is_some_and(|l| now - l < EVERY) {
-            return;
-        }
-        self.last = Some(now);
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r\x1b[2K{}: file {}/{} · {} rows · {:.0} rows/s",
-            self.job,
-            self.file,
-            self.files,
-            self.rows,
-            self.rows as f64 / secs
-        );
-        let _ = err.flush();
+        let (job, file, files, rows) = (&self.job, self.file, self.files, self.rows);
+        self.line.draw(force, || {
+            format!(
+                "{job}: file {file}/{files} · {rows} rows · {:.0} rows/s",
+                rows as f64 / secs
+            )
+        });
     }
 
     /// Clears the line.
     pub fn finish(&mut self) {
-        if self.enabled {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
-        }
+        self.line.clear();
     }
 }
 
@@ -89,8 +111,7 @@ pub struct Fetching {
     done: usize,
     pages: u64,
     bytes: u64,
-    last: Option<Instant>,
-    enabled: bool,
+    line: Line,
 }
 
 impl Fetching {
@@ -102,8 +123,7 @@ impl Fetching {
             done: 0,
             pages: 0,
             bytes: 0,
-            last: None,
-            enabled: std::io::stderr().is_terminal(),
+            line: Line::new(),
         }
     }
 
@@ -121,33 +141,15 @@ impl Fetching {
     }
 
     fn draw(&mut self, force: bool) {
-        if !self.enabled {
-            return;
-        }
-        let now = Instant::now();
-        if !force && self.last.is_some_and(|l| now - l < EVERY) {
-            return;
-        }
-        self.last = Some(now);
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r\x1b[2K{}: requests {}/{} · {} responses · {:.1} MB",
-            self.job,
-            self.done,
-            self.series,
-            self.pages,
-            self.bytes as f64 / 1e6
-        );
-        let _ = err.flush();
+        let (job, done, series, pages) = (&self.job, self.done, self.series, self.pages);
+        let mb = self.bytes as f64 / 1e6;
+        self.line.draw(force, || {
+            format!("{job}: requests {done}/{series} · {pages} responses · {mb:.1} MB")
+        });
     }
 
     /// Clears the line.
     pub fn finish(&mut self) {
-        if self.enabled {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
-        }
+        self.line.clear();
     }
 }

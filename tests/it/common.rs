@@ -110,6 +110,18 @@ impl Env {
     }
 }
 
+/// Serves `app` on 127.0.0.1 (a free port) in the background; its base URL.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
 pub fn request(from: &str, to: &str, run_id: &str) -> IngestRequest {
     IngestRequest {
         from: from.parse().expect("date"),

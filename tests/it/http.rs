@@ -75,15 +75,8 @@ impl Server {
                 answer(script(&at)).await
             }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
         Self {
-            base: format!("http://{addr}"),
+            base: crate::common::serve(app).await,
             hits,
             seen,
         }

@@ -354,14 +354,7 @@ async fn serve_folder(
             ),
         )
         .with_state((dir, hits.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}/files"), hits)
+    (format!("{}/files", crate::common::serve(app).await), hits)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

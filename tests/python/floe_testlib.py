@@ -200,6 +200,19 @@ def table_path(namespace: str | Iterable[str], table: str) -> str:
     return f"/v1/namespaces/{ns_path(namespace)}/tables/{quote(table, safe='')}"
 
 
+def read_report(path: Path) -> dict:
+    """A run report (`--report FILE`) written by floe."""
+    assert path.exists(), f"no report written at {path}"
+    return json.loads(path.read_text())
+
+
+def job_report(report: dict, job: str) -> dict:
+    """One job's entry of an ingest run report."""
+    found = [j for j in report["jobs"] if j["job"] == job]
+    assert len(found) == 1, f"job {job!r} not (once) in the report: {json.dumps(report, indent=1)[:3000]}"
+    return found[0]
+
+
 def describe(resp: requests.Response, limit: int = 3000) -> str:
     """Request and response, for assertion messages (what a server developer needs)."""
     req = resp.request

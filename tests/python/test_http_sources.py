@@ -219,17 +219,6 @@ def ingest(pipeline: Path, frm: str, to: str, *args: Any, env: dict[str, str]) -
                     cwd=pipeline.parent, env=env)
 
 
-def read_report(path: Path) -> dict:
-    assert path.exists(), f"no report written at {path}"
-    return json.loads(path.read_text())
-
-
-def job_report(report: dict, job: str) -> dict:
-    found = [j for j in report["jobs"] if j["job"] == job]
-    assert len(found) == 1, f"job {job!r} not (once) in the report: {json.dumps(report, indent=1)[:3000]}"
-    return found[0]
-
-
 # ---------------------------------------------------------------------------------------
 # reading back
 
@@ -384,11 +373,11 @@ def test_example_replay_offline_equals_file_pipeline(catalog_server, tmp_path):
         lib.wait_until("the trap proxy to see floe's probe requests", lambda: trap.connections >= 2, 10, 0.05)
     finally:
         trap.close()
-    report = read_report(tmp_path / "api.json")
+    report = lib.read_report(tmp_path / "api.json")
     assert report["run_id"] == run_id
     landing = (api_dir / "raw").resolve()
     for job in ("demand", "weather"):
-        rep = job_report(report, job)
+        rep = lib.job_report(report, job)
         assert rep["status"] == "committed", lib.explain(out)
         http = rep["http"]
         assert http is not None, rep
@@ -406,10 +395,10 @@ def test_example_replay_offline_equals_file_pipeline(catalog_server, tmp_path):
     # The same window from the example's files.
     out = floe_ok("run", "--pipeline", files_dir / "floe.toml", "--from", first, "--to", last,
                   "--report", tmp_path / "files.json", cwd=files_dir, env=floe_env())
-    files_report = read_report(tmp_path / "files.json")
+    files_report = lib.read_report(tmp_path / "files.json")
     for job in ("demand", "weather"):
-        assert job_report(files_report, job)["status"] == "committed", lib.explain(out)
-        assert job_report(files_report, job)["http"] is None
+        assert lib.job_report(files_report, job)["status"] == "committed", lib.explain(out)
+        assert lib.job_report(files_report, job)["http"] is None
 
     # Read both warehouses through `floe catalog serve` (the embedded catalogs are gone).
     api_cat = catalog_server(warehouse=(api_dir / "warehouse").as_uri()).catalog()
@@ -555,7 +544,7 @@ def test_openelectricity_bearer_auth_masking_and_replay(local_server, api_server
     out = ingest(pipeline, first, last, "--run-id", run_id, "--report", tmp_path / "fetch.json", env=env)
     outputs.update({"fetch stdout": out.stdout, "fetch stderr": out.stderr})
     assert out.returncode == 0, lib.explain(out)
-    rep = job_report(read_report(tmp_path / "fetch.json"), job)
+    rep = lib.job_report(lib.read_report(tmp_path / "fetch.json"), job)
     assert rep["status"] == "committed"
     assert rep["rows_written"] == len(expected)
     # each UTC day asked as three network days: 72 hours x 2 regions per answer
@@ -624,7 +613,7 @@ def test_openelectricity_bearer_auth_masking_and_replay(local_server, api_server
     outputs.update({"replay stdout": out.stdout, "replay stderr": out.stderr})
     assert out.returncode == 0, lib.explain(out)
     assert api_server.hits == 2, "--replay sent requests"
-    rep = job_report(read_report(tmp_path / "replay.json"), job)
+    rep = lib.job_report(lib.read_report(tmp_path / "replay.json"), job)
     assert rep["status"] == "committed" and rep["rows_written"] == len(expected), rep
     assert rep["http"]["replayed"] is True and rep["http"]["requests"] == 0 and rep["http"]["raw_files"] == [], rep
     assert sorted(rep["http"]["manifests"]) == sorted(http["manifests"])
@@ -643,7 +632,7 @@ def test_openelectricity_bearer_auth_masking_and_replay(local_server, api_server
     new = api_server.requests[2:]
     assert 1 <= len(new) <= 2, [r.target for r in new]  # at most one per series in flight; not retried
     assert all(r.headers.get("authorization") == f"Bearer {wrong}" for r in new)
-    rep = job_report(read_report(tmp_path / "wrong.json"), job)
+    rep = lib.job_report(lib.read_report(tmp_path / "wrong.json"), job)
     assert rep["status"] == "failed" and rep["snapshot_id"] is None, rep
     assert rep["http"]["retries"] == 0, rep["http"]
     assert_secret_absent(wrong, {"wrong-key stdout": out.stdout, "wrong-key stderr": out.stderr,
@@ -762,7 +751,7 @@ def test_alpha_vantage_query_key_rate_limit_and_error_bodies(local_server, api_s
     out = ingest(pipeline, first, last, "--run-id", run_id, "--report", tmp_path / "ok.json", env=env)
     assert out.returncode == 0, lib.explain(out)
     outputs = {"ok stdout": out.stdout, "ok stderr": out.stderr}
-    rep = job_report(read_report(tmp_path / "ok.json"), job)
+    rep = lib.job_report(lib.read_report(tmp_path / "ok.json"), job)
     http = rep["http"]
     assert (http["requests"], http["retries"], http["error_bodies"], http["pages"]) == (2, 1, 1, 1), http
     assert api_server.hits == 2
@@ -802,7 +791,7 @@ def test_alpha_vantage_query_key_rate_limit_and_error_bodies(local_server, api_s
     assert out.returncode == 2, lib.explain(out)
     assert "Invalid API call" in out.stderr, lib.explain(out)
     assert api_server.hits == hits + 1, "an error body must not be retried"
-    rep = job_report(read_report(tmp_path / "err.json"), job)
+    rep = lib.job_report(lib.read_report(tmp_path / "err.json"), job)
     assert rep["status"] == "failed" and rep["snapshot_id"] is None, rep
     assert (rep["http"]["error_bodies"], rep["http"]["retries"]) == (1, 0), rep["http"]
     assert snapshot_state(cat, ident) == before, "a failed run changed the table"
@@ -895,7 +884,7 @@ def test_s3_warehouse_landing_zone_and_replay(s3_catalog_server, api_server, ns:
     run_id = lib.unique("wx")
     out = ingest(pipeline, first, last, "--run-id", run_id, "--report", tmp_path / "fetch.json", env=env)
     assert out.returncode == 0, lib.explain(out)
-    rep = job_report(read_report(tmp_path / "fetch.json"), job)
+    rep = lib.job_report(lib.read_report(tmp_path / "fetch.json"), job)
     http = rep["http"]
     assert (http["requests"], http["pages"], http["retries"]) == (2, 2, 0), http
     assert api_server.hits == 2
@@ -936,7 +925,7 @@ def test_s3_warehouse_landing_zone_and_replay(s3_catalog_server, api_server, ns:
                  env=env)
     assert out.returncode == 0, lib.explain(out)
     assert api_server.hits == 2, "--replay sent requests"
-    rep = job_report(read_report(tmp_path / "replay.json"), job)
+    rep = lib.job_report(lib.read_report(tmp_path / "replay.json"), job)
     assert rep["http"]["replayed"] is True and rep["http"]["requests"] == 0, rep["http"]
     assert rep["http"]["manifests"] == http["manifests"]
     tbl = cat.load_table(ident)

@@ -195,17 +195,6 @@ def day_filter(day: str):
                LessThan("ts_utc", f"{nxt.isoformat()}T00:00:00+00:00"))
 
 
-def read_report(path: Path) -> dict:
-    assert path.exists(), f"no report written at {path}"
-    return json.loads(path.read_text())
-
-
-def job_report(report: dict, job: str) -> dict:
-    found = [j for j in report["jobs"] if j["job"] == job]
-    assert len(found) == 1, f"job {job!r} not (once) in the report: {json.dumps(report, indent=1)[:3000]}"
-    return found[0]
-
-
 # ---------------------------------------------------------------------------------------
 # 1. round trip on a local folder and on S3
 
@@ -222,7 +211,7 @@ def test_ingest_round_trip(warehouse_server, ns: str, tmp_path):
 
     run_id = lib.unique("run")
     out = ingest_ok(server, pipeline, first, last, "--run-id", run_id, "--report", str(tmp_path / "report.json"))
-    report = job_report(read_report(tmp_path / "report.json"), "readings")
+    report = lib.job_report(lib.read_report(tmp_path / "report.json"), "readings")
     assert report["rows_written"] == len(expected), describe_run(out)
 
     cat = server.catalog()
@@ -327,13 +316,13 @@ def test_rerun_same_window_replaces_it(local_server, ns: str, tmp_path):
     assert int(snap.summary.get("deleted-data-files", "0")) > 0, dict(snap.summary.additional_properties)
     assert int(snap.summary.get("deleted-records", "0")) == len(expected), dict(snap.summary.additional_properties)
     assert int(snap.summary["total-records"]) == len(expected)
-    report = job_report(read_report(tmp_path / "r2.json"), "readings")
+    report = lib.job_report(lib.read_report(tmp_path / "r2.json"), "readings")
     assert report["replaced_files"] > 0
     assert report["snapshot_id"] == snap.snapshot_id
 
     # a retry with the run id of a run that landed does not commit again
     out = ingest_ok(server, pipeline, first, last, "--run-id", run2, "--report", str(tmp_path / "r3.json"))
-    report = job_report(read_report(tmp_path / "r3.json"), "readings")
+    report = lib.job_report(lib.read_report(tmp_path / "r3.json"), "readings")
     assert report["status"] == "already-committed", describe_run(out)
     assert report["snapshot_id"] == snap.snapshot_id
     tbl = cat.load_table(f"{ns}.readings")
@@ -427,7 +416,7 @@ def test_concurrent_disjoint_windows(local_server, ns: str, tmp_path, table_exis
     assert {s.summary["floe.window"] for s in snaps[-runs:]} == {f"{a}/{b}" for a, b in windows}
     assert all(s.summary.operation.value == "overwrite" for s in snaps[-runs:])
     for i in range(runs):
-        assert job_report(read_report(tmp_path / f"r{i}.json"), "readings")["status"] == "committed", logs
+        assert lib.job_report(lib.read_report(tmp_path / f"r{i}.json"), "readings")["status"] == "committed", logs
 
 
 # ---------------------------------------------------------------------------------------
@@ -524,7 +513,7 @@ def test_sigkill_leaves_previous_snapshot(local_server, ns: str, tmp_path, when:
     # the retry (same run id, as a scheduler would) runs to completion
     out = ingest_ok(server, big_pipeline, first, last, "--run-id", killed_run, "--report", str(tmp_path / "r.json"),
                     timeout=600)
-    report = job_report(read_report(tmp_path / "r.json"), "readings")
+    report = lib.job_report(lib.read_report(tmp_path / "r.json"), "readings")
     assert report["status"] == "committed", describe_run(out)
     tbl = cat.load_table(ident)
     assert tbl.current_snapshot().summary["floe.run-id"] == killed_run
@@ -596,7 +585,7 @@ def test_rejects_threshold(local_server, ns: str, tmp_path):
     run_id = lib.unique("strict")
     out = run_ingest(server, strict, day, day, "--run-id", run_id, "--report", str(tmp_path / "strict.json"))
     assert out.returncode == 1, "rejects above the threshold must exit 1" + describe_run(out)
-    report = job_report(read_report(tmp_path / "strict.json"), "readings")
+    report = lib.job_report(lib.read_report(tmp_path / "strict.json"), "readings")
     assert report["rows_rejected"] == len(bad), describe_run(out)
     assert report["rows_read"] == len(good) + len(bad), describe_run(out)
     assert report["status"] == "failed"
@@ -626,7 +615,7 @@ def test_rejects_threshold(local_server, ns: str, tmp_path):
                              [readings_job(ns, path="dirty/{date}.ndjson", reject_threshold=0.1)])
     run_id2 = lib.unique("lenient")
     out = ingest_ok(server, lenient, day, day, "--run-id", run_id2, "--report", str(tmp_path / "lenient.json"))
-    report = job_report(read_report(tmp_path / "lenient.json"), "readings")
+    report = lib.job_report(lib.read_report(tmp_path / "lenient.json"), "readings")
     assert report["rows_rejected"] == len(bad)
     assert report["rows_written"] == len(good)
     tbl = cat.load_table(ident)
@@ -722,9 +711,9 @@ def test_dry_run_and_report(local_server, ns: str, tmp_path):
     for name, files in expected_files.items():
         for f in files:
             assert f in out.stdout, f"--dry-run does not list {f}" + describe_run(out)
-    dry = read_report(tmp_path / "dry.json")
+    dry = lib.read_report(tmp_path / "dry.json")
     for name, files in expected_files.items():
-        rep = job_report(dry, name)
+        rep = lib.job_report(dry, name)
         assert rep["status"] == "planned"
         assert rep["snapshot_id"] is None
         assert sorted(lib.file_uri_to_path(u).as_posix() for u in rep["files_read"]) == files
@@ -737,12 +726,12 @@ def test_dry_run_and_report(local_server, ns: str, tmp_path):
     # the real run and its report
     run_id = lib.unique("run")
     out = ingest_ok(server, pipeline, first, last, "--run-id", run_id, "--report", str(tmp_path / "run.json"))
-    report = read_report(tmp_path / "run.json")
+    report = lib.read_report(tmp_path / "run.json")
     assert report["run_id"] == run_id
     assert report["window"] == {"from": first, "to": last}
     expected = {"readings": in_window(readings, first, last), "meters": sorted_rows(meters)}
     for name, rows in expected.items():
-        rep = job_report(report, name)
+        rep = lib.job_report(report, name)
         tbl = cat.load_table(f"{ns}.{name}")
         assert rep["status"] == "committed", describe_run(out)
         assert rep["rows_written"] == len(rows)
@@ -754,7 +743,7 @@ def test_dry_run_and_report(local_server, ns: str, tmp_path):
         assert set(rep["days"]) == {d.isoformat() for d in days}
         assert tbl.scan().to_arrow().num_rows == len(rows)
     # the readings files of the days around the window were read; their other rows skipped
-    rep = job_report(report, "readings")
+    rep = lib.job_report(report, "readings")
     assert rep["rows_read"] == rep["rows_written"] + rep["rows_outside_window"]
     meters_tbl = cat.load_table(f"{ns}.meters")
     data = meters_tbl.scan(selected_fields=("ts_utc", "meter", "kwh")).to_arrow()
@@ -765,9 +754,9 @@ def test_dry_run_and_report(local_server, ns: str, tmp_path):
     # one job by name
     ingest_ok(server, pipeline, first, first, "meters", "--run-id", lib.unique("run"),
               "--report", str(tmp_path / "one.json"))
-    one = read_report(tmp_path / "one.json")
+    one = lib.read_report(tmp_path / "one.json")
     assert [j["job"] for j in one["jobs"]] == ["meters"]
-    assert cat.load_table(f"{ns}.readings").current_snapshot().snapshot_id == job_report(report, "readings")["snapshot_id"]
+    assert cat.load_table(f"{ns}.readings").current_snapshot().snapshot_id == lib.job_report(report, "readings")["snapshot_id"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -795,7 +784,7 @@ def test_s3_source_files(s3_catalog_server, ns: str, tmp_path):
     ingest_ok(server, pipeline, first, last, "--report", str(tmp_path / "r.json"))
     tbl = server.catalog().load_table(f"{ns}.readings")
     assert table_rows(tbl) == in_window(rows, first, last)
-    report = job_report(read_report(tmp_path / "r.json"), "readings")
+    report = lib.job_report(lib.read_report(tmp_path / "r.json"), "readings")
     assert report["files_read"] and all(u.startswith("s3://") for u in report["files_read"]), report
     sources = set(tbl.scan(selected_fields=("_source",)).to_arrow().column("_source").to_pylist())
     assert sources and all(s.startswith(f"s3://{server.s3.bucket}/{prefix}/") for s in sources), sources
@@ -817,7 +806,7 @@ def test_s3_source_glob_and_prefix(s3_catalog_server, ns: str, tmp_path):
     ingest_ok(server, pipeline, first, last, "--report", str(tmp_path / "r.json"))
     tbl = server.catalog().load_table(f"{ns}.readings")
     assert table_rows(tbl) == in_window(rows, first, last)
-    report = job_report(read_report(tmp_path / "r.json"), "readings")
+    report = lib.job_report(lib.read_report(tmp_path / "r.json"), "readings")
     assert not any("ignored" in u or "readme" in u for u in report["files_read"]), report["files_read"]
 
     # A prefix takes everything under it: here that includes the bad file and the text file,

@@ -110,11 +110,6 @@ def no_panic(out: subprocess.CompletedProcess) -> None:
     assert "panicked" not in text and "stack backtrace" not in text, "floe panicked" + explain(out)
 
 
-def read_report(path: Path) -> dict:
-    assert path.exists(), f"no report written at {path}"
-    return json.loads(path.read_text())
-
-
 def model_report(report: dict, model: str) -> dict:
     found = [m for m in report["models"] if m["model"] == model]
     assert len(found) == 1, f"model {model!r} not (once) in the report: {json.dumps(report, indent=1)[:4000]}"
@@ -354,7 +349,7 @@ def test_run_example_end_to_end(catalog_server, tmp_path):
     pipeline = energy_pipeline(tmp_path, server)
     run_id = lib.unique("run")
     out = floe_run(server, pipeline, FIRST, LAST, "--run-id", run_id, report=tmp_path / "run.json")
-    report = read_report(tmp_path / "run.json")
+    report = lib.read_report(tmp_path / "run.json")
     cat = server.catalog()
 
     # the ingest jobs, then every model, published
@@ -446,7 +441,7 @@ def test_rerun_is_up_to_date_and_forced_days_give_same_rows(catalog_server, tmp_
 
     out = floe_ok(server, "transform", "--pipeline", pipeline, "--report", tmp_path / "again.json",
                   cwd=pipeline.parent)
-    report = read_report(tmp_path / "again.json")
+    report = lib.read_report(tmp_path / "again.json")
     assert statuses(report) == {m: "up-to-date" for m in ALL_MODELS}, explain(out)
     for m in ALL_MODELS:
         assert model_report(report, m)["snapshot_id"] is None
@@ -456,7 +451,7 @@ def test_rerun_is_up_to_date_and_forced_days_give_same_rows(catalog_server, tmp_
     # forcing the window's days: the incremental models recompute them, with the same rows
     out = floe_ok(server, "transform", "--pipeline", pipeline, "--from", FIRST, "--to", LAST,
                   "--report", tmp_path / "forced.json", cwd=pipeline.parent)
-    report = read_report(tmp_path / "forced.json")
+    report = lib.read_report(tmp_path / "forced.json")
     days = ["2024-03-30", "2024-03-31", "2024-04-01"]
     after = table_states(cat)
     for m in INCREMENTAL_MODELS:
@@ -479,7 +474,7 @@ def test_rerun_is_up_to_date_and_forced_days_give_same_rows(catalog_server, tmp_
     # and then nothing is left to do
     out = floe_ok(server, "transform", "--pipeline", pipeline, "--report", tmp_path / "third.json",
                   cwd=pipeline.parent)
-    assert statuses(read_report(tmp_path / "third.json")) == {m: "up-to-date" for m in ALL_MODELS}, explain(out)
+    assert statuses(lib.read_report(tmp_path / "third.json")) == {m: "up-to-date" for m in ALL_MODELS}, explain(out)
     assert table_states(cat) == after
 
 
@@ -502,7 +497,7 @@ def test_changed_day_recomputes_only_that_day(catalog_server, tmp_path):
     set_weather(pipeline, f"{changed_day}T12:00:00Z", "london", 30.0, 2.5)
 
     out = floe_run(server, pipeline, changed_day, changed_day, report=tmp_path / "day.json")
-    report = read_report(tmp_path / "day.json")
+    report = lib.read_report(tmp_path / "day.json")
     assert {j["job"]: j["status"] for j in report["jobs"]} == {"demand": "committed", "weather": "committed"}
     assert re.search(rf"(?m)^silver\.fact_observations: published \(refresh days {changed_day}; 144 rows",
                      out.stdout), explain(out)
@@ -679,7 +674,7 @@ def test_failing_tests_leave_main_untouched(local_server, tmp_path):
     # first run: every test passes
     out = transform(server, models, "--report", tmp_path / "first.json", cwd=tmp_path)
     assert out.returncode == 0, explain(out)
-    assert statuses(read_report(tmp_path / "first.json")) == {m: "published" for m in every}
+    assert statuses(lib.read_report(tmp_path / "first.json")) == {m: "published" for m in every}
     before = {m: cat.load_table(m) for m in every}
     assert before[f"{silver}.r_ok"].properties.get("owner") == "floe-tests", before[f"{silver}.r_ok"].properties
     rows_before = {m: table_dicts(cat, m) for m in every}
@@ -703,7 +698,7 @@ def test_failing_tests_leave_main_untouched(local_server, tmp_path):
     out = transform(server, models, "--run-id", run_id, "--report", tmp_path / "second.json", cwd=tmp_path)
     no_panic(out)
     assert out.returncode == 1, "failing data tests must exit 1" + explain(out)
-    report = read_report(tmp_path / "second.json")
+    report = lib.read_report(tmp_path / "second.json")
     text = out.stdout + out.stderr
     for name, (_h, test, failures, word) in failing.items():
         model = f"{silver}.{name}"
@@ -752,7 +747,7 @@ def test_failing_tests_leave_main_untouched(local_server, tmp_path):
     write_model(models, silver, "r_new", '[tests]\nnot_null = ["value"]', select)
     out = transform(server, models, "--select", f"{silver}.r_new", "--report", tmp_path / "new.json", cwd=tmp_path)
     assert out.returncode == 1, explain(out)
-    assert statuses(read_report(tmp_path / "new.json")) == {f"{silver}.r_new": "tests-failed"}
+    assert statuses(lib.read_report(tmp_path / "new.json")) == {f"{silver}.r_new": "tests-failed"}
     if cat.table_exists(f"{silver}.r_new"):
         tbl = cat.load_table(f"{silver}.r_new")
         assert tbl.current_snapshot() is None and audit_refs(tbl) == []
@@ -774,7 +769,7 @@ def test_relationship_to_a_model_of_the_same_run(local_server, tmp_path):
     out = transform(server, models, "--report", tmp_path / "r.json", cwd=tmp_path)
     no_panic(out)
     assert out.returncode == 0, explain(out)
-    assert statuses(read_report(tmp_path / "r.json")) == {f"{silver}.sites": "published", f"{silver}.obs": "published"}
+    assert statuses(lib.read_report(tmp_path / "r.json")) == {f"{silver}.sites": "published", f"{silver}.obs": "published"}
 
 
 # ---------------------------------------------------------------------------------------
@@ -892,7 +887,7 @@ def test_layer_published_together(catalog_server, recording_proxy, tmp_path):
 
     run_id = lib.unique("run")
     out = floe_run(server, pipeline, FIRST, LAST, "--run-id", run_id, report=tmp_path / "run.json")
-    assert statuses(read_report(tmp_path / "run.json")) == {m: "published" for m in ALL_MODELS}, explain(out)
+    assert statuses(lib.read_report(tmp_path / "run.json")) == {m: "published" for m in ALL_MODELS}, explain(out)
     # each model staged on its audit branch (single-table commits that never move main) ...
     staged = set()
     for method, path, body in proxy.requests:
@@ -926,7 +921,7 @@ def test_layer_published_together(catalog_server, recording_proxy, tmp_path):
     no_panic(out)
     assert out.returncode == 2, explain(out)
     assert "floe: error: commit conflict" in out.stderr, explain(out)
-    report = read_report(tmp_path / "refused.json")
+    report = lib.read_report(tmp_path / "refused.json")
     assert statuses(report) == {g: "not-published" for g in GOLD}, explain(out)
     assert proxy.transactions() == [sorted(GOLD)]
     assert table_states(cat, GOLD) == before, "a refused layer commit changed a table"
@@ -990,7 +985,7 @@ def test_sql_errors_name_file_line_column(local_server, tmp_path):
     assert (line, col) == (6, 8)  # after the three header lines
     out = transform(server, models, "--report", tmp_path / "col.json", cwd=tmp_path)
     assert_model_error(out, bad, line, col, "valeu")
-    report = read_report(tmp_path / "col.json")
+    report = lib.read_report(tmp_path / "col.json")
     assert statuses(report) == {f"{silver}.bad_column": "failed", f"{gold}.after": "skipped"}
     assert f"{bad}:{line}:{col}" in model_report(report, f"{silver}.bad_column")["error"]
     for ns in (silver, gold):
@@ -1061,7 +1056,7 @@ def test_dry_run_on_a_fresh_warehouse(catalog_server, tmp_path):
     assert not [p for p in wh.rglob("*") if p.relative_to(wh).parts[0] in ("silver", "gold")], \
         "--dry-run wrote into the warehouse"
     assert out.returncode == 0, explain(out)
-    report = read_report(tmp_path / "dry.json")
+    report = lib.read_report(tmp_path / "dry.json")
     assert statuses(report) == {m: "planned" for m in ALL_MODELS}, explain(out)
     for m in ALL_MODELS:
         assert model_report(report, m)["refresh"] == "full"
@@ -1077,7 +1072,7 @@ def test_dry_run_plans_changed_days_and_select(catalog_server, tmp_path):
     def transform_p(*args: str, name: str) -> tuple[subprocess.CompletedProcess, dict]:
         out = floe_ok(server, "transform", "--pipeline", pipeline, *args, "--report", tmp_path / f"{name}.json",
                       cwd=pipeline.parent)
-        return out, read_report(tmp_path / f"{name}.json")
+        return out, lib.read_report(tmp_path / f"{name}.json")
 
     def exists() -> set[str]:
         return {m for m in ALL_MODELS if cat.table_exists(m)}
@@ -1145,11 +1140,11 @@ def test_dry_run_plans_downstream_of_a_planned_model(catalog_server, tmp_path):
     before = table_states(cat)
     out = floe_ok(server, "transform", "--pipeline", pipeline, "--dry-run", "--report", tmp_path / "dry.json",
                   cwd=pipeline.parent)
-    dry = read_report(tmp_path / "dry.json")
+    dry = lib.read_report(tmp_path / "dry.json")
     assert table_states(cat) == before
     out_real = floe_ok(server, "transform", "--pipeline", pipeline, "--report", tmp_path / "real.json",
                        cwd=pipeline.parent)
-    real = read_report(tmp_path / "real.json")
+    real = lib.read_report(tmp_path / "real.json")
     assert statuses(real) == {"silver.dim_date": "up-to-date", "silver.dim_site": "unchanged",
                               "silver.fact_observations": "published", "gold.daily_summary": "published",
                               "gold.site_daily_weather": "published"}, explain(out_real)
@@ -1205,7 +1200,7 @@ def test_run_example_on_s3(catalog_server, tmp_path):
     server = catalog_server(kind="s3")
     pipeline = energy_pipeline(tmp_path, server)
     out = floe_run(server, pipeline, report=tmp_path / "run.json")
-    assert statuses(read_report(tmp_path / "run.json")) == {m: "published" for m in ALL_MODELS}, explain(out)
+    assert statuses(lib.read_report(tmp_path / "run.json")) == {m: "published" for m in ALL_MODELS}, explain(out)
     cat = server.catalog()
     assert_example_results(cat)
     for m in ALL_MODELS:
@@ -1216,4 +1211,4 @@ def test_run_example_on_s3(catalog_server, tmp_path):
     # a re-run: nothing to do
     out = floe_ok(server, "transform", "--pipeline", pipeline, "--report", tmp_path / "again.json",
                   cwd=pipeline.parent)
-    assert statuses(read_report(tmp_path / "again.json")) == {m: "up-to-date" for m in ALL_MODELS}, explain(out)
+    assert statuses(lib.read_report(tmp_path / "again.json")) == {m: "up-to-date" for m in ALL_MODELS}, explain(out)
