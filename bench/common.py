@@ -226,17 +226,22 @@ def wait_quiet(max_wait: float, busy_below: float = 0.15) -> float:
     return busy
 
 
-def pipeline(path: Path, uri: str, job: str, table: str, fmt: str, folder: Path, sort: bool):
+def pipeline(path: Path, uri: str, job: str, table: str, fmt: str, folder: Path, sort: bool,
+             delta: Path | None = None):
     """Writes a pipeline file with one job reading the generated daily files
-    (`ndjson` or `parquet`) of `folder` into `table`."""
+    (`ndjson` or `parquet`) of `folder` into `table` (a Delta table under
+    `delta` when given)."""
     column = "ts" if fmt == "ndjson" else "ts_utc"
+    delta_lines = f'[delta]\nlocation = "{delta}"\n' if delta else ""
+    format_line = 'format = "delta"\n' if delta else ""
     path.write_text(f'''[catalog]
 uri = "{uri}"
 
+{delta_lines}
 [[job]]
 name = "{job}"
 table = "{table}"
-source = {{ path = "{folder}/{{date}}.{fmt}", format = "{fmt}" }}
+{format_line}source = {{ path = "{folder}/{{date}}.{fmt}", format = "{fmt}" }}
 event_time = {{ kind = "offset", column = "{column}" }}
 columns = [
   {{ name = "site_id", type = "string", required = true }},

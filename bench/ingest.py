@@ -15,6 +15,9 @@ warehouse:
   floe/ndjson          floe ingest of the NDJSON files
   pyiceberg/parquet    pyiceberg appending each day's table (one append per day)
   pyarrow/plain        pyarrow writing the same rows as plain Parquet (zstd), no table format
+  floe-delta/parquet   floe ingest of the Parquet files into a Delta table (format = "delta")
+  deltalake/parquet    the Python deltalake package's write_deltalake of the same rows, with the
+                       same `day` partition column, streamed in one call (one commit)
 
 Prints rows/s, MB/s of Parquet written and peak RSS per case. Needs the venv of
 infra/local/python-env.sh (pyiceberg, pyarrow) and a release build of floe.
@@ -56,6 +59,22 @@ for f in sorted(folder.glob("*.parquet")):
     t.append(pq.read_table(f))
 '''
 
+DELTALAKE = r'''
+import os, sys, pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
+from pathlib import Path
+from deltalake import write_deltalake
+src, dst = Path(sys.argv[1]), sys.argv[2]
+files = sorted(src.glob("*.parquet"))
+first = pq.read_schema(files[0])
+schema = first.append(pa.field("day", pa.date32()))
+def batches():
+    for f in files:
+        for b in pq.ParquetFile(f).iter_batches(batch_size=65536):
+            yield pa.RecordBatch.from_arrays(b.columns + [pc.cast(b.column("ts_utc"), pa.date32())], schema=schema)
+write_deltalake(dst, pa.RecordBatchReader.from_batches(schema, batches()), partition_by=["day"])
+os._exit(0)  # deltalake's threads can abort the interpreter at exit
+'''
+
 PLAIN = r'''
 import sys, pyarrow.parquet as pq
 from pathlib import Path
@@ -72,7 +91,7 @@ def main():
     ap.add_argument("--days", type=int, default=60)
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/floe/bench-ingest"))
     ap.add_argument("--floe", default=DEFAULT_FLOE)
-    ap.add_argument("--cases", default="floe/parquet,floe/parquet+sort,floe/ndjson,pyiceberg/parquet,pyarrow/plain")
+    ap.add_argument("--cases", default="floe/parquet,floe/parquet+sort,floe/ndjson,pyiceberg/parquet,pyarrow/plain,floe-delta/parquet,deltalake/parquet")
     ap.add_argument("--generate-only", action="store_true")
     args = ap.parse_args()
     exit_on_sigterm()
@@ -99,6 +118,15 @@ def main():
                     pipeline(p, uri, table, f"bench.{table}", fmt, work / fmt, sort="sort" in case)
                     secs, rss = timed([args.floe, "ingest", "--pipeline", str(p), "--from", first, "--to", last], env)
                     out = next(wh.glob(f"bench/{table}-*"))
+                elif case == "floe-delta/parquet":
+                    out = Path(tempfile.mkdtemp(prefix="floe-bench-delta-"))
+                    p = work / "floe_delta.toml"
+                    pipeline(p, uri, "floe_delta", "bench.floe_delta", "parquet", work / "parquet", sort=False,
+                             delta=out)
+                    secs, rss = timed([args.floe, "ingest", "--pipeline", str(p), "--from", first, "--to", last], env)
+                elif case == "deltalake/parquet":
+                    out = Path(tempfile.mkdtemp(prefix="floe-bench-deltalake-"))
+                    secs, rss = timed([sys.executable, "-c", DELTALAKE, str(work / "parquet"), str(out / "t")])
                 elif case == "pyiceberg/parquet":
                     secs, rss = timed([sys.executable, "-c", PYICEBERG, uri, str(work / "parquet")])
                     out = next(wh.glob("bench/pyiceberg*"))
@@ -110,7 +138,7 @@ def main():
                 mb = parquet_bytes(out) / 1e6
                 results.append((case, secs, rows / secs, mb / secs, rss, mb))
                 print(f"{case:20s} {secs:7.2f} s  {rows / secs / 1e6:6.2f} M rows/s  {mb / secs:7.1f} MB/s  peak RSS {rss:7.0f} MiB  ({mb:.0f} MB Parquet)", flush=True)
-                if case == "pyarrow/plain":
+                if case in ("pyarrow/plain", "floe-delta/parquet", "deltalake/parquet"):
                     shutil.rmtree(out, ignore_errors=True)
     finally:
         shutil.rmtree(wh, ignore_errors=True)

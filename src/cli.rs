@@ -31,14 +31,18 @@ pub enum LogFormat {
 /// floe's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Land source files in day-partitioned Iceberg tables for a window of days.
+    /// Land files and API responses in day-partitioned Iceberg (or Delta)
+    /// tables for a window of days.
     ///
-    /// Each job of the pipeline file reads its source for the window, converts
-    /// every record to the table's types with a UTC event time (ts_utc), and
-    /// commits ONE overwrite snapshot that replaces exactly the window's day
-    /// partitions: re-running a window never duplicates rows. Records that do
-    /// not convert go to <table>__rejects with their reason; past the job's
-    /// reject_threshold nothing is committed and floe exits with code 1.
+    /// Each job of the pipeline file reads its source for the window (files,
+    /// or an HTTP API whose responses are first stored in the raw landing
+    /// zone), converts every record to the table's types with a UTC event
+    /// time (ts_utc), and commits ONE overwrite that replaces exactly the
+    /// window's day partitions: re-running a window never duplicates rows.
+    /// Records that do not convert go to <table>__rejects with their reason;
+    /// past the job's reject_threshold, or when [job.expect] finds gaps,
+    /// duplicates or empty days, nothing is committed and floe exits with
+    /// code 1.
     Ingest(IngestArgs),
     /// Rewrite small data files into files of the target size (a `replace`
     /// snapshot; readers see the same rows).
@@ -49,6 +53,9 @@ pub enum Command {
     /// stays bounded whatever the table size; work is committed in batches,
     /// so an interrupted run keeps what it committed. A group whose input
     /// files a concurrent writer replaced is dropped, never committed.
+    ///
+    /// A table a pipeline job writes with format = "delta" is optimized
+    /// instead (delta-rs bin-packing per day partition, dataChange = false).
     Compact(CompactArgs),
     /// Remove old snapshots from a table's metadata and delete the files
     /// only they referenced.
@@ -56,9 +63,16 @@ pub enum Command {
     /// Kept: every branch and tag head, the last --retain-last snapshots of
     /// main, snapshots newer than --older-than, and the newest run record of
     /// each ingest job (retried runs rely on it).
+    ///
+    /// A Delta table (a pipeline job with format = "delta") is checkpointed,
+    /// its expired log entries dropped, and the files its log removed more
+    /// than --older-than ago (default 7 days) vacuumed.
     ExpireSnapshots(ExpireArgs),
     /// Delete files under a table's location that no metadata references
     /// and that are older than --older-than (left by killed runs).
+    ///
+    /// For a Delta table: a full vacuum (default 7 days; Delta refuses less
+    /// than the table's deleted-file retention).
     RemoveOrphans(OrphanArgs),
     /// Table health: snapshots, metadata size, data files and bytes,
     /// small-file ratio, files per partition, orphan candidates.

@@ -30,6 +30,16 @@ async fn with_catalog<T>(
     out
 }
 
+/// The Delta table the pipeline's jobs write as `table`, when one does
+/// (maintenance then acts on it instead of asking the catalog).
+fn delta_target(args: &CatalogArgs, table: &str) -> Result<Option<crate::ingest::delta::Target>> {
+    if args.catalog.is_some() || !args.pipeline.exists() {
+        return Ok(None);
+    }
+    let p = crate::pipeline::load(&args.pipeline)?;
+    crate::maintain::delta::target_of(&p, table)
+}
+
 fn print_json<T: Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Config(format!("cannot encode the report: {e}")))?;
@@ -66,6 +76,31 @@ pub async fn compact_cmd(args: &CompactArgs) -> Result<()> {
         dry_run: args.dry_run,
         ..CompactOptions::default()
     };
+    if let Some(target) = delta_target(&args.catalog, &args.table)? {
+        if args.dry_run || args.filter.is_some() || args.sort {
+            return Err(Error::Config(
+                "--dry-run, --filter and --sort are for Iceberg tables; a Delta table is compacted whole or by --from/--to days".into(),
+            ));
+        }
+        let size = args.target_file_size.unwrap_or(128 * 1024 * 1024);
+        let days = args.from.zip(args.to);
+        let report = crate::maintain::delta::compact(&target, size, days).await?;
+        if args.json {
+            return print_json(&report);
+        }
+        say(format!(
+            "{} (delta): {} ({} small files rewritten into {} in {} partition(s){})",
+            args.table,
+            report.status,
+            report.files_removed,
+            report.files_added,
+            report.partitions,
+            report
+                .version
+                .map_or(String::new(), |v| format!("; version {v}"))
+        ));
+        return Ok(());
+    }
     let report = with_catalog(&args.catalog, async |client, _| {
         let mut target = Target::open(client, &args.table).await?;
         compact(client, &mut target, &opts).await
@@ -111,8 +146,57 @@ pub async fn compact_cmd(args: &CompactArgs) -> Result<()> {
     Ok(())
 }
 
+/// Vacuums a Delta table for `expire-snapshots` (`full = false`) or
+/// `remove-orphans` (`full = true`) and prints what it did.
+async fn delta_vacuum(
+    target: &crate::ingest::delta::Target,
+    table: &str,
+    older_than: std::time::Duration,
+    full: bool,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
+    let report = crate::maintain::delta::vacuum(target, older_than, full, dry_run).await?;
+    if json {
+        return print_json(&report);
+    }
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    say(format!(
+        "{table} (delta): {}; {verb} {} file(s){}{}",
+        report.status,
+        report.files_deleted.len(),
+        report
+            .checkpoint
+            .map_or(String::new(), |v| format!("; checkpoint at version {v}")),
+        if report.log_entries_removed > 0 {
+            format!(
+                "; {} expired log entries removed",
+                report.log_entries_removed
+            )
+        } else {
+            String::new()
+        }
+    ));
+    Ok(())
+}
+
+/// Delta's default deleted-file retention, which vacuum holds to.
+const DELTA_RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
 /// `floe expire-snapshots`.
 pub async fn expire_cmd(args: &ExpireArgs) -> Result<()> {
+    if let Some(target) = delta_target(&args.catalog, &args.table)? {
+        let older_than = args.older_than.unwrap_or(DELTA_RETENTION);
+        return delta_vacuum(
+            &target,
+            &args.table,
+            older_than,
+            false,
+            args.dry_run,
+            args.json,
+        )
+        .await;
+    }
     let report = with_catalog(&args.catalog, async |client, maintain| {
         let mut target = Target::open(client, &args.table).await?;
         let policy = Policy::resolve(maintain, target.loaded.metadata.properties())?;
@@ -154,6 +238,18 @@ pub async fn expire_cmd(args: &ExpireArgs) -> Result<()> {
 
 /// `floe remove-orphans`.
 pub async fn orphans_cmd(args: &OrphanArgs) -> Result<()> {
+    if let Some(target) = delta_target(&args.catalog, &args.table)? {
+        let older_than = args.older_than.unwrap_or(DELTA_RETENTION);
+        return delta_vacuum(
+            &target,
+            &args.table,
+            older_than,
+            true,
+            args.dry_run,
+            args.json,
+        )
+        .await;
+    }
     let opts = OrphanOptions {
         older_than: args.older_than.unwrap_or(DEFAULT_WINDOW),
         dry_run: args.dry_run,
@@ -253,16 +349,35 @@ pub async fn maintain_cmd(args: &MaintainArgs) -> Result<()> {
         ));
     }
     let started = std::time::Instant::now();
+    let pipeline = if args.catalog.catalog.is_none() && args.catalog.pipeline.exists() {
+        Some(crate::pipeline::load(&args.catalog.pipeline)?)
+    } else {
+        None
+    };
     let outcomes = with_catalog(&args.catalog, async |client, maintain| {
-        let tables = if args.all {
+        let mut tables = if args.all {
             all_tables(client).await?
         } else {
             args.tables.clone()
         };
+        if args.all
+            && let Some(p) = &pipeline
+        {
+            tables.extend(crate::maintain::delta::tables(p));
+        }
         let mut out = Vec::new();
         for t in &tables {
             tracing::info!(table = %t, "maintaining");
-            out.push(maintain_table(client, t, maintain, args.dry_run).await);
+            let delta = match &pipeline {
+                Some(p) => crate::maintain::delta::target_of(p, t)?,
+                None => None,
+            };
+            out.push(match delta {
+                Some(target) => {
+                    crate::maintain::delta::maintain_table(&target, t, maintain, args.dry_run).await
+                }
+                None => maintain_table(client, t, maintain, args.dry_run).await,
+            });
         }
         Ok(out)
     })

@@ -52,6 +52,8 @@ pub struct Pipeline {
     /// folder, resolved against the pipeline file's folder, or `s3://...`);
     /// by default `raw/` at the warehouse root, beside the namespaces.
     pub landing: Option<String>,
+    /// `[delta]`: the Delta tables' root and store options.
+    pub delta: DeltaSettings,
     /// `[transform] models`: the SQL models folder (resolved against the
     /// pipeline file's folder).
     pub models_dir: Option<PathBuf>,
@@ -383,6 +385,20 @@ struct RawJob {
     reject_threshold: f64,
     #[serde(default)]
     schema_drift: SchemaDrift,
+    #[serde(default)]
+    format: TableFormat,
+}
+
+/// The table format a job writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    /// An Iceberg table through the REST catalog (the default).
+    #[default]
+    Iceberg,
+    /// A Delta Lake table at `<[delta] location>/<namespace>/<table>`,
+    /// partitioned by a `day` DATE column derived from `ts_utc`.
+    Delta,
 }
 
 #[derive(Debug, Deserialize)]
@@ -396,8 +412,31 @@ struct RawPipeline {
     transform: RawTransform,
     #[serde(default)]
     landing: RawLanding,
+    #[serde(default)]
+    delta: RawDelta,
     #[serde(default, rename = "job")]
     jobs: Vec<RawJob>,
+}
+
+/// `[delta]`: where Delta tables live, and how to reach that store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelta {
+    location: Option<String>,
+    #[serde(default)]
+    storage_options: BTreeMap<String, String>,
+}
+
+/// Where a pipeline's Delta tables live.
+#[derive(Debug, Clone, Default)]
+pub struct DeltaSettings {
+    /// Root of the Delta tables (`s3://...`, `file://...` or an absolute
+    /// folder); `None`: `delta/` in the embedded warehouse.
+    pub location: Option<String>,
+    /// object_store options (`AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, ...),
+    /// over what floe derives from `[catalog] properties` and the AWS
+    /// environment.
+    pub storage_options: BTreeMap<String, String>,
 }
 
 /// `[landing]`: where HTTP sources land raw responses.
@@ -444,6 +483,8 @@ pub struct Job {
     pub reject_threshold: f64,
     /// Unknown source fields.
     pub schema_drift: SchemaDrift,
+    /// Iceberg or Delta.
+    pub format: TableFormat,
 }
 
 impl Job {
@@ -531,17 +572,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
         catalog,
         jobs,
         maintain: raw.maintain,
-        landing: raw.landing.location.map(|l| {
-            if l.contains("://") || Path::new(&l).is_absolute() {
-                l
-            } else {
-                let joined = base_dir.join(&l);
-                std::path::absolute(&joined)
-                    .unwrap_or(joined)
-                    .display()
-                    .to_string()
-            }
-        }),
+        delta: DeltaSettings {
+            location: raw.delta.location.map(|l| absolute_or_uri(&base_dir, l)),
+            storage_options: raw.delta.storage_options,
+        },
+        landing: raw.landing.location.map(|l| absolute_or_uri(&base_dir, l)),
         models_dir: raw.transform.models.map(|m| base_dir.join(m)),
     })
 }
@@ -597,6 +632,16 @@ fn validate(job: RawJob, base_dir: &Path) -> std::result::Result<Job, String> {
     let names: Vec<&str> = job.columns.iter().map(|c| c.name.as_str()).collect();
     let expect =
         source::RawExpect::validate(job.expect, &names, matches!(source, Source::Http(_)))?;
+    if job.format == TableFormat::Delta {
+        if job.schema_drift == SchemaDrift::Evolve {
+            return Err("key `schema_drift`: \"evolve\" is for Iceberg tables; a Delta job takes \"error\" or \"ignore\"".into());
+        }
+        if !partition.is_empty() {
+            return Err(
+                "key `partition`: a Delta table is partitioned by its `day` column only".into(),
+            );
+        }
+    }
     if job
         .catalog
         .as_ref()
@@ -619,7 +664,20 @@ fn validate(job: RawJob, base_dir: &Path) -> std::result::Result<Job, String> {
         properties: job.properties,
         reject_threshold: job.reject_threshold,
         schema_drift: job.schema_drift,
+        format: job.format,
     })
+}
+
+/// A URI as it is; a relative folder resolved against `base_dir`.
+fn absolute_or_uri(base_dir: &Path, l: String) -> String {
+    if l.contains("://") || Path::new(&l).is_absolute() {
+        return l;
+    }
+    let joined = base_dir.join(&l);
+    std::path::absolute(&joined)
+        .unwrap_or(joined)
+        .display()
+        .to_string()
 }
 
 fn line_of(text: &str, span: Range<usize>) -> usize {

@@ -11,6 +11,7 @@
 
 mod columnar;
 mod convert;
+pub mod delta;
 mod drift;
 pub mod expect;
 mod files;
@@ -31,7 +32,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::pipeline::{CatalogSettings, EVENT_TIME_COLUMN, Job, Pipeline, SchemaDrift, Source};
+use crate::pipeline::{
+    CatalogSettings, EVENT_TIME_COLUMN, Job, Pipeline, SchemaDrift, Source, TableFormat,
+};
 use crate::rest::{LoadedTable, RestClient};
 use crate::snapshot::{self, Overwrite, TableHandle};
 use convert::{BatchBuilder, Record};
@@ -216,7 +219,8 @@ pub async fn run(
         let started = Instant::now();
         let mut report = JobReport::new(job, req);
         let job_settings = job.catalog.as_ref().unwrap_or(&settings);
-        let client = if req.dry_run {
+        let delta = job.format == TableFormat::Delta;
+        let client = if req.dry_run || delta {
             None
         } else {
             match client_for(&mut clients, job_settings).await {
@@ -233,15 +237,19 @@ pub async fn run(
             Some(c) => c.properties.clone(),
             None => job_settings.properties.clone().into_iter().collect(),
         };
-        let outcome = run_job(
-            client.as_ref(),
-            &props,
-            job,
-            req,
-            pipeline.landing.as_deref(),
-            &mut report,
-        )
-        .await;
+        let outcome = if delta {
+            run_delta_job(&props, job, req, pipeline, &mut report).await
+        } else {
+            run_job(
+                client.as_ref(),
+                &props,
+                job,
+                req,
+                pipeline.landing.as_deref(),
+                &mut report,
+            )
+            .await
+        };
         report.duration_ms = started.elapsed().as_millis();
         if let Err(e) = outcome {
             report.error = Some(e.to_string());
@@ -336,43 +344,7 @@ async fn run_job(
             fetcher.io.clone(),
             fetcher.s3_props.clone(),
         )?;
-        let (pages, http_report, outcome) = if req.replay {
-            match http::replay(job, &zone, &days).await {
-                Ok((p, r)) => (p, r, Ok(())),
-                Err(e) => {
-                    let r = http::HttpReport {
-                        replayed: true,
-                        landing: zone.root().to_string(),
-                        ..Default::default()
-                    };
-                    (Vec::new(), r, Err(e))
-                }
-            }
-        } else {
-            let fetch = http::Fetch {
-                job,
-                source: h,
-                landing: &zone,
-                run_id: &req.run_id,
-                client: http::client()?,
-            };
-            fetch.run(&days).await
-        };
-        report.http = Some(http_report);
-        outcome?;
-        for p in &pages {
-            if !report.files_read.contains(&p.uri) {
-                report.files_read.push(p.uri.clone());
-            }
-        }
-        units = pages
-            .into_iter()
-            .map(|p| Unit {
-                file: files::SourceFile::of_uri(&p.uri),
-                keep: day_of(days_start(*p.keep.start()))..=day_of(days_start(*p.keep.end())),
-                vars: Some(p.vars),
-            })
-            .collect();
+        units = api_units(job, h, req, &days, &zone, report).await?;
     }
     let evolved;
     let job = if job.schema_drift == SchemaDrift::Evolve {
@@ -409,24 +381,7 @@ async fn run_job(
     report.data_files = data_files.len() as u64;
     report.bytes_written = data_files.iter().map(|f| f.file_size_in_bytes()).sum();
     report.rows_written = data_files.iter().map(|f| f.record_count()).sum();
-    let empty_days: Vec<String> = days
-        .iter()
-        .map(NaiveDate::to_string)
-        .filter(|d| !report.days.contains_key(d))
-        .collect();
-    let found = match checker {
-        Some(c) => c.finish(
-            days_start(req.from),
-            days_start(req.to) + 86_400_000_000,
-            empty_days,
-        ),
-        None => expect::ExpectReport {
-            empty_days,
-            ..Default::default()
-        },
-    };
-    let verdict = expect::verdict(&job.name, &job.expect, &found);
-    report.expect = Some(found);
+    let verdict = judge(job, req, &days, checker, report);
     if report.rows_rejected > 0 {
         // The rejects are the evidence of a failing run too: kept, with the
         // run id, even when the target is not touched.
@@ -438,25 +393,7 @@ async fn run_job(
             }
         }
     }
-    let ratio = if report.rows_read == 0 {
-        0.0
-    } else {
-        report.rows_rejected as f64 / report.rows_read as f64
-    };
-    if report.rows_rejected > 0 && ratio > job.reject_threshold {
-        delete_files(&handle.io, &data_files).await;
-        return Err(Error::Rejected(format!(
-            "job {}: {} of {} records rejected ({:.2}%), above the threshold of {:.2}%; nothing was committed to {} (see {}__rejects)",
-            job.name,
-            report.rows_rejected,
-            report.rows_read,
-            ratio * 100.0,
-            job.reject_threshold * 100.0,
-            job.table_ident(),
-            job.table_ident()
-        )));
-    }
-    if let Err(e) = verdict {
+    if let Err(e) = threshold(job, report).and(verdict) {
         delete_files(&handle.io, &data_files).await;
         return Err(e);
     }
@@ -489,6 +426,143 @@ async fn run_job(
     Ok(())
 }
 
+/// A `format = "delta"` job: the same reading, conversion, rejects and
+/// checks as for Iceberg; the rows stream into one Delta overwrite of the
+/// window's `day` partitions, committed only when the checks pass.
+async fn run_delta_job(
+    catalog_props: &HashMap<String, String>,
+    job: &Job,
+    req: &IngestRequest,
+    pipeline: &Pipeline,
+    report: &mut JobReport,
+) -> Result<()> {
+    let days = req.days();
+    let window = day_of(days_start(req.from))..=day_of(days_start(req.to));
+    let mut s3_props = catalog_props.clone();
+    crate::store::add_env_credentials(&mut s3_props);
+    let io = crate::store::io_with_env(catalog_props);
+    let fetcher = files::Fetcher {
+        io: io.clone(),
+        s3_props: s3_props.clone(),
+        http: http::client()?,
+    };
+    let target = delta::Target::resolve(
+        job,
+        &pipeline.delta,
+        pipeline.catalog.embedded_warehouse.as_deref(),
+        &s3_props,
+    )?;
+    report.location = Some(target.url.to_string());
+    let mut units: Vec<Unit> = match &job.source {
+        Source::Files(cfg) => {
+            let files = files::discover(&cfg.path, &job.base_dir, &days, &fetcher).await?;
+            report.files_read = files.iter().map(files::SourceFile::uri).collect();
+            files
+                .into_iter()
+                .map(|file| Unit {
+                    file,
+                    keep: window.clone(),
+                    vars: None,
+                })
+                .collect()
+        }
+        Source::Http(h) if req.dry_run => {
+            report.files_read = http::planned_requests(h, &days)?;
+            Vec::new()
+        }
+        Source::Http(_) => Vec::new(),
+    };
+    if req.dry_run {
+        report.status = "planned".into();
+        return Ok(());
+    }
+    if let Some(version) = target.landed(&req.run_id).await? {
+        report.status = "already-committed".into();
+        report.snapshot_id = i64::try_from(version).ok();
+        return Ok(());
+    }
+    if let Source::Http(h) = &job.source {
+        let zone = http::landing::Landing::resolve(
+            pipeline.landing.as_deref(),
+            target.url.as_str(),
+            &job.namespace,
+            io,
+            s3_props,
+        )?;
+        units = api_units(job, h, req, &days, &zone, report).await?;
+    }
+    if !job.sort.is_empty() {
+        tracing::warn!(job = %job.name, "sort applies to Iceberg tables; Delta files keep the arrival order");
+    }
+    let table_schema = schema::arrow_schema(&schema::table_schema(job)?)?;
+    let target_size = job
+        .properties
+        .get("write.target-file-size-bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_TARGET_FILE_SIZE as u64);
+    let metadata = vec![
+        ("floe.run-id".to_string(), serde_json::json!(req.run_id)),
+        ("floe.job".to_string(), serde_json::json!(job.name)),
+        (
+            "floe.window".to_string(),
+            serde_json::json!(format!("{}/{}", req.from, req.to)),
+        ),
+    ];
+    let mut write = delta::Write::start(
+        &target,
+        &table_schema,
+        req.from,
+        req.to,
+        metadata,
+        target_size,
+    )
+    .await?;
+    let builder = BatchBuilder::new(job, table_schema, Utc::now().timestamp_micros())?;
+    let (rejects, checker, read_result) =
+        drain(job, units, fetcher, builder, &mut write, report).await;
+    report.sample_rejects = rejects.iter().take(5).cloned().collect();
+    for (day, rows) in &write.rows_per_day {
+        report.days.entry(day_name(*day)).or_default().rows_written += rows;
+    }
+    report.rows_written = write.rows_per_day.values().sum();
+    if let Err(e) = read_result {
+        // The writer's own error, when it stopped first, explains more.
+        write.finish(Some(e.to_string())).await?;
+        return Err(e);
+    }
+    let verdict = judge(job, req, &days, checker, report);
+    if report.rows_rejected > 0 {
+        let batch = rejects::batch(rejects::arrow_schema()?, job, req, &rejects)?;
+        match delta::append_rejects(&target, batch).await {
+            Ok(v) => report.rejects_snapshot_id = i64::try_from(v).ok(),
+            Err(e) => {
+                write.finish(Some(e.to_string())).await?;
+                return Err(e);
+            }
+        }
+    }
+    if let Err(e) = threshold(job, report).and(verdict) {
+        write.finish(Some(e.to_string())).await?;
+        return Err(e);
+    }
+    let committed = write
+        .finish(None)
+        .await?
+        .ok_or_else(|| Error::Storage("the Delta write did not commit".into()))?;
+    report.snapshot_id = i64::try_from(committed.version).ok();
+    report.data_files = committed.added_files;
+    report.replaced_files = committed.removed_files;
+    report.commit_attempts = 1;
+    report.status = "committed".into();
+    Ok(())
+}
+
+impl Sink for delta::Write {
+    async fn put(&mut self, batch: arrow_array::RecordBatch) -> Result<bool> {
+        self.send(&batch).await
+    }
+}
+
 /// One input of a run: a source file, or a landed API body, with the days
 /// whose records it supplies (records of other days are skipped).
 #[derive(Debug, Clone)]
@@ -516,6 +590,107 @@ fn read_unit(
             http::read_page(&bytes, &unit.file.uri(), h, vars, sink)
         }
     }
+}
+
+/// `[job.expect]` over what the run wrote (`report.days` filled in): puts
+/// the findings in the report and returns the verdict.
+fn judge(
+    job: &Job,
+    req: &IngestRequest,
+    days: &[NaiveDate],
+    checker: Option<expect::Checker>,
+    report: &mut JobReport,
+) -> Result<()> {
+    let empty_days: Vec<String> = days
+        .iter()
+        .map(NaiveDate::to_string)
+        .filter(|d| !report.days.contains_key(d))
+        .collect();
+    let found = match checker {
+        Some(c) => c.finish(
+            days_start(req.from),
+            days_start(req.to) + 86_400_000_000,
+            empty_days,
+        ),
+        None => expect::ExpectReport {
+            empty_days,
+            ..Default::default()
+        },
+    };
+    let verdict = expect::verdict(&job.name, &job.expect, &found);
+    report.expect = Some(found);
+    verdict
+}
+
+/// The reject threshold: past it the run fails and the target is untouched.
+fn threshold(job: &Job, report: &JobReport) -> Result<()> {
+    let ratio = if report.rows_read == 0 {
+        0.0
+    } else {
+        report.rows_rejected as f64 / report.rows_read as f64
+    };
+    if report.rows_rejected > 0 && ratio > job.reject_threshold {
+        return Err(Error::Rejected(format!(
+            "job {}: {} of {} records rejected ({:.2}%), above the threshold of {:.2}%; nothing was committed to {} (see {}__rejects)",
+            job.name,
+            report.rows_rejected,
+            report.rows_read,
+            ratio * 100.0,
+            job.reject_threshold * 100.0,
+            job.table_ident(),
+            job.table_ident()
+        )));
+    }
+    Ok(())
+}
+
+/// The landed pages of an API job's window, fetched now or (`--replay`)
+/// from the landing zone, as units to read.
+async fn api_units(
+    job: &Job,
+    h: &crate::pipeline::HttpSource,
+    req: &IngestRequest,
+    days: &[NaiveDate],
+    zone: &http::landing::Landing,
+    report: &mut JobReport,
+) -> Result<Vec<Unit>> {
+    let (pages, http_report, outcome) = if req.replay {
+        match http::replay(job, zone, days).await {
+            Ok((p, r)) => (p, r, Ok(())),
+            Err(e) => {
+                let r = http::HttpReport {
+                    replayed: true,
+                    landing: zone.root().to_string(),
+                    ..Default::default()
+                };
+                (Vec::new(), r, Err(e))
+            }
+        }
+    } else {
+        let fetch = http::Fetch {
+            job,
+            source: h,
+            landing: zone,
+            run_id: &req.run_id,
+            client: http::client()?,
+        };
+        fetch.run(days).await
+    };
+    report.http = Some(http_report);
+    outcome?;
+    for p in &pages {
+        if !report.files_read.contains(&p.uri) {
+            report.files_read.push(p.uri.clone());
+        }
+    }
+    Ok(pages
+        .into_iter()
+        .map(|p| Unit {
+            file: files::SourceFile::of_uri(&p.uri),
+            keep: day_of(days_start(*p.keep.start()))..=day_of(days_start(*p.keep.end())),
+            vars: Some(p.vars),
+        })
+        .collect())
 }
 
 fn days_start(d: NaiveDate) -> i64 {
@@ -613,28 +788,82 @@ async fn write_files(
         )?
         .sharing(lanes))
     })?;
+    let mut sink = LaneSink {
+        lanes: &mut lanes,
+        stopped: false,
+    };
+    let (rejects, checker, read_result) =
+        drain(job, units, fetcher, builder, &mut sink, report).await;
+    let (files, write_error) = lanes.close().await;
+    if let Some(e) = write_error {
+        delete_files(&handle.io, &files).await;
+        return Err(e);
+    }
+    if let Err(e) = read_result {
+        delete_files(&handle.io, &files).await;
+        return Err(e);
+    }
+    report.sample_rejects = rejects.iter().take(5).cloned().collect();
+    Ok((files, rejects, checker))
+}
+
+/// Where converted batches go: the Iceberg writer lanes or a Delta write.
+pub(crate) trait Sink {
+    /// Takes a batch; `Ok(false)` when the sink stopped on an error of its
+    /// own (reported when it closes), so reading should stop.
+    async fn put(&mut self, batch: arrow_array::RecordBatch) -> Result<bool>;
+}
+
+struct LaneSink<'a> {
+    lanes: &'a mut lanes::Lanes,
+    stopped: bool,
+}
+
+impl Sink for LaneSink<'_> {
+    async fn put(&mut self, batch: arrow_array::RecordBatch) -> Result<bool> {
+        if !self.stopped && !self.lanes.send(batch).await? {
+            self.stopped = true;
+        }
+        Ok(!self.stopped)
+    }
+}
+
+/// Reads every unit on a blocking thread, converting records, and hands the
+/// batches to `sink`, checking them against `[job.expect]` on the way.
+/// Returns the kept rejects, the checker and how reading went.
+async fn drain(
+    job: &Job,
+    units: Vec<Unit>,
+    fetcher: files::Fetcher,
+    builder: BatchBuilder,
+    sink: &mut impl Sink,
+    report: &mut JobReport,
+) -> (Vec<Reject>, Option<expect::Checker>, Result<()>) {
     let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
     let reader_job = job.clone();
     let reader =
         tokio::task::spawn_blocking(move || read_all(&reader_job, units, &fetcher, builder, &tx));
     let mut rejects = Vec::new();
-    let mut lane_closed = false;
     let mut checker = expect::Checker::new(&job.expect);
-    let mut check_error = None;
+    let mut failure = None;
     while let Some(msg) = rx.recv().await {
         match msg {
             Msg::Batch(batch) => {
                 if let Some(c) = checker.as_mut()
-                    && check_error.is_none()
+                    && failure.is_none()
                     && let Err(e) = c.observe(&batch)
                 {
-                    check_error = Some(e);
+                    failure = Some(e);
                 }
-                if !lane_closed && !lanes.send(batch).await? {
-                    // A lane stopped on an error: stop reading; the error
-                    // comes from closing the lanes below.
-                    lane_closed = true;
-                    rx.close();
+                match sink.put(batch).await {
+                    Ok(true) => {}
+                    // The sink stopped: stop reading; its error comes when
+                    // it closes.
+                    Ok(false) => rx.close(),
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        rx.close();
+                    }
                 }
             }
             Msg::Rejects(mut r) => {
@@ -649,20 +878,15 @@ async fn write_files(
             }
         }
     }
-    let read_result = reader
-        .await
-        .map_err(|e| Error::Source(format!("the reader thread failed: {e}")))?;
-    let (files, write_error) = lanes.close().await;
-    if let Some(e) = write_error {
-        delete_files(&handle.io, &files).await;
-        return Err(e);
-    }
-    if let Err(e) = read_result.and(check_error.map_or(Ok(()), Err)) {
-        delete_files(&handle.io, &files).await;
-        return Err(e);
-    }
-    report.sample_rejects = rejects.iter().take(5).cloned().collect();
-    Ok((files, rejects, checker))
+    let read_result = match reader.await {
+        Ok(r) => r,
+        Err(e) => Err(Error::Source(format!("the reader thread failed: {e}"))),
+    };
+    let outcome = match failure {
+        Some(e) => Err(e),
+        None => read_result,
+    };
+    (rejects, checker, outcome)
 }
 
 /// The blocking side: reads every file, converts records, sends batches.

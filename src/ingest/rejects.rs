@@ -115,27 +115,7 @@ pub(super) async fn commit(
         io: crate::store::table_io(client, &loaded),
     };
     let arrow = schema::arrow_schema(loaded.metadata.current_schema())?;
-    let now = Utc::now().timestamp_micros();
-    let n = rejects.len();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("+00:00")),
-        Arc::new(StringArray::from(vec![job.name.as_str(); n])),
-        Arc::new(StringArray::from(vec![req.run_id.as_str(); n])),
-        Arc::new(StringArray::from_iter_values(
-            rejects.iter().map(|r| r.source.as_str()),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            rejects.iter().map(|r| r.line as i64),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rejects.iter().map(|r| r.reason.as_str()),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rejects.iter().map(|r| r.raw.as_str()),
-        )),
-    ];
-    let batch = RecordBatch::try_new(arrow, columns)
-        .map_err(|e| Error::Storage(format!("rejects batch: {e}")))?;
+    let batch = batch(arrow, job, req, rejects)?;
     let mut writers = DayWriters::new(
         &loaded.metadata,
         TIME,
@@ -158,4 +138,38 @@ pub(super) async fn commit(
             .await?
             .snapshot_id,
     )
+}
+
+/// The Arrow schema of a rejects table.
+pub(super) fn arrow_schema() -> Result<arrow_schema::SchemaRef> {
+    schema::arrow_schema(&rejects_schema()?)
+}
+
+/// A run's rejects as one batch of the rejects table's schema `arrow`.
+pub(super) fn batch(
+    arrow: arrow_schema::SchemaRef,
+    job: &Job,
+    req: &IngestRequest,
+    rejects: &[Reject],
+) -> Result<RecordBatch> {
+    let now = Utc::now().timestamp_micros();
+    let n = rejects.len();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("+00:00")),
+        Arc::new(StringArray::from(vec![job.name.as_str(); n])),
+        Arc::new(StringArray::from(vec![req.run_id.as_str(); n])),
+        Arc::new(StringArray::from_iter_values(
+            rejects.iter().map(|r| r.source.as_str()),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            rejects.iter().map(|r| r.line as i64),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rejects.iter().map(|r| r.reason.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rejects.iter().map(|r| r.raw.as_str()),
+        )),
+    ];
+    RecordBatch::try_new(arrow, columns).map_err(|e| Error::Storage(format!("rejects batch: {e}")))
 }

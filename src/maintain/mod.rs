@@ -15,6 +15,7 @@
 //!   a writer's uncommitted files survive until it commits.
 
 pub mod compact;
+pub mod delta;
 pub mod expire;
 pub mod filter;
 pub mod orphans;

@@ -4,6 +4,7 @@
 //! `tests/python`.
 
 mod common;
+mod delta;
 mod http;
 mod ingest;
 mod maintain;

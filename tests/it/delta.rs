@@ -1,0 +1,274 @@
+//! `format = "delta"`: the same ingest into a Delta table, read back with
+//! delta-rs through DataFusion.
+
+use std::fmt::Write;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use datafusion::prelude::SessionContext;
+
+use crate::common::{Env, ingest, request};
+
+fn job(env: &Env, extra: &str) -> floe::pipeline::Pipeline {
+    let jobs = format!(
+        r#"
+[delta]
+location = "{}"
+
+[[job]]
+name = "readings"
+table = "bronze.readings"
+format = "delta"
+source = {{ path = "data/{{date}}.ndjson", format = "ndjson" }}
+event_time = {{ kind = "offset", column = "ts" }}
+columns = [
+  {{ name = "site_id", type = "string", required = true, from = "site" }},
+  {{ name = "value", type = "double", required = true, from = "v" }},
+]
+{extra}
+"#,
+        env.path("delta").display()
+    );
+    env.pipeline(&jobs)
+}
+
+/// `days` days of hourly readings for sites A and B, from 2024-03-01; the
+/// value tags the run that wrote them.
+fn write_days(env: &Env, first: u32, days: u32, tag: f64) {
+    for d in first..first + days {
+        let mut text = String::new();
+        for site in ["A", "B"] {
+            for h in 0..24 {
+                writeln!(
+                    text,
+                    r#"{{"ts":"2024-03-{d:02}T{h:02}:00:00+00:00","site":"{site}","v":{tag}}}"#
+                )
+                .expect("fmt");
+            }
+        }
+        env.write(&format!("data/2024-03-{d:02}.ndjson"), &text);
+    }
+}
+
+async fn ctx_for(_url: reqwest::Url) -> SessionContext {
+    SessionContext::new()
+}
+
+/// `ctx` with the Delta table at `url` registered as `name`.
+async fn provider(ctx: &SessionContext, name: &str, url: reqwest::Url) -> SessionContext {
+    let t = deltalake::DeltaTable::try_from_url(url)
+        .await
+        .expect("open");
+    t.update_datafusion_session(&ctx.state()).expect("session");
+    let p = t.table_provider().await.expect("provider");
+    ctx.register_table(name, p).expect("register");
+    ctx.clone()
+}
+
+/// (day, value, rows) of the Delta table, by day.
+async fn per_day(env: &Env, table: &str) -> Vec<(String, f64, i64)> {
+    let url =
+        reqwest::Url::from_directory_path(env.path(&format!("delta/bronze/{table}"))).expect("url");
+    let ctx = provider(&ctx_for(url.clone()).await, "t", url).await;
+    let batches = ctx
+        .sql("SELECT CAST(day AS VARCHAR) AS d, max(value) AS v, count(*) AS n, count(DISTINCT ts_utc) AS k FROM t GROUP BY 1 ORDER BY 1")
+        .await
+        .expect("sql")
+        .collect()
+        .await
+        .expect("rows");
+    let mut out = Vec::new();
+    for b in batches {
+        for i in 0..b.num_rows() {
+            let d = arrow_cast::display::array_value_to_string(b.column(0), i).expect("day");
+            let v = b
+                .column(1)
+                .as_primitive::<arrow_array::types::Float64Type>()
+                .value(i);
+            let n = b.column(2).as_primitive::<Int64Type>().value(i);
+            let k = b.column(3).as_primitive::<Int64Type>().value(i);
+            assert_eq!(k, 24, "{d}: 24 distinct hours");
+            out.push((d, v, n));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_windows_replace_days_and_runs_are_idempotent() {
+    let env = Env::new().await;
+    let p = job(&env, "");
+    write_days(&env, 1, 4, 1.0);
+    let (reports, outcome) = ingest(&p, &request("2024-03-01", "2024-03-04", "d1")).await;
+    outcome.expect("first run");
+    assert_eq!(reports[0].rows_written, 192);
+    assert_eq!(reports[0].snapshot_id, Some(0));
+    let days = per_day(&env, "readings").await;
+    assert_eq!(
+        days.iter().map(|d| d.2).collect::<Vec<_>>(),
+        [48, 48, 48, 48]
+    );
+
+    // Re-running a sub-window replaces exactly those days.
+    write_days(&env, 2, 2, 2.0);
+    let (reports, outcome) = ingest(&p, &request("2024-03-02", "2024-03-03", "d2")).await;
+    outcome.expect("second run");
+    assert_eq!(reports[0].replaced_files, 2);
+    let days = per_day(&env, "readings").await;
+    let values: Vec<f64> = days.iter().map(|d| d.1).collect();
+    assert_eq!(values, [1.0, 2.0, 2.0, 1.0]);
+    assert!(days.iter().all(|d| d.2 == 48), "{days:?}: never duplicated");
+
+    // The same run id again: its commit is found, nothing is written.
+    let (reports, outcome) = ingest(&p, &request("2024-03-02", "2024-03-03", "d2")).await;
+    outcome.expect("retried run");
+    assert_eq!(reports[0].status, "already-committed");
+    assert_eq!(reports[0].snapshot_id, Some(1));
+
+    // Two runs on disjoint windows at once: both land.
+    write_days(&env, 1, 1, 3.0);
+    write_days(&env, 4, 1, 4.0);
+    let (r3, r4) = (
+        request("2024-03-01", "2024-03-01", "d3"),
+        request("2024-03-04", "2024-03-04", "d4"),
+    );
+    let (a, b) = tokio::join!(ingest(&p, &r3), ingest(&p, &r4));
+    a.1.expect("first of two");
+    b.1.expect("second of two");
+    let values: Vec<f64> = per_day(&env, "readings")
+        .await
+        .iter()
+        .map(|d| d.1)
+        .collect();
+    assert_eq!(values, [3.0, 2.0, 2.0, 4.0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_rejects_past_the_threshold_commit_nothing() {
+    let env = Env::new().await;
+    let p = job(&env, "reject_threshold = 0.01");
+    write_days(&env, 1, 1, 1.0);
+    ingest(&p, &request("2024-03-01", "2024-03-01", "r1"))
+        .await
+        .1
+        .expect("clean run");
+    // A day where a tenth of the values are not numbers.
+    let mut text = String::new();
+    for h in 0..24 {
+        let v = if h % 10 == 0 { "\"n/a\"" } else { "5.0" };
+        for site in ["A", "B"] {
+            writeln!(
+                text,
+                r#"{{"ts":"2024-03-01T{h:02}:00:00+00:00","site":"{site}","v":{v}}}"#
+            )
+            .expect("fmt");
+        }
+    }
+    env.write("data/2024-03-01.ndjson", &text);
+    let (reports, outcome) = ingest(&p, &request("2024-03-01", "2024-03-01", "r2")).await;
+    let err = outcome.expect_err("over the threshold");
+    assert_eq!(err.exit_code(), 1);
+    assert_eq!(reports[0].rows_rejected, 6);
+    let days = per_day(&env, "readings").await;
+    assert_eq!(days, [("2024-03-01".to_string(), 1.0, 48)], "untouched");
+    // The rejects are kept beside the table.
+    let url =
+        reqwest::Url::from_directory_path(env.path("delta/bronze/readings__rejects")).expect("url");
+    let ctx = provider(&ctx_for(url.clone()).await, "r", url).await;
+    let n = ctx
+        .sql("SELECT count(*) FROM r WHERE run_id = 'r2' AND reason <> ''")
+        .await
+        .expect("sql")
+        .collect()
+        .await
+        .expect("rows");
+    assert_eq!(n[0].column(0).as_primitive::<Int64Type>().value(0), 6);
+
+    // Delta jobs refuse what only Iceberg tables do.
+    let bad = floe::pipeline::parse(
+        &std::fs::read_to_string(env.path("floe.toml"))
+            .expect("pipeline")
+            .replace("reject_threshold = 0.01", "schema_drift = \"evolve\""),
+        &env.path("floe.toml"),
+    );
+    assert!(
+        matches!(&bad, Err(floe::Error::Config(m)) if m.contains("evolve")),
+        "{bad:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_compaction_keeps_the_rows_and_vacuum_keeps_its_safety_check() {
+    let env = Env::new().await;
+    let p = job(&env, "");
+    write_days(&env, 1, 3, 1.0);
+    ingest(&p, &request("2024-03-01", "2024-03-03", "m1"))
+        .await
+        .1
+        .expect("ingest");
+    // Two more small files for each day, as appends by another writer.
+    let url = reqwest::Url::from_directory_path(env.path("delta/bronze/readings")).expect("url");
+    for _ in 0..2 {
+        let ctx = provider(&ctx_for(url.clone()).await, "t", url.clone()).await;
+        let rows = ctx
+            .sql("SELECT * FROM t WHERE site_id = 'A'")
+            .await
+            .expect("sql")
+            .collect()
+            .await
+            .expect("rows");
+        let table = deltalake::DeltaTable::try_from_url(url.clone())
+            .await
+            .expect("open");
+        table
+            .write(rows)
+            .with_save_mode(deltalake::protocol::SaveMode::Append)
+            .await
+            .expect("append");
+    }
+    let before = per_day(&env, "readings").await;
+    let target = floe::maintain::delta::target_of(&p, "bronze.readings")
+        .expect("resolves")
+        .expect("a Delta job's table");
+    let files = |dir: &str| {
+        std::fs::read_dir(env.path(&format!("delta/bronze/readings/{dir}")))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(files("day=2024-03-02"), 3, "three small files a day");
+    let report = floe::maintain::delta::compact(&target, 1 << 20, None)
+        .await
+        .expect("compacts");
+    assert_eq!(report.status, "compacted");
+    assert_eq!(report.partitions, 3);
+    assert_eq!(report.files_added, 3, "one file a day");
+    assert_eq!(per_day(&env, "readings").await, before, "same rows");
+    let again = floe::maintain::delta::compact(&target, 1 << 20, None)
+        .await
+        .expect("runs");
+    assert_eq!(again.status, "nothing-to-do");
+
+    // Vacuum holds to Delta's 7-day deleted-file retention.
+    let err = floe::maintain::delta::vacuum(&target, std::time::Duration::ZERO, false, false)
+        .await
+        .expect_err("too short a retention");
+    assert!(err.to_string().contains("retention"), "{err}");
+    let report = floe::maintain::delta::vacuum(
+        &target,
+        std::time::Duration::from_secs(7 * 86_400),
+        true,
+        false,
+    )
+    .await
+    .expect("vacuums");
+    assert_eq!(
+        report.status, "nothing-to-do",
+        "the compacted files are recent"
+    );
+    assert_eq!(report.checkpoint, Some(3));
+    assert!(
+        env.path("delta/bronze/readings/_delta_log/_last_checkpoint")
+            .is_file()
+    );
+    assert_eq!(per_day(&env, "readings").await, before);
+}
