@@ -28,7 +28,9 @@ async fn main() -> ExitCode {
     // ingest run (embedded catalog) it would drown the run's own lines.
     let default_filter = match cli.command {
         Command::Catalog(_) => "info",
-        _ => "info,floe_catalog=warn",
+        // delta-rs's kernel logs an error for every table it opens that
+        // does not exist yet, which a first run's create is about to do.
+        _ => "info,floe_catalog=warn,buoyant_kernel::log_segment=off",
     };
     init_logging(cli.log_format, default_filter);
     match floe::run(cli).await {

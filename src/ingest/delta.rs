@@ -37,6 +37,8 @@ use crate::pipeline::{DeltaSettings, EVENT_TIME_COLUMN, Job};
 pub const DAY_COLUMN: &str = "day";
 /// Commit-info key naming the run that made a commit.
 const RUN_KEY: &str = "floe.run-id";
+/// Commits a retried run looks back through for its own.
+const LANDED_LOOKBACK: usize = 1000;
 /// Batches in flight to delta-rs's writer.
 const DEPTH: usize = 4;
 
@@ -129,6 +131,40 @@ impl Target {
             .map_err(delta_err(&format!("opening the Delta table {}", self.url)))
     }
 
+    /// The table, created (empty, with `schema` and partitioned by `day`)
+    /// when it does not exist yet. Creating it apart from the first write
+    /// keeps concurrent first runs from each committing a table definition:
+    /// one creates it, the others find it.
+    async fn ensure(&self, schema: &SchemaRef) -> Result<DeltaTable> {
+        use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+        let table = self.open().await?;
+        if table.version().is_some() {
+            return Ok(table);
+        }
+        let kernel: deltalake::kernel::StructType = schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| Error::Storage(format!("the Delta schema: {e}")))?;
+        let created = table
+            .create()
+            .with_columns(kernel.fields().cloned())
+            .with_partition_columns([DAY_COLUMN])
+            .with_save_mode(SaveMode::Ignore)
+            .await;
+        match created {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                // Another run may have created it first.
+                let again = self.open().await?;
+                if again.version().is_some() {
+                    Ok(again)
+                } else {
+                    Err(delta_err(&format!("creating {}", self.url))(e))
+                }
+            }
+        }
+    }
+
     /// The version a run already committed, if any (a retried run whose
     /// answer was lost must not commit twice).
     pub async fn landed(&self, run_id: &str) -> Result<Option<u64>> {
@@ -138,7 +174,7 @@ impl Target {
         };
         // Newest first: the n-th entry is version latest - n.
         let history = table
-            .history(Some(100))
+            .history(Some(LANDED_LOOKBACK))
             .await
             .map_err(delta_err("reading the Delta log"))?;
         for (n, commit) in history.enumerate() {
@@ -213,8 +249,10 @@ impl PartitionStream for Channel {
 }
 
 /// What a committed Delta write did.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Committed {
+    /// Per day (`YYYY-MM-DD`): files and bytes added.
+    pub days: BTreeMap<String, (u64, u64)>,
     /// The table version of the commit.
     pub version: u64,
     /// Files added.
@@ -244,7 +282,8 @@ impl Write {
         metadata: Vec<(String, serde_json::Value)>,
         target_file_size: u64,
     ) -> Result<Self> {
-        let table = target.open().await?;
+        let schema = delta_schema(table_schema);
+        let table = target.ensure(&schema).await?;
         if let Some(snapshot) = table.snapshot().ok()
             && snapshot.metadata().partition_columns() != [DAY_COLUMN.to_string()]
         {
@@ -254,7 +293,6 @@ impl Write {
                 snapshot.metadata().partition_columns()
             )));
         }
-        let schema = delta_schema(table_schema);
         let (tx, rx) = mpsc::channel(DEPTH);
         let provider = StreamingTable::try_new(
             schema.clone(),
@@ -348,7 +386,30 @@ impl Write {
                 .and_then(|v| v.as_u64())
                 .unwrap_or(0)
         };
+        let mut days: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let entry = table
+            .log_store()
+            .read_commit_entry(version)
+            .await
+            .map_err(delta_err("reading the commit"))?
+            .unwrap_or_default();
+        for line in entry.split(|b| *b == b'\n') {
+            let Ok(action) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let Some(add) = action.get("add") {
+                let day = add
+                    .pointer(&format!("/partitionValues/{DAY_COLUMN}"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let d = days.entry(day).or_default();
+                d.0 += 1;
+                d.1 += add.get("size").and_then(|v| v.as_u64()).unwrap_or(0);
+            }
+        }
         Ok(Some(Committed {
+            days,
             version,
             added_files: metric("num_added_files"),
             removed_files: metric("num_removed_files"),

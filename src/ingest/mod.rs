@@ -550,6 +550,12 @@ async fn run_delta_job(
         .await?
         .ok_or_else(|| Error::Storage("the Delta write did not commit".into()))?;
     report.snapshot_id = i64::try_from(committed.version).ok();
+    for (day, (files, bytes)) in &committed.days {
+        let d = report.days.entry(day.clone()).or_default();
+        d.files += files;
+        d.bytes += bytes;
+    }
+    report.bytes_written = committed.days.values().map(|d| d.1).sum();
     report.data_files = committed.added_files;
     report.replaced_files = committed.removed_files;
     report.commit_attempts = 1;

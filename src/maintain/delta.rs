@@ -119,9 +119,7 @@ pub async fn compact(
         files_removed: metrics.num_files_removed,
         files_added: metrics.num_files_added,
         partitions: metrics.partitions_optimized,
-        version: changed
-            .then(|| table.version())
-            .flatten(),
+        version: changed.then(|| table.version()).flatten(),
     })
 }
 

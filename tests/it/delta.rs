@@ -102,7 +102,10 @@ async fn delta_windows_replace_days_and_runs_are_idempotent() {
     let (reports, outcome) = ingest(&p, &request("2024-03-01", "2024-03-04", "d1")).await;
     outcome.expect("first run");
     assert_eq!(reports[0].rows_written, 192);
-    assert_eq!(reports[0].snapshot_id, Some(0));
+    // Version 0 creates the table, version 1 is the run.
+    assert_eq!(reports[0].snapshot_id, Some(1));
+    assert_eq!(reports[0].days["2024-03-02"].files, 1);
+    assert!(reports[0].bytes_written > 0);
     let days = per_day(&env, "readings").await;
     assert_eq!(
         days.iter().map(|d| d.2).collect::<Vec<_>>(),
@@ -123,7 +126,7 @@ async fn delta_windows_replace_days_and_runs_are_idempotent() {
     let (reports, outcome) = ingest(&p, &request("2024-03-02", "2024-03-03", "d2")).await;
     outcome.expect("retried run");
     assert_eq!(reports[0].status, "already-committed");
-    assert_eq!(reports[0].snapshot_id, Some(1));
+    assert_eq!(reports[0].snapshot_id, Some(2));
 
     // Two runs on disjoint windows at once: both land.
     write_days(&env, 1, 1, 3.0);
@@ -265,10 +268,36 @@ async fn delta_compaction_keeps_the_rows_and_vacuum_keeps_its_safety_check() {
         report.status, "nothing-to-do",
         "the compacted files are recent"
     );
-    assert_eq!(report.checkpoint, Some(3));
+    assert_eq!(report.checkpoint, Some(4));
     assert!(
         env.path("delta/bronze/readings/_delta_log/_last_checkpoint")
             .is_file()
     );
     assert_eq!(per_day(&env, "readings").await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_runs_define_the_table_once() {
+    let env = Env::new().await;
+    let p = job(&env, "");
+    write_days(&env, 1, 2, 1.0);
+    let (r1, r2) = (
+        request("2024-03-01", "2024-03-01", "f1"),
+        request("2024-03-02", "2024-03-02", "f2"),
+    );
+    let (a, b) = tokio::join!(ingest(&p, &r1), ingest(&p, &r2));
+    a.1.expect("first");
+    b.1.expect("second");
+    assert_eq!(per_day(&env, "readings").await.len(), 2);
+    // One table definition (metaData action) in the whole log.
+    let log = env.path("delta/bronze/readings/_delta_log");
+    let mut definitions = 0;
+    for entry in std::fs::read_dir(&log).expect("log") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).expect("commit");
+            definitions += text.lines().filter(|l| l.contains("\"metaData\"")).count();
+        }
+    }
+    assert_eq!(definitions, 1);
 }
