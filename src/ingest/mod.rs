@@ -301,18 +301,7 @@ async fn run_job(
             .map_err(|e| Error::Source(format!("cannot build an HTTP client: {e}")))?,
     };
     let mut units: Vec<Unit> = match &job.source {
-        Source::Files(cfg) => {
-            let files = files::discover(&cfg.path, &job.base_dir, &days, &fetcher).await?;
-            report.files_read = files.iter().map(files::SourceFile::uri).collect();
-            files
-                .into_iter()
-                .map(|file| Unit {
-                    file,
-                    keep: window.clone(),
-                    vars: None,
-                })
-                .collect()
-        }
+        Source::Files(cfg) => file_units(cfg, job, &days, &window, &fetcher, report).await?,
         Source::Http(h) => {
             if client.is_none() {
                 report.files_read = if req.replay {
@@ -454,18 +443,7 @@ async fn run_delta_job(
     )?;
     report.location = Some(target.url.to_string());
     let mut units: Vec<Unit> = match &job.source {
-        Source::Files(cfg) => {
-            let files = files::discover(&cfg.path, &job.base_dir, &days, &fetcher).await?;
-            report.files_read = files.iter().map(files::SourceFile::uri).collect();
-            files
-                .into_iter()
-                .map(|file| Unit {
-                    file,
-                    keep: window.clone(),
-                    vars: None,
-                })
-                .collect()
-        }
+        Source::Files(cfg) => file_units(cfg, job, &days, &window, &fetcher, report).await?,
         Source::Http(h) if req.dry_run => {
             report.files_read = http::planned_requests(h, &days)?;
             Vec::new()
@@ -648,6 +626,27 @@ fn threshold(job: &Job, report: &JobReport) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The source files of a file job's window, as units to read.
+async fn file_units(
+    cfg: &crate::pipeline::SourceConfig,
+    job: &Job,
+    days: &[NaiveDate],
+    window: &std::ops::RangeInclusive<i32>,
+    fetcher: &files::Fetcher,
+    report: &mut JobReport,
+) -> Result<Vec<Unit>> {
+    let files = files::discover(&cfg.path, &job.base_dir, days, fetcher).await?;
+    report.files_read = files.iter().map(files::SourceFile::uri).collect();
+    Ok(files
+        .into_iter()
+        .map(|file| Unit {
+            file,
+            keep: window.clone(),
+            vars: None,
+        })
+        .collect())
 }
 
 /// The landed pages of an API job's window, fetched now or (`--replay`)

@@ -156,6 +156,20 @@ def sorted_rows(rows: Iterable[tuple]) -> list[tuple]:
     return sorted(rows, key=lambda r: (r[0], r[1], r[2] is None, r[2] or 0.0))
 
 
+def assert_rejects(rows: list[dict], bad: dict, day: str) -> None:
+    """The rejects table rows of one run are exactly the `bad` lines of `dirty/<day>.ndjson`
+    (line -> (raw text, a word its reason must contain)), each with its reason."""
+    assert sorted(r["line"] for r in rows) == sorted(bad), rows
+    for r in rows:
+        text, word = bad[r["line"]]
+        assert r["job"] == "readings"
+        assert r["source"].endswith(f"dirty/{day}.ndjson"), r
+        assert (r["raw"] or "").strip() == text, r
+        assert r["reason"], r
+        if word:
+            assert word in r["reason"].lower(), r
+
+
 def checksum(rows: Iterable[tuple]) -> str:
     h = hashlib.sha256()
     for ts, site, value in sorted_rows(rows):
@@ -600,15 +614,7 @@ def test_rejects_threshold(local_server, ns: str, tmp_path):
     for col in ("_ingest_time", "job", "run_id", "source", "line", "reason", "raw"):
         assert col in rej_names, rej_names
     rej = [r for r in rejects_tbl.scan().to_arrow().to_pylist() if r["run_id"] == run_id]
-    assert sorted(r["line"] for r in rej) == sorted(bad), rej
-    for r in rej:
-        text, word = bad[r["line"]]
-        assert r["job"] == "readings"
-        assert r["source"].endswith(f"dirty/{day}.ndjson"), r
-        assert (r["raw"] or "").strip() == text, r
-        assert r["reason"], r
-        if word:
-            assert word in r["reason"].lower(), r
+    assert_rejects(rej, bad, day)
 
     # a threshold above the ratio: the good rows land, the rejects are kept again
     lenient = write_pipeline(tmp_path / "lenient.toml", server,
