@@ -505,6 +505,7 @@ async fn run_delta_job(
     report.rows_written = write.rows_per_day.values().sum();
     if let Err(e) = read_result {
         // The writer's own error, when it stopped first, explains more.
+        unwritten(report);
         write.finish(Some(e.to_string())).await?;
         return Err(e);
     }
@@ -514,12 +515,14 @@ async fn run_delta_job(
         match delta::append_rejects(&target, batch).await {
             Ok(v) => report.rejects_snapshot_id = i64::try_from(v).ok(),
             Err(e) => {
+                unwritten(report);
                 write.finish(Some(e.to_string())).await?;
                 return Err(e);
             }
         }
     }
     if let Err(e) = threshold(job, report).and(verdict) {
+        unwritten(report);
         write.finish(Some(e.to_string())).await?;
         return Err(e);
     }
@@ -539,6 +542,12 @@ async fn run_delta_job(
     report.commit_attempts = 1;
     report.status = "committed".into();
     Ok(())
+}
+
+/// A Delta run that commits nothing reports nothing written.
+fn unwritten(report: &mut JobReport) {
+    report.rows_written = 0;
+    report.days.clear();
 }
 
 impl Sink for delta::Write {
