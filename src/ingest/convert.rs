@@ -274,7 +274,7 @@ impl BatchBuilder {
             EventTimeConfig::Date { column } => {
                 let d = text(column)?;
                 let date = parse_date(&d).map_err(|e| format!("event-time field {column}: {e}"))?;
-                Ok(date_micros(date))
+                Ok(super::days_start(date))
             }
             EventTimeConfig::Period {
                 date_column,
@@ -312,12 +312,6 @@ impl BatchBuilder {
 /// The `_hash` of a record: XXH3-128 of its content, big-endian bytes.
 pub(super) fn hash(raw: &[u8]) -> [u8; 16] {
     twox_hash::XxHash3_128::oneshot(raw).to_be_bytes()
-}
-
-/// 00:00 UTC of `date`, in microseconds.
-pub(super) fn date_micros(date: NaiveDate) -> Micros {
-    date.and_hms_opt(0, 0, 0)
-        .map_or(0, |t| t.and_utc().timestamp_micros())
 }
 
 fn parse_date(text: &str) -> std::result::Result<NaiveDate, String> {
