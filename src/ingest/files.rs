@@ -61,6 +61,21 @@ fn is_remote(path: &str) -> bool {
 }
 
 impl Fetcher {
+    /// A fetcher with `catalog_props` (S3 settings) and the AWS environment.
+    pub fn new(catalog_props: &std::collections::HashMap<String, String>) -> Result<Self> {
+        let mut s3_props = catalog_props.clone();
+        crate::store::add_env_credentials(&mut s3_props);
+        Ok(Self {
+            io: crate::store::io_with_env(catalog_props),
+            s3_props,
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .timeout(std::time::Duration::from_secs(600))
+                .build()
+                .map_err(|e| Error::Source(format!("cannot build an HTTP client: {e}")))?,
+        })
+    }
+
     async fn exists(&self, uri: &str) -> Result<bool> {
         if uri.starts_with("s3://") {
             return self

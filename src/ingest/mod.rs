@@ -289,17 +289,7 @@ async fn run_job(
 ) -> Result<()> {
     let days = req.days();
     let window = day_of(days_start(req.from))..=day_of(days_start(req.to));
-    let mut s3_props = catalog_props.clone();
-    crate::store::add_env_credentials(&mut s3_props);
-    let mut fetcher = files::Fetcher {
-        io: crate::store::io_with_env(catalog_props),
-        s3_props,
-        http: reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(std::time::Duration::from_secs(600))
-            .build()
-            .map_err(|e| Error::Source(format!("cannot build an HTTP client: {e}")))?,
-    };
+    let mut fetcher = files::Fetcher::new(catalog_props)?;
     let mut units: Vec<Unit> = match &job.source {
         Source::Files(cfg) => file_units(cfg, job, &days, &window, &fetcher, report).await?,
         Source::Http(h) => {
@@ -427,14 +417,8 @@ async fn run_delta_job(
 ) -> Result<()> {
     let days = req.days();
     let window = day_of(days_start(req.from))..=day_of(days_start(req.to));
-    let mut s3_props = catalog_props.clone();
-    crate::store::add_env_credentials(&mut s3_props);
-    let io = crate::store::io_with_env(catalog_props);
-    let fetcher = files::Fetcher {
-        io: io.clone(),
-        s3_props: s3_props.clone(),
-        http: http::client()?,
-    };
+    let fetcher = files::Fetcher::new(catalog_props)?;
+    let (io, s3_props) = (fetcher.io.clone(), fetcher.s3_props.clone());
     let target = delta::Target::resolve(
         job,
         &pipeline.delta,
