@@ -554,9 +554,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
                 "{file}: [catalog] sets both uri and embedded_warehouse; use one"
             )));
         }
-        let p = PathBuf::from(&folder);
-        let abs = if p.is_absolute() { p } else { base_dir.join(p) };
-        catalog.embedded_warehouse = Some(abs.display().to_string());
+        catalog.embedded_warehouse = Some(absolute_or_uri(&base_dir, folder));
     }
     for (key, value) in [
         ("expire_older_than", &raw.maintain.expire_older_than),
@@ -800,6 +798,23 @@ reject_threshold = 0.01
         assert!(msg.contains("line 12") && msg.contains("decimal"), "{msg}");
         let msg = config_error(&GOOD.replace("reject_threshold", "reject_treshold"));
         assert!(msg.contains("reject_treshold"), "{msg}");
+    }
+
+    #[test]
+    fn local_folders_of_a_relative_pipeline_path_become_absolute() -> Result<()> {
+        // A Delta table URL is built from these: a relative folder would
+        // make `file://wh/...`, which names a host, not a folder.
+        let text = "[catalog]\nembedded_warehouse = \"wh\"\n[landing]\nlocation = \"raw\"\n[delta]\nlocation = \"d\"\n";
+        let p = parse(text, Path::new("floe.toml"))?;
+        let folders = [
+            p.catalog.embedded_warehouse.unwrap_or_default(),
+            p.landing.unwrap_or_default(),
+            p.delta.location.unwrap_or_default(),
+        ];
+        for f in folders {
+            assert!(Path::new(&f).is_absolute(), "{f}");
+        }
+        Ok(())
     }
 
     #[test]
