@@ -146,19 +146,25 @@ pub async fn compact_cmd(args: &CompactArgs) -> Result<()> {
     Ok(())
 }
 
-/// Vacuums a Delta table for `expire-snapshots` (`full = false`) or
-/// `remove-orphans` (`full = true`) and prints what it did.
+/// When `table` is a pipeline job's Delta table, vacuums it for
+/// `expire-snapshots` (`full = false`) or `remove-orphans` (`full = true`),
+/// prints what it did and returns true.
 async fn delta_vacuum(
-    target: &crate::ingest::delta::Target,
+    catalog: &CatalogArgs,
     table: &str,
-    older_than: std::time::Duration,
+    older_than: Option<std::time::Duration>,
     full: bool,
     dry_run: bool,
     json: bool,
-) -> Result<()> {
-    let report = crate::maintain::delta::vacuum(target, older_than, full, dry_run).await?;
+) -> Result<bool> {
+    let Some(target) = delta_target(catalog, table)? else {
+        return Ok(false);
+    };
+    let older_than = older_than.unwrap_or(DELTA_RETENTION);
+    let report = crate::maintain::delta::vacuum(&target, older_than, full, dry_run).await?;
     if json {
-        return print_json(&report);
+        print_json(&report)?;
+        return Ok(true);
     }
     let verb = if dry_run { "would delete" } else { "deleted" };
     say(format!(
@@ -177,7 +183,7 @@ async fn delta_vacuum(
             String::new()
         }
     ));
-    Ok(())
+    Ok(true)
 }
 
 /// Delta's default deleted-file retention, which vacuum holds to.
@@ -185,17 +191,17 @@ const DELTA_RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 
 
 /// `floe expire-snapshots`.
 pub async fn expire_cmd(args: &ExpireArgs) -> Result<()> {
-    if let Some(target) = delta_target(&args.catalog, &args.table)? {
-        let older_than = args.older_than.unwrap_or(DELTA_RETENTION);
-        return delta_vacuum(
-            &target,
-            &args.table,
-            older_than,
-            false,
-            args.dry_run,
-            args.json,
-        )
-        .await;
+    if delta_vacuum(
+        &args.catalog,
+        &args.table,
+        args.older_than,
+        false,
+        args.dry_run,
+        args.json,
+    )
+    .await?
+    {
+        return Ok(());
     }
     let report = with_catalog(&args.catalog, async |client, maintain| {
         let mut target = Target::open(client, &args.table).await?;
@@ -238,17 +244,17 @@ pub async fn expire_cmd(args: &ExpireArgs) -> Result<()> {
 
 /// `floe remove-orphans`.
 pub async fn orphans_cmd(args: &OrphanArgs) -> Result<()> {
-    if let Some(target) = delta_target(&args.catalog, &args.table)? {
-        let older_than = args.older_than.unwrap_or(DELTA_RETENTION);
-        return delta_vacuum(
-            &target,
-            &args.table,
-            older_than,
-            true,
-            args.dry_run,
-            args.json,
-        )
-        .await;
+    if delta_vacuum(
+        &args.catalog,
+        &args.table,
+        args.older_than,
+        true,
+        args.dry_run,
+        args.json,
+    )
+    .await?
+    {
+        return Ok(());
     }
     let opts = OrphanOptions {
         older_than: args.older_than.unwrap_or(DEFAULT_WINDOW),

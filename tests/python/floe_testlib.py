@@ -200,6 +200,32 @@ def table_path(namespace: str | Iterable[str], table: str) -> str:
     return f"/v1/namespaces/{ns_path(namespace)}/tables/{quote(table, safe='')}"
 
 
+def run_at_once(cmds: list[list[str]], labels: list[str], log_prefix: Path, env: dict, cwd: Path,
+                timeout: float) -> tuple[list[int | None], str]:
+    """Starts every command before waiting for any (stdout and stderr to `<log_prefix><i>.log`),
+    waits for each within `timeout`, and kills what is left. Returns the exit codes (None for a
+    process that was killed) and the processes' log tails, labelled."""
+    procs: list[tuple[subprocess.Popen, Any]] = []
+    codes: list[int | None] = []
+    try:
+        for i, cmd in enumerate(cmds):
+            log = open(f"{log_prefix}{i}.log", "w")
+            procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                           stdin=subprocess.DEVNULL), log))
+        for proc, _ in procs:
+            codes.append(proc.wait(timeout=timeout))
+    finally:
+        for proc, log in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+            log.close()
+    codes += [None] * (len(cmds) - len(codes))
+    logs = "\n".join(f"--- {labels[i]} exit {codes[i]}:\n{Path(f'{log_prefix}{i}.log').read_text()[-6000:]}"
+                     for i in range(len(cmds)))
+    return codes, logs
+
+
 def read_report(path: Path) -> dict:
     """A run report (`--report FILE`) written by floe."""
     assert path.exists(), f"no report written at {path}"

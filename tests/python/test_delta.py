@@ -433,27 +433,10 @@ def run_at_once(pipeline: Path, windows: list[tuple[str, str]], run_ids: list[st
                 tmp_path: Path, tag: str) -> tuple[list[int | None], str]:
     """One floe process per window, all started before any is waited for. Returns the exit
     codes and the processes' logs."""
-    procs: list[tuple[subprocess.Popen, Any]] = []
-    codes: list[int | None] = []
-    try:
-        for i, (frm, to) in enumerate(windows):
-            log = open(tmp_path / f"{tag}{i}.log", "w")
-            procs.append((subprocess.Popen(
-                ingest_cmd(pipeline, frm, to, "--run-id", run_ids[i], "--report", str(tmp_path / f"{tag}{i}.json")),
-                stdout=log, stderr=subprocess.STDOUT, env=floe_env(s3), cwd=tmp_path,
-                stdin=subprocess.DEVNULL), log))
-        for proc, _ in procs:
-            codes.append(proc.wait(timeout=INGEST_TIMEOUT_S))
-    finally:
-        for proc, log in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-            log.close()
-    codes += [None] * (len(windows) - len(codes))
-    logs = "\n".join(f"--- {tag}{i} ({a}..{b}) exit {codes[i]}:\n{(tmp_path / f'{tag}{i}.log').read_text()[-6000:]}"
-                     for i, (a, b) in enumerate(windows))
-    return codes, logs
+    cmds = [ingest_cmd(pipeline, frm, to, "--run-id", run_ids[i], "--report", str(tmp_path / f"{tag}{i}.json"))
+            for i, (frm, to) in enumerate(windows)]
+    labels = [f"{tag}{i} ({a}..{b})" for i, (a, b) in enumerate(windows)]
+    return lib.run_at_once(cmds, labels, tmp_path / tag, floe_env(s3), tmp_path, INGEST_TIMEOUT_S)
 
 
 def assert_concurrent_commits(got: dict, windows: list[tuple[str, str]], run_ids: list[str], tmp_path: Path,

@@ -399,24 +399,9 @@ def test_concurrent_disjoint_windows(local_server, ns: str, tmp_path, table_exis
     first = dt.date(2024, 3, 9)
     windows = [((first + dt.timedelta(days=2 * i)).isoformat(), (first + dt.timedelta(days=2 * i + 1)).isoformat())
                for i in range(runs)]
-    procs = []
-    for i, (frm, to) in enumerate(windows):
-        log = open(tmp_path / f"run{i}.log", "w")
-        procs.append((subprocess.Popen(ingest_cmd(pipeline, frm, to, "--report", str(tmp_path / f"r{i}.json")),
-                                       stdout=log, stderr=subprocess.STDOUT, env=ingest_env(server),
-                                       cwd=tmp_path, stdin=subprocess.DEVNULL), log))
-    codes = []
-    try:
-        for proc, log in procs:
-            codes.append(proc.wait(timeout=INGEST_TIMEOUT_S))
-    finally:
-        for proc, log in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-            log.close()
-    logs = "\n".join(f"--- run {i} ({windows[i][0]}..{windows[i][1]}) exit {codes[i] if i < len(codes) else '?'}:\n"
-                     f"{(tmp_path / f'run{i}.log').read_text()[-6000:]}" for i in range(len(windows)))
+    cmds = [ingest_cmd(pipeline, frm, to, "--report", str(tmp_path / f"r{i}.json")) for i, (frm, to) in enumerate(windows)]
+    labels = [f"run {i} ({a}..{b})" for i, (a, b) in enumerate(windows)]
+    codes, logs = lib.run_at_once(cmds, labels, tmp_path / "run", ingest_env(server), tmp_path, INGEST_TIMEOUT_S)
     assert codes == [0] * runs, "concurrent runs on disjoint windows must all succeed\n" + logs
 
     tbl = cat.load_table(f"{ns}.readings")
