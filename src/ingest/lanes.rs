@@ -5,8 +5,9 @@
 //! batches change lanes every [`ROWS_PER_TURN`] rows (so a small table is
 //! one file, a large one is encoded on every core).
 
+use std::future::Future;
+
 use arrow_array::RecordBatch;
-use iceberg::spec::DataFile;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -25,10 +26,32 @@ pub fn count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_LANES))
 }
 
-/// Writer lanes fed with batches; closing returns every data file.
-pub struct Lanes {
+/// What a lane writes with: one table format's per-day file writers.
+pub trait LaneWriter: Send + 'static {
+    /// What a closed file is described by (a data file, an `add` action).
+    type File: Send + 'static;
+    /// Writes a batch's rows into their days' files.
+    fn write(&mut self, batch: RecordBatch) -> impl Future<Output = Result<()>> + Send;
+    /// Closes every open file and returns all the files written.
+    fn close(self) -> impl Future<Output = Result<Vec<Self::File>>> + Send;
+}
+
+impl LaneWriter for DayWriters {
+    type File = iceberg::spec::DataFile;
+
+    fn write(&mut self, batch: RecordBatch) -> impl Future<Output = Result<()>> + Send {
+        DayWriters::write(self, batch)
+    }
+
+    fn close(self) -> impl Future<Output = Result<Vec<Self::File>>> + Send {
+        DayWriters::close(self)
+    }
+}
+
+/// Writer lanes fed with batches; closing returns every file written.
+pub struct Lanes<W: LaneWriter> {
     tx: Vec<mpsc::Sender<RecordBatch>>,
-    tasks: Vec<JoinHandle<Result<Vec<DataFile>>>>,
+    tasks: Vec<JoinHandle<Result<Vec<W::File>>>>,
     /// Days route by this column; none: round-robin.
     time_column: Option<String>,
     /// Rows sent (unpartitioned tables pick their lane by it).
@@ -36,7 +59,7 @@ pub struct Lanes {
     stopped: bool,
 }
 
-impl Lanes {
+impl<W: LaneWriter> Lanes<W> {
     /// Starts `count()` lanes, lane `i` writing with `make(i, lanes)` (which
     /// should name its files apart and share the memory budget, see
     /// [`DayWriters::sharing`]).
@@ -45,7 +68,7 @@ impl Lanes {
     /// When a writer set cannot be built.
     pub fn start(
         time_column: Option<&str>,
-        make: impl Fn(usize, usize) -> Result<DayWriters>,
+        make: impl Fn(usize, usize) -> Result<W>,
     ) -> Result<Self> {
         let lanes = count();
         let mut tx = Vec::with_capacity(lanes);
@@ -104,7 +127,7 @@ impl Lanes {
 
     /// Flushes every lane. Returns the files written, and the first error
     /// (the files are returned even then, for the caller to delete).
-    pub async fn close(self) -> (Vec<DataFile>, Option<Error>) {
+    pub async fn close(self) -> (Vec<W::File>, Option<Error>) {
         drop(self.tx);
         let mut files = Vec::new();
         let mut error = None;

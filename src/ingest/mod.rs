@@ -461,7 +461,7 @@ async fn run_delta_job(
         .properties
         .get("write.target-file-size-bytes")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_TARGET_FILE_SIZE as u64);
+        .unwrap_or(DEFAULT_TARGET_FILE_SIZE);
     let metadata = vec![
         ("floe.run-id".to_string(), serde_json::json!(req.run_id)),
         ("floe.job".to_string(), serde_json::json!(job.name)),
@@ -470,13 +470,17 @@ async fn run_delta_job(
             serde_json::json!(format!("{}/{}", req.from, req.to)),
         ),
     ];
+    let properties: HashMap<String, String> = job.properties.clone().into_iter().collect();
     let mut write = delta::Write::start(
         &target,
-        &table_schema,
-        req.from,
-        req.to,
-        metadata,
-        target_size,
+        delta::WriteSpec {
+            schema: &table_schema,
+            time_column: Some(EVENT_TIME_COLUMN),
+            properties: &properties,
+            run_id: &req.run_id,
+            replace: delta::Replace::window(req.from, req.to),
+            target_file_size: target_size,
+        },
     )
     .await?;
     let builder = BatchBuilder::new(job, table_schema, Utc::now().timestamp_micros())?;
@@ -490,7 +494,7 @@ async fn run_delta_job(
     if let Err(e) = read_result {
         // The writer's own error, when it stopped first, explains more.
         unwritten(report);
-        write.finish(Some(e.to_string())).await?;
+        write.finish(Some(e.to_string()), Vec::new()).await?;
         return Err(e);
     }
     let verdict = judge(job, req, &days, checker, report);
@@ -500,18 +504,18 @@ async fn run_delta_job(
             Ok(v) => report.rejects_snapshot_id = i64::try_from(v).ok(),
             Err(e) => {
                 unwritten(report);
-                write.finish(Some(e.to_string())).await?;
+                write.finish(Some(e.to_string()), Vec::new()).await?;
                 return Err(e);
             }
         }
     }
     if let Err(e) = threshold(job, report).and(verdict) {
         unwritten(report);
-        write.finish(Some(e.to_string())).await?;
+        write.finish(Some(e.to_string()), Vec::new()).await?;
         return Err(e);
     }
     let committed = write
-        .finish(None)
+        .finish(None, metadata)
         .await?
         .ok_or_else(|| Error::Storage("the Delta write did not commit".into()))?;
     report.snapshot_id = i64::try_from(committed.version).ok();
@@ -536,7 +540,7 @@ fn unwritten(report: &mut JobReport) {
 
 impl Sink for delta::Write {
     async fn put(&mut self, batch: arrow_array::RecordBatch) -> Result<bool> {
-        self.send(&batch).await
+        self.send(batch).await
     }
 }
 
@@ -813,7 +817,7 @@ pub(crate) trait Sink {
 }
 
 struct LaneSink<'a> {
-    lanes: &'a mut lanes::Lanes,
+    lanes: &'a mut lanes::Lanes<DayWriters>,
     stopped: bool,
 }
 

@@ -41,7 +41,7 @@ const SORT_BUFFER_BYTES: usize = 96 * 1024 * 1024;
 /// Rows held by open (unsorted) writers before the fullest is closed: an
 /// open Parquet writer keeps its current row group in memory, so without a
 /// bound a 60-day window would hold 60 days at once.
-const OPEN_ROWS_BUDGET: usize = 512 * 1024;
+pub(crate) const OPEN_ROWS_BUDGET: usize = 512 * 1024;
 /// Dictionary page limit per column chunk.
 const DICTIONARY_PAGE_BYTES: usize = 64 * 1024;
 /// Rows per Parquet row group.
@@ -85,19 +85,14 @@ pub fn day_of(micros: i64) -> i32 {
     micros.div_euclid(MICROS_PER_DAY) as i32
 }
 
-/// Data file writers for `metadata`'s table: Parquet with the table's
-/// codec, floe's page and row-group settings, files named
-/// `<file_prefix>-...parquet` under the table's data location, rolled at
-/// `target_file_size` bytes.
-pub fn file_writers(
-    metadata: &TableMetadata,
-    io: iceberg::io::FileIO,
-    file_prefix: &str,
-    target_file_size: usize,
-) -> Result<Builder> {
-    let schema = metadata.current_schema().clone();
-    let props = WriterProperties::builder()
-        .set_compression(compression(metadata.properties())?)
+/// floe's Parquet settings for data files of either table format: the
+/// table's codec, row groups of [`ROW_GROUP_ROWS`], `_hash` stored plain
+/// and without statistics, and small dictionary pages.
+pub fn parquet_properties(
+    table_props: &std::collections::HashMap<String, String>,
+) -> Result<WriterProperties> {
+    Ok(WriterProperties::builder()
+        .set_compression(compression(table_props)?)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         // Hashes are unique, random bytes: a dictionary or compression
         // only costs time.
@@ -117,7 +112,21 @@ pub fn file_writers(
         // ones (measurements) give up on it early instead of interning
         // a megabyte of values per row group first.
         .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
-        .build();
+        .build())
+}
+
+/// Data file writers for `metadata`'s table: Parquet with the table's
+/// codec, floe's page and row-group settings, files named
+/// `<file_prefix>-...parquet` under the table's data location, rolled at
+/// `target_file_size` bytes.
+pub fn file_writers(
+    metadata: &TableMetadata,
+    io: iceberg::io::FileIO,
+    file_prefix: &str,
+    target_file_size: usize,
+) -> Result<Builder> {
+    let schema = metadata.current_schema().clone();
+    let props = parquet_properties(metadata.properties())?;
     let parquet = ParquetWriterBuilder::new(props, schema);
     let locations = DefaultLocationGenerator::new(metadata).map_err(storage)?;
     let names =
