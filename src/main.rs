@@ -30,7 +30,9 @@ async fn main() -> ExitCode {
         Command::Catalog(_) => "info",
         // delta-rs's kernel logs an error for every table it opens that
         // does not exist yet, which a first run's create is about to do.
-        _ => "info,floe_catalog=warn,buoyant_kernel::log_segment=off",
+        _ => {
+            "info,floe_catalog=warn,deltalake_core=warn,buoyant_kernel=warn,buoyant_kernel::log_segment=off,buoyant_kernel::snapshot::builder=off"
+        }
     };
     init_logging(cli.log_format, default_filter);
     match floe::run(cli).await {

@@ -57,6 +57,9 @@ pub struct Pipeline {
     /// `[transform] models`: the SQL models folder (resolved against the
     /// pipeline file's folder).
     pub models_dir: Option<PathBuf>,
+    /// `[transform] format`: the table format of models whose header does
+    /// not name one.
+    pub model_format: TableFormat,
 }
 
 /// `[maintain]`: the policy `floe maintain` applies to every table, unless
@@ -389,15 +392,15 @@ struct RawJob {
     format: TableFormat,
 }
 
-/// The table format a job writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+/// The table format a job or model writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TableFormat {
     /// An Iceberg table through the REST catalog (the default).
     #[default]
     Iceberg,
     /// A Delta Lake table at `<[delta] location>/<namespace>/<table>`,
-    /// partitioned by a `day` DATE column derived from `ts_utc`.
+    /// partitioned by a `day` DATE column derived from its event time.
     Delta,
 }
 
@@ -450,6 +453,8 @@ struct RawLanding {
 #[serde(deny_unknown_fields)]
 struct RawTransform {
     models: Option<String>,
+    #[serde(default)]
+    format: TableFormat,
 }
 
 /// A validated ingest job.
@@ -576,6 +581,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
         },
         landing: raw.landing.location.map(|l| absolute_or_uri(&base_dir, l)),
         models_dir: raw.transform.models.map(|m| base_dir.join(m)),
+        model_format: raw.transform.format,
     })
 }
 

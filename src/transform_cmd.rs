@@ -36,6 +36,14 @@ pub async fn transform_cmd(args: &TransformArgs) -> Result<()> {
         run_id: args.run_id.clone().unwrap_or_else(new_run_id),
         dry_run: args.dry_run,
         concurrency: usize::from(args.models.concurrency),
+        delta: pipeline
+            .as_ref()
+            .map(crate::ingest::delta::Places::of)
+            .unwrap_or_default(),
+        model_format: pipeline
+            .as_ref()
+            .map(|p| p.model_format)
+            .unwrap_or_default(),
     };
     if let Some((from, to)) = req.window
         && from > to
@@ -74,6 +82,8 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
         run_id: run_id.clone(),
         dry_run: false,
         concurrency: usize::from(args.models.concurrency),
+        delta: crate::ingest::delta::Places::of(&pipeline),
+        model_format: pipeline.model_format,
     };
     eprintln!("ingest {from} to {to}");
     let (jobs, ingested) = ingest::run(&pipeline, &[], &ingest_req).await;
@@ -94,7 +104,7 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
     let (models, outcome) = transform::run(&connection.client, &req).await;
     print_models(&models);
     if outcome.is_ok() {
-        print_gold(&connection.client, &models).await;
+        print_gold(&connection.client, &req.delta, &models).await;
     }
     connection.close().await;
     report["models"] = serde_json::to_value(&models).unwrap_or_default();
@@ -198,13 +208,18 @@ fn day_ranges(days: &[String]) -> String {
 }
 
 /// Prints where each model's table is and the first rows of the gold ones.
-async fn print_gold(client: &RestClient, reports: &[ModelReport]) {
+async fn print_gold(
+    client: &RestClient,
+    places: &crate::ingest::delta::Places,
+    reports: &[ModelReport],
+) {
     let mut out = String::new();
     for r in reports {
         if !r.model.starts_with("gold.") {
             continue;
         }
-        match transform::preview(client, &r.model, PREVIEW_ROWS).await {
+        let delta = (r.format == crate::pipeline::TableFormat::Delta).then_some(places);
+        match transform::preview(client, delta, &r.model, PREVIEW_ROWS).await {
             Ok(Some((location, batches))) => {
                 out.push_str(&format!("\n{} ({location}):\n", r.model));
                 if let Ok(table) = pretty_format_batches(&batches) {

@@ -707,6 +707,18 @@ pub fn day_name(day: i32) -> String {
         .to_string()
 }
 
+/// Days as inclusive ranges of consecutive days, in order.
+pub fn day_ranges(days: &std::collections::BTreeSet<i32>) -> Vec<(i32, i32)> {
+    let mut ranges: Vec<(i32, i32)> = Vec::new();
+    for &d in days {
+        match ranges.last_mut() {
+            Some((_, hi)) if *hi + 1 == d => *hi = d,
+            _ => ranges.push((d, d)),
+        }
+    }
+    ranges
+}
+
 async fn delete_files(io: &FileIO, files: &[iceberg::spec::DataFile]) {
     for f in files {
         if let Err(e) = io.delete(f.file_path()).await {

@@ -26,23 +26,11 @@ fn delta_err(what: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
 /// The Delta table a pipeline job writes as `ident` (`namespace.table`),
 /// if one does.
 pub fn target_of(pipeline: &Pipeline, ident: &str) -> Result<Option<Target>> {
-    let Some(job) = pipeline
-        .jobs
-        .iter()
-        .find(|j| j.format == TableFormat::Delta && j.table_ident() == ident)
-    else {
+    let places = crate::ingest::delta::Places::of(pipeline);
+    if !places.is_job_table(ident) {
         return Ok(None);
-    };
-    let mut props: std::collections::HashMap<String, String> =
-        pipeline.catalog.properties.clone().into_iter().collect();
-    crate::store::add_env_credentials(&mut props);
-    Target::resolve(
-        job,
-        &pipeline.delta,
-        pipeline.catalog.embedded_warehouse.as_deref(),
-        &props,
-    )
-    .map(Some)
+    }
+    places.target(ident).map(Some)
 }
 
 /// Every Delta table of the pipeline's jobs, as `namespace.table`.

@@ -18,6 +18,7 @@
 
 pub mod audit;
 pub mod changes;
+pub mod delta;
 pub mod graph;
 pub mod model;
 pub mod provider;
@@ -39,6 +40,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::ingest::day_name;
 use crate::ingest::writer::day_of;
+use crate::pipeline::TableFormat;
 use crate::rest::{LoadedTable, RestClient};
 use crate::snapshot::{self, Change, ChangeOutcome, Removal, TableHandle};
 use audit::TestOutcome;
@@ -46,7 +48,7 @@ use changes::Changed;
 use graph::Node;
 use model::{Materialized, Model};
 use publish::Staged;
-use session::Source;
+use session::{Source, SourceTable};
 
 // Both keys start with STATE_PREFIX, so compactions carry them forward.
 /// Summary key: the upstream snapshots a model's table was computed from.
@@ -71,6 +73,10 @@ pub struct TransformRequest {
     pub dry_run: bool,
     /// Models run at once (when independent).
     pub concurrency: usize,
+    /// Where the pipeline's Delta tables are (jobs' and models').
+    pub delta: crate::ingest::delta::Places,
+    /// The format of models whose header names none.
+    pub model_format: TableFormat,
 }
 
 /// One model's outcome.
@@ -95,8 +101,11 @@ pub struct ModelReport {
     pub data_files: u64,
     /// Bytes written.
     pub bytes_written: u64,
-    /// The snapshot staged (and published, when status is published).
+    /// The snapshot staged (and published, when status is published); a
+    /// Delta table's committed version.
     pub snapshot_id: Option<i64>,
+    /// The table format (`iceberg` or `delta`).
+    pub format: TableFormat,
     /// Tables read.
     pub reads: Vec<String>,
     /// Data test outcomes.
@@ -140,7 +149,10 @@ fn parser_position(message: &str) -> Option<(u64, u64)> {
 /// What a model's run produced.
 struct Ran {
     report: ModelReport,
-    staged: Option<(Staged, Source)>,
+    staged: Option<Staged>,
+    /// The model's table as downstream models read it (staged or
+    /// committed).
+    source: Option<Source>,
     failed: bool,
     /// What went wrong (not for failing data tests).
     error: Option<Error>,
@@ -165,6 +177,12 @@ async fn plan_and_run(
     let graph = graph::build(models, &session::context().state())?;
     let selected = graph.select(&req.select)?;
     let selected_names: BTreeSet<String> = selected.iter().map(|n| n.model.name.clone()).collect();
+    let delta_models: BTreeSet<String> = graph
+        .nodes
+        .iter()
+        .filter(|n| n.model.format.unwrap_or(req.model_format) == TableFormat::Delta)
+        .map(|n| n.model.name.clone())
+        .collect();
     // Every table read or tested against, at its current snapshot.
     let mut world: HashMap<String, Source> = HashMap::new();
     for node in &selected {
@@ -179,7 +197,12 @@ async fn plan_and_run(
             if world.contains_key(&name) {
                 continue;
             }
-            if let Some(source) = load_source(client, &name).await? {
+            let source = if delta_models.contains(&name) || req.delta.is_job_table(&name) {
+                delta::load(&req.delta, &name).await?
+            } else {
+                load_source(client, &name).await?
+            };
+            if let Some(source) = source {
                 world.insert(name, source);
             } else if !graph.nodes.iter().any(|n| n.model.name == name) {
                 return Err(Error::Model(format!(
@@ -268,8 +291,10 @@ async fn plan_and_run(
         {
             first_error = Some(e);
         }
-        if let Some((s, source)) = ran.staged {
+        if let Some(source) = ran.source {
             world.insert(name.clone(), source);
+        }
+        if let Some(s) = ran.staged {
             staged.push((s.layer.clone(), s));
         }
         reports.insert(name, ran.report);
@@ -370,7 +395,7 @@ fn source_of(
     };
     Ok(Source {
         name: name.to_string(),
-        table: handle.table(loaded)?,
+        table: SourceTable::Iceberg(handle.table(loaded)?),
         snapshot_id: snapshot_id.or(loaded.metadata.current_snapshot_id()),
     })
 }
@@ -398,10 +423,11 @@ async fn run_model(
         ..ModelReport::default()
     };
     match run_model_inner(client, node, world, planned, req, &mut report).await {
-        Ok((staged, plan)) => Ran {
+        Ok((staged, source, plan)) => Ran {
             failed: report.status == "tests-failed",
             report,
             staged,
+            source,
             error: None,
             planned: plan,
         },
@@ -412,6 +438,7 @@ async fn run_model(
             Ran {
                 report,
                 staged: None,
+                source: None,
                 failed: true,
                 error: Some(e),
                 planned: None,
@@ -420,8 +447,9 @@ async fn run_model(
     }
 }
 
-/// A staged result (to publish) and, in a dry run, the plan.
-type Outcome = (Option<(Staged, Source)>, Option<Refresh>);
+/// A staged result (to publish), the model's table as read downstream
+/// and, in a dry run, the plan.
+type Outcome = (Option<Staged>, Option<Source>, Option<Refresh>);
 
 async fn run_model_inner(
     client: &RestClient,
@@ -443,7 +471,7 @@ async fn run_model_inner(
         report.status = "planned".into();
         report.refresh = "full".into();
         report.reason = format!("{missing} has no table yet (its first run is planned)");
-        return Ok((None, Some(Refresh::Full)));
+        return Ok((None, None, Some(Refresh::Full)));
     }
     let inputs: Vec<&Source> = node
         .reads
@@ -482,7 +510,17 @@ async fn run_model_inner(
     };
     let schema = write::table_schema(model, &output)?;
     let (namespace, name) = model.target();
-    let existing = client.load_table(&namespace, &name).await?;
+    report.format = model.format.unwrap_or(req.model_format);
+    let delta_head = match report.format {
+        TableFormat::Delta => {
+            Some(delta::head(&req.delta, model, &schema, event_time.is_some()).await?)
+        }
+        TableFormat::Iceberg => None,
+    };
+    let existing = match delta_head {
+        Some(_) => None,
+        None => client.load_table(&namespace, &name).await?,
+    };
     if let Some(t) = &existing {
         publish::drop_stale_branches(client, &namespace, &name, t).await;
         // Checked before anything else: a changed query must not pass as
@@ -491,11 +529,14 @@ async fn run_model_inner(
             write::check_same_columns(model, t.metadata.current_schema(), &schema)?;
         }
     }
-    let head_props = existing
-        .as_ref()
-        .and_then(|t| t.metadata.current_snapshot())
-        .map(|s| s.summary().additional_properties.clone())
-        .unwrap_or_default();
+    let head_props = match &delta_head {
+        Some(h) => h.props.clone(),
+        None => existing
+            .as_ref()
+            .and_then(|t| t.metadata.current_snapshot())
+            .map(|s| s.summary().additional_properties.clone())
+            .unwrap_or_default(),
+    };
     let now: BTreeMap<String, Option<i64>> = inputs
         .iter()
         .map(|s| (s.name.clone(), s.snapshot_id))
@@ -532,11 +573,72 @@ async fn run_model_inner(
     }
     if refresh == Refresh::Skip {
         report.status = "up-to-date".into();
-        return Ok((None, None));
+        return Ok((None, None, None));
     }
     if req.dry_run {
         report.status = "planned".into();
-        return Ok((None, Some(refresh)));
+        return Ok((None, None, Some(refresh)));
+    }
+    let days = match &refresh {
+        Refresh::Days(d) => Some(d),
+        _ => None,
+    };
+    if let Some(head) = &delta_head {
+        report.location = Some(head.target.url.to_string());
+        let df = match days {
+            None => df,
+            Some(days) => {
+                let ctx = session::context();
+                for s in &inputs {
+                    session::register(&ctx, s, Some(days)).await?;
+                }
+                ctx.sql(&model.sql)
+                    .await
+                    .map_err(|e| sql_error(model, &e))?
+            }
+        };
+        let mut record = vec![
+            (
+                "floe.job".to_string(),
+                serde_json::json!(format!("transform:{}", model.name)),
+            ),
+            (
+                "floe.transform.refresh".to_string(),
+                serde_json::json!(report.refresh),
+            ),
+            (
+                INPUTS_KEY.to_string(),
+                serde_json::json!(
+                    serde_json::to_string(&now)
+                        .map_err(|e| Error::Model(format!("cannot record the inputs: {e}")))?
+                ),
+            ),
+            (MODEL_KEY.to_string(), serde_json::json!(model_hash)),
+            ("floe.run-id".to_string(), serde_json::json!(req.run_id)),
+        ];
+        if days.is_some() {
+            record.push((
+                "floe.transform.days".to_string(),
+                serde_json::json!(report.days.join(",")),
+            ));
+        }
+        let run_id = format!("{}-{}", req.run_id, model.name);
+        let source = delta::write(
+            delta::ModelWrite {
+                model,
+                target: &head.target,
+                schema: &schema,
+                event_time: event_time.as_deref(),
+                days,
+                run_id: &run_id,
+                record,
+                world,
+            },
+            df,
+            report,
+        )
+        .await?;
+        return Ok((None, source, None));
     }
 
     let loaded = write::open_or_create(client, model, &schema, event_time.as_deref()).await?;
@@ -545,10 +647,6 @@ async fn run_model_inner(
         namespace: namespace.clone(),
         name: name.clone(),
         io: crate::store::table_io(client, &loaded),
-    };
-    let days = match &refresh {
-        Refresh::Days(d) => Some(d),
-        _ => None,
     };
     let df = match days {
         None => df,
@@ -593,7 +691,7 @@ async fn run_model_inner(
         report.status = "unchanged".into();
         report.bytes_written = 0;
         report.data_files = 0;
-        return Ok((None, None));
+        return Ok((None, None, None));
     }
 
     // Stage on the audit branch.
@@ -700,11 +798,11 @@ async fn run_model_inner(
         report.status = "tests-failed".into();
         report.error = Some(msg);
         report.snapshot_id = None;
-        return Ok((None, None));
+        return Ok((None, None, None));
     }
     report.tests = outcomes;
     report.status = "staged".into();
-    Ok((Some((staged, source)), None))
+    Ok((Some(staged), Some(source), None))
 }
 
 fn indent(text: &str) -> String {
@@ -763,7 +861,10 @@ async fn decide(
                 maybe.push(s.name.clone());
                 Changed::Nothing
             }
-            _ => changes::between(&s.table, before, after).await?,
+            _ => match &s.table {
+                SourceTable::Iceberg(t) => changes::between(t, before, after).await?,
+                SourceTable::Delta(t) => delta::changed(t, before, after).await?,
+            },
         };
         match &c {
             Changed::Nothing => {}
@@ -791,18 +892,27 @@ async fn decide(
 
 /// The first `rows` rows of table `name` at `main` (ordered by its first
 /// three columns) and its location; none when the table does not exist.
+/// With `places`, `name` is a Delta table there.
 ///
 /// # Errors
 /// When the catalog or the query fails.
 pub async fn preview(
     client: &RestClient,
+    places: Option<&crate::ingest::delta::Places>,
     name: &str,
     rows: usize,
 ) -> Result<Option<(String, Vec<datafusion::arrow::record_batch::RecordBatch>)>> {
-    let Some(source) = load_source(client, name).await? else {
+    let source = match places {
+        Some(p) => delta::load(p, name).await?,
+        None => load_source(client, name).await?,
+    };
+    let Some(source) = source else {
         return Ok(None);
     };
-    let location = source.table.metadata().location().to_string();
+    let location = match &source.table {
+        SourceTable::Iceberg(t) => t.metadata().location().to_string(),
+        SourceTable::Delta(t) => t.table_url().to_string(),
+    };
     let ctx = session::context();
     session::register(&ctx, &source, None).await?;
     let query = |e: DataFusionError| Error::Model(format!("preview of {name}: {e}"));

@@ -5,6 +5,7 @@
 //! ```sql
 //! /* floe
 //! materialized = "incremental"      # or "table" (full replace every run)
+//! format = "delta"                   # or "iceberg" (default: [transform] format)
 //! event_time = "ts_utc"              # partitions by day(ts_utc)
 //! unique_key = ["ts_utc", "site_id"]
 //! sort = ["site_id", "ts_utc"]
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::pipeline::TableFormat;
 
 /// How a model's table is refreshed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -98,6 +100,7 @@ impl Tests {
 #[serde(deny_unknown_fields)]
 struct Header {
     materialized: Option<Materialized>,
+    format: Option<TableFormat>,
     event_time: Option<String>,
     #[serde(default)]
     unique_key: Vec<String>,
@@ -123,6 +126,8 @@ pub struct Model {
     pub sql: String,
     /// Refresh mode (default: incremental when there is an event time).
     pub materialized: Option<Materialized>,
+    /// `iceberg` or `delta` (default: the pipeline's `[transform] format`).
+    pub format: Option<TableFormat>,
     /// The timestamptz column whose day partitions the table (default
     /// `ts_utc` when the result has it).
     pub event_time: Option<String>,
@@ -230,6 +235,7 @@ pub fn load(path: &Path) -> Result<Model> {
         path: path.to_path_buf(),
         sql,
         materialized: header.materialized,
+        format: header.format,
         event_time: header.event_time,
         unique_key: header.unique_key,
         sort: header.sort,

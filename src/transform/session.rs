@@ -31,9 +31,18 @@ pub struct Source {
     /// `namespace.table`.
     pub name: String,
     /// The table (metadata including the snapshot).
-    pub table: Table,
-    /// The snapshot read.
+    pub table: SourceTable,
+    /// The snapshot read (a Delta table's version).
     pub snapshot_id: Option<i64>,
+}
+
+/// An upstream table of either format.
+#[derive(Debug, Clone)]
+pub enum SourceTable {
+    /// An Iceberg table from the catalog.
+    Iceberg(Table),
+    /// A Delta table, loaded at the version read.
+    Delta(Arc<deltalake::DeltaTable>),
 }
 
 /// A session with floe's settings: SQL spans on (so errors can name a line
@@ -58,8 +67,18 @@ pub async fn register(
         .name
         .split_once('.')
         .ok_or_else(|| Error::Model(format!("table {} needs a namespace", source.name)))?;
-    let snapshot = SnapshotTable::new(source.table.clone(), source.snapshot_id)?;
-    let restricted = days.zip(day_column(source.table.metadata()));
+    let iceberg_table = match &source.table {
+        SourceTable::Iceberg(t) => t,
+        SourceTable::Delta(t) => {
+            let provider = super::delta::provider(ctx, &source.name, t, days).await?;
+            ensure_schema(ctx, namespace);
+            ctx.register_table(format!("{namespace}.{table}"), provider)
+                .map_err(|e| Error::Model(format!("cannot register {}: {e}", source.name)))?;
+            return Ok(());
+        }
+    };
+    let snapshot = SnapshotTable::new(iceberg_table.clone(), source.snapshot_id)?;
+    let restricted = days.zip(day_column(iceberg_table.metadata()));
     let provider: Arc<dyn TableProvider> = match restricted {
         None => Arc::new(snapshot),
         // Whole day partitions: the files are chosen by partition value.
@@ -98,7 +117,7 @@ pub async fn register(
     Ok(())
 }
 
-fn ensure_schema(ctx: &SessionContext, name: &str) {
+pub(super) fn ensure_schema(ctx: &SessionContext, name: &str) {
     if let Some(catalog) = ctx.catalog("datafusion")
         && catalog.schema(name).is_none()
     {
@@ -115,14 +134,7 @@ pub fn day_predicate(column: &str, days: &BTreeSet<i32>, tz: Option<Arc<str>>) -
             tz.clone(),
         ))
     };
-    let mut ranges: Vec<(i32, i32)> = Vec::new();
-    for &d in days {
-        match ranges.last_mut() {
-            Some((_, hi)) if *hi + 1 == d => *hi = d,
-            _ => ranges.push((d, d)),
-        }
-    }
-    ranges
+    crate::ingest::day_ranges(days)
         .into_iter()
         .map(|(lo, hi)| col(column).gt_eq(ts(lo)).and(col(column).lt(ts(hi + 1))))
         .reduce(Expr::or)

@@ -279,7 +279,7 @@ pub async fn write(spec: &WriteSpec<'_>, mut stream: SendableRecordBatchStream) 
 }
 
 /// A batch in the table's Arrow schema (columns by name, cast).
-fn conform(
+pub(super) fn conform(
     batch: &datafusion::arrow::record_batch::RecordBatch,
     target: &Arc<ArrowSchema>,
     model: &str,

@@ -301,3 +301,89 @@ async fn concurrent_first_runs_define_the_table_once() {
     }
     assert_eq!(definitions, 1);
 }
+
+/// A Delta model reading the Delta bronze table: one partitioned by day
+/// (incremental), one whole-table; (model, status, refresh, rows).
+async fn transform(
+    env: &Env,
+    p: &floe::pipeline::Pipeline,
+    run: &str,
+) -> Vec<floe::transform::ModelReport> {
+    let req = floe::transform::TransformRequest {
+        models_dir: env.path("sql"),
+        select: Vec::new(),
+        window: None,
+        run_id: run.to_string(),
+        dry_run: false,
+        concurrency: 1,
+        delta: floe::ingest::delta::Places::of(p),
+        model_format: floe::pipeline::TableFormat::Delta,
+    };
+    let client = env.client_with(Default::default()).await;
+    let (reports, outcome) = floe::transform::run(&client, &req).await;
+    outcome.unwrap_or_else(|e| panic!("transform {run}: {e}\n{reports:#?}"));
+    reports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_models_read_delta_upstreams_and_refresh_changed_days() {
+    let env = Env::new().await;
+    let p = job(&env, "");
+    env.write(
+        "sql/silver/daily.sql",
+        "/* floe\nevent_time = \"ts_utc\"\nunique_key = [\"day\", \"site_id\"]\n[tests]\nnot_null = [\"site_id\"]\n*/\n\
+         SELECT d AS ts_utc, CAST(d AS DATE) AS day, site_id, max(value) AS value, count(*) AS n \
+         FROM (SELECT date_trunc('day', ts_utc) AS d, site_id, value FROM bronze.readings) AS r GROUP BY d, site_id",
+    );
+    env.write(
+        "sql/gold/sites.sql",
+        "/* floe\nmaterialized = \"table\"\nunique_key = [\"site_id\"]\n*/\n\
+         SELECT site_id, sum(n) AS n FROM silver.daily GROUP BY site_id",
+    );
+    write_days(&env, 1, 3, 1.0);
+    ingest(&p, &request("2024-03-01", "2024-03-03", "b1"))
+        .await
+        .1
+        .expect("ingest");
+    let r = transform(&env, &p, "t1").await;
+    assert_eq!(
+        r.iter()
+            .map(|m| (m.status.as_str(), m.refresh.as_str(), m.rows_written))
+            .collect::<Vec<_>>(),
+        [("published", "full", 6), ("published", "full", 2)],
+        "{r:#?}"
+    );
+
+    // Nothing changed: nothing recomputed.
+    let r = transform(&env, &p, "t2").await;
+    assert!(r.iter().all(|m| m.status == "up-to-date"), "{r:#?}");
+
+    // One bronze day rewritten: the incremental model recomputes that day
+    // only; the whole-table model recomputes everything.
+    write_days(&env, 2, 1, 5.0);
+    ingest(&p, &request("2024-03-02", "2024-03-02", "b2"))
+        .await
+        .1
+        .expect("ingest");
+    let r = transform(&env, &p, "t3").await;
+    assert_eq!(r[0].refresh, "days");
+    assert_eq!(r[0].days, ["2024-03-02"]);
+    assert_eq!(r[0].rows_written, 2);
+    assert_eq!(r[1].refresh, "full");
+
+    let url = reqwest::Url::from_directory_path(env.path("delta/silver/daily")).expect("url");
+    let ctx = provider(&SessionContext::new(), "t", url).await;
+    let rows = ctx
+        .sql("SELECT CAST(day AS VARCHAR) AS d, max(value) AS v, sum(n) AS n, count(*) AS k FROM t GROUP BY 1 ORDER BY 1")
+        .await
+        .expect("sql")
+        .collect()
+        .await
+        .expect("rows");
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&rows)
+        .expect("fmt")
+        .to_string();
+    assert!(text.contains("| 2024-03-01 | 1.0 | 48 | 2 |"), "{text}");
+    assert!(text.contains("| 2024-03-02 | 5.0 | 48 | 2 |"), "{text}");
+    assert!(text.contains("| 2024-03-03 | 1.0 | 48 | 2 |"), "{text}");
+}

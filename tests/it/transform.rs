@@ -80,6 +80,8 @@ fn req(env: &Env, run_id: &str) -> TransformRequest {
         run_id: run_id.to_string(),
         dry_run: false,
         concurrency: 2,
+        delta: Default::default(),
+        model_format: Default::default(),
     }
 }
 

@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arrow_array::Array;
 use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::types::{Date32Type, TimestampMicrosecondType};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, SchemaRef};
 use deltalake::kernel::Add;
@@ -117,6 +118,17 @@ impl DayFiles {
             )));
         }
         for (day, part) in parts {
+            if let Some(own) = part.column_by_name(DAY_COLUMN) {
+                let own = own.as_primitive_opt::<Date32Type>().ok_or_else(|| {
+                    Error::Storage(format!("the column {DAY_COLUMN} is not a DATE"))
+                })?;
+                if own.null_count() > 0 || own.values().iter().any(|d| *d != day) {
+                    return Err(Error::Storage(format!(
+                        "a row of {} has another {DAY_COLUMN}; the {DAY_COLUMN} column of a Delta table must be the UTC day of its event time",
+                        day_name(day)
+                    )));
+                }
+            }
             let part = self.to_file_schema(&part)?;
             let rows = part.num_rows();
             let file = match self.open.entry(day) {
@@ -160,10 +172,14 @@ impl DayFiles {
                 .await
                 .map_err(storage(&format!("writing {}", file.path)))?;
             file.rows += rows;
-            if file.writer.bytes_written() + file.writer.in_progress_size() >= self.layout.target_size {
+            if file.writer.bytes_written() + file.writer.in_progress_size()
+                >= self.layout.target_size
+            {
                 self.close_day(day).await?;
             }
-            if self.open.values().map(|f| f.rows).sum::<usize>() > OPEN_ROWS_BUDGET / self.layout.share {
+            if self.open.values().map(|f| f.rows).sum::<usize>()
+                > OPEN_ROWS_BUDGET / self.layout.share
+            {
                 let fullest = self
                     .open
                     .iter()
@@ -180,24 +196,36 @@ impl DayFiles {
     /// A batch of the table's schema in the files' types: `_hash` as
     /// binary, timestamps labelled UTC.
     fn to_file_schema(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let columns = batch
-            .columns()
+        let columns = self
+            .layout
+            .schema
+            .fields()
             .iter()
-            .zip(self.layout.schema.fields())
-            .map(|(c, f)| match (c.data_type(), f.data_type()) {
-                (a, b) if a == b => Ok(c.clone()),
-                (DataType::Timestamp(u, _), DataType::Timestamp(v, Some(tz)))
-                    if u == v && *u == arrow_schema::TimeUnit::Microsecond =>
-                {
-                    Ok(Arc::new(
-                        c.as_primitive::<TimestampMicrosecondType>()
-                            .clone()
-                            .with_timezone(tz.clone()),
-                    ) as ArrayRef)
-                }
-                _ => arrow_cast::cast(c, f.data_type()),
+            .map(|f| {
+                let c = batch.column_by_name(f.name()).ok_or_else(|| {
+                    arrow_schema::ArrowError::SchemaError(format!("no column {}", f.name()))
+                })?;
+                Ok((c, f))
             })
-            .collect::<std::result::Result<Vec<_>, _>>()
+            .collect::<std::result::Result<Vec<_>, arrow_schema::ArrowError>>()
+            .and_then(|pairs| {
+                pairs
+                    .into_iter()
+                    .map(|(c, f)| match (c.data_type(), f.data_type()) {
+                        (a, b) if a == b => Ok(c.clone()),
+                        (DataType::Timestamp(u, _), DataType::Timestamp(v, Some(tz)))
+                            if u == v && *u == arrow_schema::TimeUnit::Microsecond =>
+                        {
+                            Ok(Arc::new(
+                                c.as_primitive::<TimestampMicrosecondType>()
+                                    .clone()
+                                    .with_timezone(tz.clone()),
+                            ) as ArrayRef)
+                        }
+                        _ => arrow_cast::cast(c, f.data_type()),
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()
+            })
             .map_err(|e| Error::Storage(format!("Delta batch: {e}")))?;
         RecordBatch::try_new(self.layout.schema.clone(), columns)
             .map_err(|e| Error::Storage(format!("Delta batch: {e}")))

@@ -25,16 +25,16 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use chrono::NaiveDate;
+use datafusion::object_store::ObjectStoreExt as _;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Add};
 use deltalake::protocol::{DeltaOperation, SaveMode};
-use datafusion::object_store::ObjectStoreExt as _;
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
-use crate::ingest::lanes::Lanes;
 use crate::ingest::day_name;
+use crate::ingest::lanes::Lanes;
 use crate::ingest::writer::day_of;
 use crate::pipeline::{DeltaSettings, Job};
 
@@ -47,6 +47,58 @@ const LANDED_LOOKBACK: usize = 1000;
 
 fn delta_err(what: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
     move |e| Error::Storage(format!("{what}: {e}"))
+}
+
+/// Where a pipeline's Delta tables are: its jobs' and its models'.
+#[derive(Debug, Clone, Default)]
+pub struct Places {
+    settings: DeltaSettings,
+    embedded_warehouse: Option<String>,
+    s3_props: HashMap<String, String>,
+    /// `namespace.table` of every job writing Delta.
+    jobs: BTreeSet<String>,
+}
+
+impl Places {
+    /// The pipeline's Delta root and store settings (S3 from `[catalog]
+    /// properties` and the AWS environment).
+    pub fn of(pipeline: &crate::pipeline::Pipeline) -> Self {
+        let mut s3_props: HashMap<String, String> =
+            pipeline.catalog.properties.clone().into_iter().collect();
+        crate::store::add_env_credentials(&mut s3_props);
+        Self {
+            settings: pipeline.delta.clone(),
+            embedded_warehouse: pipeline.catalog.embedded_warehouse.clone(),
+            s3_props,
+            jobs: pipeline
+                .jobs
+                .iter()
+                .filter(|j| j.format == crate::pipeline::TableFormat::Delta)
+                .map(Job::table_ident)
+                .collect(),
+        }
+    }
+
+    /// Whether a job of the pipeline writes `ident` as a Delta table.
+    pub fn is_job_table(&self, ident: &str) -> bool {
+        self.jobs.contains(ident)
+    }
+
+    /// The Delta table `ident` (`namespace.table`).
+    ///
+    /// # Errors
+    /// No Delta root (no `[delta] location` and no embedded warehouse).
+    pub fn target(&self, ident: &str) -> Result<Target> {
+        let (ns, table) = ident.rsplit_once('.').unwrap_or(("", ident));
+        let namespace: Vec<String> = ns.split('.').map(str::to_string).collect();
+        Target::at(
+            &self.settings,
+            self.embedded_warehouse.as_deref(),
+            &self.s3_props,
+            &namespace,
+            table,
+        )
+    }
 }
 
 /// Where a job's Delta table is, and the store options to reach it.
@@ -69,21 +121,38 @@ impl Target {
         embedded_warehouse: Option<&str>,
         s3_props: &HashMap<String, String>,
     ) -> Result<Self> {
+        Self::at(
+            settings,
+            embedded_warehouse,
+            s3_props,
+            &job.namespace,
+            &job.table,
+        )
+    }
+
+    /// The Delta table `namespace.table` under the pipeline's Delta root.
+    pub fn at(
+        settings: &DeltaSettings,
+        embedded_warehouse: Option<&str>,
+        s3_props: &HashMap<String, String>,
+        namespace: &[String],
+        table: &str,
+    ) -> Result<Self> {
         let root = match (&settings.location, embedded_warehouse) {
             (Some(l), _) => l.clone(),
             (None, Some(w)) => format!("{}/delta", w.trim_end_matches('/')),
             (None, None) => {
                 return Err(Error::Config(format!(
-                    "job {}: format = \"delta\" needs [delta] location = \"s3://bucket/delta\" (or a local folder) in the pipeline file",
-                    job.name
+                    "{}.{table}: format = \"delta\" needs [delta] location = \"s3://bucket/delta\" (or a local folder) in the pipeline file",
+                    namespace.join(".")
                 )));
             }
         };
         let root = root.trim_end_matches('/');
         let text = if root.contains("://") {
-            format!("{root}/{}/{}", job.namespace.join("/"), job.table)
+            format!("{root}/{}/{table}", namespace.join("/"))
         } else {
-            format!("file://{root}/{}/{}", job.namespace.join("/"), job.table)
+            format!("file://{root}/{}/{table}", namespace.join("/"))
         };
         let url = reqwest::Url::parse(&text)
             .map_err(|e| Error::Config(format!("Delta table location {text:?}: {e}")))?;
@@ -192,9 +261,15 @@ impl Target {
 
 /// The Delta form of a floe table schema: field ids dropped, `_hash` as
 /// binary (Delta has no fixed-size binary), and, when `by_day`, the `day`
-/// partition column.
+/// partition column last (a `day` column of the table's own, which must
+/// then hold the UTC day of the time column, becomes that column).
 pub fn delta_schema(table: &Schema, by_day: bool) -> SchemaRef {
-    let mut fields: Vec<Field> = table.fields().iter().map(|f| delta_field(f)).collect();
+    let mut fields: Vec<Field> = table
+        .fields()
+        .iter()
+        .filter(|f| f.name() != DAY_COLUMN)
+        .map(|f| delta_field(f))
+        .collect();
     if by_day {
         fields.push(Field::new(DAY_COLUMN, DataType::Date32, false));
     }
@@ -246,14 +321,7 @@ impl Replace {
         let Self::Days(days) = self else {
             return None;
         };
-        let mut ranges: Vec<(i32, i32)> = Vec::new();
-        for &d in days {
-            match ranges.last_mut() {
-                Some((_, hi)) if *hi + 1 == d => *hi = d,
-                _ => ranges.push((d, d)),
-            }
-        }
-        let terms: Vec<String> = ranges
+        let terms: Vec<String> = crate::ingest::day_ranges(days)
             .iter()
             .map(|(lo, hi)| {
                 format!(
@@ -294,6 +362,7 @@ fn start_of(day: NaiveDate) -> i64 {
 pub struct Write {
     target: Target,
     store: Arc<dyn deltalake::ObjectStore>,
+    root_store: Arc<dyn deltalake::ObjectStore>,
     lanes: Lanes<files::DayFiles>,
     replace: Replace,
     by_day: bool,
@@ -324,16 +393,32 @@ impl Write {
     /// Starts an overwrite (creating the table on its first write).
     pub async fn start(target: &Target, spec: WriteSpec<'_>) -> Result<Self> {
         let by_day = spec.time_column.is_some();
+        if let Ok(own) = spec.schema.field_with_name(DAY_COLUMN)
+            && (!by_day || own.data_type() != &DataType::Date32)
+        {
+            return Err(Error::Config(format!(
+                "{}: the column {DAY_COLUMN} ({}) clashes with the Delta partition column floe derives from the event time; a {DAY_COLUMN} column must be a DATE holding that UTC day, in a table with an event time; rename it",
+                target.url,
+                own.data_type()
+            )));
+        }
         let schema = delta_schema(spec.schema, by_day);
         let table = target.ensure(&schema, by_day).await?;
         check_partitioning(&table, target, by_day)?;
         let store = table.object_store();
+        let root_store = table.log_store().root_object_store(None);
         let file_schema = delta_schema(spec.schema, false);
         let props = crate::ingest::writer::parquet_properties(spec.properties)?;
         let safe_run: String = spec
             .run_id
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let only = match &spec.replace {
             Replace::Days(d) => Some(d.clone()),
@@ -354,6 +439,7 @@ impl Write {
         Ok(Self {
             target: target.clone(),
             store,
+            root_store,
             lanes,
             replace: spec.replace,
             by_day,
@@ -392,6 +478,7 @@ impl Write {
         let closed = Closed {
             target: self.target,
             store: self.store,
+            root_store: self.root_store,
             adds,
             replace: self.replace,
             by_day: self.by_day,
@@ -425,6 +512,7 @@ impl Write {
 pub struct Closed {
     target: Target,
     store: Arc<dyn deltalake::ObjectStore>,
+    root_store: Arc<dyn deltalake::ObjectStore>,
     /// The files, as `add` actions.
     pub adds: Vec<Add>,
     replace: Replace,
@@ -436,6 +524,17 @@ impl Closed {
     /// paths lead.
     pub fn store(&self) -> Arc<dyn deltalake::ObjectStore> {
         self.store.clone()
+    }
+
+    /// The table's URL.
+    pub fn table_url(&self) -> reqwest::Url {
+        self.target.url.clone()
+    }
+
+    /// The store at the root of the table's bucket (or file system), where
+    /// the files' full URLs lead.
+    pub fn root_store(&self) -> Arc<dyn deltalake::ObjectStore> {
+        self.root_store.clone()
     }
 
     /// Deletes the files (best effort: what remains is an orphan for
@@ -477,7 +576,7 @@ fn check_partitioning(table: &DeltaTable, target: &Target, by_day: bool) -> Resu
         Vec::new()
     };
     if let Ok(snapshot) = table.snapshot()
-        && snapshot.metadata().partition_columns() != &want
+        && *snapshot.metadata().partition_columns() != want
     {
         return Err(Error::Storage(format!(
             "the Delta table {} is partitioned by {:?}, where floe expects {want:?}",

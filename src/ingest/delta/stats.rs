@@ -125,9 +125,7 @@ fn bounds(stats: &Statistics) -> Option<(Bound, Bound)> {
 fn render(data_type: &DataType, bound: Bound, is_max: bool) -> Option<Value> {
     match (data_type, bound) {
         (DataType::Int32 | DataType::Int64, Bound::Int(v)) => Some(json!(v)),
-        (DataType::Float32 | DataType::Float64, Bound::Float(v)) if v.is_finite() => {
-            Some(json!(v))
-        }
+        (DataType::Float32 | DataType::Float64, Bound::Float(v)) if v.is_finite() => Some(json!(v)),
         (DataType::Date32, Bound::Int(v)) => {
             let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
             let day = epoch.checked_add_signed(chrono::Duration::days(v))?;
@@ -168,11 +166,12 @@ mod tests {
         let props = WriterProperties::builder()
             .set_max_row_group_row_count(Some(rows_per_group))
             .build();
-        let mut w = ArrowWriter::try_new(Vec::new(), batches[0].schema(), Some(props)).unwrap();
+        let mut w =
+            ArrowWriter::try_new(Vec::new(), batches[0].schema(), Some(props)).expect("test data");
         for b in batches {
-            w.write(b).unwrap();
+            w.write(b).expect("test data");
         }
-        w.close().unwrap()
+        w.close().expect("test data")
     }
 
     fn schema() -> Arc<Schema> {
@@ -196,20 +195,28 @@ mod tests {
         let long = "x".repeat(40);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(
-                TimestampMicrosecondArray::from(vec![1_711_756_800_000_001, 1_711_756_800_000_000, 1_711_843_199_999_999])
-                    .with_timezone("UTC"),
+                TimestampMicrosecondArray::from(vec![
+                    1_711_756_800_000_001,
+                    1_711_756_800_000_000,
+                    1_711_843_199_999_999,
+                ])
+                .with_timezone("UTC"),
             ),
             Arc::new(Int32Array::from(vec![Some(5), None, Some(-3)])),
             Arc::new(Float64Array::from(vec![Some(1.5), Some(f64::NAN), None])),
-            Arc::new(StringArray::from(vec![Some("b"), Some(long.as_str()), Some("a")])),
+            Arc::new(StringArray::from(vec![
+                Some("b"),
+                Some(long.as_str()),
+                Some("a"),
+            ])),
             Arc::new(Date32Array::from(vec![None, None, None])),
             Arc::new(BooleanArray::from(vec![true, false, true])),
             Arc::new(BinaryArray::from(vec![&b"1"[..], b"2", b"3"])),
         ];
-        let batch = RecordBatch::try_new(schema(), columns).unwrap();
+        let batch = RecordBatch::try_new(schema(), columns).expect("test data");
         let meta = footer(&[batch], 2);
         assert_eq!(meta.num_row_groups(), 2);
-        let stats: Value = serde_json::from_str(&json(&schema(), &meta)).unwrap();
+        let stats: Value = serde_json::from_str(&json(&schema(), &meta)).expect("test data");
         assert_eq!(stats["numRecords"], 3);
         assert_eq!(stats["minValues"]["ts"], "2024-03-30T00:00:00.000000Z");
         assert_eq!(stats["maxValues"]["ts"], "2024-03-30T23:59:59.999999Z");
@@ -238,8 +245,9 @@ mod tests {
             s.clone(),
             vec![Arc::new(StringArray::from(vec![long.as_str(), "b"])) as ArrayRef],
         )
-        .unwrap();
-        let stats: Value = serde_json::from_str(&json(&s, &footer(&[batch], 10))).unwrap();
+        .expect("test data");
+        let stats: Value =
+            serde_json::from_str(&json(&s, &footer(&[batch], 10))).expect("test data");
         assert_eq!(stats["minValues"]["s"], "a".repeat(STRING_PREFIX));
         assert_eq!(stats["maxValues"]["s"], "b");
     }
