@@ -387,3 +387,41 @@ async fn delta_models_read_delta_upstreams_and_refresh_changed_days() {
     assert!(text.contains("| 2024-03-02 | 5.0 | 48 | 2 |"), "{text}");
     assert!(text.contains("| 2024-03-03 | 1.0 | 48 | 2 |"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_commits_write_checkpoints_on_the_tables_interval() {
+    let env = Env::new().await;
+    let p = job(
+        &env,
+        "properties = { \"delta.checkpointInterval\" = \"2\" }",
+    );
+    write_days(&env, 1, 1, 1.0);
+    let log = env.path("delta/bronze/readings/_delta_log");
+    let checkpoints = || {
+        let mut names: Vec<String> = std::fs::read_dir(&log)
+            .expect("log")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.contains(".checkpoint."))
+            .collect();
+        names.sort();
+        names
+    };
+    for (n, run) in ["c1", "c2", "c3"].into_iter().enumerate() {
+        let (reports, outcome) = ingest(&p, &request("2024-03-01", "2024-03-01", run)).await;
+        outcome.expect("run");
+        assert_eq!(reports[0].snapshot_id, Some(n as i64 + 1));
+    }
+    // Versions 0..=3, every second version checkpointed (delta-rs counts
+    // versions from 1: a checkpoint when version + 1 is a multiple).
+    assert_eq!(
+        checkpoints(),
+        [
+            "00000000000000000001.checkpoint.parquet",
+            "00000000000000000003.checkpoint.parquet"
+        ],
+        "the table's configuration asks for one every 2 versions"
+    );
+    let days = per_day(&env, "readings").await;
+    assert_eq!(days.len(), 1);
+    assert_eq!(days[0].2, 48, "the checkpointed table reads the same rows");
+}

@@ -27,7 +27,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use chrono::NaiveDate;
 use datafusion::object_store::ObjectStoreExt as _;
 use deltalake::DeltaTable;
-use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use futures::StreamExt;
@@ -205,10 +205,16 @@ impl Target {
     }
 
     /// The table, created (empty, with `schema`, partitioned by `day` when
-    /// `by_day`) when it does not exist yet. Creating it apart from the first write
+    /// `by_day`, with the `delta.*` entries of `properties` as its
+    /// configuration) when it does not exist yet. Creating it apart from the first write
     /// keeps concurrent first runs from each committing a table definition:
     /// one creates it, the others find it.
-    async fn ensure(&self, schema: &SchemaRef, by_day: bool) -> Result<DeltaTable> {
+    async fn ensure(
+        &self,
+        schema: &SchemaRef,
+        by_day: bool,
+        properties: &HashMap<String, String>,
+    ) -> Result<DeltaTable> {
         use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
         let table = self.open().await?;
         if table.version().is_some() {
@@ -222,6 +228,12 @@ impl Target {
             .create()
             .with_columns(kernel.fields().cloned())
             .with_partition_columns(if by_day { vec![DAY_COLUMN] } else { vec![] })
+            .with_configuration(
+                properties
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("delta."))
+                    .map(|(k, v)| (k.clone(), Some(v.clone()))),
+            )
             .with_save_mode(SaveMode::Ignore)
             .await;
         match created {
@@ -403,7 +415,7 @@ impl Write {
             )));
         }
         let schema = delta_schema(spec.schema, by_day);
-        let table = target.ensure(&schema, by_day).await?;
+        let table = target.ensure(&schema, by_day, spec.properties).await?;
         check_partitioning(&table, target, by_day)?;
         let store = table.object_store();
         let root_store = table.log_store().root_object_store(None);
@@ -642,9 +654,11 @@ async fn commit(closed: &Closed, metadata: Vec<(String, serde_json::Value)>) -> 
         partition_by: closed.by_day.then(|| vec![DAY_COLUMN.to_string()]),
         predicate: closed.replace.predicate(),
     };
-    let done = CommitBuilder::default()
+    // Through CommitProperties, so delta-rs's post-commit hook writes a
+    // checkpoint every `delta.checkpointInterval` versions (100 by default)
+    // and cleans up logs past their retention as its own writes do.
+    let done = CommitBuilder::from(CommitProperties::default().with_metadata(info))
         .with_actions(actions)
-        .with_app_metadata(info)
         .build(Some(snapshot), table.log_store(), operation)
         .await
         .map_err(delta_err(&format!("committing to {}", target.url)))?;
