@@ -17,32 +17,59 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ingest::delta::Target;
-use crate::pipeline::{Pipeline, TableFormat};
+use crate::pipeline::Pipeline;
 
 fn delta_err(what: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
     move |e| Error::Maintenance(format!("{what}: {e}"))
 }
 
-/// The Delta table a pipeline job writes as `ident` (`namespace.table`),
-/// if one does.
+/// The Delta table `ident` (`namespace.table`) of the pipeline (a job's or
+/// a model's), if it is one.
 pub fn target_of(pipeline: &Pipeline, ident: &str) -> Result<Option<Target>> {
-    let places = crate::ingest::delta::Places::of(pipeline);
-    if !places.is_job_table(ident) {
+    let places = crate::ingest::delta::Places::with_models(pipeline);
+    if !places.is_delta(ident) {
         return Ok(None);
     }
     places.target(ident).map(Some)
 }
 
-/// Every Delta table of the pipeline's jobs, as `namespace.table`.
+/// Every Delta table of the pipeline (its jobs' and its models'), as
+/// `namespace.table`.
 pub fn tables(pipeline: &Pipeline) -> Vec<String> {
-    let mut out: Vec<String> = pipeline
-        .jobs
-        .iter()
-        .filter(|j| j.format == TableFormat::Delta)
-        .map(|j| j.table_ident())
-        .collect();
-    out.dedup();
-    out
+    crate::ingest::delta::Places::with_models(pipeline).tables()
+}
+
+/// A Delta table's figures as `floe maintain` reports them: live files,
+/// their bytes, small ones (under the compaction limit of
+/// `target_file_size`), and versions still in the log. Orphan candidates
+/// are not counted for Delta tables (a full vacuum's dry run lists them).
+pub async fn figures(target: &Target, target_file_size: u64) -> Result<super::policy::Figures> {
+    use futures::StreamExt as _;
+    let table = open(target).await?;
+    let mut out = super::policy::Figures::default();
+    let small = super::small_file_limit(target_file_size);
+    let state = table
+        .snapshot()
+        .map_err(delta_err(&format!("reading {}", target.url)))?;
+    let mut views = state
+        .snapshot()
+        .file_views(table.log_store().as_ref(), None);
+    while let Some(view) = views.next().await {
+        let view = view.map_err(delta_err(&format!("listing {}", target.url)))?;
+        let size = u64::try_from(view.size()).unwrap_or(0);
+        out.data_files += 1;
+        out.data_bytes += size;
+        if size < small {
+            out.small_files += 1;
+        }
+    }
+    drop(views);
+    out.snapshots = table
+        .history(None)
+        .await
+        .map_err(delta_err("reading the Delta log"))?
+        .count() as u64;
+    Ok(out)
 }
 
 async fn open(target: &Target) -> Result<DeltaTable> {
@@ -216,9 +243,10 @@ pub async fn maintain_table(
             return out;
         }
     };
+    let size = settings.target_file_size.unwrap_or(128 * 1024 * 1024);
     let work = async {
+        out.before = figures(target, size).await?;
         if !dry_run {
-            let size = settings.target_file_size.unwrap_or(128 * 1024 * 1024);
             let c = compact(target, size, None).await?;
             if c.files_removed > 0 {
                 out.actions.push("compact".into());
@@ -227,6 +255,7 @@ pub async fn maintain_table(
         let v = vacuum(target, older_than, false, dry_run).await?;
         out.actions.push("expire-snapshots".into());
         out.files_deleted = v.files_deleted.len() as u64;
+        out.after = figures(target, size).await?;
         Ok::<_, Error>(())
     };
     match work.await {

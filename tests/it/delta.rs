@@ -328,7 +328,7 @@ async fn transform(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_models_read_delta_upstreams_and_refresh_changed_days() {
     let env = Env::new().await;
-    let p = job(&env, "");
+    let p = job(&env, "[transform]\nmodels = \"sql\"\nformat = \"delta\"");
     env.write(
         "sql/silver/daily.sql",
         "/* floe\nevent_time = \"ts_utc\"\nunique_key = [\"day\", \"site_id\"]\n[tests]\nnot_null = [\"site_id\"]\n*/\n\
@@ -371,21 +371,53 @@ async fn delta_models_read_delta_upstreams_and_refresh_changed_days() {
     assert_eq!(r[0].rows_written, 2);
     assert_eq!(r[1].refresh, "full");
 
-    let url = reqwest::Url::from_directory_path(env.path("delta/silver/daily")).expect("url");
-    let ctx = provider(&SessionContext::new(), "t", url).await;
-    let rows = ctx
-        .sql("SELECT CAST(day AS VARCHAR) AS d, max(value) AS v, sum(n) AS n, count(*) AS k FROM t GROUP BY 1 ORDER BY 1")
-        .await
-        .expect("sql")
-        .collect()
-        .await
-        .expect("rows");
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&rows)
-        .expect("fmt")
-        .to_string();
+    let daily = || async {
+        let url = reqwest::Url::from_directory_path(env.path("delta/silver/daily")).expect("url");
+        let ctx = provider(&SessionContext::new(), "t", url).await;
+        let rows = ctx
+            .sql("SELECT CAST(day AS VARCHAR) AS d, max(value) AS v, sum(n) AS n, count(*) AS k FROM t GROUP BY 1 ORDER BY 1")
+            .await
+            .expect("sql")
+            .collect()
+            .await
+            .expect("rows");
+        datafusion::arrow::util::pretty::pretty_format_batches(&rows)
+            .expect("fmt")
+            .to_string()
+    };
+    let text = daily().await;
     assert!(text.contains("| 2024-03-01 | 1.0 | 48 | 2 |"), "{text}");
     assert!(text.contains("| 2024-03-02 | 5.0 | 48 | 2 |"), "{text}");
     assert!(text.contains("| 2024-03-03 | 1.0 | 48 | 2 |"), "{text}");
+
+    // Maintenance knows the models' Delta tables too, reports real
+    // figures, and keeps the rows.
+    assert_eq!(
+        floe::maintain::delta::tables(&p),
+        ["bronze.readings", "gold.sites", "silver.daily"]
+    );
+    let target = floe::maintain::delta::target_of(&p, "silver.daily")
+        .expect("target")
+        .expect("a Delta model table");
+    let out = floe::maintain::delta::maintain_table(
+        &target,
+        "silver.daily",
+        &floe::pipeline::MaintainSettings::default(),
+        false,
+    )
+    .await;
+    assert_eq!(out.status, "ok", "{out:?}");
+    assert_eq!(out.before.data_files, 3, "one file per day: {out:?}");
+    assert!(
+        out.before.data_bytes > 0 && out.before.small_files == 3,
+        "{out:?}"
+    );
+    assert_eq!(
+        out.before.snapshots, 3,
+        "create, first run, one-day run: {out:?}"
+    );
+    assert_eq!(out.after.data_files, 3, "{out:?}");
+    assert_eq!(daily().await, text, "maintenance changed the rows");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

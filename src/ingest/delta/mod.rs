@@ -57,6 +57,9 @@ pub struct Places {
     s3_props: HashMap<String, String>,
     /// `namespace.table` of every job writing Delta.
     jobs: BTreeSet<String>,
+    /// `layer.name` of every model writing Delta (when the models folder
+    /// was read).
+    models: BTreeSet<String>,
 }
 
 impl Places {
@@ -76,7 +79,44 @@ impl Places {
                 .filter(|j| j.format == crate::pipeline::TableFormat::Delta)
                 .map(Job::table_ident)
                 .collect(),
+            models: BTreeSet::new(),
         }
+    }
+
+    /// The pipeline's places with its Delta models too: those of its
+    /// `[transform] models` folder whose format (or the pipeline's
+    /// `[transform] format`) is Delta. A folder that cannot be read adds
+    /// none, with a warning.
+    pub fn with_models(pipeline: &crate::pipeline::Pipeline) -> Self {
+        let mut places = Self::of(pipeline);
+        if let Some(dir) = &pipeline.models_dir {
+            match crate::transform::model::discover(dir) {
+                Ok(models) => {
+                    places.models = models
+                        .into_iter()
+                        .filter(|m| {
+                            m.format.unwrap_or(pipeline.model_format)
+                                == crate::pipeline::TableFormat::Delta
+                        })
+                        .map(|m| m.name)
+                        .collect();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the models folder was not read; its Delta tables are left out");
+                }
+            }
+        }
+        places
+    }
+
+    /// Every Delta table known: the jobs' and the models'.
+    pub fn tables(&self) -> Vec<String> {
+        self.jobs.union(&self.models).cloned().collect()
+    }
+
+    /// Whether `ident` is a known Delta table (a job's or a model's).
+    pub fn is_delta(&self, ident: &str) -> bool {
+        self.jobs.contains(ident) || self.models.contains(ident)
     }
 
     /// Whether a job of the pipeline writes `ident` as a Delta table.
