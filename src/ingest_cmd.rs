@@ -84,9 +84,14 @@ pub fn print_summary(reports: &[JobReport], dry_run: bool) {
         }
         let _ = writeln!(
             out,
-            "{} → {}: {} ({} read, {} written, {} rejected, {} outside the window; {} file(s), {} bytes; snapshot {}; {} ms)",
+            "{} → {}{}: {} ({} read, {} written, {} rejected, {} outside the window; {} file(s), {} bytes; snapshot {}; {} ms)",
             r.job,
             r.table,
+            if r.format == crate::pipeline::TableFormat::Delta {
+                " (delta)"
+            } else {
+                ""
+            },
             r.status,
             r.rows_read,
             r.rows_written,

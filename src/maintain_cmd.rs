@@ -361,23 +361,32 @@ pub async fn maintain_cmd(args: &MaintainArgs) -> Result<()> {
         None
     };
     let outcomes = with_catalog(&args.catalog, async |client, maintain| {
-        let mut tables = if args.all {
-            all_tables(client).await?
+        // Each table with its Delta target (none: an Iceberg table).
+        let mut tables: Vec<(String, Option<crate::ingest::delta::Target>)> = Vec::new();
+        if args.all {
+            for t in all_tables(client).await? {
+                tables.push((t, None));
+            }
+            if let Some(p) = &pipeline {
+                let places = crate::ingest::delta::Places::with_models(p);
+                for t in places.tables() {
+                    let target = places.target(&t)?;
+                    tables.push((t, Some(target)));
+                }
+            }
         } else {
-            args.tables.clone()
-        };
-        if args.all
-            && let Some(p) = &pipeline
-        {
-            tables.extend(crate::maintain::delta::tables(p));
+            for t in &args.tables {
+                let target = match &pipeline {
+                    Some(p) => crate::maintain::delta::target_of(p, t)?,
+                    None => None,
+                };
+                tables.push((t.clone(), target));
+            }
         }
         let mut out = Vec::new();
-        for t in &tables {
+        for (t, delta) in tables {
+            let t = &t;
             tracing::info!(table = %t, "maintaining");
-            let delta = match &pipeline {
-                Some(p) => crate::maintain::delta::target_of(p, t)?,
-                None => None,
-            };
             out.push(match delta {
                 Some(target) => {
                     crate::maintain::delta::maintain_table(&target, t, maintain, args.dry_run).await

@@ -389,7 +389,44 @@ struct RawJob {
     #[serde(default)]
     schema_drift: SchemaDrift,
     #[serde(default)]
-    format: TableFormat,
+    format: Formats,
+}
+
+/// `format = "delta"`, or `format = ["iceberg", "delta"]` for both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "toml::Value")]
+enum Formats {
+    One(TableFormat),
+    Many(Vec<TableFormat>),
+}
+
+impl TryFrom<toml::Value> for Formats {
+    type Error = String;
+
+    fn try_from(value: toml::Value) -> std::result::Result<Self, String> {
+        let one = |v: &toml::Value| match v.as_str() {
+            Some("iceberg") => Ok(TableFormat::Iceberg),
+            Some("delta") => Ok(TableFormat::Delta),
+            _ => Err(format!(
+                "format {v}: use \"iceberg\", \"delta\" or [\"iceberg\", \"delta\"] (both)"
+            )),
+        };
+        match &value {
+            toml::Value::Array(items) => Ok(Self::Many(
+                items
+                    .iter()
+                    .map(one)
+                    .collect::<std::result::Result<_, _>>()?,
+            )),
+            v => one(v).map(Self::One),
+        }
+    }
+}
+
+impl Default for Formats {
+    fn default() -> Self {
+        Self::One(TableFormat::Iceberg)
+    }
 }
 
 /// The table format a job or model writes.
@@ -490,6 +527,10 @@ pub struct Job {
     pub schema_drift: SchemaDrift,
     /// Iceberg or Delta.
     pub format: TableFormat,
+    /// The job writes both formats (`format = ["iceberg", "delta"]`, for a
+    /// migration): this is one of its two halves, the Iceberg one run
+    /// first.
+    pub twin: bool,
 }
 
 impl Job {
@@ -550,7 +591,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
         if !names.insert(name.clone()) {
             return Err(at("another job has the same name".into()));
         }
-        jobs.push(validate(job, &base_dir).map_err(at)?);
+        jobs.extend(validate(job, &base_dir).map_err(at)?);
     }
     let mut catalog = raw.catalog;
     if let Some(folder) = catalog.embedded_warehouse.take() {
@@ -585,7 +626,36 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
     })
 }
 
-fn validate(job: RawJob, base_dir: &Path) -> std::result::Result<Job, String> {
+/// The job (two jobs, Iceberg first, for `format = ["iceberg", "delta"]`).
+fn validate(job: RawJob, base_dir: &Path) -> std::result::Result<Vec<Job>, String> {
+    let formats = match &job.format {
+        Formats::One(f) => vec![*f],
+        Formats::Many(list) => {
+            let mut unique = list.clone();
+            unique.sort_by_key(|f| *f == TableFormat::Delta);
+            unique.dedup();
+            if unique.is_empty() {
+                return Err("key `format`: name \"iceberg\", \"delta\" or both".into());
+            }
+            unique
+        }
+    };
+    let twin = formats.len() > 1;
+    let mut out = Vec::with_capacity(formats.len());
+    for format in formats {
+        let mut one = validate_one(&job, format, base_dir)?;
+        one.twin = twin;
+        out.push(one);
+    }
+    Ok(out)
+}
+
+fn validate_one(
+    job: &RawJob,
+    format: TableFormat,
+    base_dir: &Path,
+) -> std::result::Result<Job, String> {
+    let job = job.clone();
     let mut parts: Vec<String> = job.table.split('.').map(str::to_string).collect();
     let table = parts.pop().unwrap_or_default();
     if parts.is_empty() || parts.iter().chain([&table]).any(|p| p.is_empty()) {
@@ -636,7 +706,7 @@ fn validate(job: RawJob, base_dir: &Path) -> std::result::Result<Job, String> {
     let names: Vec<&str> = job.columns.iter().map(|c| c.name.as_str()).collect();
     let expect =
         source::RawExpect::validate(job.expect, &names, matches!(source, Source::Http(_)))?;
-    if job.format == TableFormat::Delta {
+    if format == TableFormat::Delta {
         if job.schema_drift == SchemaDrift::Evolve {
             return Err("key `schema_drift`: \"evolve\" is for Iceberg tables; a Delta job takes \"error\" or \"ignore\"".into());
         }
@@ -668,7 +738,8 @@ fn validate(job: RawJob, base_dir: &Path) -> std::result::Result<Job, String> {
         properties: job.properties,
         reject_threshold: job.reject_threshold,
         schema_drift: job.schema_drift,
-        format: job.format,
+        format,
+        twin: false,
     })
 }
 
@@ -763,6 +834,48 @@ reject_threshold = 0.01
             Err(Error::Config(msg)) => msg,
             other => panic!("expected a config error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_job_may_write_both_formats() {
+        let both = GOOD.replace(
+            "reject_threshold = 0.01",
+            "reject_threshold = 0.01\nformat = [\"delta\", \"iceberg\"]",
+        );
+        let p = parse_str(&both).expect("parses");
+        let halves: Vec<(TableFormat, bool, &str)> = p
+            .jobs
+            .iter()
+            .map(|j| (j.format, j.twin, j.name.as_str()))
+            .collect();
+        assert_eq!(
+            halves,
+            [
+                (TableFormat::Iceberg, true, "demand"),
+                (TableFormat::Delta, true, "demand")
+            ],
+            "Iceberg first, whatever the order written"
+        );
+        let one = parse_str(&GOOD.replace(
+            "reject_threshold = 0.01",
+            "reject_threshold = 0.01\nformat = \"delta\"",
+        ))
+        .expect("parses");
+        assert_eq!(one.jobs.len(), 1);
+        assert!(!one.jobs[0].twin);
+        let bad = config_error(&GOOD.replace(
+            "reject_threshold = 0.01",
+            "reject_threshold = 0.01\nformat = \"parquet\"",
+        ));
+        assert!(
+            bad.contains("\"parquet\"") && bad.contains("[\"iceberg\", \"delta\"]"),
+            "{bad}"
+        );
+        let evolve = config_error(&GOOD.replace(
+            "reject_threshold = 0.01",
+            "reject_threshold = 0.01\nformat = [\"iceberg\", \"delta\"]\nschema_drift = \"evolve\"",
+        ));
+        assert!(evolve.contains("schema_drift"), "{evolve}");
     }
 
     #[test]

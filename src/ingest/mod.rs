@@ -133,6 +133,8 @@ pub struct JobReport {
     pub duration_ms: u128,
     /// Why the run failed.
     pub error: Option<String>,
+    /// The table format written (a two-format job has a report per half).
+    pub format: TableFormat,
 }
 
 impl JobReport {
@@ -161,6 +163,7 @@ impl JobReport {
             sample_rejects: Vec::new(),
             duration_ms: 0,
             error: None,
+            format: job.format,
         }
     }
 }
@@ -237,8 +240,37 @@ pub async fn run(
             Some(c) => c.properties.clone(),
             None => job_settings.properties.clone().into_iter().collect(),
         };
+        // The Delta half of a two-format job writes what the Iceberg half
+        // just wrote: nothing when that failed, and an API source's rows
+        // from the bodies that half landed (no second fetch).
+        let iceberg_half = reports
+            .last()
+            .filter(|r: &&JobReport| job.twin && delta && r.job == job.name);
+        if let Some(half) = iceberg_half
+            && half.status == "failed"
+        {
+            report.status = "skipped".into();
+            report.error = Some("not run: the Iceberg half of this two-format job failed".into());
+            reports.push(report);
+            continue;
+        }
+        let landed_by_half = iceberg_half
+            .and_then(|h| h.http.as_ref())
+            .map(|h| h.landing.clone());
+        let replay_req;
+        let job_req = match &landed_by_half {
+            Some(_) if !req.dry_run => {
+                replay_req = IngestRequest {
+                    replay: true,
+                    ..req.clone()
+                };
+                &replay_req
+            }
+            _ => req,
+        };
+        let landing = landed_by_half.as_deref().or(pipeline.landing.as_deref());
         let outcome = if delta {
-            run_delta_job(&props, job, req, pipeline, &mut report).await
+            run_delta_job(&props, job, job_req, pipeline, landing, &mut report).await
         } else {
             run_job(
                 client.as_ref(),
@@ -413,6 +445,7 @@ async fn run_delta_job(
     job: &Job,
     req: &IngestRequest,
     pipeline: &Pipeline,
+    landing: Option<&str>,
     report: &mut JobReport,
 ) -> Result<()> {
     let days = req.days();
@@ -445,7 +478,7 @@ async fn run_delta_job(
     }
     if let Source::Http(h) = &job.source {
         let zone = http::landing::Landing::resolve(
-            pipeline.landing.as_deref(),
+            landing,
             target.url.as_str(),
             &job.namespace,
             io,

@@ -244,6 +244,15 @@ pub async fn maintain_table(
         }
     };
     let size = settings.target_file_size.unwrap_or(128 * 1024 * 1024);
+    // A model or job that never ran has no table yet: nothing to keep.
+    if let Ok(table) = target.open().await
+        && table.version().is_none()
+    {
+        out.status = "skipped".into();
+        out.error = Some(format!("no Delta table at {} yet", target.url));
+        out.duration_ms = started.elapsed().as_millis();
+        return out;
+    }
     let work = async {
         out.before = figures(target, size).await?;
         if !dry_run {

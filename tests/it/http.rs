@@ -715,3 +715,112 @@ source = {{ api = "json", url = "{url}", records = "items"{paging}, backoff = "1
     assert!(err.contains("paging does not advance"), "{err}");
     assert_eq!(stuck.hits(), 2);
 }
+
+/// `format = ["iceberg", "delta"]`: the Iceberg half fetches and lands the
+/// bodies; the Delta half writes the same rows from those bodies without a
+/// request of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_format_api_job_fetches_once_and_writes_both_tables() {
+    let server = Server::start(|s| {
+        Reply::Json(
+            200,
+            ckan_body(ckan_records(s.query.get("sql").map_or("", String::as_str))),
+        )
+    })
+    .await;
+    let env = Env::new().await;
+    let jobs = ckan_job(&server.base, "format = [\"iceberg\", \"delta\"]")
+        .replace("sort = [\"ts_utc\"]\n", "");
+    let p = env.pipeline(&format!(
+        "[delta]\nlocation = \"{}\"\n{jobs}",
+        env.path("delta").display()
+    ));
+    let (reports, outcome) = ingest(&p, &request("2024-03-30", "2024-04-01", "two")).await;
+    outcome.expect("both halves");
+    assert_eq!(reports.len(), 2, "one report per format");
+    let (iceberg, delta) = (&reports[0], &reports[1]);
+    assert_eq!(
+        (iceberg.format, delta.format),
+        (
+            floe::pipeline::TableFormat::Iceberg,
+            floe::pipeline::TableFormat::Delta
+        )
+    );
+    assert_eq!(
+        (iceberg.status.as_str(), delta.status.as_str()),
+        ("committed", "committed")
+    );
+    let fetched = iceberg.http.as_ref().expect("http").requests;
+    assert!(fetched > 0);
+    assert_eq!(
+        server.hits() as u64,
+        fetched,
+        "the Delta half sent no request"
+    );
+    let replayed = delta.http.as_ref().expect("http");
+    assert!(replayed.replayed && replayed.requests == 0, "{replayed:?}");
+    assert_eq!(
+        replayed.landing,
+        iceberg.http.as_ref().expect("http").landing
+    );
+    assert_eq!(iceberg.rows_written, delta.rows_written);
+    assert_eq!(delta.rows_written, 3 * 48, "48 UTC half-hours a day");
+
+    // The same rows in both tables.
+    let ctx = datafusion::prelude::SessionContext::new();
+    let table = deltalake::DeltaTable::try_from_url(
+        reqwest::Url::from_directory_path(env.path("delta/bronze/demand")).expect("url"),
+    )
+    .await
+    .expect("open");
+    table
+        .update_datafusion_session(&ctx.state())
+        .expect("session");
+    ctx.register_table("d", table.table_provider().await.expect("provider"))
+        .expect("register");
+    let delta_rows = ctx
+        .sql("SELECT CAST(ts_utc AS BIGINT) AS t, demand_mw FROM d ORDER BY t")
+        .await
+        .expect("sql")
+        .collect()
+        .await
+        .expect("rows");
+    let iceberg_rows = env.scan("bronze", "demand").await;
+    let text = |b: &[RecordBatch]| {
+        datafusion::arrow::util::pretty::pretty_format_batches(b)
+            .expect("fmt")
+            .to_string()
+    };
+    let mut want: Vec<(i64, f64)> = Vec::new();
+    for b in &iceberg_rows {
+        let ts = b
+            .column_by_name("ts_utc")
+            .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+            .expect("ts");
+        let v = b
+            .column_by_name("demand_mw")
+            .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+            .expect("demand");
+        for i in 0..b.num_rows() {
+            want.push((ts.value(i), v.value(i)));
+        }
+    }
+    want.sort_by_key(|w| w.0);
+    let mut got: Vec<(i64, f64)> = Vec::new();
+    for b in &delta_rows {
+        let t = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .expect("t");
+        let v = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .expect("v");
+        for i in 0..b.num_rows() {
+            got.push((t.value(i), v.value(i)));
+        }
+    }
+    assert_eq!(got, want, "{}", text(&delta_rows));
+}

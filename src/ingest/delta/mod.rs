@@ -55,8 +55,13 @@ pub struct Places {
     settings: DeltaSettings,
     embedded_warehouse: Option<String>,
     s3_props: HashMap<String, String>,
-    /// `namespace.table` of every job writing Delta.
+    /// `namespace.table` of every job writing Delta only.
     jobs: BTreeSet<String>,
+    /// The Delta tables of two-format jobs (whose name stands for their
+    /// Iceberg table, unless models are Delta too).
+    twins: BTreeSet<String>,
+    /// Whether models are Delta by default (`[transform] format`).
+    models_delta: bool,
     /// `layer.name` of every model writing Delta (when the models folder
     /// was read).
     models: BTreeSet<String>,
@@ -76,9 +81,16 @@ impl Places {
             jobs: pipeline
                 .jobs
                 .iter()
-                .filter(|j| j.format == crate::pipeline::TableFormat::Delta)
+                .filter(|j| j.format == crate::pipeline::TableFormat::Delta && !j.twin)
                 .map(Job::table_ident)
                 .collect(),
+            twins: pipeline
+                .jobs
+                .iter()
+                .filter(|j| j.format == crate::pipeline::TableFormat::Delta && j.twin)
+                .map(Job::table_ident)
+                .collect(),
+            models_delta: pipeline.model_format == crate::pipeline::TableFormat::Delta,
             models: BTreeSet::new(),
         }
     }
@@ -109,19 +121,24 @@ impl Places {
         places
     }
 
-    /// Every Delta table known: the jobs' and the models'.
+    /// Every Delta table: the jobs' (two-format ones too) and the models'.
     pub fn tables(&self) -> Vec<String> {
-        self.jobs.union(&self.models).cloned().collect()
+        let mut all: BTreeSet<String> = self.jobs.union(&self.models).cloned().collect();
+        all.extend(self.twins.iter().cloned());
+        all.into_iter().collect()
     }
 
-    /// Whether `ident` is a known Delta table (a job's or a model's).
+    /// Whether the name `ident` stands for a Delta table (a Delta job's or
+    /// a Delta model's; a two-format job's name stands for its Iceberg
+    /// table).
     pub fn is_delta(&self, ident: &str) -> bool {
         self.jobs.contains(ident) || self.models.contains(ident)
     }
 
-    /// Whether a job of the pipeline writes `ident` as a Delta table.
+    /// Whether models read the job table `ident` as a Delta table: a
+    /// Delta job's, or a two-format job's when models are Delta by default.
     pub fn is_job_table(&self, ident: &str) -> bool {
-        self.jobs.contains(ident)
+        self.jobs.contains(ident) || (self.models_delta && self.twins.contains(ident))
     }
 
     /// The Delta table `ident` (`namespace.table`).
