@@ -51,6 +51,13 @@ pub async fn transform_cmd(args: &TransformArgs) -> Result<()> {
         return Err(Error::Config(format!("--from {from} is after --to {to}")));
     }
     let connection = Connection::open(&settings).await?;
+    let req = TransformRequest {
+        delta: req
+            .delta
+            .clone()
+            .with_store_properties(&connection.client.properties),
+        ..req
+    };
     let (reports, outcome) = transform::run(&connection.client, &req).await;
     connection.close().await;
     print_models(&reports);
@@ -101,6 +108,13 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
     }
     eprintln!("transform");
     let connection = Connection::open(&pipeline.catalog).await?;
+    let req = TransformRequest {
+        delta: req
+            .delta
+            .clone()
+            .with_store_properties(&connection.client.properties),
+        ..req
+    };
     let (models, outcome) = transform::run(&connection.client, &req).await;
     print_models(&models);
     if outcome.is_ok() {

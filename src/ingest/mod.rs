@@ -223,11 +223,18 @@ pub async fn run(
         let mut report = JobReport::new(job, req);
         let job_settings = job.catalog.as_ref().unwrap_or(&settings);
         let delta = job.format == TableFormat::Delta;
-        let client = if req.dry_run || delta {
+        let client = if req.dry_run {
             None
         } else {
             match client_for(&mut clients, job_settings).await {
                 Ok(c) => Some(c),
+                // A Delta job only takes the catalog's storage settings
+                // (`/v1/config`); without the catalog it goes on with the
+                // pipeline's own.
+                Err(e) if delta => {
+                    tracing::warn!(job = %job.name, error = %e, "the catalog is not reachable; the Delta job uses the pipeline's [catalog] properties");
+                    None
+                }
                 Err(e) => {
                     report.error = Some(e.to_string());
                     first_error.get_or_insert(e);

@@ -84,9 +84,10 @@ def write_delta_pipeline(path: Path, server: lib.CatalogServer, jobs: list[dict]
 
 
 def s3_properties(s3: lib.S3Server, *, credentials: bool) -> dict[str, str]:
-    """[catalog] properties for a Delta location on the SeaweedFS bucket. Delta jobs do not ask
-    the catalog's /v1/config, so the endpoint, region and path style are given here; the
-    credentials here too, or (credentials=False) the usual AWS way in the environment."""
+    """[catalog] properties for a Delta location on the SeaweedFS bucket: the endpoint, region
+    and path style, and the credentials too, or (credentials=False) the usual AWS way in the
+    environment. (Without them, Delta jobs take the catalog's /v1/config settings:
+    test_delta_takes_s3_settings_from_the_catalog.)"""
     props = {"s3.endpoint": s3.endpoint, "s3.region": s3.region, "s3.path-style-access": "true"}
     if credentials:
         props.update({"s3.access-key-id": s3.access_key, "s3.secret-access-key": s3.secret_key})
@@ -532,6 +533,24 @@ def test_delta_on_s3_and_concurrent_disjoint_windows(s3_catalog_server, ns: str,
     assert got["version"] == 7, logs
     assert [c["version"] for c in writes(got["history"])] == list(range(1, 8)), logs
     assert_concurrent_commits(got, windows4, run_ids4, tmp_path, "four", logs)
+
+
+def test_delta_takes_s3_settings_from_the_catalog(s3_catalog_server, ns: str, tmp_path):
+    """No S3 setting in the pipeline at all: the endpoint, region and path style come from the
+    catalog server's /v1/config (as for Iceberg jobs), the credentials from the environment."""
+    server = s3_catalog_server
+    s3 = server.s3
+    rows = write_readings(tmp_path / "data", day_range("2024-03-07", "2024-03-09"))
+    root = f"s3://{s3.bucket}/{lib.unique('cfg')}/delta"
+    pipeline = write_delta_pipeline(tmp_path / "cfg.toml", server, [delta_job(ns)], root)
+    text = pipeline.read_text()
+    assert "s3." not in text and "AWS_" not in text, text
+    cmd = ingest_cmd(pipeline, "2024-03-08", "2024-03-09")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=INGEST_TIMEOUT_S, env=floe_env(s3),
+                         cwd=pipeline.parent, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, "a Delta job on S3 with the catalog's settings failed" + describe_run(out)
+    got = read_delta(table_uri(root, ns), options=s3_reader_options(s3))
+    assert rows_of(got["data"]) == in_window(rows, "2024-03-08", "2024-03-09")
 
 
 # ---------------------------------------------------------------------------------------

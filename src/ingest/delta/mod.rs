@@ -135,6 +135,16 @@ impl Places {
         self.jobs.contains(ident) || self.models.contains(ident)
     }
 
+    /// The same places, reached with the catalog's storage settings
+    /// (`/v1/config` defaults, the pipeline's properties, overrides) and
+    /// the AWS environment.
+    pub fn with_store_properties(mut self, props: &HashMap<String, String>) -> Self {
+        let mut s3_props = props.clone();
+        crate::store::add_env_credentials(&mut s3_props);
+        self.s3_props = s3_props;
+        self
+    }
+
     /// Whether models read the job table `ident` as a Delta table: a
     /// Delta job's, or a two-format job's when models are Delta by default.
     pub fn is_job_table(&self, ident: &str) -> bool {
