@@ -261,6 +261,12 @@ pub struct CompactArgs {
     #[arg(long)]
     pub sort: bool,
 
+    /// Delta tables: rewrite each day's files Z-ordered by these columns
+    /// (comma-separated, e.g. site_id,ts_utc) instead of bin-packing the
+    /// small ones; every file of the day is rewritten.
+    #[arg(long, value_name = "COLUMNS", value_delimiter = ',')]
+    pub zorder: Vec<String>,
+
     /// Print the plan, change nothing.
     #[arg(long)]
     pub dry_run: bool,

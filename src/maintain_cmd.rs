@@ -84,7 +84,7 @@ pub async fn compact_cmd(args: &CompactArgs) -> Result<()> {
         }
         let size = args.target_file_size.unwrap_or(128 * 1024 * 1024);
         let days = args.from.zip(args.to);
-        let report = crate::maintain::delta::compact(&target, size, days).await?;
+        let report = crate::maintain::delta::compact(&target, size, days, &args.zorder).await?;
         if args.json {
             return print_json(&report);
         }
@@ -100,6 +100,12 @@ pub async fn compact_cmd(args: &CompactArgs) -> Result<()> {
                 .map_or(String::new(), |v| format!("; version {v}"))
         ));
         return Ok(());
+    }
+    if !args.zorder.is_empty() {
+        return Err(Error::Config(format!(
+            "--zorder is for Delta tables; {} is an Iceberg table (use --sort with its sort order)",
+            args.table
+        )));
     }
     let report = with_catalog(&args.catalog, async |client, _| {
         let mut target = Target::open(client, &args.table).await?;

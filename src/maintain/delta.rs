@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{NaiveDate, Utc};
 use deltalake::DeltaTable;
 use deltalake::kernel::schema::partitions::PartitionFilter;
+use deltalake::operations::optimize::OptimizeType;
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::table::config::TablePropertiesExt;
 use serde::Serialize;
@@ -98,11 +99,13 @@ pub struct CompactReport {
 }
 
 /// Bin-packs the small files of each `day` partition (of `days`, when
-/// given) into files of `target_file_size`.
+/// given) into files of `target_file_size`; with `zorder` columns, rewrites
+/// every file of those partitions Z-ordered by them instead.
 pub async fn compact(
     target: &Target,
     target_file_size: u64,
     days: Option<(NaiveDate, NaiveDate)>,
+    zorder: &[String],
 ) -> Result<CompactReport> {
     let table = open(target).await?;
     let before = table.version();
@@ -116,6 +119,9 @@ pub async fn compact(
         None => Vec::new(),
     };
     let mut builder = table.optimize().with_filters(&filters);
+    if !zorder.is_empty() {
+        builder = builder.with_type(OptimizeType::ZOrder(zorder.to_vec()));
+    }
     if let Some(size) = std::num::NonZeroU64::new(target_file_size) {
         builder = builder.with_target_size(size);
     }
@@ -256,7 +262,7 @@ pub async fn maintain_table(
     let work = async {
         out.before = figures(target, size).await?;
         if !dry_run {
-            let c = compact(target, size, None).await?;
+            let c = compact(target, size, None, &[]).await?;
             if c.files_removed > 0 {
                 out.actions.push("compact".into());
             }

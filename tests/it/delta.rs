@@ -239,17 +239,36 @@ async fn delta_compaction_keeps_the_rows_and_vacuum_keeps_its_safety_check() {
             .unwrap_or(0)
     };
     assert_eq!(files("day=2024-03-02"), 3, "three small files a day");
-    let report = floe::maintain::delta::compact(&target, 1 << 20, None)
+    let report = floe::maintain::delta::compact(&target, 1 << 20, None, &[])
         .await
         .expect("compacts");
     assert_eq!(report.status, "compacted");
     assert_eq!(report.partitions, 3);
     assert_eq!(report.files_added, 3, "one file a day");
     assert_eq!(per_day(&env, "readings").await, before, "same rows");
-    let again = floe::maintain::delta::compact(&target, 1 << 20, None)
+    let again = floe::maintain::delta::compact(&target, 1 << 20, None, &[])
         .await
         .expect("runs");
     assert_eq!(again.status, "nothing-to-do");
+    // Z-order rewrites each day's (already compact) file, keeping the rows.
+    let zordered = floe::maintain::delta::compact(
+        &target,
+        1 << 20,
+        Some((
+            "2024-03-02".parse().expect("day"),
+            "2024-03-03".parse().expect("day"),
+        )),
+        &["site_id".to_string(), "ts_utc".to_string()],
+    )
+    .await
+    .expect("z-orders");
+    assert_eq!(zordered.status, "compacted");
+    assert_eq!(
+        (zordered.files_removed, zordered.files_added),
+        (2, 2),
+        "one file a day: {zordered:?}"
+    );
+    assert_eq!(per_day(&env, "readings").await, before, "same rows");
 
     // Vacuum holds to Delta's 7-day deleted-file retention.
     let err = floe::maintain::delta::vacuum(&target, std::time::Duration::ZERO, false, false)
@@ -268,7 +287,7 @@ async fn delta_compaction_keeps_the_rows_and_vacuum_keeps_its_safety_check() {
         report.status, "nothing-to-do",
         "the compacted files are recent"
     );
-    assert_eq!(report.checkpoint, Some(4));
+    assert_eq!(report.checkpoint, Some(5));
     assert!(
         env.path("delta/bronze/readings/_delta_log/_last_checkpoint")
             .is_file()
