@@ -493,9 +493,6 @@ async fn run_delta_job(
         )?;
         units = api_units(job, h, req, &days, &zone, report).await?;
     }
-    if !job.sort.is_empty() {
-        tracing::warn!(job = %job.name, "sort applies to Iceberg tables; Delta files keep the arrival order");
-    }
     let table_schema = schema::arrow_schema(&schema::table_schema(job)?)?;
     let target_size = job
         .properties
@@ -520,6 +517,7 @@ async fn run_delta_job(
             run_id: &req.run_id,
             replace: delta::Replace::window(req.from, req.to),
             target_file_size: target_size,
+            sort: &job.sort,
         },
     )
     .await?;

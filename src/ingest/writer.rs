@@ -37,7 +37,7 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 pub const DEFAULT_TARGET_FILE_SIZE: usize = 128 * 1024 * 1024;
 /// Buffered Arrow memory across all days before the largest day is flushed
 /// (sorted tables only).
-const SORT_BUFFER_BYTES: usize = 96 * 1024 * 1024;
+pub(crate) const SORT_BUFFER_BYTES: usize = 96 * 1024 * 1024;
 /// Rows held by open (unsorted) writers before the fullest is closed: an
 /// open Parquet writer keeps its current row group in memory, so without a
 /// bound a 60-day window would hold 60 days at once.
@@ -357,24 +357,9 @@ impl DayWriters {
         };
         let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
         self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes);
-        let Some(first) = batches.first() else {
+        let Some(sorted) = sorted(&batches, &self.sort)? else {
             return Ok(());
         };
-        let all =
-            arrow_select::concat::concat_batches(&first.schema(), &batches).map_err(storage)?;
-        let columns: Vec<SortColumn> = self
-            .sort
-            .iter()
-            .map(|i| SortColumn {
-                values: all.column(*i).clone(),
-                options: Some(SortOptions {
-                    descending: false,
-                    nulls_first: true,
-                }),
-            })
-            .collect();
-        let order = lexsort_to_indices(&columns, None).map_err(storage)?;
-        let sorted = take_record_batch(&all, &order).map_err(storage)?;
         let writer = self.writer(&day).await?;
         writer.write(sorted).await.map_err(storage)?;
         // Closing makes the next rows of this day start a new file, so each
@@ -406,6 +391,27 @@ impl DayWriters {
             None => Ok(self.done),
         }
     }
+}
+
+/// `batches` (of one schema) as one batch sorted by the columns `by`
+/// (ascending, nulls first); none when there are no batches.
+pub(crate) fn sorted(batches: &[RecordBatch], by: &[usize]) -> Result<Option<RecordBatch>> {
+    let Some(first) = batches.first() else {
+        return Ok(None);
+    };
+    let all = arrow_select::concat::concat_batches(&first.schema(), batches).map_err(storage)?;
+    let columns: Vec<SortColumn> = by
+        .iter()
+        .map(|i| SortColumn {
+            values: all.column(*i).clone(),
+            options: Some(SortOptions {
+                descending: false,
+                nulls_first: true,
+            }),
+        })
+        .collect();
+    let order = lexsort_to_indices(&columns, None).map_err(storage)?;
+    take_record_batch(&all, &order).map(Some).map_err(storage)
 }
 
 /// A builder holding what identifies a data file (content, path, format,

@@ -280,6 +280,7 @@ pub async fn write(
                 None => Replace::All,
             },
             target_file_size: size,
+            sort: &model.sort,
         },
     )
     .await?;

@@ -476,3 +476,61 @@ async fn delta_commits_write_checkpoints_on_the_tables_interval() {
     assert_eq!(days.len(), 1);
     assert_eq!(days[0].2, 48, "the checkpointed table reads the same rows");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_files_follow_the_jobs_sort_order() {
+    let env = Env::new().await;
+    let p = job(&env, "sort = [\"site_id\", \"ts_utc\"]");
+    // Rows arrive out of order: sites C, A, B interleaved, hours backwards.
+    let mut text = String::new();
+    for h in (0..24).rev() {
+        for site in ["C", "A", "B"] {
+            writeln!(
+                text,
+                r#"{{"ts":"2024-03-01T{h:02}:00:00+00:00","site":"{site}","v":{h}}}"#
+            )
+            .expect("fmt");
+        }
+    }
+    env.write("data/2024-03-01.ndjson", &text);
+    let (reports, outcome) = ingest(&p, &request("2024-03-01", "2024-03-01", "s1")).await;
+    outcome.expect("run");
+    assert_eq!(reports[0].rows_written, 72);
+    let dir = env.path("delta/bronze/readings/day=2024-03-01");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("day folder") {
+        let path = entry.expect("entry").path();
+        let file = std::fs::File::open(&path).expect("open");
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("parquet")
+            .build()
+            .expect("reader");
+        let mut keys: Vec<(String, i64)> = Vec::new();
+        for batch in reader {
+            let batch = batch.expect("batch");
+            let sites = batch
+                .column_by_name("site_id")
+                .expect("site_id")
+                .as_string::<i32>()
+                .clone();
+            let ts = batch
+                .column_by_name("ts_utc")
+                .expect("ts_utc")
+                .as_primitive::<arrow_array::types::TimestampMicrosecondType>()
+                .clone();
+            for i in 0..batch.num_rows() {
+                keys.push((sites.value(i).to_string(), ts.value(i)));
+            }
+        }
+        let mut want = keys.clone();
+        want.sort();
+        assert_eq!(
+            keys,
+            want,
+            "{} is not sorted by (site_id, ts_utc)",
+            path.display()
+        );
+        seen += keys.len();
+    }
+    assert_eq!(seen, 72);
+}

@@ -25,7 +25,7 @@ use super::{DAY_COLUMN, stats};
 use crate::error::{Error, Result};
 use crate::ingest::day_name;
 use crate::ingest::lanes::LaneWriter;
-use crate::ingest::writer::{OPEN_ROWS_BUDGET, split_by_day};
+use crate::ingest::writer::{OPEN_ROWS_BUDGET, SORT_BUFFER_BYTES, sorted, split_by_day};
 
 /// The key of an unpartitioned table's one open file.
 const UNPARTITIONED: i32 = 0;
@@ -80,6 +80,9 @@ pub struct Layout {
     pub time_column: Option<String>,
     /// When set, a row of any other day is an error.
     pub only_days: Option<BTreeSet<i32>>,
+    /// Columns (of `schema`) each file is sorted by: a day's rows are
+    /// buffered (bounded in total) and written sorted, a file per flush.
+    pub sort: Vec<usize>,
 }
 
 /// A lane's per-day Delta data files.
@@ -89,6 +92,9 @@ pub struct DayFiles {
     done: Vec<Add>,
     /// Files started, numbering their names.
     started: usize,
+    /// Rows waiting to be sorted, per day, and their Arrow bytes.
+    buffered: BTreeMap<i32, Vec<RecordBatch>>,
+    buffered_bytes: usize,
 }
 
 impl DayFiles {
@@ -101,6 +107,8 @@ impl DayFiles {
             open: BTreeMap::new(),
             done: Vec::new(),
             started: 0,
+            buffered: BTreeMap::new(),
+            buffered_bytes: 0,
         }
     }
 
@@ -130,6 +138,49 @@ impl DayFiles {
                 }
             }
             let part = self.to_file_schema(&part)?;
+            if self.layout.sort.is_empty() {
+                self.append(day, part).await?;
+                continue;
+            }
+            self.buffered_bytes += part.get_array_memory_size();
+            self.buffered.entry(day).or_default().push(part);
+            if self.buffered_bytes > SORT_BUFFER_BYTES / self.layout.share {
+                let largest = self
+                    .buffered
+                    .iter()
+                    .max_by_key(|(_, b)| {
+                        b.iter()
+                            .map(RecordBatch::get_array_memory_size)
+                            .sum::<usize>()
+                    })
+                    .map(|(d, _)| *d);
+                if let Some(d) = largest {
+                    self.flush_sorted(d).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sorts a day's buffered rows and writes them as a file of their own.
+    async fn flush_sorted(&mut self, day: i32) -> Result<()> {
+        let Some(batches) = self.buffered.remove(&day) else {
+            return Ok(());
+        };
+        let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes);
+        if let Some(rows) = sorted(&batches, &self.layout.sort)? {
+            self.append(day, rows).await?;
+            self.close_day(day).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes rows of one day (in the files' schema) to its open file,
+    /// rolling it at the target size and closing the fullest open file
+    /// when the open ones hold too many rows.
+    async fn append(&mut self, day: i32, part: RecordBatch) -> Result<()> {
+        {
             let rows = part.num_rows();
             let file = match self.open.entry(day) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -258,6 +309,10 @@ impl DayFiles {
     }
 
     async fn close_all(mut self) -> Result<Vec<Add>> {
+        let buffered: Vec<i32> = self.buffered.keys().copied().collect();
+        for day in buffered {
+            self.flush_sorted(day).await?;
+        }
         let days: Vec<i32> = self.open.keys().copied().collect();
         for day in days {
             self.close_day(day).await?;

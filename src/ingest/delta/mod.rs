@@ -466,6 +466,8 @@ pub struct WriteSpec<'a> {
     pub replace: Replace,
     /// Files roll at this size.
     pub target_file_size: usize,
+    /// Columns each file's rows are sorted by (none: arrival order).
+    pub sort: &'a [String],
 }
 
 impl Write {
@@ -499,6 +501,18 @@ impl Write {
                 }
             })
             .collect();
+        let sort = spec
+            .sort
+            .iter()
+            .map(|c| {
+                file_schema.index_of(c).map_err(|_| {
+                    Error::Config(format!(
+                        "{}: sort column {c} is not a column of the table",
+                        target.url
+                    ))
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
         let only = match &spec.replace {
             Replace::Days(d) => Some(d.clone()),
             Replace::All => None,
@@ -513,6 +527,7 @@ impl Write {
                 share: lanes,
                 time_column: spec.time_column.map(str::to_string),
                 only_days: only.clone(),
+                sort: sort.clone(),
             }))
         })?;
         Ok(Self {
