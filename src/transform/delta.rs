@@ -246,13 +246,16 @@ pub struct ModelWrite<'a> {
     pub run_id: &'a str,
     /// Recorded in the commit info.
     pub record: Vec<(String, serde_json::Value)>,
+    /// The content hash the table's last full refresh recorded.
+    pub previous_content: Option<&'a str>,
     /// Tables the relationship tests look keys up in.
     pub world: &'a HashMap<String, Source>,
 }
 
 /// Writes the query's result, tests it and commits it when the tests pass:
-/// the model's table as read downstream, or none when a test failed (the
-/// report says which; nothing was committed).
+/// the model's table as read downstream, or none when nothing was committed
+/// (a test failed, or a full result equal to the table's: the report's
+/// status says which).
 ///
 /// # Errors
 /// When the query, a test query, storage or the commit fails.
@@ -289,9 +292,19 @@ pub async fn write(
         .await
         .map_err(|e| sql_error(model, &e))?;
     let file = model.file();
+    // A full result identical to the table's is not committed (so an
+    // unchanged dimension does not ripple downstream), as for Iceberg.
+    let mut hasher = w
+        .days
+        .is_none()
+        .then(|| super::write::ContentHash::new(&table_schema))
+        .transpose()?;
     let fed: Result<()> = async {
         while let Some(batch) = stream.try_next().await.map_err(|e| sql_error(model, &e))? {
             let batch = super::write::conform(&batch, &table_schema, &file)?;
+            if let Some(h) = hasher.as_mut() {
+                h.add(&batch)?;
+            }
             if !out.send(batch).await? {
                 break;
             }
@@ -308,6 +321,18 @@ pub async fn write(
         .close()
         .await
         .map_err(|e| Error::Model(format!("{file}: {e}")))?;
+    let content = hasher.map(super::write::ContentHash::finish);
+    if let (Some(c), Some(previous)) = (&content, w.previous_content)
+        && c == previous
+    {
+        closed.discard().await;
+        report.status = "unchanged".into();
+        return Ok(None);
+    }
+    let mut record = w.record;
+    if let Some(c) = content {
+        record.push((super::CONTENT_KEY.to_string(), serde_json::json!(c)));
+    }
     report.rows_written = rows;
     report.data_files = closed.adds.len() as u64;
     report.bytes_written = closed
@@ -371,7 +396,7 @@ pub async fn write(
         return Ok(None);
     }
     report.tests = outcomes;
-    let committed = closed.commit(w.record).await?;
+    let committed = closed.commit(record).await?;
     report.snapshot_id = i64::try_from(committed.version).ok();
     report.status = "published".into();
     let mut table = w.target.open().await?;

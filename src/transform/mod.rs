@@ -545,6 +545,9 @@ async fn run_model_inner(
         "{:032x}",
         twox_hash::XxHash3_128::oneshot(model.sql.as_bytes())
     );
+    // An edited model file (its query, or its tests) is committed even when
+    // its rows did not change, so its tests run and its hash is recorded.
+    let same_model = head_props.get(MODEL_KEY) == Some(&model_hash);
     let (refresh, reason) = if head_props.contains_key(INPUTS_KEY)
         && head_props.get(MODEL_KEY) != Some(&model_hash)
         && req.window.is_none()
@@ -632,6 +635,11 @@ async fn run_model_inner(
                 days,
                 run_id: &run_id,
                 record,
+                previous_content: head
+                    .props
+                    .get(CONTENT_KEY)
+                    .filter(|_| same_model)
+                    .map(String::as_str),
                 world,
             },
             df,
@@ -681,7 +689,8 @@ async fn run_model_inner(
     report.rows_written = written.rows;
     report.data_files = written.files.len() as u64;
     report.bytes_written = written.files.iter().map(|f| f.file_size_in_bytes()).sum();
-    if written.content.is_some()
+    if same_model
+        && written.content.is_some()
         && loaded.metadata.current_snapshot().is_some()
         && written.content.as_ref() == head_props.get(CONTENT_KEY)
     {

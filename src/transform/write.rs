@@ -309,7 +309,7 @@ pub(super) fn conform(
 
 /// Sum of per-row XXH3-128 hashes of the row encoding: the same rows in
 /// any order give the same value.
-struct ContentHash {
+pub(super) struct ContentHash {
     converter: RowConverter,
     sum: u128,
     rows: u64,
@@ -317,7 +317,7 @@ struct ContentHash {
 }
 
 impl ContentHash {
-    fn new(schema: &ArrowSchema) -> Result<Self> {
+    pub(super) fn new(schema: &ArrowSchema) -> Result<Self> {
         let fields = schema
             .fields()
             .iter()
@@ -336,7 +336,10 @@ impl ContentHash {
         })
     }
 
-    fn add(&mut self, batch: &datafusion::arrow::record_batch::RecordBatch) -> Result<()> {
+    pub(super) fn add(
+        &mut self,
+        batch: &datafusion::arrow::record_batch::RecordBatch,
+    ) -> Result<()> {
         let rows = self
             .converter
             .convert_columns(batch.columns())
@@ -350,7 +353,7 @@ impl ContentHash {
         Ok(())
     }
 
-    fn finish(self) -> String {
+    pub(super) fn finish(self) -> String {
         let schema = twox_hash::XxHash3_128::oneshot(self.schema.as_bytes());
         format!("{:032x}-{}-{:032x}", self.sum, self.rows, schema)
     }

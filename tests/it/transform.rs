@@ -193,6 +193,22 @@ async fn models_run_in_order_then_only_changed_days_are_recomputed() {
         "audit branches left: {:?}",
         gold.refs.keys()
     );
+
+    // A test added to the dimension (its rows unchanged) runs: an edited
+    // model is not "unchanged", and its failing test keeps main as it was.
+    let sites_before = main_snapshot(&c, "silver", "sites").await;
+    env.write(
+        "sql/silver/sites.sql",
+        &SITES.replace(
+            "unique_key = [\"site_id\"]",
+            "unique_key = [\"site_id\"]\n[tests]\naccepted_values = { site_id = [\"A\"] }",
+        ),
+    );
+    let (reports, outcome) = transform::run(&c, &req(&env, "t4")).await;
+    assert!(outcome.is_err(), "{reports:?}");
+    let sites = report(&reports, "silver.sites");
+    assert_eq!(sites.status, "tests-failed", "{sites:?}");
+    assert_eq!(main_snapshot(&c, "silver", "sites").await, sites_before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
