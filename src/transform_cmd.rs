@@ -51,13 +51,7 @@ pub async fn transform_cmd(args: &TransformArgs) -> Result<()> {
         return Err(Error::Config(format!("--from {from} is after --to {to}")));
     }
     let connection = Connection::open(&settings).await?;
-    let req = TransformRequest {
-        delta: req
-            .delta
-            .clone()
-            .with_store_properties(&connection.client.properties),
-        ..req
-    };
+    let req = with_catalog_storage(req, &connection);
     let (reports, outcome) = transform::run(&connection.client, &req).await;
     connection.close().await;
     print_models(&reports);
@@ -108,13 +102,7 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
     }
     eprintln!("transform");
     let connection = Connection::open(&pipeline.catalog).await?;
-    let req = TransformRequest {
-        delta: req
-            .delta
-            .clone()
-            .with_store_properties(&connection.client.properties),
-        ..req
-    };
+    let req = with_catalog_storage(req, &connection);
     let (models, outcome) = transform::run(&connection.client, &req).await;
     print_models(&models);
     if outcome.is_ok() {
@@ -126,6 +114,18 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
         write_report(path, &report)?;
     }
     outcome
+}
+
+/// The request with its Delta tables reached through the connected
+/// catalog's storage settings.
+fn with_catalog_storage(req: TransformRequest, connection: &Connection) -> TransformRequest {
+    TransformRequest {
+        delta: req
+            .delta
+            .clone()
+            .with_store_properties(&connection.client.properties),
+        ..req
+    }
 }
 
 /// `--models`, else the pipeline's `[transform] models`, else `./sql`.

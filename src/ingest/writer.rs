@@ -37,7 +37,7 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 pub const DEFAULT_TARGET_FILE_SIZE: usize = 128 * 1024 * 1024;
 /// Buffered Arrow memory across all days before the largest day is flushed
 /// (sorted tables only).
-pub(crate) const SORT_BUFFER_BYTES: usize = 96 * 1024 * 1024;
+const SORT_BUFFER_BYTES: usize = 96 * 1024 * 1024;
 /// Rows held by open (unsorted) writers before the fullest is closed: an
 /// open Parquet writer keeps its current row group in memory, so without a
 /// bound a 60-day window would hold 60 days at once.
@@ -158,8 +158,7 @@ pub struct DayWriters {
     time_column: Option<String>,
     /// When set, a row of any other day is an error.
     only_days: Option<std::collections::BTreeSet<i32>>,
-    buffered: BTreeMap<Part, Vec<RecordBatch>>,
-    buffered_bytes: usize,
+    buffered: SortBuffer<Part>,
     done: Vec<DataFile>,
     /// How many writer sets share the memory budgets (each gets its part).
     share: usize,
@@ -213,8 +212,7 @@ impl DayWriters {
             sort,
             time_column: Some(time_column.to_string()),
             only_days: None,
-            buffered: BTreeMap::new(),
-            buffered_bytes: 0,
+            buffered: SortBuffer::new(1),
             done: Vec::new(),
             share: 1,
         })
@@ -225,6 +223,7 @@ impl DayWriters {
     /// than one would.
     pub fn sharing(mut self, share: usize) -> Self {
         self.share = share.max(1);
+        self.buffered = SortBuffer::new(self.share);
         self
     }
 
@@ -290,21 +289,8 @@ impl DayWriters {
                     self.close_fullest().await?;
                 }
             } else {
-                self.buffered_bytes += part.get_array_memory_size();
-                self.buffered.entry(day).or_default().push(part);
-                if self.buffered_bytes > SORT_BUFFER_BYTES / self.share {
-                    let largest = self
-                        .buffered
-                        .iter()
-                        .max_by_key(|(_, b)| {
-                            b.iter()
-                                .map(RecordBatch::get_array_memory_size)
-                                .sum::<usize>()
-                        })
-                        .map(|(d, _)| d.clone());
-                    if let Some(day) = largest {
-                        self.flush_sorted(day).await?;
-                    }
+                if let Some(largest) = self.buffered.push(day, part) {
+                    self.flush_sorted(largest).await?;
                 }
             }
         }
@@ -352,12 +338,7 @@ impl DayWriters {
 
     /// Sorts a day's buffered rows and writes them as file(s) of their own.
     async fn flush_sorted(&mut self, day: Part) -> Result<()> {
-        let Some(batches) = self.buffered.remove(&day) else {
-            return Ok(());
-        };
-        let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-        self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes);
-        let Some(sorted) = sorted(&batches, &self.sort)? else {
+        let Some(sorted) = self.buffered.take_sorted(&day, &self.sort)? else {
             return Ok(());
         };
         let writer = self.writer(&day).await?;
@@ -372,8 +353,7 @@ impl DayWriters {
 
     /// Flushes everything and returns the data files written.
     pub async fn close(mut self) -> Result<Vec<DataFile>> {
-        let days: Vec<Part> = self.buffered.keys().cloned().collect();
-        for day in days {
+        for day in self.buffered.parts() {
             self.flush_sorted(day).await?;
         }
         let order_id =
@@ -395,7 +375,7 @@ impl DayWriters {
 
 /// `batches` (of one schema) as one batch sorted by the columns `by`
 /// (ascending, nulls first); none when there are no batches.
-pub(crate) fn sorted(batches: &[RecordBatch], by: &[usize]) -> Result<Option<RecordBatch>> {
+fn sorted(batches: &[RecordBatch], by: &[usize]) -> Result<Option<RecordBatch>> {
     let Some(first) = batches.first() else {
         return Ok(None);
     };
@@ -412,6 +392,61 @@ pub(crate) fn sorted(batches: &[RecordBatch], by: &[usize]) -> Result<Option<Rec
         .collect();
     let order = lexsort_to_indices(&columns, None).map_err(storage)?;
     take_record_batch(&all, &order).map(Some).map_err(storage)
+}
+
+/// Rows held per partition until they are sorted and written, bounded in
+/// total: [`SortBuffer::push`] names the partition to flush when the bound
+/// is passed.
+#[derive(Debug)]
+pub(crate) struct SortBuffer<K: Ord + Clone> {
+    by_part: BTreeMap<K, Vec<RecordBatch>>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl<K: Ord + Clone> SortBuffer<K> {
+    /// A buffer holding up to [`SORT_BUFFER_BYTES`]` / share` Arrow bytes.
+    pub(crate) fn new(share: usize) -> Self {
+        Self {
+            by_part: BTreeMap::new(),
+            bytes: 0,
+            limit: SORT_BUFFER_BYTES / share.max(1),
+        }
+    }
+
+    /// Holds `batch` of `part`; past the bound, returns the partition
+    /// holding the most, to flush.
+    pub(crate) fn push(&mut self, part: K, batch: RecordBatch) -> Option<K> {
+        self.bytes += batch.get_array_memory_size();
+        self.by_part.entry(part).or_default().push(batch);
+        if self.bytes <= self.limit {
+            return None;
+        }
+        self.by_part
+            .iter()
+            .max_by_key(|(_, b)| {
+                b.iter()
+                    .map(RecordBatch::get_array_memory_size)
+                    .sum::<usize>()
+            })
+            .map(|(p, _)| p.clone())
+    }
+
+    /// Takes a partition's rows, sorted by the columns `by` (none: nothing
+    /// held).
+    pub(crate) fn take_sorted(&mut self, part: &K, by: &[usize]) -> Result<Option<RecordBatch>> {
+        let Some(batches) = self.by_part.remove(part) else {
+            return Ok(None);
+        };
+        let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        self.bytes = self.bytes.saturating_sub(bytes);
+        sorted(&batches, by)
+    }
+
+    /// The partitions holding rows.
+    pub(crate) fn parts(&self) -> Vec<K> {
+        self.by_part.keys().cloned().collect()
+    }
 }
 
 /// A builder holding what identifies a data file (content, path, format,

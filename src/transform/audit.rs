@@ -255,3 +255,29 @@ pub async fn run(
     }
     Ok(out)
 }
+
+/// The error text of a model whose tests failed (none when all passed):
+/// each failing test with its count and a sample.
+pub fn failures(model: &Model, outcomes: &[TestOutcome]) -> Option<String> {
+    let failed: Vec<&TestOutcome> = outcomes.iter().filter(|o| o.failures > 0).collect();
+    if failed.is_empty() {
+        return None;
+    }
+    let mut msg = format!(
+        "model {} ({}): {} of {} test(s) failed; its table was not changed",
+        model.name,
+        model.file(),
+        failed.len(),
+        outcomes.len()
+    );
+    for f in &failed {
+        let sample: Vec<String> = f.sample.lines().map(|l| format!("    {l}")).collect();
+        msg.push_str(&format!(
+            "\n  {}: {} offending row(s), e.g.\n{}",
+            f.test,
+            f.failures,
+            sample.join("\n")
+        ));
+    }
+    Some(msg)
+}

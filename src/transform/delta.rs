@@ -24,11 +24,11 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use deltalake::DeltaTable;
 use futures::TryStreamExt;
 
-use super::audit::{self, TestOutcome};
+use super::audit;
 use super::changes::Changed;
 use super::model::Model;
 use super::session::{self, Source, SourceTable};
-use super::{ModelReport, indent, sql_error};
+use super::{ModelReport, sql_error};
 use crate::error::{Error, Result};
 use crate::ingest::delta::{self as delta_out, DAY_COLUMN, Places, Replace, Target};
 use crate::ingest::schema::arrow_schema;
@@ -368,23 +368,7 @@ pub async fn write(
             return Err(e);
         }
     };
-    let failed: Vec<&TestOutcome> = outcomes.iter().filter(|o| o.failures > 0).collect();
-    if !failed.is_empty() {
-        let mut msg = format!(
-            "model {} ({}): {} of {} test(s) failed; its table was not changed",
-            model.name,
-            file,
-            failed.len(),
-            outcomes.len()
-        );
-        for f in &failed {
-            msg.push_str(&format!(
-                "\n  {}: {} offending row(s), e.g.\n{}",
-                f.test,
-                f.failures,
-                indent(&f.sample)
-            ));
-        }
+    if let Some(msg) = audit::failures(model, &outcomes) {
         closed.discard().await;
         report.tests = outcomes;
         report.status = "tests-failed".into();

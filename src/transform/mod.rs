@@ -586,20 +586,21 @@ async fn run_model_inner(
         Refresh::Days(d) => Some(d),
         _ => None,
     };
+    // The query again over the upstream days only, for a days refresh.
+    let df = match days {
+        None => df,
+        Some(days) => {
+            let ctx = session::context();
+            for s in &inputs {
+                session::register(&ctx, s, Some(days)).await?;
+            }
+            ctx.sql(&model.sql)
+                .await
+                .map_err(|e| sql_error(model, &e))?
+        }
+    };
     if let Some(head) = &delta_head {
         report.location = Some(head.target.url.to_string());
-        let df = match days {
-            None => df,
-            Some(days) => {
-                let ctx = session::context();
-                for s in &inputs {
-                    session::register(&ctx, s, Some(days)).await?;
-                }
-                ctx.sql(&model.sql)
-                    .await
-                    .map_err(|e| sql_error(model, &e))?
-            }
-        };
         let mut record = vec![
             (
                 "floe.job".to_string(),
@@ -655,18 +656,6 @@ async fn run_model_inner(
         namespace: namespace.clone(),
         name: name.clone(),
         io: crate::store::table_io(client, &loaded),
-    };
-    let df = match days {
-        None => df,
-        Some(days) => {
-            let ctx = session::context();
-            for s in &inputs {
-                session::register(&ctx, s, Some(days)).await?;
-            }
-            ctx.sql(&model.sql)
-                .await
-                .map_err(|e| sql_error(model, &e))?
-        }
     };
     let stream = df
         .execute_stream()
@@ -778,23 +767,7 @@ async fn run_model_inner(
             return Err(e);
         }
     };
-    let failed: Vec<&TestOutcome> = outcomes.iter().filter(|o| o.failures > 0).collect();
-    if !failed.is_empty() {
-        let mut msg = format!(
-            "model {} ({}): {} of {} test(s) failed; its table was not changed",
-            model.name,
-            model.file(),
-            failed.len(),
-            outcomes.len()
-        );
-        for f in &failed {
-            msg.push_str(&format!(
-                "\n  {}: {} offending row(s), e.g.\n{}",
-                f.test,
-                f.failures,
-                indent(&f.sample)
-            ));
-        }
+    if let Some(msg) = audit::failures(model, &outcomes) {
         publish::discard(client, &staged).await;
         if staged.base.is_none() {
             // Its first result failed: the table floe created for it goes
@@ -812,13 +785,6 @@ async fn run_model_inner(
     report.tests = outcomes;
     report.status = "staged".into();
     Ok((Some(staged), Some(source), None))
-}
-
-fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// What to recompute, and why.

@@ -25,7 +25,7 @@ use super::{DAY_COLUMN, stats};
 use crate::error::{Error, Result};
 use crate::ingest::day_name;
 use crate::ingest::lanes::LaneWriter;
-use crate::ingest::writer::{OPEN_ROWS_BUDGET, SORT_BUFFER_BYTES, sorted, split_by_day};
+use crate::ingest::writer::{OPEN_ROWS_BUDGET, SortBuffer, split_by_day};
 
 /// The key of an unpartitioned table's one open file.
 const UNPARTITIONED: i32 = 0;
@@ -92,9 +92,8 @@ pub struct DayFiles {
     done: Vec<Add>,
     /// Files started, numbering their names.
     started: usize,
-    /// Rows waiting to be sorted, per day, and their Arrow bytes.
-    buffered: BTreeMap<i32, Vec<RecordBatch>>,
-    buffered_bytes: usize,
+    /// Rows waiting to be sorted, per day.
+    buffered: SortBuffer<i32>,
 }
 
 impl DayFiles {
@@ -102,13 +101,13 @@ impl DayFiles {
     /// `[day=<day>/]<prefix>-<n>-<uuid>.parquet`.
     pub fn new(mut layout: Layout) -> Self {
         layout.share = layout.share.max(1);
+        let share = layout.share;
         Self {
             layout,
             open: BTreeMap::new(),
             done: Vec::new(),
             started: 0,
-            buffered: BTreeMap::new(),
-            buffered_bytes: 0,
+            buffered: SortBuffer::new(share),
         }
     }
 
@@ -142,21 +141,8 @@ impl DayFiles {
                 self.append(day, part).await?;
                 continue;
             }
-            self.buffered_bytes += part.get_array_memory_size();
-            self.buffered.entry(day).or_default().push(part);
-            if self.buffered_bytes > SORT_BUFFER_BYTES / self.layout.share {
-                let largest = self
-                    .buffered
-                    .iter()
-                    .max_by_key(|(_, b)| {
-                        b.iter()
-                            .map(RecordBatch::get_array_memory_size)
-                            .sum::<usize>()
-                    })
-                    .map(|(d, _)| *d);
-                if let Some(d) = largest {
-                    self.flush_sorted(d).await?;
-                }
+            if let Some(largest) = self.buffered.push(day, part) {
+                self.flush_sorted(largest).await?;
             }
         }
         Ok(())
@@ -164,12 +150,7 @@ impl DayFiles {
 
     /// Sorts a day's buffered rows and writes them as a file of their own.
     async fn flush_sorted(&mut self, day: i32) -> Result<()> {
-        let Some(batches) = self.buffered.remove(&day) else {
-            return Ok(());
-        };
-        let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-        self.buffered_bytes = self.buffered_bytes.saturating_sub(bytes);
-        if let Some(rows) = sorted(&batches, &self.layout.sort)? {
+        if let Some(rows) = self.buffered.take_sorted(&day, &self.layout.sort)? {
             self.append(day, rows).await?;
             self.close_day(day).await?;
         }
@@ -180,65 +161,60 @@ impl DayFiles {
     /// rolling it at the target size and closing the fullest open file
     /// when the open ones hold too many rows.
     async fn append(&mut self, day: i32, part: RecordBatch) -> Result<()> {
-        {
-            let rows = part.num_rows();
-            let file = match self.open.entry(day) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    self.started += 1;
-                    let name = format!(
-                        "{}-{:05}-{}.parquet",
-                        self.layout.prefix,
-                        self.started,
-                        uuid::Uuid::now_v7()
-                    );
-                    let path = match self.layout.time_column {
-                        Some(_) => format!("{DAY_COLUMN}={}/{name}", day_name(day)),
-                        None => name,
-                    };
-                    let bytes = Arc::new(AtomicU64::new(0));
-                    let sink = Counted {
-                        inner: ParquetObjectWriter::new(
-                            self.layout.store.clone(),
-                            Path::from(path.as_str()),
-                        ),
-                        bytes: bytes.clone(),
-                    };
-                    let writer = AsyncArrowWriter::try_new(
-                        sink,
-                        self.layout.schema.clone(),
-                        Some(self.layout.props.clone()),
-                    )
-                    .map_err(storage(&format!("starting {path}")))?;
-                    e.insert(Open {
-                        writer,
-                        bytes,
-                        path,
-                        rows: 0,
-                    })
-                }
-            };
-            file.writer
-                .write(&part)
-                .await
-                .map_err(storage(&format!("writing {}", file.path)))?;
-            file.rows += rows;
-            if file.writer.bytes_written() + file.writer.in_progress_size()
-                >= self.layout.target_size
-            {
-                self.close_day(day).await?;
+        let rows = part.num_rows();
+        let file = match self.open.entry(day) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                self.started += 1;
+                let name = format!(
+                    "{}-{:05}-{}.parquet",
+                    self.layout.prefix,
+                    self.started,
+                    uuid::Uuid::now_v7()
+                );
+                let path = match self.layout.time_column {
+                    Some(_) => format!("{DAY_COLUMN}={}/{name}", day_name(day)),
+                    None => name,
+                };
+                let bytes = Arc::new(AtomicU64::new(0));
+                let sink = Counted {
+                    inner: ParquetObjectWriter::new(
+                        self.layout.store.clone(),
+                        Path::from(path.as_str()),
+                    ),
+                    bytes: bytes.clone(),
+                };
+                let writer = AsyncArrowWriter::try_new(
+                    sink,
+                    self.layout.schema.clone(),
+                    Some(self.layout.props.clone()),
+                )
+                .map_err(storage(&format!("starting {path}")))?;
+                e.insert(Open {
+                    writer,
+                    bytes,
+                    path,
+                    rows: 0,
+                })
             }
-            if self.open.values().map(|f| f.rows).sum::<usize>()
-                > OPEN_ROWS_BUDGET / self.layout.share
-            {
-                let fullest = self
-                    .open
-                    .iter()
-                    .max_by_key(|(_, f)| f.rows)
-                    .map(|(d, _)| *d);
-                if let Some(d) = fullest {
-                    self.close_day(d).await?;
-                }
+        };
+        file.writer
+            .write(&part)
+            .await
+            .map_err(storage(&format!("writing {}", file.path)))?;
+        file.rows += rows;
+        if file.writer.bytes_written() + file.writer.in_progress_size() >= self.layout.target_size {
+            self.close_day(day).await?;
+        }
+        if self.open.values().map(|f| f.rows).sum::<usize>() > OPEN_ROWS_BUDGET / self.layout.share
+        {
+            let fullest = self
+                .open
+                .iter()
+                .max_by_key(|(_, f)| f.rows)
+                .map(|(d, _)| *d);
+            if let Some(d) = fullest {
+                self.close_day(d).await?;
             }
         }
         Ok(())
@@ -309,8 +285,7 @@ impl DayFiles {
     }
 
     async fn close_all(mut self) -> Result<Vec<Add>> {
-        let buffered: Vec<i32> = self.buffered.keys().copied().collect();
-        for day in buffered {
+        for day in self.buffered.parts() {
             self.flush_sorted(day).await?;
         }
         let days: Vec<i32> = self.open.keys().copied().collect();
