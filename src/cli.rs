@@ -108,6 +108,75 @@ pub enum Command {
     /// The Iceberg REST catalog server that floe ships.
     #[command(subcommand)]
     Catalog(CatalogCommand),
+    /// List, describe or drop tables (the catalog's, and the pipeline's
+    /// Delta tables).
+    Table(TableArgs),
+}
+
+/// `floe table ...`.
+#[derive(Debug, Args)]
+pub struct TableArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: TableCommand,
+}
+
+/// The `floe table` verbs.
+#[derive(Debug, Subcommand)]
+pub enum TableCommand {
+    /// Every table of the catalog (and the pipeline's Delta tables), with
+    /// its format.
+    List(TableListArgs),
+    /// A table's location, columns, partitioning, sort order, properties
+    /// and current snapshot (rows, files, the run that wrote it).
+    Describe(TableDescribeArgs),
+    /// Remove a table from the catalog. Without --purge its files stay
+    /// where they are (and can be registered again); with --purge the
+    /// catalog deletes them too. A Delta table has no catalog entry: it is
+    /// dropped only with --purge, which deletes its folder's files.
+    Drop(TableDropArgs),
+}
+
+/// Flags of `floe table list`.
+#[derive(Debug, Args)]
+pub struct TableListArgs {
+    /// Only the tables of this namespace (and the namespaces below it).
+    pub namespace: Option<String>,
+
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+
+    /// Print JSON instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `floe table describe`.
+#[derive(Debug, Args)]
+pub struct TableDescribeArgs {
+    /// The table, namespace.name.
+    pub table: String,
+
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `floe table drop`.
+#[derive(Debug, Args)]
+pub struct TableDropArgs {
+    /// The table, namespace.name.
+    pub table: String,
+
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+
+    /// Delete the table's files too (data, manifests, metadata).
+    #[arg(long)]
+    pub purge: bool,
 }
 
 /// Which models to run and how (shared by `transform` and `run`).
@@ -194,6 +263,12 @@ pub struct RunArgs {
     /// of calling the APIs (see `floe ingest --replay`).
     #[arg(long)]
     pub replay: bool,
+
+    /// Let this run empty days of the window that get no rows from the
+    /// source, deleting what they held (as `empty_days = "allow"` for every
+    /// job). Without it, a day that holds rows and gets none stops the run.
+    #[arg(long)]
+    pub allow_empty: bool,
 
     /// Write a JSON report of the ingest jobs and the models to this file.
     #[arg(long)]
@@ -398,6 +473,12 @@ pub struct IngestArgs {
     /// backfills and parser fixes without spending API credits.
     #[arg(long)]
     pub replay: bool,
+
+    /// Let this run empty days of the window that get no rows from the
+    /// source, deleting what they held (as `empty_days = "allow"` for every
+    /// job). Without it, a day that holds rows and gets none stops the run.
+    #[arg(long)]
+    pub allow_empty: bool,
 
     /// Write a JSON run report (rows read/written/rejected per day, files,
     /// bytes, snapshot ids, duration; for API jobs requests, retries,

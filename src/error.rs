@@ -37,6 +37,11 @@ pub enum Error {
     /// (duplicates, cadence gaps, empty days); nothing was committed.
     #[error("source contract: {0}")]
     Contract(String),
+    /// An overwrite would have deleted the rows of these days (as
+    /// `YYYY-MM-DD` and `YYYY-MM-DD..YYYY-MM-DD` ranges) without putting any
+    /// back, and the run was not told it may; nothing was committed.
+    #[error("the overwrite would empty days that hold rows: {0}")]
+    WouldEmpty(String),
     /// Too many records were rejected; nothing was committed.
     #[error("{0}")]
     Rejected(String),
@@ -57,7 +62,9 @@ impl Error {
     /// every other error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Rejected(_) | Error::DataTest(_) | Error::Contract(_) => 1,
+            Error::Rejected(_) | Error::DataTest(_) | Error::Contract(_) | Error::WouldEmpty(_) => {
+                1
+            }
             _ => 2,
         }
     }

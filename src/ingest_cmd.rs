@@ -43,6 +43,7 @@ pub async fn run(args: &IngestArgs) -> Result<()> {
         to,
         dry_run: args.dry_run,
         replay: args.replay,
+        allow_empty: args.allow_empty,
         run_id: args.run_id.clone().unwrap_or_else(new_run_id),
     };
     tracing::info!(run_id = %request.run_id, %from, %to, "ingest");
@@ -129,6 +130,13 @@ pub fn print_summary(reports: &[JobReport], dry_run: bool) {
             for e in &x.examples {
                 let _ = writeln!(out, "    {e}");
             }
+        }
+        if !r.emptied_days.is_empty() {
+            let _ = writeln!(
+                out,
+                "  emptied on purpose (their rows were deleted): {}",
+                r.emptied_days.join(", ")
+            );
         }
         for reject in &r.sample_rejects {
             let _ = writeln!(

@@ -20,6 +20,7 @@ pub mod rest;
 pub mod sigv4;
 pub mod snapshot;
 pub mod store;
+pub mod table_cmd;
 pub mod transform;
 pub mod transform_cmd;
 
@@ -39,5 +40,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Maintain(args) => maintain_cmd::maintain_cmd(&args).await,
         Command::Transform(args) => transform_cmd::transform_cmd(&args).await,
         Command::Run(args) => transform_cmd::run_cmd(&args).await,
+        Command::Table(args) => table_cmd::run(&args).await,
     }
 }

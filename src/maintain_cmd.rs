@@ -19,7 +19,7 @@ use crate::pipeline::MaintainSettings;
 use crate::rest::RestClient;
 
 /// Connects, runs `work`, and always stops an embedded catalog.
-async fn with_catalog<T>(
+pub(crate) async fn with_catalog<T>(
     args: &CatalogArgs,
     work: impl AsyncFnOnce(&RestClient, &MaintainSettings) -> Result<T>,
 ) -> Result<T> {
@@ -32,7 +32,10 @@ async fn with_catalog<T>(
 
 /// The Delta table the pipeline's jobs write as `table`, when one does
 /// (maintenance then acts on it instead of asking the catalog).
-fn delta_target(args: &CatalogArgs, table: &str) -> Result<Option<crate::ingest::delta::Target>> {
+pub(crate) fn delta_target(
+    args: &CatalogArgs,
+    table: &str,
+) -> Result<Option<crate::ingest::delta::Target>> {
     if args.catalog.is_some() || !args.pipeline.exists() {
         return Ok(None);
     }
@@ -40,7 +43,7 @@ fn delta_target(args: &CatalogArgs, table: &str) -> Result<Option<crate::ingest:
     crate::maintain::delta::target_of(&p, table)
 }
 
-fn print_json<T: Serialize>(value: &T) -> Result<()> {
+pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Config(format!("cannot encode the report: {e}")))?;
     let mut out = std::io::stdout().lock();

@@ -369,11 +369,14 @@ impl RestClient {
         }
     }
 
-    /// Drops a table (its files are left to the catalog's purge policy).
-    pub async fn drop_table(&self, namespace: &[String], table: &str) -> Result<()> {
-        let (status, body) = self
-            .call(Method::DELETE, &Self::table_path(namespace, table), None)
-            .await?;
+    /// Drops a table; with `purge`, asks the catalog to delete its files too
+    /// (otherwise they are left to the catalog's purge policy).
+    pub async fn drop_table(&self, namespace: &[String], table: &str, purge: bool) -> Result<()> {
+        let mut path = Self::table_path(namespace, table);
+        if purge {
+            path.push_str("?purgeRequested=true");
+        }
+        let (status, body) = self.call(Method::DELETE, &path, None).await?;
         if status.is_success() || status == StatusCode::NOT_FOUND {
             return Ok(());
         }

@@ -58,6 +58,10 @@ pub struct Overwrite {
     /// Days (since 1970-01-01) whose existing files are replaced; `None`
     /// appends without replacing anything.
     pub days: Option<RangeInclusive<i32>>,
+    /// Days of `days` that must not lose their rows: when one holds a live
+    /// data file and no added file falls on it, nothing is committed
+    /// ([`Error::WouldEmpty`]).
+    pub guarded_days: BTreeSet<i32>,
     /// Extra summary properties (`floe.job`, `floe.window`, ...).
     pub properties: HashMap<String, String>,
     /// This run's id, recorded as [`RUN_ID_KEY`].
@@ -77,6 +81,8 @@ pub struct CommitReport {
     pub attempts: u32,
     /// True when an earlier attempt had already landed (response lost).
     pub already_landed: bool,
+    /// Days whose rows the snapshot removed without adding any back.
+    pub emptied_days: Vec<i32>,
 }
 
 /// Where the table lives in the catalog, and how to reach its files.
@@ -251,6 +257,8 @@ pub struct Change {
     pub properties: HashMap<String, String>,
     /// This change's id, recorded as [`RUN_ID_KEY`].
     pub run_id: String,
+    /// Days the removal may not empty (see [`Overwrite::guarded_days`]).
+    pub guarded_days: BTreeSet<i32>,
     /// Stage the snapshot on this new branch instead of moving `main`
     /// (write-audit-publish). The snapshot's parent is still `main`'s head,
     /// so publishing is a fast-forward of `main` ([`publish_ref`]).
@@ -273,12 +281,15 @@ struct Staged {
     snapshot_id: i64,
     deleted_files: u64,
     deleted_rows: u64,
+    emptied_days: Vec<i32>,
     written: Vec<String>,
 }
 
 enum Stage {
     Ready(Staged),
     Stale(Vec<String>),
+    /// Guarded days the change would have emptied.
+    WouldEmpty(BTreeSet<i32>),
 }
 
 /// Commits `overwrite` to the table, retrying conflicts (bounded).
@@ -306,6 +317,7 @@ pub async fn commit_overwrite(
         },
         properties: overwrite.properties.clone(),
         run_id: overwrite.run_id.clone(),
+        guarded_days: overwrite.guarded_days.clone(),
         branch: None,
     };
     match commit_change(client, handle, loaded, &change).await? {
@@ -332,11 +344,15 @@ pub async fn commit_change(
                 deleted_rows: 0,
                 attempts: attempt,
                 already_landed: true,
+                emptied_days: Vec::new(),
             }));
         }
         let staged = match stage(handle, &loaded, change).await? {
             Stage::Ready(staged) => staged,
             Stage::Stale(paths) => return Ok(ChangeOutcome::Stale(paths)),
+            Stage::WouldEmpty(days) => {
+                return Err(Error::WouldEmpty(crate::ingest::describe_days(&days)));
+            }
         };
         let outcome = client
             .commit(
@@ -354,6 +370,7 @@ pub async fn commit_change(
                     deleted_rows: staged.deleted_rows,
                     attempts: attempt,
                     already_landed: false,
+                    emptied_days: staged.emptied_days,
                 }));
             }
             CommitOutcome::Conflict(reason) => {
@@ -526,6 +543,8 @@ async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> R
     let mut new_delete_partitions: HashSet<(i32, iceberg::spec::Struct)> = HashSet::new();
     let mut new_deletes_everywhere = false;
     let mut removed_partitions: HashMap<String, (i32, iceberg::spec::Struct)> = HashMap::new();
+    // Days that lose a data file holding rows.
+    let mut removed_days: BTreeSet<i32> = BTreeSet::new();
     if let Some(parent) = parent {
         let list = table
             .manifest_list_reader(parent)
@@ -612,6 +631,11 @@ async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> R
                     deleted_files += 1;
                     deleted_rows += file.record_count();
                     deleted_bytes += file.file_size_in_bytes();
+                    if file.record_count() > 0
+                        && let Some(day) = file_day(&file)
+                    {
+                        removed_days.insert(day);
+                    }
                     found.insert(file.file_path().to_string());
                     removed_partitions.insert(
                         file.file_path().to_string(),
@@ -646,6 +670,21 @@ async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> R
             discard(&handle.io, &rewritten.paths).await;
             return Ok(Stage::Stale(stale));
         }
+    }
+    let added_days: BTreeSet<i32> = change
+        .added
+        .values()
+        .flatten()
+        .filter_map(file_day)
+        .collect();
+    let emptied_days: BTreeSet<i32> = removed_days.difference(&added_days).copied().collect();
+    let refused: BTreeSet<i32> = emptied_days
+        .intersection(&change.guarded_days)
+        .copied()
+        .collect();
+    if !refused.is_empty() {
+        discard(&handle.io, &rewritten.paths).await;
+        return Ok(Stage::WouldEmpty(refused));
     }
     manifests.append(&mut rewritten.done);
     for (_, (writer, _)) in std::mem::take(&mut rewritten.writers) {
@@ -725,6 +764,7 @@ async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> R
         snapshot_id,
         deleted_files,
         deleted_rows,
+        emptied_days: emptied_days.into_iter().collect(),
         written,
     }))
 }

@@ -74,6 +74,7 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
         to,
         dry_run: false,
         replay: args.replay,
+        allow_empty: args.allow_empty,
         run_id: run_id.clone(),
     };
     let req = TransformRequest {

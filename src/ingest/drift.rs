@@ -114,7 +114,7 @@ pub fn scan_unknown(
 pub async fn evolve(
     client: &RestClient,
     job: &mut Job,
-    mut table: LoadedTable,
+    table: LoadedTable,
     new: &BTreeMap<String, ColumnType>,
 ) -> Result<LoadedTable> {
     for (name, kind) in new {
@@ -125,6 +125,19 @@ pub async fn evolve(
             from: None,
         });
     }
+    add_columns(client, job, table, new).await
+}
+
+/// Adds the columns of `new` the table lacks as nullable columns, in one
+/// schema commit guarded by the current schema id and last column id
+/// (retried when another writer changed the schema meanwhile); returns the
+/// reloaded table.
+pub async fn add_columns(
+    client: &RestClient,
+    job: &Job,
+    mut table: LoadedTable,
+    new: &BTreeMap<String, ColumnType>,
+) -> Result<LoadedTable> {
     for _ in 0..ATTEMPTS {
         let current = table.metadata.current_schema().clone();
         let missing: Vec<(&String, &ColumnType)> = new

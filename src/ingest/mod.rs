@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::pipeline::{
-    CatalogSettings, EVENT_TIME_COLUMN, Job, Pipeline, SchemaDrift, Source, TableFormat,
+    CatalogSettings, EVENT_TIME_COLUMN, EmptyDays, Job, Pipeline, SchemaDrift, Source, TableFormat,
 };
 use crate::rest::{LoadedTable, RestClient};
 use crate::snapshot::{self, Overwrite, TableHandle};
@@ -61,6 +61,9 @@ pub struct IngestRequest {
     pub run_id: String,
     /// HTTP sources: rebuild from the raw landing zone, sending no request.
     pub replay: bool,
+    /// Days of the window that get no rows may be emptied, whatever a job's
+    /// `empty_days` says (`--allow-empty`).
+    pub allow_empty: bool,
 }
 
 impl IngestRequest {
@@ -118,6 +121,9 @@ pub struct JobReport {
     pub snapshot_id: Option<i64>,
     /// Files the overwrite removed from the window.
     pub replaced_files: u64,
+    /// Days whose rows this run deleted without replacing them (only when
+    /// allowed: `empty_days = "allow"` or `--allow-empty`).
+    pub emptied_days: Vec<String>,
     /// Commit attempts.
     pub commit_attempts: u32,
     /// Snapshot of the rejects table, when there were rejects.
@@ -156,6 +162,7 @@ impl JobReport {
             bytes_written: 0,
             snapshot_id: None,
             replaced_files: 0,
+            emptied_days: Vec::new(),
             commit_attempts: 0,
             rejects_snapshot_id: None,
             http: None,
@@ -328,8 +335,8 @@ async fn run_job(
 ) -> Result<()> {
     let days = req.days();
     let window = day_of(days_start(req.from))..=day_of(days_start(req.to));
-    let mut fetcher = files::Fetcher::new(catalog_props)?;
-    let mut units: Vec<Unit> = match &job.source {
+    let fetcher = files::Fetcher::new(catalog_props)?;
+    let units: Vec<Unit> = match &job.source {
         Source::Files(cfg) => file_units(cfg, job, &days, &window, &fetcher, report).await?,
         Source::Http(h) => {
             if client.is_none() {
@@ -346,7 +353,51 @@ async fn run_job(
         report.status = "planned".into();
         return Ok(());
     };
-    let mut loaded = open_table(client, job).await?;
+    let (loaded, created) = open_table(client, job).await?;
+    let outcome = fill_table(
+        client,
+        job,
+        req,
+        IcebergInputs {
+            loaded,
+            units,
+            fetcher,
+            landing,
+        },
+        report,
+    )
+    .await;
+    if outcome.is_err() && created {
+        drop_if_never_written(client, job).await;
+    }
+    outcome
+}
+
+/// What [`fill_table`] reads and writes to.
+struct IcebergInputs<'a> {
+    loaded: LoadedTable,
+    units: Vec<Unit>,
+    fetcher: files::Fetcher,
+    landing: Option<&'a str>,
+}
+
+/// The Iceberg run on its open table: fetch (API sources), evolve, write,
+/// check, commit.
+async fn fill_table(
+    client: &RestClient,
+    job: &Job,
+    req: &IngestRequest,
+    inputs: IcebergInputs<'_>,
+    report: &mut JobReport,
+) -> Result<()> {
+    let IcebergInputs {
+        mut loaded,
+        mut units,
+        mut fetcher,
+        landing,
+    } = inputs;
+    let days = req.days();
+    let window = day_of(days_start(req.from))..=day_of(days_start(req.to));
     if let Some(id) = snapshot::landed_snapshot(&loaded.metadata, &req.run_id) {
         report.status = "already-committed".into();
         report.snapshot_id = Some(id);
@@ -411,13 +462,18 @@ async fn run_job(
             }
         }
     }
-    if let Err(e) = threshold(job, report).and(verdict) {
-        delete_files(&handle.io, &data_files).await;
-        return Err(e);
-    }
+    let guarded_days = match threshold(job, report).and(verdict) {
+        Ok(days) => days,
+        Err(e) => {
+            delete_files(&handle.io, &data_files).await;
+            return Err(e);
+        }
+    };
+    let added = data_files.clone();
     let overwrite = Overwrite {
         added: data_files,
         days: Some(window),
+        guarded_days,
         properties: HashMap::from([
             ("floe.job".to_string(), job.name.clone()),
             (
@@ -431,9 +487,21 @@ async fn run_job(
         ]),
         run_id: req.run_id.clone(),
     };
-    let committed = snapshot::commit_overwrite(client, &handle, loaded, &overwrite).await?;
+    let committed = match snapshot::commit_overwrite(client, &handle, loaded, &overwrite).await {
+        Ok(c) => c,
+        Err(Error::WouldEmpty(days)) => {
+            delete_files(&handle.io, &added).await;
+            return Err(would_empty(job, &days, report));
+        }
+        Err(e) => return Err(e),
+    };
     report.snapshot_id = Some(committed.snapshot_id);
     report.replaced_files = committed.deleted_files;
+    report.emptied_days = committed
+        .emptied_days
+        .iter()
+        .map(|d| day_name(*d))
+        .collect();
     report.commit_attempts = committed.attempts;
     report.status = if committed.already_landed {
         "already-committed"
@@ -547,16 +615,26 @@ async fn run_delta_job(
             }
         }
     }
-    if let Err(e) = threshold(job, report).and(verdict) {
-        unwritten(report);
-        write.finish(Some(e.to_string()), Vec::new()).await?;
-        return Err(e);
-    }
-    let committed = write
-        .finish(None, metadata)
-        .await?
-        .ok_or_else(|| Error::Storage("the Delta write did not commit".into()))?;
+    let guarded_days = match threshold(job, report).and(verdict) {
+        Ok(days) => days,
+        Err(e) => {
+            unwritten(report);
+            write.finish(Some(e.to_string()), Vec::new()).await?;
+            return Err(e);
+        }
+    };
+    write.guard(guarded_days);
+    let committed = match write.finish(None, metadata).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(Error::Storage("the Delta write did not commit".into())),
+        Err(Error::WouldEmpty(days)) => {
+            unwritten(report);
+            return Err(would_empty(job, &days, report));
+        }
+        Err(e) => return Err(e),
+    };
     report.snapshot_id = i64::try_from(committed.version).ok();
+    report.emptied_days = committed.emptied_days.clone();
     for (day, (files, bytes)) in &committed.days {
         let d = report.days.entry(day.clone()).or_default();
         d.files += files;
@@ -612,19 +690,29 @@ fn read_unit(
 }
 
 /// `[job.expect]` over what the run wrote (`report.days` filled in): puts
-/// the findings in the report and returns the verdict.
+/// the findings in the report and returns the verdict: on success, the
+/// empty days the commit must not empty (those still holding rows then
+/// refuse it).
 fn judge(
     job: &Job,
     req: &IngestRequest,
     days: &[NaiveDate],
     checker: Option<expect::Checker>,
     report: &mut JobReport,
-) -> Result<()> {
-    let empty_days: Vec<String> = days
+) -> Result<std::collections::BTreeSet<i32>> {
+    let empty: Vec<&NaiveDate> = days
         .iter()
-        .map(NaiveDate::to_string)
-        .filter(|d| !report.days.contains_key(d))
+        .filter(|d| !report.days.contains_key(&d.to_string()))
         .collect();
+    let empty_days: Vec<String> = empty.iter().map(|d| d.to_string()).collect();
+    let mut expect = job.expect.clone();
+    if req.allow_empty {
+        expect.empty_days = EmptyDays::Allow;
+    }
+    let guarded = match expect.empty_days {
+        EmptyDays::Protect => empty.iter().map(|d| day_of(days_start(**d))).collect(),
+        EmptyDays::Fail | EmptyDays::Allow => Default::default(),
+    };
     let found = match checker {
         Some(c) => c.finish(
             days_start(req.from),
@@ -636,9 +724,47 @@ fn judge(
             ..Default::default()
         },
     };
-    let verdict = expect::verdict(&job.name, &job.expect, &found);
+    let verdict = expect::verdict(&job.name, &expect, &found);
     report.expect = Some(found);
-    verdict
+    verdict.map(|()| guarded)
+}
+
+/// The error of a run whose overwrite would have deleted the rows of
+/// `days` (described) with nothing to put back.
+fn would_empty(job: &Job, days: &str, report: &JobReport) -> Error {
+    const SHOWN: usize = 5;
+    let source = match &job.source {
+        Source::Files(cfg) => {
+            let mut read: Vec<&str> = report
+                .files_read
+                .iter()
+                .take(SHOWN)
+                .map(String::as_str)
+                .collect();
+            if report.files_read.len() > SHOWN {
+                read.push("...");
+            }
+            format!(
+                "looked for {:?}, found {} file(s){}",
+                cfg.path,
+                report.files_read.len(),
+                if read.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", read.join(", "))
+                }
+            )
+        }
+        Source::Http(_) => format!("{} response(s) read", report.files_read.len()),
+    };
+    Error::Contract(format!(
+        "job {}: the source has no rows for {days}, which hold rows in {} ({source}); \
+         a run never deletes a day's rows unless told to: restore the source, narrow the window, \
+         or set empty_days = \"allow\" under [job.expect] (or pass --allow-empty) to empty them; \
+         nothing was committed",
+        job.name,
+        job.table_ident(),
+    ))
 }
 
 /// The reject threshold: past it the run fails and the target is untouched.
@@ -745,6 +871,22 @@ pub fn day_name(day: i32) -> String {
         .to_string()
 }
 
+/// Days as text: `2024-03-01..2024-03-31, 2024-04-03` (consecutive days as
+/// one range).
+pub fn describe_days(days: &std::collections::BTreeSet<i32>) -> String {
+    day_ranges(days)
+        .iter()
+        .map(|(lo, hi)| {
+            if lo == hi {
+                day_name(*lo)
+            } else {
+                format!("{}..{}", day_name(*lo), day_name(*hi))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Days as inclusive ranges of consecutive days, in order.
 pub fn day_ranges(days: &std::collections::BTreeSet<i32>) -> Vec<(i32, i32)> {
     let mut ranges: Vec<(i32, i32)> = Vec::new();
@@ -765,12 +907,41 @@ async fn delete_files(io: &FileIO, files: &[iceberg::spec::DataFile]) {
     }
 }
 
-/// Loads the job's table, creating it (and its namespace) on the first run.
-async fn open_table(client: &RestClient, job: &Job) -> Result<LoadedTable> {
+/// Loads the job's table, creating it (and its namespace) on the first
+/// run; `true` with a table this call created.
+///
+/// A table that never held a snapshot (a first run that failed, or died,
+/// after creating it) is adopted: recreated with the job's contract when
+/// that no longer matches. With `schema_drift = "evolve"`, columns the
+/// contract gained are added to an existing table as nullable columns.
+async fn open_table(client: &RestClient, job: &Job) -> Result<(LoadedTable, bool)> {
     if let Some(t) = client.load_table(&job.namespace, &job.table).await? {
-        schema::check_compatible(job, t.metadata.current_schema())?;
-        snapshot::require_day_spec(&t.metadata)?;
-        return Ok(t);
+        let fits = schema::check_compatible(job, t.metadata.current_schema())
+            .and_then(|()| snapshot::require_day_spec(&t.metadata).map(|_| ()));
+        match fits {
+            Ok(()) => return Ok((t, false)),
+            Err(_) if t.metadata.snapshots().next().is_none() => {
+                tracing::info!(table = %job.table_ident(), "recreating a table that never held data, for the job's contract");
+                client.drop_table(&job.namespace, &job.table, true).await?;
+            }
+            Err(e) if job.schema_drift == SchemaDrift::Evolve => {
+                let table = t.metadata.current_schema();
+                let added: std::collections::BTreeMap<String, crate::pipeline::ColumnType> = job
+                    .columns
+                    .iter()
+                    .filter(|c| table.field_by_name(&c.name).is_none())
+                    .map(|c| (c.name.clone(), c.kind))
+                    .collect();
+                if added.is_empty() {
+                    return Err(e);
+                }
+                let t = drift::add_columns(client, job, t, &added).await?;
+                schema::check_compatible(job, t.metadata.current_schema())?;
+                snapshot::require_day_spec(&t.metadata)?;
+                return Ok((t, false));
+            }
+            Err(e) => return Err(e),
+        }
     }
     client.ensure_namespace(&job.namespace).await?;
     let table_schema = schema::table_schema(job)?;
@@ -784,7 +955,7 @@ async fn open_table(client: &RestClient, job: &Job) -> Result<LoadedTable> {
     ]);
     props.extend(job.properties.clone());
     tracing::info!(table = %job.table_ident(), "creating table");
-    client
+    let loaded = client
         .create_table(
             &job.namespace,
             &job.table,
@@ -793,7 +964,26 @@ async fn open_table(client: &RestClient, job: &Job) -> Result<LoadedTable> {
             &order,
             &props,
         )
-        .await
+        .await?;
+    Ok((loaded, true))
+}
+
+/// After a failed run: drops the table when this run created it and it
+/// still holds no snapshot, so that a failed first run leaves nothing
+/// behind (a fixed contract then starts afresh).
+async fn drop_if_never_written(client: &RestClient, job: &Job) {
+    match client.load_table(&job.namespace, &job.table).await {
+        Ok(Some(t)) if t.metadata.snapshots().next().is_none() => {
+            tracing::info!(table = %job.table_ident(), "dropping the table this failed first run created");
+            if let Err(e) = client.drop_table(&job.namespace, &job.table, true).await {
+                tracing::warn!(table = %job.table_ident(), error = %e, "could not drop the empty table");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(table = %job.table_ident(), error = %e, "could not check the table after a failed first run");
+        }
+    }
 }
 
 enum Msg {

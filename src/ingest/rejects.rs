@@ -130,6 +130,7 @@ pub(super) async fn commit(
         added: files,
         // No day is replaced: rejects accumulate.
         days: None,
+        guarded_days: Default::default(),
         properties: HashMap::from([("floe.job".to_string(), job.name.clone())]),
         run_id: req.run_id.clone(),
     };

@@ -807,6 +807,7 @@ async fn commit_batch(
                 ("floe.compact.groups".to_string(), batch.len().to_string()),
             ]),
             run_id: format!("compact-{}", Uuid::new_v4().simple()),
+            guarded_days: Default::default(),
             branch: None,
         };
         match commit_change(client, &target.handle, target.loaded.clone(), &change).await? {

@@ -214,13 +214,19 @@ pub struct HttpSource {
     pub max_pages: u32,
 }
 
-/// Days with no rows in the window.
+/// What a run does with days of its window that get no rows from the
+/// source. A run never removes a day's rows unless told to (`Allow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EmptyDays {
-    /// Fail the run (an overwrite would empty those days).
+    /// Fail the run on any empty day (the default for API sources).
     Fail,
-    /// Replace them with nothing.
+    /// Fail the run on an empty day that holds rows in the table (the
+    /// overwrite would delete them); a day never written stays empty (the
+    /// default for file sources).
+    Protect,
+    /// Replace them with nothing, deleting what they held (the report lists
+    /// the days emptied).
     Allow,
 }
 
@@ -511,19 +517,17 @@ impl RawSource {
 
 impl RawExpect {
     /// Validates `[job.expect]` (or its absence) against the job's column
-    /// names; `http` sets the default of `empty_days` (fail for APIs, allow
-    /// for files, whose per-day templates already refuse missing days).
+    /// names; `http` sets the default of `empty_days` (fail for APIs,
+    /// protect for files).
     pub(super) fn validate(
         raw: Option<Self>,
         columns: &[&str],
         http: bool,
     ) -> Result<Expect, String> {
-        let written = raw.is_some();
-        let raw = raw.unwrap_or_default();
-        raw.check(columns, http, written)
+        raw.unwrap_or_default().check(columns, http)
     }
 
-    fn check(self, columns: &[&str], http: bool, written: bool) -> Result<Expect, String> {
+    fn check(self, columns: &[&str], http: bool) -> Result<Expect, String> {
         for k in &self.key {
             if !columns.contains(&k.as_str()) {
                 return Err(format!(
@@ -546,19 +550,20 @@ impl RawExpect {
                     })
             })
             .transpose()?;
+        // Duplicates are looked for when asked, or when a key or cadence
+        // says what a series is; `empty_days` alone does not ask.
+        let max_duplicates = self
+            .max_duplicates
+            .or((!self.key.is_empty() || cadence.is_some()).then_some(0));
         Ok(Expect {
             key: self.key,
             cadence,
             max_gaps: self.max_gaps,
-            max_duplicates: if written {
-                Some(self.max_duplicates.unwrap_or(0))
-            } else {
-                None
-            },
+            max_duplicates,
             empty_days: self.empty_days.unwrap_or(if http {
                 EmptyDays::Fail
             } else {
-                EmptyDays::Allow
+                EmptyDays::Protect
             }),
         })
     }

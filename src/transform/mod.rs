@@ -723,6 +723,7 @@ async fn run_model_inner(
         operation: Operation::Overwrite,
         properties,
         run_id: run_id.clone(),
+        guarded_days: BTreeSet::new(),
         branch: Some(branch.clone()),
     };
     let base = loaded.metadata.current_snapshot_id();
@@ -772,7 +773,10 @@ async fn run_model_inner(
         if staged.base.is_none() {
             // Its first result failed: the table floe created for it goes
             // too, as if the model had never run.
-            if let Err(e) = client.drop_table(&staged.namespace, &staged.table).await {
+            if let Err(e) = client
+                .drop_table(&staged.namespace, &staged.table, true)
+                .await
+            {
                 tracing::warn!(model = %model.name, error = %e, "could not drop the empty table");
             }
         }

@@ -109,7 +109,7 @@ pub async fn open_or_create(
             // their tests) holds nothing: it is recreated with the new columns.
             Err(_) if t.metadata.snapshots().next().is_none() => {
                 tracing::info!(table = %model.name, "recreating a table that never held data, for the new columns");
-                client.drop_table(&namespace, &name).await?;
+                client.drop_table(&namespace, &name, true).await?;
             }
             Err(e) => return Err(e),
         }

@@ -128,6 +128,7 @@ pub fn request(from: &str, to: &str, run_id: &str) -> IngestRequest {
         to: to.parse().expect("date"),
         dry_run: false,
         replay: false,
+        allow_empty: false,
         run_id: run_id.to_string(),
     }
 }

@@ -8,4 +8,5 @@ mod delta;
 mod http;
 mod ingest;
 mod maintain;
+mod nothing_lost;
 mod transform;

@@ -122,6 +122,7 @@ async fn append(client: &RestClient, name: &str, day: i32, ids: std::ops::Range<
         &Overwrite {
             added: files,
             days: None,
+            guarded_days: Default::default(),
             properties: HashMap::new(),
             run_id: uuid::Uuid::new_v4().to_string(),
         },
@@ -314,6 +315,7 @@ async fn a_replace_never_removes_files_a_concurrent_overwrite_already_replaced()
         &Overwrite {
             added: fresh,
             days: Some(DAY0..=DAY0),
+            guarded_days: Default::default(),
             properties: HashMap::new(),
             run_id: "ingest-run".into(),
         },
@@ -332,6 +334,7 @@ async fn a_replace_never_removes_files_a_concurrent_overwrite_already_replaced()
         operation: Operation::Replace,
         properties: HashMap::new(),
         run_id: "compact-run".into(),
+        guarded_days: Default::default(),
         branch: None,
     };
     let head = Target::open(&client, "m.t").await.expect("open");
@@ -365,6 +368,7 @@ async fn a_replace_keeps_files_a_concurrent_append_added() {
         operation: Operation::Replace,
         properties: HashMap::new(),
         run_id: "compact-run".into(),
+        guarded_days: Default::default(),
         branch: None,
     };
     // Built from the planning snapshot: the producer reloads on conflict.
@@ -400,6 +404,7 @@ async fn expiry_deletes_only_what_no_retained_snapshot_references() {
         &Overwrite {
             added: fresh,
             days: Some(DAY0..=DAY0),
+            guarded_days: Default::default(),
             properties: HashMap::from([("floe.job".to_string(), "j".to_string())]),
             run_id: "run-1".into(),
         },

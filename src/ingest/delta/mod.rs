@@ -377,6 +377,8 @@ pub struct Committed {
     pub added_files: u64,
     /// Files the overwrite removed from the window.
     pub removed_files: u64,
+    /// Days (`YYYY-MM-DD`) whose rows the commit removed without adding any.
+    pub emptied_days: Vec<String>,
 }
 
 /// What a write replaces.
@@ -444,6 +446,7 @@ pub struct Write {
     root_store: Arc<dyn deltalake::ObjectStore>,
     lanes: Lanes<files::DayFiles>,
     replace: Replace,
+    guarded: BTreeSet<i32>,
     by_day: bool,
     /// Rows sent per day (days since 1970-01-01; unpartitioned: day 0).
     pub rows_per_day: BTreeMap<i32, u64>,
@@ -536,6 +539,7 @@ impl Write {
             root_store,
             lanes,
             replace: spec.replace,
+            guarded: BTreeSet::new(),
             by_day,
             rows_per_day: BTreeMap::new(),
             time_column: spec.time_column.map(str::to_string),
@@ -565,6 +569,13 @@ impl Write {
         self.lanes.send(batch).await
     }
 
+    /// Days of the replaced ones that the commit must not empty: when one
+    /// holds rows and this write adds none to it, nothing is committed
+    /// ([`Error::WouldEmpty`]).
+    pub fn guard(&mut self, days: BTreeSet<i32>) {
+        self.guarded = days;
+    }
+
     /// Finishes every file. On a lane's error, the files are deleted and
     /// the error returned.
     pub async fn close(self) -> Result<Closed> {
@@ -575,6 +586,7 @@ impl Write {
             root_store: self.root_store,
             adds,
             replace: self.replace,
+            guarded: self.guarded,
             by_day: self.by_day,
         };
         match error {
@@ -610,6 +622,7 @@ pub struct Closed {
     /// The files, as `add` actions.
     pub adds: Vec<Add>,
     replace: Replace,
+    guarded: BTreeSet<i32>,
     by_day: bool,
 }
 
@@ -691,6 +704,8 @@ async fn commit(closed: &Closed, metadata: Vec<(String, serde_json::Value)>) -> 
         .map_err(delta_err(&format!("reading {}", target.url)))?;
     let mut actions: Vec<Action> = Vec::with_capacity(adds.len());
     let mut removed = 0u64;
+    // Days losing a file that holds rows.
+    let mut removed_days: BTreeSet<String> = BTreeSet::new();
     let mut views = snapshot
         .snapshot()
         .file_views(table.log_store().as_ref(), None);
@@ -702,6 +717,11 @@ async fn commit(closed: &Closed, metadata: Vec<(String, serde_json::Value)>) -> 
             .as_ref()
             .and_then(|p| p.get(DAY_COLUMN).cloned().flatten());
         if closed.replace.covers(day.as_deref()) {
+            if let Some(d) = &day
+                && view.num_records().is_none_or(|n| n > 0)
+            {
+                removed_days.insert(d.clone());
+            }
             actions.push(Action::Remove(remove));
             removed += 1;
         }
@@ -719,6 +739,19 @@ async fn commit(closed: &Closed, metadata: Vec<(String, serde_json::Value)>) -> 
         d.0 += 1;
         d.1 += u64::try_from(add.size).unwrap_or(0);
         actions.push(Action::Add(add.clone()));
+    }
+    let emptied_days: Vec<String> = removed_days
+        .into_iter()
+        .filter(|d| !days.contains_key(d))
+        .collect();
+    let refused: BTreeSet<i32> = emptied_days
+        .iter()
+        .filter_map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+        .map(|d| day_of(start_of(d)))
+        .filter(|d| closed.guarded.contains(d))
+        .collect();
+    if !refused.is_empty() {
+        return Err(Error::WouldEmpty(crate::ingest::describe_days(&refused)));
     }
     let rows: u64 = adds.iter().filter_map(records).sum();
     let mut info: HashMap<String, serde_json::Value> = metadata.into_iter().collect();
@@ -749,6 +782,7 @@ async fn commit(closed: &Closed, metadata: Vec<(String, serde_json::Value)>) -> 
         version: done.version(),
         added_files: adds.len() as u64,
         removed_files: removed,
+        emptied_days,
     })
 }
 
