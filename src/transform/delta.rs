@@ -94,6 +94,27 @@ pub async fn provider(
     Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
+/// The columns of a `day`-partitioned Delta table that lie on the UTC day
+/// of its partition: `day` itself and floe's event time `ts_utc` (the
+/// column floe derives `day` from); none for other tables.
+pub fn day_columns(table: &DeltaTable) -> BTreeSet<String> {
+    let Ok(snapshot) = table.snapshot() else {
+        return BTreeSet::new();
+    };
+    if snapshot.metadata().partition_columns() != [DAY_COLUMN.to_string()] {
+        return BTreeSet::new();
+    }
+    let mut columns = BTreeSet::from([DAY_COLUMN.to_string()]);
+    if snapshot
+        .schema()
+        .field(crate::pipeline::EVENT_TIME_COLUMN)
+        .is_some()
+    {
+        columns.insert(crate::pipeline::EVENT_TIME_COLUMN.to_string());
+    }
+    columns
+}
+
 /// The days of `table` whose rows changed after version `from` up to `to`:
 /// the `day` of every file added or removed with `dataChange` (so
 /// compactions change nothing). A commit that is gone from the log, or

@@ -20,6 +20,7 @@ pub mod audit;
 pub mod changes;
 pub mod delta;
 pub mod graph;
+pub mod locality;
 pub mod model;
 pub mod provider;
 pub mod publish;
@@ -44,7 +45,7 @@ use crate::pipeline::TableFormat;
 use crate::rest::{LoadedTable, RestClient};
 use crate::snapshot::{self, Change, ChangeOutcome, Removal, TableHandle};
 use audit::TestOutcome;
-use changes::Changed;
+use changes::{Changed, day_column};
 use graph::Node;
 use model::{Materialized, Model};
 use publish::Staged;
@@ -508,6 +509,11 @@ async fn run_model_inner(
         (None, Some(_)) => Materialized::Incremental,
         (None, None) => Materialized::Table,
     };
+    if materialized == Materialized::Incremental
+        && let Some(time) = &event_time
+    {
+        check_locality(model, &df, &inputs, time)?;
+    }
     let schema = write::table_schema(model, &output)?;
     let (namespace, name) = model.target();
     report.format = model.format.unwrap_or(req.model_format);
@@ -571,8 +577,24 @@ async fn run_model_inner(
         Refresh::Days(_) => "days",
     }
     .into();
+    // With a lookback, the days around a changed one are recomputed too,
+    // reading the days around those (a `--from/--to` window is recomputed
+    // as asked, reading around it).
+    let lookback = model.lookback_days.unwrap_or(0);
+    let mut refresh = refresh;
+    if let Refresh::Days(days) = &mut refresh
+        && req.window.is_none()
+    {
+        *days = widen(days, lookback);
+    }
     if let Refresh::Days(days) = &refresh {
         report.days = days.iter().map(|d| day_name(*d)).collect();
+        if lookback > 0 {
+            report.reason.push_str(&format!(
+                "; lookback {lookback}d: {} day(s) recomputed",
+                days.len()
+            ));
+        }
     }
     if refresh == Refresh::Skip {
         report.status = "up-to-date".into();
@@ -586,17 +608,35 @@ async fn run_model_inner(
         Refresh::Days(d) => Some(d),
         _ => None,
     };
-    // The query again over the upstream days only, for a days refresh.
+    // The query again over the upstream days only, for a days refresh
+    // (with a lookback, the days around them too, keeping only the result
+    // rows of the days recomputed).
     let df = match days {
         None => df,
         Some(days) => {
             let ctx = session::context();
+            let read = widen(days, lookback);
             for s in &inputs {
-                session::register(&ctx, s, Some(days)).await?;
+                session::register(&ctx, s, Some(&read)).await?;
             }
-            ctx.sql(&model.sql)
+            let df = ctx
+                .sql(&model.sql)
                 .await
-                .map_err(|e| sql_error(model, &e))?
+                .map_err(|e| sql_error(model, &e))?;
+            match event_time.as_deref() {
+                Some(time) if lookback > 0 => {
+                    let tz = match df.schema().as_arrow().field_with_name(time) {
+                        Ok(f) => match f.data_type() {
+                            datafusion::arrow::datatypes::DataType::Timestamp(_, tz) => tz.clone(),
+                            _ => None,
+                        },
+                        Err(_) => None,
+                    };
+                    df.filter(session::day_predicate(time, days, tz))
+                        .map_err(|e| sql_error(model, &e))?
+                }
+                _ => df,
+            }
         }
     };
     if let Some(head) = &delta_head {
@@ -789,6 +829,53 @@ async fn run_model_inner(
     report.tests = outcomes;
     report.status = "staged".into();
     Ok((Some(staged), Some(source), None))
+}
+
+/// `days` and the `by` days before and after each.
+fn widen(days: &BTreeSet<i32>, by: i32) -> BTreeSet<i32> {
+    days.iter().flat_map(|d| d - by..=d + by).collect()
+}
+
+/// Refuses an incremental model whose refresh of some days would publish
+/// other rows than a full refresh (see [`locality`]).
+fn check_locality(
+    model: &Model,
+    df: &datafusion::prelude::DataFrame,
+    inputs: &[&Source],
+    event_time: &str,
+) -> Result<()> {
+    let mut day_columns = locality::DayColumns::new();
+    for s in inputs {
+        let exact: BTreeSet<String> = match &s.table {
+            SourceTable::Iceberg(t) => day_column(t.metadata()).into_iter().collect(),
+            SourceTable::Delta(t) => delta::day_columns(t),
+        };
+        if !exact.is_empty() {
+            day_columns.insert(
+                s.name.to_lowercase(),
+                exact.into_iter().map(|c| c.to_lowercase()).collect(),
+            );
+        }
+    }
+    let plan = df
+        .clone()
+        .into_optimized_plan()
+        .map_err(|e| sql_error(model, &e))?;
+    let mode = if model.lookback_days.is_some() {
+        locality::Mode::Bounded
+    } else {
+        locality::Mode::DayLocal
+    };
+    locality::check(&plan, &day_columns, event_time, mode).map_err(|what| {
+        let fix = match mode {
+            locality::Mode::DayLocal => "set lookback = \"Nd\" in its header (how many days from its own day a result row's inputs may lie), or materialized = \"table\"",
+            locality::Mode::Bounded => "no lookback bounds that; set materialized = \"table\"",
+        };
+        Error::Model(format!(
+            "{}: an incremental refresh would publish other rows than a full one: {what}; {fix}",
+            model.file()
+        ))
+    })
 }
 
 /// What to recompute, and why.

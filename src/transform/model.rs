@@ -9,6 +9,7 @@
 //! event_time = "ts_utc"              # partitions by day(ts_utc)
 //! unique_key = ["ts_utc", "site_id"]
 //! sort = ["site_id", "ts_utc"]
+//! lookback = "7d"                    # rows read up to 7 days from their own day
 //! [tests]
 //! not_null = ["ts_utc", "site_id"]
 //! cadence = { key = ["site_id"], interval = "30m" }
@@ -102,6 +103,7 @@ struct Header {
     materialized: Option<Materialized>,
     format: Option<TableFormat>,
     event_time: Option<String>,
+    lookback: Option<String>,
     #[serde(default)]
     unique_key: Vec<String>,
     #[serde(default)]
@@ -131,6 +133,11 @@ pub struct Model {
     /// The timestamptz column whose day partitions the table (default
     /// `ts_utc` when the result has it).
     pub event_time: Option<String>,
+    /// How many days a result row's inputs may lie from its own day
+    /// (`lookback`, rounded up to whole days): an incremental refresh
+    /// recomputes that many days around the changed ones, reading that
+    /// many more (none: each day from that day's rows alone).
+    pub lookback_days: Option<i32>,
     /// Columns unique together (tested).
     pub unique_key: Vec<String>,
     /// Sort order within each data file.
@@ -229,6 +236,21 @@ pub fn load(path: &Path) -> Result<Model> {
             "{file}: an incremental model needs an event_time"
         )));
     }
+    let lookback_days = header
+        .lookback
+        .as_deref()
+        .map(|text| {
+            if header.materialized == Some(Materialized::Table) {
+                return Err(format!(
+                    "lookback applies to incremental models; {file} is materialized = \"table\""
+                ));
+            }
+            let seconds = interval_seconds(text).map_err(|e| format!("{file}: lookback {e}"))?;
+            i32::try_from((seconds + 86_399) / 86_400)
+                .map_err(|_| format!("{file}: lookback {text:?} is too long"))
+        })
+        .transpose()
+        .map_err(Error::Config)?;
     Ok(Model {
         name: format!("{layer}.{name}"),
         layer,
@@ -237,6 +259,7 @@ pub fn load(path: &Path) -> Result<Model> {
         materialized: header.materialized,
         format: header.format,
         event_time: header.event_time,
+        lookback_days,
         unique_key: header.unique_key,
         sort: header.sort,
         properties: header.properties,

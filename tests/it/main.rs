@@ -6,6 +6,7 @@
 mod common;
 mod delta;
 mod http;
+mod incremental;
 mod ingest;
 mod maintain;
 mod nothing_lost;
