@@ -362,7 +362,7 @@ pub struct ExpireArgs {
 
     /// Expire snapshots older than this (3d, 12h, 1w, ...; default: the
     /// table's history.expire.max-snapshot-age-ms, else 5d).
-    #[arg(long, value_parser = crate::maintain::parse_duration)]
+    #[arg(long, value_parser = crate::duration::parse_duration)]
     pub older_than: Option<std::time::Duration>,
 
     /// Always keep this many snapshots of main (default: the table's
@@ -390,7 +390,7 @@ pub struct OrphanArgs {
 
     /// Only files older than this are deleted; running writers' files are
     /// younger. Default 3d.
-    #[arg(long, value_parser = crate::maintain::parse_duration)]
+    #[arg(long, value_parser = crate::duration::parse_duration)]
     pub older_than: Option<std::time::Duration>,
 
     /// List the orphans, delete nothing.
@@ -412,7 +412,7 @@ pub struct StatusArgs {
     pub catalog: CatalogArgs,
 
     /// Window for orphan candidates (default 3d).
-    #[arg(long, value_parser = crate::maintain::parse_duration)]
+    #[arg(long, value_parser = crate::duration::parse_duration)]
     pub orphans_older_than: Option<std::time::Duration>,
 
     /// Print JSON instead of a table.

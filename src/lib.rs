@@ -9,6 +9,7 @@
 pub mod catalog_serve;
 pub mod cli;
 pub mod connect;
+pub mod duration;
 pub mod error;
 pub mod event_time;
 pub mod ingest;
@@ -20,6 +21,7 @@ pub mod rest;
 pub mod sigv4;
 pub mod snapshot;
 pub mod store;
+pub mod table;
 pub mod table_cmd;
 pub mod transform;
 pub mod transform_cmd;

@@ -607,7 +607,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
         ("orphans_older_than", &raw.maintain.orphans_older_than),
     ] {
         if let Some(v) = value {
-            crate::maintain::parse_duration(v)
+            crate::duration::parse_duration(v)
                 .map_err(|e| Error::Config(format!("{file}: [maintain] key `{key}`: {e}")))?;
         }
     }

@@ -44,9 +44,8 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::rest::{CommitOutcome, LoadedTable, RestClient};
+pub use crate::table::props::{JOB_KEY, LAST_RUN_PREFIX, RUN_ID_KEY, STATE_PREFIX};
 
-/// Summary key holding the id of the run that made a snapshot.
-pub const RUN_ID_KEY: &str = "floe.run-id";
 /// How many times a commit is rebuilt after conflicts before giving up.
 const MAX_ATTEMPTS: u32 = 12;
 
@@ -159,21 +158,11 @@ fn may_overlap(manifest: &ManifestFile, days: &BTreeSet<i32>) -> bool {
     }
 }
 
-/// Summary key prefix carrying each job's latest run id forward:
-/// `floe.last-run.<job> = <run id>` on every snapshot floe commits, so the
-/// record of a run outlives the snapshot it made (which compaction may
-/// have replaced and expiry may then remove).
-pub const LAST_RUN_PREFIX: &str = "floe.last-run.";
-
-/// Summary key prefix of state carried from `main`'s head into every
-/// snapshot floe commits (unless the commit sets the key itself).
-pub const STATE_PREFIX: &str = "floe.state.";
-
 /// The run records of a snapshot summary: `(job, run id)` from its own
 /// `floe.job` + `floe.run-id`, and from the `floe.last-run.*` it carries.
 pub fn run_records(props: &HashMap<String, String>) -> Vec<(&str, &str)> {
     let own = props
-        .get("floe.job")
+        .get(JOB_KEY)
         .zip(props.get(RUN_ID_KEY))
         .map(|(j, r)| (j.as_str(), r.as_str()));
     let carried = props
@@ -351,7 +340,7 @@ pub async fn commit_change(
             Stage::Ready(staged) => staged,
             Stage::Stale(paths) => return Ok(ChangeOutcome::Stale(paths)),
             Stage::WouldEmpty(days) => {
-                return Err(Error::WouldEmpty(crate::ingest::describe_days(&days)));
+                return Err(Error::WouldEmpty(crate::table::days::describe_days(&days)));
             }
         };
         let outcome = client
@@ -805,7 +794,7 @@ fn summarize(
                 .map(|(k, v)| (k.clone(), v.clone())),
         );
     }
-    if let Some(job) = change.properties.get("floe.job") {
+    if let Some(job) = change.properties.get(JOB_KEY) {
         props.insert(format!("{LAST_RUN_PREFIX}{job}"), change.run_id.clone());
     }
     props.extend(change.properties.clone());

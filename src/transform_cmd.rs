@@ -199,27 +199,14 @@ fn print_models(reports: &[ModelReport]) {
     }
 }
 
-/// `2024-03-30..2024-04-01, 2024-04-03` from sorted day names.
+/// `2024-03-30..2024-04-01, 2024-04-03` from day names.
 fn day_ranges(days: &[String]) -> String {
-    let parsed: Vec<chrono::NaiveDate> = days.iter().filter_map(|d| d.parse().ok()).collect();
-    let mut ranges: Vec<(chrono::NaiveDate, chrono::NaiveDate)> = Vec::new();
-    for d in parsed {
-        match ranges.last_mut() {
-            Some((_, hi)) if hi.succ_opt() == Some(d) => *hi = d,
-            _ => ranges.push((d, d)),
-        }
-    }
-    ranges
+    let numbers = days
         .iter()
-        .map(|(a, b)| {
-            if a == b {
-                a.to_string()
-            } else {
-                format!("{a}..{b}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+        .filter_map(|d| d.parse().ok())
+        .map(crate::table::days::day_number)
+        .collect();
+    crate::table::days::describe_days(&numbers)
 }
 
 /// Prints where each model's table is and the first rows of the gold ones.

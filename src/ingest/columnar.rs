@@ -169,7 +169,7 @@ fn event_times(
                 if dates.is_null(i) {
                     return Err(format!("event time: {name} is missing or not a date"));
                 }
-                Ok(i64::from(dates.value(i)) * 86_400_000_000)
+                Ok(i64::from(dates.value(i)) * crate::table::days::MICROS_PER_DAY)
             }));
         }
         EventTimeConfig::Period {

@@ -274,7 +274,7 @@ impl BatchBuilder {
             EventTimeConfig::Date { column } => {
                 let d = text(column)?;
                 let date = parse_date(&d).map_err(|e| format!("event-time field {column}: {e}"))?;
-                Ok(super::days_start(date))
+                Ok(crate::table::days::day_start(date))
             }
             EventTimeConfig::Period {
                 date_column,

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::pipeline::{EVENT_TIME_COLUMN, EmptyDays, Expect};
 
-const DAY_MICROS: i64 = 86_400_000_000;
+use crate::table::days::MICROS_PER_DAY as DAY_MICROS;
 const EXAMPLES: usize = 5;
 
 /// What the checks found (part of the run report).

@@ -37,9 +37,11 @@ use crate::pipeline::{
 };
 use crate::rest::{LoadedTable, RestClient};
 use crate::snapshot::{self, Overwrite, TableHandle};
+use crate::table::days::{self, day_name, day_of, day_start};
+use crate::table::props::{JOB_KEY, RUN_ID_KEY, WINDOW_KEY, target_file_size};
 use convert::{BatchBuilder, Record};
 pub use rejects::Reject;
-use writer::{DEFAULT_TARGET_FILE_SIZE, DayWriters, day_of};
+use writer::DayWriters;
 
 /// Rows per Arrow batch handed to the writer.
 const BATCH_ROWS: usize = 8192;
@@ -334,7 +336,7 @@ async fn run_job(
     report: &mut JobReport,
 ) -> Result<()> {
     let days = req.days();
-    let window = day_of(days_start(req.from))..=day_of(days_start(req.to));
+    let window = days::window(req.from, req.to);
     let fetcher = files::Fetcher::new(catalog_props)?;
     let units: Vec<Unit> = match &job.source {
         Source::Files(cfg) => file_units(cfg, job, &days, &window, &fetcher, report).await?,
@@ -397,7 +399,7 @@ async fn fill_table(
         landing,
     } = inputs;
     let days = req.days();
-    let window = day_of(days_start(req.from))..=day_of(days_start(req.to));
+    let window = days::window(req.from, req.to);
     if let Some(id) = snapshot::landed_snapshot(&loaded.metadata, &req.run_id) {
         report.status = "already-committed".into();
         report.snapshot_id = Some(id);
@@ -475,11 +477,8 @@ async fn fill_table(
         days: Some(window),
         guarded_days,
         properties: HashMap::from([
-            ("floe.job".to_string(), job.name.clone()),
-            (
-                "floe.window".to_string(),
-                format!("{}/{}", req.from, req.to),
-            ),
+            (JOB_KEY.to_string(), job.name.clone()),
+            (WINDOW_KEY.to_string(), format!("{}/{}", req.from, req.to)),
             (
                 "floe.rows-rejected".to_string(),
                 report.rows_rejected.to_string(),
@@ -524,7 +523,7 @@ async fn run_delta_job(
     report: &mut JobReport,
 ) -> Result<()> {
     let days = req.days();
-    let window = day_of(days_start(req.from))..=day_of(days_start(req.to));
+    let window = days::window(req.from, req.to);
     let fetcher = files::Fetcher::new(catalog_props)?;
     let (io, s3_props) = (fetcher.io.clone(), fetcher.s3_props.clone());
     let target = delta::Target::resolve(
@@ -562,16 +561,12 @@ async fn run_delta_job(
         units = api_units(job, h, req, &days, &zone, report).await?;
     }
     let table_schema = schema::arrow_schema(&schema::table_schema(job)?)?;
-    let target_size = job
-        .properties
-        .get("write.target-file-size-bytes")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_TARGET_FILE_SIZE);
+    let target_size = target_file_size(&job.properties);
     let metadata = vec![
-        ("floe.run-id".to_string(), serde_json::json!(req.run_id)),
-        ("floe.job".to_string(), serde_json::json!(job.name)),
+        (RUN_ID_KEY.to_string(), serde_json::json!(req.run_id)),
+        (JOB_KEY.to_string(), serde_json::json!(job.name)),
         (
-            "floe.window".to_string(),
+            WINDOW_KEY.to_string(),
             serde_json::json!(format!("{}/{}", req.from, req.to)),
         ),
     ];
@@ -710,13 +705,13 @@ fn judge(
         expect.empty_days = EmptyDays::Allow;
     }
     let guarded = match expect.empty_days {
-        EmptyDays::Protect => empty.iter().map(|d| day_of(days_start(**d))).collect(),
+        EmptyDays::Protect => empty.iter().map(|d| days::day_number(**d)).collect(),
         EmptyDays::Fail | EmptyDays::Allow => Default::default(),
     };
     let found = match checker {
         Some(c) => c.finish(
-            days_start(req.from),
-            days_start(req.to) + 86_400_000_000,
+            day_start(req.from),
+            day_start(req.to) + crate::table::days::MICROS_PER_DAY,
             empty_days,
         ),
         None => expect::ExpectReport {
@@ -853,50 +848,10 @@ async fn api_units(
         .into_iter()
         .map(|p| Unit {
             file: files::SourceFile::of_uri(&p.uri),
-            keep: day_of(days_start(*p.keep.start()))..=day_of(days_start(*p.keep.end())),
+            keep: days::window(*p.keep.start(), *p.keep.end()),
             vars: Some(p.vars),
         })
         .collect())
-}
-
-fn days_start(d: NaiveDate) -> i64 {
-    d.and_hms_opt(0, 0, 0)
-        .map_or(0, |t| t.and_utc().timestamp_micros())
-}
-
-/// `YYYY-MM-DD` of a day number (days since 1970-01-01).
-pub fn day_name(day: i32) -> String {
-    (chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(i64::from(day)))
-        .date_naive()
-        .to_string()
-}
-
-/// Days as text: `2024-03-01..2024-03-31, 2024-04-03` (consecutive days as
-/// one range).
-pub fn describe_days(days: &std::collections::BTreeSet<i32>) -> String {
-    day_ranges(days)
-        .iter()
-        .map(|(lo, hi)| {
-            if lo == hi {
-                day_name(*lo)
-            } else {
-                format!("{}..{}", day_name(*lo), day_name(*hi))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Days as inclusive ranges of consecutive days, in order.
-pub fn day_ranges(days: &std::collections::BTreeSet<i32>) -> Vec<(i32, i32)> {
-    let mut ranges: Vec<(i32, i32)> = Vec::new();
-    for &d in days {
-        match ranges.last_mut() {
-            Some((_, hi)) if *hi + 1 == d => *hi = d,
-            _ => ranges.push((d, d)),
-        }
-    }
-    ranges
 }
 
 async fn delete_files(io: &FileIO, files: &[iceberg::spec::DataFile]) {
@@ -1014,11 +969,7 @@ async fn write_files(
         .iter()
         .filter_map(|name| arrow.index_of(name).ok())
         .collect();
-    let target = job
-        .properties
-        .get("write.target-file-size-bytes")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_TARGET_FILE_SIZE);
+    let target = target_file_size(&job.properties);
     let mut lanes = lanes::Lanes::start(Some(EVENT_TIME_COLUMN), |lane, lanes| {
         Ok(DayWriters::new(
             &loaded.metadata,

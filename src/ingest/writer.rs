@@ -24,6 +24,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
+pub use crate::table::days::day_of;
 
 /// Builds data file writers (one per partition) for a table.
 pub type Builder =
@@ -32,9 +33,6 @@ pub type Builder =
 pub type Writer =
     DataFileWriter<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
-/// Default target size of a data file.
-pub const DEFAULT_TARGET_FILE_SIZE: usize = 128 * 1024 * 1024;
 /// Buffered Arrow memory across all days before the largest day is flushed
 /// (sorted tables only).
 const SORT_BUFFER_BYTES: usize = 96 * 1024 * 1024;
@@ -78,11 +76,6 @@ fn compression(props: &std::collections::HashMap<String, String>) -> Result<Comp
             )));
         }
     })
-}
-
-/// The day (since 1970-01-01) of a UTC instant in microseconds.
-pub fn day_of(micros: i64) -> i32 {
-    micros.div_euclid(MICROS_PER_DAY) as i32
 }
 
 /// floe's Parquet settings for data files of either table format: the

@@ -240,7 +240,7 @@ pub async fn maintain_table(
     let older_than = match settings
         .expire_older_than
         .as_deref()
-        .map(super::parse_duration)
+        .map(crate::duration::parse_duration)
         .transpose()
     {
         Ok(d) => d.unwrap_or(Duration::from_secs(7 * 86_400)),

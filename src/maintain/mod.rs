@@ -23,8 +23,6 @@ pub mod policy;
 pub mod scan;
 pub mod status;
 
-use std::time::Duration;
-
 use crate::error::{Error, Result};
 use crate::rest::{LoadedTable, RestClient};
 use crate::snapshot::TableHandle;
@@ -32,11 +30,7 @@ use crate::snapshot::TableHandle;
 /// A table's output file size: its `write.target-file-size-bytes`, else
 /// the writer's default (128 MiB).
 pub fn target_file_size(metadata: &iceberg::spec::TableMetadata) -> u64 {
-    metadata
-        .properties()
-        .get("write.target-file-size-bytes")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(crate::ingest::writer::DEFAULT_TARGET_FILE_SIZE as u64)
+    crate::table::props::target_file_size(metadata.properties()) as u64
 }
 
 /// Files below this size count as small: 75% of the target, as Spark's
@@ -121,44 +115,6 @@ pub async fn all_tables(client: &RestClient) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Parses a duration such as `3d`, `12h`, `30m`, `90s`, `500ms`, `2w` (or
-/// a sum, `1d12h`).
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let bad =
-        || format!("{text:?} is not a duration; write e.g. 3d, 12h, 30m, 90s, 500ms or 1d12h");
-    let mut total_ms: u64 = 0;
-    let mut digits = String::new();
-    let mut chars = text.trim().chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        digits.clear();
-        let unit_ms = match c {
-            'm' if chars.peek() == Some(&'s') => {
-                chars.next();
-                1
-            }
-            's' => 1_000,
-            'm' => 60_000,
-            'h' => 3_600_000,
-            'd' => 86_400_000,
-            'w' => 604_800_000,
-            _ => return Err(bad()),
-        };
-        total_ms = n
-            .checked_mul(unit_ms)
-            .and_then(|v| total_ms.checked_add(v))
-            .ok_or_else(bad)?;
-    }
-    if !digits.is_empty() || text.trim().is_empty() {
-        return Err(bad());
-    }
-    Ok(Duration::from_millis(total_ms))
-}
-
 /// `1.5 MiB`-style sizes for terminal output.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -178,18 +134,6 @@ pub fn human_bytes(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("3d"), Ok(Duration::from_secs(3 * 86_400)));
-        assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(129_600)));
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1m500ms"), Ok(Duration::from_millis(60_500)));
-        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        for bad in ["", "3", "d", "3x", "-1d", "3 d"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn table_names() {

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::Target;
 use super::compact::{CompactOptions, CompactReport, compact};
 use super::expire::{ExpireOptions, ExpireReport, expire, select};
 use super::orphans::{OrphanOptions, OrphanReport, remove};
 use super::status::{TableStatus, status};
-use super::{Target, parse_duration};
+use crate::duration::parse_duration;
 use crate::error::{Error, Result};
 use crate::pipeline::MaintainSettings;
 use crate::rest::RestClient;

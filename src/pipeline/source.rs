@@ -337,7 +337,7 @@ fn duration(key: &str, text: &Option<String>, default: Duration) -> Result<Durat
     match text {
         None => Ok(default),
         Some(t) => {
-            crate::maintain::parse_duration(t).map_err(|e| format!("key `source.{key}`: {e}"))
+            crate::duration::parse_duration(t).map_err(|e| format!("key `source.{key}`: {e}"))
         }
     }
 }
@@ -539,7 +539,7 @@ impl RawExpect {
             .cadence
             .as_deref()
             .map(|c| {
-                crate::maintain::parse_duration(c)
+                crate::duration::parse_duration(c)
                     .map_err(|e| format!("key `expect.cadence`: {e}"))
                     .and_then(|d| {
                         if d.is_zero() {

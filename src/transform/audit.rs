@@ -172,7 +172,7 @@ pub fn checks(model: &Model, event_time: Option<&str>) -> Result<Vec<Check>> {
 /// consecutive distinct timestamps, counting from the day's start (as if
 /// one interval before it) and to its end; offending when above `max_gap`.
 fn cadence_sql(t: &str, time: &str, key: &[String], interval: i64, max_gap: i64) -> String {
-    const DAY_US: i64 = 86_400_000_000;
+    const DAY_US: i64 = crate::table::days::MICROS_PER_DAY;
     let keys: Vec<String> = key.iter().map(|k| ident(k)).collect();
     let key_list = keys.iter().map(|k| format!("{k}, ")).collect::<String>();
     let interval_us = interval * 1_000_000;

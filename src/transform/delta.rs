@@ -32,7 +32,6 @@ use super::{ModelReport, sql_error};
 use crate::error::{Error, Result};
 use crate::ingest::delta::{self as delta_out, DAY_COLUMN, Places, Replace, Target};
 use crate::ingest::schema::arrow_schema;
-use crate::ingest::writer::DEFAULT_TARGET_FILE_SIZE;
 
 /// Commits a model's run is looked for in (newest first).
 const HEAD_LOOKBACK: usize = 1000;
@@ -78,7 +77,7 @@ pub async fn provider(
         return Ok(provider);
     };
     let date = |d: i32| lit(ScalarValue::Date32(Some(d)));
-    let predicate = crate::ingest::day_ranges(days)
+    let predicate = crate::table::days::day_ranges(days)
         .into_iter()
         .map(|(lo, hi)| {
             col(DAY_COLUMN)
@@ -169,7 +168,7 @@ pub async fn changed(table: &DeltaTable, from: Option<i64>, to: Option<i64>) -> 
                         .and_time(chrono::NaiveTime::MIN)
                         .and_utc()
                         .timestamp_micros();
-                    days.insert(crate::ingest::writer::day_of(micros));
+                    days.insert(crate::table::days::day_of(micros));
                 }
                 None => return Ok(Changed::Everything),
             }
@@ -288,10 +287,7 @@ pub async fn write(
     let model = w.model;
     let table_schema = arrow_schema(w.schema)?;
     let properties: HashMap<String, String> = model.properties.clone().into_iter().collect();
-    let size = properties
-        .get("write.target-file-size-bytes")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_TARGET_FILE_SIZE);
+    let size = crate::table::props::target_file_size(&properties);
     let mut out = delta_out::Write::start(
         w.target,
         delta_out::WriteSpec {

@@ -39,11 +39,10 @@ use iceberg::spec::Operation;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::ingest::day_name;
-use crate::ingest::writer::day_of;
 use crate::pipeline::TableFormat;
 use crate::rest::{LoadedTable, RestClient};
 use crate::snapshot::{self, Change, ChangeOutcome, Removal, TableHandle};
+use crate::table::days::{day_name, widen};
 use audit::TestOutcome;
 use changes::{Changed, day_column};
 use graph::Node;
@@ -831,11 +830,6 @@ async fn run_model_inner(
     Ok((Some(staged), Some(source), None))
 }
 
-/// `days` and the `by` days before and after each.
-fn widen(days: &BTreeSet<i32>, by: i32) -> BTreeSet<i32> {
-    days.iter().flat_map(|d| d - by..=d + by).collect()
-}
-
 /// Refuses an incremental model whose refresh of some days would publish
 /// other rows than a full refresh (see [`locality`]).
 fn check_locality(
@@ -888,18 +882,10 @@ async fn decide(
     planned: &BTreeMap<String, Refresh>,
 ) -> Result<(Refresh, String)> {
     if let (Some((from, to)), Materialized::Incremental) = (window, materialized) {
-        let start = from
-            .and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc().timestamp_micros());
-        let end = to
-            .and_hms_opt(0, 0, 0)
-            .map(|t| t.and_utc().timestamp_micros());
-        if let (Some(s), Some(e)) = (start, end) {
-            return Ok((
-                Refresh::Days((day_of(s)..=day_of(e)).collect()),
-                format!("--from {from} --to {to}"),
-            ));
-        }
+        return Ok((
+            Refresh::Days(crate::table::days::window(from, to).collect()),
+            format!("--from {from} --to {to}"),
+        ));
     }
     let previous: Option<BTreeMap<String, Option<i64>>> = head_props
         .get(INPUTS_KEY)

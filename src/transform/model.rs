@@ -324,30 +324,19 @@ fn parse_header(sql: &str, file: &str) -> Result<Header> {
     })
 }
 
-/// Parses `30m`, `1h`, `15s`, `1d` into seconds.
+/// A positive whole number of seconds written as a duration (`30m`, `1h`,
+/// `1d`; see [`crate::duration::parse_duration`]).
 ///
 /// # Errors
 /// A message naming the accepted forms.
 pub fn interval_seconds(text: &str) -> std::result::Result<i64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} needs a unit (s, m, h or d)"))?;
-    let (n, unit) = t.split_at(split);
-    let n: i64 = n
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number followed by s, m, h or d"))?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
-    };
-    if n <= 0 {
-        return Err(format!("{text:?} must be positive"));
+    let d = crate::duration::parse_duration(text)?;
+    if d.is_zero() || d.subsec_nanos() != 0 {
+        return Err(format!(
+            "{text:?} must be a positive whole number of seconds"
+        ));
     }
-    Ok(n * scale)
+    i64::try_from(d.as_secs()).map_err(|_| format!("{text:?} is too long"))
 }
 
 #[cfg(test)]
@@ -391,6 +380,8 @@ mod tests {
         assert_eq!(interval_seconds("1h"), Ok(3600));
         assert!(interval_seconds("30").is_err());
         assert!(interval_seconds("0m").is_err());
-        assert!(interval_seconds("5w").is_err());
+        assert_eq!(interval_seconds("1w"), Ok(604_800));
+        assert!(interval_seconds("5y").is_err());
+        assert!(interval_seconds("500ms").is_err());
     }
 }

@@ -21,7 +21,6 @@ use super::changes::day_column;
 use super::provider::SnapshotTable;
 use crate::error::{Error, Result};
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Schema holding the unrestricted tables behind day-restricted views.
 const HIDDEN_SCHEMA: &str = "floe_internal";
 
@@ -130,11 +129,11 @@ pub(super) fn ensure_schema(ctx: &SessionContext, name: &str) {
 pub fn day_predicate(column: &str, days: &BTreeSet<i32>, tz: Option<Arc<str>>) -> Expr {
     let ts = |day: i32| {
         lit(ScalarValue::TimestampMicrosecond(
-            Some(i64::from(day) * MICROS_PER_DAY),
+            Some(i64::from(day) * crate::table::days::MICROS_PER_DAY),
             tz.clone(),
         ))
     };
-    crate::ingest::day_ranges(days)
+    crate::table::days::day_ranges(days)
         .into_iter()
         .map(|(lo, hi)| col(column).gt_eq(ts(lo)).and(col(column).lt(ts(hi + 1))))
         .reduce(Expr::or)

@@ -17,7 +17,7 @@ use super::model::Model;
 use crate::error::{Error, Result};
 use crate::ingest::lanes::Lanes;
 use crate::ingest::schema::{arrow_schema, day_spec_on, sort_order_by};
-use crate::ingest::writer::{DEFAULT_TARGET_FILE_SIZE, DayWriters};
+use crate::ingest::writer::DayWriters;
 use crate::rest::{LoadedTable, RestClient};
 use crate::snapshot::TableHandle;
 
@@ -211,11 +211,7 @@ pub async fn write(spec: &WriteSpec<'_>, mut stream: SendableRecordBatchStream) 
         .iter()
         .filter_map(|c| target.index_of(c).ok())
         .collect();
-    let size = metadata
-        .properties()
-        .get("write.target-file-size-bytes")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_TARGET_FILE_SIZE);
+    let size = crate::table::props::target_file_size(metadata.properties());
     let make = |lane: usize, lanes: usize| {
         let mut w = DayWriters::new(
             metadata,

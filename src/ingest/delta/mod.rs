@@ -35,8 +35,8 @@ use futures::StreamExt;
 use crate::error::{Error, Result};
 use crate::ingest::day_name;
 use crate::ingest::lanes::Lanes;
-use crate::ingest::writer::day_of;
 use crate::pipeline::{DeltaSettings, Job};
+use crate::table::days::{self, day_of};
 
 /// The Delta partition column: the UTC day of `ts_utc`.
 pub const DAY_COLUMN: &str = "day";
@@ -394,7 +394,7 @@ pub enum Replace {
 impl Replace {
     /// The days `from..=to`.
     pub fn window(from: NaiveDate, to: NaiveDate) -> Self {
-        Self::Days((day_of(start_of(from))..=day_of(start_of(to))).collect())
+        Self::Days(days::window(from, to).collect())
     }
 
     /// The commit's predicate on `day` (contiguous days as one range).
@@ -402,7 +402,7 @@ impl Replace {
         let Self::Days(days) = self else {
             return None;
         };
-        let terms: Vec<String> = crate::ingest::day_ranges(days)
+        let terms: Vec<String> = days::day_ranges(days)
             .iter()
             .map(|(lo, hi)| {
                 format!(
@@ -425,15 +425,9 @@ impl Replace {
             Self::All => true,
             Self::Days(days) => day
                 .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-                .is_some_and(|d| days.contains(&day_of(start_of(d)))),
+                .is_some_and(|d| days.contains(&days::day_number(d))),
         }
     }
-}
-
-fn start_of(day: NaiveDate) -> i64 {
-    day.and_time(chrono::NaiveTime::MIN)
-        .and_utc()
-        .timestamp_micros()
 }
 
 /// An open overwrite: rows go in with [`Write::send`] and are written by
@@ -747,11 +741,11 @@ async fn commit(closed: &Closed, metadata: Vec<(String, serde_json::Value)>) -> 
     let refused: BTreeSet<i32> = emptied_days
         .iter()
         .filter_map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-        .map(|d| day_of(start_of(d)))
+        .map(days::day_number)
         .filter(|d| closed.guarded.contains(d))
         .collect();
     if !refused.is_empty() {
-        return Err(Error::WouldEmpty(crate::ingest::describe_days(&refused)));
+        return Err(Error::WouldEmpty(days::describe_days(&refused)));
     }
     let rows: u64 = adds.iter().filter_map(records).sum();
     let mut info: HashMap<String, serde_json::Value> = metadata.into_iter().collect();
