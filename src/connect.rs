@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::pipeline::{self, CatalogSettings, MaintainSettings};
 use crate::rest::RestClient;
+use crate::secret::Secret;
 
 /// A connected catalog, and the embedded server behind it when there is one.
 #[derive(Debug)]
@@ -58,8 +59,10 @@ pub fn settings(
     if let Some(uri) = catalog_uri {
         let catalog = CatalogSettings {
             uri: uri.to_string(),
-            token: std::env::var("FLOE_CATALOG_TOKEN").ok(),
-            credential: std::env::var("FLOE_CATALOG_CREDENTIAL").ok(),
+            token: std::env::var("FLOE_CATALOG_TOKEN").ok().map(Secret::new),
+            credential: std::env::var("FLOE_CATALOG_CREDENTIAL")
+                .ok()
+                .map(Secret::new),
             ..CatalogSettings::default()
         };
         return Ok((catalog, MaintainSettings::default()));

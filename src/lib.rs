@@ -18,6 +18,7 @@ pub mod maintain;
 pub mod maintain_cmd;
 pub mod pipeline;
 pub mod rest;
+pub mod secret;
 pub mod sigv4;
 pub mod snapshot;
 pub mod store;

@@ -31,6 +31,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+use crate::secret::{Redacted, Secret};
 
 /// The event-time column every floe table is keyed and partitioned by.
 pub const EVENT_TIME_COLUMN: &str = "ts_utc";
@@ -89,7 +90,7 @@ pub struct MaintainSettings {
 }
 
 /// How to reach the REST catalog and the object store behind it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogSettings {
     /// REST catalog URI.
@@ -106,10 +107,10 @@ pub struct CatalogSettings {
     pub warehouse: Option<String>,
     /// Static bearer token.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// OAuth2 client credentials, `client_id:client_secret`.
     #[serde(default)]
-    pub credential: Option<String>,
+    pub credential: Option<Secret>,
     /// OAuth2 scope.
     #[serde(default)]
     pub scope: Option<String>,
@@ -129,6 +130,23 @@ pub struct CatalogSettings {
     /// merged over what the catalog hands out.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for CatalogSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CatalogSettings")
+            .field("uri", &self.uri)
+            .field("embedded_warehouse", &self.embedded_warehouse)
+            .field("warehouse", &self.warehouse)
+            .field("token", &self.token)
+            .field("credential", &self.credential)
+            .field("scope", &self.scope)
+            .field("sigv4", &self.sigv4)
+            .field("signing_name", &self.signing_name)
+            .field("signing_region", &self.signing_region)
+            .field("properties", &Redacted(&self.properties))
+            .finish()
+    }
 }
 
 fn default_uri() -> String {

@@ -18,13 +18,14 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::pipeline::CatalogSettings;
+use crate::secret::{Redacted, Secret};
 use crate::sigv4::SigV4;
 
 /// Separator of namespace levels in URL paths.
 const NS_SEPARATOR: &str = "%1F";
 
 /// A table as the catalog returned it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LoadedTable {
     /// Location of the current metadata file.
     pub metadata_location: Option<String>,
@@ -34,6 +35,16 @@ pub struct LoadedTable {
     pub config: HashMap<String, String>,
     /// Every branch and tag (the `iceberg` crate keeps them private).
     pub refs: HashMap<String, SnapshotReference>,
+}
+
+impl std::fmt::Debug for LoadedTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedTable")
+            .field("metadata_location", &self.metadata_location)
+            .field("config", &Redacted(&self.config))
+            .field("refs", &self.refs.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Deserialize)]
@@ -69,17 +80,28 @@ pub enum CommitOutcome {
 }
 
 /// A connected REST catalog client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RestClient {
     http: reqwest::Client,
     /// `{uri}/v1`, for `/config`.
     root: String,
     /// `{uri}/v1[/{prefix}]`, for everything else.
     base: String,
-    token: Option<String>,
+    token: Option<Secret>,
     signer: Option<SigV4>,
     /// Catalog defaults, then the pipeline's properties, then overrides.
     pub properties: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for RestClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestClient")
+            .field("base", &self.base)
+            .field("token", &self.token)
+            .field("sigv4", &self.signer.is_some())
+            .field("properties", &Redacted(&self.properties))
+            .finish_non_exhaustive()
+    }
 }
 
 impl RestClient {
@@ -96,8 +118,10 @@ impl RestClient {
             .map_err(|e| Error::Catalog(format!("cannot build HTTP client: {e}")))?;
         let uri = settings.uri.trim_end_matches('/').to_string();
         let mut token = settings.token.clone().filter(|t| !t.is_empty());
-        if let Some(credential) = settings.credential.as_deref().filter(|c| !c.is_empty()) {
-            token = Some(fetch_token(&http, &uri, credential, settings.scope.as_deref()).await?);
+        if let Some(credential) = settings.credential.as_ref().filter(|c| !c.is_empty()) {
+            token = Some(Secret::new(
+                fetch_token(&http, &uri, credential.expose(), settings.scope.as_deref()).await?,
+            ));
         }
         let signer = if settings.sigv4 {
             let region = settings
@@ -198,7 +222,7 @@ impl RestClient {
         }
         let mut req = self.http.request(method.clone(), parsed);
         if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
+            req = req.bearer_auth(t.expose());
         }
         for (k, v) in &headers {
             req = req.header(k.as_str(), v.as_str());

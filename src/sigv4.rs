@@ -10,6 +10,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::secret::Secret;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -17,8 +18,8 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone)]
 pub struct SigV4 {
     access_key_id: String,
-    secret_access_key: String,
-    session_token: Option<String>,
+    secret_access_key: Secret,
+    session_token: Option<Secret>,
     /// Signing region, e.g. `us-east-1`.
     pub region: String,
     /// Signing name (service), e.g. `s3tables` or `glue`.
@@ -77,8 +78,8 @@ impl SigV4 {
     ) -> Self {
         Self {
             access_key_id,
-            secret_access_key,
-            session_token,
+            secret_access_key: Secret::new(secret_access_key),
+            session_token: session_token.map(Secret::new),
             region,
             service,
         }
@@ -115,7 +116,7 @@ impl SigV4 {
             ("x-amz-content-sha256".to_string(), payload.clone()),
         ];
         if let Some(t) = &self.session_token {
-            added.push(("x-amz-security-token".to_string(), t.clone()));
+            added.push(("x-amz-security-token".to_string(), t.expose().to_string()));
         }
         let mut signed: Vec<(String, String)> = headers
             .iter()
@@ -178,7 +179,10 @@ impl SigV4 {
             "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
             sha256_hex(canonical_request.as_bytes())
         );
-        let k_date = hmac(format!("AWS4{}", self.secret_access_key).as_bytes(), date);
+        let k_date = hmac(
+            format!("AWS4{}", self.secret_access_key.expose()).as_bytes(),
+            date,
+        );
         let k_region = hmac(&k_date, &self.region);
         let k_service = hmac(&k_region, &self.service);
         let k_signing = hmac(&k_service, "aws4_request");

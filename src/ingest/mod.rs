@@ -224,7 +224,7 @@ pub async fn run(
         settings.uri = running.uri();
     }
     // One client per distinct catalog (a job may name its own).
-    let mut clients: Vec<(String, RestClient)> = Vec::new();
+    let mut clients: Vec<(CatalogSettings, RestClient)> = Vec::new();
     let mut reports = Vec::new();
     let mut first_error = None;
     for job in jobs {
@@ -314,16 +314,14 @@ pub async fn run(
 
 /// The connected client for `settings`, connecting on first use.
 async fn client_for(
-    clients: &mut Vec<(String, RestClient)>,
+    clients: &mut Vec<(CatalogSettings, RestClient)>,
     settings: &CatalogSettings,
 ) -> Result<RestClient> {
-    // The key stays in memory only; it may hold credentials.
-    let key = format!("{settings:?}");
-    if let Some((_, c)) = clients.iter().find(|(k, _)| *k == key) {
+    if let Some((_, c)) = clients.iter().find(|(s, _)| s == settings) {
         return Ok(c.clone());
     }
     let client = RestClient::connect(settings).await?;
-    clients.push((key, client.clone()));
+    clients.push((settings.clone(), client.clone()));
     Ok(client)
 }
 

@@ -10,4 +10,5 @@ mod incremental;
 mod ingest;
 mod maintain;
 mod nothing_lost;
+mod secrets;
 mod transform;
