@@ -20,7 +20,6 @@ pub mod pipeline;
 pub mod rest;
 pub mod secret;
 pub mod sigv4;
-pub mod snapshot;
 pub mod store;
 pub mod table;
 pub mod table_cmd;

@@ -35,12 +35,12 @@ pub(crate) async fn with_catalog<T>(
 pub(crate) fn delta_target(
     args: &CatalogArgs,
     table: &str,
-) -> Result<Option<crate::ingest::delta::Target>> {
+) -> Result<Option<crate::table::delta::Target>> {
     if args.catalog.is_some() || !args.pipeline.exists() {
         return Ok(None);
     }
     let p = crate::pipeline::load(&args.pipeline)?;
-    crate::maintain::delta::target_of(&p, table)
+    crate::table::delta::maintain::target_of(&p, table)
 }
 
 pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<()> {
@@ -87,7 +87,8 @@ pub async fn compact_cmd(args: &CompactArgs) -> Result<()> {
         }
         let size = args.target_file_size.unwrap_or(128 * 1024 * 1024);
         let days = args.from.zip(args.to);
-        let report = crate::maintain::delta::compact(&target, size, days, &args.zorder).await?;
+        let report =
+            crate::table::delta::maintain::compact(&target, size, days, &args.zorder).await?;
         if args.json {
             return print_json(&report);
         }
@@ -170,7 +171,7 @@ async fn delta_vacuum(
         return Ok(false);
     };
     let older_than = older_than.unwrap_or(DELTA_RETENTION);
-    let report = crate::maintain::delta::vacuum(&target, older_than, full, dry_run).await?;
+    let report = crate::table::delta::maintain::vacuum(&target, older_than, full, dry_run).await?;
     if json {
         print_json(&report)?;
         return Ok(true);
@@ -371,13 +372,13 @@ pub async fn maintain_cmd(args: &MaintainArgs) -> Result<()> {
     };
     let outcomes = with_catalog(&args.catalog, async |client, maintain| {
         // Each table with its Delta target (none: an Iceberg table).
-        let mut tables: Vec<(String, Option<crate::ingest::delta::Target>)> = Vec::new();
+        let mut tables: Vec<(String, Option<crate::table::delta::Target>)> = Vec::new();
         if args.all {
             for t in all_tables(client).await? {
                 tables.push((t, None));
             }
             if let Some(p) = &pipeline {
-                let places = crate::ingest::delta::Places::with_models(p);
+                let places = crate::table::delta::Places::with_models(p);
                 for t in places.tables() {
                     let target = places.target(&t)?;
                     tables.push((t, Some(target)));
@@ -386,7 +387,7 @@ pub async fn maintain_cmd(args: &MaintainArgs) -> Result<()> {
         } else {
             for t in &args.tables {
                 let target = match &pipeline {
-                    Some(p) => crate::maintain::delta::target_of(p, t)?,
+                    Some(p) => crate::table::delta::maintain::target_of(p, t)?,
                     None => None,
                 };
                 tables.push((t.clone(), target));
@@ -398,7 +399,13 @@ pub async fn maintain_cmd(args: &MaintainArgs) -> Result<()> {
             tracing::info!(table = %t, "maintaining");
             out.push(match delta {
                 Some(target) => {
-                    crate::maintain::delta::maintain_table(&target, t, maintain, args.dry_run).await
+                    crate::table::delta::maintain::maintain_table(
+                        &target,
+                        t,
+                        maintain,
+                        args.dry_run,
+                    )
+                    .await
                 }
                 None => maintain_table(client, t, maintain, args.dry_run).await,
             });

@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 use crate::cli::{TableArgs, TableCommand, TableDescribeArgs, TableDropArgs, TableListArgs};
 use crate::error::{Error, Result};
-use crate::ingest::delta::Target;
 use crate::maintain_cmd::{delta_target, print_json, with_catalog};
 use crate::rest::LoadedTable;
+use crate::table::delta::Target;
 
 /// Runs `floe table ...`.
 pub async fn run(args: &TableArgs) -> Result<()> {
@@ -48,7 +48,7 @@ async fn list(args: &TableListArgs) -> Result<()> {
     if args.catalog.catalog.is_none() && args.catalog.pipeline.exists() {
         let pipeline = crate::pipeline::load(&args.catalog.pipeline)?;
         rows.extend(
-            crate::maintain::delta::tables(&pipeline)
+            crate::table::delta::maintain::tables(&pipeline)
                 .into_iter()
                 .map(|t| (t, "delta")),
         );
@@ -139,7 +139,7 @@ fn describe_iceberg(ident: &str, loaded: &LoadedTable) -> Value {
             "operation": s.summary().operation.as_str(),
             "rows": summary.get("total-records"),
             "data_files": summary.get("total-data-files"),
-            "run_id": summary.get(crate::snapshot::RUN_ID_KEY),
+            "run_id": summary.get(crate::table::snapshot::RUN_ID_KEY),
         })
     });
     let mut refs: Vec<&String> = loaded.refs.keys().collect();

@@ -11,17 +11,13 @@
 
 mod columnar;
 mod convert;
-pub mod delta;
 mod drift;
 pub mod expect;
 mod files;
 pub mod http;
-pub mod lanes;
 pub(crate) mod progress;
 mod records;
 mod rejects;
-pub mod schema;
-pub mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -36,9 +32,10 @@ use crate::pipeline::{
     CatalogSettings, EVENT_TIME_COLUMN, EmptyDays, Job, Pipeline, SchemaDrift, Source, TableFormat,
 };
 use crate::rest::{LoadedTable, RestClient};
-use crate::snapshot::{self, Overwrite, TableHandle};
 use crate::table::days::{self, day_name, day_of, day_start};
 use crate::table::props::{JOB_KEY, RUN_ID_KEY, WINDOW_KEY, target_file_size};
+use crate::table::snapshot::{self, Overwrite, TableHandle};
+use crate::table::{delta, lanes, schema, writer};
 use convert::{BatchBuilder, Record};
 pub use rejects::Reject;
 use writer::DayWriters;

@@ -19,7 +19,7 @@ use super::{IngestRequest, schema};
 use crate::error::{Error, Result};
 use crate::pipeline::Job;
 use crate::rest::RestClient;
-use crate::snapshot::{self, Overwrite, TableHandle};
+use crate::table::snapshot::{self, Overwrite, TableHandle};
 
 /// One rejected record.
 #[derive(Debug, Clone, Serialize)]

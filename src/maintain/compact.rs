@@ -15,7 +15,7 @@
 //! sort order (a group is at most `max_group_bytes` of compressed input).
 //!
 //! Committing: groups are committed in batches of about `commit_bytes` of
-//! input, each a `replace` snapshot through [`crate::snapshot`], which
+//! input, each a `replace` snapshot through [`crate::table::snapshot`], which
 //! re-checks against the table's head that every input file is still live
 //! and that no delete file arrived in its partition since planning. Groups
 //! that fail the check are dropped (their new files deleted) and the rest
@@ -45,9 +45,9 @@ use super::filter::Filter;
 use super::scan::{LiveFile, live_files, partition_label};
 use super::{Target, small_file_limit, target_file_size};
 use crate::error::{Error, Result};
-use crate::ingest::writer::{file_writers, with_sort_order};
 use crate::rest::RestClient;
-use crate::snapshot::{Change, ChangeOutcome, Removal, commit_change};
+use crate::table::snapshot::{Change, ChangeOutcome, Removal, commit_change};
+use crate::table::writer::{file_writers, with_sort_order};
 
 /// Rows per batch read from the input files.
 const READ_BATCH_ROWS: usize = 16 * 1024;
@@ -600,10 +600,10 @@ fn plain(batch: RecordBatch) -> Result<RecordBatch> {
 /// ceil(B / target) files whatever the writer's own size estimate says
 /// (which counts buffered pages uncompressed and would cut early).
 struct Outputs {
-    builder: crate::ingest::writer::Builder,
+    builder: crate::table::writer::Builder,
     key: Option<PartitionKey>,
     target: f64,
-    writer: Option<crate::ingest::writer::Writer>,
+    writer: Option<crate::table::writer::Writer>,
     filled: f64,
     files: Vec<DataFile>,
 }

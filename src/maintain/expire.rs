@@ -28,7 +28,7 @@ use super::Target;
 use super::scan::{FileRef, ManifestCache, Referenced, referenced};
 use crate::error::{Error, Result};
 use crate::rest::{CommitOutcome, RestClient};
-use crate::snapshot::run_records;
+use crate::table::snapshot::run_records;
 
 /// Deletes in flight.
 const DELETE_CONCURRENCY: usize = 16;
@@ -191,7 +191,7 @@ pub async fn expire(
                 )));
             }
         }
-        tokio::time::sleep(crate::snapshot::backoff(attempt)).await;
+        tokio::time::sleep(crate::table::snapshot::backoff(attempt)).await;
         target.reload(client).await?;
         // An unknown outcome may have landed: nothing left to expire then.
         if select(

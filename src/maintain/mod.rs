@@ -15,7 +15,6 @@
 //!   a writer's uncommitted files survive until it commits.
 
 pub mod compact;
-pub mod delta;
 pub mod expire;
 pub mod filter;
 pub mod orphans;
@@ -25,7 +24,7 @@ pub mod status;
 
 use crate::error::{Error, Result};
 use crate::rest::{LoadedTable, RestClient};
-use crate::snapshot::TableHandle;
+use crate::table::snapshot::TableHandle;
 
 /// A table's output file size: its `write.target-file-size-bytes`, else
 /// the writer's default (128 MiB).
@@ -72,7 +71,7 @@ impl Target {
 
     /// Loads the table again.
     pub async fn reload(&mut self, client: &RestClient) -> Result<()> {
-        self.loaded = crate::snapshot::reload(client, &self.handle).await?;
+        self.loaded = crate::table::snapshot::reload(client, &self.handle).await?;
         Ok(())
     }
 }

@@ -50,7 +50,7 @@ pub struct ManifestCache {
 
 /// A copy of `file` without its column statistics.
 fn without_stats(file: &DataFile) -> DataFile {
-    let mut b = crate::ingest::writer::builder_from(file);
+    let mut b = crate::table::writer::builder_from(file);
     b.equality_ids(file.equality_ids())
         .referenced_data_file(file.referenced_data_file());
     if let Some(id) = file.sort_order_id() {

@@ -1,5 +1,11 @@
-//! The table layer: what every verb needs from a table, whatever its format
-//! (day maths, table properties and summary keys, ...).
+//! The table layer: what every verb needs from a table, whatever its format.
+//! Day maths and table properties, the Parquet writer lanes both formats
+//! write with, Iceberg's snapshot producer and the Delta log code.
 
 pub mod days;
+pub mod delta;
+pub mod lanes;
 pub mod props;
+pub mod schema;
+pub mod snapshot;
+pub mod writer;

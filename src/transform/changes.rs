@@ -9,7 +9,7 @@ use iceberg::spec::{ManifestStatus, Operation, PrimitiveType, TableMetadata, Tra
 use iceberg::table::Table;
 
 use crate::error::{Error, Result};
-use crate::snapshot::file_day;
+use crate::table::snapshot::file_day;
 
 /// What changed.
 #[derive(Debug, Clone, PartialEq, Eq)]

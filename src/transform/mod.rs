@@ -41,8 +41,8 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::pipeline::TableFormat;
 use crate::rest::{LoadedTable, RestClient};
-use crate::snapshot::{self, Change, ChangeOutcome, Removal, TableHandle};
 use crate::table::days::{day_name, widen};
+use crate::table::snapshot::{self, Change, ChangeOutcome, Removal, TableHandle};
 use audit::TestOutcome;
 use changes::{Changed, day_column};
 use graph::Node;
@@ -74,7 +74,7 @@ pub struct TransformRequest {
     /// Models run at once (when independent).
     pub concurrency: usize,
     /// Where the pipeline's Delta tables are (jobs' and models').
-    pub delta: crate::ingest::delta::Places,
+    pub delta: crate::table::delta::Places,
     /// The format of models whose header names none.
     pub model_format: TableFormat,
 }
@@ -950,7 +950,7 @@ async fn decide(
 /// When the catalog or the query fails.
 pub async fn preview(
     client: &RestClient,
-    places: Option<&crate::ingest::delta::Places>,
+    places: Option<&crate::table::delta::Places>,
     name: &str,
     rows: usize,
 ) -> Result<Option<(String, Vec<datafusion::arrow::record_batch::RecordBatch>)>> {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::rest::{RestClient, TableChange, TransactionOutcome};
-use crate::snapshot::publish_ref;
+use crate::table::snapshot::publish_ref;
 
 /// A snapshot staged on a branch, waiting to be published.
 #[derive(Debug, Clone)]

@@ -15,11 +15,11 @@ use iceberg::spec::{DataFile, Schema, UnboundPartitionSpec};
 
 use super::model::Model;
 use crate::error::{Error, Result};
-use crate::ingest::lanes::Lanes;
-use crate::ingest::schema::{arrow_schema, day_spec_on, sort_order_by};
-use crate::ingest::writer::DayWriters;
 use crate::rest::{LoadedTable, RestClient};
-use crate::snapshot::TableHandle;
+use crate::table::lanes::Lanes;
+use crate::table::schema::{arrow_schema, day_spec_on, sort_order_by};
+use crate::table::snapshot::TableHandle;
+use crate::table::writer::DayWriters;
 
 /// The type a result column is stored as: Iceberg has no unsigned, small
 /// or view types, and keeps timestamps in microseconds.

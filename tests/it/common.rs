@@ -8,7 +8,7 @@ use arrow_array::{Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use floe::ingest::{IngestRequest, JobReport};
 use floe::pipeline::{self, CatalogSettings};
 use floe::rest::RestClient;
-use floe::snapshot::TableHandle;
+use floe::table::snapshot::TableHandle;
 use floe_catalog::{AuthConfig, CatalogConfig, RunningCatalog, S3Options};
 use futures::TryStreamExt;
 

@@ -230,7 +230,7 @@ async fn delta_compaction_keeps_the_rows_and_vacuum_keeps_its_safety_check() {
             .expect("append");
     }
     let before = per_day(&env, "readings").await;
-    let target = floe::maintain::delta::target_of(&p, "bronze.readings")
+    let target = floe::table::delta::maintain::target_of(&p, "bronze.readings")
         .expect("resolves")
         .expect("a Delta job's table");
     let files = |dir: &str| {
@@ -239,19 +239,19 @@ async fn delta_compaction_keeps_the_rows_and_vacuum_keeps_its_safety_check() {
             .unwrap_or(0)
     };
     assert_eq!(files("day=2024-03-02"), 3, "three small files a day");
-    let report = floe::maintain::delta::compact(&target, 1 << 20, None, &[])
+    let report = floe::table::delta::maintain::compact(&target, 1 << 20, None, &[])
         .await
         .expect("compacts");
     assert_eq!(report.status, "compacted");
     assert_eq!(report.partitions, 3);
     assert_eq!(report.files_added, 3, "one file a day");
     assert_eq!(per_day(&env, "readings").await, before, "same rows");
-    let again = floe::maintain::delta::compact(&target, 1 << 20, None, &[])
+    let again = floe::table::delta::maintain::compact(&target, 1 << 20, None, &[])
         .await
         .expect("runs");
     assert_eq!(again.status, "nothing-to-do");
     // Z-order rewrites each day's (already compact) file, keeping the rows.
-    let zordered = floe::maintain::delta::compact(
+    let zordered = floe::table::delta::maintain::compact(
         &target,
         1 << 20,
         Some((
@@ -271,11 +271,12 @@ async fn delta_compaction_keeps_the_rows_and_vacuum_keeps_its_safety_check() {
     assert_eq!(per_day(&env, "readings").await, before, "same rows");
 
     // Vacuum holds to Delta's 7-day deleted-file retention.
-    let err = floe::maintain::delta::vacuum(&target, std::time::Duration::ZERO, false, false)
-        .await
-        .expect_err("too short a retention");
+    let err =
+        floe::table::delta::maintain::vacuum(&target, std::time::Duration::ZERO, false, false)
+            .await
+            .expect_err("too short a retention");
     assert!(err.to_string().contains("retention"), "{err}");
-    let report = floe::maintain::delta::vacuum(
+    let report = floe::table::delta::maintain::vacuum(
         &target,
         std::time::Duration::from_secs(7 * 86_400),
         true,
@@ -335,7 +336,7 @@ async fn transform(
         run_id: run.to_string(),
         dry_run: false,
         concurrency: 1,
-        delta: floe::ingest::delta::Places::of(p),
+        delta: floe::table::delta::Places::of(p),
         model_format: floe::pipeline::TableFormat::Delta,
     };
     let client = env.client_with(Default::default()).await;
@@ -412,13 +413,13 @@ async fn delta_models_read_delta_upstreams_and_refresh_changed_days() {
     // Maintenance knows the models' Delta tables too, reports real
     // figures, and keeps the rows.
     assert_eq!(
-        floe::maintain::delta::tables(&p),
+        floe::table::delta::maintain::tables(&p),
         ["bronze.readings", "gold.sites", "silver.daily"]
     );
-    let target = floe::maintain::delta::target_of(&p, "silver.daily")
+    let target = floe::table::delta::maintain::target_of(&p, "silver.daily")
         .expect("target")
         .expect("a Delta model table");
-    let out = floe::maintain::delta::maintain_table(
+    let out = floe::table::delta::maintain::maintain_table(
         &target,
         "silver.daily",
         &floe::pipeline::MaintainSettings::default(),

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arrow_array::{Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use floe::ingest::writer::DayWriters;
 use floe::maintain::Target;
 use floe::maintain::compact::{CompactOptions, compact};
 use floe::maintain::expire::{ExpireOptions, expire};
@@ -14,7 +13,8 @@ use floe::maintain::filter::Filter;
 use floe::maintain::orphans::{OrphanOptions, remove};
 use floe::maintain::scan::live_files;
 use floe::rest::RestClient;
-use floe::snapshot::{self, Change, ChangeOutcome, Overwrite, Removal};
+use floe::table::snapshot::{self, Change, ChangeOutcome, Overwrite, Removal};
+use floe::table::writer::DayWriters;
 use iceberg::spec::{DataFile, NestedField, Operation, PrimitiveType, Schema, SortOrder, Type};
 
 use crate::common::Env;
@@ -58,7 +58,7 @@ async fn create(client: &RestClient, name: &str) {
             &["m".to_string()],
             name,
             &schema,
-            &floe::ingest::schema::day_spec_on(1, "ts_utc"),
+            &floe::table::schema::day_spec_on(1, "ts_utc"),
             &SortOrder::unsorted_order(),
             &HashMap::new(),
         )
@@ -68,7 +68,7 @@ async fn create(client: &RestClient, name: &str) {
 
 /// Rows `ids` on day `day` (offset from DAY0), one per minute.
 fn batch(target: &Target, day: i32, ids: std::ops::Range<i64>) -> RecordBatch {
-    let schema = floe::ingest::schema::arrow_schema(target.loaded.metadata.current_schema())
+    let schema = floe::table::schema::arrow_schema(target.loaded.metadata.current_schema())
         .expect("arrow schema");
     let base = i64::from(DAY0 + day) * MICROS_PER_DAY;
     let ts: Vec<i64> = ids

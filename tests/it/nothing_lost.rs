@@ -255,14 +255,14 @@ async fn a_table_that_never_held_data_is_adopted() {
     let job = &old.jobs[0];
     let client = env.client_with(Default::default()).await;
     client.ensure_namespace(&job.namespace).await.expect("ns");
-    let schema = floe::ingest::schema::table_schema(job).expect("schema");
+    let schema = floe::table::schema::table_schema(job).expect("schema");
     client
         .create_table(
             &job.namespace,
             &job.table,
             &schema,
-            &floe::ingest::schema::job_spec(job, &schema).expect("spec"),
-            &floe::ingest::schema::sort_order(job, &schema).expect("order"),
+            &floe::table::schema::job_spec(job, &schema).expect("spec"),
+            &floe::table::schema::sort_order(job, &schema).expect("order"),
             &Default::default(),
         )
         .await

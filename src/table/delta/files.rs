@@ -23,9 +23,9 @@ use parquet::file::properties::WriterProperties;
 
 use super::{DAY_COLUMN, stats};
 use crate::error::{Error, Result};
-use crate::ingest::day_name;
-use crate::ingest::lanes::LaneWriter;
-use crate::ingest::writer::{OPEN_ROWS_BUDGET, SortBuffer, split_by_day};
+use crate::table::days::day_name;
+use crate::table::lanes::LaneWriter;
+use crate::table::writer::{OPEN_ROWS_BUDGET, SortBuffer, split_by_day};
 
 /// The key of an unpartitioned table's one open file.
 const UNPARTITIONED: i32 = 0;

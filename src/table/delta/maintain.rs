@@ -17,8 +17,8 @@ use deltalake::table::config::TablePropertiesExt;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::ingest::delta::Target;
 use crate::pipeline::Pipeline;
+use crate::table::delta::Target;
 
 fn delta_err(what: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
     move |e| Error::Maintenance(format!("{what}: {e}"))
@@ -27,7 +27,7 @@ fn delta_err(what: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
 /// The Delta table `ident` (`namespace.table`) of the pipeline (a job's or
 /// a model's), if it is one.
 pub fn target_of(pipeline: &Pipeline, ident: &str) -> Result<Option<Target>> {
-    let places = crate::ingest::delta::Places::with_models(pipeline);
+    let places = crate::table::delta::Places::with_models(pipeline);
     if !places.is_delta(ident) {
         return Ok(None);
     }
@@ -37,18 +37,21 @@ pub fn target_of(pipeline: &Pipeline, ident: &str) -> Result<Option<Target>> {
 /// Every Delta table of the pipeline (its jobs' and its models'), as
 /// `namespace.table`.
 pub fn tables(pipeline: &Pipeline) -> Vec<String> {
-    crate::ingest::delta::Places::with_models(pipeline).tables()
+    crate::table::delta::Places::with_models(pipeline).tables()
 }
 
 /// A Delta table's figures as `floe maintain` reports them: live files,
 /// their bytes, small ones (under the compaction limit of
 /// `target_file_size`), and versions still in the log. Orphan candidates
 /// are not counted for Delta tables (a full vacuum's dry run lists them).
-pub async fn figures(target: &Target, target_file_size: u64) -> Result<super::policy::Figures> {
+pub async fn figures(
+    target: &Target,
+    target_file_size: u64,
+) -> Result<crate::maintain::policy::Figures> {
     use futures::StreamExt as _;
     let table = open(target).await?;
-    let mut out = super::policy::Figures::default();
-    let small = super::small_file_limit(target_file_size);
+    let mut out = crate::maintain::policy::Figures::default();
+    let small = crate::maintain::small_file_limit(target_file_size);
     let state = table
         .snapshot()
         .map_err(delta_err(&format!("reading {}", target.url)))?;
@@ -230,9 +233,9 @@ pub async fn maintain_table(
     ident: &str,
     settings: &crate::pipeline::MaintainSettings,
     dry_run: bool,
-) -> super::policy::TableOutcome {
+) -> crate::maintain::policy::TableOutcome {
     let started = std::time::Instant::now();
-    let mut out = super::policy::TableOutcome {
+    let mut out = crate::maintain::policy::TableOutcome {
         table: ident.to_string(),
         status: "failed".into(),
         ..Default::default()

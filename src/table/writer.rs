@@ -266,7 +266,7 @@ impl DayWriters {
         {
             return Err(Error::Storage(format!(
                 "a row falls on {}, outside the days being written",
-                crate::ingest::day_name(*day)
+                crate::table::days::day_name(*day)
             )));
         }
         for (day, part) in parts {

@@ -15,6 +15,7 @@
 //! two runs on disjoint windows both land.
 
 mod files;
+pub mod maintain;
 mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -33,10 +34,10 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
-use crate::ingest::day_name;
-use crate::ingest::lanes::Lanes;
 use crate::pipeline::{DeltaSettings, Job};
+use crate::table::days::day_name;
 use crate::table::days::{self, day_of};
+use crate::table::lanes::Lanes;
 
 /// The Delta partition column: the UTC day of `ts_utc`.
 pub const DAY_COLUMN: &str = "day";
@@ -486,7 +487,7 @@ impl Write {
         let store = table.object_store();
         let root_store = table.log_store().root_object_store(None);
         let file_schema = delta_schema(spec.schema, false);
-        let props = crate::ingest::writer::parquet_properties(spec.properties)?;
+        let props = crate::table::writer::parquet_properties(spec.properties)?;
         let safe_run: String = spec
             .run_id
             .chars()

@@ -20,7 +20,7 @@ pub const SOURCE: &str = "_source";
 pub const HASH: &str = "_hash";
 
 /// The Iceberg type of a contract column type.
-pub(super) fn iceberg_type(kind: ColumnType) -> PrimitiveType {
+pub(crate) fn iceberg_type(kind: ColumnType) -> PrimitiveType {
     match kind {
         ColumnType::String => PrimitiveType::String,
         ColumnType::Int => PrimitiveType::Int,
