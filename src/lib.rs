@@ -17,6 +17,7 @@ pub mod ingest_cmd;
 pub mod maintain;
 pub mod maintain_cmd;
 pub mod pipeline;
+pub mod places;
 pub mod rest;
 pub mod secret;
 pub mod sigv4;

@@ -1,5 +1,7 @@
-//! The maintenance commands' command-line side: connect, run, print a
-//! summary or JSON, map failures to the exit code.
+//! The maintenance commands' command-line side: resolve the table (a
+//! pipeline's Delta table, or a table of the catalog) once, have the table
+//! layer work on it, print a summary or JSON, map failures to the exit
+//! code.
 
 use std::io::Write;
 
@@ -8,15 +10,15 @@ use serde::Serialize;
 use crate::cli::{CatalogArgs, CompactArgs, ExpireArgs, MaintainArgs, OrphanArgs, StatusArgs};
 use crate::connect::{self, Connection};
 use crate::error::{Error, Result};
-use crate::maintain::compact::{CompactOptions, compact};
-use crate::maintain::expire::{ExpireOptions, expire};
-use crate::maintain::filter::Filter;
-use crate::maintain::orphans::{DEFAULT_WINDOW, OrphanOptions, remove};
+use crate::maintain::human_bytes;
 use crate::maintain::policy::{Policy, maintain_table, prometheus, write_atomically};
-use crate::maintain::status::status;
-use crate::maintain::{Target, all_tables, human_bytes, small_file_limit};
 use crate::pipeline::MaintainSettings;
 use crate::rest::RestClient;
+use crate::table::Table;
+use crate::table::iceberg::filter::Filter;
+use crate::table::iceberg::orphans::DEFAULT_WINDOW;
+use crate::table::iceberg::{all_tables, small_file_limit};
+use crate::table::maintenance::{CompactOptions, ExpireOptions, OrphanOptions};
 
 /// Connects, runs `work`, and always stops an embedded catalog.
 pub(crate) async fn with_catalog<T>(
@@ -30,8 +32,8 @@ pub(crate) async fn with_catalog<T>(
     out
 }
 
-/// The Delta table the pipeline's jobs write as `table`, when one does
-/// (maintenance then acts on it instead of asking the catalog).
+/// The Delta table the pipeline writes as `table` (a job's or a model's),
+/// when it does.
 pub(crate) fn delta_target(
     args: &CatalogArgs,
     table: &str,
@@ -40,7 +42,25 @@ pub(crate) fn delta_target(
         return Ok(None);
     }
     let p = crate::pipeline::load(&args.pipeline)?;
-    crate::table::delta::maintain::target_of(&p, table)
+    crate::places::target_of(&p, table)
+}
+
+/// Opens `ident` and runs `work` on it: a pipeline's Delta table directly
+/// (no catalog needed), any other table through the catalog.
+async fn with_table<T>(
+    args: &CatalogArgs,
+    ident: &str,
+    work: impl AsyncFnOnce(&mut Table, &MaintainSettings) -> Result<T>,
+) -> Result<T> {
+    if let Some(target) = delta_target(args, ident)? {
+        let (_, maintain) = connect::settings(&args.pipeline, None)?;
+        return work(&mut Table::delta(ident, target), &maintain).await;
+    }
+    with_catalog(args, async |client, maintain| {
+        let mut table = Table::iceberg(client, ident).await?;
+        work(&mut table, maintain).await
+    })
+    .await
 }
 
 pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<()> {
@@ -59,16 +79,17 @@ fn say(line: String) {
 
 /// `floe compact`.
 pub async fn compact_cmd(args: &CompactArgs) -> Result<()> {
-    let mut filter = match &args.filter {
+    let filter = match &args.filter {
         Some(text) => Filter::parse(text)?,
         None => Filter::default(),
     };
-    if let (Some(from), Some(to)) = (args.from, args.to) {
-        if from > to {
+    let days = match (args.from, args.to) {
+        (Some(from), Some(to)) if from > to => {
             return Err(Error::Config(format!("--from {from} is after --to {to}")));
         }
-        filter = filter.and(Filter::days(from, to));
-    }
+        (Some(from), Some(to)) => Some((from, to)),
+        _ => None,
+    };
     let opts = CompactOptions {
         target_file_size: args.target_file_size,
         min_file_size: args.min_file_size,
@@ -77,43 +98,12 @@ pub async fn compact_cmd(args: &CompactArgs) -> Result<()> {
         filter,
         sort: args.sort,
         dry_run: args.dry_run,
+        days,
+        zorder: args.zorder.clone(),
         ..CompactOptions::default()
     };
-    if let Some(target) = delta_target(&args.catalog, &args.table)? {
-        if args.dry_run || args.filter.is_some() || args.sort {
-            return Err(Error::Config(
-                "--dry-run, --filter and --sort are for Iceberg tables; a Delta table is compacted whole or by --from/--to days".into(),
-            ));
-        }
-        let size = args.target_file_size.unwrap_or(128 * 1024 * 1024);
-        let days = args.from.zip(args.to);
-        let report =
-            crate::table::delta::maintain::compact(&target, size, days, &args.zorder).await?;
-        if args.json {
-            return print_json(&report);
-        }
-        say(format!(
-            "{} (delta): {} ({} small files rewritten into {} in {} partition(s){})",
-            args.table,
-            report.status,
-            report.files_removed,
-            report.files_added,
-            report.partitions,
-            report
-                .version
-                .map_or(String::new(), |v| format!("; version {v}"))
-        ));
-        return Ok(());
-    }
-    if !args.zorder.is_empty() {
-        return Err(Error::Config(format!(
-            "--zorder is for Delta tables; {} is an Iceberg table (use --sort with its sort order)",
-            args.table
-        )));
-    }
-    let report = with_catalog(&args.catalog, async |client, _| {
-        let mut target = Target::open(client, &args.table).await?;
-        compact(client, &mut target, &opts).await
+    let report = with_table(&args.catalog, &args.table, async |table, _| {
+        table.compact(&opts).await
     })
     .await?;
     if args.json {
@@ -140,14 +130,16 @@ pub async fn compact_cmd(args: &CompactArgs) -> Result<()> {
             report.partitions_considered
         ),
         _ => format!(
-            "{}: {} → {} data files, {} → {} ({} rows rewritten in {} partition(s); {} group(s) dropped for concurrent changes; snapshots {:?}; {} ms)",
+            "{}: {} small files rewritten into {} in {} partition(s); {} → {} data files, {} → {} ({} rows; {} group(s) dropped for concurrent changes; snapshots {:?}; {} ms)",
             report.table,
+            report.input_files,
+            report.output_files,
+            report.partitions_compacted,
             report.files_before,
             report.files_after,
             human_bytes(report.bytes_before),
             human_bytes(report.bytes_after),
             report.rows,
-            report.partitions_compacted,
             report.groups_dropped,
             report.snapshots,
             report.duration_ms
@@ -156,72 +148,19 @@ pub async fn compact_cmd(args: &CompactArgs) -> Result<()> {
     Ok(())
 }
 
-/// When `table` is a pipeline job's Delta table, vacuums it for
-/// `expire-snapshots` (`full = false`) or `remove-orphans` (`full = true`),
-/// prints what it did and returns true.
-async fn delta_vacuum(
-    catalog: &CatalogArgs,
-    table: &str,
-    older_than: Option<std::time::Duration>,
-    full: bool,
-    dry_run: bool,
-    json: bool,
-) -> Result<bool> {
-    let Some(target) = delta_target(catalog, table)? else {
-        return Ok(false);
-    };
-    let older_than = older_than.unwrap_or(DELTA_RETENTION);
-    let report = crate::table::delta::maintain::vacuum(&target, older_than, full, dry_run).await?;
-    if json {
-        print_json(&report)?;
-        return Ok(true);
-    }
-    let verb = if dry_run { "would delete" } else { "deleted" };
-    say(format!(
-        "{table} (delta): {}; {verb} {} file(s){}{}",
-        report.status,
-        report.files_deleted.len(),
-        report
-            .checkpoint
-            .map_or(String::new(), |v| format!("; checkpoint at version {v}")),
-        if report.log_entries_removed > 0 {
-            format!(
-                "; {} expired log entries removed",
-                report.log_entries_removed
-            )
-        } else {
-            String::new()
-        }
-    ));
-    Ok(true)
-}
-
-/// Delta's default deleted-file retention, which vacuum holds to.
-const DELTA_RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
-
 /// `floe expire-snapshots`.
 pub async fn expire_cmd(args: &ExpireArgs) -> Result<()> {
-    if delta_vacuum(
-        &args.catalog,
-        &args.table,
-        args.older_than,
-        false,
-        args.dry_run,
-        args.json,
-    )
-    .await?
-    {
-        return Ok(());
-    }
-    let report = with_catalog(&args.catalog, async |client, maintain| {
-        let mut target = Target::open(client, &args.table).await?;
-        let policy = Policy::resolve(maintain, target.loaded.metadata.properties())?;
+    let report = with_table(&args.catalog, &args.table, async |table, maintain| {
+        let mut policy = Policy::resolve(maintain, &table.properties().await?)?;
+        if let Some(min) = table.min_retention().await? {
+            policy.hold_to(min);
+        }
         let opts = ExpireOptions {
             older_than: args.older_than.unwrap_or(policy.expire_older_than),
             retain_last: args.retain_last.unwrap_or(policy.retain_last),
             dry_run: args.dry_run,
         };
-        expire(client, &mut target, &opts).await
+        table.expire(&opts).await
     })
     .await?;
     if args.json {
@@ -232,7 +171,7 @@ pub async fn expire_cmd(args: &ExpireArgs) -> Result<()> {
     } else {
         ("expired", "files deleted")
     };
-    say(format!(
+    let mut line = format!(
         "{}: {verb} {} of {} snapshots; {files}: {} data ({}), {} delete, {} manifests, {} manifest lists",
         report.table,
         report.expired.len(),
@@ -242,7 +181,17 @@ pub async fn expire_cmd(args: &ExpireArgs) -> Result<()> {
         report.delete_files_deleted,
         report.manifests_deleted,
         report.manifest_lists_deleted,
-    ));
+    );
+    if let Some(v) = report.checkpoint {
+        line.push_str(&format!("; checkpoint at version {v}"));
+    }
+    if report.log_entries_removed > 0 {
+        line.push_str(&format!(
+            "; {} expired log entries removed",
+            report.log_entries_removed
+        ));
+    }
+    say(line);
     if report.delete_failures > 0 {
         say(format!(
             "  {} file(s) could not be deleted; remove-orphans will delete them later",
@@ -254,30 +203,24 @@ pub async fn expire_cmd(args: &ExpireArgs) -> Result<()> {
 
 /// `floe remove-orphans`.
 pub async fn orphans_cmd(args: &OrphanArgs) -> Result<()> {
-    if delta_vacuum(
-        &args.catalog,
-        &args.table,
-        args.older_than,
-        true,
-        args.dry_run,
-        args.json,
-    )
-    .await?
+    if args
+        .older_than
+        .is_some_and(|d| d < std::time::Duration::from_secs(3600))
     {
-        return Ok(());
-    }
-    let opts = OrphanOptions {
-        older_than: args.older_than.unwrap_or(DEFAULT_WINDOW),
-        dry_run: args.dry_run,
-    };
-    if opts.older_than < std::time::Duration::from_secs(3600) {
         tracing::warn!(
             "--older-than is under an hour: files a running writer has not committed yet may be deleted"
         );
     }
-    let report = with_catalog(&args.catalog, async |client, _| {
-        let target = Target::open(client, &args.table).await?;
-        remove(client, &target, &opts).await
+    let report = with_table(&args.catalog, &args.table, async |table, _| {
+        let default = table
+            .min_retention()
+            .await?
+            .map_or(DEFAULT_WINDOW, |min| min.max(DEFAULT_WINDOW));
+        let opts = OrphanOptions {
+            older_than: args.older_than.unwrap_or(default),
+            dry_run: args.dry_run,
+        };
+        table.remove_orphans(&opts).await
     })
     .await?;
     if args.json {
@@ -311,20 +254,30 @@ pub async fn orphans_cmd(args: &OrphanArgs) -> Result<()> {
 /// `floe status`.
 pub async fn status_cmd(args: &StatusArgs) -> Result<()> {
     let window = args.orphans_older_than.unwrap_or(DEFAULT_WINDOW);
-    let statuses = with_catalog(&args.catalog, async |client, _| {
-        let tables = if args.tables.is_empty() {
-            all_tables(client).await?
-        } else {
-            args.tables.clone()
-        };
-        let mut out = Vec::new();
-        for t in &tables {
-            let target = Target::open(client, t).await?;
-            out.push(status(client, &target, Some(window)).await?);
-        }
-        Ok(out)
-    })
-    .await?;
+    let names: Vec<String> = if args.tables.is_empty() {
+        let mut all =
+            with_catalog(&args.catalog, async |client, _| all_tables(client).await).await?;
+        all.extend(pipeline_delta_tables(&args.catalog)?);
+        all
+    } else {
+        args.tables.clone()
+    };
+    let mut statuses = Vec::new();
+    for t in &names {
+        statuses.push(
+            with_table(&args.catalog, t, async |table, maintain| {
+                if !table.written().await? {
+                    return Ok(None);
+                }
+                table
+                    .status(Some(window), maintain.target_file_size)
+                    .await
+                    .map(Some)
+            })
+            .await?,
+        );
+    }
+    let statuses: Vec<_> = statuses.into_iter().flatten().collect();
     if args.json {
         return print_json(&statuses);
     }
@@ -357,6 +310,16 @@ pub async fn status_cmd(args: &StatusArgs) -> Result<()> {
     Ok(())
 }
 
+/// The pipeline's Delta tables (its jobs' and its models'), when the
+/// commands work from a pipeline file.
+fn pipeline_delta_tables(args: &CatalogArgs) -> Result<Vec<String>> {
+    if args.catalog.is_some() || !args.pipeline.exists() {
+        return Ok(Vec::new());
+    }
+    let p = crate::pipeline::load(&args.pipeline)?;
+    Ok(crate::places::tables(&p))
+}
+
 /// `floe maintain`.
 pub async fn maintain_cmd(args: &MaintainArgs) -> Result<()> {
     if args.tables.is_empty() && !args.all {
@@ -365,49 +328,32 @@ pub async fn maintain_cmd(args: &MaintainArgs) -> Result<()> {
         ));
     }
     let started = std::time::Instant::now();
-    let pipeline = if args.catalog.catalog.is_none() && args.catalog.pipeline.exists() {
-        Some(crate::pipeline::load(&args.catalog.pipeline)?)
-    } else {
-        None
-    };
     let outcomes = with_catalog(&args.catalog, async |client, maintain| {
-        // Each table with its Delta target (none: an Iceberg table).
-        let mut tables: Vec<(String, Option<crate::table::delta::Target>)> = Vec::new();
-        if args.all {
-            for t in all_tables(client).await? {
-                tables.push((t, None));
-            }
-            if let Some(p) = &pipeline {
-                let places = crate::table::delta::Places::with_models(p);
-                for t in places.tables() {
-                    let target = places.target(&t)?;
-                    tables.push((t, Some(target)));
-                }
-            }
+        let names: Vec<String> = if args.all {
+            let mut all = all_tables(client).await?;
+            all.extend(pipeline_delta_tables(&args.catalog)?);
+            all
         } else {
-            for t in &args.tables {
-                let target = match &pipeline {
-                    Some(p) => crate::table::delta::maintain::target_of(p, t)?,
-                    None => None,
-                };
-                tables.push((t.clone(), target));
-            }
-        }
+            args.tables.clone()
+        };
         let mut out = Vec::new();
-        for (t, delta) in tables {
-            let t = &t;
+        for t in &names {
             tracing::info!(table = %t, "maintaining");
-            out.push(match delta {
-                Some(target) => {
-                    crate::table::delta::maintain::maintain_table(
-                        &target,
-                        t,
-                        maintain,
-                        args.dry_run,
-                    )
-                    .await
+            let opened = match delta_target(&args.catalog, t)? {
+                Some(target) => Ok(Table::delta(t, target)),
+                None => Table::iceberg(client, t).await,
+            };
+            out.push(match opened {
+                Ok(mut table) => maintain_table(&mut table, maintain, args.dry_run).await,
+                Err(e) => {
+                    tracing::error!(table = %t, error = %e, "maintenance failed");
+                    crate::maintain::policy::TableOutcome {
+                        table: t.clone(),
+                        status: "failed".into(),
+                        error: Some(e.to_string()),
+                        ..Default::default()
+                    }
                 }
-                None => maintain_table(client, t, maintain, args.dry_run).await,
             });
         }
         Ok(out)

@@ -41,14 +41,14 @@ fn split(ident: &str) -> Result<(Vec<String>, String)> {
 
 async fn list(args: &TableListArgs) -> Result<()> {
     let mut rows: Vec<(String, &str)> = with_catalog(&args.catalog, async |client, _| {
-        let all = crate::maintain::all_tables(client).await?;
+        let all = crate::table::iceberg::all_tables(client).await?;
         Ok(all.into_iter().map(|t| (t, "iceberg")).collect::<Vec<_>>())
     })
     .await?;
     if args.catalog.catalog.is_none() && args.catalog.pipeline.exists() {
         let pipeline = crate::pipeline::load(&args.catalog.pipeline)?;
         rows.extend(
-            crate::table::delta::maintain::tables(&pipeline)
+            crate::places::tables(&pipeline)
                 .into_iter()
                 .map(|t| (t, "delta")),
         );

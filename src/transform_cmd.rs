@@ -38,7 +38,7 @@ pub async fn transform_cmd(args: &TransformArgs) -> Result<()> {
         concurrency: usize::from(args.models.concurrency),
         delta: pipeline
             .as_ref()
-            .map(crate::table::delta::Places::of)
+            .map(crate::places::Places::of)
             .unwrap_or_default(),
         model_format: pipeline
             .as_ref()
@@ -84,7 +84,7 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
         run_id: run_id.clone(),
         dry_run: false,
         concurrency: usize::from(args.models.concurrency),
-        delta: crate::table::delta::Places::of(&pipeline),
+        delta: crate::places::Places::of(&pipeline),
         model_format: pipeline.model_format,
     };
     eprintln!("ingest {from} to {to}");
@@ -210,11 +210,7 @@ fn day_ranges(days: &[String]) -> String {
 }
 
 /// Prints where each model's table is and the first rows of the gold ones.
-async fn print_gold(
-    client: &RestClient,
-    places: &crate::table::delta::Places,
-    reports: &[ModelReport],
-) {
+async fn print_gold(client: &RestClient, places: &crate::places::Places, reports: &[ModelReport]) {
     let mut out = String::new();
     for r in reports {
         if !r.model.starts_with("gold.") {

@@ -11,15 +11,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::Target;
-use super::compact::{CompactOptions, CompactReport, compact};
-use super::expire::{ExpireOptions, ExpireReport, expire, select};
-use super::orphans::{OrphanOptions, OrphanReport, remove};
-use super::status::{TableStatus, status};
 use crate::duration::parse_duration;
 use crate::error::{Error, Result};
 use crate::pipeline::MaintainSettings;
-use crate::rest::RestClient;
+use crate::table::Table;
+use crate::table::maintenance::{
+    CompactOptions, CompactReport, ExpireOptions, ExpireReport, OrphanOptions, OrphanReport,
+    TableStatus,
+};
 
 /// Table property that turns maintenance off for a table.
 pub const ENABLED_PROPERTY: &str = "floe.maintain.enabled";
@@ -75,7 +74,7 @@ impl Policy {
             retain_last: settings.retain_last.unwrap_or(1),
             orphans_older_than: match &settings.orphans_older_than {
                 Some(v) => duration("[maintain] orphans_older_than", v)?,
-                None => super::orphans::DEFAULT_WINDOW,
+                None => crate::table::iceberg::orphans::DEFAULT_WINDOW,
             },
         };
         if let Some(v) = props.get(ENABLED_PROPERTY) {
@@ -94,6 +93,22 @@ impl Policy {
             p.orphans_older_than = duration("table property floe.orphans.older-than", v)?;
         }
         Ok(p)
+    }
+
+    /// Raises the ages at which files are deleted to `min`, the shortest
+    /// the table's format allows (Delta keeps removed files for its
+    /// deleted-file retention, 7 days by default, for readers of older
+    /// versions).
+    pub fn hold_to(&mut self, min: Duration) {
+        for (what, age) in [
+            ("expire_older_than", &mut self.expire_older_than),
+            ("orphans_older_than", &mut self.orphans_older_than),
+        ] {
+            if *age < min {
+                tracing::debug!(what, from = ?*age, to = ?min, "held to the table's file retention");
+                *age = min;
+            }
+        }
     }
 }
 
@@ -157,19 +172,19 @@ pub struct TableOutcome {
 
 /// Maintains one table; never fails (the outcome carries the error).
 pub async fn maintain_table(
-    client: &RestClient,
-    ident: &str,
+    table: &mut Table,
     settings: &MaintainSettings,
     dry_run: bool,
 ) -> TableOutcome {
     let started = Instant::now();
+    let ident = table.ident().to_string();
     let mut out = TableOutcome {
-        table: ident.to_string(),
+        table: ident.clone(),
         status: "failed".into(),
         ..TableOutcome::default()
     };
-    if let Err(e) = run(client, ident, settings, dry_run, &mut out).await {
-        tracing::error!(table = ident, error = %e, "maintenance failed");
+    if let Err(e) = run(table, settings, dry_run, &mut out).await {
+        tracing::error!(table = %ident, error = %e, "maintenance failed");
         out.error = Some(e.to_string());
         out.status = "failed".into();
     }
@@ -178,14 +193,21 @@ pub async fn maintain_table(
 }
 
 async fn run(
-    client: &RestClient,
-    ident: &str,
+    table: &mut Table,
     settings: &MaintainSettings,
     dry_run: bool,
     out: &mut TableOutcome,
 ) -> Result<()> {
-    let mut target = Target::open(client, ident).await?;
-    let policy = Policy::resolve(settings, target.loaded.metadata.properties())?;
+    // A table a pipeline names but never wrote: nothing to keep.
+    if !table.written().await? {
+        out.status = "skipped".into();
+        out.error = Some(format!("{} has not been written yet", table.ident()));
+        return Ok(());
+    }
+    let mut policy = Policy::resolve(settings, &table.properties().await?)?;
+    if let Some(min) = table.min_retention().await? {
+        policy.hold_to(min);
+    }
     out.policy = Some(policy.clone());
     if !policy.enabled {
         out.status = "skipped".into();
@@ -193,21 +215,18 @@ async fn run(
     }
     // Orphans are counted once, by the removal step below, instead of by
     // listing the table and reading every manifest again before and after.
-    out.before = Figures::from(&status(client, &target, None).await?);
-    let compacted = compact(
-        client,
-        &mut target,
-        &CompactOptions {
+    out.before = Figures::from(&table.status(None, policy.target_file_size).await?);
+    let compacted = table
+        .compact(&CompactOptions {
             target_file_size: policy.target_file_size,
             min_input_files: policy.min_input_files,
             dry_run,
             ..CompactOptions::default()
-        },
-    )
-    .await?;
-    if compacted.groups_planned > 0 {
+        })
+        .await?;
+    if compacted.input_files > 0 {
         out.actions.push("compact".into());
-        target.reload(client).await?;
+        table.reload().await?;
     }
     out.compact = Some(compacted);
     let expire_opts = ExpireOptions {
@@ -215,38 +234,29 @@ async fn run(
         retain_last: policy.retain_last,
         dry_run,
     };
-    let due = select(
-        &target.loaded.metadata,
-        &target.loaded.refs,
-        &expire_opts,
-        chrono::Utc::now().timestamp_millis(),
-    );
-    if !due.is_empty() {
+    if table.expire_due(&expire_opts) {
         out.actions.push("expire-snapshots".into());
-        let e = expire(client, &mut target, &expire_opts).await?;
+        let e = table.expire(&expire_opts).await?;
         out.snapshots_expired = e.expired.len() as u64;
         out.files_deleted += e.data_files_deleted
             + e.delete_files_deleted
             + e.manifests_deleted
             + e.manifest_lists_deleted;
         out.expire = Some(e);
-        target.reload(client).await?;
+        table.reload().await?;
     }
-    let orphans = remove(
-        client,
-        &target,
-        &OrphanOptions {
+    let orphans = table
+        .remove_orphans(&OrphanOptions {
             older_than: policy.orphans_older_than,
             dry_run,
-        },
-    )
-    .await?;
+        })
+        .await?;
     let found = orphans.orphans.len() as u64;
     if found > 0 {
         out.actions.push("remove-orphans".into());
         out.files_deleted += found;
     }
-    out.after = Figures::from(&status(client, &target, None).await?);
+    out.after = Figures::from(&table.status(None, policy.target_file_size).await?);
     out.before.orphan_candidates = found;
     // What is left: everything on a dry run, else what could not be deleted.
     out.after.orphan_candidates = if dry_run {

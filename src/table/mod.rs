@@ -4,8 +4,13 @@
 
 pub mod days;
 pub mod delta;
+pub mod iceberg;
 pub mod lanes;
+pub mod maintenance;
+mod open;
 pub mod props;
 pub mod schema;
 pub mod snapshot;
 pub mod writer;
+
+pub use open::Table;

@@ -30,7 +30,8 @@ use super::model::Model;
 use super::session::{self, Source, SourceTable};
 use super::{ModelReport, sql_error};
 use crate::error::{Error, Result};
-use crate::table::delta::{self as delta_out, DAY_COLUMN, Places, Replace, Target};
+use crate::places::Places;
+use crate::table::delta::{self as delta_out, DAY_COLUMN, Replace, Target};
 use crate::table::schema::arrow_schema;
 
 /// Commits a model's run is looked for in (newest first).

@@ -74,7 +74,7 @@ pub struct TransformRequest {
     /// Models run at once (when independent).
     pub concurrency: usize,
     /// Where the pipeline's Delta tables are (jobs' and models').
-    pub delta: crate::table::delta::Places,
+    pub delta: crate::places::Places,
     /// The format of models whose header names none.
     pub model_format: TableFormat,
 }
@@ -950,7 +950,7 @@ async fn decide(
 /// When the catalog or the query fails.
 pub async fn preview(
     client: &RestClient,
-    places: Option<&crate::table::delta::Places>,
+    places: Option<&crate::places::Places>,
     name: &str,
     rows: usize,
 ) -> Result<Option<(String, Vec<datafusion::arrow::record_batch::RecordBatch>)>> {

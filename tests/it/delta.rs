@@ -230,7 +230,7 @@ async fn delta_compaction_keeps_the_rows_and_vacuum_keeps_its_safety_check() {
             .expect("append");
     }
     let before = per_day(&env, "readings").await;
-    let target = floe::table::delta::maintain::target_of(&p, "bronze.readings")
+    let target = floe::places::target_of(&p, "bronze.readings")
         .expect("resolves")
         .expect("a Delta job's table");
     let files = |dir: &str| {
@@ -243,8 +243,8 @@ async fn delta_compaction_keeps_the_rows_and_vacuum_keeps_its_safety_check() {
         .await
         .expect("compacts");
     assert_eq!(report.status, "compacted");
-    assert_eq!(report.partitions, 3);
-    assert_eq!(report.files_added, 3, "one file a day");
+    assert_eq!(report.partitions_compacted, 3);
+    assert_eq!(report.output_files, 3, "one file a day");
     assert_eq!(per_day(&env, "readings").await, before, "same rows");
     let again = floe::table::delta::maintain::compact(&target, 1 << 20, None, &[])
         .await
@@ -264,7 +264,7 @@ async fn delta_compaction_keeps_the_rows_and_vacuum_keeps_its_safety_check() {
     .expect("z-orders");
     assert_eq!(zordered.status, "compacted");
     assert_eq!(
-        (zordered.files_removed, zordered.files_added),
+        (zordered.input_files, zordered.output_files),
         (2, 2),
         "one file a day: {zordered:?}"
     );
@@ -336,7 +336,7 @@ async fn transform(
         run_id: run.to_string(),
         dry_run: false,
         concurrency: 1,
-        delta: floe::table::delta::Places::of(p),
+        delta: floe::places::Places::of(p),
         model_format: floe::pipeline::TableFormat::Delta,
     };
     let client = env.client_with(Default::default()).await;
@@ -413,15 +413,14 @@ async fn delta_models_read_delta_upstreams_and_refresh_changed_days() {
     // Maintenance knows the models' Delta tables too, reports real
     // figures, and keeps the rows.
     assert_eq!(
-        floe::table::delta::maintain::tables(&p),
+        floe::places::tables(&p),
         ["bronze.readings", "gold.sites", "silver.daily"]
     );
-    let target = floe::table::delta::maintain::target_of(&p, "silver.daily")
+    let target = floe::places::target_of(&p, "silver.daily")
         .expect("target")
         .expect("a Delta model table");
-    let out = floe::table::delta::maintain::maintain_table(
-        &target,
-        "silver.daily",
+    let out = floe::maintain::policy::maintain_table(
+        &mut floe::table::Table::delta("silver.daily", target),
         &floe::pipeline::MaintainSettings::default(),
         false,
     )

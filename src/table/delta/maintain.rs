@@ -17,41 +17,31 @@ use deltalake::table::config::TablePropertiesExt;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::pipeline::Pipeline;
+use crate::pipeline::TableFormat;
 use crate::table::delta::Target;
+use crate::table::maintenance::{CompactReport, TableStatus};
 
 fn delta_err(what: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
     move |e| Error::Maintenance(format!("{what}: {e}"))
 }
 
-/// The Delta table `ident` (`namespace.table`) of the pipeline (a job's or
-/// a model's), if it is one.
-pub fn target_of(pipeline: &Pipeline, ident: &str) -> Result<Option<Target>> {
-    let places = crate::table::delta::Places::with_models(pipeline);
-    if !places.is_delta(ident) {
-        return Ok(None);
-    }
-    places.target(ident).map(Some)
-}
-
-/// Every Delta table of the pipeline (its jobs' and its models'), as
-/// `namespace.table`.
-pub fn tables(pipeline: &Pipeline) -> Vec<String> {
-    crate::table::delta::Places::with_models(pipeline).tables()
-}
-
-/// A Delta table's figures as `floe maintain` reports them: live files,
-/// their bytes, small ones (under the compaction limit of
-/// `target_file_size`), and versions still in the log. Orphan candidates
-/// are not counted for Delta tables (a full vacuum's dry run lists them).
-pub async fn figures(
-    target: &Target,
-    target_file_size: u64,
-) -> Result<crate::maintain::policy::Figures> {
+/// A Delta table's health, as `floe status` and `floe maintain` report
+/// it: live files and their bytes and rows, small ones (under the
+/// compaction limit of `target_file_size`), files per `day` partition, and
+/// versions still in the log. Orphan candidates are not counted for Delta
+/// tables (a full vacuum's dry run lists them).
+pub async fn status(target: &Target, ident: &str, target_file_size: u64) -> Result<TableStatus> {
     use futures::StreamExt as _;
     let table = open(target).await?;
-    let mut out = crate::maintain::policy::Figures::default();
-    let small = crate::maintain::small_file_limit(target_file_size);
+    let mut out = TableStatus {
+        table: ident.to_string(),
+        format: TableFormat::Delta,
+        location: target.url.to_string(),
+        target_file_size,
+        current_snapshot_id: table.version().and_then(|v| i64::try_from(v).ok()),
+        ..TableStatus::default()
+    };
+    let small = crate::table::iceberg::small_file_limit(target_file_size);
     let state = table
         .snapshot()
         .map_err(delta_err(&format!("reading {}", target.url)))?;
@@ -63,16 +53,33 @@ pub async fn figures(
         let size = u64::try_from(view.size()).unwrap_or(0);
         out.data_files += 1;
         out.data_bytes += size;
+        out.records += view.num_records().map_or(0, |n| n as u64);
         if size < small {
             out.small_files += 1;
         }
+        let day = view
+            .remove_action(false)
+            .partition_values
+            .and_then(|p| p.get(super::DAY_COLUMN).cloned().flatten())
+            .map_or_else(|| "(unpartitioned)".to_string(), |d| format!("day={d}"));
+        *out.files_per_partition.entry(day).or_default() += 1;
     }
     drop(views);
-    out.snapshots = table
+    out.partitions = out.files_per_partition.len() as u64;
+    out.max_files_per_partition = out.files_per_partition.values().copied().max().unwrap_or(0);
+    if out.data_files > 0 {
+        out.small_file_ratio = out.small_files as f64 / out.data_files as f64;
+    }
+    let history: Vec<_> = table
         .history(None)
         .await
         .map_err(delta_err("reading the Delta log"))?
-        .count() as u64;
+        .collect();
+    out.snapshots = history.len() as u64;
+    let times: Vec<i64> = history.iter().filter_map(|c| c.timestamp).collect();
+    let rfc = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339());
+    out.oldest_snapshot = times.iter().min().copied().and_then(rfc);
+    out.newest_snapshot = times.iter().max().copied().and_then(rfc);
     Ok(out)
 }
 
@@ -84,21 +91,61 @@ async fn open(target: &Target) -> Result<DeltaTable> {
     Ok(table)
 }
 
-/// What `floe compact` did to a Delta table.
-#[derive(Debug, Clone, Serialize)]
-pub struct CompactReport {
-    /// The table's location.
-    pub table: String,
-    /// `compacted` or `nothing-to-do`.
-    pub status: String,
-    /// Files rewritten.
-    pub files_removed: u64,
-    /// Files written.
-    pub files_added: u64,
-    /// Partitions rewritten.
-    pub partitions: u64,
-    /// The commit, when there was one.
-    pub version: Option<u64>,
+/// What [`compact`] would rewrite (without `zorder`): the small files
+/// (under 75% of `target_file_size`) of the `day` partitions (of `days`)
+/// holding two or more of them, as a `planned` report.
+pub async fn plan_compact(
+    target: &Target,
+    target_file_size: u64,
+    days: Option<(NaiveDate, NaiveDate)>,
+) -> Result<CompactReport> {
+    let started = std::time::Instant::now();
+    let status = status(target, "", target_file_size).await?;
+    let table = open(target).await?;
+    let small = crate::table::iceberg::small_file_limit(target_file_size);
+    let state = table
+        .snapshot()
+        .map_err(delta_err(&format!("reading {}", target.url)))?;
+    let in_days = |day: Option<&str>| match (days, day) {
+        (None, _) => true,
+        (Some((from, to)), Some(d)) => {
+            NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok_and(|d| d >= from && d <= to)
+        }
+        (Some(_), None) => false,
+    };
+    let mut per_day: std::collections::BTreeMap<Option<String>, (u64, u64)> = Default::default();
+    let mut views = state
+        .snapshot()
+        .file_views(table.log_store().as_ref(), None);
+    use futures::StreamExt as _;
+    while let Some(view) = views.next().await {
+        let view = view.map_err(delta_err(&format!("listing {}", target.url)))?;
+        let size = u64::try_from(view.size()).unwrap_or(0);
+        let day = view
+            .remove_action(false)
+            .partition_values
+            .and_then(|p| p.get(super::DAY_COLUMN).cloned().flatten());
+        if size < small && in_days(day.as_deref()) {
+            let e = per_day.entry(day).or_default();
+            e.0 += 1;
+            e.1 += size;
+        }
+    }
+    let groups: Vec<&(u64, u64)> = per_day.values().filter(|(n, _)| *n >= 2).collect();
+    Ok(CompactReport {
+        table: target.url.to_string(),
+        format: TableFormat::Delta,
+        status: "planned".into(),
+        target_file_size,
+        files_before: status.data_files,
+        bytes_before: status.data_bytes,
+        partitions_considered: per_day.len() as u64,
+        groups_planned: groups.len() as u64,
+        input_files: groups.iter().map(|g| g.0).sum(),
+        input_bytes: groups.iter().map(|g| g.1).sum(),
+        duration_ms: started.elapsed().as_millis(),
+        ..CompactReport::default()
+    })
 }
 
 /// Bin-packs the small files of each `day` partition (of `days`, when
@@ -110,6 +157,7 @@ pub async fn compact(
     days: Option<(NaiveDate, NaiveDate)>,
     zorder: &[String],
 ) -> Result<CompactReport> {
+    let started = std::time::Instant::now();
     let table = open(target).await?;
     let before = table.version();
     let filters: Vec<PartitionFilter> = match days {
@@ -134,16 +182,27 @@ pub async fn compact(
     let changed = table.version() != before;
     Ok(CompactReport {
         table: target.url.to_string(),
+        format: TableFormat::Delta,
         status: if metrics.num_files_removed > 0 {
             "compacted"
         } else {
             "nothing-to-do"
         }
         .into(),
-        files_removed: metrics.num_files_removed,
-        files_added: metrics.num_files_added,
-        partitions: metrics.partitions_optimized,
-        version: changed.then(|| table.version()).flatten(),
+        target_file_size,
+        input_files: metrics.num_files_removed,
+        output_files: metrics.num_files_added,
+        partitions_compacted: metrics.partitions_optimized,
+        groups_planned: metrics.partitions_optimized,
+        groups_committed: u64::from(changed) * metrics.partitions_optimized,
+        snapshots: changed
+            .then(|| table.version())
+            .flatten()
+            .and_then(|v| i64::try_from(v).ok())
+            .into_iter()
+            .collect(),
+        duration_ms: started.elapsed().as_millis(),
+        ..CompactReport::default()
     })
 }
 
@@ -222,67 +281,4 @@ pub async fn vacuum(
         log_entries_removed,
         checkpoint,
     })
-}
-
-/// `floe maintain` for a Delta table: compact, then expire (checkpoint,
-/// log cleanup, vacuum of removed files past the policy's age, which
-/// delta-rs holds to the table's deleted-file retention, 7 days by
-/// default).
-pub async fn maintain_table(
-    target: &Target,
-    ident: &str,
-    settings: &crate::pipeline::MaintainSettings,
-    dry_run: bool,
-) -> crate::maintain::policy::TableOutcome {
-    let started = std::time::Instant::now();
-    let mut out = crate::maintain::policy::TableOutcome {
-        table: ident.to_string(),
-        status: "failed".into(),
-        ..Default::default()
-    };
-    let older_than = match settings
-        .expire_older_than
-        .as_deref()
-        .map(crate::duration::parse_duration)
-        .transpose()
-    {
-        Ok(d) => d.unwrap_or(Duration::from_secs(7 * 86_400)),
-        Err(e) => {
-            out.error = Some(e);
-            return out;
-        }
-    };
-    let size = settings.target_file_size.unwrap_or(128 * 1024 * 1024);
-    // A model or job that never ran has no table yet: nothing to keep.
-    if let Ok(table) = target.open().await
-        && table.version().is_none()
-    {
-        out.status = "skipped".into();
-        out.error = Some(format!("no Delta table at {} yet", target.url));
-        out.duration_ms = started.elapsed().as_millis();
-        return out;
-    }
-    let work = async {
-        out.before = figures(target, size).await?;
-        if !dry_run {
-            let c = compact(target, size, None, &[]).await?;
-            if c.files_removed > 0 {
-                out.actions.push("compact".into());
-            }
-        }
-        let v = vacuum(target, older_than, false, dry_run).await?;
-        out.actions.push("expire-snapshots".into());
-        out.files_deleted = v.files_deleted.len() as u64;
-        out.after = figures(target, size).await?;
-        Ok::<_, Error>(())
-    };
-    match work.await {
-        Ok(()) => out.status = "ok".into(),
-        Err(e) => {
-            tracing::error!(table = ident, error = %e, "maintenance failed");
-            out.error = Some(e.to_string());
-        }
-    }
-    out.duration_ms = started.elapsed().as_millis();
-    out
 }

@@ -10,47 +10,16 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use super::Target;
 use super::expire::delete_all;
 use super::scan::{FileRef, ManifestCache, referenced};
 use crate::error::Result;
 use crate::rest::RestClient;
 use crate::store::{self, path_key};
+pub use crate::table::maintenance::{OrphanOptions, OrphanReport};
 
 /// Default safety window.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(3 * 86_400);
-
-/// What to remove.
-#[derive(Debug, Clone)]
-pub struct OrphanOptions {
-    /// Only files older than this are removed.
-    pub older_than: Duration,
-    /// Report only.
-    pub dry_run: bool,
-}
-
-/// What orphan removal found and did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct OrphanReport {
-    /// The table.
-    pub table: String,
-    /// `removed`, `nothing-to-do` or `planned` (dry run).
-    pub status: String,
-    /// Files under the table location.
-    pub files_listed: u64,
-    /// Unreferenced files older than the window (deleted unless dry run).
-    pub orphans: Vec<String>,
-    /// Their bytes.
-    pub orphan_bytes: u64,
-    /// Unreferenced files inside the window (kept).
-    pub recent_unreferenced: u64,
-    /// Deletes that failed.
-    pub delete_failures: u64,
-    /// Wall time.
-    pub duration_ms: u128,
-}
 
 /// Finds unreferenced files older than `older_than` under the table.
 pub async fn find(

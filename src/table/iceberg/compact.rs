@@ -38,104 +38,18 @@ use iceberg::spec::{
     Operation, PartitionKey, SortDirection, Struct, TableMetadata, Transform,
 };
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use serde::Serialize;
 use uuid::Uuid;
 
-use super::filter::Filter;
 use super::scan::{LiveFile, live_files, partition_label};
 use super::{Target, small_file_limit, target_file_size};
 use crate::error::{Error, Result};
 use crate::rest::RestClient;
+pub use crate::table::maintenance::{CompactOptions, CompactReport};
 use crate::table::snapshot::{Change, ChangeOutcome, Removal, commit_change};
 use crate::table::writer::{file_writers, with_sort_order};
 
 /// Rows per batch read from the input files.
 const READ_BATCH_ROWS: usize = 16 * 1024;
-
-/// What to compact and how.
-#[derive(Debug, Clone)]
-pub struct CompactOptions {
-    /// Output file size; default the table's `write.target-file-size-bytes`,
-    /// else 128 MiB.
-    pub target_file_size: Option<u64>,
-    /// Files below this size are rewritten; default 75% of the target.
-    pub min_file_size: Option<u64>,
-    /// A partition needs at least this many small files to be compacted.
-    pub min_input_files: usize,
-    /// Largest input of one rewrite group.
-    pub max_group_bytes: u64,
-    /// Input bytes per commit (partial progress on long runs).
-    pub commit_bytes: u64,
-    /// Which files may be rewritten.
-    pub filter: Filter,
-    /// Sort each group by the table's sort order.
-    pub sort: bool,
-    /// Plan only.
-    pub dry_run: bool,
-    /// Groups rewritten at once.
-    pub parallelism: usize,
-}
-
-impl Default for CompactOptions {
-    fn default() -> Self {
-        Self {
-            target_file_size: None,
-            min_file_size: None,
-            min_input_files: 5,
-            max_group_bytes: 8 * 1024 * 1024 * 1024,
-            commit_bytes: 2 * 1024 * 1024 * 1024,
-            filter: Filter::default(),
-            sort: false,
-            dry_run: false,
-            parallelism: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        }
-    }
-}
-
-/// What a compaction did (or would do, on a dry run).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CompactReport {
-    /// The table.
-    pub table: String,
-    /// `compacted`, `nothing-to-do`, `planned` (dry run).
-    pub status: String,
-    /// Target file size used.
-    pub target_file_size: u64,
-    /// Live data files and bytes before.
-    pub files_before: u64,
-    /// Live data bytes before.
-    pub bytes_before: u64,
-    /// Live data files after (this run's changes only).
-    pub files_after: u64,
-    /// Live data bytes after (this run's changes only).
-    pub bytes_after: u64,
-    /// Partitions holding selected files.
-    pub partitions_considered: u64,
-    /// Partitions rewritten (committed).
-    pub partitions_compacted: u64,
-    /// Groups planned.
-    pub groups_planned: u64,
-    /// Groups committed.
-    pub groups_committed: u64,
-    /// Groups dropped because a concurrent writer changed their inputs.
-    pub groups_dropped: u64,
-    /// Input files replaced.
-    pub input_files: u64,
-    /// Input bytes replaced.
-    pub input_bytes: u64,
-    /// Files written and committed.
-    pub output_files: u64,
-    /// Bytes written and committed.
-    pub output_bytes: u64,
-    /// Rows rewritten.
-    pub rows: u64,
-    /// Delete files applied while rewriting.
-    pub delete_files_applied: u64,
-    /// The `replace` snapshots committed.
-    pub snapshots: Vec<i64>,
-    /// Wall time.
-    pub duration_ms: u128,
-}
 
 /// One rewrite unit: small files of one partition.
 #[derive(Debug, Clone)]

@@ -2,61 +2,14 @@
 //! from: snapshots, metadata size, data files and bytes, small files,
 //! files per partition, orphan candidates.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
-
-use serde::Serialize;
 
 use super::orphans;
 use super::scan::{live_files, partition_label};
 use super::{Target, small_file_limit, target_file_size};
 use crate::error::Result;
 use crate::rest::RestClient;
-
-/// A table's health.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TableStatus {
-    /// `namespace.name`.
-    pub table: String,
-    /// Where its files are.
-    pub location: String,
-    /// Iceberg format version.
-    pub format_version: u8,
-    /// Snapshots in the metadata.
-    pub snapshots: u64,
-    /// The current snapshot.
-    pub current_snapshot_id: Option<i64>,
-    /// The oldest snapshot's time (RFC 3339, UTC).
-    pub oldest_snapshot: Option<String>,
-    /// The newest snapshot's time.
-    pub newest_snapshot: Option<String>,
-    /// Size of the current metadata file.
-    pub metadata_file_bytes: Option<u64>,
-    /// Live data files.
-    pub data_files: u64,
-    /// Their bytes.
-    pub data_bytes: u64,
-    /// Rows in the current snapshot (before deletes).
-    pub records: u64,
-    /// Live delete files.
-    pub delete_files: u64,
-    /// The table's target file size.
-    pub target_file_size: u64,
-    /// Data files below 75% of the target.
-    pub small_files: u64,
-    /// `small_files / data_files`.
-    pub small_file_ratio: f64,
-    /// Partitions with live data.
-    pub partitions: u64,
-    /// Most files in one partition.
-    pub max_files_per_partition: u64,
-    /// Files per partition, by partition path.
-    pub files_per_partition: BTreeMap<String, u64>,
-    /// Unreferenced files older than the orphan window.
-    pub orphan_candidates: u64,
-    /// Their bytes.
-    pub orphan_bytes: u64,
-}
+pub use crate::table::maintenance::TableStatus;
 
 fn rfc3339(ms: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339())

@@ -17,63 +17,23 @@
 //! `remove-orphans`, never a snapshot with missing files.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use iceberg::spec::{SnapshotRef, TableMetadata};
 use iceberg::{TableRequirement, TableUpdate};
-use serde::Serialize;
 
 use super::Target;
 use super::scan::{FileRef, ManifestCache, Referenced, referenced};
 use crate::error::{Error, Result};
 use crate::rest::{CommitOutcome, RestClient};
+pub use crate::table::maintenance::{ExpireOptions, ExpireReport};
 use crate::table::snapshot::run_records;
 
 /// Deletes in flight.
 const DELETE_CONCURRENCY: usize = 16;
 /// Commit attempts before giving up on a busy table.
 const MAX_ATTEMPTS: u32 = 8;
-
-/// What to expire.
-#[derive(Debug, Clone)]
-pub struct ExpireOptions {
-    /// Snapshots older than this are expired (unless retained).
-    pub older_than: Duration,
-    /// Snapshots of `main`'s history always kept, newest first.
-    pub retain_last: usize,
-    /// Report only.
-    pub dry_run: bool,
-}
-
-/// What an expiry did (or would do).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ExpireReport {
-    /// The table.
-    pub table: String,
-    /// `expired`, `nothing-to-do` or `planned` (dry run).
-    pub status: String,
-    /// Snapshots before.
-    pub snapshots_before: u64,
-    /// Snapshot ids expired.
-    pub expired: Vec<i64>,
-    /// Snapshots kept.
-    pub snapshots_retained: u64,
-    /// Data files deleted.
-    pub data_files_deleted: u64,
-    /// Delete files deleted.
-    pub delete_files_deleted: u64,
-    /// Manifests deleted.
-    pub manifests_deleted: u64,
-    /// Manifest lists deleted.
-    pub manifest_lists_deleted: u64,
-    /// Bytes of data and delete files deleted.
-    pub bytes_deleted: u64,
-    /// Files that could not be deleted (left for remove-orphans).
-    pub delete_failures: u64,
-    /// Wall time.
-    pub duration_ms: u128,
-}
 
 /// The snapshot ids to expire from `metadata`.
 pub fn select(
