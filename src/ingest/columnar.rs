@@ -227,7 +227,7 @@ impl BatchBuilder {
         for (i, t) in times.iter().enumerate() {
             match t {
                 Err(_) => keep[i] = false,
-                Ok(ts) if !window.contains(&super::writer::day_of(*ts)) => {
+                Ok(ts) if !window.contains(&crate::table::days::day_of(*ts)) => {
                     keep[i] = false;
                     outside += 1;
                 }

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::event_time::{self, EpochUnit, Micros, PeriodClock};
 use crate::pipeline::{ColumnType, EVENT_TIME_COLUMN, EventTimeConfig, Job};
 
-use super::schema::{HASH, INGEST_TIME, SOURCE};
+use crate::table::schema::{HASH, INGEST_TIME, SOURCE};
 
 /// One source record: its fields, its text as read (for rejects and the
 /// hash) and where it was.

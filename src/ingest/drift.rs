@@ -2,16 +2,13 @@
 //! scanned for fields the contract does not name; each becomes a new
 //! nullable column (type inferred: JSON numbers → long or double, booleans →
 //! boolean, everything else and CSV cells → string; Parquet columns keep
-//! their type), added to the table in one schema commit guarded by the
-//! current schema id and last column id, and then written like the rest.
+//! their type), added to the table by the table layer, and then written
+//! like the rest.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::DataType;
-use iceberg::spec::{NestedField, Schema, Type};
-use iceberg::{TableRequirement, TableUpdate};
 use serde_json::Value;
 
 use super::convert::Record;
@@ -19,10 +16,6 @@ use super::files::Fetcher;
 use super::records::{RecordSink, Unreadable};
 use crate::error::{Error, Result};
 use crate::pipeline::{Column, ColumnType, EVENT_TIME_COLUMN, Job};
-use crate::rest::{CommitOutcome, LoadedTable, RestClient};
-
-/// How often a concurrent schema change is retried.
-const ATTEMPTS: u32 = 5;
 
 struct Scan<'a> {
     known: &'a HashSet<String>,
@@ -109,14 +102,9 @@ pub fn scan_unknown(
     Ok(scan.found)
 }
 
-/// Adds the new columns to the table (those it does not have yet) and to
-/// the job; returns the reloaded table.
-pub async fn evolve(
-    client: &RestClient,
-    job: &mut Job,
-    table: LoadedTable,
-    new: &BTreeMap<String, ColumnType>,
-) -> Result<LoadedTable> {
+/// Adds the new source fields to the job's columns (nullable); the table
+/// layer adds them to the table.
+pub fn adopt(job: &mut Job, new: &BTreeMap<String, ColumnType>) {
     for (name, kind) in new {
         job.columns.push(Column {
             name: name.clone(),
@@ -125,75 +113,4 @@ pub async fn evolve(
             from: None,
         });
     }
-    add_columns(client, job, table, new).await
-}
-
-/// Adds the columns of `new` the table lacks as nullable columns, in one
-/// schema commit guarded by the current schema id and last column id
-/// (retried when another writer changed the schema meanwhile); returns the
-/// reloaded table.
-pub async fn add_columns(
-    client: &RestClient,
-    job: &Job,
-    mut table: LoadedTable,
-    new: &BTreeMap<String, ColumnType>,
-) -> Result<LoadedTable> {
-    for _ in 0..ATTEMPTS {
-        let current = table.metadata.current_schema().clone();
-        let missing: Vec<(&String, &ColumnType)> = new
-            .iter()
-            .filter(|(n, _)| current.field_by_name(n).is_none())
-            .collect();
-        if missing.is_empty() {
-            return Ok(table);
-        }
-        let mut fields: Vec<Arc<NestedField>> = current.as_struct().fields().to_vec();
-        let mut id = table.metadata.last_column_id();
-        for (name, kind) in &missing {
-            id += 1;
-            fields.push(Arc::new(NestedField::optional(
-                id,
-                name.as_str(),
-                Type::Primitive(super::schema::iceberg_type(**kind)),
-            )));
-        }
-        let schema = Schema::builder()
-            .with_schema_id(current.schema_id() + 1)
-            .with_identifier_field_ids(current.identifier_field_ids())
-            .with_fields(fields)
-            .build()
-            .map_err(|e| Error::Config(format!("cannot evolve the schema: {e}")))?;
-        let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
-        tracing::info!(table = %job.table_ident(), columns = ?names, "adding columns for new source fields");
-        let requirements = [
-            TableRequirement::CurrentSchemaIdMatch {
-                current_schema_id: current.schema_id(),
-            },
-            TableRequirement::LastAssignedFieldIdMatch {
-                last_assigned_field_id: table.metadata.last_column_id(),
-            },
-        ];
-        let updates = [
-            TableUpdate::AddSchema { schema },
-            TableUpdate::SetCurrentSchema { schema_id: -1 },
-        ];
-        match client
-            .commit(&job.namespace, &job.table, &requirements, &updates)
-            .await?
-        {
-            CommitOutcome::Committed(t) => return Ok(*t),
-            CommitOutcome::Conflict(_) | CommitOutcome::Unknown(_) => {
-                table = client
-                    .load_table(&job.namespace, &job.table)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::Catalog(format!("table {} disappeared", job.table_ident()))
-                    })?;
-            }
-        }
-    }
-    Err(Error::CommitConflict(format!(
-        "could not add columns to {}: its schema kept changing",
-        job.table_ident()
-    )))
 }

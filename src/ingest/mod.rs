@@ -23,22 +23,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use chrono::{NaiveDate, Utc};
-use iceberg::io::FileIO;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::pipeline::{
-    CatalogSettings, EVENT_TIME_COLUMN, EmptyDays, Job, Pipeline, SchemaDrift, Source, TableFormat,
+    CatalogSettings, EmptyDays, Job, Pipeline, SchemaDrift, Source, TableFormat,
 };
-use crate::rest::{LoadedTable, RestClient};
+use crate::rest::RestClient;
 use crate::table::days::{self, day_name, day_of, day_start};
-use crate::table::props::{JOB_KEY, RUN_ID_KEY, WINDOW_KEY, target_file_size};
-use crate::table::snapshot::{self, Overwrite, TableHandle};
-use crate::table::{delta, lanes, schema, writer};
+use crate::table::props::target_file_size;
+use crate::table::window::{Destination, Place, WindowCommit, WindowSpec, WindowWrite};
 use convert::{BatchBuilder, Record};
 pub use rejects::Reject;
-use writer::DayWriters;
 
 /// Rows per Arrow batch handed to the writer.
 const BATCH_ROWS: usize = 8192;
@@ -228,7 +225,6 @@ pub async fn run(
         let started = Instant::now();
         let mut report = JobReport::new(job, req);
         let job_settings = job.catalog.as_ref().unwrap_or(&settings);
-        let delta = job.format == TableFormat::Delta;
         let client = if req.dry_run {
             None
         } else {
@@ -237,7 +233,7 @@ pub async fn run(
                 // A Delta job only takes the catalog's storage settings
                 // (`/v1/config`); without the catalog it goes on with the
                 // pipeline's own.
-                Err(e) if delta => {
+                Err(e) if !Destination::needs_catalog(job) => {
                     tracing::warn!(job = %job.name, error = %e, "the catalog is not reachable; the Delta job uses the pipeline's [catalog] properties");
                     None
                 }
@@ -258,7 +254,7 @@ pub async fn run(
         // from the bodies that half landed (no second fetch).
         let iceberg_half = reports
             .last()
-            .filter(|r: &&JobReport| job.twin && delta && r.job == job.name);
+            .filter(|r: &&JobReport| job.twin && r.job == job.name);
         if let Some(half) = iceberg_half
             && half.status == "failed"
         {
@@ -282,19 +278,13 @@ pub async fn run(
             _ => req,
         };
         let landing = landed_by_half.as_deref().or(pipeline.landing.as_deref());
-        let outcome = if delta {
-            run_delta_job(&props, job, job_req, pipeline, landing, &mut report).await
-        } else {
-            run_job(
-                client.as_ref(),
-                &props,
-                job,
-                req,
-                pipeline.landing.as_deref(),
-                &mut report,
-            )
-            .await
+        let place = Place {
+            client: client.as_ref(),
+            delta: &pipeline.delta,
+            embedded_warehouse: pipeline.catalog.embedded_warehouse.as_deref(),
+            store_props: &props,
         };
+        let outcome = run_job(&place, job, job_req, landing, &mut report).await;
         report.duration_ms = started.elapsed().as_millis();
         if let Err(e) = outcome {
             report.error = Some(e.to_string());
@@ -322,9 +312,10 @@ async fn client_for(
     Ok(client)
 }
 
+/// One job's run: find its inputs, open its table (of either format),
+/// write the window, check, commit.
 async fn run_job(
-    client: Option<&RestClient>,
-    catalog_props: &HashMap<String, String>,
+    place: &Place<'_>,
     job: &Job,
     req: &IngestRequest,
     landing: Option<&str>,
@@ -332,84 +323,53 @@ async fn run_job(
 ) -> Result<()> {
     let days = req.days();
     let window = days::window(req.from, req.to);
-    let fetcher = files::Fetcher::new(catalog_props)?;
+    let fetcher = files::Fetcher::new(place.store_props)?;
+    report.location = Destination::planned_location(job, place)?;
     let units: Vec<Unit> = match &job.source {
         Source::Files(cfg) => file_units(cfg, job, &days, &window, &fetcher, report).await?,
-        Source::Http(h) => {
-            if client.is_none() {
-                report.files_read = if req.replay {
-                    vec!["(the window's pages in the raw landing zone)".into()]
-                } else {
-                    http::planned_requests(h, &days)?
-                };
-            }
+        Source::Http(h) if req.dry_run => {
+            report.files_read = if req.replay {
+                vec!["(the window's pages in the raw landing zone)".into()]
+            } else {
+                http::planned_requests(h, &days)?
+            };
             Vec::new()
         }
+        Source::Http(_) => Vec::new(),
     };
-    let Some(client) = client else {
+    if req.dry_run {
         report.status = "planned".into();
         return Ok(());
-    };
-    let (loaded, created) = open_table(client, job).await?;
-    let outcome = fill_table(
-        client,
-        job,
-        req,
-        IcebergInputs {
-            loaded,
-            units,
-            fetcher,
-            landing,
-        },
-        report,
-    )
-    .await;
-    if outcome.is_err() && created {
-        drop_if_never_written(client, job).await;
+    }
+    let mut dest = Destination::open(job, place).await?;
+    let outcome = fill(&mut dest, job, req, (units, fetcher, landing), report).await;
+    if outcome.is_err() {
+        dest.abandon(job).await;
     }
     outcome
 }
 
-/// What [`fill_table`] reads and writes to.
-struct IcebergInputs<'a> {
-    loaded: LoadedTable,
-    units: Vec<Unit>,
-    fetcher: files::Fetcher,
-    landing: Option<&'a str>,
-}
-
-/// The Iceberg run on its open table: fetch (API sources), evolve, write,
-/// check, commit.
-async fn fill_table(
-    client: &RestClient,
+/// The run on the job's open table: fetch (API sources), evolve, write,
+/// check, keep the rejects, commit.
+async fn fill(
+    dest: &mut Destination,
     job: &Job,
     req: &IngestRequest,
-    inputs: IcebergInputs<'_>,
+    (mut units, mut fetcher, landing): (Vec<Unit>, files::Fetcher, Option<&str>),
     report: &mut JobReport,
 ) -> Result<()> {
-    let IcebergInputs {
-        mut loaded,
-        mut units,
-        mut fetcher,
-        landing,
-    } = inputs;
     let days = req.days();
-    let window = days::window(req.from, req.to);
-    if let Some(id) = snapshot::landed_snapshot(&loaded.metadata, &req.run_id) {
+    if let Some(id) = dest.landed(&req.run_id).await? {
         report.status = "already-committed".into();
         report.snapshot_id = Some(id);
         return Ok(());
     }
     if let Source::Http(h) = &job.source {
-        fetcher.io = crate::store::table_io(client, &loaded);
-        fetcher.s3_props = crate::store::table_props(client, &loaded);
-        let zone = http::landing::Landing::resolve(
-            landing,
-            loaded.metadata.location(),
-            &job.namespace,
-            fetcher.io.clone(),
-            fetcher.s3_props.clone(),
-        )?;
+        let (io, props) = dest.storage((fetcher.io.clone(), fetcher.s3_props.clone()));
+        fetcher.io = io.clone();
+        fetcher.s3_props = props.clone();
+        let zone =
+            http::landing::Landing::resolve(landing, &dest.location(), &job.namespace, io, props)?;
         units = api_units(job, h, req, &days, &zone, report).await?;
     }
     let evolved;
@@ -422,39 +382,56 @@ async fn fill_table(
         .map_err(|e| Error::Source(format!("the schema scan failed: {e}")))??;
         let mut j = job.clone();
         if !new.is_empty() {
-            loaded = drift::evolve(client, &mut j, loaded, &new).await?;
+            drift::adopt(&mut j, &new);
+            dest.add_columns(&j, &new).await?;
         }
         evolved = j;
         &evolved
     } else {
         job
     };
-    report.location = Some(loaded.metadata.location().to_string());
-    let handle = TableHandle {
-        namespace: job.namespace.clone(),
-        name: job.table.clone(),
-        io: crate::store::table_io(client, &loaded),
+    report.location = Some(dest.location());
+    let spec = WindowSpec {
+        run_id: &req.run_id,
+        from: req.from,
+        to: req.to,
+        sort: &job.sort,
+        properties: &job.properties,
+        target_file_size: target_file_size(&job.properties),
     };
-    let (data_files, rejects, checker) =
-        write_files(job, req, &loaded, &handle, units, fetcher, report).await?;
-    for f in &data_files {
-        let day = snapshot::file_day(f).map(day_name).unwrap_or_default();
-        let d = report.days.entry(day).or_default();
-        d.rows_written += f.record_count();
-        d.files += 1;
-        d.bytes += f.file_size_in_bytes();
+    let mut write = dest.start(job, &spec).await?;
+    let builder = BatchBuilder::new(job, dest.arrow_schema(job)?, Utc::now().timestamp_micros())?;
+    let (rejects, checker, read_result) =
+        drain(job, units, fetcher, builder, &mut write, report).await;
+    report.sample_rejects = rejects.iter().take(5).cloned().collect();
+    // A writer's own error, when it stopped first, explains more.
+    let written = match (write.close().await, read_result) {
+        (Err(e), _) => return Err(e),
+        (Ok(w), Err(e)) => {
+            w.discard().await;
+            return Err(e);
+        }
+        (Ok(w), Ok(())) => w,
+    };
+    for (day, f) in written.days() {
+        let d = report.days.entry(day_name(day)).or_default();
+        d.rows_written += f.rows;
+        d.files += f.files;
+        d.bytes += f.bytes;
     }
-    report.data_files = data_files.len() as u64;
-    report.bytes_written = data_files.iter().map(|f| f.file_size_in_bytes()).sum();
-    report.rows_written = data_files.iter().map(|f| f.record_count()).sum();
+    report.rows_written = report.days.values().map(|d| d.rows_written).sum();
+    report.data_files = report.days.values().map(|d| d.files).sum();
+    report.bytes_written = report.days.values().map(|d| d.bytes).sum();
     let verdict = judge(job, req, &days, checker, report);
     if report.rows_rejected > 0 {
         // The rejects are the evidence of a failing run too: kept, with the
         // run id, even when the target is not touched.
-        match rejects::commit(client, job, req, &rejects).await {
-            Ok(id) => report.rejects_snapshot_id = Some(id),
+        let batch = rejects::batch(crate::table::rejects::arrow_schema()?, job, req, &rejects)?;
+        match dest.append_rejects(job, &req.run_id, batch).await {
+            Ok(id) => report.rejects_snapshot_id = id,
             Err(e) => {
-                delete_files(&handle.io, &data_files).await;
+                unwritten(report);
+                written.discard().await;
                 return Err(e);
             }
         }
@@ -462,40 +439,35 @@ async fn fill_table(
     let guarded_days = match threshold(job, report).and(verdict) {
         Ok(days) => days,
         Err(e) => {
-            delete_files(&handle.io, &data_files).await;
+            unwritten(report);
+            written.discard().await;
             return Err(e);
         }
     };
-    let added = data_files.clone();
-    let overwrite = Overwrite {
-        added: data_files,
-        days: Some(window),
+    let commit = WindowCommit {
+        job: &job.name,
+        namespace: &job.namespace,
+        table: &job.table,
+        run_id: &req.run_id,
+        from: req.from,
+        to: req.to,
         guarded_days,
-        properties: HashMap::from([
-            (JOB_KEY.to_string(), job.name.clone()),
-            (WINDOW_KEY.to_string(), format!("{}/{}", req.from, req.to)),
-            (
-                "floe.rows-rejected".to_string(),
-                report.rows_rejected.to_string(),
-            ),
-        ]),
-        run_id: req.run_id.clone(),
+        properties: vec![(
+            "floe.rows-rejected".to_string(),
+            report.rows_rejected.to_string(),
+        )],
     };
-    let committed = match snapshot::commit_overwrite(client, &handle, loaded, &overwrite).await {
+    let committed = match written.commit(dest, commit).await {
         Ok(c) => c,
         Err(Error::WouldEmpty(days)) => {
-            delete_files(&handle.io, &added).await;
+            unwritten(report);
             return Err(would_empty(job, &days, report));
         }
         Err(e) => return Err(e),
     };
-    report.snapshot_id = Some(committed.snapshot_id);
-    report.replaced_files = committed.deleted_files;
-    report.emptied_days = committed
-        .emptied_days
-        .iter()
-        .map(|d| day_name(*d))
-        .collect();
+    report.snapshot_id = committed.snapshot_id;
+    report.replaced_files = committed.replaced_files;
+    report.emptied_days = committed.emptied_days;
     report.commit_attempts = committed.attempts;
     report.status = if committed.already_landed {
         "already-committed"
@@ -506,147 +478,17 @@ async fn fill_table(
     Ok(())
 }
 
-/// A `format = "delta"` job: the same reading, conversion, rejects and
-/// checks as for Iceberg; the rows stream into one Delta overwrite of the
-/// window's `day` partitions, committed only when the checks pass.
-async fn run_delta_job(
-    catalog_props: &HashMap<String, String>,
-    job: &Job,
-    req: &IngestRequest,
-    pipeline: &Pipeline,
-    landing: Option<&str>,
-    report: &mut JobReport,
-) -> Result<()> {
-    let days = req.days();
-    let window = days::window(req.from, req.to);
-    let fetcher = files::Fetcher::new(catalog_props)?;
-    let (io, s3_props) = (fetcher.io.clone(), fetcher.s3_props.clone());
-    let target = delta::Target::resolve(
-        job,
-        &pipeline.delta,
-        pipeline.catalog.embedded_warehouse.as_deref(),
-        &s3_props,
-    )?;
-    report.location = Some(target.url.to_string());
-    let mut units: Vec<Unit> = match &job.source {
-        Source::Files(cfg) => file_units(cfg, job, &days, &window, &fetcher, report).await?,
-        Source::Http(h) if req.dry_run => {
-            report.files_read = http::planned_requests(h, &days)?;
-            Vec::new()
-        }
-        Source::Http(_) => Vec::new(),
-    };
-    if req.dry_run {
-        report.status = "planned".into();
-        return Ok(());
-    }
-    if let Some(version) = target.landed(&req.run_id).await? {
-        report.status = "already-committed".into();
-        report.snapshot_id = i64::try_from(version).ok();
-        return Ok(());
-    }
-    if let Source::Http(h) = &job.source {
-        let zone = http::landing::Landing::resolve(
-            landing,
-            target.url.as_str(),
-            &job.namespace,
-            io,
-            s3_props,
-        )?;
-        units = api_units(job, h, req, &days, &zone, report).await?;
-    }
-    let table_schema = schema::arrow_schema(&schema::table_schema(job)?)?;
-    let target_size = target_file_size(&job.properties);
-    let metadata = vec![
-        (RUN_ID_KEY.to_string(), serde_json::json!(req.run_id)),
-        (JOB_KEY.to_string(), serde_json::json!(job.name)),
-        (
-            WINDOW_KEY.to_string(),
-            serde_json::json!(format!("{}/{}", req.from, req.to)),
-        ),
-    ];
-    let properties: HashMap<String, String> = job.properties.clone().into_iter().collect();
-    let mut write = delta::Write::start(
-        &target,
-        delta::WriteSpec {
-            schema: &table_schema,
-            time_column: Some(EVENT_TIME_COLUMN),
-            properties: &properties,
-            run_id: &req.run_id,
-            replace: delta::Replace::window(req.from, req.to),
-            target_file_size: target_size,
-            sort: &job.sort,
-        },
-    )
-    .await?;
-    let builder = BatchBuilder::new(job, table_schema, Utc::now().timestamp_micros())?;
-    let (rejects, checker, read_result) =
-        drain(job, units, fetcher, builder, &mut write, report).await;
-    report.sample_rejects = rejects.iter().take(5).cloned().collect();
-    for (day, rows) in &write.rows_per_day {
-        report.days.entry(day_name(*day)).or_default().rows_written += rows;
-    }
-    report.rows_written = write.rows_per_day.values().sum();
-    if let Err(e) = read_result {
-        // The writer's own error, when it stopped first, explains more.
-        unwritten(report);
-        write.finish(Some(e.to_string()), Vec::new()).await?;
-        return Err(e);
-    }
-    let verdict = judge(job, req, &days, checker, report);
-    if report.rows_rejected > 0 {
-        let batch = rejects::batch(rejects::arrow_schema()?, job, req, &rejects)?;
-        match delta::append_rejects(&target, batch).await {
-            Ok(v) => report.rejects_snapshot_id = i64::try_from(v).ok(),
-            Err(e) => {
-                unwritten(report);
-                write.finish(Some(e.to_string()), Vec::new()).await?;
-                return Err(e);
-            }
-        }
-    }
-    let guarded_days = match threshold(job, report).and(verdict) {
-        Ok(days) => days,
-        Err(e) => {
-            unwritten(report);
-            write.finish(Some(e.to_string()), Vec::new()).await?;
-            return Err(e);
-        }
-    };
-    write.guard(guarded_days);
-    let committed = match write.finish(None, metadata).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return Err(Error::Storage("the Delta write did not commit".into())),
-        Err(Error::WouldEmpty(days)) => {
-            unwritten(report);
-            return Err(would_empty(job, &days, report));
-        }
-        Err(e) => return Err(e),
-    };
-    report.snapshot_id = i64::try_from(committed.version).ok();
-    report.emptied_days = committed.emptied_days.clone();
-    for (day, (files, bytes)) in &committed.days {
-        let d = report.days.entry(day.clone()).or_default();
-        d.files += files;
-        d.bytes += bytes;
-    }
-    report.bytes_written = committed.days.values().map(|d| d.1).sum();
-    report.data_files = committed.added_files;
-    report.replaced_files = committed.removed_files;
-    report.commit_attempts = 1;
-    report.status = "committed".into();
-    Ok(())
-}
-
-/// A Delta run that commits nothing reports nothing written.
+/// A run that commits nothing reports nothing written.
 fn unwritten(report: &mut JobReport) {
     report.rows_written = 0;
+    report.data_files = 0;
+    report.bytes_written = 0;
     report.days.clear();
 }
 
-impl Sink for delta::Write {
+impl Sink for WindowWrite {
     async fn put(&mut self, batch: arrow_array::RecordBatch) -> Result<bool> {
-        self.send(batch).await
+        WindowWrite::put(self, batch).await
     }
 }
 
@@ -849,171 +691,17 @@ async fn api_units(
         .collect())
 }
 
-async fn delete_files(io: &FileIO, files: &[iceberg::spec::DataFile]) {
-    for f in files {
-        if let Err(e) = io.delete(f.file_path()).await {
-            tracing::warn!(path = f.file_path(), error = %e, "could not delete an uncommitted data file");
-        }
-    }
-}
-
-/// Loads the job's table, creating it (and its namespace) on the first
-/// run; `true` with a table this call created.
-///
-/// A table that never held a snapshot (a first run that failed, or died,
-/// after creating it) is adopted: recreated with the job's contract when
-/// that no longer matches. With `schema_drift = "evolve"`, columns the
-/// contract gained are added to an existing table as nullable columns.
-async fn open_table(client: &RestClient, job: &Job) -> Result<(LoadedTable, bool)> {
-    if let Some(t) = client.load_table(&job.namespace, &job.table).await? {
-        let fits = schema::check_compatible(job, t.metadata.current_schema())
-            .and_then(|()| snapshot::require_day_spec(&t.metadata).map(|_| ()));
-        match fits {
-            Ok(()) => return Ok((t, false)),
-            Err(_) if t.metadata.snapshots().next().is_none() => {
-                tracing::info!(table = %job.table_ident(), "recreating a table that never held data, for the job's contract");
-                client.drop_table(&job.namespace, &job.table, true).await?;
-            }
-            Err(e) if job.schema_drift == SchemaDrift::Evolve => {
-                let table = t.metadata.current_schema();
-                let added: std::collections::BTreeMap<String, crate::pipeline::ColumnType> = job
-                    .columns
-                    .iter()
-                    .filter(|c| table.field_by_name(&c.name).is_none())
-                    .map(|c| (c.name.clone(), c.kind))
-                    .collect();
-                if added.is_empty() {
-                    return Err(e);
-                }
-                let t = drift::add_columns(client, job, t, &added).await?;
-                schema::check_compatible(job, t.metadata.current_schema())?;
-                snapshot::require_day_spec(&t.metadata)?;
-                return Ok((t, false));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    client.ensure_namespace(&job.namespace).await?;
-    let table_schema = schema::table_schema(job)?;
-    let order = schema::sort_order(job, &table_schema)?;
-    let mut props: HashMap<String, String> = HashMap::from([
-        ("write.format.default".to_string(), "parquet".to_string()),
-        (
-            "write.parquet.compression-codec".to_string(),
-            "zstd".to_string(),
-        ),
-    ]);
-    props.extend(job.properties.clone());
-    tracing::info!(table = %job.table_ident(), "creating table");
-    let loaded = client
-        .create_table(
-            &job.namespace,
-            &job.table,
-            &table_schema,
-            &schema::job_spec(job, &table_schema)?,
-            &order,
-            &props,
-        )
-        .await?;
-    Ok((loaded, true))
-}
-
-/// After a failed run: drops the table when this run created it and it
-/// still holds no snapshot, so that a failed first run leaves nothing
-/// behind (a fixed contract then starts afresh).
-async fn drop_if_never_written(client: &RestClient, job: &Job) {
-    match client.load_table(&job.namespace, &job.table).await {
-        Ok(Some(t)) if t.metadata.snapshots().next().is_none() => {
-            tracing::info!(table = %job.table_ident(), "dropping the table this failed first run created");
-            if let Err(e) = client.drop_table(&job.namespace, &job.table, true).await {
-                tracing::warn!(table = %job.table_ident(), error = %e, "could not drop the empty table");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(table = %job.table_ident(), error = %e, "could not check the table after a failed first run");
-        }
-    }
-}
-
 enum Msg {
     Batch(arrow_array::RecordBatch),
     Rejects(Vec<Reject>),
     Counts { read: u64, outside: u64 },
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn write_files(
-    job: &Job,
-    req: &IngestRequest,
-    loaded: &LoadedTable,
-    handle: &TableHandle,
-    units: Vec<Unit>,
-    fetcher: files::Fetcher,
-    report: &mut JobReport,
-) -> Result<(
-    Vec<iceberg::spec::DataFile>,
-    Vec<Reject>,
-    Option<expect::Checker>,
-)> {
-    let arrow = schema::arrow_schema(loaded.metadata.current_schema())?;
-    let ingest_time = Utc::now().timestamp_micros();
-    let builder = BatchBuilder::new(job, arrow.clone(), ingest_time)?;
-    let sort: Vec<usize> = job
-        .sort
-        .iter()
-        .filter_map(|name| arrow.index_of(name).ok())
-        .collect();
-    let target = target_file_size(&job.properties);
-    let mut lanes = lanes::Lanes::start(Some(EVENT_TIME_COLUMN), |lane, lanes| {
-        Ok(DayWriters::new(
-            &loaded.metadata,
-            EVENT_TIME_COLUMN,
-            handle.io.clone(),
-            &format!("{}-{lane}", req.run_id),
-            target,
-            sort.clone(),
-        )?
-        .sharing(lanes))
-    })?;
-    let mut sink = LaneSink {
-        lanes: &mut lanes,
-        stopped: false,
-    };
-    let (rejects, checker, read_result) =
-        drain(job, units, fetcher, builder, &mut sink, report).await;
-    let (files, write_error) = lanes.close().await;
-    if let Some(e) = write_error {
-        delete_files(&handle.io, &files).await;
-        return Err(e);
-    }
-    if let Err(e) = read_result {
-        delete_files(&handle.io, &files).await;
-        return Err(e);
-    }
-    report.sample_rejects = rejects.iter().take(5).cloned().collect();
-    Ok((files, rejects, checker))
-}
-
-/// Where converted batches go: the Iceberg writer lanes or a Delta write.
+/// Where converted batches go (a table's window write).
 pub(crate) trait Sink {
     /// Takes a batch; `Ok(false)` when the sink stopped on an error of its
     /// own (reported when it closes), so reading should stop.
     async fn put(&mut self, batch: arrow_array::RecordBatch) -> Result<bool>;
-}
-
-struct LaneSink<'a> {
-    lanes: &'a mut lanes::Lanes<DayWriters>,
-    stopped: bool,
-}
-
-impl Sink for LaneSink<'_> {
-    async fn put(&mut self, batch: arrow_array::RecordBatch) -> Result<bool> {
-        if !self.stopped && !self.lanes.send(batch).await? {
-            self.stopped = true;
-        }
-        Ok(!self.stopped)
-    }
 }
 
 /// Reads every unit on a blocking thread, converting records, and hands the

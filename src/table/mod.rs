@@ -9,8 +9,10 @@ pub mod lanes;
 pub mod maintenance;
 mod open;
 pub mod props;
+pub mod rejects;
 pub mod schema;
 pub mod snapshot;
+pub mod window;
 pub mod writer;
 
 pub use open::Table;

@@ -322,7 +322,6 @@ pub struct Write {
     root_store: Arc<dyn deltalake::ObjectStore>,
     lanes: Lanes<files::DayFiles>,
     replace: Replace,
-    guarded: BTreeSet<i32>,
     by_day: bool,
     /// Rows sent per day (days since 1970-01-01; unpartitioned: day 0).
     pub rows_per_day: BTreeMap<i32, u64>,
@@ -415,7 +414,6 @@ impl Write {
             root_store,
             lanes,
             replace: spec.replace,
-            guarded: BTreeSet::new(),
             by_day,
             rows_per_day: BTreeMap::new(),
             time_column: spec.time_column.map(str::to_string),
@@ -445,13 +443,6 @@ impl Write {
         self.lanes.send(batch).await
     }
 
-    /// Days of the replaced ones that the commit must not empty: when one
-    /// holds rows and this write adds none to it, nothing is committed
-    /// ([`Error::WouldEmpty`]).
-    pub fn guard(&mut self, days: BTreeSet<i32>) {
-        self.guarded = days;
-    }
-
     /// Finishes every file. On a lane's error, the files are deleted and
     /// the error returned.
     pub async fn close(self) -> Result<Closed> {
@@ -462,7 +453,7 @@ impl Write {
             root_store: self.root_store,
             adds,
             replace: self.replace,
-            guarded: self.guarded,
+            guarded: BTreeSet::new(),
             by_day: self.by_day,
         };
         match error {
@@ -518,6 +509,35 @@ impl Closed {
     /// the files' full URLs lead.
     pub fn root_store(&self) -> Arc<dyn deltalake::ObjectStore> {
         self.root_store.clone()
+    }
+
+    /// Days of the replaced ones that the commit must not empty: when one
+    /// holds rows and this write adds none to it, nothing is committed
+    /// ([`Error::WouldEmpty`]).
+    pub fn guard(&mut self, days: BTreeSet<i32>) {
+        self.guarded = days;
+    }
+
+    /// Per file written: its day (days since 1970-01-01; 0 unpartitioned),
+    /// rows and bytes.
+    pub fn figures(&self) -> Vec<(i32, u64, u64)> {
+        self.adds
+            .iter()
+            .map(|add| {
+                let day = add
+                    .partition_values
+                    .get(DAY_COLUMN)
+                    .cloned()
+                    .flatten()
+                    .and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok())
+                    .map_or(0, days::day_number);
+                (
+                    day,
+                    records(add).unwrap_or(0),
+                    u64::try_from(add.size).unwrap_or(0),
+                )
+            })
+            .collect()
     }
 
     /// Deletes the files (best effort: what remains is an orphan for

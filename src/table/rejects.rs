@@ -1,0 +1,109 @@
+//! `<table>__rejects` beside an Iceberg table: the records a run could not
+//! convert, with their reason, partitioned by the day of the run and
+//! appended once per run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use iceberg::spec::{
+    NestedField, PrimitiveType, Schema, SortOrder, Transform, Type, UnboundPartitionSpec,
+};
+
+use super::props::JOB_KEY;
+use super::schema;
+use super::snapshot::{self, Overwrite, TableHandle};
+use super::writer::DayWriters;
+use crate::error::{Error, Result};
+use crate::pipeline::Job;
+use crate::rest::RestClient;
+
+const TIME: &str = "_ingest_time";
+
+fn rejects_schema() -> Result<Schema> {
+    let f = |id, name: &str, t, req| {
+        Arc::new(if req {
+            NestedField::required(id, name, Type::Primitive(t))
+        } else {
+            NestedField::optional(id, name, Type::Primitive(t))
+        })
+    };
+    Schema::builder()
+        .with_schema_id(0)
+        .with_fields(vec![
+            f(1, TIME, PrimitiveType::Timestamptz, true),
+            f(2, "job", PrimitiveType::String, true),
+            f(3, "run_id", PrimitiveType::String, true),
+            f(4, "source", PrimitiveType::String, true),
+            f(5, "line", PrimitiveType::Long, true),
+            f(6, "reason", PrimitiveType::String, true),
+            f(7, "raw", PrimitiveType::String, false),
+        ])
+        .build()
+        .map_err(|e| Error::Storage(format!("rejects schema: {e}")))
+}
+
+/// Appends a run's rejects (a batch of [`arrow_schema`]) to the Iceberg
+/// table `<table>__rejects`, created on first use and partitioned by the
+/// day of the run; returns the snapshot id.
+pub(super) async fn append_iceberg(
+    client: &RestClient,
+    job: &Job,
+    run_id: &str,
+    batch: RecordBatch,
+) -> Result<i64> {
+    let name = format!("{}__rejects", job.table);
+    let table_schema = rejects_schema()?;
+    let loaded = match client.load_table(&job.namespace, &name).await? {
+        Some(t) => t,
+        None => {
+            let spec = UnboundPartitionSpec::builder()
+                .add_partition_field(1, format!("{TIME}_day"), Transform::Day)
+                .map_err(|e| Error::Storage(e.to_string()))?
+                .build();
+            client
+                .create_table(
+                    &job.namespace,
+                    &name,
+                    &table_schema,
+                    &spec,
+                    &SortOrder::unsorted_order(),
+                    &HashMap::new(),
+                )
+                .await?
+        }
+    };
+    let handle = TableHandle {
+        namespace: job.namespace.clone(),
+        name: name.clone(),
+        io: crate::store::table_io(client, &loaded),
+    };
+    let mut writers = DayWriters::new(
+        &loaded.metadata,
+        TIME,
+        handle.io.clone(),
+        &format!("{run_id}-rejects"),
+        usize::MAX,
+        Vec::new(),
+    )?;
+    writers.write(batch).await?;
+    let files = writers.close().await?;
+    let overwrite = Overwrite {
+        added: files,
+        // No day is replaced: rejects accumulate.
+        days: None,
+        guarded_days: Default::default(),
+        properties: HashMap::from([(JOB_KEY.to_string(), job.name.clone())]),
+        run_id: run_id.to_string(),
+    };
+    Ok(
+        snapshot::commit_overwrite(client, &handle, loaded, &overwrite)
+            .await?
+            .snapshot_id,
+    )
+}
+
+/// The Arrow schema of a rejects table.
+pub fn arrow_schema() -> Result<arrow_schema::SchemaRef> {
+    schema::arrow_schema(&rejects_schema()?)
+}

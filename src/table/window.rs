@@ -1,0 +1,666 @@
+//! The table side of an ingest run, whatever the format: open (create,
+//! adopt or evolve) a job's table, find a run's commit, write a window's
+//! rows through floe's writer lanes, keep the rejects, and commit ONE
+//! overwrite of the window's days (guarded: a day that holds rows and gets
+//! none is never emptied unless allowed), or discard what was written.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use chrono::NaiveDate;
+use iceberg::io::FileIO;
+use iceberg::spec::{DataFile, Type};
+use iceberg::{TableRequirement, TableUpdate};
+
+use super::days::{day_name, window};
+use super::lanes::Lanes;
+use super::props::{JOB_KEY, RUN_ID_KEY, WINDOW_KEY};
+use super::snapshot::{self, Overwrite, TableHandle};
+use super::writer::DayWriters;
+use super::{delta, schema};
+use crate::error::{Error, Result};
+use crate::pipeline::{ColumnType, DeltaSettings, EVENT_TIME_COLUMN, Job, TableFormat};
+use crate::rest::{CommitOutcome, LoadedTable, RestClient};
+
+/// How often a concurrent schema change is retried.
+const SCHEMA_ATTEMPTS: u32 = 5;
+
+/// Where a job's tables live: the catalog (Iceberg) and the Delta root.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    /// The catalog (none: not reachable, or a dry run).
+    pub client: Option<&'a RestClient>,
+    /// The pipeline's `[delta]` settings.
+    pub delta: &'a DeltaSettings,
+    /// The embedded warehouse folder, when the pipeline has one.
+    pub embedded_warehouse: Option<&'a str>,
+    /// Store settings (S3) for Delta tables.
+    pub store_props: &'a HashMap<String, String>,
+}
+
+/// A job's table, open for one run.
+#[derive(Debug)]
+pub enum Destination {
+    /// An Iceberg table of the catalog.
+    Iceberg {
+        /// The catalog.
+        client: RestClient,
+        /// The table as loaded (and evolved).
+        loaded: Box<LoadedTable>,
+        /// Whether this run created it.
+        created: bool,
+    },
+    /// A Delta table at its location.
+    Delta {
+        /// Where it is.
+        target: delta::Target,
+    },
+}
+
+/// What a window write is given.
+#[derive(Debug, Clone)]
+pub struct WindowSpec<'a> {
+    /// The run id (names the files).
+    pub run_id: &'a str,
+    /// First day of the window.
+    pub from: NaiveDate,
+    /// Last day, inclusive.
+    pub to: NaiveDate,
+    /// Columns each file is sorted by.
+    pub sort: &'a [String],
+    /// The job's table properties.
+    pub properties: &'a BTreeMap<String, String>,
+    /// Files roll at this size.
+    pub target_file_size: usize,
+}
+
+/// What one day of a write holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DayFigures {
+    /// Rows.
+    pub rows: u64,
+    /// Data files.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// How a commit went.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    /// The snapshot (a Delta table's version).
+    pub snapshot_id: Option<i64>,
+    /// Files the overwrite removed.
+    pub replaced_files: u64,
+    /// Days whose rows were removed with nothing put back.
+    pub emptied_days: Vec<String>,
+    /// Attempts it took.
+    pub attempts: u32,
+    /// An earlier attempt of this run had landed.
+    pub already_landed: bool,
+}
+
+impl Destination {
+    /// Whether the job's table is reached through the catalog (a Delta
+    /// table only takes the catalog's storage settings, so a run goes on
+    /// without it).
+    pub fn needs_catalog(job: &Job) -> bool {
+        job.format == TableFormat::Iceberg
+    }
+
+    /// Where a Delta job's table is, without opening it (dry runs print
+    /// it); none for Iceberg tables, whose location the catalog chooses.
+    ///
+    /// # Errors
+    /// A Delta job without a Delta root.
+    pub fn planned_location(job: &Job, place: &Place<'_>) -> Result<Option<String>> {
+        match job.format {
+            TableFormat::Iceberg => Ok(None),
+            TableFormat::Delta => Ok(Some(delta_target(job, place)?.url.to_string())),
+        }
+    }
+
+    /// Opens the job's table. An Iceberg table is created on the first
+    /// run; one that never held a snapshot (a first run that failed or
+    /// died after creating it) is recreated with the job's contract when
+    /// that no longer matches; with `schema_drift = "evolve"`, columns the
+    /// contract gained are added as nullable columns. A Delta table is
+    /// created by its first write.
+    ///
+    /// # Errors
+    /// A contract the table cannot take, or the catalog failing.
+    pub async fn open(job: &Job, place: &Place<'_>) -> Result<Self> {
+        match job.format {
+            TableFormat::Delta => Ok(Self::Delta {
+                target: delta_target(job, place)?,
+            }),
+            TableFormat::Iceberg => {
+                let client = place.client.ok_or_else(|| {
+                    Error::Catalog(format!("job {}: no catalog to write through", job.name))
+                })?;
+                let (loaded, created) = open_iceberg(client, job).await?;
+                Ok(Self::Iceberg {
+                    client: client.clone(),
+                    loaded: Box::new(loaded),
+                    created,
+                })
+            }
+        }
+    }
+
+    /// The table's location.
+    pub fn location(&self) -> String {
+        match self {
+            Self::Iceberg { loaded, .. } => loaded.metadata.location().to_string(),
+            Self::Delta { target } => target.url.to_string(),
+        }
+    }
+
+    /// The IO and store settings that reach the table's storage, else
+    /// `fallback` (for the raw landing zone beside it).
+    pub fn storage(
+        &self,
+        fallback: (FileIO, HashMap<String, String>),
+    ) -> (FileIO, HashMap<String, String>) {
+        match self {
+            Self::Iceberg { client, loaded, .. } => (
+                crate::store::table_io(client, loaded),
+                crate::store::table_props(client, loaded),
+            ),
+            Self::Delta { .. } => fallback,
+        }
+    }
+
+    /// The snapshot (version) run `run_id` already committed, if any.
+    ///
+    /// # Errors
+    /// When the table's history cannot be read.
+    pub async fn landed(&self, run_id: &str) -> Result<Option<i64>> {
+        match self {
+            Self::Iceberg { loaded, .. } => Ok(snapshot::landed_snapshot(&loaded.metadata, run_id)),
+            Self::Delta { target } => Ok(target
+                .landed(run_id)
+                .await?
+                .and_then(|v| i64::try_from(v).ok())),
+        }
+    }
+
+    /// The Arrow schema rows are written in.
+    ///
+    /// # Errors
+    /// An invalid contract.
+    pub fn arrow_schema(&self, job: &Job) -> Result<SchemaRef> {
+        match self {
+            Self::Iceberg { loaded, .. } => schema::arrow_schema(loaded.metadata.current_schema()),
+            Self::Delta { .. } => schema::arrow_schema(&schema::table_schema(job)?),
+        }
+    }
+
+    /// Adds `new` columns (nullable) to the table's schema
+    /// (`schema_drift = "evolve"`).
+    ///
+    /// # Errors
+    /// On a Delta table (the pipeline refuses `evolve` for those), or when
+    /// the schema keeps changing under concurrent writers.
+    pub async fn add_columns(
+        &mut self,
+        job: &Job,
+        new: &BTreeMap<String, ColumnType>,
+    ) -> Result<()> {
+        match self {
+            Self::Iceberg { client, loaded, .. } => {
+                let table = (**loaded).clone();
+                **loaded = add_columns(client, job, table, new).await?;
+                Ok(())
+            }
+            Self::Delta { .. } => Err(Error::Config(format!(
+                "job {}: schema_drift = \"evolve\" is for Iceberg tables",
+                job.name
+            ))),
+        }
+    }
+
+    /// Starts writing the window's rows.
+    ///
+    /// # Errors
+    /// When the writers cannot be set up (a bad property, a Delta table of
+    /// another shape).
+    pub async fn start(&self, job: &Job, w: &WindowSpec<'_>) -> Result<WindowWrite> {
+        let arrow = self.arrow_schema(job)?;
+        match self {
+            Self::Iceberg { client, loaded, .. } => {
+                let io = crate::store::table_io(client, loaded);
+                let sort: Vec<usize> = w
+                    .sort
+                    .iter()
+                    .filter_map(|name| arrow.index_of(name).ok())
+                    .collect();
+                let lanes = Lanes::start(Some(EVENT_TIME_COLUMN), |lane, lanes| {
+                    Ok(DayWriters::new(
+                        &loaded.metadata,
+                        EVENT_TIME_COLUMN,
+                        io.clone(),
+                        &format!("{}-{lane}", w.run_id),
+                        w.target_file_size,
+                        sort.clone(),
+                    )?
+                    .sharing(lanes))
+                })?;
+                Ok(WindowWrite::Iceberg {
+                    lanes,
+                    io,
+                    stopped: false,
+                })
+            }
+            Self::Delta { target } => {
+                let properties: HashMap<String, String> =
+                    w.properties.clone().into_iter().collect();
+                let write = delta::Write::start(
+                    target,
+                    delta::WriteSpec {
+                        schema: &arrow,
+                        time_column: Some(EVENT_TIME_COLUMN),
+                        properties: &properties,
+                        run_id: w.run_id,
+                        replace: delta::Replace::window(w.from, w.to),
+                        target_file_size: w.target_file_size,
+                        sort: w.sort,
+                    },
+                )
+                .await?;
+                Ok(WindowWrite::Delta(Box::new(write)))
+            }
+        }
+    }
+
+    /// Appends a run's rejects (one batch of [`super::rejects::arrow_schema`])
+    /// to `<table>__rejects` beside the table; returns its snapshot
+    /// (version).
+    ///
+    /// # Errors
+    /// When the rejects table cannot be created or written.
+    pub async fn append_rejects(
+        &self,
+        job: &Job,
+        run_id: &str,
+        batch: RecordBatch,
+    ) -> Result<Option<i64>> {
+        match self {
+            Self::Iceberg { client, .. } => {
+                super::rejects::append_iceberg(client, job, run_id, batch)
+                    .await
+                    .map(Some)
+            }
+            Self::Delta { target } => {
+                Ok(i64::try_from(delta::append_rejects(target, batch).await?).ok())
+            }
+        }
+    }
+
+    /// After a failed run: drops a table this run created and that still
+    /// holds no snapshot, so a failed first run leaves nothing behind.
+    pub async fn abandon(&self, job: &Job) {
+        let Self::Iceberg {
+            client,
+            created: true,
+            ..
+        } = self
+        else {
+            return;
+        };
+        match client.load_table(&job.namespace, &job.table).await {
+            Ok(Some(t)) if t.metadata.snapshots().next().is_none() => {
+                tracing::info!(table = %job.table_ident(), "dropping the table this failed first run created");
+                if let Err(e) = client.drop_table(&job.namespace, &job.table, true).await {
+                    tracing::warn!(table = %job.table_ident(), error = %e, "could not drop the empty table");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(table = %job.table_ident(), error = %e, "could not check the table after a failed first run");
+            }
+        }
+    }
+}
+
+/// A window being written.
+pub enum WindowWrite {
+    /// Iceberg data files through the writer lanes.
+    Iceberg {
+        /// One writer per lane.
+        lanes: Lanes<DayWriters>,
+        /// Where the files go.
+        io: FileIO,
+        /// A lane stopped on an error of its own.
+        stopped: bool,
+    },
+    /// A Delta overwrite.
+    Delta(Box<delta::Write>),
+}
+
+impl WindowWrite {
+    /// Takes a batch; `Ok(false)` when a writer stopped on an error of its
+    /// own (reported by [`WindowWrite::close`]), so reading should stop.
+    ///
+    /// # Errors
+    /// A row without a UTC day in the window.
+    pub async fn put(&mut self, batch: RecordBatch) -> Result<bool> {
+        match self {
+            Self::Iceberg { lanes, stopped, .. } => {
+                if !*stopped && !lanes.send(batch).await? {
+                    *stopped = true;
+                }
+                Ok(!*stopped)
+            }
+            Self::Delta(w) => w.send(batch).await,
+        }
+    }
+
+    /// Finishes every file; on a writer's error the files are deleted and
+    /// the error returned.
+    ///
+    /// # Errors
+    /// The first writer error.
+    pub async fn close(self) -> Result<Written> {
+        match self {
+            Self::Iceberg { lanes, io, .. } => {
+                let (files, error) = lanes.close().await;
+                if let Some(e) = error {
+                    delete_files(&io, &files).await;
+                    return Err(e);
+                }
+                Ok(Written::Iceberg { files, io })
+            }
+            Self::Delta(w) => Ok(Written::Delta(Box::new(w.close().await?))),
+        }
+    }
+}
+
+/// Files written and not committed yet.
+pub enum Written {
+    /// Iceberg data files.
+    Iceberg {
+        /// The files.
+        files: Vec<DataFile>,
+        /// Where they are.
+        io: FileIO,
+    },
+    /// Delta `add` actions.
+    Delta(Box<delta::Closed>),
+}
+
+impl Written {
+    /// Rows, files and bytes per day (days since 1970-01-01).
+    pub fn days(&self) -> BTreeMap<i32, DayFigures> {
+        let mut out: BTreeMap<i32, DayFigures> = BTreeMap::new();
+        match self {
+            Self::Iceberg { files, .. } => {
+                for f in files {
+                    let d = out
+                        .entry(snapshot::file_day(f).unwrap_or_default())
+                        .or_default();
+                    d.rows += f.record_count();
+                    d.files += 1;
+                    d.bytes += f.file_size_in_bytes();
+                }
+            }
+            Self::Delta(closed) => {
+                for (day, rows, bytes) in closed.figures() {
+                    let d = out.entry(day).or_default();
+                    d.rows += rows;
+                    d.files += 1;
+                    d.bytes += bytes;
+                }
+            }
+        }
+        out
+    }
+
+    /// Deletes the files (best effort: what remains is an orphan for
+    /// `floe remove-orphans`).
+    pub async fn discard(self) {
+        match self {
+            Self::Iceberg { files, io } => delete_files(&io, &files).await,
+            Self::Delta(closed) => closed.discard().await,
+        }
+    }
+
+    /// Commits ONE overwrite of the window's days into `dest`, recording
+    /// the run (`properties` go to the snapshot summary or commit info).
+    /// The files are deleted when the commit fails definitely.
+    ///
+    /// # Errors
+    /// [`Error::WouldEmpty`] when a guarded day would be emptied; commit
+    /// conflicts past the retry budget; storage failures.
+    pub async fn commit(self, dest: &Destination, c: WindowCommit<'_>) -> Result<Committed> {
+        let mut properties: Vec<(String, String)> = vec![
+            (JOB_KEY.to_string(), c.job.to_string()),
+            (WINDOW_KEY.to_string(), format!("{}/{}", c.from, c.to)),
+        ];
+        properties.extend(c.properties);
+        match (self, dest) {
+            (Self::Iceberg { files, io }, Destination::Iceberg { client, loaded, .. }) => {
+                let handle = TableHandle {
+                    namespace: c.namespace.to_vec(),
+                    name: c.table.to_string(),
+                    io: io.clone(),
+                };
+                let overwrite = Overwrite {
+                    added: files.clone(),
+                    days: Some(window(c.from, c.to)),
+                    guarded_days: c.guarded_days,
+                    properties: properties.into_iter().collect(),
+                    run_id: c.run_id.to_string(),
+                };
+                match snapshot::commit_overwrite(client, &handle, (**loaded).clone(), &overwrite)
+                    .await
+                {
+                    Ok(done) => Ok(Committed {
+                        snapshot_id: Some(done.snapshot_id),
+                        replaced_files: done.deleted_files,
+                        emptied_days: done.emptied_days.iter().map(|d| day_name(*d)).collect(),
+                        attempts: done.attempts,
+                        already_landed: done.already_landed,
+                    }),
+                    Err(e @ Error::WouldEmpty(_)) => {
+                        delete_files(&io, &files).await;
+                        Err(e)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            (Self::Delta(mut closed), Destination::Delta { .. }) => {
+                closed.guard(c.guarded_days);
+                let mut metadata: Vec<(String, serde_json::Value)> =
+                    vec![(RUN_ID_KEY.to_string(), serde_json::json!(c.run_id))];
+                metadata.extend(
+                    properties
+                        .into_iter()
+                        .map(|(k, v)| (k, serde_json::json!(v))),
+                );
+                let done = closed.commit(metadata).await?;
+                Ok(Committed {
+                    snapshot_id: i64::try_from(done.version).ok(),
+                    replaced_files: done.removed_files,
+                    emptied_days: done.emptied_days,
+                    attempts: 1,
+                    already_landed: false,
+                })
+            }
+            (written, _) => {
+                written.discard().await;
+                Err(Error::Storage(
+                    "files written for one table format cannot be committed to the other".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// What a window commit records and guards.
+#[derive(Debug, Clone)]
+pub struct WindowCommit<'a> {
+    /// The job.
+    pub job: &'a str,
+    /// Its table's namespace.
+    pub namespace: &'a [String],
+    /// Its table.
+    pub table: &'a str,
+    /// The run.
+    pub run_id: &'a str,
+    /// The window replaced.
+    pub from: NaiveDate,
+    /// Its last day.
+    pub to: NaiveDate,
+    /// Days that may not be emptied.
+    pub guarded_days: BTreeSet<i32>,
+    /// More to record (`floe.rows-rejected`, ...).
+    pub properties: Vec<(String, String)>,
+}
+
+fn delta_target(job: &Job, place: &Place<'_>) -> Result<delta::Target> {
+    delta::Target::resolve(
+        job,
+        place.delta,
+        place.embedded_warehouse,
+        place.store_props,
+    )
+}
+
+async fn delete_files(io: &FileIO, files: &[DataFile]) {
+    for f in files {
+        if let Err(e) = io.delete(f.file_path()).await {
+            tracing::warn!(path = f.file_path(), error = %e, "could not delete an uncommitted data file");
+        }
+    }
+}
+
+/// Loads the job's Iceberg table, creating it (and its namespace) on the
+/// first run; `true` with a table this call created.
+async fn open_iceberg(client: &RestClient, job: &Job) -> Result<(LoadedTable, bool)> {
+    if let Some(t) = client.load_table(&job.namespace, &job.table).await? {
+        let fits = schema::check_compatible(job, t.metadata.current_schema())
+            .and_then(|()| snapshot::require_day_spec(&t.metadata).map(|_| ()));
+        match fits {
+            Ok(()) => return Ok((t, false)),
+            Err(_) if t.metadata.snapshots().next().is_none() => {
+                tracing::info!(table = %job.table_ident(), "recreating a table that never held data, for the job's contract");
+                client.drop_table(&job.namespace, &job.table, true).await?;
+            }
+            Err(e) if job.schema_drift == crate::pipeline::SchemaDrift::Evolve => {
+                let table = t.metadata.current_schema();
+                let added: BTreeMap<String, ColumnType> = job
+                    .columns
+                    .iter()
+                    .filter(|c| table.field_by_name(&c.name).is_none())
+                    .map(|c| (c.name.clone(), c.kind))
+                    .collect();
+                if added.is_empty() {
+                    return Err(e);
+                }
+                let t = add_columns(client, job, t, &added).await?;
+                schema::check_compatible(job, t.metadata.current_schema())?;
+                snapshot::require_day_spec(&t.metadata)?;
+                return Ok((t, false));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    client.ensure_namespace(&job.namespace).await?;
+    let table_schema = schema::table_schema(job)?;
+    let order = schema::sort_order(job, &table_schema)?;
+    let mut props: HashMap<String, String> = HashMap::from([
+        ("write.format.default".to_string(), "parquet".to_string()),
+        (
+            "write.parquet.compression-codec".to_string(),
+            "zstd".to_string(),
+        ),
+    ]);
+    props.extend(job.properties.clone());
+    tracing::info!(table = %job.table_ident(), "creating table");
+    let loaded = client
+        .create_table(
+            &job.namespace,
+            &job.table,
+            &table_schema,
+            &schema::job_spec(job, &table_schema)?,
+            &order,
+            &props,
+        )
+        .await?;
+    Ok((loaded, true))
+}
+
+/// Adds the columns of `new` the table lacks as nullable columns, in one
+/// schema commit guarded by the current schema id and last column id
+/// (retried when another writer changed the schema meanwhile); returns the
+/// reloaded table.
+async fn add_columns(
+    client: &RestClient,
+    job: &Job,
+    mut table: LoadedTable,
+    new: &BTreeMap<String, ColumnType>,
+) -> Result<LoadedTable> {
+    use std::sync::Arc;
+
+    use iceberg::spec::{NestedField, Schema};
+    for _ in 0..SCHEMA_ATTEMPTS {
+        let current = table.metadata.current_schema().clone();
+        let missing: Vec<(&String, &ColumnType)> = new
+            .iter()
+            .filter(|(n, _)| current.field_by_name(n).is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(table);
+        }
+        let mut fields: Vec<Arc<NestedField>> = current.as_struct().fields().to_vec();
+        let mut id = table.metadata.last_column_id();
+        for (name, kind) in &missing {
+            id += 1;
+            fields.push(Arc::new(NestedField::optional(
+                id,
+                name.as_str(),
+                Type::Primitive(schema::iceberg_type(**kind)),
+            )));
+        }
+        let schema = Schema::builder()
+            .with_schema_id(current.schema_id() + 1)
+            .with_identifier_field_ids(current.identifier_field_ids())
+            .with_fields(fields)
+            .build()
+            .map_err(|e| Error::Config(format!("cannot evolve the schema: {e}")))?;
+        let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
+        tracing::info!(table = %job.table_ident(), columns = ?names, "adding columns");
+        let requirements = [
+            TableRequirement::CurrentSchemaIdMatch {
+                current_schema_id: current.schema_id(),
+            },
+            TableRequirement::LastAssignedFieldIdMatch {
+                last_assigned_field_id: table.metadata.last_column_id(),
+            },
+        ];
+        let updates = [
+            TableUpdate::AddSchema { schema },
+            TableUpdate::SetCurrentSchema { schema_id: -1 },
+        ];
+        match client
+            .commit(&job.namespace, &job.table, &requirements, &updates)
+            .await?
+        {
+            CommitOutcome::Committed(t) => return Ok(*t),
+            CommitOutcome::Conflict(_) | CommitOutcome::Unknown(_) => {
+                table = client
+                    .load_table(&job.namespace, &job.table)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Catalog(format!("table {} disappeared", job.table_ident()))
+                    })?;
+            }
+        }
+    }
+    Err(Error::CommitConflict(format!(
+        "could not add columns to {}: its schema kept changing",
+        job.table_ident()
+    )))
+}
