@@ -49,6 +49,29 @@ impl Connection {
     }
 }
 
+/// Serves the pipeline's embedded catalog, when it names an
+/// `embedded_warehouse` (and `serve`), and points the pipeline's catalog
+/// URI at it; the caller shuts it down when done.
+///
+/// # Errors
+/// When the catalog cannot start.
+pub async fn serve_embedded(
+    pipeline: &mut pipeline::Pipeline,
+    serve: bool,
+) -> Result<Option<floe_catalog::RunningCatalog>> {
+    let Some(folder) = pipeline
+        .catalog
+        .embedded_warehouse
+        .clone()
+        .filter(|_| serve)
+    else {
+        return Ok(None);
+    };
+    let running = start_embedded(&folder).await?;
+    pipeline.catalog.uri = running.uri();
+    Ok(Some(running))
+}
+
 /// The catalog and maintenance settings of a maintenance command:
 /// `--catalog URI` when given (with built-in maintenance defaults), else
 /// the `[catalog]` and `[maintain]` of the pipeline file.

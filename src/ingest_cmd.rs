@@ -36,7 +36,7 @@ pub fn new_run_id() -> String {
 
 /// Runs `floe ingest`.
 pub async fn run(args: &IngestArgs) -> Result<()> {
-    let pipeline = pipeline::load(&args.pipeline)?;
+    let mut pipeline = pipeline::load(&args.pipeline)?;
     let (from, to) = window(&args.window, Utc::now().date_naive())?;
     let request = IngestRequest {
         from,
@@ -47,7 +47,11 @@ pub async fn run(args: &IngestArgs) -> Result<()> {
         run_id: args.run_id.clone().unwrap_or_else(new_run_id),
     };
     tracing::info!(run_id = %request.run_id, %from, %to, "ingest");
+    let embedded = crate::connect::serve_embedded(&mut pipeline, !args.dry_run).await?;
     let (reports, outcome) = ingest::run(&pipeline, &args.jobs, &request).await;
+    if let Some(running) = embedded {
+        running.shutdown().await;
+    }
     print_summary(&reports, args.dry_run);
     if let Some(path) = &args.report {
         let json = serde_json::to_vec_pretty(&serde_json::json!({

@@ -12,7 +12,8 @@ use crate::connect::{self, Connection};
 use crate::error::{Error, Result};
 use crate::maintain::human_bytes;
 use crate::maintain::policy::{Policy, maintain_table, prometheus, write_atomically};
-use crate::pipeline::MaintainSettings;
+use crate::pipeline::{MaintainSettings, TableFormat};
+use crate::places::Places;
 use crate::rest::RestClient;
 use crate::table::Table;
 use crate::table::iceberg::filter::Filter;
@@ -32,6 +33,50 @@ pub(crate) async fn with_catalog<T>(
     out
 }
 
+/// Where a pipeline's Delta tables are: its Delta jobs' and the Delta
+/// models of its models folder (a folder that cannot be read adds none,
+/// with a warning).
+pub fn pipeline_places(pipeline: &crate::pipeline::Pipeline) -> Places {
+    let places = Places::of(pipeline);
+    let Some(dir) = &pipeline.models_dir else {
+        return places;
+    };
+    match crate::transform::model::discover(dir) {
+        Ok(models) => places.with_models(
+            models
+                .into_iter()
+                .filter(|m| m.format.unwrap_or(pipeline.model_format) == TableFormat::Delta)
+                .map(|m| m.name),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "the models folder was not read; its Delta tables are left out");
+            places
+        }
+    }
+}
+
+/// The Delta table `ident` (`namespace.table`) of the pipeline (a job's or
+/// a model's), if it is one.
+///
+/// # Errors
+/// No Delta root for it.
+pub fn delta_table_of(
+    pipeline: &crate::pipeline::Pipeline,
+    ident: &str,
+) -> Result<Option<crate::table::delta::Target>> {
+    let places = pipeline_places(pipeline);
+    if !places.is_delta(ident) {
+        return Ok(None);
+    }
+    places.target(ident).map(Some)
+}
+
+/// Every Delta table of the pipeline (its jobs' and its models'), as
+/// `namespace.table`.
+pub fn delta_tables(pipeline: &crate::pipeline::Pipeline) -> Vec<String> {
+    pipeline_places(pipeline).tables()
+}
+
 /// The Delta table the pipeline writes as `table` (a job's or a model's),
 /// when it does.
 pub(crate) fn delta_target(
@@ -42,7 +87,7 @@ pub(crate) fn delta_target(
         return Ok(None);
     }
     let p = crate::pipeline::load(&args.pipeline)?;
-    crate::places::target_of(&p, table)
+    delta_table_of(&p, table)
 }
 
 /// Opens `ident` and runs `work` on it: a pipeline's Delta table directly
@@ -317,7 +362,7 @@ fn pipeline_delta_tables(args: &CatalogArgs) -> Result<Vec<String>> {
         return Ok(Vec::new());
     }
     let p = crate::pipeline::load(&args.pipeline)?;
-    Ok(crate::places::tables(&p))
+    Ok(delta_tables(&p))
 }
 
 /// `floe maintain`.

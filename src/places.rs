@@ -54,30 +54,12 @@ impl Places {
         }
     }
 
-    /// The pipeline's places with its Delta models too: those of its
-    /// `[transform] models` folder whose format (or the pipeline's
-    /// `[transform] format`) is Delta. A folder that cannot be read adds
-    /// none, with a warning.
-    pub fn with_models(pipeline: &Pipeline) -> Self {
-        let mut places = Self::of(pipeline);
-        if let Some(dir) = &pipeline.models_dir {
-            match crate::transform::model::discover(dir) {
-                Ok(models) => {
-                    places.models = models
-                        .into_iter()
-                        .filter(|m| {
-                            m.format.unwrap_or(pipeline.model_format)
-                                == crate::pipeline::TableFormat::Delta
-                        })
-                        .map(|m| m.name)
-                        .collect();
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the models folder was not read; its Delta tables are left out");
-                }
-            }
-        }
-        places
+    /// The same places with the pipeline's Delta models (`layer.name` of
+    /// each model whose format, or the pipeline's `[transform] format`, is
+    /// Delta), as the command layer read them from the models folder.
+    pub fn with_models(mut self, delta_models: impl IntoIterator<Item = String>) -> Self {
+        self.models = delta_models.into_iter().collect();
+        self
     }
 
     /// Every Delta table: the jobs' (two-format ones too) and the models'.
@@ -125,20 +107,4 @@ impl Places {
             table,
         )
     }
-}
-
-/// The Delta table `ident` (`namespace.table`) of the pipeline (a job's or
-/// a model's), if it is one.
-pub fn target_of(pipeline: &Pipeline, ident: &str) -> Result<Option<Target>> {
-    let places = Places::with_models(pipeline);
-    if !places.is_delta(ident) {
-        return Ok(None);
-    }
-    places.target(ident).map(Some)
-}
-
-/// Every Delta table of the pipeline (its jobs' and its models'), as
-/// `namespace.table`.
-pub fn tables(pipeline: &Pipeline) -> Vec<String> {
-    Places::with_models(pipeline).tables()
 }

@@ -48,7 +48,7 @@ async fn list(args: &TableListArgs) -> Result<()> {
     if args.catalog.catalog.is_none() && args.catalog.pipeline.exists() {
         let pipeline = crate::pipeline::load(&args.catalog.pipeline)?;
         rows.extend(
-            crate::places::tables(&pipeline)
+            crate::maintain_cmd::delta_tables(&pipeline)
                 .into_iter()
                 .map(|t| (t, "delta")),
         );

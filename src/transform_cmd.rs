@@ -88,7 +88,12 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
         model_format: pipeline.model_format,
     };
     eprintln!("ingest {from} to {to}");
-    let (jobs, ingested) = ingest::run(&pipeline, &[], &ingest_req).await;
+    let mut served = pipeline.clone();
+    let embedded = crate::connect::serve_embedded(&mut served, true).await?;
+    let (jobs, ingested) = ingest::run(&served, &[], &ingest_req).await;
+    if let Some(running) = embedded {
+        running.shutdown().await;
+    }
     print_ingest(&jobs, false);
     let mut report = serde_json::json!({
         "run_id": run_id,

@@ -171,8 +171,10 @@ impl JobReport {
     }
 }
 
-/// Runs the selected jobs (all when `selected` is empty) in file order.
-/// Every job gets a report; the first failure is returned after all ran.
+/// Runs the selected jobs (all when `selected` is empty) in file order,
+/// through the pipeline's catalog (an embedded one is served by the
+/// command, see [`crate::connect::serve_embedded`]). Every job gets a
+/// report; the first failure is returned after all ran.
 pub async fn run(
     pipeline: &Pipeline,
     selected: &[String],
@@ -206,17 +208,7 @@ pub async fn run(
             ))),
         );
     }
-    let embedded = match (&pipeline.catalog.embedded_warehouse, req.dry_run) {
-        (Some(folder), false) => match crate::connect::start_embedded(folder).await {
-            Ok(c) => Some(c),
-            Err(e) => return (Vec::new(), Err(e)),
-        },
-        _ => None,
-    };
-    let mut settings = pipeline.catalog.clone();
-    if let Some(running) = &embedded {
-        settings.uri = running.uri();
-    }
+    let settings = pipeline.catalog.clone();
     // One client per distinct catalog (a job may name its own).
     let mut clients: Vec<(CatalogSettings, RestClient)> = Vec::new();
     let mut reports = Vec::new();
@@ -230,11 +222,11 @@ pub async fn run(
         } else {
             match client_for(&mut clients, job_settings).await {
                 Ok(c) => Some(c),
-                // A Delta job only takes the catalog's storage settings
-                // (`/v1/config`); without the catalog it goes on with the
-                // pipeline's own.
+                // A table outside the catalog only takes its storage
+                // settings (`/v1/config`); without the catalog the job goes
+                // on with the pipeline's own.
                 Err(e) if !Destination::needs_catalog(job) => {
-                    tracing::warn!(job = %job.name, error = %e, "the catalog is not reachable; the Delta job uses the pipeline's [catalog] properties");
+                    tracing::warn!(job = %job.name, error = %e, "the catalog is not reachable; the job uses the pipeline's [catalog] properties");
                     None
                 }
                 Err(e) => {
@@ -249,21 +241,21 @@ pub async fn run(
             Some(c) => c.properties.clone(),
             None => job_settings.properties.clone().into_iter().collect(),
         };
-        // The Delta half of a two-format job writes what the Iceberg half
+        // The second half of a two-format job writes what the first half
         // just wrote: nothing when that failed, and an API source's rows
         // from the bodies that half landed (no second fetch).
-        let iceberg_half = reports
+        let first_half = reports
             .last()
             .filter(|r: &&JobReport| job.twin && r.job == job.name);
-        if let Some(half) = iceberg_half
+        if let Some(half) = first_half
             && half.status == "failed"
         {
             report.status = "skipped".into();
-            report.error = Some("not run: the Iceberg half of this two-format job failed".into());
+            report.error = Some("not run: this two-format job failed on its Iceberg table".into());
             reports.push(report);
             continue;
         }
-        let landed_by_half = iceberg_half
+        let landed_by_half = first_half
             .and_then(|h| h.http.as_ref())
             .map(|h| h.landing.clone());
         let replay_req;
@@ -278,12 +270,7 @@ pub async fn run(
             _ => req,
         };
         let landing = landed_by_half.as_deref().or(pipeline.landing.as_deref());
-        let place = Place {
-            client: client.as_ref(),
-            delta: &pipeline.delta,
-            embedded_warehouse: pipeline.catalog.embedded_warehouse.as_deref(),
-            store_props: &props,
-        };
+        let place = Place::of(pipeline, client.as_ref(), &props);
         let outcome = run_job(&place, job, job_req, landing, &mut report).await;
         report.duration_ms = started.elapsed().as_millis();
         if let Err(e) = outcome {
@@ -292,9 +279,6 @@ pub async fn run(
             first_error.get_or_insert(e);
         }
         reports.push(report);
-    }
-    if let Some(running) = embedded {
-        running.shutdown().await;
     }
     (reports, first_error.map_or(Ok(()), Err))
 }

@@ -96,9 +96,7 @@ impl Policy {
     }
 
     /// Raises the ages at which files are deleted to `min`, the shortest
-    /// the table's format allows (Delta keeps removed files for its
-    /// deleted-file retention, 7 days by default, for readers of older
-    /// versions).
+    /// the table's format allows (see [`Table::min_retention`]).
     pub fn hold_to(&mut self, min: Duration) {
         for (what, age) in [
             ("expire_older_than", &mut self.expire_older_than),

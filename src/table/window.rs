@@ -39,6 +39,23 @@ pub struct Place<'a> {
     pub store_props: &'a HashMap<String, String>,
 }
 
+impl<'a> Place<'a> {
+    /// The places of `pipeline`'s tables, reached through `client` (none:
+    /// a dry run, or a catalog that is not reachable) and with `store_props`.
+    pub fn of(
+        pipeline: &'a crate::pipeline::Pipeline,
+        client: Option<&'a RestClient>,
+        store_props: &'a HashMap<String, String>,
+    ) -> Self {
+        Self {
+            client,
+            delta: &pipeline.delta,
+            embedded_warehouse: pipeline.catalog.embedded_warehouse.as_deref(),
+            store_props,
+        }
+    }
+}
+
 /// A job's table, open for one run.
 #[derive(Debug)]
 pub enum Destination {

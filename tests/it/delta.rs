@@ -230,7 +230,7 @@ async fn delta_compaction_keeps_the_rows_and_vacuum_keeps_its_safety_check() {
             .expect("append");
     }
     let before = per_day(&env, "readings").await;
-    let target = floe::places::target_of(&p, "bronze.readings")
+    let target = floe::maintain_cmd::delta_table_of(&p, "bronze.readings")
         .expect("resolves")
         .expect("a Delta job's table");
     let files = |dir: &str| {
@@ -413,10 +413,10 @@ async fn delta_models_read_delta_upstreams_and_refresh_changed_days() {
     // Maintenance knows the models' Delta tables too, reports real
     // figures, and keeps the rows.
     assert_eq!(
-        floe::places::tables(&p),
+        floe::maintain_cmd::delta_tables(&p),
         ["bronze.readings", "gold.sites", "silver.daily"]
     );
-    let target = floe::places::target_of(&p, "silver.daily")
+    let target = floe::maintain_cmd::delta_table_of(&p, "silver.daily")
         .expect("target")
         .expect("a Delta model table");
     let out = floe::maintain::policy::maintain_table(
