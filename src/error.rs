@@ -15,6 +15,10 @@ pub enum Error {
     /// The REST catalog refused or failed a request.
     #[error("catalog: {0}")]
     Catalog(String),
+    /// The catalog (or a store) did not answer: the connection failed or
+    /// dropped, or it answered with a server error. Worth retrying.
+    #[error("no answer: {0}")]
+    Unavailable(String),
     /// Reading or writing table files failed.
     #[error("storage: {0}")]
     Storage(String),
@@ -57,6 +61,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether trying again may succeed (the catalog or store did not
+    /// answer); the commit retry policy reads it.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Error::Unavailable(_))
+    }
+
     /// The process exit code: 1 when the data was the problem (rejects over
     /// the threshold, a broken source contract, failed data tests), 2 for
     /// every other error.

@@ -233,12 +233,12 @@ impl RestClient {
         let resp = req
             .send()
             .await
-            .map_err(|e| Error::Catalog(format!("{method} {url}: {e}")))?;
+            .map_err(|e| Error::Unavailable(format!("{method} {url}: {e}")))?;
         let status = resp.status();
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| Error::Catalog(format!("{method} {url}: reading the answer: {e}")))?;
+            .map_err(|e| Error::Unavailable(format!("{method} {url}: reading the answer: {e}")))?;
         let value = if bytes.is_empty() {
             Value::Null
         } else {
@@ -625,10 +625,12 @@ fn error_message(body: &Value) -> String {
 }
 
 fn catalog_error(what: &str, subject: &str, status: StatusCode, body: &Value) -> Error {
-    Error::Catalog(format!(
-        "cannot {what} {subject}: {status}: {}",
-        error_message(body)
-    ))
+    let text = format!("cannot {what} {subject}: {status}: {}", error_message(body));
+    if status.is_server_error() {
+        Error::Unavailable(text)
+    } else {
+        Error::Catalog(text)
+    }
 }
 
 fn ident(namespace: &[String], table: &str) -> String {

@@ -10,6 +10,7 @@ pub mod maintenance;
 mod open;
 pub mod props;
 pub mod rejects;
+pub mod retry;
 pub mod schema;
 pub mod snapshot;
 pub mod window;

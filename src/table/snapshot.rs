@@ -30,7 +30,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::RangeInclusive;
-use std::time::Duration;
 
 use iceberg::io::FileIO;
 use iceberg::spec::{
@@ -45,9 +44,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::rest::{CommitOutcome, LoadedTable, RestClient};
 pub use crate::table::props::{JOB_KEY, LAST_RUN_PREFIX, RUN_ID_KEY, STATE_PREFIX};
-
-/// How many times a commit is rebuilt after conflicts before giving up.
-const MAX_ATTEMPTS: u32 = 12;
+use crate::table::retry::Retry;
 
 /// What to commit.
 #[derive(Debug, Clone)]
@@ -78,7 +75,10 @@ pub struct CommitReport {
     pub deleted_rows: u64,
     /// Attempts it took (1 without conflicts).
     pub attempts: u32,
-    /// True when an earlier attempt had already landed (response lost).
+    /// True when the run's commit was there before this call's first
+    /// attempt (an earlier process of the same run made it). A commit of
+    /// this call whose answer was lost, found afterwards by its run id, is
+    /// reported as committed, with the attempt that made it.
     pub already_landed: bool,
     /// Days whose rows the snapshot removed without adding any back.
     pub emptied_days: Vec<i32>,
@@ -325,14 +325,15 @@ pub async fn commit_change(
     mut loaded: LoadedTable,
     change: &Change,
 ) -> Result<ChangeOutcome> {
-    for attempt in 1..=MAX_ATTEMPTS {
+    let retry = Retry::commits()?;
+    for attempt in 1..=retry.attempts {
         if let Some(id) = landed_snapshot(&loaded.metadata, &change.run_id) {
             return Ok(ChangeOutcome::Committed(CommitReport {
                 snapshot_id: id,
                 deleted_files: 0,
                 deleted_rows: 0,
-                attempts: attempt,
-                already_landed: true,
+                attempts: attempt.saturating_sub(1).max(1),
+                already_landed: attempt == 1,
                 emptied_days: Vec::new(),
             }));
         }
@@ -367,16 +368,22 @@ pub async fn commit_change(
                 discard(&handle.io, &staged.written).await;
             }
             // The commit may have landed: the reload below tells (the run id
-            // check at the top of the loop). Its files are kept until then.
+            // check at the top of the loop), waiting for the catalog to
+            // answer again. Its files are kept until then.
             CommitOutcome::Unknown(reason) => {
                 tracing::warn!(attempt, %reason, "commit outcome unknown; checking the table");
             }
         }
-        tokio::time::sleep(backoff(attempt)).await;
-        loaded = reload(client, handle).await?;
+        tokio::time::sleep(retry.backoff(attempt)).await;
+        loaded = retry
+            .until_answered("reloading the table after a commit", || {
+                reload(client, handle)
+            })
+            .await?;
     }
     Err(Error::CommitConflict(format!(
-        "gave up after {MAX_ATTEMPTS} attempts: other writers kept changing {}.{}",
+        "gave up after {} attempts: other writers kept changing {}.{}",
+        retry.attempts,
         handle.namespace.join("."),
         handle.name
     )))
@@ -426,13 +433,6 @@ pub async fn reload(client: &RestClient, handle: &TableHandle) -> Result<LoadedT
                 handle.name
             ))
         })
-}
-
-/// How long to wait before commit attempt `attempt + 1` (exponential, jittered).
-pub fn backoff(attempt: u32) -> Duration {
-    let base = 50u64 << attempt.min(6);
-    let jitter = u64::from(rand::random::<u16>()) % base;
-    Duration::from_millis(base + jitter)
 }
 
 async fn discard(io: &FileIO, paths: &[String]) {

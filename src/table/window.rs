@@ -23,9 +23,6 @@ use crate::error::{Error, Result};
 use crate::pipeline::{ColumnType, DeltaSettings, EVENT_TIME_COLUMN, Job, TableFormat};
 use crate::rest::{CommitOutcome, LoadedTable, RestClient};
 
-/// How often a concurrent schema change is retried.
-const SCHEMA_ATTEMPTS: u32 = 5;
-
 /// Where a job's tables live: the catalog (Iceberg) and the Delta root.
 #[derive(Debug, Clone, Copy)]
 pub struct Place<'a> {
@@ -622,7 +619,8 @@ async fn add_columns(
     use std::sync::Arc;
 
     use iceberg::spec::{NestedField, Schema};
-    for _ in 0..SCHEMA_ATTEMPTS {
+    let retry = super::retry::Retry::commits()?;
+    for attempt in 1..=retry.attempts {
         let current = table.metadata.current_schema().clone();
         let missing: Vec<(&String, &ColumnType)> = new
             .iter()
@@ -666,9 +664,14 @@ async fn add_columns(
             .await?
         {
             CommitOutcome::Committed(t) => return Ok(*t),
+            // Another writer changed the schema, or the answer was lost:
+            // the reload tells (the columns are then there).
             CommitOutcome::Conflict(_) | CommitOutcome::Unknown(_) => {
-                table = client
-                    .load_table(&job.namespace, &job.table)
+                tokio::time::sleep(retry.backoff(attempt)).await;
+                table = retry
+                    .until_answered("reloading the table after a schema change", || {
+                        client.load_table(&job.namespace, &job.table)
+                    })
                     .await?
                     .ok_or_else(|| {
                         Error::Catalog(format!("table {} disappeared", job.table_ident()))

@@ -130,12 +130,26 @@ pub async fn publish(client: &RestClient, staged: &[Staged]) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    // An unknown outcome is settled by the tables themselves, once the
+    // catalog answers again (within the commit retry policy's budget).
+    let landed = match &outcome {
+        TransactionOutcome::Unknown(reason) => {
+            let retry = crate::table::retry::Retry::commits()?;
+            let landed = retry
+                .until_answered("checking an unknown publish", || {
+                    all_published(client, staged)
+                })
+                .await?;
+            if landed {
+                tracing::info!(%reason, "publish outcome was unknown; the tables show it landed");
+            }
+            landed
+        }
+        _ => false,
+    };
     match outcome {
         TransactionOutcome::Committed => Ok(()),
-        TransactionOutcome::Unknown(reason) if all_published(client, staged).await? => {
-            tracing::info!(%reason, "publish outcome was unknown; the tables show it landed");
-            Ok(())
-        }
+        TransactionOutcome::Unknown(_) if landed => Ok(()),
         TransactionOutcome::Conflict(reason) | TransactionOutcome::Unknown(reason) => {
             for s in staged {
                 discard(client, s).await;

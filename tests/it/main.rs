@@ -5,6 +5,7 @@
 
 mod common;
 mod delta;
+mod faults;
 mod http;
 mod incremental;
 mod ingest;

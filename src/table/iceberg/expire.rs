@@ -28,12 +28,11 @@ use super::scan::{FileRef, ManifestCache, Referenced, referenced};
 use crate::error::{Error, Result};
 use crate::rest::{CommitOutcome, RestClient};
 pub use crate::table::maintenance::{ExpireOptions, ExpireReport};
+use crate::table::retry::Retry;
 use crate::table::snapshot::run_records;
 
 /// Deletes in flight.
 const DELETE_CONCURRENCY: usize = 16;
-/// Commit attempts before giving up on a busy table.
-const MAX_ATTEMPTS: u32 = 8;
 
 /// The snapshot ids to expire from `metadata`.
 pub fn select(
@@ -93,6 +92,7 @@ pub async fn expire(
         status: "nothing-to-do".into(),
         ..ExpireReport::default()
     };
+    let retry = Retry::commits()?;
     let mut attempt = 0;
     let (before, expired_ids) = loop {
         attempt += 1;
@@ -138,10 +138,10 @@ pub async fn expire(
             .await?
         {
             CommitOutcome::Committed(_) => break (metadata, expired),
-            CommitOutcome::Conflict(reason) if attempt < MAX_ATTEMPTS => {
+            CommitOutcome::Conflict(reason) if attempt < retry.attempts => {
                 tracing::info!(attempt, %reason, "expire conflicted with another commit; re-planning");
             }
-            CommitOutcome::Unknown(reason) if attempt < MAX_ATTEMPTS => {
+            CommitOutcome::Unknown(reason) if attempt < retry.attempts => {
                 tracing::warn!(attempt, %reason, "expire outcome unknown; reloading");
             }
             CommitOutcome::Conflict(reason) | CommitOutcome::Unknown(reason) => {
@@ -151,8 +151,13 @@ pub async fn expire(
                 )));
             }
         }
-        tokio::time::sleep(crate::table::snapshot::backoff(attempt)).await;
-        target.reload(client).await?;
+        tokio::time::sleep(retry.backoff(attempt)).await;
+        let reloaded = retry
+            .until_answered("reloading the table after an expiry", || {
+                crate::table::snapshot::reload(client, &target.handle)
+            })
+            .await?;
+        target.loaded = reloaded;
         // An unknown outcome may have landed: nothing left to expire then.
         if select(
             &target.loaded.metadata,
