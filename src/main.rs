@@ -14,7 +14,7 @@ fn init_logging(format: LogFormat, default_filter: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(floe::secret::RedactingStderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -23,7 +23,15 @@ fn init_logging(format: LogFormat, default_filter: &str) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before anything logs: credentials of the environment are hidden
+    // from every log line (those of flags and files as they are read).
+    floe::secret::remember_environment();
     let cli = Cli::parse();
+    if let Command::Catalog(floe::cli::CatalogCommand::Serve(args)) = &cli.command {
+        for secret in [&args.token, &args.client_secret].into_iter().flatten() {
+            floe::secret::remember_secret(secret);
+        }
+    }
     // The catalog's request log is the point of `catalog serve`; inside an
     // ingest run (embedded catalog) it would drown the run's own lines.
     let default_filter = match cli.command {

@@ -629,6 +629,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
                 .map_err(|e| Error::Config(format!("{file}: [maintain] key `{key}`: {e}")))?;
         }
     }
+    // Credentials in the file are hidden from every log line from now on.
+    crate::secret::remember_properties(catalog.properties.iter());
+    crate::secret::remember_properties(raw.delta.storage_options.iter());
     Ok(Pipeline {
         path: path.to_path_buf(),
         catalog,

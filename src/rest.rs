@@ -177,6 +177,7 @@ impl RestClient {
         if let Some(prefix) = props.get("prefix").filter(|p| !p.is_empty()) {
             client.base = format!("{uri}/v1/{}", prefix.trim_matches('/'));
         }
+        crate::secret::remember_properties(props.iter());
         client.properties = props;
         Ok(client)
     }

@@ -6,7 +6,67 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-pub use floe_catalog::Secret;
+pub use floe_catalog::{Secret, redact, remember_secret};
+
+/// Environment variables that hold credentials floe or its dependencies
+/// read by themselves.
+const SECRET_ENV: [&str; 4] = [
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "FLOE_CATALOG_TOKEN",
+    "FLOE_CATALOG_CREDENTIAL",
+];
+
+/// Remembers the credentials of the environment (and the secret half of a
+/// `client_id:secret` credential) so that no log line shows them.
+pub fn remember_environment() {
+    for name in SECRET_ENV {
+        if let Ok(value) = std::env::var(name) {
+            remember_secret(&value);
+            if let Some((_, secret)) = value.split_once(':') {
+                remember_secret(secret);
+            }
+        }
+    }
+}
+
+/// Remembers the values of `props` whose keys name a credential.
+pub fn remember_properties<'a>(props: impl IntoIterator<Item = (&'a String, &'a String)>) {
+    for (k, v) in props {
+        if is_secret_key(k) {
+            remember_secret(v);
+        }
+    }
+}
+
+/// Standard error for the log subscriber, with every credential hidden
+/// (see [`redact`]): whatever a dependency prints at whatever level.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedactingStderr;
+
+/// One log write through [`RedactingStderr`].
+#[derive(Debug)]
+pub struct RedactingWriter(std::io::Stderr);
+
+impl std::io::Write for RedactingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.0.write_all(redact(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for RedactingStderr {
+    type Writer = RedactingWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingWriter(std::io::stderr())
+    }
+}
 
 /// Whether a property or parameter named `key` holds a credential
 /// (`s3.secret-access-key`, `s3.session-token`, `token`, `password`,
@@ -88,5 +148,16 @@ mod tests {
             "{shown}"
         );
         assert!(!format!("{:?}", Secret::new("hunter2")).contains("hunter2"));
+    }
+
+    #[test]
+    fn logs_lose_remembered_secrets_and_dependency_credentials() {
+        let _ = Secret::new("remembered-77d1");
+        let line = "auth remembered-77d1 StaticCredentialProvider { access_key_id: \"AKID\", secret_access_key: \"never-told-0a9f\", session_token: Some(\"tok-55e2\") }";
+        let shown = redact(line);
+        for secret in ["remembered-77d1", "never-told-0a9f", "tok-55e2"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("access_key_id: \"AKID\""), "{shown}");
     }
 }

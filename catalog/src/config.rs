@@ -33,10 +33,77 @@ pub mod props {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
+/// Every secret value this process holds, longest first: [`redact`]
+/// replaces them in log output.
+static KNOWN_SECRETS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Secrets shorter than this are not looked for in logs (too likely to
+/// match ordinary text).
+const MIN_SECRET_LEN: usize = 4;
+
+/// Remembers `value` as a secret, so that [`redact`] hides it wherever it
+/// shows up in log output (a dependency's `Debug` of its credentials, a
+/// command line).
+pub fn remember_secret(value: &str) {
+    if value.len() < MIN_SECRET_LEN {
+        return;
+    }
+    if let Ok(mut known) = KNOWN_SECRETS.write()
+        && !known.iter().any(|k| k == value)
+    {
+        known.push(value.to_string());
+        known.sort_by_key(|k| std::cmp::Reverse(k.len()));
+    }
+}
+
+/// Markers after which dependencies print credentials in their `Debug`
+/// output; the quoted value that follows is hidden even when it was never
+/// remembered (a credential a dependency found by itself).
+const SECRET_MARKERS: [&str; 6] = [
+    "secret_access_key: \"",
+    "session_token: Some(\"",
+    "secret-access-key\": \"",
+    "session-token\": \"",
+    "client_secret: \"",
+    "password: \"",
+];
+
+/// `text` with every remembered secret, and every quoted value after a
+/// credential marker, replaced by `***`.
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    let mut out = std::borrow::Cow::Borrowed(text);
+    if let Ok(known) = KNOWN_SECRETS.read() {
+        for k in known.iter() {
+            if out.contains(k.as_str()) {
+                out = std::borrow::Cow::Owned(out.replace(k.as_str(), "***"));
+            }
+        }
+    }
+    for marker in SECRET_MARKERS {
+        if !out.contains(marker) {
+            continue;
+        }
+        let mut result = String::with_capacity(out.len());
+        let mut rest: &str = &out;
+        while let Some(at) = rest.find(marker) {
+            let (before, after) = rest.split_at(at + marker.len());
+            result.push_str(before);
+            let end = after.find('"').unwrap_or(after.len());
+            result.push_str("***");
+            rest = &after[end..];
+        }
+        result.push_str(rest);
+        out = std::borrow::Cow::Owned(result);
+    }
+    out
+}
+
 impl Secret {
-    /// Wraps a secret.
+    /// Wraps a secret (and remembers it, see [`remember_secret`]).
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        let value = value.into();
+        remember_secret(&value);
+        Self(value)
     }
 
     /// The secret itself; call only where it is sent or compared.
@@ -58,13 +125,13 @@ impl From<&str> for Secret {
 
 impl From<String> for Secret {
     fn from(value: String) -> Self {
-        Self(value)
+        Self::new(value)
     }
 }
 
 impl<'de> serde::Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
+        String::deserialize(d).map(Secret::new)
     }
 }
 

@@ -29,7 +29,7 @@ pub mod warehouse;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{AuthConfig, CatalogConfig, S3Options, Secret};
+pub use config::{AuthConfig, CatalogConfig, S3Options, Secret, redact, remember_secret};
 pub use error::ApiError;
 
 use api::{AppState, TokenIssuer};

@@ -70,3 +70,112 @@ columns = [ { name = "v", type = "double" } ]
         assert_clean("an ingest error", &format!("{e} / {e:?}"));
     }
 }
+
+/// Runs the floe binary with `args` in `dir` at `FLOE_LOG=trace`, with
+/// planted credentials in the environment; its stdout and stderr.
+fn floe_at_trace(dir: &std::path::Path, args: &[&str], wait: std::time::Duration) -> String {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args(args)
+        .current_dir(dir)
+        .env("FLOE_LOG", "trace")
+        .env("AWS_ACCESS_KEY_ID", "AKIDPLAIN")
+        .env("AWS_SECRET_ACCESS_KEY", "env-s3cret-4b7d")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("floe starts");
+    let started = std::time::Instant::now();
+    while started.elapsed() < wait {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut text = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut text)
+        .expect("read");
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut text)
+        .expect("read");
+    text
+}
+
+#[test]
+fn no_log_line_at_any_level_shows_a_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("floe.toml"),
+        r#"
+[catalog]
+embedded_warehouse = "wh"
+properties = { "s3.secret-access-key" = "file-s3cret-9c1e", "s3.access-key-id" = "AKIDFILE", "s3.region" = "us-east-1", "s3.endpoint" = "http://127.0.0.1:9", "s3.path-style-access" = "true" }
+
+[[job]]
+name = "j"
+table = "b.j"
+source = { path = "s3://bucket/data/{date}.ndjson", format = "ndjson" }
+event_time = { kind = "offset", column = "t" }
+columns = [ { name = "v", type = "double" } ]
+"#,
+    )
+    .expect("pipeline");
+    let ingest = floe_at_trace(
+        dir.path(),
+        &[
+            "ingest",
+            "--pipeline",
+            "floe.toml",
+            "--from",
+            "2024-01-01",
+            "--to",
+            "2024-01-01",
+        ],
+        std::time::Duration::from_secs(60),
+    );
+    assert!(
+        ingest.contains("StaticCredentialProvider") || ingest.contains("s3://bucket"),
+        "the run reached the S3 source: {ingest}"
+    );
+    for secret in ["file-s3cret-9c1e", "env-s3cret-4b7d"] {
+        assert!(!ingest.contains(secret), "ingest log shows {secret}");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+        .to_string();
+    let serve = floe_at_trace(
+        dir.path(),
+        &[
+            "catalog",
+            "serve",
+            "--warehouse",
+            "served",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--token",
+            "serve-tok-3e8a",
+            "--client-id",
+            "floe",
+            "--client-secret",
+            "serve-s3cret-71f0",
+        ],
+        std::time::Duration::from_secs(4),
+    );
+    assert!(serve.contains("catalog ready"), "{serve}");
+    for secret in ["serve-tok-3e8a", "serve-s3cret-71f0", "env-s3cret-4b7d"] {
+        assert!(!serve.contains(secret), "catalog serve log shows {secret}");
+    }
+}

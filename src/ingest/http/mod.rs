@@ -115,7 +115,10 @@ fn secret(source: &HttpSource) -> Result<Option<(Auth, String)>> {
         return Ok(None);
     };
     match std::env::var(auth.env()) {
-        Ok(v) if !v.is_empty() => Ok(Some((auth.clone(), v))),
+        Ok(v) if !v.is_empty() => {
+            crate::secret::remember_secret(&v);
+            Ok(Some((auth.clone(), v)))
+        }
         _ => Err(Error::Config(format!(
             "environment variable {} (the source's auth) is not set",
             auth.env()
