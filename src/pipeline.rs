@@ -593,9 +593,10 @@ pub fn load(path: &Path) -> Result<Pipeline> {
 /// of relative source paths).
 pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
     let file = path.display().to_string();
+    let original = text;
     let text = interpolate_env(text, &file, |k| std::env::var(k).ok())?;
-    let raw: RawPipeline = toml::from_str(&text)
-        .map_err(|e| Error::Config(format!("{file}: {}", e.to_string().trim_end())))?;
+    let raw: RawPipeline =
+        toml::from_str(&text).map_err(|e| toml_error(&e, &text, original, &file))?;
     let base_dir = path
         .parent()
         .map(Path::to_path_buf)
@@ -782,7 +783,87 @@ fn line_of(text: &str, span: Range<usize>) -> usize {
         + 1
 }
 
-/// Replaces `${VAR}` and `${VAR:-default}` with environment values.
+/// A TOML error of the interpolated text, told with the file's own line
+/// (its `${VAR}` placeholders, never the values put in their place).
+fn toml_error(e: &toml::de::Error, text: &str, original: &str, file: &str) -> Error {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            // Values go in on one line each (newlines escaped), so line
+            // numbers are the file's.
+            let line = line_of(text, span.clone());
+            let column = text
+                .get(..span.start)
+                .map_or(0, |t| t.len() - t.rfind('\n').map_or(0, |i| i + 1))
+                + 1;
+            let shown = original.lines().nth(line - 1).unwrap_or_default().trim();
+            Error::Config(format!(
+                "{file}: TOML parse error at line {line}, column {column}: {message} (in `{shown}`)"
+            ))
+        }
+        None => Error::Config(format!("{file}: {message}")),
+    }
+}
+
+/// Where a `${` stands in TOML text: inside a basic ("...") string, a
+/// literal ('...') string, or outside strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quoted {
+    Basic,
+    Literal,
+    No,
+}
+
+/// The string context at the end of `text` (single-line strings and
+/// comments; multi-line strings count as their quote kind).
+fn quoted_at_end(text: &str) -> Quoted {
+    let mut state = Quoted::No;
+    let mut chars = text.chars().peekable();
+    let mut comment = false;
+    while let Some(c) = chars.next() {
+        match (state, c) {
+            (_, '\n') if comment => comment = false,
+            _ if comment => {}
+            (Quoted::No, '#') => comment = true,
+            (Quoted::No, '"') => state = Quoted::Basic,
+            (Quoted::No, '\'') => state = Quoted::Literal,
+            (Quoted::Basic, '\\') => {
+                chars.next();
+            }
+            (Quoted::Basic, '"') | (Quoted::Literal, '\'') => state = Quoted::No,
+            _ => {}
+        }
+    }
+    state
+}
+
+/// `value` as it goes into TOML text at a place quoted as `q`: escaped in a
+/// basic string; refused in a literal string when it holds what cannot be
+/// written there (the error names the variable, never the value).
+fn escaped(value: &str, q: Quoted, name: &str, at: &str) -> Result<String> {
+    match q {
+        Quoted::Basic => Ok(value
+            .chars()
+            .map(|c| match c {
+                '\\' => "\\\\".to_string(),
+                '"' => "\\\"".to_string(),
+                '\n' => "\\n".to_string(),
+                '\r' => "\\r".to_string(),
+                '\t' => "\\t".to_string(),
+                c if c.is_control() => format!("\\u{:04X}", u32::from(c)),
+                c => c.to_string(),
+            })
+            .collect()),
+        Quoted::Literal if value.contains(['\'', '\n', '\r']) => Err(Error::Config(format!(
+            "{at}: the value of {name} cannot go in a '...' string (it holds a quote or a line break); write \"${{{name}}}\" instead"
+        ))),
+        Quoted::Literal | Quoted::No => Ok(value.to_string()),
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` with environment values,
+/// escaped for where they stand (see [`escaped`]). Values of variables
+/// whose names say they hold a credential are remembered as secrets.
 fn interpolate_env(
     text: &str,
     file: &str,
@@ -810,7 +891,14 @@ fn interpolate_env(
             )));
         }
         match lookup(name).or_else(|| default.map(str::to_string)) {
-            Some(value) => out.push_str(&value),
+            Some(value) => {
+                if crate::secret::is_secret_key(name) {
+                    crate::secret::remember_secret(&value);
+                }
+                let at = format!("{file}:{line}");
+                let q = quoted_at_end(&text[..consumed + start]);
+                out.push_str(&escaped(&value, q, name, &at)?);
+            }
             None => {
                 return Err(Error::Config(format!(
                     "{file}:{line}: environment variable {name} is not set (used as ${{{name}}})"
@@ -968,6 +1056,27 @@ reject_threshold = 0.01
             "{err:?}"
         );
         assert!(interpolate_env("${bad name}", "f", env).is_err());
+        // A value with quotes and backslashes stays one string value; in a
+        // literal string it is refused without being shown.
+        let tricky = |k: &str| (k == "API_KEY").then(|| "a\"b\\c".to_string());
+        let out = interpolate_env("k = \"${API_KEY}\" # ${API_KEY}", "f", tricky).expect("escaped");
+        let parsed: toml::Table = toml::from_str(&out).expect("still TOML");
+        assert_eq!(parsed["k"].as_str(), Some("a\"b\\c"));
+        let err = interpolate_env("k = '${API_KEY}'", "f", |_| Some("x'y".to_string()))
+            .expect_err("a quote in a literal string")
+            .to_string();
+        assert!(err.contains("API_KEY") && !err.contains("x'y"), "{err}");
+        // A parse error on a line with a substituted secret shows the
+        // placeholder, not the value.
+        let original = "[catalog]\ntoken = \"${TOKEN}\" oops\n";
+        let text = interpolate_env(original, "f", |_| Some("s3cr3t-value".into())).expect("text");
+        let e = toml::from_str::<toml::Table>(&text).expect_err("bad TOML");
+        let msg = toml_error(&e, &text, original, "f.toml").to_string();
+        assert!(
+            msg.contains("${TOKEN}") && !msg.contains("s3cr3t-value"),
+            "{msg}"
+        );
+        assert!(msg.contains("line 2"), "{msg}");
         assert!(interpolate_env("${UNCLOSED", "f", env).is_err());
     }
 }

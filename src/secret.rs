@@ -88,6 +88,53 @@ pub fn is_secret_key(key: &str) -> bool {
     .any(|w| k.contains(w))
 }
 
+/// Query parameters that carry a credential in URLs besides those
+/// [`is_secret_key`] recognises.
+const SECRET_QUERY_NAMES: [&str; 6] = ["key", "sig", "code", "x-amz-credential", "auth", "access"];
+
+/// `url` as it may be recorded (`_source`, reports) and shown: without a
+/// user name or password and without query parameters that carry a
+/// credential. What is dropped is remembered as a secret (see
+/// [`redact`]). Anything that is not a URL is returned as it is.
+pub fn public_url(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return url.to_string();
+    };
+    let mut changed = false;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        if let Some(p) = parsed.password() {
+            remember_secret(p);
+        }
+        let _ = parsed.set_username("");
+        let _ = parsed.set_password(None);
+        changed = true;
+    }
+    if parsed.query().is_some() {
+        let secret = |k: &str| {
+            is_secret_key(k) || SECRET_QUERY_NAMES.contains(&k.to_ascii_lowercase().as_str())
+        };
+        let pairs: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+        if pairs.iter().any(|(k, _)| secret(k)) {
+            for (_, v) in pairs.iter().filter(|(k, _)| secret(k)) {
+                remember_secret(v);
+            }
+            let kept: Vec<&(String, String)> = pairs.iter().filter(|(k, _)| !secret(k)).collect();
+            parsed.set_query(None);
+            if !kept.is_empty() {
+                parsed
+                    .query_pairs_mut()
+                    .extend_pairs(kept.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
+            changed = true;
+        }
+    }
+    if changed {
+        parsed.to_string()
+    } else {
+        url.to_string()
+    }
+}
+
 /// A property map that prints with its credentials as `***`.
 pub struct Redacted<'a, M>(pub &'a M);
 
@@ -148,6 +195,17 @@ mod tests {
             "{shown}"
         );
         assert!(!format!("{:?}", Secret::new("hunter2")).contains("hunter2"));
+    }
+
+    #[test]
+    fn recorded_urls_lose_their_credentials() {
+        assert_eq!(
+            public_url("https://user:pa55-w0rd-x@host.example/f.csv?apikey=k3y-value-1&day=2"),
+            "https://host.example/f.csv?day=2"
+        );
+        assert!(!redact("GET https://host/f.csv?apikey=k3y-value-1").contains("k3y-value-1"));
+        assert_eq!(public_url("s3://bucket/a/b.csv"), "s3://bucket/a/b.csv");
+        assert_eq!(public_url("/local/path.csv"), "/local/path.csv");
     }
 
     #[test]

@@ -40,7 +40,8 @@ impl SourceFile {
                 let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
                 format!("file://{}", abs.display())
             }
-            SourceFile::Remote(u) => u.clone(),
+            // Credentials in the URL are used to fetch it, never recorded.
+            SourceFile::Remote(u) => crate::secret::public_url(u),
         }
     }
 }
@@ -77,19 +78,20 @@ impl Fetcher {
     }
 
     async fn exists(&self, uri: &str) -> Result<bool> {
+        let shown = crate::secret::public_url(uri);
         if uri.starts_with("s3://") {
             return self
                 .io
                 .exists(uri)
                 .await
-                .map_err(|e| Error::Source(format!("{uri}: {e}")));
+                .map_err(|e| Error::Source(format!("{shown}: {e}")));
         }
         let resp = self
             .http
             .head(uri)
             .send()
             .await
-            .map_err(|e| Error::Source(format!("{uri}: {e}")))?;
+            .map_err(|e| Error::Source(format!("{shown}: {}", e.without_url())))?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::GONE => Ok(false),
@@ -97,7 +99,7 @@ impl Fetcher {
             reqwest::StatusCode::METHOD_NOT_ALLOWED | reqwest::StatusCode::NOT_IMPLEMENTED => {
                 Ok(true)
             }
-            s => Err(Error::Source(format!("{uri}: HEAD answered {s}"))),
+            s => Err(Error::Source(format!("{shown}: HEAD answered {s}"))),
         }
     }
 
@@ -129,7 +131,10 @@ impl Fetcher {
             SourceFile::Local(p) => Ok((p.clone(), None)),
             SourceFile::Remote(u) => {
                 let mut t = tempfile::NamedTempFile::new().map_err(|e| {
-                    Error::Source(format!("cannot create a temporary file for {u}: {e}"))
+                    Error::Source(format!(
+                        "cannot create a temporary file for {}: {e}",
+                        crate::secret::public_url(u)
+                    ))
                 })?;
                 runtime.block_on(self.fetch(u, t.as_file_mut()))?;
                 Ok((t.path().to_path_buf(), Some(t)))
@@ -139,21 +144,23 @@ impl Fetcher {
 
     /// Streams a remote source into `dest`.
     pub async fn fetch(&self, uri: &str, dest: &mut std::fs::File) -> Result<()> {
-        let io = |e: std::io::Error| Error::Source(format!("{uri}: writing a temporary copy: {e}"));
+        let shown = crate::secret::public_url(uri);
+        let io =
+            |e: std::io::Error| Error::Source(format!("{shown}: writing a temporary copy: {e}"));
         if uri.starts_with("s3://") {
             let input = self
                 .io
                 .new_input(uri)
-                .map_err(|e| Error::Source(format!("{uri}: {e}")))?;
+                .map_err(|e| Error::Source(format!("{shown}: {e}")))?;
             let size = input
                 .metadata()
                 .await
-                .map_err(|e| Error::Source(format!("{uri}: {e}")))?
+                .map_err(|e| Error::Source(format!("{shown}: {e}")))?
                 .size;
             let reader = input
                 .reader()
                 .await
-                .map_err(|e| Error::Source(format!("{uri}: {e}")))?;
+                .map_err(|e| Error::Source(format!("{shown}: {e}")))?;
             const CHUNK: u64 = 8 * 1024 * 1024;
             let mut at = 0;
             while at < size {
@@ -161,7 +168,7 @@ impl Fetcher {
                 let bytes = reader
                     .read(at..end)
                     .await
-                    .map_err(|e| Error::Source(format!("{uri}: {e}")))?;
+                    .map_err(|e| Error::Source(format!("{shown}: {e}")))?;
                 dest.write_all(&bytes).map_err(io)?;
                 at = end;
             }
@@ -172,17 +179,17 @@ impl Fetcher {
             .get(uri)
             .send()
             .await
-            .map_err(|e| Error::Source(format!("{uri}: {e}")))?;
+            .map_err(|e| Error::Source(format!("{shown}: {}", e.without_url())))?;
         if !resp.status().is_success() {
             return Err(Error::Source(format!(
-                "{uri}: GET answered {}",
+                "{shown}: GET answered {}",
                 resp.status()
             )));
         }
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| Error::Source(format!("{uri}: {e}")))?
+            .map_err(|e| Error::Source(format!("{shown}: {}", e.without_url())))?
         {
             dest.write_all(&chunk).map_err(io)?;
         }

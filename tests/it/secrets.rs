@@ -179,3 +179,60 @@ columns = [ { name = "v", type = "double" } ]
         assert!(!serve.contains(secret), "catalog serve log shows {secret}");
     }
 }
+
+/// Credentials in a file source's URL fetch it, and are recorded nowhere:
+/// not in `_source`, the report, nor an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_a_source_url_are_not_recorded() {
+    let env = Env::new().await;
+    let app = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+        // user:url-pa55-6d2c, as reqwest sends the URL's user info.
+        let expected = "Basic dXNlcjp1cmwtcGE1NS02ZDJj";
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected) {
+            (
+                axum::http::StatusCode::OK,
+                "{\"t\":\"2024-01-01T00:00:00Z\",\"v\":1}\n".to_string(),
+            )
+        } else {
+            (axum::http::StatusCode::UNAUTHORIZED, String::new())
+        }
+    });
+    let base = crate::common::serve(app).await;
+    let url = base.replacen("http://", "http://user:url-pa55-6d2c@", 1);
+    let job = format!(
+        r#"
+[[job]]
+name = "j"
+table = "bronze.j"
+source = {{ path = "{url}/data/{{date}}.ndjson?apikey=q-k3y-8e1f&day={{date}}", format = "ndjson" }}
+event_time = {{ kind = "offset", column = "t" }}
+columns = [ {{ name = "v", type = "double" }} ]
+"#
+    );
+    let p = env.pipeline(&job);
+    let (reports, outcome) =
+        crate::common::ingest(&p, &crate::common::request("2024-01-01", "2024-01-01", "r")).await;
+    outcome.expect("the credentials fetch the file");
+    let report = serde_json::to_string(&reports).expect("json");
+    for secret in ["url-pa55-6d2c", "q-k3y-8e1f"] {
+        assert!(
+            !report.contains(secret),
+            "the report shows {secret}: {report}"
+        );
+    }
+    let batches = env.scan("bronze", "j").await;
+    let sources = crate::common::strings(&batches, "_source");
+    assert!(!sources.is_empty());
+    for source in &sources {
+        for secret in ["url-pa55-6d2c", "q-k3y-8e1f"] {
+            assert!(
+                !source.contains(secret),
+                "_source shows {secret}: {sources:?}"
+            );
+        }
+        assert!(
+            source.starts_with("http://127.0.0.1") && source.contains("day="),
+            "{sources:?}"
+        );
+    }
+}
