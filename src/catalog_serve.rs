@@ -74,9 +74,15 @@ pub fn resolve(args: &ServeArgs) -> Result<CatalogConfig> {
         token_ttl: Duration::from_secs(args.token_ttl_secs.max(1)),
     };
     if !args.listen.ip().is_loopback() && !auth.enabled() {
+        if !args.insecure_no_auth {
+            return Err(Error::Config(format!(
+                "--listen {} reaches beyond this machine and there is no --token or --client-id: anyone who can reach it could change every table. Add authentication, or pass --insecure-no-auth if the network is private (a compose network)",
+                args.listen
+            )));
+        }
         tracing::warn!(
             listen = %args.listen,
-            "listening beyond loopback without --token or --client-id: anyone who can reach this address can change tables"
+            "listening beyond loopback without authentication (--insecure-no-auth)"
         );
     }
     Ok(CatalogConfig {
@@ -147,5 +153,34 @@ mod tests {
         assert_eq!(redact_url("sqlite:///x.db"), "sqlite:///x.db");
         assert_eq!(redact_url("postgres://u:p@ss@h/db"), "postgres://***@h/db");
         assert_eq!(redact_url("postgres://h/db?password=x"), "postgres://h/db");
+    }
+
+    #[test]
+    fn serving_beyond_loopback_needs_auth_or_an_explicit_flag() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let warehouse = dir.path().display().to_string();
+        let serve = |extra: &[&str]| {
+            let mut argv = vec![
+                "floe",
+                "catalog",
+                "serve",
+                "--listen",
+                "0.0.0.0:0",
+                "--warehouse",
+                warehouse.as_str(),
+            ];
+            argv.extend_from_slice(extra);
+            let cli = crate::cli::Cli::try_parse_from(argv).expect("flags parse");
+            let crate::cli::Command::Catalog(crate::cli::CatalogCommand::Serve(args)) = cli.command
+            else {
+                panic!("not serve");
+            };
+            resolve(&args)
+        };
+        let err = serve(&[]).expect_err("refused").to_string();
+        assert!(err.contains("--insecure-no-auth"), "{err}");
+        assert!(serve(&["--token", "t0ken-for-test"]).is_ok());
+        assert!(serve(&["--insecure-no-auth"]).is_ok());
     }
 }

@@ -508,10 +508,15 @@ pub enum CatalogCommand {
 /// Flags of `floe catalog serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on. Loopback by default; binding another address
-    /// without --token or --client-id exposes the catalog unauthenticated.
+    /// Address to listen on. Loopback by default; another address needs
+    /// --token or --client-id (or --insecure-no-auth).
     #[arg(long, default_value = "127.0.0.1:8181", env = "FLOE_CATALOG_LISTEN")]
     pub listen: SocketAddr,
+
+    /// Serve beyond loopback without authentication (only on a private
+    /// network, such as a compose network).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 
     /// Warehouse root: a local folder (created if missing), file:///abs/path,
     /// or s3://bucket/prefix.

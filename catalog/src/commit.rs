@@ -127,6 +127,13 @@ fn confine_update(state: &AppState, update: TableUpdate, current: Uuid) -> Resul
         TableUpdate::SetLocation { location } => Ok(TableUpdate::SetLocation {
             location: state.warehouse.confine(&location)?,
         }),
+        TableUpdate::SetProperties { updates } => Ok(TableUpdate::SetProperties {
+            updates: state.warehouse.confine_properties(updates)?,
+        }),
+        TableUpdate::AddSchema { schema } => {
+            crate::api::tables::check_field_ids(&schema)?;
+            Ok(TableUpdate::AddSchema { schema })
+        }
         other => Ok(other),
     }
 }
@@ -167,6 +174,8 @@ async fn prepare_create(
     let schema = schema.ok_or_else(|| {
         ApiError::bad_request("A create commit (assert-create) must carry an add-schema update")
     })?;
+    crate::api::tables::check_field_ids(&schema)?;
+    let props = state.warehouse.confine_properties(props)?;
     let location = match location {
         Some(l) => state.warehouse.confine(&l)?,
         None => state.warehouse.default_table_location(table, uuid),

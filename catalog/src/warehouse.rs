@@ -109,6 +109,30 @@ impl Warehouse {
         Ok(normalized)
     }
 
+    /// Confines every property that names where files go
+    /// (`write.data.path`, `write.metadata.path`, `write.object-storage.path`
+    /// and any other `*.path` or `*.location` key) like a table location:
+    /// normalised, and refused (403) outside the warehouse.
+    pub fn confine_properties(
+        &self,
+        props: std::collections::HashMap<String, String>,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        props
+            .into_iter()
+            .map(|(k, v)| {
+                let key = k.to_ascii_lowercase();
+                if key.ends_with(".path") || key == "location" || key.ends_with(".location") {
+                    let confined = self.confine(&v).map_err(|e| {
+                        ApiError::forbidden(format!("Table property {k}: {}", e.message()))
+                    })?;
+                    Ok((k, confined))
+                } else {
+                    Ok((k, v))
+                }
+            })
+            .collect()
+    }
+
     /// Reads a metadata file.
     pub async fn read_metadata(&self, location: &str) -> Result<TableMetadata> {
         TableMetadata::read_from(&self.io, location)

@@ -938,3 +938,56 @@ async fn oauth_token_exchange_refreshes_a_live_token() {
     h.token = body["access_token"].as_str().map(str::to_string);
     h.ok(Method::GET, "/v1/namespaces", None).await;
 }
+
+#[tokio::test]
+async fn file_paths_in_properties_stay_in_the_warehouse_and_field_ids_are_sound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::new(dir.path()).await;
+    h.namespace("n").await;
+    // write.data.path (and any *.path or location property) is confined
+    // like a table location, on create and on set-properties.
+    for key in [
+        "write.data.path",
+        "write.metadata.path",
+        "write.object-storage.path",
+    ] {
+        let mut body = create_table_body("paths");
+        body["properties"] = json!({ key: "file:///tmp/elsewhere" });
+        h.fails(
+            Method::POST,
+            "/v1/namespaces/n/tables",
+            Some(body),
+            StatusCode::FORBIDDEN,
+            "ForbiddenException",
+        )
+        .await;
+    }
+    let inside = format!("file://{}/wh/n/data", dir.path().display());
+    let mut body = create_table_body("inside");
+    body["properties"] = json!({ "write.data.path": inside });
+    h.ok(Method::POST, "/v1/namespaces/n/tables", Some(body))
+        .await;
+    h.table("n", "t").await;
+    h.fails(
+        Method::POST,
+        "/v1/namespaces/n/tables/t",
+        Some(set_property("write.data.path", "file:///tmp/elsewhere")),
+        StatusCode::FORBIDDEN,
+        "ForbiddenException",
+    )
+    .await;
+    // Field ids must be positive and unique.
+    for ids in [[-1, 2, 3], [0, 2, 3], [1, 2, 2]] {
+        let mut body = create_table_body("ids");
+        for (i, id) in ids.iter().enumerate() {
+            body["schema"]["fields"][i]["id"] = json!(id);
+        }
+        body.as_object_mut()
+            .expect("object")
+            .remove("partition-spec");
+        let (status, value) = h
+            .call(Method::POST, "/v1/namespaces/n/tables", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{ids:?}: {value}");
+    }
+}

@@ -9,7 +9,7 @@ mod auth;
 mod config;
 mod namespaces;
 mod pagination;
-mod tables;
+pub(crate) mod tables;
 mod transactions;
 
 use std::sync::Arc;

@@ -76,6 +76,36 @@ pub(crate) struct CreateTableRequest {
     properties: HashMap<String, String>,
 }
 
+/// Refuses a schema whose field ids are not positive or not unique (at any
+/// depth): readers resolve columns by id.
+pub(crate) fn check_field_ids(schema: &iceberg::spec::Schema) -> Result<()> {
+    use iceberg::spec::{NestedFieldRef, Type};
+    fn walk(fields: &[NestedFieldRef], seen: &mut HashSet<i32>) -> Result<()> {
+        for f in fields {
+            if f.id <= 0 {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid schema: field {:?} has id {}; field ids must be positive",
+                    f.name, f.id
+                )));
+            }
+            if !seen.insert(f.id) {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid schema: field id {} is used twice (again by {:?})",
+                    f.id, f.name
+                )));
+            }
+            match f.field_type.as_ref() {
+                Type::Struct(s) => walk(s.fields(), seen)?,
+                Type::List(l) => walk(std::slice::from_ref(&l.element_field), seen)?,
+                Type::Map(m) => walk(&[m.key_field.clone(), m.value_field.clone()], seen)?,
+                Type::Primitive(_) => {}
+            }
+        }
+        Ok(())
+    }
+    walk(schema.as_struct().fields(), &mut HashSet::new())
+}
+
 /// `format-version` is a creation option, not a table property (as in
 /// Iceberg Java's catalogs).
 fn take_format_version(props: &mut HashMap<String, String>) -> Result<FormatVersion> {
@@ -112,6 +142,11 @@ pub(crate) async fn create(
         None => state.warehouse.default_table_location(&table, uuid),
     };
     let format = take_format_version(&mut req.properties)?;
+    check_field_ids(&req.schema)?;
+    let properties = state
+        .warehouse
+        .confine_properties(std::mem::take(&mut req.properties))?;
+    req.properties = properties;
     let metadata = TableMetadataBuilder::new(
         req.schema,
         req.partition_spec.unwrap_or_default(),
