@@ -43,10 +43,32 @@ pub fn read_file(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) 
     let io = |e: std::io::Error| Error::Source(format!("{}: {e}", path.display()));
     match source.format {
         Format::Ndjson => {
-            let reader = BufReader::new(File::open(path).map_err(io)?);
-            for (i, line) in reader.lines().enumerate() {
-                let line = line.map_err(io)?;
-                let number = i as u64 + 1;
+            let mut reader = BufReader::new(File::open(path).map_err(io)?);
+            let mut bytes = Vec::new();
+            let mut number = 0u64;
+            loop {
+                bytes.clear();
+                if reader.read_until(b'\n', &mut bytes).map_err(io)? == 0 {
+                    break;
+                }
+                number += 1;
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                // A line that is not UTF-8 is a reject of its own; the
+                // others still land.
+                let line = match String::from_utf8(std::mem::take(&mut bytes)) {
+                    Ok(line) => line,
+                    Err(e) => {
+                        let at = e.utf8_error().valid_up_to();
+                        sink.unreadable(Unreadable {
+                            raw: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                            reason: format!("invalid UTF-8 at byte {at} of the line"),
+                            line: number,
+                        });
+                        continue;
+                    }
+                };
                 if line.trim().is_empty() {
                     continue;
                 }
@@ -138,10 +160,13 @@ fn read_csv(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Re
         .collect();
     let mut row = csv::StringRecord::new();
     loop {
-        let line = reader.position().line() + 1;
+        // The line the next record starts on (the reader is past the
+        // header, or past the previous record).
+        let next_line = reader.position().line();
         match reader.read_record(&mut row) {
             Ok(false) => break,
             Ok(true) => {
+                let line = row.position().map_or(next_line, csv::Position::line);
                 let raw = row
                     .iter()
                     .collect::<Vec<_>>()
@@ -168,7 +193,7 @@ fn read_csv(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Re
             Err(e) => sink.unreadable(Unreadable {
                 raw: String::new(),
                 reason: format!("malformed CSV: {e}"),
-                line,
+                line: e.position().map_or(next_line, csv::Position::line),
             }),
         }
     }
@@ -245,4 +270,72 @@ fn rows_of(
         rows.push(fields);
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect {
+        records: Vec<(u64, String)>,
+        unreadable: Vec<(u64, String)>,
+    }
+
+    impl RecordSink for Collect {
+        fn record(&mut self, record: Record) -> Result<()> {
+            self.records.push((record.line, record.raw));
+            Ok(())
+        }
+        fn batch(&mut self, _batch: RecordBatch, _first: u64) -> Result<()> {
+            Ok(())
+        }
+        fn unreadable(&mut self, bad: Unreadable) {
+            self.unreadable.push((bad.line, bad.reason));
+        }
+    }
+
+    fn source(format: Format) -> SourceConfig {
+        SourceConfig {
+            path: String::new(),
+            format,
+            delimiter: ',',
+            quote: '"',
+            records: None,
+        }
+    }
+
+    #[test]
+    fn a_line_of_bad_utf8_is_one_reject_and_the_others_land() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.ndjson");
+        let mut bytes = b"{\"a\":1}\r\n".to_vec();
+        bytes.extend_from_slice(b"{\"a\":\"\xff\"}\n\n{\"a\":3}");
+        std::fs::write(&path, bytes).expect("write");
+        let mut sink = Collect::default();
+        read_file(&path, &source(Format::Ndjson), &mut sink).expect("read");
+        assert_eq!(sink.records.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 4]);
+        assert_eq!(sink.records[0].1, "{\"a\":1}");
+        assert_eq!(sink.unreadable.len(), 1);
+        assert_eq!(sink.unreadable[0].0, 2);
+        assert!(
+            sink.unreadable[0].1.contains("UTF-8"),
+            "{:?}",
+            sink.unreadable
+        );
+    }
+
+    #[test]
+    fn csv_line_numbers_are_the_file_s() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.csv");
+        std::fs::write(&path, "a,b\n1,x\n2\n\"3\nstill 3\",y\n4,z\n").expect("write");
+        let mut sink = Collect::default();
+        read_file(&path, &source(Format::Csv), &mut sink).expect("read");
+        assert_eq!(
+            sink.records.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [2, 4, 6]
+        );
+        assert_eq!(sink.unreadable.iter().map(|r| r.0).collect::<Vec<_>>(), [3]);
+    }
 }
