@@ -122,6 +122,23 @@ pub async fn serve(app: axum::Router) -> String {
     format!("http://{addr}")
 }
 
+/// A transform of every model in `models`, changed days only.
+pub fn transform_request(
+    models: &std::path::Path,
+    run_id: &str,
+) -> floe::transform::TransformRequest {
+    floe::transform::TransformRequest {
+        models_dir: models.to_path_buf(),
+        select: Vec::new(),
+        window: None,
+        run_id: run_id.to_string(),
+        dry_run: false,
+        concurrency: 2,
+        delta: Default::default(),
+        model_format: Default::default(),
+    }
+}
+
 pub fn request(from: &str, to: &str, run_id: &str) -> IngestRequest {
     IngestRequest {
         from: from.parse().expect("date"),

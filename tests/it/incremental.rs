@@ -7,26 +7,14 @@ use std::fmt::Write;
 use std::path::Path;
 
 use arrow_array::RecordBatch;
-use floe::transform::{self, ModelReport, TransformRequest};
+use floe::transform::{self, ModelReport};
 
 use crate::common::{Env, ingest, request};
 
-fn transform_req(models: &Path, run_id: &str) -> TransformRequest {
-    TransformRequest {
-        models_dir: models.to_path_buf(),
-        select: Vec::new(),
-        window: None,
-        run_id: run_id.to_string(),
-        dry_run: false,
-        concurrency: 2,
-        delta: Default::default(),
-        model_format: Default::default(),
-    }
-}
-
 async fn run_models(env: &Env, models: &Path, run_id: &str) -> Vec<ModelReport> {
     let client = env.client_with(Default::default()).await;
-    let (reports, outcome) = transform::run(&client, &transform_req(models, run_id)).await;
+    let (reports, outcome) =
+        transform::run(&client, &crate::common::transform_request(models, run_id)).await;
     if let Err(e) = outcome {
         panic!("transform {run_id}: {e}; {reports:#?}");
     }
@@ -185,7 +173,7 @@ async fn stepwise_and_whole(
         .1
         .expect("ingest");
     let client = stepwise.client_with(Default::default()).await;
-    let (_, outcome) = transform::run(&client, &transform_req(&sql, "t1")).await;
+    let (_, outcome) = transform::run(&client, &crate::common::transform_request(&sql, "t1")).await;
     outcome.map_err(|e| e.to_string())?;
     write_prices(&stepwise, 8..=8, 8, 5.0);
     ingest(&p, &request("2024-01-08", "2024-01-08", "a2"))

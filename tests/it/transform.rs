@@ -73,16 +73,7 @@ fn models(env: &Env, silver: &str) -> std::path::PathBuf {
 }
 
 fn req(env: &Env, run_id: &str) -> TransformRequest {
-    TransformRequest {
-        models_dir: env.path("sql"),
-        select: Vec::new(),
-        window: None,
-        run_id: run_id.to_string(),
-        dry_run: false,
-        concurrency: 2,
-        delta: Default::default(),
-        model_format: Default::default(),
-    }
+    crate::common::transform_request(&env.path("sql"), run_id)
 }
 
 async fn client(env: &Env) -> RestClient {

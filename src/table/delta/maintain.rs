@@ -31,7 +31,6 @@ fn delta_err(what: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
 /// versions still in the log. Orphan candidates are not counted for Delta
 /// tables (a full vacuum's dry run lists them).
 pub async fn status(target: &Target, ident: &str, target_file_size: u64) -> Result<TableStatus> {
-    use futures::StreamExt as _;
     let table = open(target).await?;
     let mut out = TableStatus {
         table: ident.to_string(),
@@ -42,29 +41,18 @@ pub async fn status(target: &Target, ident: &str, target_file_size: u64) -> Resu
         ..TableStatus::default()
     };
     let small = crate::table::iceberg::small_file_limit(target_file_size);
-    let state = table
-        .snapshot()
-        .map_err(delta_err(&format!("reading {}", target.url)))?;
-    let mut views = state
-        .snapshot()
-        .file_views(table.log_store().as_ref(), None);
-    while let Some(view) = views.next().await {
-        let view = view.map_err(delta_err(&format!("listing {}", target.url)))?;
-        let size = u64::try_from(view.size()).unwrap_or(0);
+    for f in live_files(&table, target).await? {
         out.data_files += 1;
-        out.data_bytes += size;
-        out.records += view.num_records().map_or(0, |n| n as u64);
-        if size < small {
+        out.data_bytes += f.size;
+        out.records += f.rows;
+        if f.size < small {
             out.small_files += 1;
         }
-        let day = view
-            .remove_action(false)
-            .partition_values
-            .and_then(|p| p.get(super::DAY_COLUMN).cloned().flatten())
+        let day = f
+            .day
             .map_or_else(|| "(unpartitioned)".to_string(), |d| format!("day={d}"));
         *out.files_per_partition.entry(day).or_default() += 1;
     }
-    drop(views);
     out.partitions = out.files_per_partition.len() as u64;
     out.max_files_per_partition = out.files_per_partition.values().copied().max().unwrap_or(0);
     if out.data_files > 0 {
@@ -80,6 +68,40 @@ pub async fn status(target: &Target, ident: &str, target_file_size: u64) -> Resu
     let rfc = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339());
     out.oldest_snapshot = times.iter().min().copied().and_then(rfc);
     out.newest_snapshot = times.iter().max().copied().and_then(rfc);
+    Ok(out)
+}
+
+/// One live data file of a Delta table.
+struct LiveFile {
+    /// Its `day` partition value (none: unpartitioned).
+    day: Option<String>,
+    /// Bytes.
+    size: u64,
+    /// Rows (from its statistics; 0 without).
+    rows: u64,
+}
+
+/// The live data files of `table` at its loaded version.
+async fn live_files(table: &DeltaTable, target: &Target) -> Result<Vec<LiveFile>> {
+    use futures::StreamExt as _;
+    let state = table
+        .snapshot()
+        .map_err(delta_err(&format!("reading {}", target.url)))?;
+    let mut views = state
+        .snapshot()
+        .file_views(table.log_store().as_ref(), None);
+    let mut out = Vec::new();
+    while let Some(view) = views.next().await {
+        let view = view.map_err(delta_err(&format!("listing {}", target.url)))?;
+        out.push(LiveFile {
+            day: view
+                .remove_action(false)
+                .partition_values
+                .and_then(|p| p.get(super::DAY_COLUMN).cloned().flatten()),
+            size: u64::try_from(view.size()).unwrap_or(0),
+            rows: view.num_records().map_or(0, |n| n as u64),
+        });
+    }
     Ok(out)
 }
 
@@ -103,9 +125,6 @@ pub async fn plan_compact(
     let status = status(target, "", target_file_size).await?;
     let table = open(target).await?;
     let small = crate::table::iceberg::small_file_limit(target_file_size);
-    let state = table
-        .snapshot()
-        .map_err(delta_err(&format!("reading {}", target.url)))?;
     let in_days = |day: Option<&str>| match (days, day) {
         (None, _) => true,
         (Some((from, to)), Some(d)) => {
@@ -114,21 +133,11 @@ pub async fn plan_compact(
         (Some(_), None) => false,
     };
     let mut per_day: std::collections::BTreeMap<Option<String>, (u64, u64)> = Default::default();
-    let mut views = state
-        .snapshot()
-        .file_views(table.log_store().as_ref(), None);
-    use futures::StreamExt as _;
-    while let Some(view) = views.next().await {
-        let view = view.map_err(delta_err(&format!("listing {}", target.url)))?;
-        let size = u64::try_from(view.size()).unwrap_or(0);
-        let day = view
-            .remove_action(false)
-            .partition_values
-            .and_then(|p| p.get(super::DAY_COLUMN).cloned().flatten());
-        if size < small && in_days(day.as_deref()) {
-            let e = per_day.entry(day).or_default();
+    for f in live_files(&table, target).await? {
+        if f.size < small && in_days(f.day.as_deref()) {
+            let e = per_day.entry(f.day).or_default();
             e.0 += 1;
-            e.1 += size;
+            e.1 += f.size;
         }
     }
     let groups: Vec<&(u64, u64)> = per_day.values().filter(|(n, _)| *n >= 2).collect();
