@@ -131,7 +131,7 @@ fn confine_update(state: &AppState, update: TableUpdate, current: Uuid) -> Resul
             updates: state.warehouse.confine_properties(updates)?,
         }),
         TableUpdate::AddSchema { schema } => {
-            crate::api::tables::check_field_ids(&schema)?;
+            crate::api::tables::check_field_ids(&schema, 1)?;
             Ok(TableUpdate::AddSchema { schema })
         }
         other => Ok(other),
@@ -174,7 +174,7 @@ async fn prepare_create(
     let schema = schema.ok_or_else(|| {
         ApiError::bad_request("A create commit (assert-create) must carry an add-schema update")
     })?;
-    crate::api::tables::check_field_ids(&schema)?;
+    crate::api::tables::check_field_ids(&schema, 0)?;
     let props = state.warehouse.confine_properties(props)?;
     let location = match location {
         Some(l) => state.warehouse.confine(&l)?,

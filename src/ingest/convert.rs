@@ -314,11 +314,29 @@ pub(super) fn hash(raw: &[u8]) -> [u8; 16] {
     twox_hash::XxHash3_128::oneshot(raw).to_be_bytes()
 }
 
+/// A `YYYY-MM-DD` date, or the date of a timestamp written from one
+/// (`2024-03-31T10:00:00Z`, `2024-03-31 10:00:00`): the date as written.
+/// Anything else after the date (`2024-03-31garbage`) is not a date.
 fn parse_date(text: &str) -> std::result::Result<NaiveDate, String> {
     let t = text.trim();
+    let bad = || format!("{t:?} is not a date (YYYY-MM-DD, or a timestamp)");
     let date_part = t.get(..10).unwrap_or(t);
-    NaiveDate::parse_from_str(date_part, "%Y-%m-%d")
-        .map_err(|_| format!("{t:?} is not a date (YYYY-MM-DD)"))
+    let date = NaiveDate::parse_from_str(date_part, "%Y-%m-%d").map_err(|_| bad())?;
+    let rest = &t[date_part.len()..];
+    if rest.is_empty() {
+        return Ok(date);
+    }
+    let timestamp = rest.starts_with(['T', ' '])
+        && (chrono::DateTime::parse_from_rfc3339(&t.replacen(' ', "T", 1)).is_ok()
+            || [
+                "%Y-%m-%dT%H:%M:%S%.f",
+                "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M",
+                "%Y-%m-%d %H:%M",
+            ]
+            .iter()
+            .any(|f| chrono::NaiveDateTime::parse_from_str(t, f).is_ok()));
+    if timestamp { Ok(date) } else { Err(bad()) }
 }
 
 fn convert(value: Option<&Value>, kind: ColumnType) -> std::result::Result<Cell, String> {
@@ -341,8 +359,18 @@ fn convert(value: Option<&Value>, kind: ColumnType) -> std::result::Result<Cell,
         }),
         ColumnType::Int => Cell::I32(as_text().parse().map_err(|_| bad("a 32-bit integer"))?),
         ColumnType::Long => Cell::I64(as_text().parse().map_err(|_| bad("a 64-bit integer"))?),
-        ColumnType::Float => Cell::F32(as_text().parse().map_err(|_| bad("a number"))?),
-        ColumnType::Double => Cell::F64(as_text().parse().map_err(|_| bad("a number"))?),
+        // "NaN", "inf" and numbers out of range ("1e400") parse as floats
+        // that are not numbers: rejects, not values.
+        ColumnType::Float => Cell::F32(match as_text().parse::<f32>() {
+            Ok(v) if v.is_finite() => v,
+            Ok(_) => return Err(bad("a finite number")),
+            Err(_) => return Err(bad("a number")),
+        }),
+        ColumnType::Double => Cell::F64(match as_text().parse::<f64>() {
+            Ok(v) if v.is_finite() => v,
+            Ok(_) => return Err(bad("a finite number")),
+            Err(_) => return Err(bad("a number")),
+        }),
         ColumnType::Boolean => Cell::Bool(match as_text().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => true,
             "false" | "0" | "no" => false,
@@ -415,4 +443,46 @@ fn append_null(any: &mut dyn std::any::Any) {
         Date32Builder,
         TimestampMicrosecondBuilder
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_whole_dates_or_timestamps() {
+        let d = NaiveDate::from_ymd_opt(2024, 3, 31).expect("date");
+        for ok in [
+            "2024-03-31",
+            " 2024-03-31 ",
+            "2024-03-31T10:00:00Z",
+            "2024-03-31T23:30:00-05:00",
+            "2024-03-31 10:00:00",
+            "2024-03-31T10:00:00.125",
+        ] {
+            assert_eq!(parse_date(ok), Ok(d), "{ok}");
+        }
+        for bad in [
+            "2024-03-31garbage",
+            "2024-03-31T",
+            "2024-03-31 x",
+            "2024-02-30",
+            "31/03/2024",
+        ] {
+            assert!(parse_date(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn non_finite_numbers_are_rejects() {
+        for text in ["NaN", "inf", "-infinity", "1e400"] {
+            let v = Value::String(text.into());
+            assert!(convert(Some(&v), ColumnType::Double).is_err(), "{text}");
+            assert!(convert(Some(&v), ColumnType::Float).is_err(), "{text}");
+        }
+        let v = Value::String("1e38".into());
+        assert!(convert(Some(&v), ColumnType::Float).is_ok());
+        assert!(convert(Some(&Value::String("1e39".into())), ColumnType::Float).is_err());
+        assert!(convert(Some(&Value::String("2.5".into())), ColumnType::Double).is_ok());
+    }
 }

@@ -76,15 +76,17 @@ pub(crate) struct CreateTableRequest {
     properties: HashMap<String, String>,
 }
 
-/// Refuses a schema whose field ids are not positive or not unique (at any
-/// depth): readers resolve columns by id.
-pub(crate) fn check_field_ids(schema: &iceberg::spec::Schema) -> Result<()> {
+/// Refuses a schema whose field ids are below `min` or not unique (at any
+/// depth): readers resolve columns by id. A created table's ids are
+/// reassigned (Iceberg Java clients send them from 0), so a create takes
+/// `min = 0`; a schema added to a table keeps its ids and takes 1.
+pub(crate) fn check_field_ids(schema: &iceberg::spec::Schema, min: i32) -> Result<()> {
     use iceberg::spec::{NestedFieldRef, Type};
-    fn walk(fields: &[NestedFieldRef], seen: &mut HashSet<i32>) -> Result<()> {
+    fn walk(fields: &[NestedFieldRef], seen: &mut HashSet<i32>, min: i32) -> Result<()> {
         for f in fields {
-            if f.id <= 0 {
+            if f.id < min {
                 return Err(ApiError::bad_request(format!(
-                    "Invalid schema: field {:?} has id {}; field ids must be positive",
+                    "Invalid schema: field {:?} has id {}; field ids must be at least {min}",
                     f.name, f.id
                 )));
             }
@@ -95,15 +97,15 @@ pub(crate) fn check_field_ids(schema: &iceberg::spec::Schema) -> Result<()> {
                 )));
             }
             match f.field_type.as_ref() {
-                Type::Struct(s) => walk(s.fields(), seen)?,
-                Type::List(l) => walk(std::slice::from_ref(&l.element_field), seen)?,
-                Type::Map(m) => walk(&[m.key_field.clone(), m.value_field.clone()], seen)?,
+                Type::Struct(s) => walk(s.fields(), seen, min)?,
+                Type::List(l) => walk(std::slice::from_ref(&l.element_field), seen, min)?,
+                Type::Map(m) => walk(&[m.key_field.clone(), m.value_field.clone()], seen, min)?,
                 Type::Primitive(_) => {}
             }
         }
         Ok(())
     }
-    walk(schema.as_struct().fields(), &mut HashSet::new())
+    walk(schema.as_struct().fields(), &mut HashSet::new(), min)
 }
 
 /// `format-version` is a creation option, not a table property (as in
@@ -142,7 +144,7 @@ pub(crate) async fn create(
         None => state.warehouse.default_table_location(&table, uuid),
     };
     let format = take_format_version(&mut req.properties)?;
-    check_field_ids(&req.schema)?;
+    check_field_ids(&req.schema, 0)?;
     let properties = state
         .warehouse
         .confine_properties(std::mem::take(&mut req.properties))?;

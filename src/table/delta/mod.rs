@@ -184,6 +184,10 @@ impl Target {
                     .map(|(k, v)| (k.clone(), Some(v.clone()))),
             )
             .with_save_mode(SaveMode::Ignore)
+            // A lost race for version 0 must not be retried as version 1,
+            // which would define the table a second time: the other run's
+            // definition is found below instead.
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await;
         match created {
             Ok(t) => Ok(t),
