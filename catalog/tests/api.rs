@@ -810,6 +810,38 @@ async fn bearer_token_and_oauth_client_credentials() {
     assert_eq!(status, StatusCode::OK, "{body}");
     h.token = body["access_token"].as_str().map(str::to_string);
     h.ok(Method::GET, "/v1/namespaces", None).await;
+
+    // Guessing costs time: past three wrong secrets in a row, a client's
+    // attempts are refused unchecked (429 with Retry-After) until its
+    // backoff has passed; the right secret then works again.
+    let mut refused = 0;
+    for _ in 0..10 {
+        let (status, body) = h
+            .call_raw(Method::POST, "/v1/oauth/tokens", form("guess"), ctype)
+            .await;
+        match status {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(body["error"], "slow_down", "{body}");
+                refused += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(refused >= 6, "{refused} of 10 guesses were slowed down");
+    let (status, _) = h
+        .call_raw(Method::POST, "/v1/oauth/tokens", form("secret"), ctype)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "blocked, even for the right secret"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, body) = h
+        .call_raw(Method::POST, "/v1/oauth/tokens", form("secret"), ctype)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 /// Regression tests from the code review of the first version.

@@ -26,10 +26,23 @@ use crate::error::ApiError;
 /// Upper bound on live issued tokens; past it the oldest are dropped.
 const MAX_LIVE_TOKENS: usize = 100_000;
 
+/// Wrong secrets a client id may send in a row before it is slowed down
+/// (a typo or two costs nothing).
+const FREE_FAILURES: u32 = 3;
+/// The first wait after those, doubling per further failure.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest wait.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Client ids whose failures are tracked at once; past it the oldest go.
+const MAX_TRACKED_CLIENTS: usize = 10_000;
+
 /// Issues and checks OAuth2 access tokens.
 #[derive(Debug, Default)]
 pub(crate) struct TokenIssuer {
     live: Mutex<HashMap<String, Instant>>,
+    /// Per client id: wrong secrets in a row, and until when its requests
+    /// are refused without being checked.
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 impl TokenIssuer {
@@ -47,6 +60,41 @@ impl TokenIssuer {
         }
         live.insert(token.clone(), now + ttl);
         token
+    }
+
+    /// How long `client_id` must still wait after its failures (none: it
+    /// may try now).
+    fn blocked_for(&self, client_id: &str) -> Option<Duration> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, until) = failures.get(client_id)?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Counts a wrong secret for `client_id`; past [`FREE_FAILURES`] in a
+    /// row its next attempts wait, doubling up to [`MAX_BACKOFF`].
+    fn failed(&self, client_id: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() >= MAX_TRACKED_CLIENTS && !failures.contains_key(client_id) {
+            let mut by_time: Vec<(String, (u32, Instant))> = failures.drain().collect();
+            by_time.sort_by_key(|(_, (_, until))| *until);
+            failures.extend(by_time.into_iter().skip(MAX_TRACKED_CLIENTS / 2));
+        }
+        let now = Instant::now();
+        let entry = failures.entry(client_id.to_string()).or_insert((0, now));
+        entry.0 += 1;
+        if entry.0 > FREE_FAILURES {
+            let doublings = (entry.0 - FREE_FAILURES - 1).min(16);
+            let wait = FIRST_BACKOFF
+                .saturating_mul(1 << doublings)
+                .min(MAX_BACKOFF);
+            entry.1 = now + wait;
+        }
+    }
+
+    /// Forgets `client_id`'s failures (it sent its secret).
+    fn succeeded(&self, client_id: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(client_id);
     }
 
     fn is_live(&self, token: &str) -> bool {
@@ -176,14 +224,30 @@ pub(crate) async fn issue_token(
             }
         },
     };
+    // A client id that keeps sending wrong secrets waits before its next
+    // attempt is even checked: guessing costs time, not just requests.
+    if let Some(wait) = state.tokens.blocked_for(&id) {
+        let secs = wait.as_secs() + 1;
+        let mut response = oauth_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "slow_down",
+            &format!("Too many wrong secrets for this client; try again in {secs} s"),
+        );
+        if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+            response.headers_mut().insert("retry-after", v);
+        }
+        return response;
+    }
     if !(eq_secret(&id, expected_id) & eq_secret(&secret, expected_secret.expose())) {
         tracing::warn!(client_id = %id, "rejected OAuth2 client credentials");
+        state.tokens.failed(&id);
         return oauth_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             "Unknown client or wrong secret",
         );
     }
+    state.tokens.succeeded(&id);
     token_response(&state)
 }
 
