@@ -94,6 +94,10 @@ pub fn resolve(args: &ServeArgs) -> Result<CatalogConfig> {
         vend_credentials: args.vend_credentials,
         auth,
         max_body_bytes: args.max_body_bytes,
+        limits: floe_catalog::ConnectionLimits {
+            max_connections: args.max_connections.max(1),
+            read_timeout: args.read_timeout,
+        },
     })
 }
 

@@ -576,6 +576,15 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = floe_catalog::config::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
+    /// Connections served at once (further ones wait to be accepted).
+    #[arg(long, default_value_t = 1024, env = "FLOE_CATALOG_MAX_CONNECTIONS")]
+    pub max_connections: usize,
+
+    /// Close a connection whose client sends nothing for this long (a
+    /// stalled request header or body, or an idle keep-alive), e.g. 60s.
+    #[arg(long, default_value = "60s", value_parser = crate::duration::parse_duration, env = "FLOE_CATALOG_READ_TIMEOUT")]
+    pub read_timeout: std::time::Duration,
+
     /// Write the bound address to this file once listening (for scripts
     /// that pass --listen 127.0.0.1:0).
     #[arg(long)]

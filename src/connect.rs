@@ -118,6 +118,7 @@ pub async fn start_embedded(folder: &str) -> Result<floe_catalog::RunningCatalog
         vend_credentials: false,
         auth: floe_catalog::AuthConfig::default(),
         max_body_bytes: floe_catalog::config::DEFAULT_MAX_BODY_BYTES,
+        limits: Default::default(),
     };
     Ok(floe_catalog::spawn(config).await?)
 }

@@ -164,6 +164,7 @@ async fn main() {
         vend_credentials: false,
         auth: AuthConfig::default(),
         max_body_bytes: 64 * 1024 * 1024,
+        limits: Default::default(),
     };
     let running = floe_catalog::spawn(config).await.expect("catalog starts");
     let client = Client {

@@ -246,6 +246,27 @@ pub struct CatalogConfig {
     pub auth: AuthConfig,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Connections held at once, and how long a client may send nothing.
+    pub limits: ConnectionLimits,
+}
+
+/// What one client may hold of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections served at once; further ones wait to be accepted.
+    pub max_connections: usize,
+    /// A connection whose client sends nothing for this long (in a request
+    /// header or body, or between requests) is closed.
+    pub read_timeout: std::time::Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            read_timeout: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 impl CatalogConfig {

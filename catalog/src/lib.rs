@@ -22,6 +22,7 @@ pub mod api;
 pub mod commit;
 pub mod config;
 pub mod error;
+mod guard;
 pub mod ident;
 pub mod store;
 pub mod warehouse;
@@ -29,7 +30,9 @@ pub mod warehouse;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{AuthConfig, CatalogConfig, S3Options, Secret, redact, remember_secret};
+pub use config::{
+    AuthConfig, CatalogConfig, ConnectionLimits, S3Options, Secret, redact, remember_secret,
+};
 pub use error::ApiError;
 
 use api::{AppState, TokenIssuer};
@@ -101,6 +104,7 @@ impl Catalog {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let listener = guard::Guarded::new(listener, self.state.config.limits);
         let result = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await;

@@ -30,6 +30,7 @@ fn config(dir: &Path, db: Option<String>) -> CatalogConfig {
         vend_credentials: false,
         auth: AuthConfig::default(),
         max_body_bytes: 1024 * 1024,
+        limits: Default::default(),
     }
 }
 
@@ -1023,4 +1024,55 @@ async fn file_paths_in_properties_stay_in_the_warehouse_and_field_ids_are_sound(
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{ids:?}: {value}");
     }
+}
+
+/// A client that stalls cannot hold the server: a quiet connection is
+/// closed after the read timeout, and connections past the limit wait
+/// for a place instead of piling up.
+#[tokio::test]
+async fn stalled_clients_are_closed_and_connections_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path(), None);
+    cfg.limits = floe_catalog::ConnectionLimits {
+        max_connections: 2,
+        read_timeout: Duration::from_millis(400),
+    };
+    let running = floe_catalog::spawn(cfg).await.expect("serves");
+    let addr = running.addr();
+    let stall = || async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // Half a request header, then nothing.
+        s.write_all(b"GET /v1/config HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        s
+    };
+    let (mut a, _b) = (stall().await, stall().await);
+    // Both places are taken: a complete request waits for one to free up.
+    let started = std::time::Instant::now();
+    let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    c.write_all(b"GET /v1/config HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut answer))
+        .await
+        .expect("answered within the bound")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the third connection waited for a place ({:?})",
+        started.elapsed()
+    );
+    // The stalled connection was closed by the server.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), a.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a stalled connection stays open");
+    running.shutdown().await;
 }

@@ -34,6 +34,7 @@ impl Env {
             vend_credentials: false,
             auth,
             max_body_bytes: 16 * 1024 * 1024,
+            limits: Default::default(),
         };
         let catalog = floe_catalog::spawn(config).await.expect("catalog starts");
         Self { dir, catalog }
