@@ -12,7 +12,7 @@ use crate::connect::{self, Connection};
 use crate::error::{Error, Result};
 use crate::maintain::human_bytes;
 use crate::maintain::policy::{Policy, maintain_table, prometheus, write_atomically};
-use crate::pipeline::{MaintainSettings, TableFormat};
+use crate::pipeline::MaintainSettings;
 use crate::places::Places;
 use crate::rest::RestClient;
 use crate::table::Table;
@@ -42,12 +42,7 @@ pub fn pipeline_places(pipeline: &crate::pipeline::Pipeline) -> Places {
         return places;
     };
     match crate::transform::model::discover(dir) {
-        Ok(models) => places.with_models(
-            models
-                .into_iter()
-                .filter(|m| m.format.unwrap_or(pipeline.model_format) == TableFormat::Delta)
-                .map(|m| m.name),
-        ),
+        Ok(models) => places.with_models(models.into_iter().map(|m| (m.name, m.format))),
         Err(e) => {
             tracing::warn!(error = %e, "the models folder was not read; its Delta tables are left out");
             places

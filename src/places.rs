@@ -5,8 +5,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::error::Result;
-use crate::pipeline::{DeltaSettings, Job, Pipeline};
+use crate::pipeline::{DeltaSettings, Job, Pipeline, TableFormat};
 use crate::table::delta::Target;
+use crate::table::read::Location;
 
 /// Where a pipeline's Delta tables are: its jobs' and its models'.
 #[derive(Debug, Clone, Default)]
@@ -54,11 +55,23 @@ impl Places {
         }
     }
 
-    /// The same places with the pipeline's Delta models (`layer.name` of
-    /// each model whose format, or the pipeline's `[transform] format`, is
-    /// Delta), as the command layer read them from the models folder.
-    pub fn with_models(mut self, delta_models: impl IntoIterator<Item = String>) -> Self {
-        self.models = delta_models.into_iter().collect();
+    /// The same places with the pipeline's models: each model's
+    /// `layer.name` and the format its header names (none: the pipeline's
+    /// `[transform] format`), as read from the models folder.
+    pub fn with_models(
+        mut self,
+        models: impl IntoIterator<Item = (String, Option<TableFormat>)>,
+    ) -> Self {
+        let default = if self.models_delta {
+            TableFormat::Delta
+        } else {
+            TableFormat::Iceberg
+        };
+        self.models = models
+            .into_iter()
+            .filter(|(_, format)| format.unwrap_or(default) == TableFormat::Delta)
+            .map(|(name, _)| name)
+            .collect();
         self
     }
 
@@ -90,6 +103,32 @@ impl Places {
     /// Delta job's, or a two-format job's when models are Delta by default.
     pub fn is_job_table(&self, ident: &str) -> bool {
         self.jobs.contains(ident) || (self.models_delta && self.twins.contains(ident))
+    }
+
+    /// Where the table `ident` is read from: the pipeline's Delta table of
+    /// that name (a Delta job's, a Delta model's, or a twin job's when the
+    /// models are Delta), else the catalog's.
+    ///
+    /// # Errors
+    /// When the Delta location cannot be resolved, or `ident` has no
+    /// namespace.
+    pub fn locate(&self, ident: &str) -> Result<Location> {
+        if self.is_delta(ident) || self.is_job_table(ident) {
+            Ok(Location::Delta(self.target(ident)?))
+        } else {
+            Location::catalog(ident)
+        }
+    }
+
+    /// Where a table of `format` named `ident` is (a model's output).
+    ///
+    /// # Errors
+    /// As [`Places::locate`].
+    pub fn location(&self, ident: &str, format: TableFormat) -> Result<Location> {
+        match format {
+            TableFormat::Delta => Ok(Location::Delta(self.target(ident)?)),
+            TableFormat::Iceberg => Location::catalog(ident),
+        }
     }
 
     /// The Delta table `ident` (`namespace.table`).

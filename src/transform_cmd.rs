@@ -36,7 +36,7 @@ pub async fn transform_cmd(args: &TransformArgs) -> Result<()> {
         run_id: args.run_id.clone().unwrap_or_else(new_run_id),
         dry_run: args.dry_run,
         concurrency: usize::from(args.models.concurrency),
-        delta: pipeline
+        places: pipeline
             .as_ref()
             .map(crate::places::Places::of)
             .unwrap_or_default(),
@@ -84,7 +84,7 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
         run_id: run_id.clone(),
         dry_run: false,
         concurrency: usize::from(args.models.concurrency),
-        delta: crate::places::Places::of(&pipeline),
+        places: crate::places::Places::of(&pipeline),
         model_format: pipeline.model_format,
     };
     eprintln!("ingest {from} to {to}");
@@ -112,7 +112,7 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
     let (models, outcome) = transform::run(&connection.client, &req).await;
     print_models(&models);
     if outcome.is_ok() {
-        print_gold(&connection.client, &req.delta, &models).await;
+        print_gold(&connection.client, &req.places, &models).await;
     }
     connection.close().await;
     report["models"] = serde_json::to_value(&models).unwrap_or_default();
@@ -126,8 +126,8 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
 /// catalog's storage settings.
 fn with_catalog_storage(req: TransformRequest, connection: &Connection) -> TransformRequest {
     TransformRequest {
-        delta: req
-            .delta
+        places: req
+            .places
             .clone()
             .with_store_properties(&connection.client.properties),
         ..req
@@ -221,8 +221,14 @@ async fn print_gold(client: &RestClient, places: &crate::places::Places, reports
         if !r.model.starts_with("gold.") {
             continue;
         }
-        let delta = (r.format == crate::pipeline::TableFormat::Delta).then_some(places);
-        match transform::preview(client, delta, &r.model, PREVIEW_ROWS).await {
+        let location = match places.location(&r.model, r.format) {
+            Ok(l) => l,
+            Err(e) => {
+                out.push_str(&format!("\n{}: cannot preview: {e}\n", r.model));
+                continue;
+            }
+        };
+        match transform::preview(client, &location, &r.model, PREVIEW_ROWS).await {
             Ok(Some((location, batches))) => {
                 out.push_str(&format!("\n{} ({location}):\n", r.model));
                 if let Ok(table) = pretty_format_batches(&batches) {

@@ -135,7 +135,7 @@ pub fn transform_request(
         run_id: run_id.to_string(),
         dry_run: false,
         concurrency: 2,
-        delta: Default::default(),
+        places: Default::default(),
         model_format: Default::default(),
     }
 }

@@ -336,7 +336,7 @@ async fn transform(
         run_id: run.to_string(),
         dry_run: false,
         concurrency: 1,
-        delta: floe::places::Places::of(p),
+        places: floe::places::Places::of(p),
         model_format: floe::pipeline::TableFormat::Delta,
     };
     let client = env.client_with(Default::default()).await;

@@ -16,6 +16,7 @@
 
 mod files;
 pub mod maintain;
+pub mod read;
 mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -46,7 +47,7 @@ const RUN_KEY: &str = "floe.run-id";
 /// Commits a retried run looks back through for its own.
 const LANDED_LOOKBACK: usize = 1000;
 
-fn delta_err(what: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
+pub(crate) fn delta_err(what: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
     move |e| Error::Storage(format!("{what}: {e}"))
 }
 

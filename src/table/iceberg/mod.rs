@@ -10,10 +10,13 @@
 //! - orphan removal deletes only unreferenced files older than a window, so
 //!   a writer's uncommitted files survive until it commits.
 
+pub mod changes;
 pub mod compact;
 pub mod expire;
 pub mod filter;
 pub mod orphans;
+pub mod provider;
+pub mod publish;
 pub mod scan;
 pub mod status;
 

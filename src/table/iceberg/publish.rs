@@ -14,11 +14,9 @@ use crate::table::snapshot::publish_ref;
 
 /// A snapshot staged on a branch, waiting to be published.
 #[derive(Debug, Clone)]
-pub struct Staged {
-    /// The model (`layer.name`).
-    pub model: String,
-    /// Its layer.
-    pub layer: String,
+pub struct Pending {
+    /// The table as `namespace.table` (for messages).
+    pub ident: String,
     /// Namespace levels of the table.
     pub namespace: Vec<String>,
     /// Table name.
@@ -35,7 +33,7 @@ pub struct Staged {
     pub files: Vec<String>,
 }
 
-impl Staged {
+impl Pending {
     fn change(&self) -> TableChange {
         let (requirements, updates) =
             publish_ref(self.uuid, &self.branch, self.base, self.snapshot_id);
@@ -55,8 +53,8 @@ const BRANCH_PREFIX: &str = "floe-audit-";
 const STALE_AFTER_MS: i64 = 24 * 3600 * 1000;
 
 /// The name of a run's audit branch for a model.
-pub fn branch_name(run_id: &str, model: &str) -> String {
-    format!("{BRANCH_PREFIX}{run_id}-{model}")
+pub fn branch_name(run_id: &str, table: &str) -> String {
+    format!("{BRANCH_PREFIX}{run_id}-{table}")
 }
 
 /// Removes audit branches a dead run left on `table` (older than a day),
@@ -100,11 +98,11 @@ pub async fn drop_stale_branches(
 /// # Errors
 /// [`Error::CommitConflict`] when another writer moved `main` of one of the
 /// tables since staging (nothing is published; the branches are dropped).
-pub async fn publish(client: &RestClient, staged: &[Staged]) -> Result<()> {
+pub async fn publish(client: &RestClient, staged: &[Pending]) -> Result<()> {
     if staged.is_empty() {
         return Ok(());
     }
-    let changes: Vec<TableChange> = staged.iter().map(Staged::change).collect();
+    let changes: Vec<TableChange> = staged.iter().map(Pending::change).collect();
     let outcome = if let [single] = changes.as_slice() {
         single_commit(client, single).await?
     } else {
@@ -126,7 +124,7 @@ pub async fn publish(client: &RestClient, staged: &[Staged]) -> Result<()> {
     let names = || {
         staged
             .iter()
-            .map(|s| s.model.as_str())
+            .map(|s| s.ident.as_str())
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -177,7 +175,7 @@ async fn single_commit(client: &RestClient, c: &TableChange) -> Result<Transacti
     )
 }
 
-async fn all_published(client: &RestClient, staged: &[Staged]) -> Result<bool> {
+async fn all_published(client: &RestClient, staged: &[Pending]) -> Result<bool> {
     for s in staged {
         let Some(t) = client.load_table(&s.namespace, &s.table).await? else {
             return Ok(false);
@@ -192,7 +190,7 @@ async fn all_published(client: &RestClient, staged: &[Staged]) -> Result<bool> {
 /// Drops a staged snapshot: its branch and the snapshot itself, then its
 /// data files. Failures are logged (the files are then orphans that
 /// `remove-orphans` deletes).
-pub async fn discard(client: &RestClient, staged: &Staged) {
+pub async fn discard(client: &RestClient, staged: &Pending) {
     let updates = vec![
         TableUpdate::RemoveSnapshotRef {
             ref_name: staged.branch.clone(),
@@ -214,10 +212,10 @@ pub async fn discard(client: &RestClient, staged: &Staged) {
             }
         }
         Ok(other) => {
-            tracing::warn!(model = %staged.model, ?other, "could not drop the audit branch");
+            tracing::warn!(table = %staged.ident, ?other, "could not drop the audit branch");
         }
         Err(e) => {
-            tracing::warn!(model = %staged.model, error = %e, "could not drop the audit branch")
+            tracing::warn!(table = %staged.ident, error = %e, "could not drop the audit branch")
         }
     }
 }

@@ -9,32 +9,8 @@ use iceberg::spec::{ManifestStatus, Operation, PrimitiveType, TableMetadata, Tra
 use iceberg::table::Table;
 
 use crate::error::{Error, Result};
+use crate::table::read::Changed;
 use crate::table::snapshot::file_day;
-
-/// What changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Changed {
-    /// Nothing (same snapshot, or only compactions).
-    Nothing,
-    /// These days (since 1970-01-01, UTC).
-    Days(BTreeSet<i32>),
-    /// Unknown or not by day: treat everything as changed.
-    Everything,
-}
-
-impl Changed {
-    /// Adds `other`'s changes to these.
-    pub fn merge(self, other: Changed) -> Changed {
-        match (self, other) {
-            (Changed::Everything, _) | (_, Changed::Everything) => Changed::Everything,
-            (Changed::Nothing, x) | (x, Changed::Nothing) => x,
-            (Changed::Days(mut a), Changed::Days(b)) => {
-                a.extend(b);
-                Changed::Days(a)
-            }
-        }
-    }
-}
 
 /// The timestamp column a table is day-partitioned on (`day(col)` as the
 /// spec's first field), if it is.
