@@ -3,6 +3,10 @@
 /// Result alias with floe's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A lower-level error kept as the cause of one of floe's (an I/O, HTTP,
+/// Parquet, Arrow, DataFusion, Iceberg or Delta error).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// What can go wrong in a floe command, grouped by what the user can do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -49,6 +53,18 @@ pub enum Error {
     /// Too many records were rejected; nothing was committed.
     #[error("{0}")]
     Rejected(String),
+    /// `error`, with the lower-level error that caused it kept as its
+    /// source: the message is `error`'s, and `caused by:` lines follow the
+    /// cause's own chain. What kind of error it is, whether it is
+    /// retryable and its exit code are `error`'s ([`Error::kind`]).
+    #[error("{error}")]
+    Caused {
+        /// What went wrong, in floe's terms.
+        error: Box<Error>,
+        /// The lower-level error.
+        #[source]
+        cause: Cause,
+    },
     /// An I/O failure outside storage (signals, the terminal, local folders).
     #[error("{context}: {source}")]
     Io {
@@ -61,21 +77,58 @@ pub enum Error {
 }
 
 impl Error {
+    /// This error, keeping `cause` as its source.
+    #[must_use]
+    pub fn caused_by(self, cause: impl Into<Cause>) -> Error {
+        Error::Caused {
+            error: Box::new(self),
+            cause: cause.into(),
+        }
+    }
+
+    /// What kind of error this is, its cause aside.
+    pub fn kind(&self) -> &Error {
+        match self {
+            Error::Caused { error, .. } => error.kind(),
+            other => other,
+        }
+    }
+
     /// Whether trying again may succeed (the catalog or store did not
     /// answer); the commit retry policy reads it.
     pub fn retryable(&self) -> bool {
-        matches!(self, Error::Unavailable(_))
+        matches!(self.kind(), Error::Unavailable(_))
     }
 
     /// The process exit code: 1 when the data was the problem (rejects over
     /// the threshold, a broken source contract, failed data tests), 2 for
     /// every other error.
     pub fn exit_code(&self) -> u8 {
-        match self {
+        match self.kind() {
             Error::Rejected(_) | Error::DataTest(_) | Error::Contract(_) | Error::WouldEmpty(_) => {
                 1
             }
             _ => 2,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_is_kept_and_the_kind_decides() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = Error::Unavailable(format!("GET /v1/config: {io}")).caused_by(io);
+        assert_eq!(e.to_string(), "no answer: GET /v1/config: refused");
+        let cause = std::error::Error::source(&e).expect("the cause is kept");
+        assert_eq!(cause.to_string(), "refused");
+        assert!(e.retryable(), "the retry policy reads through the cause");
+        assert_eq!(e.exit_code(), 2);
+        let data = Error::Contract("dup".into()).caused_by(std::fmt::Error);
+        assert_eq!(data.exit_code(), 1);
+        assert!(matches!(data.kind(), Error::Contract(_)));
+        assert!(!data.retryable());
     }
 }

@@ -59,7 +59,7 @@ pub async fn run(args: &IngestArgs) -> Result<()> {
             "window": { "from": from, "to": to },
             "jobs": reports,
         }))
-        .map_err(|e| Error::Config(format!("cannot encode the report: {e}")))?;
+        .map_err(|e| Error::Config(format!("cannot encode the report: {e}")).caused_by(e))?;
         std::fs::write(path, json).map_err(|source| Error::Io {
             context: format!("cannot write the report {}", path.display()),
             source,

@@ -46,10 +46,18 @@ async fn main() -> ExitCode {
     match floe::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("floe: error: {err}");
+            let message = err.to_string();
+            eprintln!("floe: error: {}", floe::secret::redact(&message));
+            // The chain of causes, each once: a cause whose text the
+            // message (or an earlier cause) already shows is not repeated.
+            let mut shown = message;
             let mut source = std::error::Error::source(&err);
             while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
+                let text = cause.to_string();
+                if !shown.contains(&text) {
+                    eprintln!("  caused by: {}", floe::secret::redact(&text));
+                    shown.push_str(&text);
+                }
                 source = cause.source();
             }
             ExitCode::from(err.exit_code())

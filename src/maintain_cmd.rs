@@ -105,7 +105,7 @@ async fn with_table<T>(
 
 pub(crate) fn print_json<T: Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
-        .map_err(|e| Error::Config(format!("cannot encode the report: {e}")))?;
+        .map_err(|e| Error::Config(format!("cannot encode the report: {e}")).caused_by(e))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}").map_err(|source| Error::Io {
         context: "cannot write to stdout".into(),
@@ -408,7 +408,7 @@ pub async fn maintain_cmd(args: &MaintainArgs) -> Result<()> {
     });
     if let Some(path) = &args.report {
         let text = serde_json::to_vec_pretty(&report)
-            .map_err(|e| Error::Config(format!("cannot encode the report: {e}")))?;
+            .map_err(|e| Error::Config(format!("cannot encode the report: {e}")).caused_by(e))?;
         std::fs::write(path, text).map_err(|source| Error::Io {
             context: format!("cannot write the report {}", path.display()),
             source,

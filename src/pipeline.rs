@@ -584,8 +584,9 @@ impl Job {
 /// # Errors
 /// [`Error::Config`] naming the file, the line and the key.
 pub fn load(path: &Path) -> Result<Pipeline> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Config(format!("cannot read pipeline file {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!("cannot read pipeline file {}: {e}", path.display())).caused_by(e)
+    })?;
     parse(&text, path)
 }
 
@@ -626,8 +627,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
         ("orphans_older_than", &raw.maintain.orphans_older_than),
     ] {
         if let Some(v) = value {
-            crate::duration::parse_duration(v)
-                .map_err(|e| Error::Config(format!("{file}: [maintain] key `{key}`: {e}")))?;
+            crate::duration::parse_duration(v).map_err(|e| {
+                Error::Config(format!("{file}: [maintain] key `{key}`: {e}")).caused_by(e)
+            })?;
         }
     }
     // Credentials in the file are hidden from every log line from now on.
@@ -939,8 +941,8 @@ reject_threshold = 0.01
     }
 
     fn config_error(text: &str) -> String {
-        match parse_str(text) {
-            Err(Error::Config(msg)) => msg,
+        match parse_str(text).as_ref().map_err(Error::kind) {
+            Err(Error::Config(msg)) => msg.clone(),
             other => panic!("expected a config error, got {other:?}"),
         }
     }
@@ -1052,7 +1054,7 @@ reject_threshold = 0.01
         assert_eq!(out.ok().as_deref(), Some("a = \"s3cret\"\nb = \"x\""));
         let err = interpolate_env("\n\nc = \"${MISSING}\"", "f.toml", env);
         assert!(
-            matches!(&err, Err(Error::Config(m)) if m.contains("f.toml:3") && m.contains("MISSING")),
+            matches!(err.as_ref().map_err(Error::kind), Err(Error::Config(m)) if m.contains("f.toml:3") && m.contains("MISSING")),
             "{err:?}"
         );
         assert!(interpolate_env("${bad name}", "f", env).is_err());

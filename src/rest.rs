@@ -115,7 +115,7 @@ impl RestClient {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
             .build()
-            .map_err(|e| Error::Catalog(format!("cannot build HTTP client: {e}")))?;
+            .map_err(|e| Error::Catalog(format!("cannot build HTTP client: {e}")).caused_by(e))?;
         let uri = settings.uri.trim_end_matches('/').to_string();
         let mut token = settings.token.clone().filter(|t| !t.is_empty());
         if let Some(credential) = settings.credential.as_ref().filter(|c| !c.is_empty()) {
@@ -195,10 +195,11 @@ impl RestClient {
             format!("{}{path}", self.base)
         };
         let parsed = reqwest::Url::parse(&url)
-            .map_err(|e| Error::Catalog(format!("invalid catalog URL {url}: {e}")))?;
+            .map_err(|e| Error::Catalog(format!("invalid catalog URL {url}: {e}")).caused_by(e))?;
         let bytes = match body {
-            Some(b) => serde_json::to_vec(b)
-                .map_err(|e| Error::Catalog(format!("cannot encode a request: {e}")))?,
+            Some(b) => serde_json::to_vec(b).map_err(|e| {
+                Error::Catalog(format!("cannot encode a request: {e}")).caused_by(e)
+            })?,
             None => Vec::new(),
         };
         let mut headers: Vec<(String, String)> = Vec::new();
@@ -234,12 +235,11 @@ impl RestClient {
         let resp = req
             .send()
             .await
-            .map_err(|e| Error::Unavailable(format!("{method} {url}: {e}")))?;
+            .map_err(|e| Error::Unavailable(format!("{method} {url}: {e}")).caused_by(e))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| Error::Unavailable(format!("{method} {url}: reading the answer: {e}")))?;
+        let bytes = resp.bytes().await.map_err(|e| {
+            Error::Unavailable(format!("{method} {url}: reading the answer: {e}")).caused_by(e)
+        })?;
         let value = if bytes.is_empty() {
             Value::Null
         } else {
@@ -313,6 +313,7 @@ impl RestClient {
             .map(|v| {
                 serde_json::from_value::<Vec<String>>(v).map_err(|e| {
                     Error::Catalog(format!("the catalog listed a malformed namespace: {e}"))
+                        .caused_by(e)
                 })
             })
             .collect()
@@ -579,6 +580,7 @@ fn parse_load(body: Value, namespace: &[String], table: &str) -> Result<LoadedTa
                 "the catalog's answer for {} is not a table: {e}",
                 ident(namespace, table)
             ))
+            .caused_by(e)
         })
 }
 
@@ -603,7 +605,7 @@ async fn fetch_token(
         .form(&form)
         .send()
         .await
-        .map_err(|e| Error::Catalog(format!("POST {url}: {e}")))?;
+        .map_err(|e| Error::Catalog(format!("POST {url}: {e}")).caused_by(e))?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     match body["access_token"].as_str() {

@@ -78,7 +78,7 @@ pub fn s3_operator(bucket: &str, props: &HashMap<String, String>) -> Result<open
         b = b.enable_virtual_host_style();
     }
     Ok(opendal::Operator::new(b)
-        .map_err(|e| Error::Storage(format!("s3://{bucket}: {e}")))?
+        .map_err(|e| Error::Storage(format!("s3://{bucket}: {e}")).caused_by(e))?
         .finish())
 }
 
@@ -110,7 +110,7 @@ pub async fn list(location: &str, props: &HashMap<String, String>) -> Result<Vec
             .list_with(&prefix)
             .recursive(true)
             .await
-            .map_err(|e| Error::Storage(format!("listing {root}/: {e}")))?;
+            .map_err(|e| Error::Storage(format!("listing {root}/: {e}")).caused_by(e))?;
         return Ok(entries
             .into_iter()
             .filter(|e| !e.path().ends_with('/'))
@@ -132,7 +132,7 @@ pub async fn list(location: &str, props: &HashMap<String, String>) -> Result<Vec
     let base = root.to_string();
     tokio::task::spawn_blocking(move || walk(&dir, &base))
         .await
-        .map_err(|e| Error::Storage(format!("listing {location}: {e}")))?
+        .map_err(|e| Error::Storage(format!("listing {location}: {e}")).caused_by(e))?
 }
 
 fn walk(dir: &std::path::Path, base: &str) -> Result<Vec<Listed>> {

@@ -170,7 +170,7 @@ async fn describe_delta(ident: &str, target: &Target) -> Result<Value> {
     };
     let snapshot = table
         .snapshot()
-        .map_err(|e| Error::Storage(format!("reading {}: {e}", target.url)))?;
+        .map_err(|e| Error::Storage(format!("reading {}: {e}", target.url)).caused_by(e))?;
     let columns: Vec<Value> = snapshot
         .schema()
         .fields()
@@ -189,7 +189,8 @@ async fn describe_delta(ident: &str, target: &Target) -> Result<Value> {
         .snapshot()
         .file_views(table.log_store().as_ref(), None);
     while let Some(view) = views.next().await {
-        let view = view.map_err(|e| Error::Storage(format!("listing {}: {e}", target.url)))?;
+        let view =
+            view.map_err(|e| Error::Storage(format!("listing {}: {e}", target.url)).caused_by(e))?;
         files += 1;
         bytes += u64::try_from(view.size()).unwrap_or(0);
         rows += view.num_records().map_or(0, |n| n as u64);
@@ -316,7 +317,7 @@ async fn purge_delta(target: &Target) -> Result<u64> {
     }
     let store = table.object_store();
     let storage = |e: deltalake::ObjectStoreError| {
-        Error::Storage(format!("deleting the files of {}: {e}", target.url))
+        Error::Storage(format!("deleting the files of {}: {e}", target.url)).caused_by(e)
     };
     let paths: Vec<deltalake::Path> = store
         .list(None)

@@ -152,7 +152,7 @@ fn models_dir(flags: &ModelFlags, pipeline: Option<&Pipeline>) -> Result<PathBuf
 
 fn write_report(path: &Path, value: &serde_json::Value) -> Result<()> {
     let json = serde_json::to_vec_pretty(value)
-        .map_err(|e| Error::Config(format!("cannot encode the report: {e}")))?;
+        .map_err(|e| Error::Config(format!("cannot encode the report: {e}")).caused_by(e))?;
     std::fs::write(path, json).map_err(|source| Error::Io {
         context: format!("cannot write the report {}", path.display()),
         source,

@@ -304,8 +304,9 @@ impl BatchBuilder {
     pub fn finish(&mut self) -> Result<RecordBatch> {
         let columns: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
         self.rows = 0;
-        RecordBatch::try_new(Arc::clone(&self.schema), columns)
-            .map_err(|e| Error::Storage(format!("cannot assemble a record batch: {e}")))
+        RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(|e| {
+            Error::Storage(format!("cannot assemble a record batch: {e}")).caused_by(e)
+        })
     }
 }
 

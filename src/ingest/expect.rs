@@ -70,7 +70,7 @@ impl Checker {
             .iter()
             .map(|c| ArrayFormatter::try_new(*c, &options))
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Storage(format!("formatting key columns: {e}")))?;
+            .map_err(|e| Error::Storage(format!("formatting key columns: {e}")).caused_by(e))?;
         let mut key = String::new();
         for row in 0..batch.num_rows() {
             key.clear();

@@ -40,7 +40,7 @@ pub trait RecordSink {
 /// Feeds every record (or batch) of `path` to `sink`, stopping at the first
 /// error it returns.
 pub fn read_file(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Result<()> {
-    let io = |e: std::io::Error| Error::Source(format!("{}: {e}", path.display()));
+    let io = |e: std::io::Error| Error::Source(format!("{}: {e}", path.display())).caused_by(e);
     match source.format {
         Format::Ndjson => {
             let mut reader = BufReader::new(File::open(path).map_err(io)?);
@@ -96,6 +96,7 @@ pub fn read_file(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) 
             let text = std::fs::read_to_string(path).map_err(io)?;
             let doc: Value = serde_json::from_str(&text).map_err(|e| {
                 Error::Source(format!("{}: malformed JSON document: {e}", path.display()))
+                    .caused_by(e)
             })?;
             let mut node = &doc;
             for key in source
@@ -146,7 +147,7 @@ fn read_csv(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Re
         .quote(source.quote as u8)
         .flexible(true)
         .from_path(path)
-        .map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
+        .map_err(|e| Error::Source(format!("{}: {e}", path.display())).caused_by(e))?;
     let headers: Vec<String> = reader
         .headers()
         .map_err(|e| {
@@ -154,6 +155,7 @@ fn read_csv(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Re
                 "{}: cannot read the header row: {e}",
                 path.display()
             ))
+            .caused_by(e)
         })?
         .iter()
         .map(|h| h.trim().to_string())
@@ -201,7 +203,8 @@ fn read_csv(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Re
 }
 
 fn read_parquet(path: &Path, sink: &mut dyn RecordSink) -> Result<()> {
-    let file = File::open(path).map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
+    let file = File::open(path)
+        .map_err(|e| Error::Source(format!("{}: {e}", path.display())).caused_by(e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(8192).build())
         .map_err(|e| {
@@ -209,10 +212,12 @@ fn read_parquet(path: &Path, sink: &mut dyn RecordSink) -> Result<()> {
                 "{}: not a readable Parquet file: {e}",
                 path.display()
             ))
+            .caused_by(e)
         })?;
     let mut first = 1u64;
     for batch in reader {
-        let batch = batch.map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
+        let batch =
+            batch.map_err(|e| Error::Source(format!("{}: {e}", path.display())).caused_by(e))?;
         let rows = batch.num_rows() as u64;
         sink.batch(batch, first)?;
         first += rows;

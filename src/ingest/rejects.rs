@@ -75,5 +75,6 @@ pub(super) fn batch(
             rejects.iter().map(|r| r.raw.as_str()),
         )),
     ];
-    RecordBatch::try_new(arrow, columns).map_err(|e| Error::Storage(format!("rejects batch: {e}")))
+    RecordBatch::try_new(arrow, columns)
+        .map_err(|e| Error::Storage(format!("rejects batch: {e}")).caused_by(e))
 }

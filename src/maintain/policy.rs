@@ -51,7 +51,7 @@ impl Policy {
     /// `[maintain]`, then the table's properties.
     pub fn resolve(settings: &MaintainSettings, props: &HashMap<String, String>) -> Result<Self> {
         let duration = |what: &str, v: &str| {
-            parse_duration(v).map_err(|e| Error::Config(format!("{what}: {e}")))
+            parse_duration(v).map_err(|e| Error::Config(format!("{what}: {e}")).caused_by(e))
         };
         let number = |key: &str| -> Result<Option<u64>> {
             props

@@ -30,12 +30,13 @@ pub fn conform(
                         "{model}: column {} cannot be stored: {e}",
                         f.name()
                     ))
+                    .caused_by(e)
                 })
             }
         })
         .collect::<Result<Vec<_>>>()?;
     datafusion::arrow::record_batch::RecordBatch::try_new(target.clone(), columns)
-        .map_err(|e| Error::Model(format!("{model}: {e}")))
+        .map_err(|e| Error::Model(format!("{model}: {e}")).caused_by(e))
 }
 
 /// Sum of per-row XXH3-128 hashes of the row encoding: the same rows in
@@ -55,7 +56,8 @@ impl ContentHash {
             .map(|f| SortField::new(f.data_type().clone()))
             .collect();
         Ok(Self {
-            converter: RowConverter::new(fields).map_err(|e| Error::Storage(e.to_string()))?,
+            converter: RowConverter::new(fields)
+                .map_err(|e| Error::Storage(e.to_string()).caused_by(e))?,
             sum: 0,
             rows: 0,
             schema: schema
@@ -71,7 +73,7 @@ impl ContentHash {
         let rows = self
             .converter
             .convert_columns(batch.columns())
-            .map_err(|e| Error::Storage(e.to_string()))?;
+            .map_err(|e| Error::Storage(e.to_string()).caused_by(e))?;
         for row in rows.iter() {
             self.sum = self
                 .sum

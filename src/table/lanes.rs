@@ -138,7 +138,9 @@ impl<W: LaneWriter> Lanes<W> {
                     error.get_or_insert(e);
                 }
                 Err(e) => {
-                    error.get_or_insert(Error::Storage(format!("a writer task failed: {e}")));
+                    error.get_or_insert(
+                        Error::Storage(format!("a writer task failed: {e}")).caused_by(e),
+                    );
                 }
             }
         }

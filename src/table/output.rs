@@ -530,6 +530,7 @@ async fn write_iceberg<'a>(
                 Error::Model(format!(
                     "{file}: {e} (a day-partitioned model needs its event time on every row)"
                 ))
+                .caused_by(e)
             })?;
             if !sent {
                 break;
@@ -543,9 +544,9 @@ async fn write_iceberg<'a>(
         for f in &files {
             let _ = handle.io.delete(f.file_path()).await;
         }
-        return Err(match e {
+        return Err(match e.kind() {
             Error::Model(_) => e,
-            other => Error::Model(format!("{file}: {other}")),
+            _ => Error::Model(format!("{file}: {e}")).caused_by(e),
         });
     }
     Ok(Written {
@@ -671,7 +672,7 @@ async fn write_delta<'a>(
     let closed = out
         .close()
         .await
-        .map_err(|e| Error::Model(format!("{}: {e}", spec.file)))?;
+        .map_err(|e| Error::Model(format!("{}: {e}", spec.file)).caused_by(e))?;
     Ok(Written {
         rows: count,
         data_files: closed.adds.len() as u64,

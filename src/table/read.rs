@@ -229,6 +229,7 @@ impl Source {
                     .and_then(|b| b.build())
                     .map_err(|e| {
                         Error::Model(format!("cannot restrict {} to days: {e}", self.name))
+                            .caused_by(e)
                     })?;
                 Arc::new(ViewTable::new(plan, None))
             }
@@ -256,7 +257,7 @@ pub fn register_as(
         let _ = catalog.register_schema(namespace, Arc::new(MemorySchemaProvider::new()));
     }
     ctx.register_table(format!("{namespace}.{table}"), provider)
-        .map_err(|e| Error::Model(format!("cannot register {name}: {e}")))?;
+        .map_err(|e| Error::Model(format!("cannot register {name}: {e}")).caused_by(e))?;
     Ok(())
 }
 

@@ -40,7 +40,7 @@ fn rejects_schema() -> Result<Schema> {
             f(7, "raw", PrimitiveType::String, false),
         ])
         .build()
-        .map_err(|e| Error::Storage(format!("rejects schema: {e}")))
+        .map_err(|e| Error::Storage(format!("rejects schema: {e}")).caused_by(e))
 }
 
 /// Appends a run's rejects (a batch of [`arrow_schema`]) to the Iceberg
@@ -59,7 +59,7 @@ pub(super) async fn append_iceberg(
         None => {
             let spec = UnboundPartitionSpec::builder()
                 .add_partition_field(1, format!("{TIME}_day"), Transform::Day)
-                .map_err(|e| Error::Storage(e.to_string()))?
+                .map_err(|e| Error::Storage(e.to_string()).caused_by(e))?
                 .build();
             client
                 .create_table(

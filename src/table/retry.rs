@@ -39,7 +39,7 @@ impl Retry {
     pub fn commits() -> Result<Self> {
         let outcome_budget = match std::env::var(OUTCOME_BUDGET_ENV) {
             Ok(text) => crate::duration::parse_duration(&text)
-                .map_err(|e| Error::Config(format!("{OUTCOME_BUDGET_ENV}: {e}")))?,
+                .map_err(|e| Error::Config(format!("{OUTCOME_BUDGET_ENV}: {e}")).caused_by(e))?,
             Err(_) => DEFAULT_OUTCOME_BUDGET,
         };
         Ok(Self {

@@ -62,7 +62,7 @@ pub fn table_schema(job: &Job) -> Result<Schema> {
         .with_schema_id(0)
         .with_fields(fields)
         .build()
-        .map_err(|e| Error::Config(format!("job {}: invalid schema: {e}", job.name)))
+        .map_err(|e| Error::Config(format!("job {}: invalid schema: {e}", job.name)).caused_by(e))
 }
 
 /// The job's spec: `day(ts_utc)`, then its `partition` fields.
@@ -72,7 +72,7 @@ pub fn table_schema(job: &Job) -> Result<Schema> {
 pub fn job_spec(job: &Job, schema: &Schema) -> Result<UnboundPartitionSpec> {
     let mut builder = UnboundPartitionSpec::builder()
         .add_partition_field(1, format!("{EVENT_TIME_COLUMN}_day"), Transform::Day)
-        .map_err(|e| Error::Config(format!("job {}: {e}", job.name)))?;
+        .map_err(|e| Error::Config(format!("job {}: {e}", job.name)).caused_by(e))?;
     for p in &job.partition {
         let field = schema.field_by_name(&p.column).ok_or_else(|| {
             Error::Config(format!(
@@ -87,7 +87,9 @@ pub fn job_spec(job: &Job, schema: &Schema) -> Result<UnboundPartitionSpec> {
         };
         builder = builder
             .add_partition_field(field.id, format!("{}{suffix}", p.column), p.transform)
-            .map_err(|e| Error::Config(format!("job {}: partition {}: {e}", job.name, p.column)))?;
+            .map_err(|e| {
+                Error::Config(format!("job {}: partition {}: {e}", job.name, p.column)).caused_by(e)
+            })?;
     }
     Ok(builder.build())
 }
@@ -128,7 +130,7 @@ pub fn sort_order_by(columns: &[String], schema: &Schema, owner: &str) -> Result
     }
     builder
         .build(schema)
-        .map_err(|e| Error::Config(format!("{owner}: invalid sort order: {e}")))
+        .map_err(|e| Error::Config(format!("{owner}: invalid sort order: {e}")).caused_by(e))
 }
 
 /// The Arrow schema matching an Iceberg schema (field ids in the metadata,
@@ -136,7 +138,9 @@ pub fn sort_order_by(columns: &[String], schema: &Schema, owner: &str) -> Result
 pub fn arrow_schema(schema: &Schema) -> Result<ArrowSchemaRef> {
     iceberg::arrow::schema_to_arrow_schema(schema)
         .map(Arc::new)
-        .map_err(|e| Error::Config(format!("cannot map the table schema to Arrow: {e}")))
+        .map_err(|e| {
+            Error::Config(format!("cannot map the table schema to Arrow: {e}")).caused_by(e)
+        })
 }
 
 /// Checks that an existing table can take the job's rows: every job column

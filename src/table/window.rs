@@ -644,7 +644,7 @@ async fn add_columns(
             .with_identifier_field_ids(current.identifier_field_ids())
             .with_fields(fields)
             .build()
-            .map_err(|e| Error::Config(format!("cannot evolve the schema: {e}")))?;
+            .map_err(|e| Error::Config(format!("cannot evolve the schema: {e}")).caused_by(e))?;
         let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
         tracing::info!(table = %job.table_ident(), columns = ?names, "adding columns");
         let requirements = [

@@ -166,8 +166,8 @@ impl std::fmt::Debug for DayWriters {
     }
 }
 
-fn storage(e: impl std::fmt::Display) -> Error {
-    Error::Storage(e.to_string())
+fn storage(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Storage(e.to_string()).caused_by(e)
 }
 
 impl DayWriters {

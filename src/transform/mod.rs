@@ -796,7 +796,7 @@ impl Plan {
         report: &ModelReport,
     ) -> Result<BTreeMap<String, String>> {
         let inputs_json = serde_json::to_string(&self.now)
-            .map_err(|e| Error::Model(format!("cannot record the inputs: {e}")))?;
+            .map_err(|e| Error::Model(format!("cannot record the inputs: {e}")).caused_by(e))?;
         let mut record = BTreeMap::from([
             (
                 "floe.job".to_string(),
@@ -966,7 +966,7 @@ pub async fn preview(
     let ctx = session::context();
     source.register(&ctx, None).await?;
     let location = source.location();
-    let query = |e: DataFusionError| Error::Model(format!("preview of {name}: {e}"));
+    let query = |e: DataFusionError| Error::Model(format!("preview of {name}: {e}")).caused_by(e);
     let df = ctx.table(name).await.map_err(query)?;
     let order: Vec<datafusion::logical_expr::SortExpr> = df
         .schema()

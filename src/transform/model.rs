@@ -173,17 +173,21 @@ pub fn discover(dir: &Path) -> Result<Vec<Model>> {
                 "cannot read the models folder {}: {e}",
                 d.display()
             ))
+            .caused_by(e)
         })
     };
     let mut models = Vec::new();
     for layer in read_dir(dir)? {
-        let layer = layer.map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
+        let layer =
+            layer.map_err(|e| Error::Config(format!("{}: {e}", dir.display())).caused_by(e))?;
         if !layer.path().is_dir() {
             continue;
         }
         for file in read_dir(&layer.path())? {
             let path = file
-                .map_err(|e| Error::Config(format!("{}: {e}", layer.path().display())))?
+                .map_err(|e| {
+                    Error::Config(format!("{}: {e}", layer.path().display())).caused_by(e)
+                })?
                 .path();
             if path.extension().and_then(|e| e.to_str()) == Some("sql") {
                 models.push(load(&path)?);
@@ -207,7 +211,7 @@ pub fn discover(dir: &Path) -> Result<Vec<Model>> {
 pub fn load(path: &Path) -> Result<Model> {
     let file = path.display().to_string();
     let sql = std::fs::read_to_string(path)
-        .map_err(|e| Error::Config(format!("cannot read model {file}: {e}")))?;
+        .map_err(|e| Error::Config(format!("cannot read model {file}: {e}")).caused_by(e))?;
     let stem = |p: &Path| {
         p.file_stem()
             .and_then(|s| s.to_str())

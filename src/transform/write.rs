@@ -56,6 +56,7 @@ pub fn table_schema(model: &Model, output: &ArrowSchema) -> Result<Schema> {
             "{}: the result's columns cannot be stored in Iceberg: {e}",
             model.file()
         ))
+        .caused_by(e)
     })
 }
 

@@ -123,7 +123,7 @@ impl Landing {
     /// Stores a body, compressed; returns the bytes stored.
     pub async fn put_page(&self, uri: &str, body: &[u8]) -> Result<u64> {
         let packed = zstd::encode_all(body, 3)
-            .map_err(|e| Error::Storage(format!("compressing {uri}: {e}")))?;
+            .map_err(|e| Error::Storage(format!("compressing {uri}: {e}")).caused_by(e))?;
         let size = packed.len() as u64;
         self.put(uri, packed).await?;
         Ok(size)
@@ -133,10 +133,10 @@ impl Landing {
         let out = self
             .io
             .new_output(uri)
-            .map_err(|e| Error::Storage(format!("{uri}: {e}")))?;
+            .map_err(|e| Error::Storage(format!("{uri}: {e}")).caused_by(e))?;
         out.write(bytes.into())
             .await
-            .map_err(|e| Error::Storage(format!("cannot write {uri}: {e}")))
+            .map_err(|e| Error::Storage(format!("cannot write {uri}: {e}")).caused_by(e))
     }
 
     /// Records a completed fetch as `<fetch_id>.manifest.json`; returns
@@ -147,7 +147,7 @@ impl Landing {
             self.folder(&m.job, m.first_day)
         );
         let json = serde_json::to_vec_pretty(m)
-            .map_err(|e| Error::Storage(format!("encoding {uri}: {e}")))?;
+            .map_err(|e| Error::Storage(format!("encoding {uri}: {e}")).caused_by(e))?;
         self.put(&uri, json).await?;
         Ok(uri)
     }
@@ -163,12 +163,12 @@ impl Landing {
             let bytes = self
                 .io
                 .new_input(&f.uri)
-                .map_err(|e| Error::Storage(format!("{}: {e}", f.uri)))?
+                .map_err(|e| Error::Storage(format!("{}: {e}", f.uri)).caused_by(e))?
                 .read()
                 .await
-                .map_err(|e| Error::Storage(format!("cannot read {}: {e}", f.uri)))?;
+                .map_err(|e| Error::Storage(format!("cannot read {}: {e}", f.uri)).caused_by(e))?;
             let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Source(format!("{} is not a floe landing manifest: {e}", f.uri))
+                Error::Source(format!("{} is not a floe landing manifest: {e}", f.uri)).caused_by(e)
             })?;
             out.push((f.uri, m));
         }

@@ -31,7 +31,7 @@ use crate::table::writer::{OPEN_ROWS_BUDGET, SortBuffer, split_by_day};
 const UNPARTITIONED: i32 = 0;
 
 fn storage(what: &str) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
-    move |e| Error::Storage(format!("{what}: {e}"))
+    move |e| Error::Storage(format!("{what}: {e}")).caused_by(e)
 }
 
 /// Counts the bytes a file's writer sends to the store (its size once
@@ -253,9 +253,9 @@ impl DayFiles {
                     })
                     .collect::<std::result::Result<Vec<_>, _>>()
             })
-            .map_err(|e| Error::Storage(format!("Delta batch: {e}")))?;
+            .map_err(|e| Error::Storage(format!("Delta batch: {e}")).caused_by(e))?;
         RecordBatch::try_new(self.layout.schema.clone(), columns)
-            .map_err(|e| Error::Storage(format!("Delta batch: {e}")))
+            .map_err(|e| Error::Storage(format!("Delta batch: {e}")).caused_by(e))
     }
 
     /// Finishes a day's open file (its next rows start a new one).

@@ -22,7 +22,7 @@ use crate::table::delta::Target;
 use crate::table::maintenance::{CompactReport, TableStatus};
 
 fn delta_err(what: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
-    move |e| Error::Maintenance(format!("{what}: {e}"))
+    move |e| Error::Maintenance(format!("{what}: {e}")).caused_by(e)
 }
 
 /// A Delta table's health, as `floe status` and `floe maintain` report
@@ -265,7 +265,7 @@ pub async fn vacuum(
         .map_err(delta_err(&format!("cleaning the log of {}", target.url)))?;
     }
     let retention = chrono::Duration::from_std(older_than)
-        .map_err(|e| Error::Config(format!("--older-than: {e}")))?;
+        .map_err(|e| Error::Config(format!("--older-than: {e}")).caused_by(e))?;
     let (_, metrics) = table
         .vacuum()
         .with_retention_period(retention)

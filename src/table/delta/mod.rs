@@ -48,7 +48,7 @@ const RUN_KEY: &str = "floe.run-id";
 const LANDED_LOOKBACK: usize = 1000;
 
 pub(crate) fn delta_err(what: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
-    move |e| Error::Storage(format!("{what}: {e}"))
+    move |e| Error::Storage(format!("{what}: {e}")).caused_by(e)
 }
 
 /// Where a job's Delta table is, and the store options to reach it.
@@ -104,8 +104,9 @@ impl Target {
         } else {
             format!("file://{root}/{}/{table}", namespace.join("/"))
         };
-        let url = reqwest::Url::parse(&text)
-            .map_err(|e| Error::Config(format!("Delta table location {text:?}: {e}")))?;
+        let url = reqwest::Url::parse(&text).map_err(|e| {
+            Error::Config(format!("Delta table location {text:?}: {e}")).caused_by(e)
+        })?;
         let mut options = HashMap::new();
         if url.scheme() == "s3" || url.scheme() == "s3a" {
             let get = |k: &str| s3_props.get(k).cloned();
@@ -173,7 +174,7 @@ impl Target {
         let kernel: deltalake::kernel::StructType = schema
             .as_ref()
             .try_into_kernel()
-            .map_err(|e| Error::Storage(format!("the Delta schema: {e}")))?;
+            .map_err(|e| Error::Storage(format!("the Delta schema: {e}")).caused_by(e))?;
         let created = table
             .create()
             .with_columns(kernel.fields().cloned())
@@ -724,9 +725,9 @@ pub async fn append_rejects(target: &Target, batch: RecordBatch) -> Result<u64> 
         .zip(schema.fields())
         .map(|(c, f)| arrow_cast::cast(c, f.data_type()))
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| Error::Storage(format!("rejects batch: {e}")))?;
+        .map_err(|e| Error::Storage(format!("rejects batch: {e}")).caused_by(e))?;
     let batch = RecordBatch::try_new(schema, columns)
-        .map_err(|e| Error::Storage(format!("rejects batch: {e}")))?;
+        .map_err(|e| Error::Storage(format!("rejects batch: {e}")).caused_by(e))?;
     let table = rejects
         .open()
         .await?

@@ -115,8 +115,9 @@ pub async fn changed(table: &DeltaTable, from: Option<i64>, to: Option<i64>) -> 
             return Ok(Changed::Everything);
         };
         for line in entry.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let action: serde_json::Value = serde_json::from_slice(line)
-                .map_err(|e| Error::Storage(format!("Delta log version {version}: {e}")))?;
+            let action: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
+                Error::Storage(format!("Delta log version {version}: {e}")).caused_by(e)
+            })?;
             if action.get("metaData").is_some() || action.get("protocol").is_some() {
                 return Ok(Changed::Everything);
             }
@@ -154,7 +155,7 @@ pub(crate) fn kernel_columns(schema: &arrow_schema::Schema) -> Result<Vec<String
     use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
     let kernel: deltalake::kernel::StructType = schema
         .try_into_kernel()
-        .map_err(|e| Error::Model(format!("the Delta schema: {e}")))?;
+        .map_err(|e| Error::Model(format!("the Delta schema: {e}")).caused_by(e))?;
     Ok(kernel
         .fields()
         .map(|f| format!("{} {}", f.name(), f.data_type()))
@@ -186,7 +187,7 @@ pub async fn staged_provider(
     let plan = LogicalPlanBuilder::scan("staged", provider_as_source(files), None)
         .and_then(|b| b.project(columns))
         .and_then(|b| b.build())
-        .map_err(|e| Error::Model(format!("cannot read the staged files: {e}")))?;
+        .map_err(|e| Error::Model(format!("cannot read the staged files: {e}")).caused_by(e))?;
     Ok(Arc::new(ViewTable::new(plan, None)))
 }
 

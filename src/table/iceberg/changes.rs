@@ -60,7 +60,7 @@ pub async fn between(table: &Table, from: Option<i64>, to: Option<i64>) -> Resul
             None => return Ok(Changed::Everything),
         }
     }
-    let storage = |e: iceberg::Error| Error::Storage(e.to_string());
+    let storage = |e: iceberg::Error| Error::Storage(e.to_string()).caused_by(e);
     let mut days = BTreeSet::new();
     for snapshot in path {
         if snapshot.summary().operation == Operation::Replace {

@@ -56,7 +56,7 @@ impl SnapshotTable {
         let schema = match snapshot_id.and_then(|id| metadata.snapshot_by_id(id)) {
             Some(s) => s
                 .schema(metadata)
-                .map_err(|e| crate::Error::Storage(e.to_string()))?,
+                .map_err(|e| crate::Error::Storage(e.to_string()).caused_by(e))?,
             None if snapshot_id.is_some() => {
                 return Err(crate::Error::Storage(format!(
                     "snapshot {snapshot_id:?} of {} is gone",
@@ -66,7 +66,8 @@ impl SnapshotTable {
             None => metadata.current_schema().clone(),
         };
         let schema = Arc::new(
-            schema_to_arrow_schema(&schema).map_err(|e| crate::Error::Storage(e.to_string()))?,
+            schema_to_arrow_schema(&schema)
+                .map_err(|e| crate::Error::Storage(e.to_string()).caused_by(e))?,
         );
         Ok(Self {
             table,
@@ -104,7 +105,7 @@ impl SnapshotTable {
             .manifest_list_reader(snapshot)
             .load()
             .await
-            .map_err(|e| crate::Error::Storage(e.to_string()))?;
+            .map_err(|e| crate::Error::Storage(e.to_string()).caused_by(e))?;
         Ok(list.entries().iter().all(|m| {
             metadata
                 .partition_spec_by_id(m.partition_spec_id)

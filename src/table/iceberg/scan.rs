@@ -80,6 +80,7 @@ impl ManifestCache {
                     "cannot read the manifest list of snapshot {}: {e}",
                     snapshot.snapshot_id()
                 ))
+                .caused_by(e)
             })?;
         Ok(list.entries().to_vec())
     }
@@ -96,6 +97,7 @@ impl ManifestCache {
             .map(|m| async move {
                 let manifest = m.load_manifest(io).await.map_err(|e| {
                     Error::Storage(format!("cannot read manifest {}: {e}", m.manifest_path))
+                        .caused_by(e)
                 })?;
                 let live = manifest
                     .entries()
