@@ -27,7 +27,8 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, JoinType, ScalarValue};
 use datafusion::logical_expr::expr::{Exists, WindowFunction};
 use datafusion::logical_expr::{
-    Aggregate, Distinct, Expr, Join, LogicalPlan, Projection, WindowFrameBound,
+    Aggregate, Distinct, DistinctOn, Expr, Join, Limit, LogicalPlan, Projection, Sort, TableScan,
+    Union, Unnest, Window, WindowFrameBound,
 };
 
 /// How a column relates to the day of the input rows it comes from.
@@ -116,161 +117,200 @@ pub fn check(
     Ok(())
 }
 
+/// Follows `plan` bottom-up: whether it reads a day-partitioned input and
+/// the level of each output column; `Err` names the first construct that
+/// reads across days.
 fn visit(plan: &LogicalPlan, inputs: &DayColumns, mode: Mode) -> Result<Seen, String> {
     let columns = plan.schema().fields().len();
     check_subqueries(plan, inputs, mode)?;
-    let seen = match plan {
-        LogicalPlan::TableScan(scan) => {
-            let name = match scan.table_name.schema() {
-                Some(schema) => format!("{schema}.{}", scan.table_name.table()),
-                None => scan.table_name.table().to_string(),
-            }
-            .to_lowercase();
-            match inputs.get(&name) {
-                None => Seen::unrestricted(columns),
-                Some(exact) => Seen {
-                    restricted: true,
-                    levels: scan
-                        .projected_schema
-                        .fields()
-                        .iter()
-                        .map(|f| {
-                            if exact.contains(&f.name().to_lowercase()) {
-                                Level::Exact
-                            } else {
-                                Level::Opaque
-                            }
-                        })
-                        .collect(),
-                    tables: BTreeSet::from([name]),
-                },
-            }
-        }
+    let mut seen = match plan {
+        LogicalPlan::TableScan(scan) => table_scan(scan, inputs, columns),
         LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => Seen::unrestricted(columns),
         LogicalPlan::Projection(p) => projection(p, inputs, mode)?,
         LogicalPlan::Filter(f) => visit(&f.input, inputs, mode)?,
         LogicalPlan::Repartition(r) => visit(&r.input, inputs, mode)?,
         LogicalPlan::SubqueryAlias(a) => visit(&a.input, inputs, mode)?,
         LogicalPlan::Subquery(s) => visit(&s.subquery, inputs, mode)?,
-        LogicalPlan::Sort(s) => {
-            let input = visit(&s.input, inputs, mode)?;
-            if input.restricted && s.fetch.is_some() {
-                return Err(across(
-                    &input,
-                    "ORDER BY ... LIMIT picks rows across all days",
-                ));
-            }
-            input
-        }
-        LogicalPlan::Limit(l) => {
-            let input = visit(&l.input, inputs, mode)?;
-            if input.restricted {
-                return Err(across(&input, "LIMIT/OFFSET picks rows across all days"));
-            }
-            input
-        }
-        LogicalPlan::Window(w) => {
-            let input = visit(&w.input, inputs, mode)?;
-            if input.restricted {
-                for e in &w.window_expr {
-                    window(e, w.input.schema(), &input, mode)?;
-                }
-            }
-            let mut levels = input.levels.clone();
-            levels.resize(columns, Level::Opaque);
-            Seen { levels, ..input }
-        }
+        LogicalPlan::Sort(s) => sort(s, inputs, mode)?,
+        LogicalPlan::Limit(l) => limit(l, inputs, mode)?,
+        LogicalPlan::Window(w) => window_node(w, inputs, mode)?,
         LogicalPlan::Aggregate(a) => aggregate(a, inputs, mode)?,
-        LogicalPlan::Distinct(Distinct::All(input)) => {
-            let seen = visit(input, inputs, mode)?;
-            let best = seen.levels.iter().copied().max().unwrap_or(Level::Opaque);
-            if seen.restricted && best < key_level(mode) {
-                return Err(across(
-                    &seen,
-                    "SELECT DISTINCT has no column of the day of the time, so it merges rows of different days",
-                ));
-            }
-            seen
-        }
-        LogicalPlan::Distinct(Distinct::On(d)) => {
-            let input = visit(&d.input, inputs, mode)?;
-            let schema = d.input.schema();
-            let best = d
-                .on_expr
-                .iter()
-                .map(|e| level(e, schema, &input.levels))
-                .max()
-                .unwrap_or(Level::Opaque);
-            if input.restricted && best < key_level(mode) {
-                return Err(across(
-                    &input,
-                    "DISTINCT ON has no key of the day of the time, so it picks rows across days",
-                ));
-            }
-            let levels = d
-                .select_expr
-                .iter()
-                .map(|e| level(e, schema, &input.levels))
-                .collect();
-            Seen { levels, ..input }
-        }
+        LogicalPlan::Distinct(Distinct::All(input)) => distinct_all(input, inputs, mode)?,
+        LogicalPlan::Distinct(Distinct::On(d)) => distinct_on(d, inputs, mode)?,
         LogicalPlan::Join(j) => join(j, inputs, mode)?,
-        LogicalPlan::Union(u) => {
-            let mut seen = Seen::unrestricted(columns);
-            seen.levels = vec![Level::Exact; columns];
-            for input in &u.inputs {
-                let s = visit(input, inputs, mode)?;
-                if !s.restricted {
-                    continue;
-                }
-                seen.restricted = true;
-                seen.tables.extend(s.tables);
-                for (l, other) in seen.levels.iter_mut().zip(&s.levels) {
-                    *l = (*l).min(*other);
-                }
-            }
-            if !seen.restricted {
-                seen.levels = vec![Level::Opaque; columns];
-            }
-            seen
-        }
-        LogicalPlan::Unnest(u) => {
-            let input = visit(&u.input, inputs, mode)?;
-            let schema = u.input.schema();
-            let levels = plan
-                .schema()
-                .columns()
-                .iter()
-                .map(|c| {
-                    let unnested = u.exec_columns.iter().any(|e| e.name == c.name);
-                    match schema.index_of_column(c) {
-                        Ok(i) if !unnested => input.levels.get(i).copied().unwrap_or(Level::Opaque),
-                        _ => Level::Opaque,
-                    }
-                })
-                .collect();
-            Seen { levels, ..input }
-        }
-        other => {
-            let mut seen = Seen::unrestricted(columns);
-            for input in other.inputs() {
-                let s = visit(input, inputs, mode)?;
-                if s.restricted {
-                    return Err(across(
-                        &s,
-                        &format!(
-                            "the query's {} step is not one floe can follow day by day",
-                            other.display()
-                        ),
-                    ));
-                }
-                seen.tables.extend(s.tables);
-            }
-            seen
-        }
+        LogicalPlan::Union(u) => union(u, inputs, mode, columns)?,
+        LogicalPlan::Unnest(u) => unnest(u, plan, inputs, mode)?,
+        other => unfollowed(other, inputs, mode, columns)?,
     };
-    let mut seen = seen;
     seen.levels.resize(columns, Level::Opaque);
+    Ok(seen)
+}
+
+/// A scan: a day-partitioned input's day-exact columns are `Exact`.
+fn table_scan(scan: &TableScan, inputs: &DayColumns, columns: usize) -> Seen {
+    let name = match scan.table_name.schema() {
+        Some(schema) => format!("{schema}.{}", scan.table_name.table()),
+        None => scan.table_name.table().to_string(),
+    }
+    .to_lowercase();
+    let Some(exact) = inputs.get(&name) else {
+        return Seen::unrestricted(columns);
+    };
+    Seen {
+        restricted: true,
+        levels: scan
+            .projected_schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if exact.contains(&f.name().to_lowercase()) {
+                    Level::Exact
+                } else {
+                    Level::Opaque
+                }
+            })
+            .collect(),
+        tables: BTreeSet::from([name]),
+    }
+}
+
+/// ORDER BY: harmless alone, but with a fetch (`ORDER BY ... LIMIT`) it
+/// picks rows across days.
+fn sort(s: &Sort, inputs: &DayColumns, mode: Mode) -> Result<Seen, String> {
+    let input = visit(&s.input, inputs, mode)?;
+    if input.restricted && s.fetch.is_some() {
+        return Err(across(
+            &input,
+            "ORDER BY ... LIMIT picks rows across all days",
+        ));
+    }
+    Ok(input)
+}
+
+/// LIMIT/OFFSET over a day-partitioned input picks rows across days.
+fn limit(l: &Limit, inputs: &DayColumns, mode: Mode) -> Result<Seen, String> {
+    let input = visit(&l.input, inputs, mode)?;
+    if input.restricted {
+        return Err(across(&input, "LIMIT/OFFSET picks rows across all days"));
+    }
+    Ok(input)
+}
+
+/// A window node: each of its functions is checked (see [`window`]); the
+/// columns it adds are `Opaque` ([`visit`] pads the levels).
+fn window_node(w: &Window, inputs: &DayColumns, mode: Mode) -> Result<Seen, String> {
+    let input = visit(&w.input, inputs, mode)?;
+    if input.restricted {
+        for e in &w.window_expr {
+            window(e, w.input.schema(), &input, mode)?;
+        }
+    }
+    Ok(input)
+}
+
+/// SELECT DISTINCT: some column must keep the day, or rows of different
+/// days merge.
+fn distinct_all(input: &LogicalPlan, inputs: &DayColumns, mode: Mode) -> Result<Seen, String> {
+    let seen = visit(input, inputs, mode)?;
+    let best = seen.levels.iter().copied().max().unwrap_or(Level::Opaque);
+    if seen.restricted && best < key_level(mode) {
+        return Err(across(
+            &seen,
+            "SELECT DISTINCT has no column of the day of the time, so it merges rows of different days",
+        ));
+    }
+    Ok(seen)
+}
+
+/// DISTINCT ON: some key must keep the day; the selected expressions give
+/// the levels.
+fn distinct_on(d: &DistinctOn, inputs: &DayColumns, mode: Mode) -> Result<Seen, String> {
+    let input = visit(&d.input, inputs, mode)?;
+    let schema = d.input.schema();
+    let best = d
+        .on_expr
+        .iter()
+        .map(|e| level(e, schema, &input.levels))
+        .max()
+        .unwrap_or(Level::Opaque);
+    if input.restricted && best < key_level(mode) {
+        return Err(across(
+            &input,
+            "DISTINCT ON has no key of the day of the time, so it picks rows across days",
+        ));
+    }
+    let levels = d
+        .select_expr
+        .iter()
+        .map(|e| level(e, schema, &input.levels))
+        .collect();
+    Ok(Seen { levels, ..input })
+}
+
+/// UNION: a column keeps the lowest level it has among the day-partitioned
+/// branches (`Opaque` when no branch is one).
+fn union(u: &Union, inputs: &DayColumns, mode: Mode, columns: usize) -> Result<Seen, String> {
+    let mut seen = Seen::unrestricted(columns);
+    seen.levels = vec![Level::Exact; columns];
+    for input in &u.inputs {
+        let s = visit(input, inputs, mode)?;
+        if !s.restricted {
+            continue;
+        }
+        seen.restricted = true;
+        seen.tables.extend(s.tables);
+        for (l, other) in seen.levels.iter_mut().zip(&s.levels) {
+            *l = (*l).min(*other);
+        }
+    }
+    if !seen.restricted {
+        seen.levels = vec![Level::Opaque; columns];
+    }
+    Ok(seen)
+}
+
+/// UNNEST: columns passed through keep their level; unnested ones are
+/// `Opaque`.
+fn unnest(u: &Unnest, plan: &LogicalPlan, inputs: &DayColumns, mode: Mode) -> Result<Seen, String> {
+    let input = visit(&u.input, inputs, mode)?;
+    let schema = u.input.schema();
+    let levels = plan
+        .schema()
+        .columns()
+        .iter()
+        .map(|c| {
+            let unnested = u.exec_columns.iter().any(|e| e.name == c.name);
+            match schema.index_of_column(c) {
+                Ok(i) if !unnested => input.levels.get(i).copied().unwrap_or(Level::Opaque),
+                _ => Level::Opaque,
+            }
+        })
+        .collect();
+    Ok(Seen { levels, ..input })
+}
+
+/// Any other node: fine over unrestricted inputs only, since the check
+/// cannot follow it day by day.
+fn unfollowed(
+    other: &LogicalPlan,
+    inputs: &DayColumns,
+    mode: Mode,
+    columns: usize,
+) -> Result<Seen, String> {
+    let mut seen = Seen::unrestricted(columns);
+    for input in other.inputs() {
+        let s = visit(input, inputs, mode)?;
+        if s.restricted {
+            return Err(across(
+                &s,
+                &format!(
+                    "the query's {} step is not one floe can follow day by day",
+                    other.display()
+                ),
+            ));
+        }
+        seen.tables.extend(s.tables);
+    }
     Ok(seen)
 }
 
