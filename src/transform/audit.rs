@@ -3,11 +3,13 @@
 //! snapshot, restricted to the days the run wrote). A test passes when its
 //! query returns nothing; otherwise it reports how many rows and a sample.
 
+use std::collections::BTreeMap;
+
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
-use super::model::{Model, interval_seconds};
+use super::model::{Bounds, Cadence, Model, interval_seconds};
 use crate::error::{Error, Result};
 
 /// Rows shown for a failing test.
@@ -52,6 +54,10 @@ fn literal(v: &toml::Value) -> std::result::Result<String, String> {
     }
 }
 
+/// A malformed `[tests]` declaration, in words (the caller names the
+/// model file).
+type Declaration<T> = std::result::Result<T, String>;
+
 /// The checks `model` declares, on `table` (the staged model table's
 /// registered name), with `event_time` its event-time column if any.
 ///
@@ -61,20 +67,40 @@ pub fn checks(model: &Model, event_time: Option<&str>) -> Result<Vec<Check>> {
     let bad = |msg: String| Error::Model(format!("{}: [tests] {msg}", model.file()));
     let t = table_ident(&model.name);
     let tests = &model.tests;
-    let mut out = Vec::new();
-    for c in &tests.not_null {
-        out.push(Check {
+    let mut out = not_null_checks(&t, &tests.not_null);
+    out.extend(unique_checks(&t, model).map_err(bad)?);
+    out.extend(accepted_values_checks(&t, &tests.accepted_values).map_err(bad)?);
+    out.extend(range_checks(&t, &tests.range).map_err(bad)?);
+    out.extend(relationship_checks(&t, &tests.relationships).map_err(bad)?);
+    out.extend(row_count_check(&t, tests.min_rows));
+    if let Some(cadence) = &tests.cadence {
+        out.push(cadence_check(&t, cadence, event_time).map_err(bad)?);
+    }
+    Ok(out)
+}
+
+/// `not_null`: the rows where each column is null.
+fn not_null_checks(t: &str, columns: &[String]) -> Vec<Check> {
+    columns
+        .iter()
+        .map(|c| Check {
             test: format!("not_null({c})"),
             sql: format!("SELECT * FROM {t} WHERE {} IS NULL", ident(c)),
-        });
-    }
-    let mut uniques = tests.unique.clone();
+        })
+        .collect()
+}
+
+/// `unique`, led by the model's unique key: the repeated values of each
+/// column set.
+fn unique_checks(t: &str, model: &Model) -> Declaration<Vec<Check>> {
+    let mut uniques = model.tests.unique.clone();
     if !model.unique_key.is_empty() && !uniques.contains(&model.unique_key) {
         uniques.insert(0, model.unique_key.clone());
     }
+    let mut out = Vec::new();
     for cols in &uniques {
         if cols.is_empty() {
-            return Err(bad("unique needs at least one column".into()));
+            return Err("unique needs at least one column".into());
         }
         let list: Vec<String> = cols.iter().map(|c| ident(c)).collect();
         let list = list.join(", ");
@@ -85,15 +111,25 @@ pub fn checks(model: &Model, event_time: Option<&str>) -> Result<Vec<Check>> {
             ),
         });
     }
-    for (c, values) in &tests.accepted_values {
+    Ok(out)
+}
+
+/// `accepted_values`: per column, the values outside its list (nulls are
+/// left to `not_null`).
+fn accepted_values_checks(
+    t: &str,
+    accepted: &BTreeMap<String, Vec<toml::Value>>,
+) -> Declaration<Vec<Check>> {
+    let mut out = Vec::new();
+    for (c, values) in accepted {
         if values.is_empty() {
-            return Err(bad(format!("accepted_values.{c} lists no value")));
+            return Err(format!("accepted_values.{c} lists no value"));
         }
         let list: Vec<String> = values
             .iter()
             .map(literal)
             .collect::<std::result::Result<_, _>>()
-            .map_err(|e| bad(format!("accepted_values.{c}: {e}")))?;
+            .map_err(|e| format!("accepted_values.{c}: {e}"))?;
         let c_id = ident(c);
         out.push(Check {
             test: format!("accepted_values({c})"),
@@ -103,7 +139,13 @@ pub fn checks(model: &Model, event_time: Option<&str>) -> Result<Vec<Check>> {
             ),
         });
     }
-    for (c, bounds) in &tests.range {
+    Ok(out)
+}
+
+/// `range`: per column, the rows below its `min` or above its `max`.
+fn range_checks(t: &str, ranges: &BTreeMap<String, Bounds>) -> Declaration<Vec<Check>> {
+    let mut out = Vec::new();
+    for (c, bounds) in ranges {
         let c_id = ident(c);
         let mut conds = Vec::new();
         if let Some(min) = bounds.min {
@@ -113,19 +155,29 @@ pub fn checks(model: &Model, event_time: Option<&str>) -> Result<Vec<Check>> {
             conds.push(format!("{c_id} > {max}"));
         }
         if conds.is_empty() {
-            return Err(bad(format!("range.{c} needs min or max")));
+            return Err(format!("range.{c} needs min or max"));
         }
         out.push(Check {
             test: format!("range({c})"),
             sql: format!("SELECT * FROM {t} WHERE {}", conds.join(" OR ")),
         });
     }
-    for (c, target) in &tests.relationships {
+    Ok(out)
+}
+
+/// `relationships`: per column, the rows whose value the target
+/// `namespace.table.column` does not hold.
+fn relationship_checks(
+    t: &str,
+    relationships: &BTreeMap<String, String>,
+) -> Declaration<Vec<Check>> {
+    let mut out = Vec::new();
+    for (c, target) in relationships {
         let parts: Vec<&str> = target.split('.').collect();
         let [ns, table, column] = parts.as_slice() else {
-            return Err(bad(format!(
+            return Err(format!(
                 "relationships.{c} = {target:?}: expected \"namespace.table.column\""
-            )));
+            ));
         };
         let c_id = ident(c);
         out.push(Check {
@@ -137,34 +189,39 @@ pub fn checks(model: &Model, event_time: Option<&str>) -> Result<Vec<Check>> {
             ),
         });
     }
-    let min_rows = tests.min_rows.unwrap_or(1);
-    if min_rows > 0 {
-        out.push(Check {
-            test: format!("row_count >= {min_rows}"),
-            sql: format!("SELECT count(*) AS row_count FROM {t} HAVING count(*) < {min_rows}"),
-        });
-    }
-    if let Some(cadence) = &tests.cadence {
-        let time =
-            event_time.ok_or_else(|| bad("cadence needs the model's event_time column".into()))?;
-        let interval = interval_seconds(&cadence.interval)
-            .map_err(|e| bad(format!("cadence.interval: {e}")))?;
-        let max_gap = match &cadence.max_gap {
-            Some(g) => interval_seconds(g).map_err(|e| bad(format!("cadence.max_gap: {e}")))?,
-            None => interval,
-        };
-        out.push(Check {
-            test: format!(
-                "cadence({} every {} per [{}], max gap {}s)",
-                time,
-                cadence.interval,
-                cadence.key.join(", "),
-                max_gap
-            ),
-            sql: cadence_sql(&t, time, &cadence.key, interval, max_gap),
-        });
-    }
     Ok(out)
+}
+
+/// `min_rows` (default 1, 0 turns it off): the row count when it is
+/// lower.
+fn row_count_check(t: &str, min_rows: Option<u64>) -> Option<Check> {
+    let min_rows = min_rows.unwrap_or(1);
+    (min_rows > 0).then(|| Check {
+        test: format!("row_count >= {min_rows}"),
+        sql: format!("SELECT count(*) AS row_count FROM {t} HAVING count(*) < {min_rows}"),
+    })
+}
+
+/// `cadence`: see [`cadence_sql`]; it needs the model's event time.
+fn cadence_check(t: &str, cadence: &Cadence, event_time: Option<&str>) -> Declaration<Check> {
+    let time =
+        event_time.ok_or_else(|| "cadence needs the model's event_time column".to_string())?;
+    let interval =
+        interval_seconds(&cadence.interval).map_err(|e| format!("cadence.interval: {e}"))?;
+    let max_gap = match &cadence.max_gap {
+        Some(g) => interval_seconds(g).map_err(|e| format!("cadence.max_gap: {e}"))?,
+        None => interval,
+    };
+    Ok(Check {
+        test: format!(
+            "cadence({} every {} per [{}], max gap {}s)",
+            time,
+            cadence.interval,
+            cadence.key.join(", "),
+            max_gap
+        ),
+        sql: cadence_sql(t, time, &cadence.key, interval, max_gap),
+    })
 }
 
 /// Per key and UTC day with at least one row (the event time being a
