@@ -364,9 +364,9 @@ fn rate(text: &str) -> Result<Duration, String> {
 
 impl RawSource {
     /// Checks the keys of one kind and fills the defaults of the API preset.
-    pub(super) fn validate(self) -> Result<Source, String> {
+    pub(super) fn validate(mut self) -> Result<Source, String> {
         let http_keys = self.url.is_some() || self.api.is_some();
-        match (self.path, http_keys) {
+        match (self.path.take(), http_keys) {
             (Some(_), true) => Err(
                 "key `source`: set either `path` and `format` (files) or `api` and `url` (HTTP), not both"
                     .into(),
@@ -375,142 +375,196 @@ impl RawSource {
                 "key `source`: set `path` and `format` (files) or `api` and `url` (an HTTP API)"
                     .into(),
             ),
-            (Some(path), false) => {
-                let format = self.format.ok_or(
-                    "key `source.format`: missing; one of ndjson, json, csv, parquet".to_string(),
-                )?;
-                let delimiter = self.delimiter.unwrap_or(',');
-                let quote = self.quote.unwrap_or('"');
-                if delimiter.len_utf8() != 1 || quote.len_utf8() != 1 {
-                    return Err("keys `source.delimiter` and `source.quote` must be single ASCII characters".into());
-                }
-                Ok(Source::Files(SourceConfig {
-                    path,
-                    format,
-                    delimiter,
-                    quote,
-                    records: self.records,
-                }))
+            (Some(path), false) => self.files(path),
+            (None, true) => self.http(),
+        }
+    }
+
+    /// A file source at `path`: a format, and CSV's one-byte delimiter and
+    /// quote.
+    fn files(self, path: String) -> Result<Source, String> {
+        let format = self
+            .format
+            .ok_or("key `source.format`: missing; one of ndjson, json, csv, parquet".to_string())?;
+        let delimiter = self.delimiter.unwrap_or(',');
+        let quote = self.quote.unwrap_or('"');
+        if delimiter.len_utf8() != 1 || quote.len_utf8() != 1 {
+            return Err(
+                "keys `source.delimiter` and `source.quote` must be single ASCII characters".into(),
+            );
+        }
+        Ok(Source::Files(SourceConfig {
+            path,
+            format,
+            delimiter,
+            quote,
+            records: self.records,
+        }))
+    }
+
+    /// An HTTP API source: its keys checked in the order they are
+    /// reported, the preset's defaults filled.
+    fn http(mut self) -> Result<Source, String> {
+        let api = self.api.ok_or(
+            "key `source.api`: missing; one of ckan, open_meteo, openelectricity, alpha_vantage, json"
+                .to_string(),
+        )?;
+        let url = self
+            .url
+            .take()
+            .ok_or("key `source.url`: missing".to_string())?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "key `source.url`: {url:?} must start with http:// or https://"
+            ));
+        }
+        if self.format.is_some() || self.delimiter.is_some() || self.quote.is_some() {
+            return Err("keys `source.format`, `delimiter` and `quote` are for file sources; an API's shape is `api`".into());
+        }
+        let pagination = pagination(self.pagination.take(), api)?;
+        let chunk_days = chunk_days(self.chunk.as_deref())?;
+        let pad_days = self.pad_days.unwrap_or(0);
+        self.check_date_template(&url, chunk_days, pad_days)?;
+        let params = params(std::mem::take(&mut self.params), api, self.auth.as_ref())?;
+        self.check_for_each()?;
+        let concurrency = self.concurrency.unwrap_or(2);
+        if concurrency == 0 {
+            return Err("key `source.concurrency`: must be at least 1".into());
+        }
+        let backoff = duration("backoff", &self.backoff, Duration::from_secs(1))?;
+        let max_backoff = duration("max_backoff", &self.max_backoff, Duration::from_secs(60))?;
+        if max_backoff < backoff {
+            return Err("key `source.max_backoff`: shorter than `backoff`".into());
+        }
+        Ok(Source::Http(Box::new(HttpSource {
+            api,
+            url,
+            params,
+            headers: self.headers,
+            auth: self.auth,
+            records: self.records,
+            block: self.block.unwrap_or_else(|| "hourly".into()),
+            pagination,
+            chunk_days,
+            pad_days,
+            for_each: self.for_each,
+            concurrency,
+            min_interval: self.rate_limit.as_deref().map(rate).transpose()?,
+            timeout: duration("timeout", &self.timeout, Duration::from_secs(60))?,
+            retries: self.retries.unwrap_or(5),
+            backoff,
+            max_backoff,
+            max_retry_after: duration(
+                "max_retry_after",
+                &self.max_retry_after,
+                Duration::from_secs(600),
+            )?,
+            max_pages: self.max_pages.unwrap_or(10_000),
+        })))
+    }
+
+    /// `{date}` names one day: it needs one-day requests without padding.
+    fn check_date_template(
+        &self,
+        url: &str,
+        chunk_days: Option<u32>,
+        pad_days: u32,
+    ) -> Result<(), String> {
+        let uses_date = url.contains("{date}")
+            || self
+                .params
+                .values()
+                .chain(self.headers.values())
+                .any(|v| v.contains("{date}"));
+        if uses_date && (chunk_days != Some(1) || pad_days != 0) {
+            return Err("key `source.url`: {date} names one day, so it needs chunk = \"day\" and no pad_days; use {from} and {to} for ranges".into());
+        }
+        Ok(())
+    }
+
+    /// `for_each` entries must not name a template floe fills itself.
+    fn check_for_each(&self) -> Result<(), String> {
+        let reserved = ["date", "from", "to", "to_exclusive", "offset", "limit"];
+        for entry in &self.for_each {
+            if let Some(k) = entry.keys().find(|k| reserved.contains(&k.as_str())) {
+                return Err(format!(
+                    "key `source.for_each`: {k:?} is a template name floe fills itself"
+                ));
             }
-            (None, true) => {
-                let api = self.api.ok_or(
-                    "key `source.api`: missing; one of ckan, open_meteo, openelectricity, alpha_vantage, json"
-                        .to_string(),
-                )?;
-                let url = self.url.ok_or("key `source.url`: missing".to_string())?;
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(format!(
-                        "key `source.url`: {url:?} must start with http:// or https://"
-                    ));
-                }
-                if self.format.is_some() || self.delimiter.is_some() || self.quote.is_some() {
-                    return Err("keys `source.format`, `delimiter` and `quote` are for file sources; an API's shape is `api`".into());
-                }
-                let pagination = match self.pagination {
-                    Some(RawPagination::None) => Pagination::None,
-                    Some(RawPagination::Offset {
-                        limit,
-                        offset_param,
-                        limit_param,
-                    }) => Pagination::Offset {
-                        limit: limit.unwrap_or(1000),
-                        offset_param: offset_param.unwrap_or_else(|| "offset".into()),
-                        limit_param: limit_param.unwrap_or_else(|| "limit".into()),
-                    },
-                    Some(RawPagination::Next { path }) => Pagination::Next { path },
-                    Some(RawPagination::Cursor { param, path }) => {
-                        Pagination::Cursor { param, path }
-                    }
-                    // CKAN pages by offset unless told otherwise.
-                    None if api == Api::Ckan => Pagination::Offset {
-                        limit: 1000,
-                        offset_param: "offset".into(),
-                        limit_param: "limit".into(),
-                    },
-                    None => Pagination::None,
-                };
-                if let Pagination::Offset { limit: 0, .. } = pagination {
-                    return Err("key `source.pagination.limit`: must be at least 1".into());
-                }
-                let chunk_days = match self.chunk.as_deref().map(str::trim) {
-                    None | Some("day") => Some(1),
-                    Some("window") => None,
-                    Some(other) => {
-                        let n = other
-                            .strip_suffix('d')
-                            .and_then(|n| n.parse::<u32>().ok())
-                            .filter(|n| *n > 0)
-                            .ok_or_else(|| {
-                                format!("key `source.chunk`: {other:?}; write \"day\", \"window\" or a number of days such as \"7d\"")
-                            })?;
-                        Some(n)
-                    }
-                };
-                let pad_days = self.pad_days.unwrap_or(0);
-                let uses_date = url.contains("{date}")
-                    || self.params.values().chain(self.headers.values()).any(|v| v.contains("{date}"));
-                if uses_date && (chunk_days != Some(1) || pad_days != 0) {
-                    return Err("key `source.url`: {date} names one day, so it needs chunk = \"day\" and no pad_days; use {from} and {to} for ranges".into());
-                }
-                let mut params = self.params;
-                if api == Api::OpenMeteo {
-                    // Open-Meteo answers in GMT unless asked otherwise; floe
-                    // turns its local times to UTC with utc_offset_seconds.
-                    params
-                        .entry("timezone".into())
-                        .or_insert_with(|| "GMT".into());
-                }
-                if let Some(Auth::Query { name, .. }) = &self.auth
-                    && params.contains_key(name)
-                {
-                    return Err(format!(
-                        "key `source.params`: {name:?} is also the auth parameter"
-                    ));
-                }
-                let reserved = ["date", "from", "to", "to_exclusive", "offset", "limit"];
-                for entry in &self.for_each {
-                    if let Some(k) = entry.keys().find(|k| reserved.contains(&k.as_str())) {
-                        return Err(format!(
-                            "key `source.for_each`: {k:?} is a template name floe fills itself"
-                        ));
-                    }
-                }
-                let concurrency = self.concurrency.unwrap_or(2);
-                if concurrency == 0 {
-                    return Err("key `source.concurrency`: must be at least 1".into());
-                }
-                let backoff = duration("backoff", &self.backoff, Duration::from_secs(1))?;
-                let max_backoff =
-                    duration("max_backoff", &self.max_backoff, Duration::from_secs(60))?;
-                if max_backoff < backoff {
-                    return Err("key `source.max_backoff`: shorter than `backoff`".into());
-                }
-                Ok(Source::Http(Box::new(HttpSource {
-                    api,
-                    url,
-                    params,
-                    headers: self.headers,
-                    auth: self.auth,
-                    records: self.records,
-                    block: self.block.unwrap_or_else(|| "hourly".into()),
-                    pagination,
-                    chunk_days,
-                    pad_days,
-                    for_each: self.for_each,
-                    concurrency,
-                    min_interval: self.rate_limit.as_deref().map(rate).transpose()?,
-                    timeout: duration("timeout", &self.timeout, Duration::from_secs(60))?,
-                    retries: self.retries.unwrap_or(5),
-                    backoff,
-                    max_backoff,
-                    max_retry_after: duration(
-                        "max_retry_after",
-                        &self.max_retry_after,
-                        Duration::from_secs(600),
-                    )?,
-                    max_pages: self.max_pages.unwrap_or(10_000),
-                })))
-            }
+        }
+        Ok(())
+    }
+}
+
+/// The query parameters: Open-Meteo's default time zone added, and
+/// none named like the `auth` parameter.
+fn params(
+    mut params: BTreeMap<String, String>,
+    api: Api,
+    auth: Option<&Auth>,
+) -> Result<BTreeMap<String, String>, String> {
+    if api == Api::OpenMeteo {
+        // Open-Meteo answers in GMT unless asked otherwise; floe
+        // turns its local times to UTC with utc_offset_seconds.
+        params
+            .entry("timezone".into())
+            .or_insert_with(|| "GMT".into());
+    }
+    if let Some(Auth::Query { name, .. }) = auth
+        && params.contains_key(name)
+    {
+        return Err(format!(
+            "key `source.params`: {name:?} is also the auth parameter"
+        ));
+    }
+    Ok(params)
+}
+
+/// `source.pagination` with its defaults (CKAN pages by offset unless told
+/// otherwise); an offset page holds at least one record.
+fn pagination(raw: Option<RawPagination>, api: Api) -> Result<Pagination, String> {
+    let pagination = match raw {
+        Some(RawPagination::None) => Pagination::None,
+        Some(RawPagination::Offset {
+            limit,
+            offset_param,
+            limit_param,
+        }) => Pagination::Offset {
+            limit: limit.unwrap_or(1000),
+            offset_param: offset_param.unwrap_or_else(|| "offset".into()),
+            limit_param: limit_param.unwrap_or_else(|| "limit".into()),
+        },
+        Some(RawPagination::Next { path }) => Pagination::Next { path },
+        Some(RawPagination::Cursor { param, path }) => Pagination::Cursor { param, path },
+        // CKAN pages by offset unless told otherwise.
+        None if api == Api::Ckan => Pagination::Offset {
+            limit: 1000,
+            offset_param: "offset".into(),
+            limit_param: "limit".into(),
+        },
+        None => Pagination::None,
+    };
+    if let Pagination::Offset { limit: 0, .. } = pagination {
+        return Err("key `source.pagination.limit`: must be at least 1".into());
+    }
+    Ok(pagination)
+}
+
+/// `source.chunk`: `"day"` (the default) → 1, `"window"` → `None`, `"7d"`
+/// → 7.
+fn chunk_days(chunk: Option<&str>) -> Result<Option<u32>, String> {
+    match chunk.map(str::trim) {
+        None | Some("day") => Ok(Some(1)),
+        Some("window") => Ok(None),
+        Some(other) => {
+            let n = other
+                .strip_suffix('d')
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    format!("key `source.chunk`: {other:?}; write \"day\", \"window\" or a number of days such as \"7d\"")
+                })?;
+            Ok(Some(n))
         }
     }
 }
