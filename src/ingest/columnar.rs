@@ -65,142 +65,262 @@ fn show(array: &dyn Array, row: usize) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// One row's event time, or why it has none.
+type RowTime = std::result::Result<Micros, String>;
+
+/// The reject reason of a row without a value in event-time field `name`.
+fn missing(name: &str) -> String {
+    format!("event time: event-time field {name} is missing")
+}
+
+/// `column` of `batch`, or the error of a source without it.
+fn event_column(batch: &RecordBatch, name: &str) -> Result<ArrayRef> {
+    batch
+        .column_by_name(name)
+        .cloned()
+        .ok_or_else(|| Error::Source(format!("the source has no event-time column {name:?}")))
+}
+
 /// Event times of a batch: `Ok(micros)` or the reject reason per row.
-fn event_times(
-    config: &EventTimeConfig,
-    batch: &RecordBatch,
-) -> Result<Vec<std::result::Result<Micros, String>>> {
-    let n = batch.num_rows();
-    let column = |name: &str| {
-        batch
-            .column_by_name(name)
-            .cloned()
-            .ok_or_else(|| Error::Source(format!("the source has no event-time column {name:?}")))
-    };
-    let missing = |name: &str| format!("event time: event-time field {name} is missing");
-    let mut out = Vec::with_capacity(n);
+fn event_times(config: &EventTimeConfig, batch: &RecordBatch) -> Result<Vec<RowTime>> {
     match config {
-        EventTimeConfig::Offset { column: name } => {
-            let a = column(name)?;
-            match a.data_type() {
-                DataType::Timestamp(_, Some(_)) => {
-                    let ts = cast(
-                        &a,
-                        &DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
-                    )?;
-                    let ts = ts.as_primitive::<TimestampMicrosecondType>();
-                    out.extend((0..n).map(|i| {
-                        if ts.is_valid(i) {
-                            Ok(ts.value(i))
-                        } else {
-                            Err(missing(name))
-                        }
-                    }));
-                }
-                DataType::Timestamp(_, None) => {
-                    return Err(Error::Config(format!(
-                        "event-time column {name} holds timestamps without a time zone: use kind = \"local\" with a zone"
-                    )));
-                }
-                _ => {
-                    let s = cast(&a, &DataType::Utf8)?;
-                    let s = s.as_string::<i32>();
-                    out.extend((0..n).map(|i| {
-                        if s.is_null(i) {
-                            return Err(missing(name));
-                        }
-                        event_time::parse_with_offset(s.value(i))
-                            .map_err(|e| format!("event time: {e}"))
-                    }));
-                }
-            }
-        }
+        EventTimeConfig::Offset { column: name } => offset_times(&event_column(batch, name)?, name),
         EventTimeConfig::Local {
             column: name,
             zone,
             format,
-        } => {
-            let a = column(name)?;
-            if let DataType::Timestamp(_, None) = a.data_type() {
-                let ts = cast(&a, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-                let ts = ts.as_primitive::<TimestampMicrosecondType>();
-                out.extend((0..n).map(|i| {
-                    if ts.is_null(i) {
-                        return Err(missing(name));
-                    }
-                    let naive = chrono::DateTime::from_timestamp_micros(ts.value(i))
-                        .map(|t| t.naive_utc())
-                        .ok_or_else(|| "event time: out of range".to_string())?;
-                    event_time::local_to_utc(naive, zone.0).map_err(|e| format!("event time: {e}"))
-                }));
-            } else {
-                let s = cast(&a, &DataType::Utf8)?;
-                let s = s.as_string::<i32>();
-                out.extend((0..n).map(|i| {
-                    if s.is_null(i) {
-                        return Err(missing(name));
-                    }
-                    event_time::parse_naive(s.value(i), format.as_deref())
-                        .and_then(|t| event_time::local_to_utc(t, zone.0))
-                        .map_err(|e| format!("event time: {e}"))
-                }));
-            }
+        } => local_times(&event_column(batch, name)?, name, zone.0, format.as_deref()),
+        EventTimeConfig::EpochSeconds { column: name } => {
+            epoch_times(&event_column(batch, name)?, name, EpochUnit::Seconds)
         }
-        EventTimeConfig::EpochSeconds { column: name }
-        | EventTimeConfig::EpochMillis { column: name } => {
-            let unit = if matches!(config, EventTimeConfig::EpochSeconds { .. }) {
-                EpochUnit::Seconds
-            } else {
-                EpochUnit::Millis
-            };
-            let a = cast(&column(name)?, &DataType::Int64)?;
-            let a = a.as_primitive::<Int64Type>();
-            out.extend((0..n).map(|i| {
-                if a.is_null(i) {
-                    return Err(missing(name));
-                }
-                event_time::from_epoch(a.value(i), unit).map_err(|e| format!("event time: {e}"))
-            }));
+        EventTimeConfig::EpochMillis { column: name } => {
+            epoch_times(&event_column(batch, name)?, name, EpochUnit::Millis)
         }
-        EventTimeConfig::Date { column: name } => {
-            let dates = cast(&column(name)?, &DataType::Date32)?;
-            let dates = dates.as_primitive::<Date32Type>();
-            out.extend((0..n).map(|i| {
-                if dates.is_null(i) {
-                    return Err(format!("event time: {name} is missing or not a date"));
-                }
-                Ok(i64::from(dates.value(i)) * crate::table::days::MICROS_PER_DAY)
-            }));
-        }
+        EventTimeConfig::Date { column: name } => date_times(&event_column(batch, name)?, name),
         EventTimeConfig::Period {
             date_column,
             period_column,
             zone,
             minutes,
         } => {
-            let dates = cast(&column(date_column)?, &DataType::Date32)?;
-            let dates = dates.as_primitive::<Date32Type>();
-            let periods = cast(&column(period_column)?, &DataType::Int64)?;
-            let periods = periods.as_primitive::<Int64Type>();
             let clock = PeriodClock {
                 zone: zone.0,
                 minutes: *minutes,
             };
-            out.extend((0..n).map(|i| {
-                if dates.is_null(i) || periods.is_null(i) {
-                    return Err(format!(
-                        "event time: {date_column} or {period_column} is missing or invalid"
-                    ));
-                }
-                let date = chrono::DateTime::UNIX_EPOCH.date_naive()
-                    + chrono::Duration::days(i64::from(dates.value(i)));
-                clock
-                    .to_utc(date, periods.value(i))
-                    .map_err(|e| format!("event time: {e}"))
-            }));
+            period_times(batch, date_column, period_column, &clock)
         }
     }
-    Ok(out)
+}
+
+/// `kind = "offset"`: zoned timestamps as they are, anything else as text
+/// with an offset; timestamps without a zone are a configuration error.
+fn offset_times(a: &ArrayRef, name: &str) -> Result<Vec<RowTime>> {
+    let n = a.len();
+    match a.data_type() {
+        DataType::Timestamp(_, Some(_)) => {
+            let ts = cast(
+                a,
+                &DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+            )?;
+            let ts = ts.as_primitive::<TimestampMicrosecondType>();
+            Ok((0..n)
+                .map(|i| {
+                    if ts.is_valid(i) {
+                        Ok(ts.value(i))
+                    } else {
+                        Err(missing(name))
+                    }
+                })
+                .collect())
+        }
+        DataType::Timestamp(_, None) => Err(Error::Config(format!(
+            "event-time column {name} holds timestamps without a time zone: use kind = \"local\" with a zone"
+        ))),
+        _ => {
+            let s = cast(a, &DataType::Utf8)?;
+            let s = s.as_string::<i32>();
+            Ok((0..n)
+                .map(|i| {
+                    if s.is_null(i) {
+                        return Err(missing(name));
+                    }
+                    event_time::parse_with_offset(s.value(i))
+                        .map_err(|e| format!("event time: {e}"))
+                })
+                .collect())
+        }
+    }
+}
+
+/// `kind = "local"`: zoneless timestamps, or text in `format`, read as
+/// wall-clock time in `zone`.
+fn local_times(
+    a: &ArrayRef,
+    name: &str,
+    zone: chrono_tz::Tz,
+    format: Option<&str>,
+) -> Result<Vec<RowTime>> {
+    let n = a.len();
+    if let DataType::Timestamp(_, None) = a.data_type() {
+        let ts = cast(a, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+        let ts = ts.as_primitive::<TimestampMicrosecondType>();
+        return Ok((0..n)
+            .map(|i| {
+                if ts.is_null(i) {
+                    return Err(missing(name));
+                }
+                let naive = chrono::DateTime::from_timestamp_micros(ts.value(i))
+                    .map(|t| t.naive_utc())
+                    .ok_or_else(|| "event time: out of range".to_string())?;
+                event_time::local_to_utc(naive, zone).map_err(|e| format!("event time: {e}"))
+            })
+            .collect());
+    }
+    let s = cast(a, &DataType::Utf8)?;
+    let s = s.as_string::<i32>();
+    Ok((0..n)
+        .map(|i| {
+            if s.is_null(i) {
+                return Err(missing(name));
+            }
+            event_time::parse_naive(s.value(i), format)
+                .and_then(|t| event_time::local_to_utc(t, zone))
+                .map_err(|e| format!("event time: {e}"))
+        })
+        .collect())
+}
+
+/// `kind = "epoch_seconds"` / `"epoch_millis"`: integers since 1970.
+fn epoch_times(a: &ArrayRef, name: &str, unit: EpochUnit) -> Result<Vec<RowTime>> {
+    let a = cast(a, &DataType::Int64)?;
+    let a = a.as_primitive::<Int64Type>();
+    Ok((0..a.len())
+        .map(|i| {
+            if a.is_null(i) {
+                return Err(missing(name));
+            }
+            event_time::from_epoch(a.value(i), unit).map_err(|e| format!("event time: {e}"))
+        })
+        .collect())
+}
+
+/// `kind = "date"`: the start of each UTC date.
+fn date_times(a: &ArrayRef, name: &str) -> Result<Vec<RowTime>> {
+    let dates = cast(a, &DataType::Date32)?;
+    let dates = dates.as_primitive::<Date32Type>();
+    Ok((0..dates.len())
+        .map(|i| {
+            if dates.is_null(i) {
+                return Err(format!("event time: {name} is missing or not a date"));
+            }
+            Ok(i64::from(dates.value(i)) * crate::table::days::MICROS_PER_DAY)
+        })
+        .collect())
+}
+
+/// `kind = "period"`: a local date and the numbered period of its day.
+fn period_times(
+    batch: &RecordBatch,
+    date_column: &str,
+    period_column: &str,
+    clock: &PeriodClock,
+) -> Result<Vec<RowTime>> {
+    let dates = cast(&event_column(batch, date_column)?, &DataType::Date32)?;
+    let dates = dates.as_primitive::<Date32Type>();
+    let periods = cast(&event_column(batch, period_column)?, &DataType::Int64)?;
+    let periods = periods.as_primitive::<Int64Type>();
+    Ok((0..dates.len())
+        .map(|i| {
+            if dates.is_null(i) || periods.is_null(i) {
+                return Err(format!(
+                    "event time: {date_column} or {period_column} is missing or invalid"
+                ));
+            }
+            let date = chrono::DateTime::UNIX_EPOCH.date_naive()
+                + chrono::Duration::days(i64::from(dates.value(i)));
+            clock
+                .to_utc(date, periods.value(i))
+                .map_err(|e| format!("event time: {e}"))
+        })
+        .collect())
+}
+
+/// Which rows of a source batch are kept, and why the others were not.
+struct RowFate {
+    /// Per row: still kept.
+    keep: Vec<bool>,
+    /// Per row: the reject reason, when rejected.
+    rejected: Vec<Option<String>>,
+    /// Rows whose day lies outside the window.
+    outside: u64,
+}
+
+impl RowFate {
+    /// Rows with an event time in `window` are kept; the others are
+    /// rejected (no event time) or counted as outside.
+    fn of_times(times: &[RowTime], window: &std::ops::RangeInclusive<i32>) -> Self {
+        let mut fate = Self {
+            keep: vec![true; times.len()],
+            rejected: times.iter().map(|t| t.as_ref().err().cloned()).collect(),
+            outside: 0,
+        };
+        for (i, t) in times.iter().enumerate() {
+            match t {
+                Err(_) => fate.keep[i] = false,
+                Ok(ts) if !window.contains(&crate::table::days::day_of(*ts)) => {
+                    fate.keep[i] = false;
+                    fate.outside += 1;
+                }
+                Ok(_) => {}
+            }
+        }
+        fate
+    }
+
+    /// Rejects row `i` with `reason`.
+    fn reject(&mut self, i: usize, reason: String) {
+        self.keep[i] = false;
+        self.rejected[i] = Some(reason);
+    }
+
+    /// Field `name` of `source` cast to `kind` (a null column of
+    /// `data_type` when the source lacks it). Kept rows whose value does
+    /// not convert, or that lack a `required` value, are rejected.
+    fn field_column(
+        &mut self,
+        source: &RecordBatch,
+        (name, kind, required): (&str, ColumnType, bool),
+        data_type: &DataType,
+    ) -> Result<ArrayRef> {
+        let Some(raw) = source.column_by_name(name) else {
+            if required {
+                for i in 0..self.keep.len() {
+                    if self.keep[i] {
+                        self.reject(i, format!("required field {name} is missing or null"));
+                    }
+                }
+            }
+            return Ok(arrow_array::new_null_array(data_type, source.num_rows()));
+        };
+        let cast = cast(raw, &target_type(kind))?;
+        // Without nulls after the cast, every value converted and every
+        // required value is there.
+        if cast.null_count() == 0 {
+            return Ok(cast);
+        }
+        for i in 0..self.keep.len() {
+            if !self.keep[i] {
+                continue;
+            }
+            if raw.is_valid(i) && cast.is_null(i) {
+                let shown = show(raw.as_ref(), i);
+                self.reject(i, format!("field {name}: {shown:?} is not {kind:?}"));
+            } else if required && cast.is_null(i) {
+                self.reject(i, format!("required field {name} is missing or null"));
+            }
+        }
+        Ok(cast)
+    }
 }
 
 impl BatchBuilder {
@@ -211,124 +331,109 @@ impl BatchBuilder {
         source_uri: &str,
         window: &std::ops::RangeInclusive<i32>,
     ) -> Result<Converted> {
-        let n = source.num_rows();
-        let fields = self.event_time_config().source_fields().join(", ");
-        let times: Vec<std::result::Result<Micros, String>> =
-            event_times(self.event_time_config(), source)?
-                .into_iter()
-                .map(|t| {
-                    t.map_err(|e| e.replacen("event time:", &format!("event time ({fields}):"), 1))
-                })
-                .collect();
-        let mut rejected: Vec<Option<String>> =
-            times.iter().map(|t| t.as_ref().err().cloned()).collect();
-        let mut keep = vec![true; n];
-        let mut outside = 0u64;
-        for (i, t) in times.iter().enumerate() {
-            match t {
-                Err(_) => keep[i] = false,
-                Ok(ts) if !window.contains(&crate::table::days::day_of(*ts)) => {
-                    keep[i] = false;
-                    outside += 1;
-                }
-                Ok(_) => {}
-            }
-        }
+        let times = self.batch_times(source)?;
+        let mut fate = RowFate::of_times(&times, window);
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.sources().len());
-        for (source_kind, field) in self.sources().iter().zip(self.schema().fields()) {
-            let column: ArrayRef = match source_kind {
-                ColumnSource::EventTime => Arc::new(
-                    TimestampMicrosecondArray::from(
-                        times
-                            .iter()
-                            .map(|t| t.as_ref().ok().copied())
-                            .collect::<Vec<_>>(),
-                    )
-                    .with_timezone(UTC),
-                ),
-                ColumnSource::IngestTime => Arc::new(
-                    TimestampMicrosecondArray::from(vec![self.ingest_time(); n]).with_timezone(UTC),
-                ),
-                ColumnSource::SourceUri => Arc::new(repeated(source_uri, n)?),
-                ColumnSource::Hash => Arc::new(row_hashes(source)?),
-                ColumnSource::Null => arrow_array::new_null_array(field.data_type(), n),
-                ColumnSource::Field {
-                    name,
-                    kind,
-                    required,
-                } => {
-                    let Some(raw) = source.column_by_name(name) else {
-                        if *required {
-                            for (i, k) in keep.iter_mut().enumerate() {
-                                if *k {
-                                    *k = false;
-                                    rejected[i] =
-                                        Some(format!("required field {name} is missing or null"));
-                                }
-                            }
-                        }
-                        columns.push(arrow_array::new_null_array(field.data_type(), n));
-                        continue;
-                    };
-                    let cast = cast(raw, &target_type(*kind))?;
-                    // Without nulls after the cast, every value converted
-                    // and every required value is there.
-                    let check = if cast.null_count() == 0 { 0 } else { n };
-                    for i in 0..check {
-                        if !keep[i] {
-                            continue;
-                        }
-                        if raw.is_valid(i) && cast.is_null(i) {
-                            keep[i] = false;
-                            rejected[i] = Some(format!(
-                                "field {name}: {:?} is not {kind:?}",
-                                show(raw.as_ref(), i)
-                            ));
-                        } else if *required && cast.is_null(i) {
-                            keep[i] = false;
-                            rejected[i] = Some(format!("required field {name} is missing or null"));
-                        }
-                    }
-                    cast
-                }
-            };
-            columns.push(column);
+        for (kind, field) in self.sources().iter().zip(self.schema().fields()) {
+            columns.push(self.column(
+                kind,
+                field.data_type(),
+                (source, source_uri),
+                &times,
+                &mut fate,
+            )?);
         }
-        let kept = keep.iter().filter(|k| **k).count();
-        let batch = match kept {
-            0 => None,
-            k if k == n => {
-                Some(RecordBatch::try_new(self.schema().clone(), columns).map_err(storage)?)
-            }
-            _ => {
-                // Rejected rows may hold nulls in required columns: filter
-                // under a relaxed schema, then take the table's schema back.
-                let relaxed = Arc::new(arrow_schema::Schema::new_with_metadata(
-                    self.schema()
-                        .fields()
-                        .iter()
-                        .map(|f| f.as_ref().clone().with_nullable(true))
-                        .collect::<Vec<_>>(),
-                    self.schema().metadata().clone(),
-                ));
-                let all = RecordBatch::try_new(relaxed, columns).map_err(storage)?;
-                let kept = filter_record_batch(&all, &BooleanArray::from(keep)).map_err(storage)?;
-                Some(
-                    RecordBatch::try_new(self.schema().clone(), kept.columns().to_vec())
-                        .map_err(storage)?,
-                )
-            }
-        };
+        let RowFate {
+            keep,
+            rejected,
+            outside,
+        } = fate;
         let rejected = rejected
             .into_iter()
             .enumerate()
             .filter_map(|(i, r)| r.map(|r| (i, r)))
             .collect();
         Ok(Converted {
-            batch,
+            batch: self.kept_batch(columns, keep)?,
             rejected,
             outside,
         })
+    }
+
+    /// The event times of `source`, reject reasons naming the event-time
+    /// fields.
+    fn batch_times(&self, source: &RecordBatch) -> Result<Vec<RowTime>> {
+        let fields = self.event_time_config().source_fields().join(", ");
+        Ok(event_times(self.event_time_config(), source)?
+            .into_iter()
+            .map(|t| {
+                t.map_err(|e| e.replacen("event time:", &format!("event time ({fields}):"), 1))
+            })
+            .collect())
+    }
+
+    /// One table column of `data_type` for the rows of `source` (read from
+    /// `source_uri`), rejecting the rows whose field does not convert.
+    fn column(
+        &self,
+        kind: &ColumnSource,
+        data_type: &DataType,
+        (source, source_uri): (&RecordBatch, &str),
+        times: &[RowTime],
+        fate: &mut RowFate,
+    ) -> Result<ArrayRef> {
+        let n = source.num_rows();
+        Ok(match kind {
+            ColumnSource::EventTime => Arc::new(
+                TimestampMicrosecondArray::from(
+                    times
+                        .iter()
+                        .map(|t| t.as_ref().ok().copied())
+                        .collect::<Vec<_>>(),
+                )
+                .with_timezone(UTC),
+            ),
+            ColumnSource::IngestTime => Arc::new(
+                TimestampMicrosecondArray::from(vec![self.ingest_time(); n]).with_timezone(UTC),
+            ),
+            ColumnSource::SourceUri => Arc::new(repeated(source_uri, n)?),
+            ColumnSource::Hash => Arc::new(row_hashes(source)?),
+            ColumnSource::Null => arrow_array::new_null_array(data_type, n),
+            ColumnSource::Field {
+                name,
+                kind,
+                required,
+            } => fate.field_column(source, (name, *kind, *required), data_type)?,
+        })
+    }
+
+    /// The batch of the kept rows (`None` when none is), in the table's
+    /// schema.
+    fn kept_batch(&self, columns: Vec<ArrayRef>, keep: Vec<bool>) -> Result<Option<RecordBatch>> {
+        let kept = keep.iter().filter(|k| **k).count();
+        if kept == 0 {
+            return Ok(None);
+        }
+        if kept == keep.len() {
+            return RecordBatch::try_new(self.schema().clone(), columns)
+                .map(Some)
+                .map_err(storage);
+        }
+        // Rejected rows may hold nulls in required columns: filter under a
+        // relaxed schema, then take the table's schema back.
+        let relaxed = Arc::new(arrow_schema::Schema::new_with_metadata(
+            self.schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+            self.schema().metadata().clone(),
+        ));
+        let all = RecordBatch::try_new(relaxed, columns).map_err(storage)?;
+        let kept = filter_record_batch(&all, &BooleanArray::from(keep)).map_err(storage)?;
+        RecordBatch::try_new(self.schema().clone(), kept.columns().to_vec())
+            .map(Some)
+            .map_err(storage)
     }
 }
 
