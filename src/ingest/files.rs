@@ -204,107 +204,151 @@ pub async fn discover(
     days: &[NaiveDate],
     fetcher: &Fetcher,
 ) -> Result<Vec<SourceFile>> {
-    let remote = is_remote(template);
-    let locate = |p: String| -> SourceFile {
-        if remote {
-            return SourceFile::Remote(p);
-        }
-        let path = PathBuf::from(p);
-        SourceFile::Local(if path.is_absolute() {
-            path
-        } else {
-            base_dir.join(path)
-        })
-    };
-    let exists = |f: SourceFile| async move {
-        match &f {
-            SourceFile::Local(p) => Ok::<_, Error>((p.is_file(), f)),
-            SourceFile::Remote(u) => Ok((fetcher.exists(u).await?, f)),
-        }
+    let places = Places {
+        remote: is_remote(template),
+        base_dir,
+        fetcher,
     };
     if template.contains("{date}") {
-        let path_of = |day: NaiveDate| {
-            locate(template.replace("{date}", &day.format("%Y-%m-%d").to_string()))
-        };
-        let mut files = Vec::new();
-        let mut missing = Vec::new();
-        // A file per *local* date holds hours of the neighbouring UTC days
-        // (Europe/London in summer starts its day at 23:00 UTC). The files of
-        // the day before and after the window, when they exist, complete the
-        // window's first and last UTC day; rows outside the window are skipped.
-        if let Some(before) = days.first().and_then(|d| d.pred_opt()) {
-            let (found, f) = exists(path_of(before)).await?;
-            files.extend(found.then_some(f));
-        }
-        for day in days {
-            let (found, f) = exists(path_of(*day)).await?;
-            if found {
-                files.push(f);
-            } else {
-                missing.push(f.uri());
-            }
-        }
-        if let Some(after) = days.last().and_then(|d| d.succ_opt()) {
-            let (found, f) = exists(path_of(after)).await?;
-            files.extend(found.then_some(f));
-        }
-        if !missing.is_empty() {
-            // Overwriting a day with nothing would delete it: refuse instead.
-            return Err(Error::Source(format!(
-                "missing source files for {} day(s) of the window: {}",
-                missing.len(),
-                missing.join(", ")
-            )));
-        }
-        return Ok(files);
+        return per_day(template, days, &places).await;
     }
     let is_glob = template.contains(['*', '?', '[']);
     if let Some(rest) = template
         .strip_prefix("s3://")
         .filter(|_| is_glob || template.ends_with('/'))
     {
-        // A prefix (ending in '/') takes every object under it; a glob takes
-        // those under its literal part that match it ('*' stops at '/').
-        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-        let literal = key.find(['*', '?', '[']).map_or(key, |i| &key[..i]);
-        let prefix = &literal[..literal.rfind('/').map_or(0, |i| i + 1)];
-        let pattern = glob::Pattern::new(key).map_err(|e| {
-            Error::Config(format!("source path {template:?} is not a valid glob: {e}"))
-        })?;
-        let options = glob::MatchOptions {
-            require_literal_separator: true,
-            ..Default::default()
-        };
-        let mut found: Vec<String> = fetcher
-            .list_s3(bucket, prefix)
-            .await?
-            .into_iter()
-            .filter(|uri| {
-                let k = uri
-                    .strip_prefix(&format!("s3://{bucket}/"))
-                    .unwrap_or_default();
-                !is_glob || pattern.matches_with(k, options)
-            })
-            .collect();
-        found.sort();
-        if found.is_empty() {
-            return Err(Error::Source(format!("no source objects match {template}")));
-        }
-        return Ok(found.into_iter().map(SourceFile::Remote).collect());
+        return s3_listing(template, rest, is_glob, fetcher).await;
     }
-    if remote {
+    if places.remote {
         if is_glob {
             return Err(Error::Config(format!(
                 "source path {template:?}: http(s) sources cannot be listed; name each file with a {{date}} template"
             )));
         }
-        let (found, f) = exists(locate(template.to_string())).await?;
+        let (found, f) = places.exists(places.locate(template.to_string())).await?;
         return if found {
             Ok(vec![f])
         } else {
             Err(Error::Source(format!("no source file at {template}")))
         };
     }
+    local_glob(template, base_dir)
+}
+
+/// Where the paths of one template lead.
+struct Places<'a> {
+    /// The template is an `s3://` or `http(s)://` one.
+    remote: bool,
+    /// The pipeline file's folder, for relative local paths.
+    base_dir: &'a Path,
+    /// Reaches remote sources.
+    fetcher: &'a Fetcher,
+}
+
+impl Places<'_> {
+    /// The file at path `p` (a local one resolved against the base folder).
+    fn locate(&self, p: String) -> SourceFile {
+        if self.remote {
+            return SourceFile::Remote(p);
+        }
+        let path = PathBuf::from(p);
+        SourceFile::Local(if path.is_absolute() {
+            path
+        } else {
+            self.base_dir.join(path)
+        })
+    }
+
+    /// Whether `f` exists, and `f`.
+    async fn exists(&self, f: SourceFile) -> Result<(bool, SourceFile)> {
+        match &f {
+            SourceFile::Local(p) => Ok((p.is_file(), f)),
+            SourceFile::Remote(u) => Ok((self.fetcher.exists(u).await?, f)),
+        }
+    }
+}
+
+/// A `{date}` template: each day's file (all must exist), plus those of
+/// the days just before and after the window when present.
+async fn per_day(
+    template: &str,
+    days: &[NaiveDate],
+    places: &Places<'_>,
+) -> Result<Vec<SourceFile>> {
+    let path_of = |day: NaiveDate| {
+        places.locate(template.replace("{date}", &day.format("%Y-%m-%d").to_string()))
+    };
+    let mut files = Vec::new();
+    let mut missing = Vec::new();
+    // A file per *local* date holds hours of the neighbouring UTC days
+    // (Europe/London in summer starts its day at 23:00 UTC). The files of
+    // the day before and after the window, when they exist, complete the
+    // window's first and last UTC day; rows outside the window are skipped.
+    if let Some(before) = days.first().and_then(|d| d.pred_opt()) {
+        let (found, f) = places.exists(path_of(before)).await?;
+        files.extend(found.then_some(f));
+    }
+    for day in days {
+        let (found, f) = places.exists(path_of(*day)).await?;
+        if found {
+            files.push(f);
+        } else {
+            missing.push(f.uri());
+        }
+    }
+    if let Some(after) = days.last().and_then(|d| d.succ_opt()) {
+        let (found, f) = places.exists(path_of(after)).await?;
+        files.extend(found.then_some(f));
+    }
+    if !missing.is_empty() {
+        // Overwriting a day with nothing would delete it: refuse instead.
+        return Err(Error::Source(format!(
+            "missing source files for {} day(s) of the window: {}",
+            missing.len(),
+            missing.join(", ")
+        )));
+    }
+    Ok(files)
+}
+
+/// An `s3://` prefix (ending in '/') takes every object under it; a glob
+/// takes those under its literal part that match it ('*' stops at '/').
+/// `rest` is the template after `s3://`.
+async fn s3_listing(
+    template: &str,
+    rest: &str,
+    is_glob: bool,
+    fetcher: &Fetcher,
+) -> Result<Vec<SourceFile>> {
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    let literal = key.find(['*', '?', '[']).map_or(key, |i| &key[..i]);
+    let prefix = &literal[..literal.rfind('/').map_or(0, |i| i + 1)];
+    let pattern = glob::Pattern::new(key)
+        .map_err(|e| Error::Config(format!("source path {template:?} is not a valid glob: {e}")))?;
+    let options = glob::MatchOptions {
+        require_literal_separator: true,
+        ..Default::default()
+    };
+    let mut found: Vec<String> = fetcher
+        .list_s3(bucket, prefix)
+        .await?
+        .into_iter()
+        .filter(|uri| {
+            let k = uri
+                .strip_prefix(&format!("s3://{bucket}/"))
+                .unwrap_or_default();
+            !is_glob || pattern.matches_with(k, options)
+        })
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(Error::Source(format!("no source objects match {template}")));
+    }
+    Ok(found.into_iter().map(SourceFile::Remote).collect())
+}
+
+/// A local path or glob, relative to `base_dir`: the files it matches.
+fn local_glob(template: &str, base_dir: &Path) -> Result<Vec<SourceFile>> {
     let pattern = base_dir.join(template);
     let pattern_text = pattern.to_string_lossy().to_string();
     let mut files: Vec<PathBuf> = glob::glob(&pattern_text)
