@@ -538,31 +538,15 @@ impl Fetch<'_> {
         s: &Series,
         shared: &Shared,
     ) -> Result<std::result::Result<Got, Failure>> {
-        let mut req = self
-            .client
-            .get(url.clone())
-            .timeout(self.source.timeout)
-            .header(reqwest::header::ACCEPT, "application/json");
-        for (k, v) in &self.source.headers {
-            req = req.header(k, fill(v, s.range, self.source.pad_days, &s.vars));
-        }
-        match &shared.auth {
-            Some((Auth::Bearer { .. }, v)) => req = req.bearer_auth(v),
-            Some((Auth::Header { name, .. }, v)) => req = req.header(name, v),
-            _ => {}
-        }
+        let req = self.request(url, s, shared);
         shared.report.lock().await.requests += 1;
-        let transient = |reason: String| Failure::Transient {
-            reason,
-            retry_after: None,
-        };
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => return Ok(Err(transient(describe(&e)))),
         };
         let status = resp.status();
         let retry_after = retry::retry_after(resp.headers(), SystemTime::now());
-        let resp_location = resp
+        let location = resp
             .headers()
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
@@ -577,13 +561,42 @@ impl Fetch<'_> {
             }
         };
         // Every body received is kept as it came, before it is judged.
+        let file = self.land(&body, s, shared).await?;
+        if let Some(failure) = status_failure(status, retry_after, location, &body) {
+            return Ok(Err(failure));
+        }
+        Ok(self.judge(status, retry_after, &body, file, shared).await)
+    }
+
+    /// The GET of `url` for series `s`: its timeout, headers and
+    /// credential.
+    fn request(&self, url: &reqwest::Url, s: &Series, shared: &Shared) -> reqwest::RequestBuilder {
+        let mut req = self
+            .client
+            .get(url.clone())
+            .timeout(self.source.timeout)
+            .header(reqwest::header::ACCEPT, "application/json");
+        for (k, v) in &self.source.headers {
+            req = req.header(k, fill(v, s.range, self.source.pad_days, &s.vars));
+        }
+        match &shared.auth {
+            Some((Auth::Bearer { .. }, v)) => req = req.bearer_auth(v),
+            Some((Auth::Header { name, .. }, v)) => req = req.header(name, v),
+            _ => {}
+        }
+        req
+    }
+
+    /// Lands `body` in the range's folder of the landing zone and counts
+    /// it; returns its file name.
+    async fn land(&self, body: &[u8], s: &Series, shared: &Shared) -> Result<String> {
         let n = shared.counter.fetch_add(1, Ordering::Relaxed) + 1;
         let file = Landing::page_name(&shared.fetch_id, n);
         let uri = format!(
             "{}/{file}",
             self.landing.folder(&self.job.name, s.range.first)
         );
-        self.landing.put_page(&uri, &body).await?;
+        self.landing.put_page(&uri, body).await?;
         {
             let mut r = shared.report.lock().await;
             r.bytes += body.len() as u64;
@@ -592,53 +605,85 @@ impl Fetch<'_> {
         if let Ok(mut p) = shared.progress.lock() {
             p.page(body.len() as u64);
         }
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            return Ok(Err(Failure::Transient {
-                reason: format!("{status}: {}", api::preview(&body)),
-                retry_after,
-            }));
-        }
-        if status.is_redirection() {
-            let to = resp_location.unwrap_or_default();
-            return Ok(Err(Failure::Permanent(format!(
-                "{status}: a redirect to another origin ({to}) is not followed; point source.url at it"
-            ))));
-        }
-        if !status.is_success() {
-            return Ok(Err(Failure::Permanent(format!(
-                "{status}: {}",
-                api::preview(&body)
-            ))));
-        }
-        match api::inspect(self.source, &body) {
-            Err(e) => Ok(Err(transient(e))),
-            Ok(Verdict::Unexpected(msg)) => Ok(Err(Failure::Permanent(format!(
+        Ok(file)
+    }
+
+    /// How a successful response's `body` (landed as `file`) went, by what
+    /// the source's API says in it.
+    async fn judge(
+        &self,
+        status: reqwest::StatusCode,
+        retry_after: Option<Duration>,
+        body: &[u8],
+        file: String,
+        shared: &Shared,
+    ) -> std::result::Result<Got, Failure> {
+        match api::inspect(self.source, body) {
+            Err(e) => Err(transient(e)),
+            Ok(Verdict::Unexpected(msg)) => Err(Failure::Permanent(format!(
                 "{status}, but not the answer the source expects: {msg}"
-            )))),
+            ))),
             Ok(Verdict::Throttled(msg)) => {
                 shared.report.lock().await.error_bodies += 1;
-                Ok(Err(Failure::Transient {
+                Err(Failure::Transient {
                     reason: format!("{status} with a rate-limit body: {msg}"),
                     retry_after,
-                }))
+                })
             }
             Ok(Verdict::Failed(msg)) => {
                 shared.report.lock().await.error_bodies += 1;
-                Ok(Err(Failure::Permanent(format!(
+                Err(Failure::Permanent(format!(
                     "{status} with an error body: {msg}"
-                ))))
+                )))
             }
             Ok(Verdict::Page { records, next }) => {
                 shared.report.lock().await.pages += 1;
-                Ok(Ok(Got {
+                Ok(Got {
                     file,
                     records,
                     next,
-                    body_hash: twox_hash::XxHash3_128::oneshot(&body) as u64,
-                }))
+                    body_hash: twox_hash::XxHash3_128::oneshot(body) as u64,
+                })
             }
         }
     }
+}
+
+/// A failure worth another attempt, the server not saying when.
+fn transient(reason: String) -> Failure {
+    Failure::Transient {
+        reason,
+        retry_after: None,
+    }
+}
+
+/// The failure a response's `status` alone tells (429 and 5xx transient,
+/// redirects and other 4xx permanent), `None` for a success.
+fn status_failure(
+    status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+    location: Option<String>,
+    body: &[u8],
+) -> Option<Failure> {
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        return Some(Failure::Transient {
+            reason: format!("{status}: {}", api::preview(body)),
+            retry_after,
+        });
+    }
+    if status.is_redirection() {
+        let to = location.unwrap_or_default();
+        return Some(Failure::Permanent(format!(
+            "{status}: a redirect to another origin ({to}) is not followed; point source.url at it"
+        )));
+    }
+    if !status.is_success() {
+        return Some(Failure::Permanent(format!(
+            "{status}: {}",
+            api::preview(body)
+        )));
+    }
+    None
 }
 
 /// A page that answered.
