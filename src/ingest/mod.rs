@@ -33,7 +33,7 @@ use crate::pipeline::{
 use crate::rest::RestClient;
 use crate::table::days::{self, day_name, day_of, day_start};
 use crate::table::props::target_file_size;
-use crate::table::window::{Destination, Place, WindowCommit, WindowSpec, WindowWrite};
+use crate::table::window::{Destination, Place, WindowCommit, WindowSpec, WindowWrite, Written};
 use convert::{BatchBuilder, Record};
 pub use rejects::Reject;
 
@@ -180,107 +180,130 @@ pub async fn run(
     selected: &[String],
     req: &IngestRequest,
 ) -> (Vec<JobReport>, Result<()>) {
-    let jobs: Vec<&Job> = pipeline
-        .jobs
-        .iter()
-        .filter(|j| selected.is_empty() || selected.contains(&j.name))
-        .collect();
+    let jobs = match selected_jobs(pipeline, selected) {
+        Ok(jobs) => jobs,
+        Err(e) => return (Vec::new(), Err(e)),
+    };
+    // One client per distinct catalog (a job may name its own).
+    let mut clients: Vec<(CatalogSettings, RestClient)> = Vec::new();
+    let mut reports = Vec::new();
+    let mut first_error = None;
+    for job in jobs {
+        let (report, outcome) = run_one(pipeline, job, req, &mut clients, &reports).await;
+        reports.push(report);
+        if let Err(e) = outcome {
+            first_error.get_or_insert(e);
+        }
+    }
+    (reports, first_error.map_or(Ok(()), Err))
+}
+
+/// The jobs `selected` names (all when it is empty), in file order.
+fn selected_jobs<'p>(pipeline: &'p Pipeline, selected: &[String]) -> Result<Vec<&'p Job>> {
     if pipeline.jobs.is_empty() {
-        return (
-            Vec::new(),
-            Err(Error::Config(format!(
-                "{}: no [[job]] defined",
-                pipeline.path.display()
-            ))),
-        );
+        return Err(Error::Config(format!(
+            "{}: no [[job]] defined",
+            pipeline.path.display()
+        )));
     }
     if let Some(unknown) = selected
         .iter()
         .find(|s| !pipeline.jobs.iter().any(|j| &j.name == *s))
     {
         let names: Vec<&str> = pipeline.jobs.iter().map(|j| j.name.as_str()).collect();
-        return (
-            Vec::new(),
-            Err(Error::Config(format!(
-                "no job {unknown:?} in {}; jobs: {}",
-                pipeline.path.display(),
-                names.join(", ")
-            ))),
-        );
+        return Err(Error::Config(format!(
+            "no job {unknown:?} in {}; jobs: {}",
+            pipeline.path.display(),
+            names.join(", ")
+        )));
     }
-    let settings = pipeline.catalog.clone();
-    // One client per distinct catalog (a job may name its own).
-    let mut clients: Vec<(CatalogSettings, RestClient)> = Vec::new();
-    let mut reports = Vec::new();
-    let mut first_error = None;
-    for job in jobs {
-        let started = Instant::now();
-        let mut report = JobReport::new(job, req);
-        let job_settings = job.catalog.as_ref().unwrap_or(&settings);
-        let client = if req.dry_run {
-            None
-        } else {
-            match client_for(&mut clients, job_settings).await {
-                Ok(c) => Some(c),
-                // A table outside the catalog only takes its storage
-                // settings (`/v1/config`); without the catalog the job goes
-                // on with the pipeline's own.
-                Err(e) if !Destination::needs_catalog(job) => {
-                    tracing::warn!(job = %job.name, error = %e, "the catalog is not reachable; the job uses the pipeline's [catalog] properties");
-                    None
-                }
-                Err(e) => {
-                    report.error = Some(e.to_string());
-                    first_error.get_or_insert(e);
-                    reports.push(report);
-                    continue;
-                }
-            }
-        };
-        let props: HashMap<String, String> = match &client {
-            Some(c) => c.properties.clone(),
-            None => job_settings.properties.clone().into_iter().collect(),
-        };
-        // The second half of a two-format job writes what the first half
-        // just wrote: nothing when that failed, and an API source's rows
-        // from the bodies that half landed (no second fetch).
-        let first_half = reports
-            .last()
-            .filter(|r: &&JobReport| job.twin && r.job == job.name);
-        if let Some(half) = first_half
-            && half.status == "failed"
-        {
-            report.status = "skipped".into();
-            report.error = Some("not run: this two-format job failed on its Iceberg table".into());
-            reports.push(report);
-            continue;
-        }
-        let landed_by_half = first_half
-            .and_then(|h| h.http.as_ref())
-            .map(|h| h.landing.clone());
-        let replay_req;
-        let job_req = match &landed_by_half {
-            Some(_) if !req.dry_run => {
-                replay_req = IngestRequest {
-                    replay: true,
-                    ..req.clone()
-                };
-                &replay_req
-            }
-            _ => req,
-        };
-        let landing = landed_by_half.as_deref().or(pipeline.landing.as_deref());
-        let place = Place::of(pipeline, client.as_ref(), &props);
-        let outcome = run_job(&place, job, job_req, landing, &mut report).await;
-        report.duration_ms = started.elapsed().as_millis();
-        if let Err(e) = outcome {
+    Ok(pipeline
+        .jobs
+        .iter()
+        .filter(|j| selected.is_empty() || selected.contains(&j.name))
+        .collect())
+}
+
+/// One job of a run and its report (`earlier`: the reports of the jobs
+/// run before it). The second half of a two-format job writes what the
+/// first half just wrote: nothing when that failed, and an API source's
+/// rows from the bodies that half landed (no second fetch).
+async fn run_one(
+    pipeline: &Pipeline,
+    job: &Job,
+    req: &IngestRequest,
+    clients: &mut Vec<(CatalogSettings, RestClient)>,
+    earlier: &[JobReport],
+) -> (JobReport, Result<()>) {
+    let started = Instant::now();
+    let mut report = JobReport::new(job, req);
+    let settings = job.catalog.as_ref().unwrap_or(&pipeline.catalog);
+    let client = match job_client(clients, job, settings, req.dry_run).await {
+        Ok(c) => c,
+        Err(e) => {
             report.error = Some(e.to_string());
-            report.status = "failed".into();
-            first_error.get_or_insert(e);
+            return (report, Err(e));
         }
-        reports.push(report);
+    };
+    let props: HashMap<String, String> = match &client {
+        Some(c) => c.properties.clone(),
+        None => settings.properties.clone().into_iter().collect(),
+    };
+    let first_half = earlier
+        .last()
+        .filter(|r: &&JobReport| job.twin && r.job == job.name);
+    if first_half.is_some_and(|half| half.status == "failed") {
+        report.status = "skipped".into();
+        report.error = Some("not run: this two-format job failed on its Iceberg table".into());
+        return (report, Ok(()));
     }
-    (reports, first_error.map_or(Ok(()), Err))
+    let landed_by_half = first_half
+        .and_then(|h| h.http.as_ref())
+        .map(|h| h.landing.clone());
+    let replay_req;
+    let job_req = match &landed_by_half {
+        Some(_) if !req.dry_run => {
+            replay_req = IngestRequest {
+                replay: true,
+                ..req.clone()
+            };
+            &replay_req
+        }
+        _ => req,
+    };
+    let landing = landed_by_half.as_deref().or(pipeline.landing.as_deref());
+    let place = Place::of(pipeline, client.as_ref(), &props);
+    let outcome = run_job(&place, job, job_req, landing, &mut report).await;
+    report.duration_ms = started.elapsed().as_millis();
+    if let Err(e) = &outcome {
+        report.error = Some(e.to_string());
+        report.status = "failed".into();
+    }
+    (report, outcome)
+}
+
+/// The job's catalog client: none for a dry run, nor for a table outside
+/// the catalog when the catalog cannot be reached.
+async fn job_client(
+    clients: &mut Vec<(CatalogSettings, RestClient)>,
+    job: &Job,
+    settings: &CatalogSettings,
+    dry_run: bool,
+) -> Result<Option<RestClient>> {
+    if dry_run {
+        return Ok(None);
+    }
+    match client_for(clients, settings).await {
+        Ok(c) => Ok(Some(c)),
+        // A table outside the catalog only takes its storage settings
+        // (`/v1/config`); without the catalog the job goes on with the
+        // pipeline's own.
+        Err(e) if !Destination::needs_catalog(job) => {
+            tracing::warn!(job = %job.name, error = %e, "the catalog is not reachable; the job uses the pipeline's [catalog] properties");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The connected client for `settings`, connecting on first use.
@@ -349,32 +372,86 @@ async fn fill(
         return Ok(());
     }
     if let Source::Http(h) = &job.source {
-        let (io, props) = dest.storage((fetcher.io.clone(), fetcher.s3_props.clone()));
-        fetcher.io = io.clone();
-        fetcher.s3_props = props.clone();
-        let zone =
-            http::landing::Landing::resolve(landing, &dest.location(), &job.namespace, io, props)?;
-        units = api_units(job, h, req, &days, &zone, report).await?;
+        units = fetch_api(dest, job, h, req, &days, (&mut fetcher, landing), report).await?;
     }
-    let evolved;
-    let job = if job.schema_drift == SchemaDrift::Evolve {
-        let (scan_job, scan_units, scan_fetcher) = (job.clone(), units.clone(), fetcher.clone());
-        let new = tokio::task::spawn_blocking(move || {
-            drift::scan_unknown(&scan_job, &scan_units, &scan_fetcher)
-        })
-        .await
-        .map_err(|e| Error::Source(format!("the schema scan failed: {e}")))??;
-        let mut j = job.clone();
-        if !new.is_empty() {
-            drift::adopt(&mut j, &new);
-            dest.add_columns(&j, &new).await?;
-        }
-        evolved = j;
-        &evolved
-    } else {
-        job
-    };
+    let evolved = evolve(dest, job, &units, &fetcher).await?;
+    let job = evolved.as_ref().unwrap_or(job);
     report.location = Some(dest.location());
+    let (written, rejects, checker) =
+        write_window(dest, job, req, (units, fetcher), report).await?;
+    tally(&written, report);
+    let verdict = judge(job, req, &days, checker, report);
+    // The rejects are the evidence of a failing run too: kept, with the
+    // run id, even when the target is not touched.
+    let batch = rejects_batch(job, req, &rejects, report)?;
+    let kept = keep_rejects(dest, job, &req.run_id, batch, report).await;
+    let guarded_days = match kept.and_then(|()| threshold(job, report)).and(verdict) {
+        Ok(days) => days,
+        Err(e) => {
+            unwritten(report);
+            written.discard().await;
+            return Err(e);
+        }
+    };
+    commit(dest, job, req, (written, guarded_days), report).await
+}
+
+/// An API job's units: the landing zone beside the table (whose storage
+/// `fetcher` takes on), and the window's pages fetched into it or
+/// (`--replay`) found there.
+async fn fetch_api(
+    dest: &Destination,
+    job: &Job,
+    h: &crate::pipeline::HttpSource,
+    req: &IngestRequest,
+    days: &[NaiveDate],
+    (fetcher, landing): (&mut files::Fetcher, Option<&str>),
+    report: &mut JobReport,
+) -> Result<Vec<Unit>> {
+    let (io, props) = dest.storage((fetcher.io.clone(), fetcher.s3_props.clone()));
+    fetcher.io = io.clone();
+    fetcher.s3_props = props.clone();
+    let zone =
+        http::landing::Landing::resolve(landing, &dest.location(), &job.namespace, io, props)?;
+    api_units(job, h, req, days, &zone, report).await
+}
+
+/// `schema_drift = "evolve"`: the job with the source fields it does not
+/// know adopted as columns, which are added to the table too (`None`
+/// under the other settings).
+async fn evolve(
+    dest: &mut Destination,
+    job: &Job,
+    units: &[Unit],
+    fetcher: &files::Fetcher,
+) -> Result<Option<Job>> {
+    if job.schema_drift != SchemaDrift::Evolve {
+        return Ok(None);
+    }
+    let (scan_job, scan_units, scan_fetcher) = (job.clone(), units.to_vec(), fetcher.clone());
+    let new = tokio::task::spawn_blocking(move || {
+        drift::scan_unknown(&scan_job, &scan_units, &scan_fetcher)
+    })
+    .await
+    .map_err(|e| Error::Source(format!("the schema scan failed: {e}")))??;
+    let mut evolved = job.clone();
+    if !new.is_empty() {
+        drift::adopt(&mut evolved, &new);
+        dest.add_columns(&evolved, &new).await?;
+    }
+    Ok(Some(evolved))
+}
+
+/// Reads the units into the table's window, uncommitted: returns what was
+/// written, the kept rejects and the `[job.expect]` checker. On an error
+/// nothing written is left behind.
+async fn write_window(
+    dest: &Destination,
+    job: &Job,
+    req: &IngestRequest,
+    (units, fetcher): (Vec<Unit>, files::Fetcher),
+    report: &mut JobReport,
+) -> Result<(Written, Vec<Reject>, Option<expect::Checker>)> {
     let spec = WindowSpec {
         run_id: &req.run_id,
         from: req.from,
@@ -397,6 +474,11 @@ async fn fill(
         }
         (Ok(w), Ok(())) => w,
     };
+    Ok((written, rejects, checker))
+}
+
+/// Puts what `written` holds per day, and its totals, in the report.
+fn tally(written: &Written, report: &mut JobReport) {
     for (day, f) in written.days() {
         let d = report.days.entry(day_name(day)).or_default();
         d.rows_written += f.rows;
@@ -406,28 +488,45 @@ async fn fill(
     report.rows_written = report.days.values().map(|d| d.rows_written).sum();
     report.data_files = report.days.values().map(|d| d.files).sum();
     report.bytes_written = report.days.values().map(|d| d.bytes).sum();
-    let verdict = judge(job, req, &days, checker, report);
-    if report.rows_rejected > 0 {
-        // The rejects are the evidence of a failing run too: kept, with the
-        // run id, even when the target is not touched.
-        let batch = rejects::batch(crate::table::rejects::arrow_schema()?, job, req, &rejects)?;
-        match dest.append_rejects(job, &req.run_id, batch).await {
-            Ok(id) => report.rejects_snapshot_id = id,
-            Err(e) => {
-                unwritten(report);
-                written.discard().await;
-                return Err(e);
-            }
-        }
+}
+
+/// The rows of the rejects table for the run's rejects, when there were
+/// any.
+fn rejects_batch(
+    job: &Job,
+    req: &IngestRequest,
+    rejects: &[Reject],
+    report: &JobReport,
+) -> Result<Option<arrow_array::RecordBatch>> {
+    if report.rows_rejected == 0 {
+        return Ok(None);
     }
-    let guarded_days = match threshold(job, report).and(verdict) {
-        Ok(days) => days,
-        Err(e) => {
-            unwritten(report);
-            written.discard().await;
-            return Err(e);
-        }
-    };
+    rejects::batch(crate::table::rejects::arrow_schema()?, job, req, rejects).map(Some)
+}
+
+/// Appends `batch` (the run's rejects, if any) to the rejects table.
+async fn keep_rejects(
+    dest: &Destination,
+    job: &Job,
+    run_id: &str,
+    batch: Option<arrow_array::RecordBatch>,
+    report: &mut JobReport,
+) -> Result<()> {
+    if let Some(batch) = batch {
+        report.rejects_snapshot_id = dest.append_rejects(job, run_id, batch).await?;
+    }
+    Ok(())
+}
+
+/// Commits `written` as the window's one overwrite (`guarded_days` must
+/// not be emptied) and reports how it went.
+async fn commit(
+    dest: &Destination,
+    job: &Job,
+    req: &IngestRequest,
+    (written, guarded_days): (Written, std::collections::BTreeSet<i32>),
+    report: &mut JobReport,
+) -> Result<()> {
     let commit = WindowCommit {
         job: &job.name,
         namespace: &job.namespace,
