@@ -35,8 +35,8 @@ pub struct Converted {
 
 const UTC: &str = "+00:00";
 
-fn storage(e: impl std::fmt::Display) -> Error {
-    Error::Storage(e.to_string())
+fn storage(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Storage(e.to_string()).caused_by(e)
 }
 
 /// Casts a whole column; values that do not convert become null (the

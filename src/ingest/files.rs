@@ -73,7 +73,9 @@ impl Fetcher {
                 .connect_timeout(std::time::Duration::from_secs(10))
                 .timeout(std::time::Duration::from_secs(600))
                 .build()
-                .map_err(|e| Error::Source(format!("cannot build an HTTP client: {e}")))?,
+                .map_err(|e| {
+                    Error::Source(format!("cannot build an HTTP client: {e}")).caused_by(e)
+                })?,
         })
     }
 
@@ -84,7 +86,7 @@ impl Fetcher {
                 .io
                 .exists(uri)
                 .await
-                .map_err(|e| Error::Source(format!("{shown}: {e}")));
+                .map_err(|e| Error::Source(format!("{shown}: {e}")).caused_by(e));
         }
         let resp = self
             .http
@@ -106,12 +108,10 @@ impl Fetcher {
     /// The `s3://bucket/key` URIs under `prefix` (recursively).
     async fn list_s3(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
         let op = crate::store::s3_operator(bucket, &self.s3_props)
-            .map_err(|e| Error::Source(e.to_string()))?;
-        let entries = op
-            .list_with(prefix)
-            .recursive(true)
-            .await
-            .map_err(|e| Error::Source(format!("listing s3://{bucket}/{prefix}: {e}")))?;
+            .map_err(|e| Error::Source(e.to_string()).caused_by(e))?;
+        let entries = op.list_with(prefix).recursive(true).await.map_err(|e| {
+            Error::Source(format!("listing s3://{bucket}/{prefix}: {e}")).caused_by(e)
+        })?;
         Ok(entries
             .into_iter()
             .filter(|e| !e.path().ends_with('/'))
@@ -135,6 +135,7 @@ impl Fetcher {
                         "cannot create a temporary file for {}: {e}",
                         crate::secret::public_url(u)
                     ))
+                    .caused_by(e)
                 })?;
                 runtime.block_on(self.fetch(u, t.as_file_mut()))?;
                 Ok((t.path().to_path_buf(), Some(t)))
@@ -145,22 +146,23 @@ impl Fetcher {
     /// Streams a remote source into `dest`.
     pub async fn fetch(&self, uri: &str, dest: &mut std::fs::File) -> Result<()> {
         let shown = crate::secret::public_url(uri);
-        let io =
-            |e: std::io::Error| Error::Source(format!("{shown}: writing a temporary copy: {e}"));
+        let io = |e: std::io::Error| {
+            Error::Source(format!("{shown}: writing a temporary copy: {e}")).caused_by(e)
+        };
         if uri.starts_with("s3://") {
             let input = self
                 .io
                 .new_input(uri)
-                .map_err(|e| Error::Source(format!("{shown}: {e}")))?;
+                .map_err(|e| Error::Source(format!("{shown}: {e}")).caused_by(e))?;
             let size = input
                 .metadata()
                 .await
-                .map_err(|e| Error::Source(format!("{shown}: {e}")))?
+                .map_err(|e| Error::Source(format!("{shown}: {e}")).caused_by(e))?
                 .size;
             let reader = input
                 .reader()
                 .await
-                .map_err(|e| Error::Source(format!("{shown}: {e}")))?;
+                .map_err(|e| Error::Source(format!("{shown}: {e}")).caused_by(e))?;
             const CHUNK: u64 = 8 * 1024 * 1024;
             let mut at = 0;
             while at < size {
@@ -168,7 +170,7 @@ impl Fetcher {
                 let bytes = reader
                     .read(at..end)
                     .await
-                    .map_err(|e| Error::Source(format!("{shown}: {e}")))?;
+                    .map_err(|e| Error::Source(format!("{shown}: {e}")).caused_by(e))?;
                 dest.write_all(&bytes).map_err(io)?;
                 at = end;
             }
@@ -323,8 +325,9 @@ async fn s3_listing(
     let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
     let literal = key.find(['*', '?', '[']).map_or(key, |i| &key[..i]);
     let prefix = &literal[..literal.rfind('/').map_or(0, |i| i + 1)];
-    let pattern = glob::Pattern::new(key)
-        .map_err(|e| Error::Config(format!("source path {template:?} is not a valid glob: {e}")))?;
+    let pattern = glob::Pattern::new(key).map_err(|e| {
+        Error::Config(format!("source path {template:?} is not a valid glob: {e}")).caused_by(e)
+    })?;
     let options = glob::MatchOptions {
         require_literal_separator: true,
         ..Default::default()
@@ -352,7 +355,9 @@ fn local_glob(template: &str, base_dir: &Path) -> Result<Vec<SourceFile>> {
     let pattern = base_dir.join(template);
     let pattern_text = pattern.to_string_lossy().to_string();
     let mut files: Vec<PathBuf> = glob::glob(&pattern_text)
-        .map_err(|e| Error::Config(format!("source path {template:?} is not a valid glob: {e}")))?
+        .map_err(|e| {
+            Error::Config(format!("source path {template:?} is not a valid glob: {e}")).caused_by(e)
+        })?
         .filter_map(|entry| entry.ok())
         .filter(|p| p.is_file())
         .collect();

@@ -433,7 +433,7 @@ async fn evolve(
         drift::scan_unknown(&scan_job, &scan_units, &scan_fetcher)
     })
     .await
-    .map_err(|e| Error::Source(format!("the schema scan failed: {e}")))??;
+    .map_err(|e| Error::Source(format!("the schema scan failed: {e}")).caused_by(e))??;
     let mut evolved = job.clone();
     if !new.is_empty() {
         drift::adopt(&mut evolved, &new);
@@ -596,7 +596,7 @@ fn read_unit(
         Source::Files(cfg) => records::read_file(path, cfg, sink),
         Source::Http(h) => {
             let bytes = std::fs::read(path)
-                .map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
+                .map_err(|e| Error::Source(format!("{}: {e}", path.display())).caused_by(e))?;
             let empty = std::collections::BTreeMap::new();
             let vars = unit.vars.as_ref().unwrap_or(&empty);
             http::read_page(&bytes, &unit.file.uri(), h, vars, sink)
@@ -839,7 +839,7 @@ async fn drain(
     }
     let read_result = match reader.await {
         Ok(r) => r,
-        Err(e) => Err(Error::Source(format!("the reader thread failed: {e}"))),
+        Err(e) => Err(Error::Source(format!("the reader thread failed: {e}")).caused_by(e)),
     };
     let outcome = match failure {
         Some(e) => Err(e),

@@ -40,105 +40,117 @@ pub trait RecordSink {
 /// Feeds every record (or batch) of `path` to `sink`, stopping at the first
 /// error it returns.
 pub fn read_file(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Result<()> {
-    let io = |e: std::io::Error| Error::Source(format!("{}: {e}", path.display())).caused_by(e);
     match source.format {
-        Format::Ndjson => {
-            let mut reader = BufReader::new(File::open(path).map_err(io)?);
-            let mut bytes = Vec::new();
-            let mut number = 0u64;
-            loop {
-                bytes.clear();
-                if reader.read_until(b'\n', &mut bytes).map_err(io)? == 0 {
-                    break;
-                }
-                number += 1;
-                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    bytes.pop();
-                }
-                // A line that is not UTF-8 is a reject of its own; the
-                // others still land.
-                let line = match String::from_utf8(std::mem::take(&mut bytes)) {
-                    Ok(line) => line,
-                    Err(e) => {
-                        let at = e.utf8_error().valid_up_to();
-                        sink.unreadable(Unreadable {
-                            raw: String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                            reason: format!("invalid UTF-8 at byte {at} of the line"),
-                            line: number,
-                        });
-                        continue;
-                    }
-                };
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(Value::Object(fields)) => sink.record(Record {
-                        fields,
-                        raw: line,
-                        line: number,
-                    })?,
-                    Ok(_) => sink.unreadable(Unreadable {
-                        raw: line,
-                        reason: "line is JSON but not an object".into(),
-                        line: number,
-                    }),
-                    Err(e) => sink.unreadable(Unreadable {
-                        raw: line,
-                        reason: format!("malformed JSON: {e}"),
-                        line: number,
-                    }),
-                }
-            }
-            Ok(())
-        }
-        Format::Json => {
-            let text = std::fs::read_to_string(path).map_err(io)?;
-            let doc: Value = serde_json::from_str(&text).map_err(|e| {
-                Error::Source(format!("{}: malformed JSON document: {e}", path.display()))
-                    .caused_by(e)
-            })?;
-            let mut node = &doc;
-            for key in source
-                .records
-                .iter()
-                .flat_map(|p| p.split('.'))
-                .filter(|k| !k.is_empty())
-            {
-                node = node.get(key).ok_or_else(|| {
-                    Error::Source(format!(
-                        "{}: no key {key:?} on the records path {:?}",
-                        path.display(),
-                        source.records
-                    ))
-                })?;
-            }
-            let items = node.as_array().ok_or_else(|| {
-                Error::Source(format!(
-                    "{}: the records path does not lead to an array",
-                    path.display()
-                ))
-            })?;
-            for (i, item) in items.iter().enumerate() {
-                let number = i as u64 + 1;
-                match item {
-                    Value::Object(fields) => sink.record(Record {
-                        fields: fields.clone(),
-                        raw: item.to_string(),
-                        line: number,
-                    })?,
-                    other => sink.unreadable(Unreadable {
-                        raw: other.to_string(),
-                        reason: "record is not an object".into(),
-                        line: number,
-                    }),
-                }
-            }
-            Ok(())
-        }
+        Format::Ndjson => read_ndjson(path, sink),
+        Format::Json => read_json(path, source, sink),
         Format::Csv => read_csv(path, source, sink),
         Format::Parquet => read_parquet(path, sink),
     }
+}
+
+/// An I/O error reading `path`.
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::Source(format!("{}: {e}", path.display())).caused_by(e)
+}
+
+/// One record per line; a line that is not a JSON object (or not UTF-8)
+/// is a reject of its own.
+fn read_ndjson(path: &Path, sink: &mut dyn RecordSink) -> Result<()> {
+    let io = io_error(path);
+    let mut reader = BufReader::new(File::open(path).map_err(&io)?);
+    let mut bytes = Vec::new();
+    let mut number = 0u64;
+    loop {
+        bytes.clear();
+        if reader.read_until(b'\n', &mut bytes).map_err(&io)? == 0 {
+            break;
+        }
+        number += 1;
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
+        // A line that is not UTF-8 is a reject of its own; the
+        // others still land.
+        let line = match String::from_utf8(std::mem::take(&mut bytes)) {
+            Ok(line) => line,
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                sink.unreadable(Unreadable {
+                    raw: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                    reason: format!("invalid UTF-8 at byte {at} of the line"),
+                    line: number,
+                });
+                continue;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(&line) {
+            Ok(Value::Object(fields)) => sink.record(Record {
+                fields,
+                raw: line,
+                line: number,
+            })?,
+            Ok(_) => sink.unreadable(Unreadable {
+                raw: line,
+                reason: "line is JSON but not an object".into(),
+                line: number,
+            }),
+            Err(e) => sink.unreadable(Unreadable {
+                raw: line,
+                reason: format!("malformed JSON: {e}"),
+                line: number,
+            }),
+        }
+    }
+    Ok(())
+}
+
+/// One JSON document: the records are the array at `records`.
+fn read_json(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Result<()> {
+    let io = io_error(path);
+    let text = std::fs::read_to_string(path).map_err(&io)?;
+    let doc: Value = serde_json::from_str(&text).map_err(|e| {
+        Error::Source(format!("{}: malformed JSON document: {e}", path.display())).caused_by(e)
+    })?;
+    let mut node = &doc;
+    for key in source
+        .records
+        .iter()
+        .flat_map(|p| p.split('.'))
+        .filter(|k| !k.is_empty())
+    {
+        node = node.get(key).ok_or_else(|| {
+            Error::Source(format!(
+                "{}: no key {key:?} on the records path {:?}",
+                path.display(),
+                source.records
+            ))
+        })?;
+    }
+    let items = node.as_array().ok_or_else(|| {
+        Error::Source(format!(
+            "{}: the records path does not lead to an array",
+            path.display()
+        ))
+    })?;
+    for (i, item) in items.iter().enumerate() {
+        let number = i as u64 + 1;
+        match item {
+            Value::Object(fields) => sink.record(Record {
+                fields: fields.clone(),
+                raw: item.to_string(),
+                line: number,
+            })?,
+            other => sink.unreadable(Unreadable {
+                raw: other.to_string(),
+                reason: "record is not an object".into(),
+                line: number,
+            }),
+        }
+    }
+    Ok(())
 }
 
 fn read_csv(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Result<()> {

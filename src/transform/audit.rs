@@ -269,6 +269,7 @@ pub async fn run(
                 model.file(),
                 check.test
             ))
+            .caused_by(e)
         };
         let count = ctx
             .sql(&format!("SELECT count(*) AS n FROM ({})", check.sql))

@@ -226,8 +226,9 @@ fn page_url(
         _ => t.to_string(),
     };
     let text = paging(&fill(&source.url, s.range, source.pad_days, &s.vars));
-    let mut url = reqwest::Url::parse(&text)
-        .map_err(|e| Error::Config(format!("source url {text:?} is not a URL: {e}")))?;
+    let mut url = reqwest::Url::parse(&text).map_err(|e| {
+        Error::Config(format!("source url {text:?} is not a URL: {e}")).caused_by(e)
+    })?;
     let mut templated_paging = source.url.contains("{offset}");
     {
         let mut q = url.query_pairs_mut();
@@ -442,6 +443,7 @@ impl Fetch<'_> {
                 (Pagination::Next { .. }, Some(link)) if records > 0 => {
                     let next = url.join(&link).map_err(|e| {
                         Error::Source(format!("the next-page link {link:?} is not a URL: {e}"))
+                            .caused_by(e)
                     })?;
                     if next.origin() != origin {
                         return Err(Error::Source(format!(
@@ -802,8 +804,9 @@ pub fn read_page(
     const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
     let plain;
     let body = if bytes.starts_with(&ZSTD_MAGIC) {
-        plain = zstd::decode_all(bytes)
-            .map_err(|e| Error::Source(format!("{uri}: not a readable zstd body: {e}")))?;
+        plain = zstd::decode_all(bytes).map_err(|e| {
+            Error::Source(format!("{uri}: not a readable zstd body: {e}")).caused_by(e)
+        })?;
         &plain[..]
     } else {
         bytes
@@ -819,7 +822,8 @@ pub fn read_page(
             return Ok(());
         }
     };
-    let rows = api::records(source, &doc).map_err(|e| Error::Source(format!("{uri}: {e}")))?;
+    let rows = api::records(source, &doc)
+        .map_err(|e| Error::Source(format!("{uri}: {e}")).caused_by(e))?;
     for (i, mut fields) in rows.into_iter().enumerate() {
         for (k, v) in vars {
             fields
@@ -859,7 +863,7 @@ pub fn client() -> Result<reqwest::Client> {
         .redirect(redirects)
         .user_agent(concat!("floe/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| Error::Source(format!("cannot build an HTTP client: {e}")))
+        .map_err(|e| Error::Source(format!("cannot build an HTTP client: {e}")).caused_by(e))
 }
 
 #[cfg(test)]
