@@ -28,14 +28,15 @@
 //! producer looks for its run id in the table's history, so a commit whose
 //! response was lost is never applied twice.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, btree_map};
 use std::ops::RangeInclusive;
 
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataFile, FormatVersion, Literal, ManifestContentType, ManifestFile, ManifestListWriter,
-    ManifestWriterBuilder, Operation, PartitionSpec, PrimitiveLiteral, Snapshot, SnapshotReference,
-    SnapshotRetention, Summary, TableMetadata, Transform,
+    DataFile, FormatVersion, Literal, ManifestContentType, ManifestEntry, ManifestFile,
+    ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, PartitionSpec,
+    PartitionSpecRef, PrimitiveLiteral, SchemaRef, Snapshot, SnapshotRef, SnapshotReference,
+    SnapshotRetention, Struct, Summary, TableMetadata, Transform,
 };
 use iceberg::table::Table;
 use iceberg::{TableIdent, TableRequirement, TableUpdate};
@@ -43,6 +44,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::rest::{CommitOutcome, LoadedTable, RestClient};
+use crate::table::days::describe_days;
 pub use crate::table::props::{JOB_KEY, LAST_RUN_PREFIX, RUN_ID_KEY, STATE_PREFIX};
 use crate::table::retry::Retry;
 
@@ -264,21 +266,60 @@ pub enum ChangeOutcome {
     Stale(Vec<String>),
 }
 
+/// A commit ready to send, and what it did.
 struct Staged {
+    /// What the catalog must check.
     requirements: Vec<TableRequirement>,
+    /// What the catalog applies.
     updates: Vec<TableUpdate>,
+    /// The new snapshot.
     snapshot_id: i64,
+    /// Data files it removes.
     deleted_files: u64,
+    /// Rows they held.
     deleted_rows: u64,
+    /// Days it leaves without rows.
     emptied_days: Vec<i32>,
+    /// Metadata files written for it (deleted when it loses a conflict).
     written: Vec<String>,
 }
 
+impl Staged {
+    /// The report of this commit, landed at `attempt`.
+    fn report(self, attempt: u32) -> CommitReport {
+        CommitReport {
+            snapshot_id: self.snapshot_id,
+            deleted_files: self.deleted_files,
+            deleted_rows: self.deleted_rows,
+            attempts: attempt,
+            already_landed: false,
+            emptied_days: self.emptied_days,
+        }
+    }
+}
+
+impl CommitReport {
+    /// The report of a run whose snapshot `snapshot_id` was found in the
+    /// table before `attempt`: made by an earlier process of the run when
+    /// found before the first attempt, else by the previous attempt (whose
+    /// answer was lost).
+    fn landed(snapshot_id: i64, attempt: u32) -> Self {
+        Self {
+            snapshot_id,
+            deleted_files: 0,
+            deleted_rows: 0,
+            attempts: attempt.saturating_sub(1).max(1),
+            already_landed: attempt == 1,
+            emptied_days: Vec::new(),
+        }
+    }
+}
+
+/// What [`stage`] built: the commit, or nothing because inputs of a
+/// [`Removal::Files`] are no longer live (their paths).
 enum Stage {
     Ready(Staged),
     Stale(Vec<String>),
-    /// Guarded days the change would have emptied.
-    WouldEmpty(BTreeSet<i32>),
 }
 
 /// Commits `overwrite` to the table, retrying conflicts (bounded).
@@ -328,21 +369,11 @@ pub async fn commit_change(
     let retry = Retry::commits()?;
     for attempt in 1..=retry.attempts {
         if let Some(id) = landed_snapshot(&loaded.metadata, &change.run_id) {
-            return Ok(ChangeOutcome::Committed(CommitReport {
-                snapshot_id: id,
-                deleted_files: 0,
-                deleted_rows: 0,
-                attempts: attempt.saturating_sub(1).max(1),
-                already_landed: attempt == 1,
-                emptied_days: Vec::new(),
-            }));
+            return Ok(ChangeOutcome::Committed(CommitReport::landed(id, attempt)));
         }
         let staged = match stage(handle, &loaded, change).await? {
             Stage::Ready(staged) => staged,
             Stage::Stale(paths) => return Ok(ChangeOutcome::Stale(paths)),
-            Stage::WouldEmpty(days) => {
-                return Err(Error::WouldEmpty(crate::table::days::describe_days(&days)));
-            }
         };
         let outcome = client
             .commit(
@@ -354,14 +385,7 @@ pub async fn commit_change(
             .await?;
         match outcome {
             CommitOutcome::Committed(_) => {
-                return Ok(ChangeOutcome::Committed(CommitReport {
-                    snapshot_id: staged.snapshot_id,
-                    deleted_files: staged.deleted_files,
-                    deleted_rows: staged.deleted_rows,
-                    attempts: attempt,
-                    already_landed: false,
-                    emptied_days: staged.emptied_days,
-                }));
+                return Ok(ChangeOutcome::Committed(staged.report(attempt)));
             }
             CommitOutcome::Conflict(reason) => {
                 tracing::info!(attempt, %reason, "commit conflict; reloading and rebuilding");
@@ -480,9 +504,10 @@ fn may_hold_removed(manifest: &ManifestFile, removal: &Removal) -> bool {
 /// The manifests rewritten by a commit, one per partition spec, each
 /// holding the DELETED entries of removed files and the EXISTING entries
 /// of the files kept from the manifests that were opened.
+#[derive(Default)]
 struct Rewritten {
     /// Open writers by spec, with the entries each holds.
-    writers: BTreeMap<i32, (iceberg::spec::ManifestWriter, usize)>,
+    writers: BTreeMap<i32, (ManifestWriter, usize)>,
     /// Every manifest path opened.
     paths: Vec<String>,
     /// Manifests already written (a writer rolls at [`MAX_REWRITTEN_ENTRIES`]).
@@ -493,8 +518,275 @@ struct Rewritten {
 /// it writes, so a cap keeps a commit's memory flat on large tables.
 const MAX_REWRITTEN_ENTRIES: usize = 1000;
 
+impl Rewritten {
+    /// The open writer for `manifest`'s partition spec, with the entries it
+    /// holds: a new one when none is open, or when the open one reached
+    /// [`MAX_REWRITTEN_ENTRIES`] (that one is written first).
+    async fn writer_for(
+        &mut self,
+        draft: &Draft<'_>,
+        manifest: &ManifestFile,
+    ) -> Result<&mut (ManifestWriter, usize)> {
+        let spec_id = manifest.partition_spec_id;
+        if self
+            .writers
+            .get(&spec_id)
+            .is_some_and(|(_, n)| *n >= MAX_REWRITTEN_ENTRIES)
+            && let Some((full, _)) = self.writers.remove(&spec_id)
+        {
+            self.done
+                .push(full.write_manifest_file().await.map_err(storage)?);
+        }
+        match self.writers.entry(spec_id) {
+            btree_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            btree_map::Entry::Vacant(slot) => {
+                let n = self.paths.len();
+                let path = format!(
+                    "{}/{}-r{spec_id}-{n}.avro",
+                    draft.meta_dir, draft.commit_uuid
+                );
+                let writer = draft.manifest_writer(&path, spec_id, &manifest.manifest_path)?;
+                self.paths.push(path);
+                Ok(slot.insert((writer, 0)))
+            }
+        }
+    }
+
+    /// Writes the manifests still open. Returns every rewritten manifest
+    /// (the rolled ones first, then one per spec in spec order) and every
+    /// path opened.
+    async fn finish(mut self) -> Result<(Vec<ManifestFile>, Vec<String>)> {
+        let mut manifests = std::mem::take(&mut self.done);
+        for (_, (writer, _)) in self.writers {
+            manifests.push(writer.write_manifest_file().await.map_err(storage)?);
+        }
+        Ok((manifests, self.paths))
+    }
+}
+
+/// The fixed facts of one staging attempt: the table as loaded, and the
+/// ids and paths of the snapshot it builds.
+struct Draft<'a> {
+    /// IO for manifests.
+    io: &'a FileIO,
+    /// The metadata the commit replaces.
+    metadata: &'a TableMetadata,
+    /// The `iceberg` table over `metadata` (for its manifest list reader).
+    table: Table,
+    /// The schema new manifests are written with.
+    schema: SchemaRef,
+    /// `main`'s head: the new snapshot's parent.
+    parent: Option<&'a SnapshotRef>,
+    /// The new snapshot's id.
+    snapshot_id: i64,
+    /// The new snapshot's sequence number.
+    seq: i64,
+    /// Names this attempt's metadata files apart from any other attempt's.
+    commit_uuid: Uuid,
+    /// Where the new metadata files go.
+    meta_dir: String,
+}
+
+impl<'a> Draft<'a> {
+    /// A draft over the table as `loaded`, with a fresh snapshot id.
+    fn new(handle: &'a TableHandle, loaded: &'a LoadedTable) -> Result<Self> {
+        let metadata = &loaded.metadata;
+        Ok(Self {
+            io: &handle.io,
+            metadata,
+            table: handle.table(loaded)?,
+            schema: metadata.current_schema().clone(),
+            parent: metadata.current_snapshot(),
+            snapshot_id: new_snapshot_id(metadata),
+            seq: metadata.next_sequence_number(),
+            commit_uuid: Uuid::new_v4(),
+            meta_dir: format!("{}/metadata", metadata.location()),
+        })
+    }
+
+    /// The parent snapshot's id (`None` on an empty table).
+    fn parent_id(&self) -> Option<i64> {
+        self.parent.map(|p| p.snapshot_id())
+    }
+
+    /// Partition spec `id`; `what` names its user in the error.
+    fn spec(&self, id: i32, what: &str) -> Result<&'a PartitionSpecRef> {
+        self.metadata
+            .partition_spec_by_id(id)
+            .ok_or_else(|| Error::Storage(format!("{what} uses an unknown partition spec {id}")))
+    }
+
+    /// A writer of a v2 data manifest at `path` for partition spec
+    /// `spec_id`, whose entries belong to the new snapshot.
+    fn manifest_writer(&self, path: &str, spec_id: i32, what: &str) -> Result<ManifestWriter> {
+        let output = self.io.new_output(path).map_err(storage)?;
+        let spec = self.spec(spec_id, what)?;
+        Ok(ManifestWriterBuilder::new(
+            output,
+            Some(self.snapshot_id),
+            self.schema.clone(),
+            spec.as_ref().clone(),
+        )
+        .build_v2_data())
+    }
+}
+
+/// The data files a change removes, as found in the parent's manifests.
+#[derive(Default)]
+struct Removed {
+    /// Files removed.
+    files: u64,
+    /// Rows they held.
+    rows: u64,
+    /// Bytes they took.
+    bytes: u64,
+    /// Spec id and partition of each removed file, by path.
+    partitions: HashMap<String, (i32, Struct)>,
+    /// Days that lose a data file holding rows.
+    days: BTreeSet<i32>,
+}
+
+impl Removed {
+    /// Counts `file` (of partition spec `spec_id`) as removed.
+    fn record(&mut self, spec_id: i32, file: &DataFile) {
+        self.files += 1;
+        self.rows += file.record_count();
+        self.bytes += file.file_size_in_bytes();
+        if file.record_count() > 0
+            && let Some(day) = file_day(file)
+        {
+            self.days.insert(day);
+        }
+        self.partitions.insert(
+            file.file_path().to_string(),
+            (spec_id, file.partition().clone()),
+        );
+    }
+}
+
+/// Delete files added after the snapshot a [`Removal::Files`] rewrite
+/// read: they may delete rows of its inputs that its outputs still hold.
+#[derive(Default)]
+struct LateDeletes {
+    /// Partitions (spec id, partition) that gained delete files.
+    partitions: HashSet<(i32, Struct)>,
+    /// Whether one came with an unpartitioned spec: it applies to every
+    /// partition.
+    everywhere: bool,
+}
+
+/// The parent's manifests, sorted for the new snapshot.
+#[derive(Default)]
+struct Walk {
+    /// Manifests the new snapshot lists as they are.
+    kept: Vec<ManifestFile>,
+    /// Manifests rewritten because they held removed files.
+    rewritten: Rewritten,
+    /// What the rewriting removed.
+    removed: Removed,
+    /// Delete files that make a [`Removal::Files`] stale.
+    late_deletes: LateDeletes,
+}
+
+impl Walk {
+    /// Keeps a data manifest as it is when it holds no live file the change
+    /// removes; otherwise copies its live entries into the rewritten
+    /// manifest of its spec.
+    async fn visit_data_manifest(
+        &mut self,
+        draft: &Draft<'_>,
+        manifest: &ManifestFile,
+        removal: &Removal,
+    ) -> Result<()> {
+        if !may_hold_removed(manifest, removal) {
+            self.kept.push(manifest.clone());
+            return Ok(());
+        }
+        let entries = manifest.load_manifest(draft.io).await.map_err(storage)?;
+        let hit = entries
+            .entries()
+            .iter()
+            .any(|e| e.is_alive() && is_removed(removal, e.data_file()));
+        if !hit {
+            self.kept.push(manifest.clone());
+            return Ok(());
+        }
+        let (writer, count) = self.rewritten.writer_for(draft, manifest).await?;
+        for entry in entries.entries().iter().filter(|e| e.is_alive()) {
+            *count += 1;
+            rewrite_entry(writer, entry, manifest, removal, &mut self.removed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Copies one live entry of `manifest` into a rewritten manifest: DELETED
+/// (and counted in `removed`) when the change removes its file, EXISTING
+/// otherwise. Sequence numbers and the snapshot that added it are kept.
+fn rewrite_entry(
+    writer: &mut ManifestWriter,
+    entry: &ManifestEntry,
+    manifest: &ManifestFile,
+    removal: &Removal,
+    removed: &mut Removed,
+) -> Result<()> {
+    let file = entry.data_file().clone();
+    let data_seq = entry.sequence_number().unwrap_or(0);
+    let file_seq = entry.file_sequence_number.or(Some(data_seq));
+    if is_removed(removal, &file) {
+        removed.record(manifest.partition_spec_id, &file);
+        writer
+            .add_delete_file(file, data_seq, file_seq)
+            .map_err(storage)
+    } else {
+        let origin = entry.snapshot_id().unwrap_or(manifest.added_snapshot_id);
+        writer
+            .add_existing_file(file, origin, data_seq, file_seq)
+            .map_err(storage)
+    }
+}
+
+/// Builds the commit of `change` on the table as `loaded`, in steps:
+///
+/// 1. check the table is one floe can write ([`check_writable`]);
+/// 2. walk `main`'s manifests ([`walk_manifests`]): keep those the change
+///    does not touch, rewrite those holding removed files;
+/// 3. audit the walk ([`refusal`]): a removal whose inputs went stale
+///    ends as [`Stage::Stale`], one that would empty a guarded day as
+///    [`Error::WouldEmpty`]; both judged on this very metadata, the one
+///    the commit replaces;
+/// 4. write the rewritten and added manifests and the manifest list;
+/// 5. describe the commit ([`staged`]): the snapshot and the ref it moves.
+///
+/// A refused change leaves no manifest behind.
 async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> Result<Stage> {
-    let metadata = &loaded.metadata;
+    check_writable(&loaded.metadata, &change.removal)?;
+    let draft = Draft::new(handle, loaded)?;
+    let walk = walk_manifests(&draft, &change.removal).await?;
+    let emptied_days = emptied_days(&walk.removed.days, &change.added);
+    if let Some(refused) = refusal(change, &walk, &emptied_days) {
+        discard(draft.io, &walk.rewritten.paths).await;
+        return refused;
+    }
+    let mut manifests = walk.kept;
+    let (rewritten, mut written) = walk.rewritten.finish().await?;
+    manifests.extend(rewritten);
+    write_added_manifests(&draft, &change.added, &mut manifests, &mut written).await?;
+    let list_path = write_manifest_list(&draft, manifests).await?;
+    written.push(list_path.clone());
+    Ok(Stage::Ready(staged(
+        &draft,
+        change,
+        &walk.removed,
+        emptied_days,
+        list_path,
+        written,
+    )))
+}
+
+/// Refuses tables floe does not write: any format but v2, and for a day
+/// removal any partitioning but `day(...)` first.
+fn check_writable(metadata: &TableMetadata, removal: &Removal) -> Result<()> {
     if metadata.format_version() != FormatVersion::V2 {
         return Err(Error::Config(format!(
             "table at {} is format v{}; floe writes format v2 tables",
@@ -502,235 +794,181 @@ async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> R
             metadata.format_version() as u8
         )));
     }
-    if matches!(change.removal, Removal::Days(_)) {
+    if matches!(removal, Removal::Days(_)) {
         require_day_spec(metadata)?;
     }
-    let schema = metadata.current_schema().clone();
-    let table = handle.table(loaded)?;
-    let snapshot_id = new_snapshot_id(metadata);
-    let seq = metadata.next_sequence_number();
-    let parent = metadata.current_snapshot();
-    let commit_uuid = Uuid::new_v4();
-    let meta_dir = format!("{}/metadata", metadata.location());
-    let storage = |e: iceberg::Error| Error::Storage(e.to_string());
-    let spec_of = |id: i32, what: &str| {
-        metadata
-            .partition_spec_by_id(id)
-            .ok_or_else(|| Error::Storage(format!("{what} uses an unknown partition spec {id}")))
-    };
+    Ok(())
+}
 
-    let mut manifests: Vec<ManifestFile> = Vec::new();
-    let mut written = Vec::new();
-    let mut rewritten = Rewritten {
-        writers: BTreeMap::new(),
-        paths: Vec::new(),
-        done: Vec::new(),
+/// Sorts the manifests of the draft's parent snapshot: manifests without
+/// live entries are left out; delete manifests are kept (noting, for a
+/// [`Removal::Files`], those added after the rewrite read the table); data
+/// manifests holding removed files are rewritten, the rest kept.
+async fn walk_manifests(draft: &Draft<'_>, removal: &Removal) -> Result<Walk> {
+    let mut walk = Walk::default();
+    let Some(parent) = draft.parent else {
+        return Ok(walk);
     };
-    let (mut deleted_files, mut deleted_rows, mut deleted_bytes) = (0u64, 0u64, 0u64);
-    let mut found: HashSet<String> = HashSet::new();
-    // Partitions that gained delete files after the rewrite's start.
-    let mut new_delete_partitions: HashSet<(i32, iceberg::spec::Struct)> = HashSet::new();
-    let mut new_deletes_everywhere = false;
-    let mut removed_partitions: HashMap<String, (i32, iceberg::spec::Struct)> = HashMap::new();
-    // Days that lose a data file holding rows.
-    let mut removed_days: BTreeSet<i32> = BTreeSet::new();
-    if let Some(parent) = parent {
-        let list = table
-            .manifest_list_reader(parent)
-            .load()
-            .await
-            .map_err(storage)?;
-        for manifest in list.entries() {
-            if has_no_live_entries(manifest) {
-                continue;
-            }
-            if manifest.content == ManifestContentType::Deletes {
-                if let Removal::Files { since, .. } = &change.removal
-                    && manifest.sequence_number > *since
-                {
-                    let entries = manifest.load_manifest(&handle.io).await.map_err(storage)?;
-                    let global = spec_of(manifest.partition_spec_id, &manifest.manifest_path)?
-                        .is_unpartitioned();
-                    for e in entries.entries().iter().filter(|e| e.is_alive()) {
-                        // Deletes of an unpartitioned spec apply to every partition.
-                        new_deletes_everywhere |= global;
-                        new_delete_partitions.insert((
-                            manifest.partition_spec_id,
-                            e.data_file().partition().clone(),
-                        ));
-                    }
-                }
-                manifests.push(manifest.clone());
-                continue;
-            }
-            if !may_hold_removed(manifest, &change.removal) {
-                manifests.push(manifest.clone());
-                continue;
-            }
-            let entries = manifest.load_manifest(&handle.io).await.map_err(storage)?;
-            let hits = entries
-                .entries()
-                .iter()
-                .filter(|e| e.is_alive() && is_removed(&change.removal, e.data_file()))
-                .count();
-            if hits == 0 {
-                manifests.push(manifest.clone());
-                continue;
-            }
-            let spec_id = manifest.partition_spec_id;
-            if rewritten
-                .writers
-                .get(&spec_id)
-                .is_some_and(|(_, n)| *n >= MAX_REWRITTEN_ENTRIES)
-                && let Some((full, _)) = rewritten.writers.remove(&spec_id)
-            {
-                rewritten
-                    .done
-                    .push(full.write_manifest_file().await.map_err(storage)?);
-            }
-            let (writer, count) = match rewritten.writers.entry(spec_id) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(slot) => {
-                    let n = rewritten.paths.len();
-                    let path = format!("{meta_dir}/{commit_uuid}-r{spec_id}-{n}.avro");
-                    let output = handle.io.new_output(&path).map_err(storage)?;
-                    let spec = spec_of(spec_id, &manifest.manifest_path)?;
-                    rewritten.paths.push(path);
-                    slot.insert((
-                        ManifestWriterBuilder::new(
-                            output,
-                            Some(snapshot_id),
-                            schema.clone(),
-                            spec.as_ref().clone(),
-                        )
-                        .build_v2_data(),
-                        0,
-                    ))
-                }
-            };
-            for entry in entries.entries() {
-                if !entry.is_alive() {
-                    continue;
-                }
-                let file = entry.data_file().clone();
-                let data_seq = entry.sequence_number().unwrap_or(0);
-                let file_seq = entry.file_sequence_number.or(Some(data_seq));
-                *count += 1;
-                if is_removed(&change.removal, &file) {
-                    deleted_files += 1;
-                    deleted_rows += file.record_count();
-                    deleted_bytes += file.file_size_in_bytes();
-                    if file.record_count() > 0
-                        && let Some(day) = file_day(&file)
-                    {
-                        removed_days.insert(day);
-                    }
-                    found.insert(file.file_path().to_string());
-                    removed_partitions.insert(
-                        file.file_path().to_string(),
-                        (spec_id, file.partition().clone()),
-                    );
-                    writer
-                        .add_delete_file(file, data_seq, file_seq)
-                        .map_err(storage)?;
-                } else {
-                    let origin = entry.snapshot_id().unwrap_or(manifest.added_snapshot_id);
-                    writer
-                        .add_existing_file(file, origin, data_seq, file_seq)
-                        .map_err(storage)?;
-                }
-            }
+    let list = draft
+        .table
+        .manifest_list_reader(parent)
+        .load()
+        .await
+        .map_err(storage)?;
+    for manifest in list.entries() {
+        if has_no_live_entries(manifest) {
+            continue;
         }
+        if manifest.content != ManifestContentType::Deletes {
+            walk.visit_data_manifest(draft, manifest, removal).await?;
+            continue;
+        }
+        if let Removal::Files { since, .. } = removal
+            && manifest.sequence_number > *since
+        {
+            note_late_deletes(draft, manifest, &mut walk.late_deletes).await?;
+        }
+        walk.kept.push(manifest.clone());
     }
+    Ok(walk)
+}
+
+/// Records the partitions of the live delete files of `manifest` in `late`.
+async fn note_late_deletes(
+    draft: &Draft<'_>,
+    manifest: &ManifestFile,
+    late: &mut LateDeletes,
+) -> Result<()> {
+    let entries = manifest.load_manifest(draft.io).await.map_err(storage)?;
+    let global = draft
+        .spec(manifest.partition_spec_id, &manifest.manifest_path)?
+        .is_unpartitioned();
+    for e in entries.entries().iter().filter(|e| e.is_alive()) {
+        // Deletes of an unpartitioned spec apply to every partition.
+        late.everywhere |= global;
+        late.partitions.insert((
+            manifest.partition_spec_id,
+            e.data_file().partition().clone(),
+        ));
+    }
+    Ok(())
+}
+
+/// Days that lose rows and get none back from the added files.
+fn emptied_days(
+    removed_days: &BTreeSet<i32>,
+    added: &BTreeMap<i32, Vec<DataFile>>,
+) -> BTreeSet<i32> {
+    let added_days: BTreeSet<i32> = added.values().flatten().filter_map(file_day).collect();
+    removed_days.difference(&added_days).copied().collect()
+}
+
+/// How staging `change` ends without a commit, if it must: inputs of a
+/// [`Removal::Files`] gone stale end it as [`Stage::Stale`]; else guarded
+/// days among `emptied_days` end it with [`Error::WouldEmpty`] naming them.
+fn refusal(change: &Change, walk: &Walk, emptied_days: &BTreeSet<i32>) -> Option<Result<Stage>> {
     if let Removal::Files { paths, .. } = &change.removal {
-        let mut stale: Vec<String> = paths
-            .iter()
-            .filter(|p| {
-                !found.contains(*p)
-                    || new_deletes_everywhere
-                    || removed_partitions
-                        .get(*p)
-                        .is_some_and(|key| new_delete_partitions.contains(key))
-            })
-            .cloned()
-            .collect();
+        let stale = stale_inputs(paths, &walk.removed, &walk.late_deletes);
         if !stale.is_empty() {
-            stale.sort();
-            discard(&handle.io, &rewritten.paths).await;
-            return Ok(Stage::Stale(stale));
+            return Some(Ok(Stage::Stale(stale)));
         }
     }
-    let added_days: BTreeSet<i32> = change
-        .added
-        .values()
-        .flatten()
-        .filter_map(file_day)
-        .collect();
-    let emptied_days: BTreeSet<i32> = removed_days.difference(&added_days).copied().collect();
     let refused: BTreeSet<i32> = emptied_days
         .intersection(&change.guarded_days)
         .copied()
         .collect();
-    if !refused.is_empty() {
-        discard(&handle.io, &rewritten.paths).await;
-        return Ok(Stage::WouldEmpty(refused));
-    }
-    manifests.append(&mut rewritten.done);
-    for (_, (writer, _)) in std::mem::take(&mut rewritten.writers) {
-        manifests.push(writer.write_manifest_file().await.map_err(storage)?);
-    }
-    written.extend(rewritten.paths);
-    for (spec_id, files) in change.added.iter().filter(|(_, f)| !f.is_empty()) {
-        let path = format!("{meta_dir}/{commit_uuid}-m{spec_id}.avro");
-        let output = handle.io.new_output(&path).map_err(storage)?;
-        let spec = spec_of(*spec_id, "a new data file")?;
-        let mut writer = ManifestWriterBuilder::new(
-            output,
-            Some(snapshot_id),
-            schema.clone(),
-            spec.as_ref().clone(),
-        )
-        .build_v2_data();
+    (!refused.is_empty()).then(|| Err(Error::WouldEmpty(describe_days(&refused))))
+}
+
+/// The inputs of a [`Removal::Files`] that may no longer be replaced,
+/// sorted: those not found live, and those whose partition gained delete
+/// files since the rewrite read the table.
+fn stale_inputs(paths: &HashSet<String>, removed: &Removed, late: &LateDeletes) -> Vec<String> {
+    let mut stale: Vec<String> = paths
+        .iter()
+        .filter(|p| {
+            !removed.partitions.contains_key(*p)
+                || late.everywhere
+                || removed
+                    .partitions
+                    .get(*p)
+                    .is_some_and(|key| late.partitions.contains(key))
+        })
+        .cloned()
+        .collect();
+    stale.sort();
+    stale
+}
+
+/// Writes one manifest per partition spec of the added files (ADDED
+/// entries), appending each to `manifests` and its path to `written`.
+async fn write_added_manifests(
+    draft: &Draft<'_>,
+    added: &BTreeMap<i32, Vec<DataFile>>,
+    manifests: &mut Vec<ManifestFile>,
+    written: &mut Vec<String>,
+) -> Result<()> {
+    for (spec_id, files) in added.iter().filter(|(_, f)| !f.is_empty()) {
+        let path = format!("{}/{}-m{spec_id}.avro", draft.meta_dir, draft.commit_uuid);
+        let mut writer = draft.manifest_writer(&path, *spec_id, "a new data file")?;
         for file in files {
-            writer.add_file(file.clone(), seq).map_err(storage)?;
+            writer.add_file(file.clone(), draft.seq).map_err(storage)?;
         }
         manifests.push(writer.write_manifest_file().await.map_err(storage)?);
         written.push(path);
     }
-    let list_path = format!("{meta_dir}/snap-{snapshot_id}-1-{commit_uuid}.avro");
-    let out = handle
+    Ok(())
+}
+
+/// Writes the new snapshot's manifest list; returns its path.
+async fn write_manifest_list(draft: &Draft<'_>, manifests: Vec<ManifestFile>) -> Result<String> {
+    let (id, uuid) = (draft.snapshot_id, draft.commit_uuid);
+    let list_path = format!("{}/snap-{id}-1-{uuid}.avro", draft.meta_dir);
+    let out = draft
         .io
         .new_output(&list_path)
         .map_err(storage)?
         .writer()
         .await
         .map_err(storage)?;
-    let mut list = ManifestListWriter::v2(out, snapshot_id, parent.map(|p| p.snapshot_id()), seq);
+    let mut list = ManifestListWriter::v2(out, id, draft.parent_id(), draft.seq);
     list.add_manifests(manifests.into_iter()).map_err(storage)?;
     list.close().await.map_err(storage)?;
-    written.push(list_path.clone());
+    Ok(list_path)
+}
 
+/// The commit of the new snapshot over manifest list `list_path`: added,
+/// and a ref moved to it. A staged snapshot goes to a branch that must not
+/// exist yet; a published one moves main, which must still be where it
+/// was read.
+fn staged(
+    draft: &Draft<'_>,
+    change: &Change,
+    removed: &Removed,
+    emptied_days: BTreeSet<i32>,
+    list_path: String,
+    written: Vec<String>,
+) -> Staged {
+    let metadata = draft.metadata;
     let summary = summarize(
         metadata,
         change,
-        [deleted_files, deleted_rows, deleted_bytes],
+        [removed.files, removed.rows, removed.bytes],
     );
     let snapshot = Snapshot::builder()
-        .with_snapshot_id(snapshot_id)
-        .with_parent_snapshot_id(parent.map(|p| p.snapshot_id()))
-        .with_sequence_number(seq)
+        .with_snapshot_id(draft.snapshot_id)
+        .with_parent_snapshot_id(draft.parent_id())
+        .with_sequence_number(draft.seq)
         .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
         .with_manifest_list(list_path)
         .with_summary(summary)
         .with_schema_id(metadata.current_schema_id())
         .build();
-    // A staged snapshot goes to a branch that must not exist yet; a
-    // published one moves main, which must still be where it was read.
     let (ref_name, expected) = match &change.branch {
         Some(branch) => (branch.clone(), None),
-        None => ("main".to_string(), parent.map(|p| p.snapshot_id())),
+        None => ("main".to_string(), draft.parent_id()),
     };
-    Ok(Stage::Ready(Staged {
+    Staged {
         requirements: vec![
             TableRequirement::UuidMatch {
                 uuid: metadata.uuid(),
@@ -745,17 +983,22 @@ async fn stage(handle: &TableHandle, loaded: &LoadedTable, change: &Change) -> R
             TableUpdate::SetSnapshotRef {
                 ref_name,
                 reference: SnapshotReference::new(
-                    snapshot_id,
+                    draft.snapshot_id,
                     SnapshotRetention::branch(None, None, None),
                 ),
             },
         ],
-        snapshot_id,
-        deleted_files,
-        deleted_rows,
+        snapshot_id: draft.snapshot_id,
+        deleted_files: removed.files,
+        deleted_rows: removed.rows,
         emptied_days: emptied_days.into_iter().collect(),
         written,
-    }))
+    }
+}
+
+/// An `iceberg` error as a storage error.
+fn storage(e: iceberg::Error) -> Error {
+    Error::Storage(e.to_string())
 }
 
 /// The snapshot summary: the standard `added-*`, `deleted-*` and `total-*`
