@@ -1078,3 +1078,6 @@ fn summarize(
         additional_properties: props,
     }
 }
+
+#[cfg(test)]
+mod tests;
