@@ -35,9 +35,10 @@ use iceberg::io::FileIO;
 use iceberg::scan::{FileScanTask, FileScanTaskDeleteFile};
 use iceberg::spec::{
     DEFAULT_SCHEMA_NAME_MAPPING, DataContentType, DataFile, FormatVersion, NameMapping, NullOrder,
-    Operation, PartitionKey, SortDirection, Struct, TableMetadata, Transform,
+    Operation, PartitionKey, SnapshotRef, SortDirection, Struct, TableMetadata, Transform,
 };
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use tokio::task::JoinError;
 use uuid::Uuid;
 
 use super::scan::{LiveFile, live_files, partition_label};
@@ -71,7 +72,9 @@ struct Rewritten {
     output: Vec<DataFile>,
 }
 
-/// Compacts `target` as `opts` say.
+/// Compacts `target` as `opts` say: plans groups of small files per
+/// partition ([`plan_groups`]), stops there on a dry run, else rewrites
+/// and commits them ([`rewrite_and_commit`]).
 pub async fn compact(
     client: &RestClient,
     target: &mut Target,
@@ -100,80 +103,117 @@ pub async fn compact(
             metadata.format_version() as u8
         )));
     }
+    let groups = plan_groups(target, &snapshot, opts, target_size, &mut report).await?;
+    if groups.is_empty() {
+        report.duration_ms = started.elapsed().as_millis();
+        return Ok(report);
+    }
+    if opts.dry_run {
+        report_plan(&groups, &mut report);
+        report.duration_ms = started.elapsed().as_millis();
+        return Ok(report);
+    }
+    let ctx = Arc::new(RewriteContext::new(
+        &metadata,
+        &target.handle.io,
+        target_size,
+        opts,
+    )?);
+    let done = rewrite_and_commit(client, target, ctx, groups, &snapshot, opts, &mut report).await;
+    report.duration_ms = started.elapsed().as_millis();
+    done?;
+    if report.groups_committed > 0 {
+        report.status = "compacted".into();
+    }
+    Ok(report)
+}
+
+/// Lists the live files of `snapshot` and plans the rewrite groups among
+/// the data files the filter may match, recording the table's files and
+/// bytes and the groups planned in `report`.
+async fn plan_groups(
+    target: &Target,
+    snapshot: &SnapshotRef,
+    opts: &CompactOptions,
+    target_size: u64,
+    report: &mut CompactReport,
+) -> Result<Vec<Group>> {
+    let metadata = &target.loaded.metadata;
     let table = target.handle.table(&target.loaded)?;
     // Bounds are only needed to evaluate a filter.
-    let live = live_files(
-        &table,
-        &target.handle.io,
-        &snapshot,
-        !opts.filter.all.is_empty(),
-    )
-    .await?;
+    let with_bounds = !opts.filter.all.is_empty();
+    let live = live_files(&table, &target.handle.io, snapshot, with_bounds).await?;
     let (deletes, data): (Vec<LiveFile>, Vec<LiveFile>) =
         live.into_iter().partition(LiveFile::is_delete);
-    if let Some(d) = deletes
-        .iter()
-        .find(|d| d.file.file_format() != iceberg::spec::DataFileFormat::Parquet)
-    {
-        return Err(Error::Config(format!(
-            "{} has a {:?} delete file ({}); floe applies Parquet delete files only",
-            target.ident,
-            d.file.file_format(),
-            d.file.file_path()
-        )));
-    }
+    check_delete_formats(&target.ident, &deletes)?;
     report.files_before = data.len() as u64;
     report.bytes_before = data.iter().map(|f| f.file.file_size_in_bytes()).sum();
     let min_size = opts
         .min_file_size
         .unwrap_or_else(|| small_file_limit(target_size));
     let bound = opts.filter.bind(metadata.current_schema())?;
+    let candidates = data
+        .into_iter()
+        .filter(|f| bound.may_match(&f.file))
+        .collect();
     let groups = plan(
-        &metadata,
-        data.into_iter()
-            .filter(|f| bound.may_match(&f.file))
-            .collect(),
+        metadata,
+        candidates,
         &deletes,
         min_size,
         target_size,
         opts,
-        &mut report,
+        report,
     );
     report.groups_planned = groups.len() as u64;
     report.files_after = report.files_before;
     report.bytes_after = report.bytes_before;
-    if groups.is_empty() {
-        report.duration_ms = started.elapsed().as_millis();
-        return Ok(report);
+    Ok(groups)
+}
+
+/// Refuses delete files floe cannot apply (any format but Parquet).
+fn check_delete_formats(ident: &str, deletes: &[LiveFile]) -> Result<()> {
+    match deletes
+        .iter()
+        .find(|d| d.file.file_format() != iceberg::spec::DataFileFormat::Parquet)
+    {
+        Some(d) => Err(Error::Config(format!(
+            "{ident} has a {:?} delete file ({}); floe applies Parquet delete files only",
+            d.file.file_format(),
+            d.file.file_path()
+        ))),
+        None => Ok(()),
     }
-    if opts.dry_run {
-        for g in &groups {
-            tracing::info!(
-                partition = %g.label,
-                files = g.files.len(),
-                bytes = g.bytes,
-                "would rewrite"
-            );
-        }
-        report.status = "planned".into();
-        report.input_files = groups.iter().map(|g| g.files.len() as u64).sum();
-        report.input_bytes = groups.iter().map(|g| g.bytes).sum();
-        report.duration_ms = started.elapsed().as_millis();
-        return Ok(report);
+}
+
+/// Logs the planned groups and reports them as what a run would rewrite.
+fn report_plan(groups: &[Group], report: &mut CompactReport) {
+    for g in groups {
+        tracing::info!(
+            partition = %g.label,
+            files = g.files.len(),
+            bytes = g.bytes,
+            "would rewrite"
+        );
     }
-    let sort = if opts.sort {
-        Some(sort_columns(&metadata)?)
-    } else {
-        None
-    };
-    let ctx = Arc::new(RewriteContext {
-        metadata: metadata.clone(),
-        io: target.handle.io.clone(),
-        run: Uuid::new_v4().simple().to_string(),
-        target_size: usize::try_from(target_size).unwrap_or(usize::MAX),
-        sort,
-        name_mapping: name_mapping(&metadata)?,
-    });
+    report.status = "planned".into();
+    report.input_files = groups.iter().map(|g| g.files.len() as u64).sum();
+    report.input_bytes = groups.iter().map(|g| g.bytes).sum();
+}
+
+/// Rewrites `groups`, `opts.parallelism` at a time, and commits them in
+/// batches of about `opts.commit_bytes` of input ([`commit_batch`]), in
+/// group order. Stops at the first failure; the files of groups rewritten
+/// but not committed are then deleted.
+async fn rewrite_and_commit(
+    client: &RestClient,
+    target: &mut Target,
+    ctx: Arc<RewriteContext>,
+    groups: Vec<Group>,
+    planned_from: &SnapshotRef,
+    opts: &CompactOptions,
+    report: &mut CompactReport,
+) -> Result<()> {
     let total = groups.len();
     let mut results = futures::stream::iter(groups)
         .map(|g| {
@@ -184,30 +224,15 @@ pub async fn compact(
     let mut pending: Vec<Rewritten> = Vec::new();
     let mut pending_bytes = 0u64;
     let mut partitions: HashSet<(i32, Struct)> = HashSet::new();
-    let mut failure: Option<Error> = None;
-    loop {
+    let failure = loop {
         let next = results.next().await;
         let finished = next.is_none();
         if let Some(joined) = next {
-            let rewritten = match joined {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    failure = Some(e);
-                    break;
-                }
-                Err(e) => {
-                    failure = Some(Error::Storage(format!("a rewrite task failed: {e}")));
-                    break;
-                }
+            let rewritten = match joined_rewrite(joined) {
+                Ok(r) => r,
+                Err(e) => break Some(e),
             };
-            tracing::info!(
-                table = %target.ident,
-                partition = %rewritten.group.label,
-                group = format!("{}/{total}", rewritten.group.index + 1),
-                files_in = rewritten.group.files.len(),
-                files_out = rewritten.output.len(),
-                "rewrote"
-            );
+            log_rewrite(&target.ident, &rewritten, total);
             pending_bytes += rewritten.group.bytes;
             pending.push(rewritten);
             if pending_bytes < opts.commit_bytes {
@@ -217,37 +242,39 @@ pub async fn compact(
         if !pending.is_empty() {
             let batch = std::mem::take(&mut pending);
             pending_bytes = 0;
-            let committed = commit_batch(
-                client,
-                target,
-                batch,
-                &snapshot,
-                &mut report,
-                &mut partitions,
-            )
-            .await;
+            let committed =
+                commit_batch(client, target, batch, planned_from, report, &mut partitions).await;
             if let Err(e) = committed {
-                failure = Some(e);
-                break;
+                break Some(e);
             }
         }
         if finished {
-            break;
+            break None;
         }
-    }
+    };
     // Files of groups never committed (a failure stopped the run).
     for r in pending {
         discard(&target.handle.io, &r.output).await;
     }
     report.partitions_compacted = partitions.len() as u64;
-    report.duration_ms = started.elapsed().as_millis();
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    if report.groups_committed > 0 {
-        report.status = "compacted".into();
-    }
-    Ok(report)
+    failure.map_or(Ok(()), Err)
+}
+
+/// The result of a rewrite task, its panic or cancellation as an error.
+fn joined_rewrite(joined: std::result::Result<Result<Rewritten>, JoinError>) -> Result<Rewritten> {
+    joined.unwrap_or_else(|e| Err(Error::Storage(format!("a rewrite task failed: {e}"))))
+}
+
+/// Logs a rewritten group.
+fn log_rewrite(table: &str, rewritten: &Rewritten, total: usize) {
+    tracing::info!(
+        table = %table,
+        partition = %rewritten.group.label,
+        group = format!("{}/{total}", rewritten.group.index + 1),
+        files_in = rewritten.group.files.len(),
+        files_out = rewritten.output.len(),
+        "rewrote"
+    );
 }
 
 /// Groups the candidate files of each partition.
@@ -418,13 +445,45 @@ fn sort_columns(metadata: &TableMetadata) -> Result<(i64, Vec<(usize, SortOption
     Ok((order.order_id, keys))
 }
 
+/// What every group's rewrite shares.
 struct RewriteContext {
+    /// The table as planned.
     metadata: TableMetadata,
+    /// IO for data files.
     io: FileIO,
+    /// This compaction's id, in the names of the files it writes.
     run: String,
+    /// Input bytes per output file.
     target_size: usize,
+    /// Sort order id and keys, with `--sort`.
     sort: Option<(i64, Vec<(usize, SortOptions)>)>,
+    /// How to read files written without field ids.
     name_mapping: Option<Arc<NameMapping>>,
+}
+
+impl RewriteContext {
+    /// The context of rewrites of `metadata`'s files into files of
+    /// `target_size` input bytes.
+    fn new(
+        metadata: &TableMetadata,
+        io: &FileIO,
+        target_size: u64,
+        opts: &CompactOptions,
+    ) -> Result<Self> {
+        let sort = if opts.sort {
+            Some(sort_columns(metadata)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            metadata: metadata.clone(),
+            io: io.clone(),
+            run: Uuid::new_v4().simple().to_string(),
+            target_size: usize::try_from(target_size).unwrap_or(usize::MAX),
+            sort,
+            name_mapping: name_mapping(metadata)?,
+        })
+    }
 }
 
 fn storage(e: impl std::fmt::Display) -> Error {
@@ -523,6 +582,37 @@ struct Outputs {
 }
 
 impl Outputs {
+    /// The outputs of `group`, each file cut at the context's target size
+    /// of input bytes (here, never by the writer).
+    fn new(
+        ctx: &RewriteContext,
+        group: &Group,
+        schema: &iceberg::spec::SchemaRef,
+        spec: &iceberg::spec::PartitionSpecRef,
+    ) -> Result<Self> {
+        Ok(Self {
+            builder: file_writers(
+                &ctx.metadata,
+                ctx.io.clone(),
+                &format!("compact-{}-{}", ctx.run, group.index),
+                usize::MAX,
+            )?,
+            key: (!spec.is_unpartitioned()).then(|| {
+                PartitionKey::new(
+                    spec.as_ref().clone(),
+                    schema.clone(),
+                    group.partition.clone(),
+                )
+            }),
+            target: ctx.target_size as f64,
+            writer: None,
+            filled: 0.0,
+            files: Vec::new(),
+        })
+    }
+
+    /// Writes `batch`, whose rows each stand for `bytes_per_row` input
+    /// bytes, closing a file whenever it reaches the target.
     async fn write(&mut self, batch: &RecordBatch, bytes_per_row: f64) -> Result<()> {
         let n = batch.num_rows();
         let mut offset = 0;
@@ -552,6 +642,7 @@ impl Outputs {
         Ok(())
     }
 
+    /// Closes the open file, if any.
     async fn finish_file(&mut self) -> Result<()> {
         self.filled = 0.0;
         if let Some(mut w) = self.writer.take() {
@@ -560,6 +651,7 @@ impl Outputs {
         Ok(())
     }
 
+    /// Closes the open file; returns every file written.
     async fn close(mut self) -> Result<Vec<DataFile>> {
         self.finish_file().await?;
         Ok(self.files)
@@ -576,7 +668,10 @@ impl Outputs {
     }
 }
 
-/// Rewrites one group into new files (not committed).
+/// Rewrites one group into new files (not committed): copies its rows
+/// ([`copy_rows`]), tags the files with the sort order under `--sort`, and
+/// checks no row went missing ([`check_row_counts`]). On failure the
+/// group's new files are deleted.
 async fn rewrite(ctx: &RewriteContext, group: Group) -> Result<Rewritten> {
     let schema = ctx.metadata.current_schema().clone();
     let spec = ctx
@@ -584,88 +679,14 @@ async fn rewrite(ctx: &RewriteContext, group: Group) -> Result<Rewritten> {
         .partition_spec_by_id(group.spec_id)
         .ok_or_else(|| Error::Storage(format!("unknown partition spec {}", group.spec_id)))?
         .clone();
-    let reader = ArrowReaderBuilder::new(ctx.io.clone(), iceberg::Runtime::current())
-        .with_batch_size(READ_BATCH_ROWS)
-        .with_data_file_concurrency_limit(1)
-        .build();
-    let mut outputs = Outputs {
-        // Files are cut here, by input bytes, never by the writer.
-        builder: file_writers(
-            &ctx.metadata,
-            ctx.io.clone(),
-            &format!("compact-{}-{}", ctx.run, group.index),
-            usize::MAX,
-        )?,
-        key: (!spec.is_unpartitioned()).then(|| {
-            PartitionKey::new(
-                spec.as_ref().clone(),
-                schema.clone(),
-                group.partition.clone(),
-            )
-        }),
-        target: ctx.target_size as f64,
-        writer: None,
-        filled: 0.0,
-        files: Vec::new(),
+    let mut outputs = Outputs::new(ctx, &group, &schema, &spec)?;
+    let rows = match copy_rows(ctx, &group, &schema, &spec, &mut outputs).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            outputs.abandon(&ctx.io).await;
+            return Err(e);
+        }
     };
-    let mut rows = 0u64;
-    let mut buffered: Vec<RecordBatch> = Vec::new();
-    let result: Result<()> = async {
-        for f in &group.files {
-            let task = scan_task(
-                f,
-                group.deletes.get(f.file.file_path()),
-                &schema,
-                &spec,
-                ctx.name_mapping.clone(),
-            );
-            let bytes_per_row =
-                f.file.file_size_in_bytes() as f64 / f.file.record_count().max(1) as f64;
-            let mut batches = reader
-                .clone()
-                .read(Box::pin(futures::stream::iter([Ok(task)])))
-                .map_err(storage)?
-                .stream();
-            while let Some(batch) = batches
-                .try_next()
-                .await
-                .map_err(|e| Error::Storage(format!("reading {}: {e}", f.file.file_path())))?
-            {
-                let batch = plain(batch)?;
-                rows += batch.num_rows() as u64;
-                if ctx.sort.is_some() {
-                    buffered.push(batch);
-                } else {
-                    outputs.write(&batch, bytes_per_row).await?;
-                }
-            }
-        }
-        if let Some((_, keys)) = &ctx.sort
-            && let Some(first) = buffered.first()
-        {
-            let all = arrow_select::concat::concat_batches(&first.schema(), &buffered)
-                .map_err(storage)?;
-            buffered.clear();
-            let columns: Vec<SortColumn> = keys
-                .iter()
-                .map(|(i, o)| SortColumn {
-                    values: all.column(*i).clone(),
-                    options: Some(*o),
-                })
-                .collect();
-            let order = lexsort_to_indices(&columns, None).map_err(storage)?;
-            let sorted = take_record_batch(&all, &order).map_err(storage)?;
-            drop(all);
-            let bytes_per_row = group.bytes as f64 / group.rows.max(1) as f64;
-            outputs.write(&sorted, bytes_per_row).await?;
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        outputs.abandon(&ctx.io).await;
-        return Err(e);
-    }
     let mut output = outputs.close().await?;
     if let Some((order_id, _)) = &ctx.sort {
         output = output
@@ -673,18 +694,107 @@ async fn rewrite(ctx: &RewriteContext, group: Group) -> Result<Rewritten> {
             .map(|f| with_sort_order(f, *order_id as i32, group.spec_id))
             .collect::<Result<_>>()?;
     }
+    check_row_counts(ctx, &group, rows, &output).await?;
+    Ok(Rewritten { group, output })
+}
+
+/// Reads the group's files (in the current schema, their delete files
+/// applied) into `outputs`, batch by batch; under `--sort` the batches are
+/// buffered and written sorted at the end. Returns the rows read.
+async fn copy_rows(
+    ctx: &RewriteContext,
+    group: &Group,
+    schema: &iceberg::spec::SchemaRef,
+    spec: &iceberg::spec::PartitionSpecRef,
+    outputs: &mut Outputs,
+) -> Result<u64> {
+    let reader = ArrowReaderBuilder::new(ctx.io.clone(), iceberg::Runtime::current())
+        .with_batch_size(READ_BATCH_ROWS)
+        .with_data_file_concurrency_limit(1)
+        .build();
+    let mut rows = 0u64;
+    let mut buffered: Vec<RecordBatch> = Vec::new();
+    for f in &group.files {
+        let task = scan_task(
+            f,
+            group.deletes.get(f.file.file_path()),
+            schema,
+            spec,
+            ctx.name_mapping.clone(),
+        );
+        let bytes_per_row =
+            f.file.file_size_in_bytes() as f64 / f.file.record_count().max(1) as f64;
+        let mut batches = reader
+            .clone()
+            .read(Box::pin(futures::stream::iter([Ok(task)])))
+            .map_err(storage)?
+            .stream();
+        while let Some(batch) = batches
+            .try_next()
+            .await
+            .map_err(|e| Error::Storage(format!("reading {}: {e}", f.file.file_path())))?
+        {
+            let batch = plain(batch)?;
+            rows += batch.num_rows() as u64;
+            if ctx.sort.is_some() {
+                buffered.push(batch);
+            } else {
+                outputs.write(&batch, bytes_per_row).await?;
+            }
+        }
+    }
+    if let Some((_, keys)) = &ctx.sort {
+        write_sorted(keys, buffered, group, outputs).await?;
+    }
+    Ok(rows)
+}
+
+/// Writes a group's buffered batches sorted by `keys` (each row weighing
+/// the group's input bytes per row).
+async fn write_sorted(
+    keys: &[(usize, SortOptions)],
+    buffered: Vec<RecordBatch>,
+    group: &Group,
+    outputs: &mut Outputs,
+) -> Result<()> {
+    let Some(first) = buffered.first() else {
+        return Ok(());
+    };
+    let all = arrow_select::concat::concat_batches(&first.schema(), &buffered).map_err(storage)?;
+    drop(buffered);
+    let columns: Vec<SortColumn> = keys
+        .iter()
+        .map(|(i, o)| SortColumn {
+            values: all.column(*i).clone(),
+            options: Some(*o),
+        })
+        .collect();
+    let order = lexsort_to_indices(&columns, None).map_err(storage)?;
+    let sorted = take_record_batch(&all, &order).map_err(storage)?;
+    drop(all);
+    let bytes_per_row = group.bytes as f64 / group.rows.max(1) as f64;
+    outputs.write(&sorted, bytes_per_row).await
+}
+
+/// Checks a rewrite wrote every row it read and, without deletes to
+/// apply, read every row the group holds; otherwise deletes its files.
+async fn check_row_counts(
+    ctx: &RewriteContext,
+    group: &Group,
+    rows: u64,
+    output: &[DataFile],
+) -> Result<()> {
     let written: u64 = output.iter().map(DataFile::record_count).sum();
-    // Without deletes to apply, a rewrite must give back every row.
     if (group.deletes.is_empty() && (rows != group.rows || written != group.rows))
         || written != rows
     {
-        discard(&ctx.io, &output).await;
+        discard(&ctx.io, output).await;
         return Err(Error::Storage(format!(
             "partition {}: the input files hold {} rows but {rows} were read and {written} written; nothing was committed",
             group.label, group.rows
         )));
     }
-    Ok(Rewritten { group, output })
+    Ok(())
 }
 
 /// Commits a batch of rewritten groups, dropping those whose inputs a
@@ -693,87 +803,109 @@ async fn commit_batch(
     client: &RestClient,
     target: &mut Target,
     mut batch: Vec<Rewritten>,
-    planned_from: &iceberg::spec::SnapshotRef,
+    planned_from: &SnapshotRef,
     report: &mut CompactReport,
     partitions: &mut HashSet<(i32, Struct)>,
 ) -> Result<()> {
     // Each round either commits or drops at least one group.
     while !batch.is_empty() {
         target.reload(client).await?;
-        let mut added: BTreeMap<i32, Vec<DataFile>> = BTreeMap::new();
-        let mut paths = HashSet::new();
-        for r in &batch {
-            added
-                .entry(r.group.spec_id)
-                .or_default()
-                .extend(r.output.iter().cloned());
-            paths.extend(r.group.files.iter().map(|f| f.file.file_path().to_string()));
-        }
-        let change = Change {
-            added,
-            removal: Removal::Files {
-                paths,
-                since: planned_from.sequence_number(),
-            },
-            operation: Operation::Replace,
-            properties: HashMap::from([
-                ("floe.maintenance".to_string(), "compact".to_string()),
-                ("floe.compact.groups".to_string(), batch.len().to_string()),
-            ]),
-            run_id: format!("compact-{}", Uuid::new_v4().simple()),
-            guarded_days: Default::default(),
-            branch: None,
-        };
+        let change = replace_change(&batch, planned_from.sequence_number());
         match commit_change(client, &target.handle, target.loaded.clone(), &change).await? {
             ChangeOutcome::Committed(c) => {
                 report.snapshots.push(c.snapshot_id);
                 for r in &batch {
-                    let in_bytes = r.group.bytes;
-                    let out_bytes: u64 = r.output.iter().map(DataFile::file_size_in_bytes).sum();
-                    report.groups_committed += 1;
-                    report.input_files += r.group.files.len() as u64;
-                    report.input_bytes += in_bytes;
-                    report.output_files += r.output.len() as u64;
-                    report.output_bytes += out_bytes;
-                    report.rows += r.group.rows;
-                    report.delete_files_applied += r
-                        .group
-                        .deletes
-                        .values()
-                        .flatten()
-                        .map(|d| d.file.file_path())
-                        .collect::<HashSet<_>>()
-                        .len() as u64;
-                    report.files_after = (report.files_after + r.output.len() as u64)
-                        .saturating_sub(r.group.files.len() as u64);
-                    report.bytes_after = (report.bytes_after + out_bytes).saturating_sub(in_bytes);
-                    partitions.insert((r.group.spec_id, r.group.partition.clone()));
+                    record_committed(r, report, partitions);
                 }
                 return Ok(());
             }
             ChangeOutcome::Stale(stale) => {
-                let stale: HashSet<String> = stale.into_iter().collect();
-                let (dropped, kept): (Vec<Rewritten>, Vec<Rewritten>) =
-                    batch.into_iter().partition(|r| {
-                        r.group
-                            .files
-                            .iter()
-                            .any(|f| stale.contains(f.file.file_path()))
-                    });
-                for r in dropped {
-                    tracing::warn!(
-                        table = %target.ident,
-                        partition = %r.group.label,
-                        "a concurrent commit changed this partition's input files; its rewrite is dropped"
-                    );
-                    report.groups_dropped += 1;
-                    discard(&target.handle.io, &r.output).await;
-                }
-                batch = kept;
+                batch = drop_stale(target, batch, stale, report).await;
             }
         }
     }
     Ok(())
+}
+
+/// The `replace` snapshot of a batch: its groups' outputs in, their inputs
+/// out, provided no delete file reached them after sequence number `since`.
+fn replace_change(batch: &[Rewritten], since: i64) -> Change {
+    let mut added: BTreeMap<i32, Vec<DataFile>> = BTreeMap::new();
+    let mut paths = HashSet::new();
+    for r in batch {
+        added
+            .entry(r.group.spec_id)
+            .or_default()
+            .extend(r.output.iter().cloned());
+        paths.extend(r.group.files.iter().map(|f| f.file.file_path().to_string()));
+    }
+    Change {
+        added,
+        removal: Removal::Files { paths, since },
+        operation: Operation::Replace,
+        properties: HashMap::from([
+            ("floe.maintenance".to_string(), "compact".to_string()),
+            ("floe.compact.groups".to_string(), batch.len().to_string()),
+        ]),
+        run_id: format!("compact-{}", Uuid::new_v4().simple()),
+        guarded_days: Default::default(),
+        branch: None,
+    }
+}
+
+/// Adds a committed group to the report and its partition to `partitions`.
+fn record_committed(
+    r: &Rewritten,
+    report: &mut CompactReport,
+    partitions: &mut HashSet<(i32, Struct)>,
+) {
+    let in_bytes = r.group.bytes;
+    let out_bytes: u64 = r.output.iter().map(DataFile::file_size_in_bytes).sum();
+    report.groups_committed += 1;
+    report.input_files += r.group.files.len() as u64;
+    report.input_bytes += in_bytes;
+    report.output_files += r.output.len() as u64;
+    report.output_bytes += out_bytes;
+    report.rows += r.group.rows;
+    report.delete_files_applied += r
+        .group
+        .deletes
+        .values()
+        .flatten()
+        .map(|d| d.file.file_path())
+        .collect::<HashSet<_>>()
+        .len() as u64;
+    report.files_after =
+        (report.files_after + r.output.len() as u64).saturating_sub(r.group.files.len() as u64);
+    report.bytes_after = (report.bytes_after + out_bytes).saturating_sub(in_bytes);
+    partitions.insert((r.group.spec_id, r.group.partition.clone()));
+}
+
+/// Drops (and deletes the outputs of) the groups of `batch` with an input
+/// among `stale`; returns the others.
+async fn drop_stale(
+    target: &Target,
+    batch: Vec<Rewritten>,
+    stale: Vec<String>,
+    report: &mut CompactReport,
+) -> Vec<Rewritten> {
+    let stale: HashSet<String> = stale.into_iter().collect();
+    let (dropped, kept): (Vec<Rewritten>, Vec<Rewritten>) = batch.into_iter().partition(|r| {
+        r.group
+            .files
+            .iter()
+            .any(|f| stale.contains(f.file.file_path()))
+    });
+    for r in dropped {
+        tracing::warn!(
+            table = %target.ident,
+            partition = %r.group.label,
+            "a concurrent commit changed this partition's input files; its rewrite is dropped"
+        );
+        report.groups_dropped += 1;
+        discard(&target.handle.io, &r.output).await;
+    }
+    kept
 }
 
 async fn discard(io: &FileIO, files: &[DataFile]) {
