@@ -80,7 +80,9 @@ pub fn select(
         .collect()
 }
 
-/// Expires `target`'s snapshots as `opts` say.
+/// Expires `target`'s snapshots as `opts` say: commits their removal from
+/// the metadata ([`commit_expiry`]), then deletes the files only they
+/// referenced ([`Unreferenced`]). A dry run commits and deletes nothing.
 pub async fn expire(
     client: &RestClient,
     target: &mut Target,
@@ -92,52 +94,69 @@ pub async fn expire(
         status: "nothing-to-do".into(),
         ..ExpireReport::default()
     };
+    let (before, expired_ids) = commit_expiry(client, target, opts, &mut report).await?;
+    report.expired = expired_ids.iter().copied().collect();
+    if expired_ids.is_empty() {
+        report.snapshots_retained = report.snapshots_before;
+        report.duration_ms = started.elapsed().as_millis();
+        return Ok(report);
+    }
+    let expired_snaps: Vec<SnapshotRef> = expired_ids
+        .iter()
+        .filter_map(|id| before.snapshot_by_id(*id).cloned())
+        .collect();
+    let retained_snaps = retained(client, target, &before, &expired_ids, opts.dry_run).await?;
+    report.snapshots_retained = retained_snaps.len() as u64;
+    let (unreferenced, kept) = Unreferenced::find(
+        target,
+        &before,
+        &expired_ids,
+        &expired_snaps,
+        &retained_snaps,
+    )
+    .await?;
+    unreferenced.record(&mut report);
+    if opts.dry_run {
+        report.status = "planned".into();
+        report.duration_ms = started.elapsed().as_millis();
+        return Ok(report);
+    }
+    let all = unreferenced.into_deletions(&kept);
+    report.delete_failures = delete_all(&target.handle.io, all).await;
+    report.status = "expired".into();
+    report.duration_ms = started.elapsed().as_millis();
+    Ok(report)
+}
+
+/// Selects the snapshots to expire and commits their removal, guarded by
+/// the table's uuid and every ref's snapshot; on a conflict or an unknown
+/// outcome reloads and selects again (bounded). Returns the metadata the
+/// selection was made on and the ids expired (none when, after a reload,
+/// nothing is left to expire: an unknown outcome may have landed). A dry
+/// run selects without committing. Records the snapshot count in `report`.
+async fn commit_expiry(
+    client: &RestClient,
+    target: &mut Target,
+    opts: &ExpireOptions,
+    report: &mut ExpireReport,
+) -> Result<(TableMetadata, BTreeSet<i64>)> {
     let retry = Retry::commits()?;
     let mut attempt = 0;
-    let (before, expired_ids) = loop {
+    loop {
         attempt += 1;
         let metadata = target.loaded.metadata.clone();
-        let expired = select(
-            &metadata,
-            &target.loaded.refs,
-            opts,
-            chrono::Utc::now().timestamp_millis(),
-        );
+        let expired = select_now(&metadata, &target.loaded.refs, opts);
         report.snapshots_before = metadata.snapshots().len() as u64;
         if expired.is_empty() || opts.dry_run {
-            break (metadata, expired);
+            return Ok((metadata, expired));
         }
-        let mut requirements = vec![TableRequirement::UuidMatch {
-            uuid: metadata.uuid(),
-        }];
-        // A ref moved meanwhile may now need an expired snapshot: re-plan.
-        requirements.extend(target.loaded.refs.iter().map(|(name, r)| {
-            TableRequirement::RefSnapshotIdMatch {
-                r#ref: name.clone(),
-                snapshot_id: Some(r.snapshot_id),
-            }
-        }));
-        let mut updates = vec![TableUpdate::RemoveSnapshots {
-            snapshot_ids: expired.iter().copied().collect(),
-        }];
-        for id in &expired {
-            if metadata.statistics_for_snapshot(*id).is_some() {
-                updates.push(TableUpdate::RemoveStatistics { snapshot_id: *id });
-            }
-            if metadata.partition_statistics_for_snapshot(*id).is_some() {
-                updates.push(TableUpdate::RemovePartitionStatistics { snapshot_id: *id });
-            }
-        }
+        let (requirements, updates) = expiry_commit(&metadata, &target.loaded.refs, &expired);
+        let (namespace, name) = (&target.handle.namespace, &target.handle.name);
         match client
-            .commit(
-                &target.handle.namespace,
-                &target.handle.name,
-                &requirements,
-                &updates,
-            )
+            .commit(namespace, name, &requirements, &updates)
             .await?
         {
-            CommitOutcome::Committed(_) => break (metadata, expired),
+            CommitOutcome::Committed(_) => return Ok((metadata, expired)),
             CommitOutcome::Conflict(reason) if attempt < retry.attempts => {
                 tracing::info!(attempt, %reason, "expire conflicted with another commit; re-planning");
             }
@@ -159,93 +178,160 @@ pub async fn expire(
             .await?;
         target.loaded = reloaded;
         // An unknown outcome may have landed: nothing left to expire then.
-        if select(
-            &target.loaded.metadata,
-            &target.loaded.refs,
-            opts,
-            chrono::Utc::now().timestamp_millis(),
-        )
-        .is_empty()
-        {
-            break (target.loaded.metadata.clone(), BTreeSet::new());
+        if select_now(&target.loaded.metadata, &target.loaded.refs, opts).is_empty() {
+            return Ok((target.loaded.metadata.clone(), BTreeSet::new()));
         }
-    };
-    report.expired = expired_ids.iter().copied().collect();
-    if expired_ids.is_empty() {
-        report.snapshots_retained = report.snapshots_before;
-        report.duration_ms = started.elapsed().as_millis();
-        return Ok(report);
     }
-    let expired_snaps: Vec<SnapshotRef> = expired_ids
-        .iter()
-        .filter_map(|id| before.snapshot_by_id(*id).cloned())
-        .collect();
-    // What stays: on a dry run, the snapshots not selected; otherwise
-    // whatever the table holds after the commit (including snapshots
-    // concurrent writers added meanwhile).
-    let retained_snaps: Vec<SnapshotRef> = if opts.dry_run {
-        before
+}
+
+/// [`select`] as of now.
+fn select_now(
+    metadata: &TableMetadata,
+    refs: &HashMap<String, iceberg::spec::SnapshotReference>,
+    opts: &ExpireOptions,
+) -> BTreeSet<i64> {
+    select(metadata, refs, opts, chrono::Utc::now().timestamp_millis())
+}
+
+/// The requirements and updates removing the `expired` snapshots (and
+/// their statistics files) from `metadata`: the table must be the same,
+/// and every ref where it was (a ref moved meanwhile may now need an
+/// expired snapshot: then the expiry is planned again).
+fn expiry_commit(
+    metadata: &TableMetadata,
+    refs: &HashMap<String, iceberg::spec::SnapshotReference>,
+    expired: &BTreeSet<i64>,
+) -> (Vec<TableRequirement>, Vec<TableUpdate>) {
+    let mut requirements = vec![TableRequirement::UuidMatch {
+        uuid: metadata.uuid(),
+    }];
+    requirements.extend(
+        refs.iter()
+            .map(|(name, r)| TableRequirement::RefSnapshotIdMatch {
+                r#ref: name.clone(),
+                snapshot_id: Some(r.snapshot_id),
+            }),
+    );
+    let mut updates = vec![TableUpdate::RemoveSnapshots {
+        snapshot_ids: expired.iter().copied().collect(),
+    }];
+    for id in expired {
+        if metadata.statistics_for_snapshot(*id).is_some() {
+            updates.push(TableUpdate::RemoveStatistics { snapshot_id: *id });
+        }
+        if metadata.partition_statistics_for_snapshot(*id).is_some() {
+            updates.push(TableUpdate::RemovePartitionStatistics { snapshot_id: *id });
+        }
+    }
+    (requirements, updates)
+}
+
+/// The snapshots that stay: on a dry run, those of `before` not selected;
+/// otherwise whatever the table holds after the commit (including
+/// snapshots concurrent writers added meanwhile), reloading `target`.
+async fn retained(
+    client: &RestClient,
+    target: &mut Target,
+    before: &TableMetadata,
+    expired_ids: &BTreeSet<i64>,
+    dry_run: bool,
+) -> Result<Vec<SnapshotRef>> {
+    if dry_run {
+        return Ok(before
             .snapshots()
             .filter(|s| !expired_ids.contains(&s.snapshot_id()))
             .cloned()
-            .collect()
-    } else {
-        target.reload(client).await?;
-        target.loaded.metadata.snapshots().cloned().collect()
-    };
-    report.snapshots_retained = retained_snaps.len() as u64;
-    let table = target.handle.table(&target.loaded)?;
-    let mut cache = ManifestCache::default();
-    let gone = referenced(&table, &target.handle.io, &expired_snaps, &mut cache).await?;
-    let kept = referenced(&table, &target.handle.io, &retained_snaps, &mut cache).await?;
-    let only = |all: &HashMap<String, FileRef>, keep: &HashMap<String, FileRef>| -> Vec<FileRef> {
-        all.iter()
-            .filter(|(k, _)| !keep.contains_key(*k))
-            .map(|(_, v)| v.clone())
-            .collect()
-    };
-    let data = only(&gone.data_files, &kept.data_files);
-    let deletes = only(&gone.delete_files, &kept.delete_files);
-    let manifests = only(&gone.manifests, &kept.manifests);
-    let lists = only(&gone.manifest_lists, &kept.manifest_lists);
-    report.data_files_deleted = data.len() as u64;
-    report.delete_files_deleted = deletes.len() as u64;
-    report.manifests_deleted = manifests.len() as u64;
-    report.manifest_lists_deleted = lists.len() as u64;
-    report.bytes_deleted = data.iter().chain(&deletes).map(|f| f.size).sum();
-    let mut stats: Vec<FileRef> = Vec::new();
-    for id in &expired_ids {
-        if let Some(s) = before.statistics_for_snapshot(*id) {
-            stats.push(FileRef {
-                uri: s.statistics_path.clone(),
-                size: 0,
-            });
-        }
-        if let Some(s) = before.partition_statistics_for_snapshot(*id) {
-            stats.push(FileRef {
-                uri: s.statistics_path.clone(),
-                size: 0,
-            });
-        }
+            .collect());
     }
-    if opts.dry_run {
-        report.status = "planned".into();
-        report.duration_ms = started.elapsed().as_millis();
-        return Ok(report);
-    }
-    let all: Vec<FileRef> = data
-        .into_iter()
-        .chain(deletes)
-        .chain(manifests)
-        .chain(lists)
-        .chain(stats.into_iter().filter(|s| !still_used(&kept, s)))
-        .collect();
-    report.delete_failures = delete_all(&target.handle.io, all).await;
-    report.status = "expired".into();
-    report.duration_ms = started.elapsed().as_millis();
-    Ok(report)
+    target.reload(client).await?;
+    Ok(target.loaded.metadata.snapshots().cloned().collect())
 }
 
+/// The files only expired snapshots reference: what expiry deletes.
+struct Unreferenced {
+    data: Vec<FileRef>,
+    deletes: Vec<FileRef>,
+    manifests: Vec<FileRef>,
+    lists: Vec<FileRef>,
+    /// Statistics files of the expired snapshots; deleted only when no
+    /// retained snapshot references them.
+    stats: Vec<FileRef>,
+}
+
+impl Unreferenced {
+    /// The files `expired_snaps` reference and `retained_snaps` do not,
+    /// with what the retained ones reference.
+    async fn find(
+        target: &Target,
+        before: &TableMetadata,
+        expired_ids: &BTreeSet<i64>,
+        expired_snaps: &[SnapshotRef],
+        retained_snaps: &[SnapshotRef],
+    ) -> Result<(Self, Referenced)> {
+        let table = target.handle.table(&target.loaded)?;
+        let mut cache = ManifestCache::default();
+        let gone = referenced(&table, &target.handle.io, expired_snaps, &mut cache).await?;
+        let kept = referenced(&table, &target.handle.io, retained_snaps, &mut cache).await?;
+        let unreferenced = Self {
+            data: only_in(&gone.data_files, &kept.data_files),
+            deletes: only_in(&gone.delete_files, &kept.delete_files),
+            manifests: only_in(&gone.manifests, &kept.manifests),
+            lists: only_in(&gone.manifest_lists, &kept.manifest_lists),
+            stats: statistics_files(before, expired_ids),
+        };
+        Ok((unreferenced, kept))
+    }
+
+    /// Records the counts and bytes to delete in `report`.
+    fn record(&self, report: &mut ExpireReport) {
+        report.data_files_deleted = self.data.len() as u64;
+        report.delete_files_deleted = self.deletes.len() as u64;
+        report.manifests_deleted = self.manifests.len() as u64;
+        report.manifest_lists_deleted = self.lists.len() as u64;
+        report.bytes_deleted = self.data.iter().chain(&self.deletes).map(|f| f.size).sum();
+    }
+
+    /// Every file to delete, leaving statistics files `kept` references.
+    fn into_deletions(self, kept: &Referenced) -> Vec<FileRef> {
+        self.data
+            .into_iter()
+            .chain(self.deletes)
+            .chain(self.manifests)
+            .chain(self.lists)
+            .chain(self.stats.into_iter().filter(|s| !still_used(kept, s)))
+            .collect()
+    }
+}
+
+/// The files of `all` that `keep` does not hold.
+fn only_in(all: &HashMap<String, FileRef>, keep: &HashMap<String, FileRef>) -> Vec<FileRef> {
+    all.iter()
+        .filter(|(k, _)| !keep.contains_key(*k))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// The statistics and partition statistics files of snapshots `ids`.
+fn statistics_files(metadata: &TableMetadata, ids: &BTreeSet<i64>) -> Vec<FileRef> {
+    let mut stats = Vec::new();
+    for id in ids {
+        if let Some(s) = metadata.statistics_for_snapshot(*id) {
+            stats.push(FileRef {
+                uri: s.statistics_path.clone(),
+                size: 0,
+            });
+        }
+        if let Some(s) = metadata.partition_statistics_for_snapshot(*id) {
+            stats.push(FileRef {
+                uri: s.statistics_path.clone(),
+                size: 0,
+            });
+        }
+    }
+    stats
+}
+
+/// Whether a statistics file is still referenced.
 fn still_used(kept: &Referenced, f: &FileRef) -> bool {
     kept.contains(&crate::store::path_key(&f.uri))
 }
