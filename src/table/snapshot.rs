@@ -101,7 +101,7 @@ impl TableHandle {
     /// An `iceberg` table object over loaded metadata (for the crate's readers).
     pub fn table(&self, loaded: &LoadedTable) -> Result<Table> {
         let ident = TableIdent::from_strs(self.namespace.iter().chain(std::iter::once(&self.name)))
-            .map_err(|e| Error::Catalog(format!("invalid table name: {e}")))?;
+            .map_err(|e| Error::Catalog(format!("invalid table name: {e}")).caused_by(e))?;
         let mut builder = Table::builder()
             .metadata(loaded.metadata.clone())
             .identifier(ident)
@@ -112,7 +112,7 @@ impl TableHandle {
         }
         builder
             .build()
-            .map_err(|e| Error::Storage(format!("cannot open table: {e}")))
+            .map_err(|e| Error::Storage(format!("cannot open table: {e}")).caused_by(e))
     }
 }
 
@@ -998,7 +998,7 @@ fn staged(
 
 /// An `iceberg` error as a storage error.
 fn storage(e: iceberg::Error) -> Error {
-    Error::Storage(e.to_string())
+    Error::Storage(e.to_string()).caused_by(e)
 }
 
 /// The snapshot summary: the standard `added-*`, `deleted-*` and `total-*`

@@ -5,6 +5,7 @@
 
 mod common;
 mod delta;
+mod errors;
 mod faults;
 mod http;
 mod incremental;

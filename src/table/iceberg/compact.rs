@@ -262,7 +262,8 @@ async fn rewrite_and_commit(
 
 /// The result of a rewrite task, its panic or cancellation as an error.
 fn joined_rewrite(joined: std::result::Result<Result<Rewritten>, JoinError>) -> Result<Rewritten> {
-    joined.unwrap_or_else(|e| Err(Error::Storage(format!("a rewrite task failed: {e}"))))
+    joined
+        .unwrap_or_else(|e| Err(Error::Storage(format!("a rewrite task failed: {e}")).caused_by(e)))
 }
 
 /// Logs a rewritten group.
@@ -401,6 +402,7 @@ fn name_mapping(metadata: &TableMetadata) -> Result<Option<Arc<NameMapping>>> {
                     Error::Config(format!(
                         "table property {DEFAULT_SCHEMA_NAME_MAPPING} is not a name mapping: {e}"
                     ))
+                    .caused_by(e)
                 })
         })
         .transpose()
@@ -486,8 +488,8 @@ impl RewriteContext {
     }
 }
 
-fn storage(e: impl std::fmt::Display) -> Error {
-    Error::Storage(e.to_string())
+fn storage(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Storage(e.to_string()).caused_by(e)
 }
 
 /// The scan task reading data file `f` in the current schema, with the
@@ -729,11 +731,9 @@ async fn copy_rows(
             .read(Box::pin(futures::stream::iter([Ok(task)])))
             .map_err(storage)?
             .stream();
-        while let Some(batch) = batches
-            .try_next()
-            .await
-            .map_err(|e| Error::Storage(format!("reading {}: {e}", f.file.file_path())))?
-        {
+        while let Some(batch) = batches.try_next().await.map_err(|e| {
+            Error::Storage(format!("reading {}: {e}", f.file.file_path())).caused_by(e)
+        })? {
             let batch = plain(batch)?;
             rows += batch.num_rows() as u64;
             if ctx.sort.is_some() {
