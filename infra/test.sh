@@ -10,8 +10,9 @@
 #      (../shared/tools/spark-iceberg/setup.sh; skipped with a message when
 #      that folder is absent, unless CI=true);
 #   4. cargo fmt --check, cargo clippy -D warnings, the layering check
-#      (infra/check-layers.sh), one version of each core crate, no unused
-#      dependency (cargo-machete), cargo test;
+#      (infra/check-layers.sh), one version of each core crate (cargo deny
+#      check bans, deny.toml), no unused dependency (cargo-machete), cargo
+#      test;
 #   5. the Python acceptance suite (pyiceberg, Spark, raw HTTP) against the
 #      real `floe catalog serve`, on a local folder and on the S3 server.
 #
@@ -83,18 +84,17 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "layering (src/ imports only downwards) and dependencies"
 infra/check-layers.sh
-# One arrow, parquet, datafusion and object_store in the tree.
-dups=$(cargo tree --workspace --locked -d --depth 0 -e normal | grep -E '^(arrow|parquet|datafusion|object_store)[a-z_-]* v' | sort -u || true)
-if [[ -n $dups ]]; then
-    echo "error: more than one version of a core crate:" >&2
-    echo "$dups" >&2
-    exit 1
-fi
-# No unused dependency (cargo-machete, built once into the cache).
+# Built once into the cache: cargo-deny and cargo-machete.
 tools="$cache/tools"
+if [[ ! -x $tools/bin/cargo-deny ]]; then
+    CARGO_TARGET_DIR="$tools/target" cargo install cargo-deny --version 0.20.2 --locked --root "$tools" --quiet
+fi
 if [[ ! -x $tools/bin/cargo-machete ]]; then
     CARGO_TARGET_DIR="$tools/target" cargo install cargo-machete --version 0.9.2 --locked --root "$tools" --quiet
 fi
+# One version of each core crate (deny.toml), no second TLS stack.
+"$tools/bin/cargo-deny" --locked check bans
+# No unused dependency.
 "$tools/bin/cargo-machete"
 
 step "cargo test"
