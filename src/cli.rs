@@ -103,7 +103,8 @@ pub enum Command {
     ///
     /// Runs every ingest job of the pipeline for the window, then every
     /// model (incrementally: the re-ingested days flow downstream), and
-    /// prints the gold tables and where the tables are.
+    /// prints the first rows of the last layer's tables (gold in the
+    /// example) and where they are.
     Run(RunArgs),
     /// The Iceberg REST catalog server that floe ships.
     #[command(subcommand)]

@@ -44,6 +44,7 @@ pub async fn run(args: &IngestArgs) -> Result<()> {
         dry_run: args.dry_run,
         replay: args.replay,
         allow_empty: args.allow_empty,
+        now: Utc::now(),
         run_id: args.run_id.clone().unwrap_or_else(new_run_id),
     };
     tracing::info!(run_id = %request.run_id, %from, %to, "ingest");

@@ -16,7 +16,7 @@ use crate::pipeline::{self, Pipeline};
 use crate::rest::RestClient;
 use crate::transform::{self, ModelReport, TransformRequest};
 
-/// Rows of each gold table `floe run` prints.
+/// Rows of each last-layer table `floe run` prints.
 const PREVIEW_ROWS: usize = 12;
 
 /// Runs `floe transform`.
@@ -75,6 +75,7 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
         dry_run: false,
         replay: args.replay,
         allow_empty: args.allow_empty,
+        now: Utc::now(),
         run_id: run_id.clone(),
     };
     let req = TransformRequest {
@@ -112,7 +113,7 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
     let (models, outcome) = transform::run(&connection.client, &req).await;
     print_models(&models);
     if outcome.is_ok() {
-        print_gold(&connection.client, &req.places, &models).await;
+        print_last_layer(&connection.client, &req.places, &models).await;
     }
     connection.close().await;
     report["models"] = serde_json::to_value(&models).unwrap_or_default();
@@ -214,13 +215,16 @@ fn day_ranges(days: &[String]) -> String {
     crate::table::days::describe_days(&numbers)
 }
 
-/// Prints where each model's table is and the first rows of the gold ones.
-async fn print_gold(client: &RestClient, places: &crate::places::Places, reports: &[ModelReport]) {
+/// Prints the first rows of the last layer's tables (the layer that runs
+/// last: gold in the example, whatever the pipeline names it) and where
+/// they are.
+async fn print_last_layer(
+    client: &RestClient,
+    places: &crate::places::Places,
+    reports: &[ModelReport],
+) {
     let mut out = String::new();
-    for r in reports {
-        if !r.model.starts_with("gold.") {
-            continue;
-        }
+    for r in last_layer(reports) {
         let location = match places.location(&r.model, r.format) {
             Ok(l) => l,
             Err(e) => {
@@ -241,4 +245,45 @@ async fn print_gold(client: &RestClient, places: &crate::places::Places, reports
         }
     }
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
+}
+
+/// The reports of the models of the layer that ran last (reports are in
+/// run order, which follows the layers' dependencies).
+fn last_layer(reports: &[ModelReport]) -> Vec<&ModelReport> {
+    let layer = |r: &ModelReport| r.model.split_once('.').map(|(l, _)| l.to_string());
+    let Some(last) = reports.last().and_then(layer) else {
+        return Vec::new();
+    };
+    reports
+        .iter()
+        .filter(|r| layer(r).as_deref() == Some(last.as_str()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(model: &str) -> ModelReport {
+        ModelReport {
+            model: model.to_string(),
+            ..ModelReport::default()
+        }
+    }
+
+    #[test]
+    fn the_last_layer_is_the_one_that_ran_last_whatever_its_name() {
+        let reports = [
+            report("staging.prices"),
+            report("marts.dim_ticker"),
+            report("staging.tickers"),
+            report("marts.fact_returns"),
+        ];
+        let names: Vec<&str> = last_layer(&reports)
+            .iter()
+            .map(|r| r.model.as_str())
+            .collect();
+        assert_eq!(names, ["marts.dim_ticker", "marts.fact_returns"]);
+        assert!(last_layer(&[]).is_empty());
+    }
 }

@@ -25,6 +25,11 @@ pub struct ExpectReport {
     pub empty_days: Vec<String>,
     /// A few of each, for the log.
     pub examples: Vec<String>,
+    /// Slots from this instant on were not checked for gaps: later than
+    /// the run's time minus `publication_delay` (an intraday run); none
+    /// when the whole window was checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_due_from: Option<String>,
 }
 
 /// Accumulates the rows of a run.
@@ -103,13 +108,23 @@ impl Checker {
         Ok(())
     }
 
-    /// Counts gaps over the window `[start, end)` (microseconds) and puts
-    /// `empty_days` in; returns the report.
-    pub fn finish(mut self, start: i64, end: i64, empty_days: Vec<String>) -> ExpectReport {
+    /// Counts gaps over the window `[start, end)` (microseconds) up to
+    /// `due` (the run's time minus the publication delay: later slots may
+    /// not be published yet) and puts `empty_days` in; returns the report.
+    pub fn finish(
+        mut self,
+        start: i64,
+        end: i64,
+        due: i64,
+        empty_days: Vec<String>,
+    ) -> ExpectReport {
         self.report.empty_days = empty_days;
         let Some(cadence) = self.expect.cadence else {
             return self.report;
         };
+        if due < end {
+            self.report.not_due_from = Some(instant(due.max(start)));
+        }
         let step = i64::try_from(cadence.as_micros()).unwrap_or(i64::MAX);
         let mut per_key: HashMap<u32, Vec<i64>> = HashMap::new();
         for (id, t) in &self.seen {
@@ -132,8 +147,12 @@ impl Checker {
             };
             let first_slot = start + (phase - start).rem_euclid(step);
             let present: HashSet<i64> = times.iter().copied().collect();
+            // Slots up to the series' last row are due whatever the time
+            // (a forecast's future rows); later ones only once `due`.
+            let last = times.last().copied().unwrap_or(start);
+            let series_end = end.min(due.max(last.saturating_add(1)));
             let mut slot = first_slot;
-            while slot < end {
+            while slot < series_end {
                 if !present.contains(&slot) {
                     self.report.gaps += 1;
                     if self.report.examples.len() < EXAMPLES {
@@ -236,6 +255,7 @@ mod tests {
             max_gaps: 0,
             max_duplicates: Some(0),
             empty_days: EmptyDays::Fail,
+            publication_delay: Duration::ZERO,
         };
         let h = 3_600_000_000i64;
         let mut c = Checker::new(&expect).expect("checks rows");
@@ -254,7 +274,7 @@ mod tests {
             ("b", 18 * h),
         ]))
         .expect("observe");
-        let report = c.finish(0, DAY_MICROS, Vec::new());
+        let report = c.finish(0, DAY_MICROS, DAY_MICROS, Vec::new());
         assert_eq!(report.duplicates, 1);
         assert_eq!(report.gaps, 1);
         assert!(
@@ -271,5 +291,42 @@ mod tests {
             ..expect
         };
         assert!(verdict("j", &lenient, &report).is_ok());
+    }
+
+    #[test]
+    fn slots_not_due_yet_are_not_gaps() {
+        let expect = Expect {
+            key: Vec::new(),
+            cadence: Some(Duration::from_secs(3600)),
+            max_gaps: 0,
+            max_duplicates: Some(0),
+            empty_days: EmptyDays::Fail,
+            publication_delay: Duration::from_secs(3600),
+        };
+        let h = 3_600_000_000i64;
+        let hours: Vec<(&str, i64)> = (0..10).map(|i| ("a", i * h)).collect();
+        let checked = |due: i64| {
+            let mut c = Checker::new(&expect).expect("checks rows");
+            c.observe(&batch(&hours)).expect("observe");
+            c.finish(0, DAY_MICROS, due, Vec::new())
+        };
+        // A run at 10:20 with a one-hour delay: slots up to 09:00 are due.
+        let intraday = checked(10 * h + h / 3 - h);
+        assert_eq!(intraday.gaps, 0, "{:?}", intraday.examples);
+        assert_eq!(
+            intraday.not_due_from.as_deref(),
+            Some("1970-01-01T09:20:00Z")
+        );
+        // The same rows checked the next day: 14 hours are missing.
+        let next_day = checked(DAY_MICROS + h);
+        assert_eq!(next_day.gaps, 14);
+        assert_eq!(next_day.not_due_from, None);
+        // Rows past the run's time (a forecast): the slots before the last
+        // row are due, so a hole there is a gap.
+        let mut c = Checker::new(&expect).expect("checks rows");
+        c.observe(&batch(&hours)).expect("observe");
+        c.observe(&batch(&[("a", 20 * h)])).expect("observe");
+        let forecast = c.finish(0, DAY_MICROS, 10 * h, Vec::new());
+        assert_eq!(forecast.gaps, 10, "{:?}", forecast.examples);
     }
 }

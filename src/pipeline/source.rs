@@ -246,6 +246,9 @@ pub struct Expect {
     pub max_duplicates: Option<u64>,
     /// Days of the window without rows.
     pub empty_days: EmptyDays,
+    /// How long after its time a slot's row is published: slots later
+    /// than the run's time minus this are not gaps yet (an intraday run).
+    pub publication_delay: Duration,
 }
 
 /// `source = {...}` as written: the union of both kinds' keys.
@@ -331,6 +334,8 @@ pub(super) struct RawExpect {
     max_duplicates: Option<u64>,
     #[serde(default)]
     empty_days: Option<EmptyDays>,
+    #[serde(default)]
+    publication_delay: Option<String>,
 }
 
 fn duration(key: &str, text: &Option<String>, default: Duration) -> Result<Duration, String> {
@@ -609,9 +614,21 @@ impl RawExpect {
         let max_duplicates = self
             .max_duplicates
             .or((!self.key.is_empty() || cadence.is_some()).then_some(0));
+        let publication_delay = match self.publication_delay.as_deref() {
+            None => Duration::ZERO,
+            Some(d) => crate::duration::parse_duration(d)
+                .map_err(|e| format!("key `expect.publication_delay`: {e}"))?,
+        };
+        if self.publication_delay.is_some() && cadence.is_none() {
+            return Err(
+                "key `expect.publication_delay`: only slots of a cadence are delayed; set `expect.cadence` too"
+                    .to_string(),
+            );
+        }
         Ok(Expect {
             key: self.key,
             cadence,
+            publication_delay,
             max_gaps: self.max_gaps,
             max_duplicates,
             empty_days: self.empty_days.unwrap_or(if http {

@@ -147,6 +147,7 @@ pub fn request(from: &str, to: &str, run_id: &str) -> IngestRequest {
         dry_run: false,
         replay: false,
         allow_empty: false,
+        now: chrono::Utc::now(),
         run_id: run_id.to_string(),
     }
 }

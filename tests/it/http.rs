@@ -494,6 +494,61 @@ expect = {{ key = ["site"], cadence = "1h"{limits} }}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intraday_run_counts_only_the_slots_already_due() {
+    // An hourly series published an hour late: at 10:20 the API has the
+    // rows up to 09:00.
+    let server = Server::start(|_| {
+        let rows: Vec<_> = (0..10)
+            .map(|hour| serde_json::json!({"time": format!("2024-05-01T{hour:02}:00:00Z"), "value": hour}))
+            .collect();
+        Reply::Json(200, serde_json::json!({ "data": rows }).to_string())
+    })
+    .await;
+    let env = Env::new().await;
+    let job = |expect: &str| {
+        format!(
+            r#"
+[[job]]
+name = "obs"
+table = "bronze.obs"
+event_time = {{ kind = "offset", column = "time" }}
+columns = [ {{ name = "value", type = "long" }} ]
+source = {{ api = "json", url = "{}/obs", records = "data" }}
+expect = {{ cadence = "1h"{expect} }}
+"#,
+            server.base
+        )
+    };
+    let at = |time: &str| {
+        chrono::DateTime::parse_from_rfc3339(time)
+            .expect("time")
+            .to_utc()
+    };
+    let run = |now: &str, id: &str| floe::ingest::IngestRequest {
+        now: at(now),
+        ..request("2024-05-01", "2024-05-01", id)
+    };
+    let delayed = env.pipeline(&job(", publication_delay = \"1h\""));
+    let (reports, outcome) = ingest(&delayed, &run("2024-05-01T10:20:00Z", "i1")).await;
+    outcome.expect("every slot due so far is there");
+    let found = reports[0].expect.as_ref().expect("expect report");
+    assert_eq!(found.gaps, 0, "{:?}", found.examples);
+    assert_eq!(found.not_due_from.as_deref(), Some("2024-05-01T09:20:00Z"));
+    assert_eq!(rows(&env.scan("bronze", "obs").await), 10);
+
+    // Without the delay the 10:00 row is due at 10:20 and missing.
+    let prompt = env.pipeline(&job(""));
+    let (_, outcome) = ingest(&prompt, &run("2024-05-01T10:20:00Z", "i2")).await;
+    let err = outcome.expect_err("10:00 is due");
+    assert!(err.to_string().contains("1 missing intervals"), "{err}");
+
+    // The next day every slot of the day is due: 14 are missing.
+    let (_, outcome) = ingest(&delayed, &run("2024-05-02T06:00:00Z", "i3")).await;
+    let err = outcome.expect_err("the whole day is due");
+    assert!(err.to_string().contains("14 missing intervals"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_meteo_per_site_and_alpha_vantage_rate_limit_bodies() {
     let server = Server::start(|s| match s.path.as_str() {
         "/v1/archive" => {
