@@ -177,7 +177,7 @@ pub use source::{
 };
 
 /// Column types of the schema contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ColumnType {
     /// UTF-8 text.

@@ -32,6 +32,47 @@ fn widen(old: Option<ColumnType>, new: ColumnType) -> ColumnType {
     }
 }
 
+/// The column type a JSON value suggests (none for null): numbers →
+/// long or double, booleans → boolean, everything else → string.
+pub(super) fn json_type(value: &Value) -> Option<ColumnType> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(_) => ColumnType::Boolean,
+        Value::Number(n) if n.is_i64() || n.is_u64() => ColumnType::Long,
+        Value::Number(_) => ColumnType::Double,
+        _ => ColumnType::String,
+    })
+}
+
+/// The column type a Parquet (Arrow) column is kept as.
+pub(super) fn arrow_type(ty: &DataType) -> ColumnType {
+    match ty {
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => ColumnType::Int,
+        DataType::Int64 => ColumnType::Long,
+        DataType::Float32 => ColumnType::Float,
+        DataType::Float64 => ColumnType::Double,
+        DataType::Boolean => ColumnType::Boolean,
+        DataType::Date32 => ColumnType::Date,
+        DataType::Timestamp(_, Some(_)) => ColumnType::Timestamptz,
+        _ => ColumnType::String,
+    }
+}
+
+/// The job's column line for an unknown source field, as the error about
+/// it suggests: `{ name = "x", type = "long" }`.
+pub(super) fn column_line(field: &str, kind: Option<ColumnType>) -> String {
+    let ty = serde_json::to_value(kind.unwrap_or(ColumnType::String))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "string".to_string());
+    format!("{{ name = {}, type = \"{ty}\" }}", toml_string(field))
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
+}
+
 impl Scan<'_> {
     fn see(&mut self, name: &str, kind: ColumnType) {
         if !self.known.contains(name) {
@@ -44,31 +85,16 @@ impl Scan<'_> {
 impl RecordSink for Scan<'_> {
     fn record(&mut self, record: Record) -> Result<()> {
         for (k, v) in &record.fields {
-            let kind = match v {
-                Value::Null => continue,
-                Value::Bool(_) => ColumnType::Boolean,
-                Value::Number(n) if n.is_i64() || n.is_u64() => ColumnType::Long,
-                Value::Number(_) => ColumnType::Double,
-                _ => ColumnType::String,
-            };
-            self.see(k, kind);
+            if let Some(kind) = json_type(v) {
+                self.see(k, kind);
+            }
         }
         Ok(())
     }
 
     fn batch(&mut self, batch: RecordBatch, _first: u64) -> Result<()> {
         for f in batch.schema().fields() {
-            let kind = match f.data_type() {
-                DataType::Int8 | DataType::Int16 | DataType::Int32 => ColumnType::Int,
-                DataType::Int64 => ColumnType::Long,
-                DataType::Float32 => ColumnType::Float,
-                DataType::Float64 => ColumnType::Double,
-                DataType::Boolean => ColumnType::Boolean,
-                DataType::Date32 => ColumnType::Date,
-                DataType::Timestamp(_, Some(_)) => ColumnType::Timestamptz,
-                _ => ColumnType::String,
-            };
-            self.see(f.name(), kind);
+            self.see(f.name(), arrow_type(f.data_type()));
         }
         Ok(())
     }

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::pipeline::{
-    CatalogSettings, EmptyDays, Job, Pipeline, SchemaDrift, Source, TableFormat,
+    CatalogSettings, ColumnType, EmptyDays, Job, Pipeline, SchemaDrift, Source, TableFormat,
 };
 use crate::rest::RestClient;
 use crate::table::days::{self, day_name, day_of, day_start};
@@ -925,9 +925,12 @@ struct FileSink<'a> {
 impl FileSink<'_> {
     /// Schema drift: an unknown source field fails the run by default. A CSV
     /// header or Parquet schema is checked once; JSON records each time.
+    /// `kind` gives the type a field's value suggests, for the column line
+    /// the error proposes.
     fn check_drift<'f>(
         &mut self,
         fields: impl IntoIterator<Item = &'f String>,
+        kind: impl Fn(&str) -> Option<ColumnType>,
         line: u64,
         once: bool,
     ) -> Result<()> {
@@ -937,8 +940,11 @@ impl FileSink<'_> {
         self.drift_checked = true;
         match self.builder.unknown_field(fields) {
             Some(field) => Err(Error::Source(format!(
-                "{}:{line}: unknown source field {field:?}: add it to the job's columns, or set schema_drift = \"ignore\"",
-                self.path.display()
+                "{}:{line}: unknown source field {field:?}: add it to the job's columns, e.g.\n  {}\n\
+                 (type guessed from its value), or set schema_drift = \"ignore\" (drop such fields) \
+                 or \"evolve\" (add them as nullable columns)",
+                self.path.display(),
+                drift::column_line(field, kind(field))
             ))),
             None => Ok(()),
         }
@@ -959,7 +965,15 @@ impl records::RecordSink for FileSink<'_> {
         self.read += 1;
         self.progress.row();
         let once = self.job.source.files().map(|f| f.format) == Some(crate::pipeline::Format::Csv);
-        self.check_drift(record.fields.keys(), record.line, once)?;
+        self.check_drift(
+            record.fields.keys(),
+            |f| match record.fields.get(f) {
+                Some(v) if !once => drift::json_type(v),
+                _ => Some(ColumnType::String),
+            },
+            record.line,
+            once,
+        )?;
         let ts = match self.builder.event_time(&record) {
             Ok(ts) => ts,
             Err(reason) => {
@@ -990,7 +1004,18 @@ impl records::RecordSink for FileSink<'_> {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        self.check_drift(names.iter(), first, true)?;
+        let schema = batch.schema();
+        self.check_drift(
+            names.iter(),
+            |f| {
+                schema
+                    .field_with_name(f)
+                    .ok()
+                    .map(|f| drift::arrow_type(f.data_type()))
+            },
+            first,
+            true,
+        )?;
         let converted = self.builder.convert_batch(&batch, &self.uri, self.window)?;
         self.read += batch.num_rows() as u64;
         self.outside += converted.outside;

@@ -238,6 +238,27 @@ reject_threshold = 0.5
     let (_, outcome) = ingest(&bad, &request("2024-03-31", "2024-10-27", "drift")).await;
     let msg = outcome.expect_err("unknown field").to_string();
     assert!(msg.contains("unknown source field \"temp\""), "{msg}");
+    // The error gives the line to add (a CSV cell is text).
+    assert!(
+        msg.contains(r#"{ name = "temp", type = "string" }"#),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_json_field_is_explained_with_the_column_to_add() {
+    let env = Env::new().await;
+    write_days(&env, "2024-01-01", 1, |_| 2);
+    let mut p = env.pipeline(PERIOD_JOB);
+    p.jobs[0].columns.retain(|c| c.name != "demand_mw");
+    let (_, outcome) = ingest(&p, &request("2024-01-01", "2024-01-01", "drift")).await;
+    let msg = outcome.expect_err("unknown field").to_string();
+    assert!(
+        msg.contains(r#"unknown source field "demand""#)
+            && msg.contains(r#"{ name = "demand", type = "long" }"#)
+            && msg.contains("schema_drift"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
