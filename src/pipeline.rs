@@ -308,6 +308,18 @@ impl TryFrom<String> for ZoneName {
     }
 }
 
+/// How a run's rows meet the table's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    /// The run replaces the window's days (one `overwrite` snapshot).
+    #[default]
+    Overwrite,
+    /// The run's rows are added to the table's (one `append` snapshot),
+    /// once per run id: every run kept, told apart by `_ingest_time`.
+    Append,
+}
+
 /// What to do with source fields the contract does not name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -406,6 +418,8 @@ struct RawJob {
     reject_threshold: f64,
     #[serde(default)]
     schema_drift: SchemaDrift,
+    #[serde(default)]
+    mode: WriteMode,
     #[serde(default)]
     format: Formats,
 }
@@ -543,6 +557,8 @@ pub struct Job {
     pub reject_threshold: f64,
     /// Unknown source fields.
     pub schema_drift: SchemaDrift,
+    /// Overwrite the window's days (default) or append the run's rows.
+    pub mode: WriteMode,
     /// Iceberg or Delta.
     pub format: TableFormat,
     /// The job writes both formats (`format = ["iceberg", "delta"]`, for a
@@ -762,6 +778,7 @@ fn validate_one(
         properties: job.properties,
         reject_threshold: job.reject_threshold,
         schema_drift: job.schema_drift,
+        mode: job.mode,
         format,
         twin: false,
     })

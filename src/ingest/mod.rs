@@ -22,13 +22,14 @@ mod rejects;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::pipeline::{
     CatalogSettings, ColumnType, EmptyDays, Job, Pipeline, SchemaDrift, Source, TableFormat,
+    WriteMode,
 };
 use crate::rest::RestClient;
 use crate::table::days::{self, day_name, day_of, day_start};
@@ -462,9 +463,12 @@ async fn write_window(
         sort: &job.sort,
         properties: &job.properties,
         target_file_size: target_file_size(&job.properties),
+        mode: job.mode,
     };
     let mut write = dest.start(job, &spec).await?;
-    let builder = BatchBuilder::new(job, dest.arrow_schema(job)?, Utc::now().timestamp_micros())?;
+    // Every row of a run gets the run's time (an appended run's rows are
+    // told apart by it).
+    let builder = BatchBuilder::new(job, dest.arrow_schema(job)?, req.now.timestamp_micros())?;
     let (rejects, checker, read_result) =
         drain(job, units, fetcher, builder, &mut write, report).await;
     report.sample_rejects = rejects.iter().take(5).cloned().collect();
@@ -538,6 +542,7 @@ async fn commit(
         from: req.from,
         to: req.to,
         guarded_days,
+        mode: job.mode,
         properties: vec![(
             "floe.rows-rejected".to_string(),
             report.rows_rejected.to_string(),
@@ -627,9 +632,12 @@ fn judge(
     if req.allow_empty {
         expect.empty_days = EmptyDays::Allow;
     }
-    let guarded = match expect.empty_days {
-        EmptyDays::Protect => empty.iter().map(|d| days::day_number(**d)).collect(),
-        EmptyDays::Fail | EmptyDays::Allow => Default::default(),
+    // An append removes nothing, so no day needs guarding.
+    let guarded = match (expect.empty_days, job.mode) {
+        (EmptyDays::Protect, WriteMode::Overwrite) => {
+            empty.iter().map(|d| days::day_number(**d)).collect()
+        }
+        _ => Default::default(),
     };
     let found = match checker {
         Some(c) => {

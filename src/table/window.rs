@@ -20,7 +20,7 @@ use super::snapshot::{self, Overwrite, TableHandle};
 use super::writer::DayWriters;
 use super::{delta, schema};
 use crate::error::{Error, Result};
-use crate::pipeline::{ColumnType, DeltaSettings, EVENT_TIME_COLUMN, Job, TableFormat};
+use crate::pipeline::{ColumnType, DeltaSettings, EVENT_TIME_COLUMN, Job, TableFormat, WriteMode};
 use crate::rest::{CommitOutcome, LoadedTable, RestClient};
 
 /// Where a job's tables live: the catalog (Iceberg) and the Delta root.
@@ -87,6 +87,8 @@ pub struct WindowSpec<'a> {
     pub properties: &'a BTreeMap<String, String>,
     /// Files roll at this size.
     pub target_file_size: usize,
+    /// Replace the window's days, or append.
+    pub mode: WriteMode,
 }
 
 /// What one day of a write holds.
@@ -277,7 +279,10 @@ impl Destination {
                         time_column: Some(EVENT_TIME_COLUMN),
                         properties: &properties,
                         run_id: w.run_id,
-                        replace: delta::Replace::window(w.from, w.to),
+                        replace: match w.mode {
+                            WriteMode::Overwrite => delta::Replace::window(w.from, w.to),
+                            WriteMode::Append => delta::Replace::Nothing,
+                        },
                         target_file_size: w.target_file_size,
                         sort: w.sort,
                     },
@@ -462,7 +467,10 @@ impl Written {
                 };
                 let overwrite = Overwrite {
                     added: files.clone(),
-                    days: Some(window(c.from, c.to)),
+                    days: match c.mode {
+                        WriteMode::Overwrite => Some(window(c.from, c.to)),
+                        WriteMode::Append => None,
+                    },
                     guarded_days: c.guarded_days,
                     properties: properties.into_iter().collect(),
                     run_id: c.run_id.to_string(),
@@ -531,6 +539,9 @@ pub struct WindowCommit<'a> {
     pub guarded_days: BTreeSet<i32>,
     /// More to record (`floe.rows-rejected`, ...).
     pub properties: Vec<(String, String)>,
+    /// Replace the window's days, or append (nothing removed, nothing
+    /// guarded).
+    pub mode: WriteMode,
 }
 
 fn delta_target(job: &Job, place: &Place<'_>) -> Result<delta::Target> {

@@ -11,6 +11,7 @@ mod http;
 mod incremental;
 mod ingest;
 mod maintain;
+mod modes;
 mod nothing_lost;
 mod secrets;
 mod transform;

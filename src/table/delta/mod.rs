@@ -277,6 +277,8 @@ pub enum Replace {
     Days(BTreeSet<i32>),
     /// The whole table.
     All,
+    /// Nothing: the write appends.
+    Nothing,
 }
 
 impl Replace {
@@ -311,6 +313,7 @@ impl Replace {
     fn covers(&self, day: Option<&str>) -> bool {
         match self {
             Self::All => true,
+            Self::Nothing => false,
             Self::Days(days) => day
                 .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
                 .is_some_and(|d| days.contains(&days::day_number(d))),
@@ -399,7 +402,7 @@ impl Write {
             .collect::<Result<Vec<usize>>>()?;
         let only = match &spec.replace {
             Replace::Days(d) => Some(d.clone()),
-            Replace::All => None,
+            Replace::All | Replace::Nothing => None,
         };
         let lanes = Lanes::start(spec.time_column, |lane, lanes| {
             Ok(files::DayFiles::new(files::Layout {
@@ -667,7 +670,11 @@ async fn commit(closed: &Closed, metadata: Vec<(String, serde_json::Value)>) -> 
         }),
     );
     let operation = DeltaOperation::Write {
-        mode: SaveMode::Overwrite,
+        mode: if matches!(closed.replace, Replace::Nothing) {
+            SaveMode::Append
+        } else {
+            SaveMode::Overwrite
+        },
         partition_by: closed.by_day.then(|| vec![DAY_COLUMN.to_string()]),
         predicate: closed.replace.predicate(),
     };

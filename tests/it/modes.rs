@@ -1,0 +1,128 @@
+//! `mode = "append"`: every run's rows are kept (told apart by
+//! `_ingest_time`, the run's time), once per run id, in both formats.
+
+use std::fmt::Write;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+
+use crate::common::{Env, ingest, request};
+
+/// A forecast issued each run: the same slots with new values.
+fn forecast_job(env: &Env, format: &str) -> floe::pipeline::Pipeline {
+    env.pipeline(&format!(
+        r#"
+[delta]
+location = "{}"
+
+[[job]]
+name = "forecast"
+table = "bronze.forecast"
+format = "{format}"
+mode = "append"
+source = {{ path = "data/{{date}}.csv", format = "csv" }}
+event_time = {{ kind = "offset", column = "time" }}
+columns = [ {{ name = "temp", type = "double", from = "temp" }} ]
+"#,
+        env.path("delta").display()
+    ))
+}
+
+fn write_forecast(env: &Env, issue: f64) {
+    let mut text = String::from("time,temp\n");
+    for hour in 0..24 {
+        writeln!(
+            text,
+            "2024-06-04T{hour:02}:00:00Z,{}",
+            issue + f64::from(hour)
+        )
+        .expect("fmt");
+    }
+    env.write("data/2024-06-04.csv", &text);
+}
+
+/// (rows, distinct `_ingest_time`s) of the table, in either format.
+async fn counts(env: &Env, format: &str) -> (i64, i64) {
+    let ctx = datafusion::prelude::SessionContext::new();
+    if format == "iceberg" {
+        let batches = env.scan("bronze", "forecast").await;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let mut times = std::collections::BTreeSet::new();
+        for b in &batches {
+            let col = b
+                .column_by_name("_ingest_time")
+                .expect("_ingest_time")
+                .as_primitive::<arrow_array::types::TimestampMicrosecondType>();
+            times.extend((0..col.len()).map(|i| col.value(i)));
+        }
+        return (rows as i64, times.len() as i64);
+    }
+    let url = reqwest::Url::from_directory_path(env.path("delta/bronze/forecast")).expect("url");
+    let table = deltalake::DeltaTable::try_from_url(url)
+        .await
+        .expect("open");
+    table
+        .update_datafusion_session(&ctx.state())
+        .expect("session");
+    ctx.register_table("t", table.table_provider().await.expect("provider"))
+        .expect("register");
+    let batches = ctx
+        .sql("SELECT count(*), count(DISTINCT _ingest_time) FROM t")
+        .await
+        .expect("sql")
+        .collect()
+        .await
+        .expect("rows");
+    let b = &batches[0];
+    (
+        b.column(0).as_primitive::<Int64Type>().value(0),
+        b.column(1).as_primitive::<Int64Type>().value(0),
+    )
+}
+
+async fn every_run_is_kept_once(format: &str) {
+    let env = Env::new().await;
+    let p = forecast_job(&env, format);
+    let at = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .expect("time")
+            .to_utc()
+    };
+    let run = |id: &str, now: &str| floe::ingest::IngestRequest {
+        now: at(now),
+        ..request("2024-06-04", "2024-06-04", id)
+    };
+    write_forecast(&env, 10.0);
+    let (_, outcome) = ingest(&p, &run("sunday", "2024-06-02T06:00:00Z")).await;
+    outcome.expect("first issue");
+    assert_eq!(counts(&env, format).await, (24, 1));
+
+    write_forecast(&env, 20.0);
+    let (reports, outcome) = ingest(&p, &run("monday", "2024-06-03T06:00:00Z")).await;
+    outcome.expect("second issue");
+    assert_eq!(reports[0].replaced_files, 0, "an append replaces nothing");
+    assert_eq!(counts(&env, format).await, (48, 2), "both issues are kept");
+
+    // The same run again (a retry): nothing appended twice.
+    let (reports, outcome) = ingest(&p, &run("monday", "2024-06-03T07:00:00Z")).await;
+    outcome.expect("retry");
+    assert_eq!(reports[0].status, "already-committed");
+    assert_eq!(counts(&env, format).await, (48, 2));
+
+    // A run whose source has nothing for the day appends nothing and
+    // removes nothing (no day needs guarding).
+    env.write("data/2024-06-04.csv", "time,temp\n");
+    let (_, outcome) = ingest(&p, &run("tuesday", "2024-06-04T06:00:00Z")).await;
+    outcome.expect("an empty append");
+    assert_eq!(counts(&env, format).await, (48, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iceberg_append_keeps_every_run_once() {
+    every_run_is_kept_once("iceberg").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_append_keeps_every_run_once() {
+    every_run_is_kept_once("delta").await;
+}
