@@ -269,6 +269,11 @@ pub enum EventTimeConfig {
         #[serde(default = "default_period_minutes")]
         minutes: u32,
     },
+    /// No event time (`event_time` left out): reference data (a facilities
+    /// list, a company overview), written to an unpartitioned table that
+    /// each run replaces whole (or, `mode = "append"`, adds to).
+    #[serde(skip)]
+    Absent,
 }
 
 fn default_period_minutes() -> u32 {
@@ -289,6 +294,7 @@ impl EventTimeConfig {
                 period_column,
                 ..
             } => vec![date_column, period_column],
+            Self::Absent => Vec::new(),
         }
     }
 }
@@ -405,7 +411,8 @@ struct RawJob {
     source: source::RawSource,
     #[serde(default)]
     expect: Option<source::RawExpect>,
-    event_time: EventTimeConfig,
+    #[serde(default)]
+    event_time: Option<EventTimeConfig>,
     #[serde(default)]
     columns: Vec<Column>,
     #[serde(default)]
@@ -589,6 +596,12 @@ impl Job {
         fields
     }
 
+    /// Whether rows have an event time (`ts_utc`, day partitions, windows
+    /// of days); a job without one writes reference data, replaced whole.
+    pub fn has_event_time(&self) -> bool {
+        self.event_time != EventTimeConfig::Absent
+    }
+
     /// `namespace.table`.
     pub fn table_ident(&self) -> String {
         format!("{}.{}", self.namespace.join("."), self.table)
@@ -735,7 +748,14 @@ fn validate_one(
             job.reject_threshold
         ));
     }
-    if let EventTimeConfig::Period { minutes, .. } = &job.event_time
+    let event_time = job.event_time.unwrap_or(EventTimeConfig::Absent);
+    if event_time == EventTimeConfig::Absent && !partition.is_empty() {
+        return Err(
+            "key `partition`: a job without event_time writes an unpartitioned table, replaced whole; partition it by adding an event_time"
+                .into(),
+        );
+    }
+    if let EventTimeConfig::Period { minutes, .. } = &event_time
         && (*minutes == 0 || 1440 % minutes != 0)
     {
         return Err(format!(
@@ -746,6 +766,11 @@ fn validate_one(
     let names: Vec<&str> = job.columns.iter().map(|c| c.name.as_str()).collect();
     let expect =
         source::RawExpect::validate(job.expect, &names, matches!(source, Source::Http(_)))?;
+    if event_time == EventTimeConfig::Absent && expect.cadence.is_some() {
+        return Err(
+            "key `expect.cadence`: a job without event_time has no time series to check".into(),
+        );
+    }
     if format == TableFormat::Delta {
         if job.schema_drift == SchemaDrift::Evolve {
             return Err("key `schema_drift`: \"evolve\" is for Iceberg tables; a Delta job takes \"error\" or \"ignore\"".into());
@@ -771,7 +796,7 @@ fn validate_one(
         source,
         expect,
         base_dir: base_dir.to_path_buf(),
-        event_time: job.event_time,
+        event_time,
         partition,
         columns: job.columns,
         sort: job.sort,

@@ -291,6 +291,9 @@ impl BatchBuilder {
                 };
                 clock.to_utc(date, integer(period_column)?)
             }
+            // Reference data: a stand-in no table column holds (the sink
+            // takes every day).
+            EventTimeConfig::Absent => Ok(0),
         };
         result.map_err(|e| {
             format!(

@@ -34,7 +34,9 @@ use crate::pipeline::{
 use crate::rest::RestClient;
 use crate::table::days::{self, day_name, day_of, day_start};
 use crate::table::props::target_file_size;
-use crate::table::window::{Destination, Place, WindowCommit, WindowSpec, WindowWrite, Written};
+use crate::table::window::{
+    Destination, Place, Replaces, WindowCommit, WindowSpec, WindowWrite, Written,
+};
 use convert::{BatchBuilder, Record};
 pub use rejects::Reject;
 
@@ -383,8 +385,13 @@ async fn fill(
     report.location = Some(dest.location());
     let (written, rejects, checker) =
         write_window(dest, job, req, (units, fetcher), report).await?;
-    tally(&written, report);
-    let verdict = judge(job, req, &days, checker, report);
+    tally(job, &written, report);
+    let verdict = match judge(job, req, &days, checker, report) {
+        Ok(guarded) => whole_table_guard(dest, job, req, report)
+            .await
+            .map(|()| guarded),
+        Err(e) => Err(e),
+    };
     // The rejects are the evidence of a failing run too: kept, with the
     // run id, even when the target is not touched.
     let batch = rejects_batch(job, req, &rejects, report)?;
@@ -463,7 +470,6 @@ async fn write_window(
         sort: &job.sort,
         properties: &job.properties,
         target_file_size: target_file_size(&job.properties),
-        mode: job.mode,
     };
     let mut write = dest.start(job, &spec).await?;
     // Every row of a run gets the run's time (an appended run's rows are
@@ -484,10 +490,24 @@ async fn write_window(
     Ok((written, rejects, checker))
 }
 
-/// Puts what `written` holds per day, and its totals, in the report.
-fn tally(written: &Written, report: &mut JobReport) {
+/// The days a job without an event time takes rows of: all (its rows
+/// carry a stand-in time no column holds).
+const EVERY_DAY: std::ops::RangeInclusive<i32> = i32::MIN..=i32::MAX;
+
+/// The report's key for a job without an event time (its rows have no
+/// day).
+const WHOLE_TABLE: &str = "table";
+
+/// Puts what `written` holds per day (a job without an event time: under
+/// [`WHOLE_TABLE`]), and its totals, in the report.
+fn tally(job: &Job, written: &Written, report: &mut JobReport) {
     for (day, f) in written.days() {
-        let d = report.days.entry(day_name(day)).or_default();
+        let key = if job.has_event_time() {
+            day_name(day)
+        } else {
+            WHOLE_TABLE.to_string()
+        };
+        let d = report.days.entry(key).or_default();
         d.rows_written += f.rows;
         d.files += f.files;
         d.bytes += f.bytes;
@@ -542,7 +562,7 @@ async fn commit(
         from: req.from,
         to: req.to,
         guarded_days,
-        mode: job.mode,
+        replaces: Replaces::of(job),
         properties: vec![(
             "floe.rows-rejected".to_string(),
             report.rows_rejected.to_string(),
@@ -623,11 +643,16 @@ fn judge(
     checker: Option<expect::Checker>,
     report: &mut JobReport,
 ) -> Result<std::collections::BTreeSet<i32>> {
+    // Reference data (no event time) has no days: it is empty or not.
+    let by_day = job.has_event_time();
     let empty: Vec<&NaiveDate> = days
         .iter()
-        .filter(|d| !report.days.contains_key(&d.to_string()))
+        .filter(|d| by_day && !report.days.contains_key(&d.to_string()))
         .collect();
-    let empty_days: Vec<String> = empty.iter().map(|d| d.to_string()).collect();
+    let mut empty_days: Vec<String> = empty.iter().map(|d| d.to_string()).collect();
+    if !by_day && report.rows_written == 0 {
+        empty_days.push(format!("the whole table {}", job.table_ident()));
+    }
     let mut expect = job.expect.clone();
     if req.allow_empty {
         expect.empty_days = EmptyDays::Allow;
@@ -657,6 +682,32 @@ fn judge(
     let verdict = expect::verdict(&job.name, &expect, &found);
     report.expect = Some(found);
     verdict.map(|()| guarded)
+}
+
+/// A job without an event time replaces its whole table: a run that got
+/// no rows must not empty a table that holds some, unless told it may
+/// (`empty_days = "allow"`, `--allow-empty`).
+async fn whole_table_guard(
+    dest: &Destination,
+    job: &Job,
+    req: &IngestRequest,
+    report: &JobReport,
+) -> Result<()> {
+    let allowed = req.allow_empty || job.expect.empty_days == EmptyDays::Allow;
+    if Replaces::of(job) != Replaces::Table || report.rows_written > 0 || allowed {
+        return Ok(());
+    }
+    if !dest.holds_rows().await? {
+        return Ok(());
+    }
+    Err(would_empty(
+        job,
+        &format!(
+            "any row (a job without event_time replaces its whole table {})",
+            job.table_ident()
+        ),
+        report,
+    ))
 }
 
 /// The error of a run whose overwrite would have deleted the rows of
@@ -885,7 +936,11 @@ fn read_all(
             uri,
             path: &path,
             builder: &mut builder,
-            window: &unit.keep,
+            window: if job.has_event_time() {
+                &unit.keep
+            } else {
+                &EVERY_DAY
+            },
             tx,
             progress: &mut progress,
             rejected: Vec::new(),

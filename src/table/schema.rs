@@ -42,15 +42,20 @@ fn field(id: i32, name: &str, kind: PrimitiveType, required: bool) -> Arc<Nested
     Arc::new(f)
 }
 
-/// The table schema a job declares, with field ids 1..n in column order.
+/// The table schema a job declares, with field ids 1..n in column order:
+/// `ts_utc` first (when the job has an event time), the job's columns,
+/// then floe's metadata columns.
 pub fn table_schema(job: &Job) -> Result<Schema> {
-    let mut fields = vec![field(
-        1,
-        EVENT_TIME_COLUMN,
-        PrimitiveType::Timestamptz,
-        true,
-    )];
-    let mut id = 2;
+    let mut fields = Vec::with_capacity(job.columns.len() + 4);
+    if job.has_event_time() {
+        fields.push(field(
+            1,
+            EVENT_TIME_COLUMN,
+            PrimitiveType::Timestamptz,
+            true,
+        ));
+    }
+    let mut id = fields.len() as i32 + 1;
     for c in &job.columns {
         fields.push(field(id, &c.name, iceberg_type(c.kind), c.required));
         id += 1;
@@ -65,11 +70,15 @@ pub fn table_schema(job: &Job) -> Result<Schema> {
         .map_err(|e| Error::Config(format!("job {}: invalid schema: {e}", job.name)).caused_by(e))
 }
 
-/// The job's spec: `day(ts_utc)`, then its `partition` fields.
+/// The job's spec: `day(ts_utc)`, then its `partition` fields; none for a
+/// job without an event time (its table is replaced whole).
 ///
 /// # Errors
 /// A partition column missing from the schema.
 pub fn job_spec(job: &Job, schema: &Schema) -> Result<UnboundPartitionSpec> {
+    if !job.has_event_time() {
+        return Ok(UnboundPartitionSpec::builder().build());
+    }
     let mut builder = UnboundPartitionSpec::builder()
         .add_partition_field(1, format!("{EVENT_TIME_COLUMN}_day"), Transform::Day)
         .map_err(|e| Error::Config(format!("job {}: {e}", job.name)).caused_by(e))?;

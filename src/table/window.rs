@@ -87,8 +87,28 @@ pub struct WindowSpec<'a> {
     pub properties: &'a BTreeMap<String, String>,
     /// Files roll at this size.
     pub target_file_size: usize,
-    /// Replace the window's days, or append.
-    pub mode: WriteMode,
+}
+
+/// What a run's commit removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaces {
+    /// The window's days (a job with an event time, `mode = "overwrite"`).
+    Window,
+    /// The whole table (a job without an event time).
+    Table,
+    /// Nothing: `mode = "append"`.
+    Nothing,
+}
+
+impl Replaces {
+    /// What `job`'s runs replace.
+    pub fn of(job: &Job) -> Self {
+        match (job.mode, job.has_event_time()) {
+            (WriteMode::Append, _) => Replaces::Nothing,
+            (WriteMode::Overwrite, true) => Replaces::Window,
+            (WriteMode::Overwrite, false) => Replaces::Table,
+        }
+    }
 }
 
 /// What one day of a write holds.
@@ -202,6 +222,25 @@ impl Destination {
         }
     }
 
+    /// Whether the table holds a row.
+    ///
+    /// # Errors
+    /// When the Delta log cannot be read.
+    pub async fn holds_rows(&self) -> Result<bool> {
+        match self {
+            Self::Iceberg { loaded, .. } => {
+                Ok(loaded.metadata.current_snapshot().is_some_and(|s| {
+                    s.summary()
+                        .additional_properties
+                        .get("total-records")
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .is_none_or(|n| n > 0)
+                }))
+            }
+            Self::Delta { target } => target.holds_rows().await,
+        }
+    }
+
     /// The Arrow schema rows are written in.
     ///
     /// # Errors
@@ -252,8 +291,9 @@ impl Destination {
                     .iter()
                     .filter_map(|name| arrow.index_of(name).ok())
                     .collect();
-                let lanes = Lanes::start(Some(EVENT_TIME_COLUMN), |lane, lanes| {
-                    Ok(DayWriters::new(
+                let by_day = job.has_event_time();
+                let lanes = Lanes::start(by_day.then_some(EVENT_TIME_COLUMN), |lane, lanes| {
+                    let writers = DayWriters::new(
                         &loaded.metadata,
                         EVENT_TIME_COLUMN,
                         io.clone(),
@@ -261,7 +301,12 @@ impl Destination {
                         w.target_file_size,
                         sort.clone(),
                     )?
-                    .sharing(lanes))
+                    .sharing(lanes);
+                    Ok(if by_day {
+                        writers
+                    } else {
+                        writers.unpartitioned()
+                    })
                 })?;
                 Ok(WindowWrite::Iceberg {
                     lanes,
@@ -276,12 +321,13 @@ impl Destination {
                     target,
                     delta::WriteSpec {
                         schema: &arrow,
-                        time_column: Some(EVENT_TIME_COLUMN),
+                        time_column: job.has_event_time().then_some(EVENT_TIME_COLUMN),
                         properties: &properties,
                         run_id: w.run_id,
-                        replace: match w.mode {
-                            WriteMode::Overwrite => delta::Replace::window(w.from, w.to),
-                            WriteMode::Append => delta::Replace::Nothing,
+                        replace: match Replaces::of(job) {
+                            Replaces::Window => delta::Replace::window(w.from, w.to),
+                            Replaces::Table => delta::Replace::All,
+                            Replaces::Nothing => delta::Replace::Nothing,
                         },
                         target_file_size: w.target_file_size,
                         sort: w.sort,
@@ -467,17 +513,21 @@ impl Written {
                 };
                 let overwrite = Overwrite {
                     added: files.clone(),
-                    days: match c.mode {
-                        WriteMode::Overwrite => Some(window(c.from, c.to)),
-                        WriteMode::Append => None,
+                    days: match c.replaces {
+                        Replaces::Window => Some(window(c.from, c.to)),
+                        Replaces::Table | Replaces::Nothing => None,
                     },
                     guarded_days: c.guarded_days,
                     properties: properties.into_iter().collect(),
                     run_id: c.run_id.to_string(),
                 };
-                match snapshot::commit_overwrite(client, &handle, (**loaded).clone(), &overwrite)
-                    .await
-                {
+                let done = if c.replaces == Replaces::Table {
+                    replace_table(client, &handle, loaded, &overwrite).await
+                } else {
+                    snapshot::commit_overwrite(client, &handle, (**loaded).clone(), &overwrite)
+                        .await
+                };
+                match done {
                     Ok(done) => Ok(Committed {
                         snapshot_id: Some(done.snapshot_id),
                         replaced_files: done.deleted_files,
@@ -520,6 +570,35 @@ impl Written {
     }
 }
 
+/// Commits `overwrite`'s files in place of every file of the table (a job
+/// without an event time), as one `overwrite` snapshot.
+async fn replace_table(
+    client: &RestClient,
+    handle: &TableHandle,
+    loaded: &LoadedTable,
+    overwrite: &Overwrite,
+) -> Result<snapshot::CommitReport> {
+    let change = snapshot::Change {
+        added: BTreeMap::from([(
+            loaded.metadata.default_partition_spec_id(),
+            overwrite.added.clone(),
+        )]),
+        removal: snapshot::Removal::Everything,
+        operation: iceberg::spec::Operation::Overwrite,
+        properties: overwrite.properties.clone(),
+        run_id: overwrite.run_id.clone(),
+        guarded_days: BTreeSet::new(),
+        branch: None,
+    };
+    match snapshot::commit_change(client, handle, loaded.clone(), &change).await? {
+        snapshot::ChangeOutcome::Committed(report) => Ok(report),
+        snapshot::ChangeOutcome::Stale(paths) => Err(Error::Storage(format!(
+            "{} file(s) vanished while replacing the table",
+            paths.len()
+        ))),
+    }
+}
+
 /// What a window commit records and guards.
 #[derive(Debug, Clone)]
 pub struct WindowCommit<'a> {
@@ -539,9 +618,8 @@ pub struct WindowCommit<'a> {
     pub guarded_days: BTreeSet<i32>,
     /// More to record (`floe.rows-rejected`, ...).
     pub properties: Vec<(String, String)>,
-    /// Replace the window's days, or append (nothing removed, nothing
-    /// guarded).
-    pub mode: WriteMode,
+    /// What the commit removes.
+    pub replaces: Replaces,
 }
 
 fn delta_target(job: &Job, place: &Place<'_>) -> Result<delta::Target> {
@@ -561,12 +639,28 @@ async fn delete_files(io: &FileIO, files: &[DataFile]) {
     }
 }
 
+/// Whether the table is partitioned as the job writes: by `day(...)` first
+/// with an event time, not at all without.
+fn check_spec(job: &Job, metadata: &iceberg::spec::TableMetadata) -> Result<()> {
+    if job.has_event_time() {
+        return snapshot::require_day_spec(metadata).map(|_| ());
+    }
+    if metadata.default_partition_spec().fields().is_empty() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "table at {} is partitioned; job {} has no event_time and replaces an unpartitioned table whole",
+        metadata.location(),
+        job.name
+    )))
+}
+
 /// Loads the job's Iceberg table, creating it (and its namespace) on the
 /// first run; `true` with a table this call created.
 async fn open_iceberg(client: &RestClient, job: &Job) -> Result<(LoadedTable, bool)> {
     if let Some(t) = client.load_table(&job.namespace, &job.table).await? {
         let fits = schema::check_compatible(job, t.metadata.current_schema())
-            .and_then(|()| snapshot::require_day_spec(&t.metadata).map(|_| ()));
+            .and_then(|()| check_spec(job, &t.metadata));
         match fits {
             Ok(()) => return Ok((t, false)),
             Err(_) if t.metadata.snapshots().next().is_none() => {
@@ -586,7 +680,7 @@ async fn open_iceberg(client: &RestClient, job: &Job) -> Result<(LoadedTable, bo
                 }
                 let t = add_columns(client, job, t, &added).await?;
                 schema::check_compatible(job, t.metadata.current_schema())?;
-                snapshot::require_day_spec(&t.metadata)?;
+                check_spec(job, &t.metadata)?;
                 return Ok((t, false));
             }
             Err(e) => return Err(e),

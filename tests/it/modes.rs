@@ -126,3 +126,156 @@ async fn an_iceberg_append_keeps_every_run_once() {
 async fn a_delta_append_keeps_every_run_once() {
     every_run_is_kept_once("delta").await;
 }
+
+/// A facilities list: reference data without an event time.
+fn facilities_job(env: &Env, format: &str, extra: &str) -> floe::pipeline::Pipeline {
+    env.pipeline(&format!(
+        r#"
+[delta]
+location = "{}"
+
+[[job]]
+name = "facilities"
+table = "bronze.facilities"
+format = "{format}"
+source = {{ path = "data/facilities.csv", format = "csv" }}
+columns = [
+  {{ name = "code", type = "string", required = true }},
+  {{ name = "capacity_mw", type = "double" }},
+]
+expect = {{ key = ["code"] }}
+{extra}
+"#,
+        env.path("delta").display()
+    ))
+}
+
+/// (code, capacity) rows of the facilities table, sorted, in either format.
+async fn facilities(env: &Env, format: &str) -> Vec<(String, f64)> {
+    let ctx = datafusion::prelude::SessionContext::new();
+    let batches = if format == "iceberg" {
+        env.scan("bronze", "facilities").await
+    } else {
+        let url =
+            reqwest::Url::from_directory_path(env.path("delta/bronze/facilities")).expect("url");
+        let table = deltalake::DeltaTable::try_from_url(url)
+            .await
+            .expect("open");
+        table
+            .update_datafusion_session(&ctx.state())
+            .expect("session");
+        ctx.register_table("t", table.table_provider().await.expect("provider"))
+            .expect("register");
+        ctx.sql("SELECT code, capacity_mw FROM t")
+            .await
+            .expect("sql")
+            .collect()
+            .await
+            .expect("rows")
+    };
+    let mut out = Vec::new();
+    for b in &batches {
+        assert!(
+            b.column_by_name("ts_utc").is_none(),
+            "reference data has no event time"
+        );
+        let code = b.column_by_name("code").expect("code");
+        let code = arrow_cast::cast(code, &arrow_schema::DataType::Utf8).expect("text");
+        let code = code.as_string::<i32>();
+        let cap = b
+            .column_by_name("capacity_mw")
+            .expect("capacity")
+            .as_primitive::<arrow_array::types::Float64Type>();
+        for i in 0..b.num_rows() {
+            out.push((code.value(i).to_string(), cap.value(i)));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+async fn reference_data_is_replaced_whole(format: &str) {
+    let env = Env::new().await;
+    let p = facilities_job(&env, format, "");
+    env.write(
+        "data/facilities.csv",
+        "code,capacity_mw\nBANKS,100\nCOAL1,600\nSOLAR2,50\n",
+    );
+    let (reports, outcome) = ingest(&p, &request("2024-06-04", "2024-06-04", "r1")).await;
+    outcome.expect("first list");
+    assert_eq!(facilities(&env, format).await.len(), 3);
+    assert_eq!(
+        reports[0].days.keys().collect::<Vec<_>>(),
+        ["table"],
+        "no day in the report of reference data"
+    );
+
+    // The next list closed a plant and changed one: the table is the list.
+    env.write(
+        "data/facilities.csv",
+        "code,capacity_mw\nBANKS,120\nSOLAR2,50\n",
+    );
+    let (_, outcome) = ingest(&p, &request("2024-06-05", "2024-06-05", "r2")).await;
+    outcome.expect("second list");
+    assert_eq!(
+        facilities(&env, format).await,
+        [("BANKS".to_string(), 120.0), ("SOLAR2".to_string(), 50.0)]
+    );
+
+    // An empty list would empty the table: refused, nothing committed.
+    env.write("data/facilities.csv", "code,capacity_mw\n");
+    let (_, outcome) = ingest(&p, &request("2024-06-06", "2024-06-06", "r3")).await;
+    let err = outcome.expect_err("would empty the table");
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert!(err.to_string().contains("whole table"), "{err}");
+    assert_eq!(facilities(&env, format).await.len(), 2);
+    let allowed = floe::ingest::IngestRequest {
+        allow_empty: true,
+        ..request("2024-06-06", "2024-06-06", "r4")
+    };
+    let (_, outcome) = ingest(&p, &allowed).await;
+    outcome.expect("emptied on purpose");
+    assert!(facilities(&env, format).await.is_empty());
+
+    // A key repeated in the list breaks [job.expect].
+    env.write(
+        "data/facilities.csv",
+        "code,capacity_mw\nBANKS,1\nBANKS,2\n",
+    );
+    let (_, outcome) = ingest(&p, &request("2024-06-07", "2024-06-07", "r5")).await;
+    let err = outcome.expect_err("a duplicate key");
+    assert!(err.to_string().contains("1 duplicate rows"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iceberg_reference_data_is_replaced_whole() {
+    reference_data_is_replaced_whole("iceberg").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_reference_data_is_replaced_whole() {
+    reference_data_is_replaced_whole("delta").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_data_takes_no_partition_or_cadence() {
+    let env = Env::new().await;
+    for (extra, key) in [
+        ("partition = [\"code\"]", "partition"),
+        ("[job.expect]\ncadence = \"1h\"", "expect"),
+    ] {
+        let text = format!(
+            r#"
+[[job]]
+name = "facilities"
+table = "bronze.facilities"
+source = {{ path = "data/facilities.csv", format = "csv" }}
+columns = [ {{ name = "code", type = "string" }} ]
+{extra}
+"#
+        );
+        env.write("floe.toml", &text);
+        let err = floe::pipeline::load(&env.path("floe.toml")).expect_err(key);
+        assert!(err.to_string().contains(key), "{err}");
+    }
+}

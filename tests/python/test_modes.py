@@ -51,3 +51,33 @@ def test_an_append_job_keeps_every_issue_once(warehouse_server, ns: str, tmp_pat
     # Tuesday 05:00 as issued first, then as issued second.
     at_five = {r["_ingest_time"]: r["temp"] for r in rows if r["ts_utc"].hour == 5}
     assert [at_five[i] for i in issues] == [15.0, 25.0]
+
+
+def test_reference_data_without_event_time_is_replaced_whole(warehouse_server, ns: str, tmp_path):
+    server = warehouse_server
+    cat = server.catalog()
+    ident = f"{ns}.facilities"
+    job = {
+        "name": "facilities",
+        "table": ident,
+        "source": {"path": "data/facilities.csv", "format": "csv"},
+        "columns": [
+            {"name": "code", "type": "string", "required": True},
+            {"name": "capacity_mw", "type": "double"},
+        ],
+    }
+    pipeline = write_pipeline(tmp_path / "floe.toml", server, [job])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "facilities.csv").write_text("code,capacity_mw\nBANKS,100\nCOAL1,600\n")
+    ingest_ok(server, pipeline, "2024-06-04", "2024-06-04")
+    (data / "facilities.csv").write_text("code,capacity_mw\nBANKS,120\nSOLAR2,50\n")
+    ingest_ok(server, pipeline, "2024-06-05", "2024-06-05")
+
+    table = cat.load_table(ident)
+    assert table.spec().is_unpartitioned()
+    assert "ts_utc" not in [f.name for f in table.schema().fields]
+    assert table.current_snapshot().summary.operation.value == "overwrite"
+    rows = sorted(table.scan(selected_fields=("code", "capacity_mw")).to_arrow().to_pylist(),
+                  key=lambda r: r["code"])
+    assert rows == [{"code": "BANKS", "capacity_mw": 120.0}, {"code": "SOLAR2", "capacity_mw": 50.0}]

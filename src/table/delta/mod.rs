@@ -205,6 +205,27 @@ impl Target {
         }
     }
 
+    /// Whether the table holds a row (none when it does not exist).
+    ///
+    /// # Errors
+    /// When its log cannot be read.
+    pub async fn holds_rows(&self) -> Result<bool> {
+        let table = self.open().await?;
+        let Ok(snapshot) = table.snapshot() else {
+            return Ok(false);
+        };
+        let mut views = snapshot
+            .snapshot()
+            .file_views(table.log_store().as_ref(), None);
+        while let Some(view) = views.next().await {
+            let view = view.map_err(delta_err(&format!("listing {}", self.url)))?;
+            if view.num_records().is_none_or(|n| n > 0) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The version a run already committed, if any (a retried run whose
     /// answer was lost must not commit twice).
     pub async fn landed(&self, run_id: &str) -> Result<Option<u64>> {
