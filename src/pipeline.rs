@@ -222,6 +222,14 @@ impl Column {
     }
 }
 
+/// The steps of a field path: `units[0].capacity` → `units`, `0`,
+/// `capacity` (a plain name is one step).
+pub fn path_segments(path: &str) -> Vec<&str> {
+    path.split(['.', '[', ']'])
+        .filter(|segment| !segment.is_empty())
+        .collect()
+}
+
 /// How the event time of a record is derived.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -582,6 +590,12 @@ impl Job {
             .iter()
             .map(|c| c.source_field().to_string())
             .collect();
+        // A path (`location.lat`) reads its first field.
+        let roots: Vec<String> = fields
+            .iter()
+            .filter_map(|f| path_segments(f).first().map(|r| r.to_string()))
+            .collect();
+        fields.extend(roots);
         fields.extend(
             self.event_time
                 .source_fields()
@@ -589,9 +603,11 @@ impl Job {
                 .map(str::to_string),
         );
         // An API's `for_each` keys are request settings added to its
-        // records: used when a column names them, never "unknown".
+        // records, and its answer-level fields (Open-Meteo's latitude) are
+        // added too: used when a column names them, never "unknown".
         if let Source::Http(h) = &self.source {
             fields.extend(h.for_each.iter().flat_map(|e| e.keys().cloned()));
+            fields.extend(h.api.answer_fields().iter().map(|f| f.to_string()));
         }
         fields
     }

@@ -21,6 +21,27 @@ use crate::pipeline::{ColumnType, EVENT_TIME_COLUMN, EventTimeConfig, Job};
 
 use crate::table::schema::{HASH, INGEST_TIME, SOURCE};
 
+/// A record's field `name`: the key itself, else a path into nested
+/// objects and arrays (`location.lat`, `units[0].capacity`).
+pub(crate) fn lookup<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if let Some(v) = fields.get(name) {
+        return Some(v);
+    }
+    if !name.contains(['.', '[']) {
+        return None;
+    }
+    let mut segments = crate::pipeline::path_segments(name).into_iter();
+    let mut node = fields.get(segments.next()?)?;
+    for segment in segments {
+        node = match node {
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            Value::Object(map) => map.get(segment)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
 /// One source record: its fields, its text as read (for rejects and the
 /// hash) and where it was.
 #[derive(Debug, Clone)]
@@ -223,7 +244,7 @@ impl BatchBuilder {
                     kind,
                     required,
                 } => {
-                    let cell = convert(record.fields.get(name), *kind)
+                    let cell = convert(lookup(&record.fields, name), *kind)
                         .map_err(|e| format!("field {name}: {e}"))?;
                     if *required && cell == Cell::Null {
                         return Err(format!("required field {name} is missing or null"));
@@ -242,7 +263,7 @@ impl BatchBuilder {
 
     fn event_time_of(&self, fields: &Map<String, Value>) -> std::result::Result<Micros, String> {
         let text = |name: &str| -> std::result::Result<String, String> {
-            match fields.get(name) {
+            match lookup(fields, name) {
                 None | Some(Value::Null) => Err(format!("event-time field {name} is missing")),
                 Some(Value::String(s)) if s.trim().is_empty() => {
                     Err(format!("event-time field {name} is empty"))

@@ -107,7 +107,8 @@ fn read_ndjson(path: &Path, sink: &mut dyn RecordSink) -> Result<()> {
     Ok(())
 }
 
-/// One JSON document: the records are the array at `records`.
+/// One JSON document: the records are the array at `records` (an object
+/// there is one record).
 fn read_json(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Result<()> {
     let io = io_error(path);
     let text = std::fs::read_to_string(path).map_err(&io)?;
@@ -129,12 +130,17 @@ fn read_json(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> R
             ))
         })?;
     }
-    let items = node.as_array().ok_or_else(|| {
-        Error::Source(format!(
-            "{}: the records path does not lead to an array",
-            path.display()
-        ))
-    })?;
+    // An object is one record (an answer that is a single record).
+    let items = match node {
+        Value::Array(items) => items.as_slice(),
+        Value::Object(_) => std::slice::from_ref(node),
+        _ => {
+            return Err(Error::Source(format!(
+                "{}: the records path leads to neither an array nor an object",
+                path.display()
+            )));
+        }
+    };
     for (i, item) in items.iter().enumerate() {
         let number = i as u64 + 1;
         match item {

@@ -90,6 +90,22 @@ pub enum Api {
 }
 
 impl Api {
+    /// The fields of an answer that describe all of its records, put into
+    /// each record (Open-Meteo's location and zone beside its arrays).
+    pub fn answer_fields(self) -> &'static [&'static str] {
+        match self {
+            Api::OpenMeteo => &[
+                "latitude",
+                "longitude",
+                "elevation",
+                "timezone",
+                "timezone_abbreviation",
+                "utc_offset_seconds",
+            ],
+            Api::Ckan | Api::OpenElectricity | Api::AlphaVantage | Api::Json => &[],
+        }
+    }
+
     /// The name used in the pipeline file.
     pub fn name(self) -> &'static str {
         match self {

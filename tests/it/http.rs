@@ -621,6 +621,8 @@ event_time = {{ kind = "offset", column = "time" }}
 columns = [
   {{ name = "site_id", type = "string", required = true, from = "site" }},
   {{ name = "temperature_c", type = "double", from = "temperature_2m" }},
+  {{ name = "latitude", type = "double" }},
+  {{ name = "elevation_m", type = "double", from = "elevation" }},
 ]
 source = {{ api = "open_meteo", url = "{base}/v1/archive", params = {{ latitude = "{{lat}}", longitude = "-1.5", start_date = "{{from}}", end_date = "{{to}}", hourly = "temperature_2m" }}, chunk = "7d", for_each = [{{ site = "leeds", lat = "53.8" }}, {{ site = "york", lat = "53.9" }}] }}
 "#,
@@ -666,6 +668,26 @@ source = {{ api = "open_meteo", url = "{base}/v1/archive", params = {{ latitude 
     );
     let sites = crate::common::strings(&batches, "site_id");
     assert_eq!(sites.iter().filter(|s| *s == "york").count(), 720);
+    // The answer's location, beside the hourly arrays, is on every row.
+    let mut located = std::collections::BTreeSet::new();
+    for b in &batches {
+        let lat = b
+            .column_by_name("latitude")
+            .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+            .expect("latitude");
+        let elevation = b
+            .column_by_name("elevation_m")
+            .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+            .expect("elevation");
+        assert_eq!(lat.null_count() + elevation.null_count(), 0);
+        for i in 0..b.num_rows() {
+            located.insert(format!("{}@{}", lat.value(i), elevation.value(i)));
+        }
+    }
+    assert_eq!(
+        located.into_iter().collect::<Vec<_>>(),
+        ["53.8@50", "53.9@50"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -620,3 +620,42 @@ async fn extra_partition_fields_follow_the_day_and_windows_still_replace() {
     let err = floe::pipeline::load(&bad).expect_err("day must come first");
     assert!(err.to_string().contains("must be \"day(ts_utc)\""), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_object_answer_is_one_record_read_by_paths() {
+    // A company overview: one object, nested fields, no event time.
+    let env = Env::new().await;
+    env.write(
+        "data/overview.json",
+        r#"{"status": "ok", "company": {"symbol": "IBM", "listing": {"exchange": "NYSE"}, "units": [{"capacity": 5.5}, {"capacity": 7}]}}"#,
+    );
+    let p = env.pipeline(
+        r#"
+[[job]]
+name = "overview"
+table = "bronze.overview"
+source = { path = "data/overview.json", format = "json", records = "company" }
+columns = [
+  { name = "symbol", type = "string", required = true },
+  { name = "exchange", type = "string", from = "listing.exchange" },
+  { name = "first_capacity", type = "double", from = "units[0].capacity" },
+  { name = "second_capacity", type = "double", from = "units[1].capacity" },
+]
+"#,
+    );
+    let (reports, outcome) = ingest(&p, &request("2024-06-04", "2024-06-04", "o1")).await;
+    outcome.expect("one record");
+    assert_eq!(reports[0].rows_written, 1);
+    let batches = env.scan("bronze", "overview").await;
+    assert_eq!(strings(&batches, "exchange"), ["NYSE"]);
+    let value = |name: &str| {
+        batches[0]
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<arrow_array::Float64Array>())
+            .map(|a| a.value(0))
+    };
+    assert_eq!(
+        (value("first_capacity"), value("second_capacity")),
+        (Some(5.5), Some(7.0))
+    );
+}

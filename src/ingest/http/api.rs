@@ -116,10 +116,15 @@ pub fn at_path<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
         })
 }
 
+/// The records at `node`: the objects of an array, or one object (an
+/// answer that is a single record).
 fn objects(node: &Value, what: &str) -> Result<Vec<Map<String, Value>>, String> {
+    if let Value::Object(one) = node {
+        return Ok(vec![one.clone()]);
+    }
     let items = node
         .as_array()
-        .ok_or_else(|| format!("{what} is not an array"))?;
+        .ok_or_else(|| format!("{what} is neither an array nor an object"))?;
     items
         .iter()
         .enumerate()
@@ -204,9 +209,16 @@ fn open_meteo(doc: &Value, block: &str) -> Result<Vec<Map<String, Value>>, Strin
             ));
         }
     }
+    // The answer's location and zone, on every record.
+    let mut answer = Map::new();
+    for key in Api::OpenMeteo.answer_fields() {
+        if let Some(v) = doc.get(*key).filter(|v| !v.is_object() && !v.is_array()) {
+            answer.insert((*key).to_string(), v.clone());
+        }
+    }
     Ok((0..times.len())
         .map(|i| {
-            let mut r = Map::new();
+            let mut r = answer.clone();
             for (name, values) in arrays {
                 let v = values[i].clone();
                 let v = match (name.as_str(), v) {
