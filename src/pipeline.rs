@@ -173,7 +173,8 @@ impl Default for CatalogSettings {
 mod source;
 
 pub use source::{
-    Api, Auth, EmptyDays, Expect, Format, HttpSource, Pagination, Source, SourceConfig,
+    Api, Auth, EmptyDays, Expect, ForEachFrom, Format, HttpSource, Pagination, Source,
+    SourceConfig, check_for_each,
 };
 
 /// Column types of the schema contract.

@@ -14,6 +14,7 @@ mod convert;
 mod drift;
 pub mod expect;
 mod files;
+mod for_each;
 pub mod http;
 pub(crate) mod progress;
 mod records;
@@ -336,6 +337,8 @@ async fn run_job(
 ) -> Result<()> {
     let days = req.days();
     let window = days::window(req.from, req.to);
+    let resolved = for_each::resolve(job, place.client).await?;
+    let job = resolved.as_ref().unwrap_or(job);
     let fetcher = files::Fetcher::new(place.store_props)?;
     report.location = Destination::planned_location(job, place)?;
     let units: Vec<Unit> = match &job.source {

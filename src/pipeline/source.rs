@@ -212,6 +212,9 @@ pub struct HttpSource {
     /// Request series repeated per entry (e.g. per site); each entry's keys
     /// fill templates and are added to every record it returns.
     pub for_each: Vec<BTreeMap<String, String>>,
+    /// Where the entries are read from at run time (a file, a table), when
+    /// not written inline.
+    pub for_each_from: Option<ForEachFrom>,
     /// Request series in flight at once.
     pub concurrency: usize,
     /// Smallest spacing between two requests (from `rate_limit`).
@@ -296,7 +299,7 @@ pub(super) struct RawSource {
     #[serde(default)]
     pad_days: Option<u32>,
     #[serde(default)]
-    for_each: Vec<BTreeMap<String, String>>,
+    for_each: Option<RawForEach>,
     #[serde(default)]
     concurrency: Option<usize>,
     #[serde(default)]
@@ -447,7 +450,14 @@ impl RawSource {
         let pad_days = self.pad_days.unwrap_or(0);
         self.check_date_template(&url, chunk_days, pad_days)?;
         let params = params(std::mem::take(&mut self.params), api, self.auth.as_ref())?;
-        self.check_for_each()?;
+        let (for_each, for_each_from) = match self.for_each.take() {
+            None => (Vec::new(), None),
+            Some(RawForEach::Inline(entries)) => {
+                check_for_each(&entries).map_err(|e| format!("key `source.for_each`: {e}"))?;
+                (entries, None)
+            }
+            Some(RawForEach::From(from)) => (Vec::new(), Some(from.validate()?)),
+        };
         let concurrency = self.concurrency.unwrap_or(2);
         if concurrency == 0 {
             return Err("key `source.concurrency`: must be at least 1".into());
@@ -468,7 +478,8 @@ impl RawSource {
             pagination,
             chunk_days,
             pad_days,
-            for_each: self.for_each,
+            for_each,
+            for_each_from,
             concurrency,
             min_interval: self.rate_limit.as_deref().map(rate).transpose()?,
             timeout: duration("timeout", &self.timeout, Duration::from_secs(60))?,
@@ -502,18 +513,98 @@ impl RawSource {
         }
         Ok(())
     }
+}
 
-    /// `for_each` entries must not name a template floe fills itself.
-    fn check_for_each(&self) -> Result<(), String> {
-        let reserved = ["date", "from", "to", "to_exclusive", "offset", "limit"];
-        for entry in &self.for_each {
-            if let Some(k) = entry.keys().find(|k| reserved.contains(&k.as_str())) {
-                return Err(format!(
-                    "key `source.for_each`: {k:?} is a template name floe fills itself"
-                ));
-            }
+/// `for_each` entries must not name a template floe fills itself.
+///
+/// # Errors
+/// The first such name.
+pub fn check_for_each(entries: &[BTreeMap<String, String>]) -> Result<(), String> {
+    let reserved = ["date", "from", "to", "to_exclusive", "offset", "limit"];
+    for entry in entries {
+        if let Some(k) = entry.keys().find(|k| reserved.contains(&k.as_str())) {
+            return Err(format!("{k:?} is a template name floe fills itself"));
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+/// `for_each` as written: a list of tables, or where to read them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawForEach {
+    Inline(Vec<BTreeMap<String, String>>),
+    From(RawForEachFrom),
+}
+
+/// `for_each = { file = ... }` or `{ table = ..., columns = [...] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForEachFrom {
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default)]
+    table: Option<String>,
+    #[serde(default)]
+    columns: Vec<String>,
+    #[serde(default, rename = "where")]
+    filter: Option<String>,
+}
+
+/// Where an API job's `for_each` entries are read at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForEachFrom {
+    /// A CSV file with a header (a column per key) or a JSON array of
+    /// objects, relative to the pipeline file.
+    File(String),
+    /// The `columns` of a catalog table's rows (those matching `filter`, a
+    /// SQL condition, when given), read at its current snapshot.
+    Table {
+        /// `namespace.table`.
+        table: String,
+        /// The keys, one per column.
+        columns: Vec<String>,
+        /// A SQL condition on the rows.
+        filter: Option<String>,
+    },
+}
+
+impl RawForEachFrom {
+    fn validate(self) -> Result<ForEachFrom, String> {
+        match (self.file, self.table) {
+            (Some(file), None) if self.columns.is_empty() && self.filter.is_none() => {
+                Ok(ForEachFrom::File(file))
+            }
+            (Some(_), None) => Err(
+                "key `source.for_each`: `columns` and `where` are for a table; a file's columns are its keys"
+                    .into(),
+            ),
+            (None, Some(table)) if !table.contains('.') => Err(format!(
+                "key `source.for_each.table`: {table:?} needs its namespace (`namespace.table`)"
+            )),
+            (None, Some(_)) if self.columns.is_empty() => Err(
+                "key `source.for_each.columns`: name the table's columns that make an entry".into(),
+            ),
+            (None, Some(table)) => {
+                let columns: Vec<BTreeMap<String, String>> = vec![
+                    self.columns
+                        .iter()
+                        .map(|c| (c.clone(), String::new()))
+                        .collect(),
+                ];
+                check_for_each(&columns)
+                    .map_err(|e| format!("key `source.for_each.columns`: {e}"))?;
+                Ok(ForEachFrom::Table {
+                    table,
+                    columns: self.columns,
+                    filter: self.filter,
+                })
+            }
+            _ => Err(
+                "key `source.for_each`: a list of entries, { file = \"...\" } or { table = \"ns.t\", columns = [...] }"
+                    .into(),
+            ),
+        }
     }
 }
 

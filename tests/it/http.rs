@@ -549,6 +549,89 @@ expect = {{ cadence = "1h"{expect} }}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn for_each_entries_come_from_a_file_or_a_catalog_table() {
+    // One price per ticker and day.
+    let server = Server::start(|s| {
+        let symbol = s.query.get("symbol").cloned().unwrap_or_default();
+        let rows: Vec<_> = ["2024-05-01", "2024-05-02"]
+            .iter()
+            .map(|d| serde_json::json!({"date": d, "close": symbol.len()}))
+            .collect();
+        Reply::Json(200, serde_json::json!({ "data": rows }).to_string())
+    })
+    .await;
+    let env = Env::new().await;
+    let prices = |for_each: &str| {
+        format!(
+            r#"
+[[job]]
+name = "prices"
+table = "bronze.prices"
+event_time = {{ kind = "date", column = "date" }}
+columns = [
+  {{ name = "symbol", type = "string", required = true }},
+  {{ name = "close", type = "double" }},
+]
+source = {{ api = "json", url = "{}/prices", params = {{ symbol = "{{symbol}}" }}, records = "data", for_each = {for_each} }}
+"#,
+            server.base
+        )
+    };
+    // From a CSV file beside the pipeline.
+    env.write(
+        "tickers.csv",
+        "symbol,name\nIBM,International\nMSFT,Microsoft\n",
+    );
+    let p = env.pipeline(&prices(r#"{ file = "tickers.csv" }"#));
+    let (_, outcome) = ingest(&p, &request("2024-05-01", "2024-05-02", "f1")).await;
+    outcome.expect("both tickers");
+    let batches = env.scan("bronze", "prices").await;
+    let mut seen = crate::common::strings(&batches, "symbol");
+    seen.sort();
+    assert_eq!(seen, ["IBM", "IBM", "MSFT", "MSFT"]);
+
+    // From a reference table of the catalog, filtered.
+    env.write(
+        "data/tickers.csv",
+        "symbol,active\nAAPL,true\nNVDA,true\nGONE,false\n",
+    );
+    let reference = r#"
+[[job]]
+name = "tickers"
+table = "ref.tickers"
+source = { path = "data/tickers.csv", format = "csv" }
+columns = [
+  { name = "symbol", type = "string", required = true },
+  { name = "active", type = "boolean" },
+]
+"#;
+    let p = env.pipeline(reference);
+    let (_, outcome) = ingest(&p, &request("2024-05-01", "2024-05-01", "t1")).await;
+    outcome.expect("the ticker list");
+    let p = env.pipeline(&prices(
+        r#"{ table = "ref.tickers", columns = ["symbol"], where = "active" }"#,
+    ));
+    let (_, outcome) = ingest(&p, &request("2024-05-01", "2024-05-02", "f2")).await;
+    outcome.expect("the active tickers");
+    let batches = env.scan("bronze", "prices").await;
+    let mut seen = crate::common::strings(&batches, "symbol");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        ["AAPL", "NVDA"],
+        "the window's days hold the active tickers only"
+    );
+
+    // An empty list is an error, not a run that asks nothing.
+    env.write("tickers.csv", "symbol\n");
+    let p = env.pipeline(&prices(r#"{ file = "tickers.csv" }"#));
+    let (_, outcome) = ingest(&p, &request("2024-05-01", "2024-05-02", "f3")).await;
+    let err = outcome.expect_err("no entries");
+    assert!(err.to_string().contains("gave no entries"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_meteo_per_site_and_alpha_vantage_rate_limit_bodies() {
     let server = Server::start(|s| match s.path.as_str() {
         "/v1/archive" => {

@@ -339,6 +339,7 @@ pub mod tests_support {
             chunk_days: Some(1),
             pad_days: 0,
             for_each: Vec::new(),
+            for_each_from: None,
             concurrency: 1,
             min_interval: None,
             timeout: Duration::from_secs(1),
