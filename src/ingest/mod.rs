@@ -1088,6 +1088,7 @@ impl records::RecordSink for FileSink<'_> {
         for (row, reason) in converted.rejected {
             self.rejected.push(Reject {
                 raw: records::row_text(&batch, row),
+                raw_bytes: None,
                 reason,
                 source: self.uri.clone(),
                 line: first + row as u64,

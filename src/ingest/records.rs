@@ -3,7 +3,7 @@
 //! row group; a JSON document is read whole (API responses, not bulk data).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use arrow_array::RecordBatch;
@@ -18,12 +18,40 @@ use crate::pipeline::{Format, SourceConfig};
 /// A record that could not even be read as a record (malformed line).
 #[derive(Debug, Clone)]
 pub struct Unreadable {
-    /// The text as read.
+    /// The text as read (lossy when the bytes are not UTF-8).
     pub raw: String,
+    /// The exact bytes, when they are not UTF-8 (`raw` cannot hold them).
+    pub raw_bytes: Option<Vec<u8>>,
     /// Why.
     pub reason: String,
     /// Where.
     pub line: u64,
+}
+
+impl Unreadable {
+    /// Text that is not a record.
+    pub fn text(raw: String, reason: String, line: u64) -> Self {
+        Self {
+            raw,
+            raw_bytes: None,
+            reason,
+            line,
+        }
+    }
+
+    /// Bytes that are not a record: their text, and the bytes themselves
+    /// when they are not UTF-8, so nothing is lost.
+    pub fn bytes(bytes: Vec<u8>, reason: String, line: u64) -> Self {
+        match String::from_utf8(bytes) {
+            Ok(raw) => Self::text(raw, reason, line),
+            Err(e) => Self {
+                raw: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                raw_bytes: Some(e.into_bytes()),
+                reason,
+                line,
+            },
+        }
+    }
 }
 
 /// Receives what a file holds.
@@ -69,17 +97,17 @@ fn read_ndjson(path: &Path, sink: &mut dyn RecordSink) -> Result<()> {
         while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             bytes.pop();
         }
-        // A line that is not UTF-8 is a reject of its own; the
-        // others still land.
+        // A line that is not UTF-8 is a reject of its own (its bytes
+        // kept exactly); the others still land.
         let line = match String::from_utf8(std::mem::take(&mut bytes)) {
             Ok(line) => line,
             Err(e) => {
                 let at = e.utf8_error().valid_up_to();
-                sink.unreadable(Unreadable {
-                    raw: String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                    reason: format!("invalid UTF-8 at byte {at} of the line"),
-                    line: number,
-                });
+                sink.unreadable(Unreadable::bytes(
+                    e.into_bytes(),
+                    format!("invalid UTF-8 at byte {at} of the line"),
+                    number,
+                ));
                 continue;
             }
         };
@@ -92,16 +120,16 @@ fn read_ndjson(path: &Path, sink: &mut dyn RecordSink) -> Result<()> {
                 raw: line,
                 line: number,
             })?,
-            Ok(_) => sink.unreadable(Unreadable {
-                raw: line,
-                reason: "line is JSON but not an object".into(),
-                line: number,
-            }),
-            Err(e) => sink.unreadable(Unreadable {
-                raw: line,
-                reason: format!("malformed JSON: {e}"),
-                line: number,
-            }),
+            Ok(_) => sink.unreadable(Unreadable::text(
+                line,
+                "line is JSON but not an object".into(),
+                number,
+            )),
+            Err(e) => sink.unreadable(Unreadable::text(
+                line,
+                format!("malformed JSON: {e}"),
+                number,
+            )),
         }
     }
     Ok(())
@@ -149,11 +177,11 @@ fn read_json(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> R
                 raw: item.to_string(),
                 line: number,
             })?,
-            other => sink.unreadable(Unreadable {
-                raw: other.to_string(),
-                reason: "record is not an object".into(),
-                line: number,
-            }),
+            other => sink.unreadable(Unreadable::text(
+                other.to_string(),
+                "record is not an object".into(),
+                number,
+            )),
         }
     }
     Ok(())
@@ -178,46 +206,96 @@ fn read_csv(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Re
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
-    let mut row = csv::StringRecord::new();
+    // Rows are read as bytes: a row that is not UTF-8 is a reject of its
+    // own with its exact bytes, read again from the file (rare, so a second
+    // handle opened on the first one).
+    let mut bytes_row = csv::ByteRecord::new();
+    let mut again: Option<File> = None;
     loop {
         // The line the next record starts on (the reader is past the
         // header, or past the previous record).
         let next_line = reader.position().line();
-        match reader.read_record(&mut row) {
+        let next_byte = reader.position().byte();
+        match reader.read_byte_record(&mut bytes_row) {
             Ok(false) => break,
             Ok(true) => {
-                let line = row.position().map_or(next_line, csv::Position::line);
+                let start = bytes_row.position().map_or(next_byte, csv::Position::byte);
+                let line = bytes_row.position().map_or(next_line, csv::Position::line);
+                let row = match csv::StringRecord::from_byte_record(std::mem::take(&mut bytes_row))
+                {
+                    Ok(row) => row,
+                    Err(e) => {
+                        let (field, at) = (e.utf8_error().field(), e.utf8_error().valid_up_to());
+                        bytes_row = e.into_byte_record();
+                        let exact = bytes_at(path, &mut again, start, reader.position().byte())?;
+                        let name = headers
+                            .get(field)
+                            .map_or(String::new(), |h| format!(" ({h})"));
+                        sink.unreadable(Unreadable::bytes(
+                            exact,
+                            format!("invalid UTF-8 in field {}{name} at byte {at}", field + 1),
+                            line,
+                        ));
+                        continue;
+                    }
+                };
                 let raw = row
                     .iter()
                     .collect::<Vec<_>>()
                     .join(&source.delimiter.to_string());
                 if row.len() != headers.len() {
-                    sink.unreadable(Unreadable {
+                    sink.unreadable(Unreadable::text(
                         raw,
-                        reason: format!(
+                        format!(
                             "row has {} fields, the header has {}",
                             row.len(),
                             headers.len()
                         ),
                         line,
-                    });
-                    continue;
+                    ));
+                } else {
+                    let fields: Map<String, Value> = headers
+                        .iter()
+                        .zip(row.iter())
+                        .map(|(h, v)| (h.clone(), Value::String(v.to_string())))
+                        .collect();
+                    sink.record(Record { fields, raw, line })?;
                 }
-                let fields: Map<String, Value> = headers
-                    .iter()
-                    .zip(row.iter())
-                    .map(|(h, v)| (h.clone(), Value::String(v.to_string())))
-                    .collect();
-                sink.record(Record { fields, raw, line })?;
+                bytes_row = row.into_byte_record();
             }
-            Err(e) => sink.unreadable(Unreadable {
-                raw: String::new(),
-                reason: format!("malformed CSV: {e}"),
-                line: e.position().map_or(next_line, csv::Position::line),
-            }),
+            Err(e) => sink.unreadable(Unreadable::text(
+                String::new(),
+                format!("malformed CSV: {e}"),
+                e.position().map_or(next_line, csv::Position::line),
+            )),
         }
     }
     Ok(())
+}
+
+/// The bytes of `path` from `start` to `end` (a CSV record), without the
+/// line ends around them; `file` is the handle kept for these reads.
+fn bytes_at(path: &Path, file: &mut Option<File>, start: u64, end: u64) -> Result<Vec<u8>> {
+    let io = io_error(path);
+    let f = match file {
+        Some(f) => f,
+        None => file.insert(File::open(path).map_err(&io)?),
+    };
+    f.seek(SeekFrom::Start(start)).map_err(&io)?;
+    let mut bytes = Vec::new();
+    f.by_ref()
+        .take(end.saturating_sub(start))
+        .read_to_end(&mut bytes)
+        .map_err(&io)?;
+    let is_end = |b: &u8| *b == b'\n' || *b == b'\r';
+    let from = bytes.iter().position(|b| !is_end(b)).unwrap_or(bytes.len());
+    let to = bytes
+        .iter()
+        .rposition(|b| !is_end(b))
+        .map_or(from, |i| i + 1);
+    bytes.truncate(to);
+    bytes.drain(..from);
+    Ok(bytes)
 }
 
 fn read_parquet(path: &Path, sink: &mut dyn RecordSink) -> Result<()> {

@@ -1,10 +1,14 @@
 //! Rejected records: kept with their reason in `<table>__rejects` (raw
 //! record, reason, source, line, job, run id), appended once per run by
-//! the table layer.
+//! the table layer. `raw` is text; a record that is not UTF-8 is there
+//! lossily (U+FFFD for the bad bytes) and exactly in `raw_bytes`, which is
+//! null for every other reject (the text says it all).
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{
+    ArrayRef, BinaryArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use chrono::Utc;
 use serde::Serialize;
 
@@ -17,8 +21,11 @@ use crate::pipeline::Job;
 /// One rejected record.
 #[derive(Debug, Clone, Serialize)]
 pub struct Reject {
-    /// The record as read.
+    /// The record as read (lossy when the bytes are not UTF-8).
     pub raw: String,
+    /// The exact bytes of the record when they are not UTF-8.
+    #[serde(skip)]
+    pub raw_bytes: Option<Vec<u8>>,
     /// Why it was rejected.
     pub reason: String,
     /// The file it came from.
@@ -32,6 +39,7 @@ impl Reject {
     pub(super) fn new(record: &Record, reason: String, source: &str) -> Self {
         Self {
             raw: record.raw.clone(),
+            raw_bytes: None,
             reason,
             source: source.to_string(),
             line: record.line,
@@ -42,6 +50,7 @@ impl Reject {
     pub(super) fn unreadable(u: Unreadable, source: &str) -> Self {
         Self {
             raw: u.raw,
+            raw_bytes: u.raw_bytes,
             reason: u.reason,
             source: source.to_string(),
             line: u.line,
@@ -74,7 +83,17 @@ pub(super) fn batch(
         Arc::new(StringArray::from_iter_values(
             rejects.iter().map(|r| r.raw.as_str()),
         )),
+        Arc::new(BinaryArray::from_iter(
+            rejects.iter().map(|r| r.raw_bytes.as_deref()),
+        )),
     ];
+    // Each column in the schema's own type (binary may be large binary).
+    let columns = columns
+        .iter()
+        .zip(arrow.fields())
+        .map(|(c, f)| arrow_cast::cast(c, f.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Storage(format!("rejects batch: {e}")).caused_by(e))?;
     RecordBatch::try_new(arrow, columns)
         .map_err(|e| Error::Storage(format!("rejects batch: {e}")).caused_by(e))
 }

@@ -1,6 +1,8 @@
 //! `<table>__rejects` beside an Iceberg table: the records a run could not
 //! convert, with their reason, partitioned by the day of the run and
-//! appended once per run.
+//! appended once per run. `raw` holds a record's text; `raw_bytes` its
+//! exact bytes when they are not UTF-8 (null otherwise). A rejects table
+//! from before `raw_bytes` gains the column on its next append.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use crate::pipeline::Job;
 use crate::rest::RestClient;
 
 const TIME: &str = "_ingest_time";
+const RAW_BYTES: &str = "raw_bytes";
 
 fn rejects_schema() -> Result<Schema> {
     let f = |id, name: &str, t, req| {
@@ -38,6 +41,7 @@ fn rejects_schema() -> Result<Schema> {
             f(5, "line", PrimitiveType::Long, true),
             f(6, "reason", PrimitiveType::String, true),
             f(7, "raw", PrimitiveType::String, false),
+            f(8, RAW_BYTES, PrimitiveType::Binary, false),
         ])
         .build()
         .map_err(|e| Error::Storage(format!("rejects schema: {e}")).caused_by(e))
@@ -55,7 +59,12 @@ pub(super) async fn append_iceberg(
     let name = format!("{}__rejects", job.table);
     let table_schema = rejects_schema()?;
     let loaded = match client.load_table(&job.namespace, &name).await? {
-        Some(t) => t,
+        // A table from before `raw_bytes` gains it (a nullable column:
+        // its old rows read as null).
+        Some(t) => {
+            let new = [(RAW_BYTES.to_string(), PrimitiveType::Binary)];
+            super::window::add_fields(client, &job.namespace, &name, t, &new).await?
+        }
         None => {
             let spec = UnboundPartitionSpec::builder()
                 .add_partition_field(1, format!("{TIME}_day"), Transform::Day)
@@ -86,7 +95,9 @@ pub(super) async fn append_iceberg(
         usize::MAX,
         Vec::new(),
     )?;
-    writers.write(batch).await?;
+    writers
+        .write(conform(batch, loaded.metadata.current_schema())?)
+        .await?;
     let files = writers.close().await?;
     let overwrite = Overwrite {
         added: files,
@@ -101,6 +112,23 @@ pub(super) async fn append_iceberg(
             .await?
             .snapshot_id,
     )
+}
+
+/// `batch` in the table's schema, column by name: a table column the batch
+/// lacks (one a user added) is null.
+fn conform(batch: RecordBatch, table: &Schema) -> Result<RecordBatch> {
+    let arrow = schema::arrow_schema(table)?;
+    let columns = arrow
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => arrow_cast::cast(c, f.data_type()),
+            None => Ok(arrow_array::new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Storage(format!("rejects batch: {e}")).caused_by(e))?;
+    RecordBatch::try_new(arrow, columns)
+        .map_err(|e| Error::Storage(format!("rejects batch: {e}")).caused_by(e))
 }
 
 /// The Arrow schema of a rejects table.

@@ -10,7 +10,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use chrono::NaiveDate;
 use iceberg::io::FileIO;
-use iceberg::spec::{DataFile, Type};
+use iceberg::spec::{DataFile, PrimitiveType, Type};
 use iceberg::{TableRequirement, TableUpdate};
 
 use super::days::{day_name, window};
@@ -711,23 +711,40 @@ async fn open_iceberg(client: &RestClient, job: &Job) -> Result<(LoadedTable, bo
     Ok((loaded, true))
 }
 
-/// Adds the columns of `new` the table lacks as nullable columns, in one
-/// schema commit guarded by the current schema id and last column id
-/// (retried when another writer changed the schema meanwhile); returns the
-/// reloaded table.
+/// Adds the columns of `new` the job's table lacks as nullable columns
+/// (see [`add_fields`]); returns the reloaded table.
 async fn add_columns(
     client: &RestClient,
     job: &Job,
-    mut table: LoadedTable,
+    table: LoadedTable,
     new: &BTreeMap<String, ColumnType>,
+) -> Result<LoadedTable> {
+    let fields: Vec<(String, PrimitiveType)> = new
+        .iter()
+        .map(|(name, kind)| (name.clone(), schema::iceberg_type(*kind)))
+        .collect();
+    add_fields(client, &job.namespace, &job.table, table, &fields).await
+}
+
+/// Adds the fields of `new` the table `namespace.name` lacks as nullable
+/// columns, in one schema commit guarded by the current schema id and last
+/// column id (retried when another writer changed the schema meanwhile);
+/// returns the reloaded table.
+pub(super) async fn add_fields(
+    client: &RestClient,
+    namespace: &[String],
+    name: &str,
+    mut table: LoadedTable,
+    new: &[(String, PrimitiveType)],
 ) -> Result<LoadedTable> {
     use std::sync::Arc;
 
     use iceberg::spec::{NestedField, Schema};
+    let ident = format!("{}.{name}", namespace.join("."));
     let retry = super::retry::Retry::commits()?;
     for attempt in 1..=retry.attempts {
         let current = table.metadata.current_schema().clone();
-        let missing: Vec<(&String, &ColumnType)> = new
+        let missing: Vec<&(String, PrimitiveType)> = new
             .iter()
             .filter(|(n, _)| current.field_by_name(n).is_none())
             .collect();
@@ -736,12 +753,12 @@ async fn add_columns(
         }
         let mut fields: Vec<Arc<NestedField>> = current.as_struct().fields().to_vec();
         let mut id = table.metadata.last_column_id();
-        for (name, kind) in &missing {
+        for (field, kind) in &missing {
             id += 1;
             fields.push(Arc::new(NestedField::optional(
                 id,
-                name.as_str(),
-                Type::Primitive(schema::iceberg_type(**kind)),
+                field.as_str(),
+                Type::Primitive(kind.clone()),
             )));
         }
         let schema = Schema::builder()
@@ -751,7 +768,7 @@ async fn add_columns(
             .build()
             .map_err(|e| Error::Config(format!("cannot evolve the schema: {e}")).caused_by(e))?;
         let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
-        tracing::info!(table = %job.table_ident(), columns = ?names, "adding columns");
+        tracing::info!(table = %ident, columns = ?names, "adding columns");
         let requirements = [
             TableRequirement::CurrentSchemaIdMatch {
                 current_schema_id: current.schema_id(),
@@ -765,7 +782,7 @@ async fn add_columns(
             TableUpdate::SetCurrentSchema { schema_id: -1 },
         ];
         match client
-            .commit(&job.namespace, &job.table, &requirements, &updates)
+            .commit(namespace, name, &requirements, &updates)
             .await?
         {
             CommitOutcome::Committed(t) => return Ok(*t),
@@ -775,17 +792,14 @@ async fn add_columns(
                 tokio::time::sleep(retry.backoff(attempt)).await;
                 table = retry
                     .until_answered("reloading the table after a schema change", || {
-                        client.load_table(&job.namespace, &job.table)
+                        client.load_table(namespace, name)
                     })
                     .await?
-                    .ok_or_else(|| {
-                        Error::Catalog(format!("table {} disappeared", job.table_ident()))
-                    })?;
+                    .ok_or_else(|| Error::Catalog(format!("table {ident} disappeared")))?;
             }
         }
     }
     Err(Error::CommitConflict(format!(
-        "could not add columns to {}: its schema kept changing",
-        job.table_ident()
+        "could not add columns to {ident}: its schema kept changing"
     )))
 }

@@ -3,6 +3,7 @@
 //! with iceberg-rust's scan. pyiceberg and Spark read the same tables in
 //! `tests/python`.
 
+mod bad_data;
 mod common;
 mod delta;
 mod errors;

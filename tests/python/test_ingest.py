@@ -617,6 +617,44 @@ def test_rejects_threshold(local_server, ns: str, tmp_path):
     assert sorted(r["line"] for r in rej2) == sorted(bad)
 
 
+def test_rejects_keep_bytes_that_are_not_utf8(local_server, ns: str, tmp_path):
+    """A CSV row and an NDJSON line that are not UTF-8 are rejects whose exact bytes pyiceberg
+    reads back from `raw_bytes` (binary); `raw` has their lossy text; other rejects have a null
+    `raw_bytes`."""
+    server = local_server
+    day = "2024-03-10"
+    cat = server.catalog()
+    csv_bad = b'2024-03-10T02:00:00Z,"caf\xe9",2.0'
+    nd_bad = b'{"ts": "2024-03-10T02:00:00Z", "site_id": "\xff\xfe", "v": 2.0}'
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / f"{day}.csv").write_bytes(
+        b"ts,site_id,v\n2024-03-10T01:00:00Z,a,1.0\n" + csv_bad + b"\n2024-03-10T03:00:00Z,c,abc\n")
+    (tmp_path / "nd").mkdir()
+    (tmp_path / "nd" / f"{day}.ndjson").write_bytes(
+        b'{"ts": "2024-03-10T01:00:00Z", "site_id": "a", "v": 1.0}\n' + nd_bad + b"\n")
+    jobs = [
+        readings_job(ns, name="csv", table="csv_readings", path="csv/{date}.csv", reject_threshold=1.0,
+                     source={"path": "csv/{date}.csv", "format": "csv"}),
+        readings_job(ns, name="nd", table="nd_readings", path="nd/{date}.ndjson", reject_threshold=1.0),
+    ]
+    pipeline = write_pipeline(tmp_path / "bytes.toml", server, jobs)
+    ingest_ok(server, pipeline, day, day)
+
+    rej = cat.load_table(f"{ns}.csv_readings__rejects")
+    field = rej.schema().find_field("raw_bytes")
+    assert str(field.field_type) == "binary" and not field.required, field
+    rows = sorted(rej.scan().to_arrow().to_pylist(), key=lambda r: r["line"])
+    assert [r["line"] for r in rows] == [3, 4], rows
+    assert rows[0]["raw_bytes"] == csv_bad, rows[0]
+    assert rows[0]["raw"] == csv_bad.decode("utf-8", "replace"), rows[0]
+    assert "utf-8" in rows[0]["reason"].lower(), rows[0]
+    assert rows[1]["raw_bytes"] is None and "abc" in rows[1]["raw"], rows[1]
+
+    rows = cat.load_table(f"{ns}.nd_readings__rejects").scan().to_arrow().to_pylist()
+    assert [(r["line"], r["raw_bytes"]) for r in rows] == [(2, nd_bad)], rows
+    assert rows[0]["raw"] == nd_bad.decode("utf-8", "replace"), rows[0]
+
+
 # ---------------------------------------------------------------------------------------
 # 6. Spark reads what floe wrote
 

@@ -814,11 +814,11 @@ pub fn read_page(
     let doc: Value = match serde_json::from_slice(body) {
         Ok(d) => d,
         Err(e) => {
-            sink.unreadable(Unreadable {
-                raw: api::preview(body),
-                reason: format!("the landed body is not JSON: {e}"),
-                line: 0,
-            });
+            sink.unreadable(Unreadable::text(
+                api::preview(body),
+                format!("the landed body is not JSON: {e}"),
+                0,
+            ));
             return Ok(());
         }
     };

@@ -31,6 +31,7 @@ use datafusion::object_store::ObjectStoreExt as _;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add};
+use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use futures::StreamExt;
 
@@ -723,7 +724,9 @@ fn records(add: &Add) -> Option<u64> {
 }
 
 /// Appends a run's rejects to the Delta table `<table>__rejects` beside the
-/// target (unpartitioned: rejects are few); returns its version.
+/// target (unpartitioned: rejects are few); returns its version. Columns
+/// the table lacks (`raw_bytes`, on a table from before it) are added by
+/// the append (schema merge).
 pub async fn append_rejects(target: &Target, batch: RecordBatch) -> Result<u64> {
     let mut url = target.url.clone();
     let name = format!(
@@ -761,6 +764,7 @@ pub async fn append_rejects(target: &Target, batch: RecordBatch) -> Result<u64> 
         .await?
         .write(vec![batch])
         .with_save_mode(SaveMode::Append)
+        .with_schema_mode(SchemaMode::Merge)
         .await
         .map_err(delta_err(&format!("appending to {}", rejects.url)))?;
     table
