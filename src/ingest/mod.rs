@@ -16,6 +16,7 @@ pub mod expect;
 mod files;
 mod for_each;
 pub mod http;
+mod json;
 pub(crate) mod progress;
 mod records;
 mod rejects;

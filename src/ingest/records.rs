@@ -12,6 +12,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
 
 use super::convert::Record;
+use super::json;
 use crate::error::{Error, Result};
 use crate::pipeline::{Format, SourceConfig};
 
@@ -114,7 +115,8 @@ fn read_ndjson(path: &Path, sink: &mut dyn RecordSink) -> Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Value>(&line) {
+        // A key present twice is a reject, not the last value silently.
+        match json::from_str(&line) {
             Ok(Value::Object(fields)) => sink.record(Record {
                 fields,
                 raw: line,
@@ -125,24 +127,39 @@ fn read_ndjson(path: &Path, sink: &mut dyn RecordSink) -> Result<()> {
                 "line is JSON but not an object".into(),
                 number,
             )),
-            Err(e) => sink.unreadable(Unreadable::text(
-                line,
-                format!("malformed JSON: {e}"),
-                number,
-            )),
+            Err(e) => sink.unreadable(Unreadable::text(line, json_reason(&e), number)),
         }
     }
     Ok(())
 }
 
+/// Why JSON text is not a record: a key present twice, or malformed.
+fn json_reason(e: &serde_json::Error) -> String {
+    if json::is_duplicate(e) {
+        e.to_string()
+    } else {
+        format!("malformed JSON: {e}")
+    }
+}
+
 /// One JSON document: the records are the array at `records` (an object
-/// there is one record).
+/// there is one record). A record with a key present twice is a reject of
+/// its own: the document is then read again record by record.
 fn read_json(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Result<()> {
     let io = io_error(path);
     let text = std::fs::read_to_string(path).map_err(&io)?;
-    let doc: Value = serde_json::from_str(&text).map_err(|e| {
-        Error::Source(format!("{}: malformed JSON document: {e}", path.display())).caused_by(e)
-    })?;
+    let doc = match json::from_str(&text) {
+        Ok(doc) => doc,
+        Err(e) if json::is_duplicate(&e) => {
+            return read_json_records(path, source, &text, sink);
+        }
+        Err(e) => {
+            return Err(
+                Error::Source(format!("{}: malformed JSON document: {e}", path.display()))
+                    .caused_by(e),
+            );
+        }
+    };
     let mut node = &doc;
     for key in source
         .records
@@ -170,21 +187,54 @@ fn read_json(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> R
         }
     };
     for (i, item) in items.iter().enumerate() {
+        json_record(item.clone(), i as u64 + 1, sink)?;
+    }
+    Ok(())
+}
+
+/// A JSON document with a key present twice, record by record: each record
+/// parsed on its own, the ones with such a key rejected with their text as
+/// the source has it.
+fn read_json_records(
+    path: &Path,
+    source: &SourceConfig,
+    text: &str,
+    sink: &mut dyn RecordSink,
+) -> Result<()> {
+    let items = json::raw_records(text, source.records.as_deref().unwrap_or(""))
+        .map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
+    for (i, item) in items.iter().enumerate() {
         let number = i as u64 + 1;
-        match item {
-            Value::Object(fields) => sink.record(Record {
-                fields: fields.clone(),
-                raw: item.to_string(),
-                line: number,
-            })?,
-            other => sink.unreadable(Unreadable::text(
-                other.to_string(),
-                "record is not an object".into(),
+        match json::from_str(item.get()) {
+            Ok(value) => json_record(value, number, sink)?,
+            Err(e) => sink.unreadable(Unreadable::text(
+                item.get().to_string(),
+                json_reason(&e),
                 number,
             )),
         }
     }
     Ok(())
+}
+
+/// Item `number` of a JSON document: a record when it is an object.
+fn json_record(item: Value, number: u64, sink: &mut dyn RecordSink) -> Result<()> {
+    let raw = item.to_string();
+    match item {
+        Value::Object(fields) => sink.record(Record {
+            fields,
+            raw,
+            line: number,
+        }),
+        _ => {
+            sink.unreadable(Unreadable::text(
+                raw,
+                "record is not an object".into(),
+                number,
+            ));
+            Ok(())
+        }
+    }
 }
 
 fn read_csv(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Result<()> {

@@ -251,3 +251,115 @@ async fn rows_that_are_not_utf8_keep_their_bytes_in_delta_rejects() {
         NDJSON_BAD_LINE,
     );
 }
+
+/// (line, reason, raw) of the rejects of `table`.
+async fn reasons(env: &Env, table: &str) -> Vec<(i64, String, String)> {
+    rejects_of(&env.scan("bronze", &format!("{table}__rejects")).await)
+        .into_iter()
+        .map(|(line, reason, raw, _)| (line, reason, raw))
+        .collect()
+}
+
+fn duplicate_named(rejects: &[(i64, String, String)], line: i64, key: &str) {
+    let r = rejects
+        .iter()
+        .find(|r| r.0 == line)
+        .unwrap_or_else(|| panic!("no reject on line {line}: {rejects:?}"));
+    assert!(
+        r.1.contains(&format!("duplicate key \"{key}\"")),
+        "{rejects:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_present_twice_rejects_its_ndjson_line_and_json_record() {
+    let env = Env::new().await;
+    env.write(
+        "data/lines/2024-03-01.ndjson",
+        concat!(
+            "{\"ts\":\"2024-03-01T01:00:00Z\",\"site\":\"A\",\"v\":1}\n",
+            "{\"ts\":\"2024-03-01T02:00:00Z\",\"site\":\"B\",\"v\":2,\"v\":20}\n",
+            "{\"ts\":\"2024-03-01T03:00:00Z\",\"site\":\"C\",\"v\":3,\"x\":{\"k\":1,\"k\":2}}\n",
+            "{\"ts\":\"2024-03-01T04:00:00Z\",\"site\":\"D\",\"v\":4}\n",
+        ),
+    );
+    env.write(
+        "data/docs/2024-03-01.json",
+        r#"{"meta": {"n": 3}, "items": [
+            {"ts": "2024-03-01T01:00:00Z", "site": "A", "v": 1},
+            {"ts": "2024-03-01T02:00:00Z", "site": "B", "site": "b", "v": 2},
+            {"ts": "2024-03-01T03:00:00Z", "site": "C", "v": 3}
+        ]}"#,
+    );
+    let p = env.pipeline(&format!(
+        "{}{}",
+        job("lines", "ndjson", "schema_drift = \"ignore\""),
+        job("docs", "json", "").replace(
+            "format = \"json\" }",
+            "format = \"json\", records = \"items\" }"
+        )
+    ));
+    let (reports, outcome) = ingest(&p, &request("2024-03-01", "2024-03-01", "d1")).await;
+    outcome.expect("ingest");
+    let figures: Vec<(u64, u64)> = reports
+        .iter()
+        .map(|r| (r.rows_written, r.rows_rejected))
+        .collect();
+    assert_eq!(figures, [(2, 2), (2, 1)], "{:?}", reports[0].sample_rejects);
+    let lines = reasons(&env, "lines").await;
+    duplicate_named(&lines, 2, "v");
+    duplicate_named(&lines, 3, "k");
+    let docs = reasons(&env, "docs").await;
+    duplicate_named(&docs, 2, "site");
+    // The record as the source sent it: both values.
+    assert!(
+        docs[0].2.contains("\"B\"") && docs[0].2.contains("\"b\""),
+        "{docs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_present_twice_rejects_its_api_record() {
+    let server = crate::http::Server::start(|_| {
+        crate::http::Reply::Json(
+            200,
+            r#"{"items": [
+                {"t": "2024-06-01T00:00:00Z", "v": 0},
+                {"t": "2024-06-01T01:00:00Z", "v": 1, "v": 10},
+                {"t": "2024-06-01T02:00:00Z", "v": 2}
+            ]}"#
+            .into(),
+        )
+    })
+    .await;
+    let env = Env::new().await;
+    let p = env.pipeline(&format!(
+        r#"
+[[job]]
+name = "hourly"
+table = "bronze.hourly"
+event_time = {{ kind = "offset", column = "t" }}
+columns = [{{ name = "v", type = "long", required = true }}]
+reject_threshold = 1.0
+source = {{ api = "json", url = "{}/v1/series?day={{date}}", records = "items" }}
+"#,
+        server.base
+    ));
+    let (reports, outcome) = ingest(&p, &request("2024-06-01", "2024-06-01", "h1")).await;
+    outcome.expect("ingest");
+    assert_eq!(
+        (reports[0].rows_written, reports[0].rows_rejected),
+        (2, 1),
+        "{:?}",
+        reports[0].sample_rejects
+    );
+    let reasons: Vec<&str> = reports[0]
+        .sample_rejects
+        .iter()
+        .map(|r| r.reason.as_str())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("duplicate key \"v\"")),
+        "{reasons:?}"
+    );
+}

@@ -25,9 +25,10 @@ use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
 use super::convert::Record;
+use super::json;
 use super::records::{RecordSink, Unreadable};
 use crate::error::{Error, Result};
-use crate::pipeline::{Auth, HttpSource, Job, Pagination};
+use crate::pipeline::{Api, Auth, HttpSource, Job, Pagination};
 use api::Verdict;
 use landing::{Landing, Manifest, Page, Part};
 use retry::{Failure, Pacer, Policy};
@@ -811,8 +812,13 @@ pub fn read_page(
     } else {
         bytes
     };
-    let doc: Value = match serde_json::from_slice(body) {
+    // A key present twice is a reject, not the last value silently: the
+    // body is then read record by record.
+    let doc: Value = match json::from_slice(body) {
         Ok(d) => d,
+        Err(e) if json::is_duplicate(&e) => {
+            return read_page_records(body, &e, source, vars, sink);
+        }
         Err(e) => {
             sink.unreadable(Unreadable::text(
                 api::preview(body),
@@ -824,18 +830,82 @@ pub fn read_page(
     };
     let rows = api::records(source, &doc)
         .map_err(|e| Error::Source(format!("{uri}: {e}")).caused_by(e))?;
-    for (i, mut fields) in rows.into_iter().enumerate() {
-        for (k, v) in vars {
-            fields
-                .entry(k.clone())
-                .or_insert_with(|| Value::String(v.clone()));
+    for (i, fields) in rows.into_iter().enumerate() {
+        page_record(fields, i as u64 + 1, vars, sink)?;
+    }
+    Ok(())
+}
+
+/// Record `number` of a page, with the series' `vars` added.
+fn page_record(
+    mut fields: Map<String, Value>,
+    number: u64,
+    vars: &BTreeMap<String, String>,
+    sink: &mut dyn RecordSink,
+) -> Result<()> {
+    for (k, v) in vars {
+        fields
+            .entry(k.clone())
+            .or_insert_with(|| Value::String(v.clone()));
+    }
+    let raw = Value::Object(fields.clone()).to_string();
+    sink.record(Record {
+        fields,
+        raw,
+        line: number,
+    })
+}
+
+/// A body with a key present twice (`dup`), record by record, when its
+/// records are an array of objects (`json`, `ckan`): a record with such a
+/// key is a reject of its own, with its text as the body has it. A body of
+/// another shape, or with the key outside the records, is one reject.
+fn read_page_records(
+    body: &[u8],
+    dup: &serde_json::Error,
+    source: &HttpSource,
+    vars: &BTreeMap<String, String>,
+    sink: &mut dyn RecordSink,
+) -> Result<()> {
+    let path = match source.api {
+        Api::Json => Some(source.records.as_deref().unwrap_or("")),
+        Api::Ckan => Some(source.records.as_deref().unwrap_or("result.records")),
+        _ => None,
+    };
+    let text = std::str::from_utf8(body).ok();
+    let items = path
+        .zip(text)
+        .and_then(|(path, text)| json::raw_records(text, path).ok());
+    let Some(items) = items else {
+        sink.unreadable(Unreadable::text(
+            api::preview(body),
+            format!("the landed body has {dup}"),
+            0,
+        ));
+        return Ok(());
+    };
+    for (i, item) in items.iter().enumerate() {
+        let number = i as u64 + 1;
+        match json::from_str(item.get()) {
+            Ok(Value::Object(mut fields)) => {
+                if matches!(source.api, Api::Ckan) {
+                    // CKAN's own bookkeeping, as in `api::records`.
+                    fields.remove("_id");
+                    fields.remove("_full_text");
+                }
+                page_record(fields, number, vars, sink)?;
+            }
+            Ok(other) => sink.unreadable(Unreadable::text(
+                other.to_string(),
+                "record is not an object".into(),
+                number,
+            )),
+            Err(e) => sink.unreadable(Unreadable::text(
+                item.get().to_string(),
+                e.to_string(),
+                number,
+            )),
         }
-        let raw = Value::Object(fields.clone()).to_string();
-        sink.record(Record {
-            fields: Map::clone(&fields),
-            raw,
-            line: i as u64 + 1,
-        })?;
     }
     Ok(())
 }
@@ -933,5 +1003,52 @@ mod tests {
         assert_eq!((r[2].first, r[2].last), (days[4], days[4]));
         s.chunk_days = None;
         assert_eq!(ranges(&s, &days).len(), 1);
+    }
+
+    /// (record numbers, (number, reason) of the rejects) of a page.
+    #[derive(Default)]
+    struct Collect(Vec<u64>, Vec<(u64, String)>);
+
+    impl RecordSink for Collect {
+        fn record(&mut self, record: Record) -> Result<()> {
+            self.0.push(record.line);
+            Ok(())
+        }
+        fn batch(&mut self, _: arrow_array::RecordBatch, _: u64) -> Result<()> {
+            Ok(())
+        }
+        fn unreadable(&mut self, bad: Unreadable) {
+            self.1.push((bad.line, bad.reason));
+        }
+    }
+
+    #[test]
+    fn a_key_present_twice_rejects_its_record_or_else_the_page() {
+        let read = |api, body: &str| {
+            let mut sink = Collect::default();
+            let s = api::tests_support::source(api);
+            read_page(body.as_bytes(), "u", &s, &BTreeMap::new(), &mut sink).expect("read");
+            sink
+        };
+        let ckan = read(
+            Api::Ckan,
+            r#"{"success": true, "result": {"records": [{"_id": 1, "a": 1}, {"_id": 2, "a": 2, "a": 3}, {"a": 4}]}}"#,
+        );
+        assert_eq!(ckan.0, [1, 3]);
+        assert_eq!(ckan.1.len(), 1);
+        assert_eq!(ckan.1[0].0, 2);
+        assert!(ckan.1[0].1.contains("duplicate key \"a\""), "{:?}", ckan.1);
+        // Records that are not an array of objects: the page is one reject.
+        let meteo = read(
+            Api::OpenMeteo,
+            r#"{"hourly": {"time": ["2024-01-01T00:00"], "t": [1], "t": [2]}}"#,
+        );
+        assert!(meteo.0.is_empty());
+        assert_eq!(meteo.1.len(), 1);
+        assert!(
+            meteo.1[0].1.contains("duplicate key \"t\""),
+            "{:?}",
+            meteo.1
+        );
     }
 }
