@@ -734,18 +734,7 @@ fn validate_one(
             job.table
         ));
     }
-    let mut seen = HashSet::new();
-    for c in &job.columns {
-        if c.name == EVENT_TIME_COLUMN || c.name.starts_with('_') {
-            return Err(format!(
-                "key `columns`: {:?} is reserved ({EVENT_TIME_COLUMN} and names starting with '_' are floe's)",
-                c.name
-            ));
-        }
-        if !seen.insert(c.name.as_str()) {
-            return Err(format!("key `columns`: {:?} appears twice", c.name));
-        }
-    }
+    let seen = column_names(&job.columns)?;
     for s in &job.sort {
         if s != EVENT_TIME_COLUMN && !seen.contains(s.as_str()) {
             return Err(format!("key `sort`: {s:?} is not a column of the job"));
@@ -766,28 +755,11 @@ fn validate_one(
         ));
     }
     let event_time = job.event_time.unwrap_or(EventTimeConfig::Absent);
-    if event_time == EventTimeConfig::Absent && !partition.is_empty() {
-        return Err(
-            "key `partition`: a job without event_time writes an unpartitioned table, replaced whole; partition it by adding an event_time"
-                .into(),
-        );
-    }
-    if let EventTimeConfig::Period { minutes, .. } = &event_time
-        && (*minutes == 0 || 1440 % minutes != 0)
-    {
-        return Err(format!(
-            "key `event_time.minutes`: {minutes} must divide a day (e.g. 30)"
-        ));
-    }
     let source = job.source.validate()?;
     let names: Vec<&str> = job.columns.iter().map(|c| c.name.as_str()).collect();
     let expect =
         source::RawExpect::validate(job.expect, &names, matches!(source, Source::Http(_)))?;
-    if event_time == EventTimeConfig::Absent && expect.cadence.is_some() {
-        return Err(
-            "key `expect.cadence`: a job without event_time has no time series to check".into(),
-        );
-    }
+    check_event_time(&event_time, &partition, &expect)?;
     if format == TableFormat::Delta {
         if job.schema_drift == SchemaDrift::Evolve {
             return Err("key `schema_drift`: \"evolve\" is for Iceberg tables; a Delta job takes \"error\" or \"ignore\"".into());
@@ -824,6 +796,51 @@ fn validate_one(
         format,
         twin: false,
     })
+}
+
+/// The job's column names, each once, none of floe's own.
+fn column_names(columns: &[Column]) -> std::result::Result<HashSet<&str>, String> {
+    let mut seen = HashSet::new();
+    for c in columns {
+        if c.name == EVENT_TIME_COLUMN || c.name.starts_with('_') {
+            return Err(format!(
+                "key `columns`: {:?} is reserved ({EVENT_TIME_COLUMN} and names starting with '_' are floe's)",
+                c.name
+            ));
+        }
+        if !seen.insert(c.name.as_str()) {
+            return Err(format!("key `columns`: {:?} appears twice", c.name));
+        }
+    }
+    Ok(seen)
+}
+
+/// What the event time allows: periods that divide a day; without one, no
+/// partitioning and no cadence (reference data has no time series).
+fn check_event_time(
+    event_time: &EventTimeConfig,
+    partition: &[PartitionBy],
+    expect: &Expect,
+) -> std::result::Result<(), String> {
+    if *event_time == EventTimeConfig::Absent && !partition.is_empty() {
+        return Err(
+            "key `partition`: a job without event_time writes an unpartitioned table, replaced whole; partition it by adding an event_time"
+                .into(),
+        );
+    }
+    if *event_time == EventTimeConfig::Absent && expect.cadence.is_some() {
+        return Err(
+            "key `expect.cadence`: a job without event_time has no time series to check".into(),
+        );
+    }
+    if let EventTimeConfig::Period { minutes, .. } = event_time
+        && (*minutes == 0 || 1440 % minutes != 0)
+    {
+        return Err(format!(
+            "key `event_time.minutes`: {minutes} must divide a day (e.g. 30)"
+        ));
+    }
+    Ok(())
 }
 
 /// A URI as it is; a relative folder resolved against `base_dir`.
