@@ -933,3 +933,49 @@ def test_s3_warehouse_landing_zone_and_replay(s3_catalog_server, api_server, ns:
     assert table_rows(tbl, (*cols, "_hash", "_source")) == fetched
     # replay lands nothing new
     assert sorted(server.s3.list_keys(prefix)) == keys
+
+
+# ---------------------------------------------------------------------------------------
+# the secret scan: a whole run at FLOE_LOG=trace shows no credential anywhere
+
+
+@pytest.mark.s3
+def test_no_secret_in_a_full_run_at_trace(catalog_server, api_server, tmp_path):
+    """An API job (bearer key) and a file job, through an OAuth catalog onto S3, at trace level:
+    no credential in the output, the report, the landing zone or the rows."""
+    client_secret = "oauth-s3cret-5d2c"
+    server = catalog_server(kind="s3", client_id="floe-client", client_secret=client_secret)
+    api_server.script = oe_script(OE_SECRET)
+    ns = "scan"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "2024-01-01.ndjson").write_text(
+        "".join(f'{{"t": "2024-01-01T{h:02d}:00:00Z", "v": {h}}}\n' for h in range(24)))
+    files_job = {"name": "files", "table": f"{ns}.readings", "event_time": {"kind": "offset", "column": "t"},
+                 "columns": [{"name": "v", "type": "double"}],
+                 "source": {"path": "data/{date}.ndjson", "format": "ndjson"}}
+    pipeline = write_pipeline(tmp_path / "floe.toml", server, [oe_job(ns, "api", api_server.base), files_job])
+    text = pipeline.read_text().replace("[catalog]\n", '[catalog]\ncredential = "${FLOE_TEST_CATALOG_CRED}"\n', 1)
+    pipeline.write_text(text)
+    env = floe_env(server, **{OE_KEY_ENV: OE_SECRET, "FLOE_LOG": "trace",
+                              "FLOE_TEST_CATALOG_CRED": f"floe-client:{client_secret}"})
+    report = tmp_path / "report.json"
+    out = ingest(pipeline, "2024-01-01", "2024-01-01", "--report", report, env=env)
+    assert out.returncode == 0, lib.explain(out)
+    assert "TRACE" in out.stderr, "the run logged at trace level"
+    assert api_server.hits >= 1
+    status = run_floe("status", "--pipeline", pipeline, cwd=tmp_path, env=env)
+    assert status.returncode == 0, lib.explain(status)
+
+    cat = server.catalog()
+    rows = {}
+    for table in ("nem_energy", "readings"):
+        data = cat.load_table(f"{ns}.{table}").scan().to_arrow()
+        assert data.num_rows > 0
+        rows[table] = json.dumps(data.to_pylist(), default=str)
+    texts: dict[str, str | bytes] = {
+        "ingest stdout": out.stdout, "ingest stderr": out.stderr,
+        "status stdout": status.stdout, "status stderr": status.stderr,
+        "report": report.read_text(), **rows,
+    }
+    for secret in (OE_SECRET, client_secret, server.s3.secret_key):
+        assert_secret_absent(secret, texts)
