@@ -42,7 +42,10 @@ pub enum Command {
     /// Records that do not convert go to <table>__rejects with their reason;
     /// past the job's reject_threshold, or when [job.expect] finds gaps,
     /// duplicates or empty days, nothing is committed and floe exits with
-    /// code 1.
+    /// code 1. A job with mode = "append" adds its rows instead; one without
+    /// event_time replaces its whole (unpartitioned) table. With
+    /// on_entry_error = "skip", failing for_each entries are skipped, their
+    /// rows kept, and floe exits with code 3 (partial).
     Ingest(IngestArgs),
     /// Rewrite small data files into files of the target size (a `replace`
     /// snapshot; readers see the same rows).

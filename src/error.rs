@@ -50,6 +50,10 @@ pub enum Error {
     /// back, and the run was not told it may; nothing was committed.
     #[error("the overwrite would empty days that hold rows: {0}")]
     WouldEmpty(String),
+    /// Some `for_each` entries failed and were skipped (`on_entry_error =
+    /// "skip"`): the others were committed, the failed ones' rows kept.
+    #[error("partial: {0}")]
+    Partial(String),
     /// Too many records were rejected; nothing was committed.
     #[error("{0}")]
     Rejected(String),
@@ -101,10 +105,12 @@ impl Error {
     }
 
     /// The process exit code: 1 when the data was the problem (rejects over
-    /// the threshold, a broken source contract, failed data tests), 2 for
+    /// the threshold, a broken source contract, failed data tests), 3 when
+    /// a run committed without some skipped `for_each` entries, 2 for
     /// every other error.
     pub fn exit_code(&self) -> u8 {
         match self.kind() {
+            Error::Partial(_) => 3,
             Error::Rejected(_) | Error::DataTest(_) | Error::Contract(_) | Error::WouldEmpty(_) => {
                 1
             }

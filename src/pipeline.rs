@@ -173,7 +173,7 @@ impl Default for CatalogSettings {
 mod source;
 
 pub use source::{
-    Api, Auth, EmptyDays, Expect, ForEachFrom, Format, HttpSource, Pagination, Source,
+    Api, Auth, EmptyDays, EntryErrors, Expect, ForEachFrom, Format, HttpSource, Pagination, Source,
     SourceConfig, check_for_each,
 };
 

@@ -101,12 +101,18 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
         "window": { "from": from, "to": to },
         "jobs": jobs,
     });
-    if let Err(e) = ingested {
-        if let Some(path) = &args.report {
-            write_report(path, &report)?;
+    // A partial ingest (skipped for_each entries, their rows kept)
+    // committed its data: the models still run, and the run ends partial.
+    let partial = match ingested {
+        Err(e) if matches!(e.kind(), crate::error::Error::Partial(_)) => Some(e),
+        Err(e) => {
+            if let Some(path) = &args.report {
+                write_report(path, &report)?;
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+        Ok(()) => None,
+    };
     eprintln!("transform");
     let connection = Connection::open(&pipeline.catalog).await?;
     let req = with_catalog_storage(req, &connection);
@@ -120,7 +126,10 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
     if let Some(path) = &args.report {
         write_report(path, &report)?;
     }
-    outcome
+    match (outcome, partial) {
+        (Ok(()), Some(p)) => Err(p),
+        (outcome, _) => outcome,
+    }
 }
 
 /// The request with its Delta tables reached through the connected

@@ -9,6 +9,7 @@
 //! written with their reason to `<table>__rejects`, and past the job's
 //! threshold the run fails without touching the target table.
 
+mod carry;
 mod columnar;
 mod convert;
 mod drift;
@@ -103,7 +104,9 @@ pub struct JobReport {
     pub run_id: String,
     /// Window, inclusive.
     pub window: (NaiveDate, NaiveDate),
-    /// `committed`, `already-committed`, `planned` (dry run) or `failed`.
+    /// `committed`, `already-committed`, `partial` (committed without the
+    /// skipped `for_each` entries, whose rows were kept), `planned` (dry
+    /// run) or `failed`.
     pub status: String,
     /// Source files read.
     pub files_read: Vec<String>,
@@ -115,6 +118,9 @@ pub struct JobReport {
     pub rows_rejected: u64,
     /// Records whose event time lies outside the window (skipped).
     pub rows_outside_window: u64,
+    /// Rows of skipped `for_each` entries kept as they were (rewritten
+    /// with the run's rows).
+    pub rows_kept: u64,
     /// Per day (YYYY-MM-DD).
     pub days: BTreeMap<String, DayReport>,
     /// Data files written.
@@ -161,6 +167,7 @@ impl JobReport {
             rows_written: 0,
             rows_rejected: 0,
             rows_outside_window: 0,
+            rows_kept: 0,
             days: BTreeMap::new(),
             data_files: 0,
             bytes_written: 0,
@@ -182,7 +189,8 @@ impl JobReport {
 /// Runs the selected jobs (all when `selected` is empty) in file order,
 /// through the pipeline's catalog (an embedded one is served by the
 /// command, see [`crate::connect::serve_embedded`]). Every job gets a
-/// report; the first failure is returned after all ran.
+/// report; the first failure is returned after all ran (a partial run,
+/// whose data was committed, only when nothing failed).
 pub async fn run(
     pipeline: &Pipeline,
     selected: &[String],
@@ -199,8 +207,13 @@ pub async fn run(
     for job in jobs {
         let (report, outcome) = run_one(pipeline, job, req, &mut clients, &reports).await;
         reports.push(report);
-        if let Err(e) = outcome {
-            first_error.get_or_insert(e);
+        // A failure outranks a partial run (whose data was committed).
+        match (outcome, &first_error) {
+            (Err(e), None) => first_error = Some(e),
+            (Err(e), Some(Error::Partial(_))) if !matches!(e, Error::Partial(_)) => {
+                first_error = Some(e);
+            }
+            _ => {}
         }
     }
     (reports, first_error.map_or(Ok(()), Err))
@@ -285,7 +298,10 @@ async fn run_one(
     report.duration_ms = started.elapsed().as_millis();
     if let Err(e) = &outcome {
         report.error = Some(e.to_string());
-        report.status = "failed".into();
+        // A partial run committed: its status says so already.
+        if !matches!(e.kind(), Error::Partial(_)) {
+            report.status = "failed".into();
+        }
     }
     (report, outcome)
 }
@@ -382,13 +398,18 @@ async fn fill(
         return Ok(());
     }
     if let Source::Http(h) = &job.source {
+        // Checked before any request: a skipped entry's rows must be
+        // findable.
+        carry::key_columns(job)?;
         units = fetch_api(dest, job, h, req, &days, (&mut fetcher, landing), report).await?;
     }
+    let skipped = carry::missing(job, &days, &units);
+    let kept = carry::rows(dest, job, &skipped).await?;
     let evolved = evolve(dest, job, &units, &fetcher).await?;
     let job = evolved.as_ref().unwrap_or(job);
     report.location = Some(dest.location());
     let (written, rejects, checker) =
-        write_window(dest, job, req, (units, fetcher), report).await?;
+        write_window(dest, job, req, (units, fetcher, kept), report).await?;
     tally(job, &written, report);
     let verdict = match judge(job, req, &days, checker, report) {
         Ok(guarded) => whole_table_guard(dest, job, req, report)
@@ -408,7 +429,33 @@ async fn fill(
             return Err(e);
         }
     };
-    commit(dest, job, req, (written, guarded_days), report).await
+    commit(dest, job, req, (written, guarded_days), report).await?;
+    partial(job, &skipped, report)
+}
+
+/// A run that skipped failing `for_each` entries committed the others: its
+/// status is `partial` and its error (exit code 3) names the skipped ones.
+fn partial(job: &Job, skipped: &[carry::Carried], report: &mut JobReport) -> Result<()> {
+    if skipped.is_empty() || report.status != "committed" {
+        return Ok(());
+    }
+    report.status = "partial".into();
+    let named: Vec<String> = skipped
+        .iter()
+        .map(|c| {
+            let entry: Vec<String> = c.entry.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{} on {}", entry.join(","), days::describe_days(&c.days))
+        })
+        .collect();
+    Err(Error::Partial(format!(
+        "job {}: {} for_each entr{} failed and {} skipped ({}); their rows were kept as they were ({} rows), the others were committed",
+        job.name,
+        skipped.len(),
+        if skipped.len() == 1 { "y" } else { "ies" },
+        if skipped.len() == 1 { "was" } else { "were" },
+        named.join("; "),
+        report.rows_kept
+    )))
 }
 
 /// An API job's units: the landing zone beside the table (whose storage
@@ -464,7 +511,7 @@ async fn write_window(
     dest: &Destination,
     job: &Job,
     req: &IngestRequest,
-    (units, fetcher): (Vec<Unit>, files::Fetcher),
+    (units, fetcher, kept): (Vec<Unit>, files::Fetcher, Vec<arrow_array::RecordBatch>),
     report: &mut JobReport,
 ) -> Result<(Written, Vec<Reject>, Option<expect::Checker>)> {
     let spec = WindowSpec {
@@ -481,6 +528,10 @@ async fn write_window(
     let builder = BatchBuilder::new(job, dest.arrow_schema(job)?, req.now.timestamp_micros())?;
     let (rejects, checker, read_result) =
         drain(job, units, fetcher, builder, &mut write, report).await;
+    let read_result = match read_result {
+        Ok(()) => keep_rows(dest, job, kept, &mut write, report).await,
+        Err(e) => Err(e),
+    };
     report.sample_rejects = rejects.iter().take(5).cloned().collect();
     // A writer's own error, when it stopped first, explains more.
     let written = match (write.close().await, read_result) {
@@ -492,6 +543,25 @@ async fn write_window(
         (Ok(w), Ok(())) => w,
     };
     Ok((written, rejects, checker))
+}
+
+/// Writes the kept rows of skipped `for_each` entries with the run's.
+async fn keep_rows(
+    dest: &Destination,
+    job: &Job,
+    kept: Vec<arrow_array::RecordBatch>,
+    write: &mut WindowWrite,
+    report: &mut JobReport,
+) -> Result<()> {
+    let schema = dest.arrow_schema(job)?;
+    for batch in kept {
+        let batch = crate::table::content::conform(&batch, &schema, &job.name)?;
+        report.rows_kept += batch.num_rows() as u64;
+        if !write.put(batch).await? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// The days a job without an event time takes rows of: all (its rows

@@ -231,6 +231,8 @@ pub struct HttpSource {
     pub max_retry_after: Duration,
     /// Pages per request series before the run fails.
     pub max_pages: u32,
+    /// What a failing `for_each` entry does to the run.
+    pub on_entry_error: EntryErrors,
 }
 
 /// What a run does with days of its window that get no rows from the
@@ -316,6 +318,8 @@ pub(super) struct RawSource {
     max_retry_after: Option<String>,
     #[serde(default)]
     max_pages: Option<u32>,
+    #[serde(default)]
+    on_entry_error: Option<EntryErrors>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -450,6 +454,13 @@ impl RawSource {
         let pad_days = self.pad_days.unwrap_or(0);
         self.check_date_template(&url, chunk_days, pad_days)?;
         let params = params(std::mem::take(&mut self.params), api, self.auth.as_ref())?;
+        let on_entry_error = self.on_entry_error.unwrap_or_default();
+        if on_entry_error == EntryErrors::Skip && self.for_each.is_none() {
+            return Err(
+                "key `source.on_entry_error`: \"skip\" is for a for_each source; without one a failure is the job's"
+                    .into(),
+            );
+        }
         let (for_each, for_each_from) = match self.for_each.take() {
             None => (Vec::new(), None),
             Some(RawForEach::Inline(entries)) => {
@@ -492,6 +503,7 @@ impl RawSource {
                 Duration::from_secs(600),
             )?,
             max_pages: self.max_pages.unwrap_or(10_000),
+            on_entry_error,
         })))
     }
 
@@ -527,6 +539,18 @@ pub fn check_for_each(entries: &[BTreeMap<String, String>]) -> Result<(), String
         }
     }
     Ok(())
+}
+
+/// What a failing `for_each` entry (a ticker the API refuses today) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryErrors {
+    /// The run fails, nothing committed (the default).
+    #[default]
+    Fail,
+    /// The other entries land; the failed one's rows in the window are
+    /// kept as they were; the run ends "partial" (exit code 3).
+    Skip,
 }
 
 /// `for_each` as written: a list of tables, or where to read them.

@@ -95,14 +95,7 @@ impl Location {
                 Some(loaded) => Ok(Some(Source::iceberg(client, name, &loaded, None)?)),
                 None => Ok(None),
             },
-            Location::Delta(target) => {
-                let table = target.open().await?;
-                Ok(table.version().map(|v| Source {
-                    name: name.to_string(),
-                    snapshot_id: i64::try_from(v).ok(),
-                    table: SourceTable::Delta(Arc::new(table)),
-                }))
-            }
+            Location::Delta(target) => Source::delta(target, name).await,
         }
     }
 }
@@ -150,6 +143,20 @@ impl Source {
             table: SourceTable::Iceberg(handle.table(loaded)?),
             snapshot_id: snapshot_id.or(loaded.metadata.current_snapshot_id()),
         })
+    }
+
+    /// The Delta table at `target`, read as `name` at its newest version;
+    /// none when it has none.
+    ///
+    /// # Errors
+    /// When the table cannot be opened.
+    pub async fn delta(target: &Target, name: &str) -> Result<Option<Source>> {
+        let table = target.open().await?;
+        Ok(table.version().map(|v| Source {
+            name: name.to_string(),
+            snapshot_id: i64::try_from(v).ok(),
+            table: SourceTable::Delta(Arc::new(table)),
+        }))
     }
 
     /// The table's location (URL).

@@ -222,6 +222,23 @@ impl Destination {
         }
     }
 
+    /// The table at its current snapshot, as queries read it (none when it
+    /// holds no data yet).
+    ///
+    /// # Errors
+    /// When the table cannot be read.
+    pub async fn source(&self, ident: &str) -> Result<Option<crate::table::read::Source>> {
+        match self {
+            Self::Iceberg { client, loaded, .. } => {
+                if loaded.metadata.current_snapshot().is_none() {
+                    return Ok(None);
+                }
+                crate::table::read::Source::iceberg(client, ident, loaded, None).map(Some)
+            }
+            Self::Delta { target } => crate::table::read::Source::delta(target, ident).await,
+        }
+    }
+
     /// Whether the table holds a row.
     ///
     /// # Errors

@@ -632,6 +632,118 @@ columns = [
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_entry_is_skipped_and_its_rows_are_kept() {
+    // Closes per ticker and day; from the second run on, GONE is refused.
+    let run = Arc::new(AtomicUsize::new(1));
+    let r = run.clone();
+    let server = Server::start(move |s| {
+        let symbol = s.query.get("symbol").cloned().unwrap_or_default();
+        let n = r.load(Ordering::SeqCst);
+        if symbol == "GONE" && n > 1 {
+            return Reply::Json(400, r#"{"error": "unknown symbol"}"#.into());
+        }
+        let rows: Vec<_> = ["2024-05-01", "2024-05-02"]
+            .iter()
+            .map(|d| serde_json::json!({"date": d, "close": (n * 100 + symbol.len()) as f64}))
+            .collect();
+        Reply::Json(200, serde_json::json!({ "data": rows }).to_string())
+    })
+    .await;
+    let env = Env::new().await;
+    let job = |on_error: &str, symbol_column: bool| {
+        format!(
+            r#"
+[[job]]
+name = "prices"
+table = "bronze.prices"
+event_time = {{ kind = "date", column = "date" }}
+columns = [
+  {}
+  {{ name = "close", type = "double" }},
+]
+schema_drift = "ignore"
+source = {{ api = "json", url = "{}/prices", params = {{ symbol = "{{symbol}}" }}, records = "data", retries = 0, backoff = "10ms", max_backoff = "10ms", for_each = [{{ symbol = "IBM" }}, {{ symbol = "GONE" }}, {{ symbol = "MSFT" }}]{on_error} }}
+"#,
+            if symbol_column {
+                r#"{ name = "symbol", type = "string", required = true },"#
+            } else {
+                ""
+            },
+            server.base
+        )
+    };
+    let closes = |batches: &[RecordBatch]| {
+        let mut out: Vec<(String, f64)> = Vec::new();
+        for b in batches {
+            let sym = b
+                .column_by_name("symbol")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .expect("symbol");
+            let close = b
+                .column_by_name("close")
+                .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+                .expect("close");
+            for i in 0..b.num_rows() {
+                out.push((sym.value(i).to_string(), close.value(i)));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        out
+    };
+    let skip = env.pipeline(&job(", on_entry_error = \"skip\"", true));
+    let (_, outcome) = ingest(&skip, &request("2024-05-01", "2024-05-02", "s1")).await;
+    outcome.expect("every ticker answers");
+    let before = env.scan("bronze", "prices").await;
+    assert_eq!(closes(&before).len(), 6);
+    let gone_before: Vec<_> = closes(&before)
+        .into_iter()
+        .filter(|(s, _)| s == "GONE")
+        .collect();
+
+    // The default: one refused ticker fails the run, nothing committed.
+    run.store(2, Ordering::SeqCst);
+    let strict = env.pipeline(&job("", true));
+    let (_, outcome) = ingest(&strict, &request("2024-05-01", "2024-05-02", "s2")).await;
+    assert_eq!(outcome.expect_err("GONE is refused").exit_code(), 2);
+    assert_eq!(closes(&env.scan("bronze", "prices").await), closes(&before));
+
+    // Skipped: the others land, GONE's rows stay as they were, exit 3.
+    let (reports, outcome) = ingest(&skip, &request("2024-05-01", "2024-05-02", "s3")).await;
+    let err = outcome.expect_err("partial");
+    assert_eq!(err.exit_code(), 3, "{err}");
+    assert!(err.to_string().contains("symbol=GONE"), "{err}");
+    let r = &reports[0];
+    assert_eq!(r.status, "partial");
+    assert_eq!(r.rows_kept, 2);
+    let failed = &r.http.as_ref().expect("http").failed_entries;
+    assert!(
+        !failed.is_empty()
+            && failed
+                .iter()
+                .all(|f| f.entry["symbol"] == "GONE" && f.error.contains("400")),
+        "{failed:?}"
+    );
+    let after = closes(&env.scan("bronze", "prices").await);
+    assert_eq!(after.len(), 6);
+    assert!(
+        after
+            .iter()
+            .filter(|(s, _)| s != "GONE")
+            .all(|(s, c)| *c == 200.0 + s.len() as f64),
+        "the others are the second run's: {after:?}"
+    );
+    let gone_after: Vec<_> = after.into_iter().filter(|(s, _)| s == "GONE").collect();
+    assert_eq!(gone_after, gone_before, "GONE's rows were kept");
+
+    // Skipping needs a column that tells an entry's rows apart.
+    let env = Env::new().await;
+    let blind = env.pipeline(&job(", on_entry_error = \"skip\"", false));
+    let (_, outcome) = ingest(&blind, &request("2024-05-01", "2024-05-02", "s4")).await;
+    let err = outcome.expect_err("no key column");
+    assert!(err.to_string().contains("on_entry_error"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_meteo_per_site_and_alpha_vantage_rate_limit_bodies() {
     let server = Server::start(|s| match s.path.as_str() {
         "/v1/archive" => {

@@ -668,8 +668,11 @@ AV_SECRETS = {"plain-key": "Q7ZK2M9X4B1R8T3W", "url-special-key": "av_key/Z9+q="
 # Sun 2024-05-05: three trading days inside, a weekend without any.
 AV_CLOSES = {"2024-05-07": 170.75, "2024-05-06": 169.5, "2024-05-03": 167.25, "2024-05-02": 165.5,
              "2024-05-01": 164.25, "2024-04-30": 166.0, "2024-04-29": 168.125}
-AV_INFO = ("Thank you for using Alpha Vantage! Our standard API rate limit is 25 requests per day. "
-           "Please subscribe to any of the premium plans to instantly remove all daily rate limits.")
+# A pace to keep (retried after the backoff), and the daily quota used up (not retried).
+AV_INFO = ("Thank you for using Alpha Vantage! Please consider spreading out your free API requests more "
+           "sparingly (1 request per second).")
+AV_QUOTA = ("Thank you for using Alpha Vantage! Our standard API rate limit is 25 requests per day. "
+            "Please subscribe to any of the premium plans to instantly remove all daily rate limits.")
 AV_ERROR = ("Invalid API call. Please retry or visit the documentation "
             "(https://www.alphavantage.co/documentation/) for TIME_SERIES_DAILY_ADJUSTED.")
 
@@ -701,6 +704,8 @@ def av_script(mode: str, secret: str) -> Callable[[Request], Reply]:
         assert (req.query.get("function"), req.query.get("symbol")) == ("TIME_SERIES_DAILY_ADJUSTED", "IBM"), req
         if mode == "error":
             return Reply(200, {"Error Message": AV_ERROR})
+        if mode == "quota":
+            return Reply(200, {"Information": AV_QUOTA})
         if req.n == 1:
             return Reply(200, {"Information": AV_INFO})
         return Reply(200, av_data())
@@ -795,6 +800,15 @@ def test_alpha_vantage_query_key_rate_limit_and_error_bodies(local_server, api_s
     assert rep["status"] == "failed" and rep["snapshot_id"] is None, rep
     assert (rep["http"]["error_bodies"], rep["http"]["retries"]) == (1, 0), rep["http"]
     assert snapshot_state(cat, ident) == before, "a failed run changed the table"
+
+    # -- the daily quota used up: one request, no waiting for minutes, the message says why
+    api_server.script = av_script("quota", secret)
+    hits = api_server.hits
+    quota = ingest(pipeline, first, last, "--run-id", lib.unique("avquota"), env=env)
+    assert quota.returncode == 2, lib.explain(quota)
+    assert "daily request quota" in quota.stderr and "25 requests per day" in quota.stderr, lib.explain(quota)
+    assert api_server.hits == hits + 1, "a used-up daily quota must not be retried"
+    assert snapshot_state(cat, ident) == before
 
     # the key: masked everywhere floe writes
     texts: dict[str, str | bytes] = {**outputs, "err stdout": out.stdout, "err stderr": out.stderr}

@@ -65,6 +65,16 @@ pub fn preview(body: &[u8]) -> String {
     }
 }
 
+/// Whether a rate-limit message speaks of a daily quota only (a message
+/// that names a per-minute or per-second frequency is a pace to keep).
+fn daily_quota(message: &str) -> bool {
+    let m = message.to_lowercase();
+    let daily = ["per day", "daily", "a day", "per 24 hours"]
+        .iter()
+        .any(|w| m.contains(w));
+    daily && !m.contains("minute") && !m.contains("second")
+}
+
 /// Errors and rate limits that arrive as data.
 fn soft_error(api: Api, doc: &Value) -> Option<Verdict> {
     let text = |v: &Value| match v {
@@ -80,7 +90,15 @@ fn soft_error(api: Api, doc: &Value) -> Option<Verdict> {
             }
             for key in ["Note", "Information"] {
                 if let Some(msg) = doc.get(key) {
-                    return Some(Verdict::Throttled(format!("Alpha Vantage: {}", text(msg))));
+                    let msg = text(msg);
+                    // The daily quota does not come back within a run:
+                    // waiting minutes for it would only delay the failure.
+                    if daily_quota(&msg) {
+                        return Some(Verdict::Failed(format!(
+                            "Alpha Vantage: the daily request quota is used up, asking again today will not help: {msg}"
+                        )));
+                    }
+                    return Some(Verdict::Throttled(format!("Alpha Vantage: {msg}")));
                 }
             }
             None
@@ -340,6 +358,7 @@ pub mod tests_support {
             pad_days: 0,
             for_each: Vec::new(),
             for_each_from: None,
+            on_entry_error: crate::pipeline::EntryErrors::Fail,
             concurrency: 1,
             min_interval: None,
             timeout: Duration::from_secs(1),
@@ -377,6 +396,13 @@ mod tests {
         assert!(matches!(inspect(&s, note), Ok(Verdict::Throttled(_))));
         let info = br#"{"Information": "rate limit"}"#;
         assert!(matches!(inspect(&s, info), Ok(Verdict::Throttled(_))));
+        let old_note = br#"{"Note": "Our standard API call frequency is 5 calls per minute and 500 calls per day."}"#;
+        assert!(matches!(inspect(&s, old_note), Ok(Verdict::Throttled(_))));
+        // The daily quota used up: no waiting, the message says why.
+        let quota = br#"{"Information": "Thank you for using Alpha Vantage! Our standard API rate limit is 25 requests per day."}"#;
+        assert!(
+            matches!(inspect(&s, quota), Ok(Verdict::Failed(m)) if m.contains("daily request quota") && m.contains("25 requests per day"))
+        );
         let bad = br#"{"Error Message": "Invalid API call."}"#;
         assert!(
             matches!(inspect(&s, bad), Ok(Verdict::Failed(m)) if m.contains("Invalid API call"))

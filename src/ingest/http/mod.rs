@@ -57,6 +57,21 @@ pub struct HttpReport {
     pub raw_files: Vec<String>,
     /// Manifests written (or, on replay, read).
     pub manifests: Vec<String>,
+    /// `for_each` entries whose requests failed (`on_entry_error =
+    /// "skip"`): their rows in the window are kept as they were.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_entries: Vec<FailedEntry>,
+}
+
+/// A `for_each` entry whose request series failed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FailedEntry {
+    /// The entry.
+    pub entry: BTreeMap<String, String>,
+    /// The days asked (`YYYY-MM-DD..YYYY-MM-DD`).
+    pub days: String,
+    /// Why.
+    pub error: String,
 }
 
 /// A range of days asked in one request series.
@@ -310,25 +325,32 @@ impl Fetch<'_> {
             }),
             progress: std::sync::Mutex::new(super::progress::Fetching::new(&self.job.name, total)),
         };
+        let skip = self.source.on_entry_error == crate::pipeline::EntryErrors::Skip;
         let mut stream = futures::stream::iter(all)
             .map(|s| {
                 let shared = &shared;
                 async move {
-                    let part = self.series(&s, shared).await?;
+                    let part = self.series(&s, shared).await;
                     if let Ok(mut p) = shared.progress.lock() {
                         p.series_done();
                     }
-                    Ok::<_, Error>((s, part))
+                    (s, part)
                 }
             })
             .buffer_unordered(self.source.concurrency);
-        let mut open: BTreeMap<NaiveDate, Vec<(usize, Part)>> = BTreeMap::new();
+        let mut open: BTreeMap<NaiveDate, Vec<(usize, Option<Part>)>> = BTreeMap::new();
         let mut pages = Vec::new();
         let mut manifests = Vec::new();
         let mut failure = None;
-        while let Some(done) = stream.next().await {
-            let (s, part) = match done {
-                Ok(d) => d,
+        while let Some((s, done)) = stream.next().await {
+            let part = match done {
+                Ok(part) => Some(part),
+                // A failing entry is skipped: the others go on, and its
+                // rows are kept by the commit.
+                Err(e) if skip => {
+                    self.skipped(&s, e, &shared).await;
+                    None
+                }
                 Err(e) => {
                     // Stops here: the series not started are never sent.
                     failure = Some(e);
@@ -340,17 +362,7 @@ impl Fetch<'_> {
             if parts.len() < per_range {
                 continue;
             }
-            let mut parts = open.remove(&s.range.first).unwrap_or_default();
-            parts.sort_by_key(|(i, _)| *i);
-            let manifest = Manifest {
-                job: self.job.name.clone(),
-                run_id: self.run_id.to_string(),
-                api: self.source.api.name().to_string(),
-                fetched_at: Utc::now(),
-                first_day: s.range.first,
-                last_day: s.range.last,
-                parts: parts.into_iter().map(|(_, p)| p).collect(),
-            };
+            let manifest = self.manifest(s.range, open.remove(&s.range.first).unwrap_or_default());
             match self.landing.put_manifest(&manifest, &shared.fetch_id).await {
                 Ok(uri) => manifests.push(uri),
                 Err(e) => {
@@ -382,6 +394,32 @@ impl Fetch<'_> {
             report,
             Ok(()),
         )
+    }
+
+    /// A failed series of a `for_each` entry, skipped: logged and
+    /// reported.
+    async fn skipped(&self, s: &Series, e: Error, shared: &Shared) {
+        tracing::warn!(job = %self.job.name, entry = ?s.vars, error = %e, "for_each entry failed; skipped");
+        shared.report.lock().await.failed_entries.push(FailedEntry {
+            entry: s.vars.clone(),
+            days: format!("{}..{}", s.range.first, s.range.last),
+            error: e.to_string(),
+        });
+    }
+
+    /// The manifest of a range whose series are all done: the parts that
+    /// landed, in entry order (a skipped entry has none).
+    fn manifest(&self, range: Range, mut parts: Vec<(usize, Option<Part>)>) -> Manifest {
+        parts.sort_by_key(|(i, _)| *i);
+        Manifest {
+            job: self.job.name.clone(),
+            run_id: self.run_id.to_string(),
+            api: self.source.api.name().to_string(),
+            fetched_at: Utc::now(),
+            first_day: range.first,
+            last_day: range.last,
+            parts: parts.into_iter().filter_map(|(_, p)| p).collect(),
+        }
     }
 
     /// Every page of one series.
