@@ -24,18 +24,25 @@ impl Env {
 
     /// A catalog that requires `auth`.
     pub async fn with_auth(auth: AuthConfig) -> Self {
+        Self::with_config(|config| config.auth = auth).await
+    }
+
+    /// A catalog on a local-folder warehouse in the test's folder, with
+    /// `adjust` applied to its configuration (an S3 warehouse, auth).
+    pub async fn with_config(adjust: impl FnOnce(&mut CatalogConfig)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = CatalogConfig {
+        let mut config = CatalogConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             warehouse: format!("file://{}/wh", dir.path().display()),
             name: "floe".into(),
             db_url: format!("sqlite://{}/catalog.db", dir.path().display()),
             s3: S3Options::default(),
             vend_credentials: false,
-            auth,
+            auth: AuthConfig::default(),
             max_body_bytes: 16 * 1024 * 1024,
             limits: Default::default(),
         };
+        adjust(&mut config);
         let catalog = floe_catalog::spawn(config).await.expect("catalog starts");
         Self { dir, catalog }
     }

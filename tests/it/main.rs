@@ -14,5 +14,6 @@ mod ingest;
 mod maintain;
 mod modes;
 mod nothing_lost;
+mod s3_faults;
 mod secrets;
 mod transform;
