@@ -1,24 +1,36 @@
 //! Object-store access shared by ingest and maintenance: the `FileIO` for a
 //! table's files (catalog properties, then the AWS environment), an S3
 //! operator for listing, and a recursive listing with sizes and times.
+//! Every S3 request retries within one budget ([`StorageRetry`],
+//! `FLOE_STORAGE_RETRY_TIMEOUT`).
+
+mod retry;
+mod s3_io;
+
+pub use retry::{
+    BUDGET_ENV as RETRY_BUDGET_ENV, DEFAULT_BUDGET as DEFAULT_RETRY_BUDGET, StorageRetry,
+};
+pub use s3_io::{FloeStorage, FloeStorageFactory, s3_config};
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use iceberg::io::{FileIO, FileIOBuilder};
-use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 
 use crate::error::{Error, Result};
 use crate::rest::{LoadedTable, RestClient};
 
 /// IO built from `props` (catalog or pipeline properties) plus S3
 /// credentials from the usual AWS environment variables where `props`
-/// hand out none.
+/// hand out none; S3 requests retry within [`StorageRetry::current`].
 pub fn io_with_env(props: &HashMap<String, String>) -> FileIO {
     let mut props = props.clone();
     add_env_credentials(&mut props);
-    FileIOBuilder::new(Arc::new(OpenDalResolvingStorageFactory::new()))
+    let factory = FloeStorageFactory {
+        retry: StorageRetry::current(),
+    };
+    FileIOBuilder::new(Arc::new(factory))
         .with_props(props)
         .build()
 }
@@ -52,7 +64,8 @@ pub fn table_props(client: &RestClient, table: &LoadedTable) -> HashMap<String, 
     props
 }
 
-/// An opendal S3 operator for `bucket` from Iceberg-style `s3.*` properties.
+/// An opendal S3 operator for `bucket` from Iceberg-style `s3.*`
+/// properties, retrying within [`StorageRetry::current`].
 pub fn s3_operator(bucket: &str, props: &HashMap<String, String>) -> Result<opendal::Operator> {
     let get = |k: &str| props.get(k).map(String::as_str);
     let mut b = opendal::services::S3::default()
@@ -77,9 +90,10 @@ pub fn s3_operator(bucket: &str, props: &HashMap<String, String>) -> Result<open
     if get("s3.path-style-access") == Some("false") {
         b = b.enable_virtual_host_style();
     }
-    Ok(opendal::Operator::new(b)
+    let op = opendal::Operator::new(b)
         .map_err(|e| Error::Storage(format!("s3://{bucket}: {e}")).caused_by(e))?
-        .finish())
+        .finish();
+    Ok(StorageRetry::current().apply(op))
 }
 
 /// A file found by [`list`].

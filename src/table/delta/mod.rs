@@ -134,6 +134,10 @@ impl Target {
             if get("s3.path-style-access").as_deref() == Some("true") {
                 options.insert("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), "false".into());
             }
+            // The storage retry budget, as for every store floe opens.
+            for (k, v) in crate::store::StorageRetry::current().delta_options() {
+                options.insert(k.to_string(), v);
+            }
         }
         options.extend(settings.storage_options.clone());
         Ok(Self { url, options })
