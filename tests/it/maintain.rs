@@ -23,12 +23,12 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// 2024-03-01 in days since the epoch.
 const DAY0: i32 = 19_783;
 
-async fn client(env: &Env) -> RestClient {
+pub(crate) async fn client(env: &Env) -> RestClient {
     env.client_with(Default::default()).await
 }
 
 /// Creates `m.<name>`: ts_utc, site, id; partitioned by day(ts_utc).
-async fn create(client: &RestClient, name: &str) {
+pub(crate) async fn create(client: &RestClient, name: &str) {
     let schema = Schema::builder()
         .with_fields(vec![
             Arc::new(NestedField::required(
@@ -105,7 +105,7 @@ async fn write(target: &Target, batches: Vec<RecordBatch>, run: &str) -> Vec<Dat
 }
 
 /// Appends one small file per call.
-async fn append(client: &RestClient, name: &str, day: i32, ids: std::ops::Range<i64>) {
+pub(crate) async fn append(client: &RestClient, name: &str, day: i32, ids: std::ops::Range<i64>) {
     let target = Target::open(client, &format!("m.{name}"))
         .await
         .expect("open");
@@ -132,7 +132,7 @@ async fn append(client: &RestClient, name: &str, day: i32, ids: std::ops::Range<
 }
 
 /// Every id in the table, sorted.
-async fn ids(env: &Env, name: &str) -> Vec<i64> {
+pub(crate) async fn ids(env: &Env, name: &str) -> Vec<i64> {
     let mut out: Vec<i64> = env
         .scan("m", name)
         .await

@@ -388,9 +388,10 @@ columns = [ {{ name = "v", type = "double" }} ]
     );
 }
 
-/// What a `floe ingest` process did.
+/// What a `floe` process did.
 struct Run {
     code: Option<i32>,
+    stdout: String,
     stderr: String,
     report: serde_json::Value,
     took: Duration,
@@ -402,8 +403,8 @@ impl Run {
     }
 }
 
-/// `floe ingest` of `day` as a process with `env`; killed (and the test
-/// failed) when it runs longer than `limit`.
+/// `floe ingest` of `day` as a process with `vars`, its `--report` read
+/// back; see [`floe`].
 async fn floe_ingest(
     env: &Env,
     day: &str,
@@ -411,14 +412,10 @@ async fn floe_ingest(
     vars: &[(&str, &str)],
     limit: Duration,
 ) -> Run {
-    let report = env.path(&format!("report-{run_id}.json"));
-    let (out_path, err_path) = (
-        env.path(&format!("stdout-{run_id}.txt")),
-        env.path(&format!("stderr-{run_id}.txt")),
-    );
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_floe"));
-    command
-        .args([
+    let report = format!("report-{run_id}.json");
+    let mut run = floe(
+        env,
+        &[
             "ingest",
             "--pipeline",
             "floe.toml",
@@ -426,9 +423,34 @@ async fn floe_ingest(
             day,
             "--to",
             day,
-        ])
-        .args(["--run-id", run_id, "--report"])
-        .arg(&report)
+            "--run-id",
+            run_id,
+            "--report",
+            &report,
+        ],
+        run_id,
+        vars,
+        limit,
+    )
+    .await;
+    run.report = std::fs::read_to_string(env.path(&report))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    run
+}
+
+/// The floe binary with `args` in the test's folder, with `vars` and
+/// no AWS credentials of the test's own environment; killed (and the test
+/// failed) when it runs longer than `limit`. `tag` names its output files.
+async fn floe(env: &Env, args: &[&str], tag: &str, vars: &[(&str, &str)], limit: Duration) -> Run {
+    let (out_path, err_path) = (
+        env.path(&format!("stdout-{tag}.txt")),
+        env.path(&format!("stderr-{tag}.txt")),
+    );
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_floe"));
+    command
+        .args(args)
         .current_dir(env.dir.path())
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_ACCESS_KEY_ID")
@@ -453,24 +475,18 @@ async fn floe_ingest(
         let _ = child.kill();
         let _ = child.wait();
         panic!(
-            "floe ingest {day} ran longer than {limit:?}: it hangs\n{}",
+            "floe {} ({tag}) ran longer than {limit:?}: it hangs\n{}",
+            args[0],
             std::fs::read_to_string(&err_path).unwrap_or_default()
         );
     };
     let took = started.elapsed();
-    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    let report = std::fs::read_to_string(&report)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(serde_json::Value::Null);
-    eprintln!(
-        "floe ingest {day} ({run_id}): {:?} in {took:?}",
-        status.code()
-    );
+    eprintln!("floe {} ({tag}): {:?} in {took:?}", args[0], status.code());
     Run {
         code: status.code(),
-        stderr,
-        report,
+        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+        report: serde_json::Value::Null,
         took,
     }
 }
@@ -838,4 +854,54 @@ async fn a_delta_table_on_s3_fails_cleanly_past_the_budget() {
             (DAY2.into(), ROWS_PER_DAY as i64)
         ]
     );
+}
+
+/// Compaction on S3: an outage of 12 s at its first rewritten file, within
+/// the budget, ends in success: the same rows in one file per day, and the
+/// report says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_rides_out_an_s3_outage_within_the_budget() {
+    let Some(bin) = weed_bin() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let weed = Weed::start(&bin, dir.path()).await;
+    let proxy = Proxy::start(&weed.endpoint).await;
+    let env = catalog_on(&proxy).await;
+    let client = crate::maintain::client(&env).await;
+    crate::maintain::create(&client, "t").await;
+    for i in 0..6i64 {
+        crate::maintain::append(&client, "t", (i % 2) as i32, i * 50..i * 50 + 50).await;
+    }
+    let before = crate::maintain::ids(&env, "t").await;
+    assert_eq!(before, (0..300).collect::<Vec<_>>());
+    env.write(
+        "floe.toml",
+        &format!("[catalog]\nuri = \"{}\"\n", env.catalog.uri()),
+    );
+
+    proxy.arm(".parquet", Duration::from_secs(12));
+    let run = floe(
+        &env,
+        &[
+            "compact",
+            "m.t",
+            "--pipeline",
+            "floe.toml",
+            "--min-input-files",
+            "2",
+            "--json",
+        ],
+        "compact",
+        &[("FLOE_STORAGE_RETRY_TIMEOUT", "30s")],
+        Duration::from_secs(50),
+    )
+    .await;
+    assert_eq!(proxy.outages().len(), 1, "the outage happened");
+    assert_eq!(run.code, Some(0), "it rode out the outage: {}", run.stderr);
+    assert!(run.took >= Duration::from_secs(12), "{:?}", run.took);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON report");
+    assert_eq!(report["status"], "compacted", "{report}");
+    assert_eq!(report["files_before"], 6, "{report}");
+    assert_eq!(report["files_after"], 2, "{report}");
+    assert_eq!(report["rows"], 300, "{report}");
+    assert_eq!(crate::maintain::ids(&env, "t").await, before);
 }
