@@ -1,12 +1,14 @@
-//! The S3 server stopped in the middle of an ingest: a SeaweedFS S3 server
-//! (`weed mini`, from `FLOE_WEED_BIN`) behind a TCP proxy that, at the
-//! first data-file upload, closes every connection and refuses new ones
-//! for a while. An outage shorter than the storage retry budget
-//! (`FLOE_STORAGE_RETRY_TIMEOUT`) ends in success with the exact rows; a
-//! longer one fails the run (exit 2, an error that says the store did not
-//! answer) and leaves the table as it was, and the next run lands the
-//! rows. The catalog's own S3 traffic goes through the same proxy: the
-//! whole S3 server is down, not only floe's view of it.
+//! The S3 server stopped in the middle of an ingest (Iceberg and Delta) or
+//! a compaction: a SeaweedFS S3 server (`weed mini`, from
+//! `FLOE_WEED_BIN`) behind a TCP proxy that, at the first upload of a
+//! given file (a data file, a manifest, the table metadata), closes every
+//! connection and refuses new ones for a while. An outage shorter than
+//! the storage retry budget (`FLOE_STORAGE_RETRY_TIMEOUT`) ends in success
+//! with the exact rows; a longer one fails the run (exit 2, an error that
+//! names the file and the refused connection) and leaves the table as it
+//! was, and the next run lands the rows. The catalog's own S3 traffic goes
+//! through the same proxy: the whole S3 server is down, not only floe's
+//! view of it.
 //!
 //! Without a `weed` binary (`FLOE_WEED_BIN`, or `weed` on the PATH) the
 //! tests say so and pass, unless `CI=true`.
