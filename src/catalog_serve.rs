@@ -54,6 +54,7 @@ pub fn resolve(args: &ServeArgs) -> Result<CatalogConfig> {
         endpoint: args.s3_endpoint.clone(),
         region: args.s3_region.clone(),
         path_style: args.s3_path_style,
+        retry: crate::store::current_retry(),
         ..S3Options::default()
     }
     .with_env_credentials();

@@ -34,7 +34,7 @@ use cli::{CatalogCommand, Cli, Command};
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     // Read where the stores are opened; a bad value fails here, first.
-    store::StorageRetry::from_env()?;
+    store::storage_retry()?;
     match cli.command {
         Command::Catalog(CatalogCommand::Serve(args)) => catalog_serve::run(&args).await,
         Command::Ingest(args) => ingest_cmd::run(&args).await,

@@ -4,13 +4,10 @@
 //! Every S3 request retries within one budget ([`StorageRetry`],
 //! `FLOE_STORAGE_RETRY_TIMEOUT`).
 
-mod retry;
-mod s3_io;
-
-pub use retry::{
-    BUDGET_ENV as RETRY_BUDGET_ENV, DEFAULT_BUDGET as DEFAULT_RETRY_BUDGET, StorageRetry,
+pub use floe_catalog::storage::{
+    BUDGET_ENV as RETRY_BUDGET_ENV, DEFAULT_BUDGET as DEFAULT_RETRY_BUDGET, FloeStorage,
+    FloeStorageFactory, StorageRetry, s3_config,
 };
-pub use s3_io::{FloeStorage, FloeStorageFactory, s3_config};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,14 +18,37 @@ use iceberg::io::{FileIO, FileIOBuilder};
 use crate::error::{Error, Result};
 use crate::rest::{LoadedTable, RestClient};
 
+/// The storage retry budget from `FLOE_STORAGE_RETRY_TIMEOUT`, else the
+/// default (60 s).
+///
+/// # Errors
+/// When the variable is set and not a duration.
+pub fn storage_retry() -> Result<StorageRetry> {
+    match std::env::var(RETRY_BUDGET_ENV) {
+        Ok(text) => crate::duration::parse_duration(&text)
+            .map(|budget| StorageRetry { budget })
+            .map_err(|e| Error::Config(format!("{RETRY_BUDGET_ENV}: {e}")).caused_by(e)),
+        Err(_) => Ok(StorageRetry::default()),
+    }
+}
+
+/// [`storage_retry`], or the default when the variable is not a duration
+/// (every command checks it first, see [`crate::run`]).
+pub fn current_retry() -> StorageRetry {
+    storage_retry().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "using the default storage retry budget");
+        StorageRetry::default()
+    })
+}
+
 /// IO built from `props` (catalog or pipeline properties) plus S3
 /// credentials from the usual AWS environment variables where `props`
-/// hand out none; S3 requests retry within [`StorageRetry::current`].
+/// hand out none; S3 requests retry within [`current_retry`].
 pub fn io_with_env(props: &HashMap<String, String>) -> FileIO {
     let mut props = props.clone();
     add_env_credentials(&mut props);
     let factory = FloeStorageFactory {
-        retry: StorageRetry::current(),
+        retry: current_retry(),
     };
     FileIOBuilder::new(Arc::new(factory))
         .with_props(props)
@@ -65,7 +85,7 @@ pub fn table_props(client: &RestClient, table: &LoadedTable) -> HashMap<String, 
 }
 
 /// An opendal S3 operator for `bucket` from Iceberg-style `s3.*`
-/// properties, retrying within [`StorageRetry::current`].
+/// properties, retrying within [`current_retry`].
 pub fn s3_operator(bucket: &str, props: &HashMap<String, String>) -> Result<opendal::Operator> {
     let get = |k: &str| props.get(k).map(String::as_str);
     let mut b = opendal::services::S3::default()
@@ -93,7 +113,7 @@ pub fn s3_operator(bucket: &str, props: &HashMap<String, String>) -> Result<open
     let op = opendal::Operator::new(b)
         .map_err(|e| Error::Storage(format!("s3://{bucket}: {e}")).caused_by(e))?
         .finish();
-    Ok(StorageRetry::current().apply(op))
+    Ok(current_retry().apply(op))
 }
 
 /// A file found by [`list`].

@@ -156,6 +156,8 @@ pub struct S3Options {
     pub secret_access_key: Option<Secret>,
     /// Session token.
     pub session_token: Option<Secret>,
+    /// How long a request is retried while S3 does not answer.
+    pub retry: crate::storage::StorageRetry,
 }
 
 impl S3Options {

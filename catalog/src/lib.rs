@@ -24,6 +24,7 @@ pub mod config;
 pub mod error;
 mod guard;
 pub mod ident;
+pub mod storage;
 pub mod store;
 pub mod warehouse;
 

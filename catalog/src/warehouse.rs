@@ -12,7 +12,6 @@ use std::sync::Arc;
 use iceberg::MetadataLocation;
 use iceberg::io::{FileIO, FileIOBuilder};
 use iceberg::spec::TableMetadata;
-use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 use uuid::Uuid;
 
 use crate::config::S3Options;
@@ -48,7 +47,9 @@ impl Warehouse {
                 "warehouse {root:?} must be an absolute file:// path or an s3://bucket/prefix URL"
             ));
         };
-        let io = FileIOBuilder::new(Arc::new(OpenDalResolvingStorageFactory::new()))
+        // S3 requests retry within `s3.retry`; local files as before.
+        let factory = crate::storage::FloeStorageFactory { retry: s3.retry };
+        let io = FileIOBuilder::new(Arc::new(factory))
             .with_props(props)
             .build();
         Ok(Self { root, io })

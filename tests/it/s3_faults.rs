@@ -351,6 +351,7 @@ async fn catalog_on(proxy: &Proxy) -> Env {
             access_key_id: Some(ACCESS_KEY.into()),
             secret_access_key: Some(Secret::new(SECRET_KEY)),
             session_token: None,
+            retry: Default::default(),
         };
         c.vend_credentials = true;
     })
@@ -580,9 +581,11 @@ async fn an_s3_outage_at_the_commit_within_the_budget_ends_in_success() {
     );
 }
 
-/// An outage as the catalog writes the new table metadata: the catalog
-/// cannot answer the commit; floe waits for it (the commit retry policy),
-/// and the report names the snapshot that is live.
+/// An outage as the catalog writes the new table metadata: the catalog's
+/// warehouse retries within its own budget (the in-process catalog here
+/// has the default), floe's commit waits for its answer (the commit retry
+/// policy, should the answer be lost), and the report names the snapshot
+/// that is live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_s3_outage_as_the_catalog_writes_metadata_ends_in_success() {
     let Some(bin) = weed_bin() else { return };

@@ -135,7 +135,7 @@ impl Target {
                 options.insert("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), "false".into());
             }
             // The storage retry budget, as for every store floe opens.
-            for (k, v) in crate::store::StorageRetry::current().delta_options() {
+            for (k, v) in crate::store::current_retry().delta_options() {
                 options.insert(k.to_string(), v);
             }
         }

@@ -1,8 +1,12 @@
 //! How long an object-store request keeps trying while the store does not
 //! answer (connection refused or dropped, a timeout, a 5xx, throttling):
 //! one budget, `FLOE_STORAGE_RETRY_TIMEOUT`, for every store floe opens:
-//! the Iceberg `FileIO` on S3, the S3 operator that lists prefixes, and
-//! Delta's object store.
+//! the catalog's warehouse, floe's Iceberg `FileIO` on S3, the S3
+//! operator that lists prefixes, and Delta's object store. The `floe`
+//! binary reads the variable (`floe::store::storage_retry`); this crate
+//! takes the budget in [`crate::S3Options::retry`].
+
+mod s3io;
 
 use std::time::Duration;
 
@@ -10,7 +14,7 @@ use opendal::Operator;
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+pub use s3io::{FloeStorage, FloeStorageFactory, s3_config};
 
 /// Environment variable: how long an object-store request is retried
 /// while the store does not answer (a duration such as `60s`; default
@@ -41,28 +45,6 @@ impl Default for StorageRetry {
 }
 
 impl StorageRetry {
-    /// The budget from [`BUDGET_ENV`], else the default.
-    ///
-    /// # Errors
-    /// When the variable is set and not a duration.
-    pub fn from_env() -> Result<Self> {
-        match std::env::var(BUDGET_ENV) {
-            Ok(text) => crate::duration::parse_duration(&text)
-                .map(|budget| Self { budget })
-                .map_err(|e| Error::Config(format!("{BUDGET_ENV}: {e}")).caused_by(e)),
-            Err(_) => Ok(Self::default()),
-        }
-    }
-
-    /// [`StorageRetry::from_env`], or the default when the variable is not
-    /// a duration (every command checks it first, see [`crate::run`]).
-    pub fn current() -> Self {
-        Self::from_env().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "using the default storage retry budget");
-            Self::default()
-        })
-    }
-
     /// The backoff before each retry, in order: from [`MIN_DELAY`],
     /// doubling, at most [`MAX_DELAY`], until they add up to the budget.
     pub fn delays(&self) -> Vec<Duration> {

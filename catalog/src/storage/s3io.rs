@@ -1,4 +1,4 @@
-//! The Iceberg `FileIO` storage floe builds: S3 (`s3://`, `s3a://`,
+//! The Iceberg `FileIO` storage floe and its catalog build: S3 (`s3://`, `s3a://`,
 //! `s3n://`) through opendal operators that carry floe's retry budget
 //! ([`StorageRetry`]); every other scheme (local files, memory) through
 //! iceberg-storage-opendal's resolving storage, as before.
@@ -25,9 +25,10 @@ use opendal::services::S3Config;
 use opendal::{Configurator, Operator};
 use serde::{Deserialize, Serialize};
 
-use super::retry::StorageRetry;
+use super::StorageRetry;
 
-/// Builds [`FloeStorage`]: what [`super::io_with_env`] hands `FileIO`.
+/// Builds [`FloeStorage`]: what `floe::store::io_with_env` and the
+/// catalog's warehouse hand `FileIO`.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct FloeStorageFactory {
     /// The retry budget of S3 requests.
@@ -86,23 +87,17 @@ impl FloeStorage {
 
     /// The operator of `path`'s bucket, and `path` relative to it.
     fn s3<'a>(&self, path: &'a str) -> Result<(Operator, &'a str)> {
-        let url = reqwest::Url::parse(path).map_err(|e| {
-            iceberg::Error::new(ErrorKind::DataInvalid, format!("Invalid s3 url: {path}"))
-                .with_source(e)
-        })?;
-        let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
+        let invalid = |why: &str| {
             iceberg::Error::new(
                 ErrorKind::DataInvalid,
-                format!("Invalid s3 url: {path}, missing bucket"),
+                format!("Invalid s3 url: {path}, {why}"),
             )
-        })?;
-        let prefix = format!("{}://{bucket}/", url.scheme());
-        let relative = path.strip_prefix(&prefix).ok_or_else(|| {
-            iceberg::Error::new(
-                ErrorKind::DataInvalid,
-                format!("Invalid s3 url: {path}, should start with {prefix}"),
-            )
-        })?;
+        };
+        let (_, rest) = path.split_once("://").ok_or_else(|| invalid("no scheme"))?;
+        let (bucket, relative) = rest.split_once('/').ok_or_else(|| invalid("no key"))?;
+        if bucket.is_empty() {
+            return Err(invalid("missing bucket"));
+        }
         let mut operators =
             self.cache.operators.lock().map_err(|_| {
                 iceberg::Error::new(ErrorKind::Unexpected, "operator cache poisoned")
