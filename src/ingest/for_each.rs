@@ -51,8 +51,9 @@ pub async fn resolve(job: &Job, client: Option<&RestClient>) -> Result<Option<Jo
             job.name
         )));
     }
-    check_for_each(&entries)
-        .map_err(|e| Error::Config(format!("job {}: for_each from {what}: {e}", job.name)))?;
+    check_for_each(&entries).map_err(|e| {
+        Error::Config(format!("job {}: for_each from {what}: {e}", job.name)).caused_by(e)
+    })?;
     tracing::info!(job = %job.name, entries = entries.len(), from = %what, "for_each entries");
     let mut resolved = job.clone();
     if let Source::Http(h) = &mut resolved.source {
@@ -72,7 +73,7 @@ fn from_file(path: &Path) -> Result<Vec<BTreeMap<String, String>>> {
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
     if is_json {
         return json_entries(&text)
-            .map_err(|e| Error::Source(format!("for_each file {shown}: {e}")));
+            .map_err(|e| Error::Source(format!("for_each file {shown}: {e}")).caused_by(e));
     }
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)

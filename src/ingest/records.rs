@@ -202,7 +202,7 @@ fn read_json_records(
     sink: &mut dyn RecordSink,
 ) -> Result<()> {
     let items = json::raw_records(text, source.records.as_deref().unwrap_or(""))
-        .map_err(|e| Error::Source(format!("{}: {e}", path.display())))?;
+        .map_err(|e| Error::Source(format!("{}: {e}", path.display())).caused_by(e))?;
     for (i, item) in items.iter().enumerate() {
         let number = i as u64 + 1;
         match json::from_str(item.get()) {
