@@ -333,6 +333,11 @@ pub enum WriteMode {
     /// The run's rows are added to the table's (one `append` snapshot),
     /// once per run id: every run kept, told apart by `_ingest_time`.
     Append,
+    /// Reference data with history (a slowly changing dimension, as dbt's
+    /// snapshots): per `unique_key`, a changed row closes the current
+    /// version (`_valid_to` = the run's time) and opens a new one
+    /// (`_valid_from`); a key gone from the source is closed.
+    Scd2,
 }
 
 /// What to do with source fields the contract does not name.
@@ -436,6 +441,8 @@ struct RawJob {
     schema_drift: SchemaDrift,
     #[serde(default)]
     mode: WriteMode,
+    #[serde(default)]
+    unique_key: Vec<String>,
     #[serde(default)]
     format: Formats,
 }
@@ -573,8 +580,11 @@ pub struct Job {
     pub reject_threshold: f64,
     /// Unknown source fields.
     pub schema_drift: SchemaDrift,
-    /// Overwrite the window's days (default) or append the run's rows.
+    /// Overwrite the window's days (default), append the run's rows, or
+    /// keep reference data's history (`scd2`).
     pub mode: WriteMode,
+    /// `mode = "scd2"`: the columns that name a row.
+    pub unique_key: Vec<String>,
     /// Iceberg or Delta.
     pub format: TableFormat,
     /// The job writes both formats (`format = ["iceberg", "delta"]`, for a
@@ -760,6 +770,7 @@ fn validate_one(
     let expect =
         source::RawExpect::validate(job.expect, &names, matches!(source, Source::Http(_)))?;
     check_event_time(&event_time, &partition, &expect)?;
+    check_scd2((job.mode, &job.unique_key), &event_time, &seen)?;
     if format == TableFormat::Delta {
         if job.schema_drift == SchemaDrift::Evolve {
             return Err("key `schema_drift`: \"evolve\" is for Iceberg tables; a Delta job takes \"error\" or \"ignore\"".into());
@@ -793,6 +804,7 @@ fn validate_one(
         reject_threshold: job.reject_threshold,
         schema_drift: job.schema_drift,
         mode: job.mode,
+        unique_key: job.unique_key,
         format,
         twin: false,
     })
@@ -813,6 +825,36 @@ fn column_names(columns: &[Column]) -> std::result::Result<HashSet<&str>, String
         }
     }
     Ok(seen)
+}
+
+/// `mode = "scd2"` keeps history of reference data: no event time, and a
+/// `unique_key` of the job's columns (only there).
+fn check_scd2(
+    (mode, unique_key): (WriteMode, &[String]),
+    event_time: &EventTimeConfig,
+    columns: &HashSet<&str>,
+) -> std::result::Result<(), String> {
+    if mode != WriteMode::Scd2 {
+        if !unique_key.is_empty() {
+            return Err("key `unique_key`: is for mode = \"scd2\"".into());
+        }
+        return Ok(());
+    }
+    if *event_time != EventTimeConfig::Absent {
+        return Err(
+            "key `mode`: \"scd2\" keeps the history of reference data, a job without event_time"
+                .into(),
+        );
+    }
+    if unique_key.is_empty() {
+        return Err("key `unique_key`: mode = \"scd2\" needs the columns that name a row, e.g. unique_key = [\"code\"]".into());
+    }
+    if let Some(k) = unique_key.iter().find(|k| !columns.contains(k.as_str())) {
+        return Err(format!(
+            "key `unique_key`: {k:?} is not a column of the job"
+        ));
+    }
+    Ok(())
 }
 
 /// What the event time allows: periods that divide a day; without one, no

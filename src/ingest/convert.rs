@@ -147,7 +147,8 @@ impl BatchBuilder {
         for f in schema.fields() {
             let source = match f.name().as_str() {
                 EVENT_TIME_COLUMN => ColumnSource::EventTime,
-                INGEST_TIME => ColumnSource::IngestTime,
+                // A version becomes current at the run's time.
+                INGEST_TIME | crate::table::schema::VALID_FROM => ColumnSource::IngestTime,
                 SOURCE => ColumnSource::SourceUri,
                 HASH => ColumnSource::Hash,
                 name => match job.columns.iter().find(|c| c.name == name) {

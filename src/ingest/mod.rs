@@ -21,6 +21,7 @@ mod json;
 pub(crate) mod progress;
 mod records;
 mod rejects;
+mod scd2;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -526,11 +527,28 @@ async fn write_window(
     // Every row of a run gets the run's time (an appended run's rows are
     // told apart by it).
     let builder = BatchBuilder::new(job, dest.arrow_schema(job)?, req.now.timestamp_micros())?;
-    let (rejects, checker, read_result) =
-        drain(job, units, fetcher, builder, &mut write, report).await;
-    let read_result = match read_result {
-        Ok(()) => keep_rows(dest, job, kept, &mut write, report).await,
-        Err(e) => Err(e),
+    let (rejects, checker, read_result) = if job.mode == WriteMode::Scd2 {
+        // The run's rows merge with the table's history before writing.
+        let mut run_rows = scd2::Collected::default();
+        let (rejects, checker, read) =
+            drain(job, units, fetcher, builder, &mut run_rows, report).await;
+        let merged = match read {
+            Ok(()) => history(dest, job, req, run_rows.batches, report).await,
+            Err(e) => Err(e),
+        };
+        let written = match merged {
+            Ok(rows) => keep_rows(dest, job, rows, &mut write, &mut 0).await,
+            Err(e) => Err(e),
+        };
+        (rejects, checker, written)
+    } else {
+        let (rejects, checker, read) =
+            drain(job, units, fetcher, builder, &mut write, report).await;
+        let read = match read {
+            Ok(()) => keep_rows(dest, job, kept, &mut write, &mut report.rows_kept).await,
+            Err(e) => Err(e),
+        };
+        (rejects, checker, read)
     };
     report.sample_rejects = rejects.iter().take(5).cloned().collect();
     // A writer's own error, when it stopped first, explains more.
@@ -545,18 +563,44 @@ async fn write_window(
     Ok((written, rejects, checker))
 }
 
-/// Writes the kept rows of skipped `for_each` entries with the run's.
+/// `mode = "scd2"`: the table's rows with the run's merged in; a run that
+/// got no rows never closes every version of a table that holds some,
+/// unless told it may.
+async fn history(
+    dest: &Destination,
+    job: &Job,
+    req: &IngestRequest,
+    run_rows: Vec<arrow_array::RecordBatch>,
+    report: &JobReport,
+) -> Result<Vec<arrow_array::RecordBatch>> {
+    let allowed = req.allow_empty || job.expect.empty_days == EmptyDays::Allow;
+    if run_rows.is_empty() && !allowed && dest.holds_rows().await? {
+        return Err(would_empty(
+            job,
+            &format!(
+                "any row (mode = \"scd2\" would close every current version in {})",
+                job.table_ident()
+            ),
+            report,
+        ));
+    }
+    let schema = dest.arrow_schema(job)?;
+    scd2::merge(dest, job, &schema, run_rows, req.now.timestamp_micros()).await
+}
+
+/// Writes rows read from the table (a skipped `for_each` entry's kept
+/// rows, or a merged history) with the run's, counting them in `count`.
 async fn keep_rows(
     dest: &Destination,
     job: &Job,
     kept: Vec<arrow_array::RecordBatch>,
     write: &mut WindowWrite,
-    report: &mut JobReport,
+    count: &mut u64,
 ) -> Result<()> {
     let schema = dest.arrow_schema(job)?;
     for batch in kept {
         let batch = crate::table::content::conform(&batch, &schema, &job.name)?;
-        report.rows_kept += batch.num_rows() as u64;
+        *count += batch.num_rows() as u64;
         if !write.put(batch).await? {
             break;
         }

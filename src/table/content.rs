@@ -25,7 +25,7 @@ pub fn conform(
             if c.data_type() == f.data_type() {
                 Ok(c.clone())
             } else {
-                datafusion::arrow::compute::cast(c, f.data_type()).map_err(|e| {
+                cast(c, f.data_type()).map_err(|e| {
                     Error::Model(format!(
                         "{model}: column {} cannot be stored: {e}",
                         f.name()
@@ -86,5 +86,27 @@ impl ContentHash {
     pub fn finish(self) -> String {
         let schema = twox_hash::XxHash3_128::oneshot(self.schema.as_bytes());
         format!("{:032x}-{}-{:032x}", self.sum, self.rows, schema)
+    }
+}
+
+/// `column` cast to `to`; a view array (DataFusion reads Parquet binary
+/// and text as views) goes through its plain type first, which arrow can
+/// cast onwards (e.g. binary views to `fixed[16]`).
+fn cast(
+    column: &datafusion::arrow::array::ArrayRef,
+    to: &datafusion::arrow::datatypes::DataType,
+) -> std::result::Result<datafusion::arrow::array::ArrayRef, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::compute::{can_cast_types, cast as arrow_cast};
+    use datafusion::arrow::datatypes::DataType;
+    let plain = match column.data_type() {
+        DataType::BinaryView => Some(DataType::Binary),
+        DataType::Utf8View => Some(DataType::Utf8),
+        _ => None,
+    };
+    match plain {
+        Some(plain) if !can_cast_types(column.data_type(), to) => {
+            arrow_cast(&arrow_cast(column, &plain)?, to)
+        }
+        _ => arrow_cast(column, to),
     }
 }

@@ -18,6 +18,10 @@ pub const INGEST_TIME: &str = "_ingest_time";
 pub const SOURCE: &str = "_source";
 /// A hash of the record as read: XXH3-128, 16 bytes (`fixed[16]`).
 pub const HASH: &str = "_hash";
+/// `mode = "scd2"`: when a version of a row became current (the run's time).
+pub const VALID_FROM: &str = "_valid_from";
+/// `mode = "scd2"`: when it stopped being current (null: it is).
+pub const VALID_TO: &str = "_valid_to";
 
 /// The Iceberg type of a contract column type.
 pub(crate) fn iceberg_type(kind: ColumnType) -> PrimitiveType {
@@ -59,6 +63,11 @@ pub fn table_schema(job: &Job) -> Result<Schema> {
     for c in &job.columns {
         fields.push(field(id, &c.name, iceberg_type(c.kind), c.required));
         id += 1;
+    }
+    if job.mode == crate::pipeline::WriteMode::Scd2 {
+        fields.push(field(id, VALID_FROM, PrimitiveType::Timestamptz, true));
+        fields.push(field(id + 1, VALID_TO, PrimitiveType::Timestamptz, false));
+        id += 2;
     }
     fields.push(field(id, INGEST_TIME, PrimitiveType::Timestamptz, true));
     fields.push(field(id + 1, SOURCE, PrimitiveType::String, true));

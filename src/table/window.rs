@@ -106,7 +106,8 @@ impl Replaces {
         match (job.mode, job.has_event_time()) {
             (WriteMode::Append, _) => Replaces::Nothing,
             (WriteMode::Overwrite, true) => Replaces::Window,
-            (WriteMode::Overwrite, false) => Replaces::Table,
+            (WriteMode::Overwrite | WriteMode::Scd2, false) => Replaces::Table,
+            (WriteMode::Scd2, true) => Replaces::Window,
         }
     }
 }

@@ -1,8 +1,9 @@
-//! `mode = "append"`: every run's rows are kept (told apart by
+//! Write modes: `mode = "append"` keeps every run's rows (told apart by
 //! `_ingest_time`, the run's time), once per run id, in both formats.
 
 use std::fmt::Write;
 
+use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 
@@ -278,4 +279,135 @@ columns = [ {{ name = "code", type = "string" }} ]
         let err = floe::pipeline::load(&env.path("floe.toml")).expect_err(key);
         assert!(err.to_string().contains(key), "{err}");
     }
+}
+
+/// A slowly changing dimension: a facility list whose history is kept.
+async fn history_is_kept(format: &str) {
+    let env = Env::new().await;
+    let p = facilities_job(&env, format, "mode = \"scd2\"\nunique_key = [\"code\"]");
+    let at = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .expect("time")
+            .to_utc()
+    };
+    let run = |id: &str, now: &str| floe::ingest::IngestRequest {
+        now: at(now),
+        ..request("2024-06-04", "2024-06-04", id)
+    };
+    env.write(
+        "data/facilities.csv",
+        "code,capacity_mw\nBANKS,100\nCOAL1,600\nSOLAR2,50\n",
+    );
+    let (_, outcome) = ingest(&p, &run("d1", "2024-06-01T00:00:00Z")).await;
+    outcome.expect("first list");
+    // BANKS grew, COAL1 closed, SOLAR2 unchanged, WIND3 opened.
+    env.write(
+        "data/facilities.csv",
+        "code,capacity_mw\nBANKS,120\nSOLAR2,50\nWIND3,300\n",
+    );
+    let (_, outcome) = ingest(&p, &run("d2", "2024-06-02T00:00:00Z")).await;
+    outcome.expect("second list");
+    let versions = history(&env, format).await;
+    let day = |t: Option<i64>| {
+        t.map(|t| {
+            chrono::DateTime::from_timestamp_micros(t)
+                .expect("t")
+                .date_naive()
+                .to_string()
+        })
+    };
+    let shown: Vec<(String, f64, Option<String>, Option<String>)> = versions
+        .into_iter()
+        .map(|(code, cap, from, to)| (code, cap, day(Some(from)), day(to)))
+        .collect();
+    let d1 = Some("2024-06-01".to_string());
+    let d2 = Some("2024-06-02".to_string());
+    assert_eq!(
+        shown,
+        [
+            ("BANKS".to_string(), 100.0, d1.clone(), d2.clone()),
+            ("BANKS".to_string(), 120.0, d2.clone(), None),
+            ("COAL1".to_string(), 600.0, d1.clone(), d2.clone()),
+            ("SOLAR2".to_string(), 50.0, d1.clone(), None),
+            ("WIND3".to_string(), 300.0, d2.clone(), None),
+        ]
+    );
+    // The same list again changes nothing.
+    let (_, outcome) = ingest(&p, &run("d3", "2024-06-03T00:00:00Z")).await;
+    outcome.expect("same list");
+    assert_eq!(history(&env, format).await.len(), 5);
+    // A repeated key is refused.
+    env.write(
+        "data/facilities.csv",
+        "code,capacity_mw\nBANKS,1\nBANKS,2\n",
+    );
+    let (_, outcome) = ingest(&p, &run("d4", "2024-06-04T00:00:00Z")).await;
+    let err = outcome.expect_err("a repeated key");
+    assert!(err.to_string().contains("unique_key"), "{err}");
+}
+
+/// (code, capacity, _valid_from, _valid_to) of every version, sorted.
+async fn history(env: &Env, format: &str) -> Vec<(String, f64, i64, Option<i64>)> {
+    let ctx = datafusion::prelude::SessionContext::new();
+    let batches = if format == "iceberg" {
+        env.scan("bronze", "facilities").await
+    } else {
+        let url =
+            reqwest::Url::from_directory_path(env.path("delta/bronze/facilities")).expect("url");
+        let table = deltalake::DeltaTable::try_from_url(url)
+            .await
+            .expect("open");
+        table
+            .update_datafusion_session(&ctx.state())
+            .expect("session");
+        ctx.register_table("t", table.table_provider().await.expect("provider"))
+            .expect("register");
+        ctx.sql("SELECT * FROM t")
+            .await
+            .expect("sql")
+            .collect()
+            .await
+            .expect("rows")
+    };
+    let mut out = Vec::new();
+    for b in &batches {
+        let code = arrow_cast::cast(
+            b.column_by_name("code").expect("code"),
+            &arrow_schema::DataType::Utf8,
+        )
+        .expect("text");
+        let code = code.as_string::<i32>();
+        let cap = b
+            .column_by_name("capacity_mw")
+            .expect("capacity")
+            .as_primitive::<arrow_array::types::Float64Type>();
+        let from = b
+            .column_by_name("_valid_from")
+            .expect("_valid_from")
+            .as_primitive::<arrow_array::types::TimestampMicrosecondType>();
+        let to = b
+            .column_by_name("_valid_to")
+            .expect("_valid_to")
+            .as_primitive::<arrow_array::types::TimestampMicrosecondType>();
+        for i in 0..b.num_rows() {
+            out.push((
+                code.value(i).to_string(),
+                cap.value(i),
+                from.value(i),
+                (!to.is_null(i)).then(|| to.value(i)),
+            ));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.cmp(&b.2)));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iceberg_scd2_keeps_history() {
+    history_is_kept("iceberg").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_scd2_keeps_history() {
+    history_is_kept("delta").await;
 }

@@ -81,3 +81,36 @@ def test_reference_data_without_event_time_is_replaced_whole(warehouse_server, n
     rows = sorted(table.scan(selected_fields=("code", "capacity_mw")).to_arrow().to_pylist(),
                   key=lambda r: r["code"])
     assert rows == [{"code": "BANKS", "capacity_mw": 120.0}, {"code": "SOLAR2", "capacity_mw": 50.0}]
+
+
+def test_scd2_reference_data_keeps_its_history(warehouse_server, ns: str, tmp_path):
+    server = warehouse_server
+    cat = server.catalog()
+    ident = f"{ns}.plants"
+    job = {
+        "name": "plants",
+        "table": ident,
+        "mode": "scd2",
+        "unique_key": ["code"],
+        "source": {"path": "data/plants.csv", "format": "csv"},
+        "columns": [
+            {"name": "code", "type": "string", "required": True},
+            {"name": "capacity_mw", "type": "double"},
+        ],
+    }
+    pipeline = write_pipeline(tmp_path / "floe.toml", server, [job])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "plants.csv").write_text("code,capacity_mw\nBANKS,100\nCOAL1,600\n")
+    ingest_ok(server, pipeline, "2024-06-04", "2024-06-04")
+    (data / "plants.csv").write_text("code,capacity_mw\nBANKS,120\nWIND3,300\n")
+    ingest_ok(server, pipeline, "2024-06-05", "2024-06-05")
+
+    rows = cat.load_table(ident).scan(selected_fields=("code", "capacity_mw", "_valid_from", "_valid_to")) \
+        .to_arrow().to_pylist()
+    current = sorted((r["code"], r["capacity_mw"]) for r in rows if r["_valid_to"] is None)
+    closed = sorted((r["code"], r["capacity_mw"]) for r in rows if r["_valid_to"] is not None)
+    assert current == [("BANKS", 120.0), ("WIND3", 300.0)]
+    assert closed == [("BANKS", 100.0), ("COAL1", 600.0)]
+    second = {r["_valid_from"] for r in rows if r["_valid_to"] is None and r["code"] == "BANKS"}
+    assert {r["_valid_to"] for r in rows if r["_valid_to"] is not None} == second
