@@ -771,6 +771,15 @@ fn validate_one(
         source::RawExpect::validate(job.expect, &names, matches!(source, Source::Http(_)))?;
     check_event_time(&event_time, &partition, &expect)?;
     check_scd2((job.mode, &job.unique_key), &event_time, &seen)?;
+    if job.mode == WriteMode::Scd2
+        && matches!(&source, Source::Http(h) if h.on_entry_error == EntryErrors::Skip)
+    {
+        // A skipped entry's key would read as gone, closing its version.
+        return Err(
+            "key `source.on_entry_error`: \"skip\" is not for mode = \"scd2\": a skipped entry would read as removed; keep \"fail\""
+                .into(),
+        );
+    }
     if format == TableFormat::Delta {
         if job.schema_drift == SchemaDrift::Evolve {
             return Err("key `schema_drift`: \"evolve\" is for Iceberg tables; a Delta job takes \"error\" or \"ignore\"".into());

@@ -147,7 +147,7 @@ fn merge_sql(job: &Job, schema: &SchemaRef, keys: &[String], now: i64) -> String
     } else {
         values
             .iter()
-            .map(|v| format!("c.{v} IS DISTINCT FROM n.{v}"))
+            .map(|v| format!("(c.{v} IS DISTINCT FROM n.{v})"))
             .collect::<Vec<_>>()
             .join(" OR ")
     };

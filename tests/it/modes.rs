@@ -284,7 +284,12 @@ columns = [ {{ name = "code", type = "string" }} ]
 /// A slowly changing dimension: a facility list whose history is kept.
 async fn history_is_kept(format: &str) {
     let env = Env::new().await;
-    let p = facilities_job(&env, format, "mode = \"scd2\"\nunique_key = [\"code\"]");
+    let mut p = facilities_job(&env, format, "mode = \"scd2\"\nunique_key = [\"code\"]");
+    // A second value column (absent from the files: always null), so a
+    // change is told by more than one column.
+    let owner: floe::pipeline::Column =
+        toml::from_str("name = \"owner\"\ntype = \"string\"").expect("column");
+    p.jobs[0].columns.push(owner);
     let at = |t: &str| {
         chrono::DateTime::parse_from_rfc3339(t)
             .expect("time")

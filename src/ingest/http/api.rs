@@ -303,13 +303,22 @@ fn open_electricity(doc: &Value) -> Result<Vec<Map<String, Value>>, String> {
 
 /// `{"Meta Data": {"2. Symbol": "IBM"}, "Weekly Adjusted Time Series":
 /// {"2024-05-03": {"1. open": "..."}}}` → one record per date, the field
-/// names without their numbers (`adjusted_close`, `dividend_amount`).
+/// names without their numbers (`adjusted_close`, `dividend_amount`); a
+/// company overview (`{"Symbol": "IBM", "Name": ...}`) → one record.
 fn alpha_vantage(doc: &Value) -> Result<Vec<Map<String, Value>>, String> {
     let obj = doc.as_object().ok_or("the body is not an object")?;
-    let (_, series) = obj
+    let Some((_, series)) = obj
         .iter()
         .find(|(k, v)| k.contains("Time Series") && v.is_object())
-        .ok_or("the body has no \"... Time Series ...\" object")?;
+    else {
+        // A company overview (`function=OVERVIEW`): the body is the record.
+        if obj.contains_key("Symbol") {
+            return Ok(vec![obj.clone()]);
+        }
+        return Err(
+            "the body has no \"... Time Series ...\" object (nor an overview's Symbol)".into(),
+        );
+    };
     let symbol = doc
         .get("Meta Data")
         .and_then(Value::as_object)
@@ -413,6 +422,14 @@ mod tests {
         assert_eq!(rows[0]["symbol"], "IBM");
         assert_eq!(rows[0]["adjusted_close"], "2.0");
         assert_eq!(rows[0]["date"], "2024-05-03");
+        let overview = br#"{"Symbol": "IBM", "Name": "International Business Machines", "Sector": "TECHNOLOGY"}"#;
+        let doc: Value = serde_json::from_slice(overview).expect("json");
+        let rows = records(&s, &doc).expect("an overview is one record");
+        assert_eq!(
+            (rows.len(), &rows[0]["Name"]),
+            (1, &Value::from("International Business Machines"))
+        );
+        assert!(records(&s, &serde_json::json!({"Other": 1})).is_err());
     }
 
     #[test]
