@@ -189,7 +189,8 @@ pub struct HttpSource {
     /// Response shape.
     pub api: Api,
     /// URL template: `{from}`, `{to}`, `{to_exclusive}` (the request's days,
-    /// padded, `YYYY-MM-DD`), `{date}` (the day, with `chunk = "day"` only),
+    /// padded, `YYYY-MM-DD`), `{dates}` (each of those days, quoted and
+    /// comma-separated), `{date}` (the day, with `chunk = "day"` only),
     /// `{offset}`, `{limit}` and `for_each` keys.
     pub url: String,
     /// Query parameters (templates like the URL).
@@ -521,7 +522,7 @@ impl RawSource {
                 .chain(self.headers.values())
                 .any(|v| v.contains("{date}"));
         if uses_date && (chunk_days != Some(1) || pad_days != 0) {
-            return Err("key `source.url`: {date} names one day, so it needs chunk = \"day\" and no pad_days; use {from} and {to} for ranges".into());
+            return Err("key `source.url`: {date} names one day, so it needs chunk = \"day\" and no pad_days; use {from} and {to} for ranges, or {dates} for the list of days asked (padding included)".into());
         }
         Ok(())
     }
@@ -532,7 +533,15 @@ impl RawSource {
 /// # Errors
 /// The first such name.
 pub fn check_for_each(entries: &[BTreeMap<String, String>]) -> Result<(), String> {
-    let reserved = ["date", "from", "to", "to_exclusive", "offset", "limit"];
+    let reserved = [
+        "date",
+        "dates",
+        "from",
+        "to",
+        "to_exclusive",
+        "offset",
+        "limit",
+    ];
     for entry in entries {
         if let Some(k) = entry.keys().find(|k| reserved.contains(&k.as_str())) {
             return Err(format!("{k:?} is a template name floe fills itself"));

@@ -744,6 +744,68 @@ source = {{ api = "json", url = "{}/prices", params = {{ symbol = "{{symbol}}" }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_day_filter_asks_the_neighbouring_days() {
+    // CKAN datastore_search filtered on a local date (+10:00): a UTC day
+    // takes hours from two local days.
+    let server = Server::start(|s| {
+        let filters: serde_json::Value =
+            serde_json::from_str(s.query.get("filters").map_or("{}", String::as_str))
+                .unwrap_or_default();
+        let mut records = Vec::new();
+        for day in filters["DATE"].as_array().into_iter().flatten() {
+            let day = day.as_str().unwrap_or_default();
+            for hour in 0..24 {
+                records.push(serde_json::json!({"DATE": day, "time": format!("{day}T{hour:02}:00:00+10:00"), "mw": hour}));
+            }
+        }
+        Reply::Json(
+            200,
+            serde_json::json!({"success": true, "result": {"records": records, "total": records.len()}})
+                .to_string(),
+        )
+    })
+    .await;
+    let env = Env::new().await;
+    let job = |pad: u32| {
+        format!(
+            r#"
+[[job]]
+name = "nem"
+table = "bronze.nem{pad}"
+event_time = {{ kind = "offset", column = "time" }}
+columns = [ {{ name = "mw", type = "double" }}, {{ name = "local_date", type = "string", from = "DATE" }} ]
+source = {{ api = "ckan", url = "{}/api/3/action/datastore_search", params = {{ filters = '{{"DATE": [{{dates}}]}}' }}, pagination = {{ kind = "none" }}, chunk = "day", pad_days = {pad} }}
+"#,
+            server.base
+        )
+    };
+    let padded = env.pipeline(&job(1));
+    let (_, outcome) = ingest(&padded, &request("2024-01-02", "2024-01-02", "p1")).await;
+    outcome.expect("padded");
+    assert_eq!(
+        rows(&env.scan("bronze", "nem1").await),
+        24,
+        "every UTC hour of the day"
+    );
+    let seen = server.seen.lock().expect("lock").clone();
+    assert!(
+        seen.iter().any(|s| s
+            .query
+            .get("filters")
+            .is_some_and(|f| f.contains("\"2024-01-01\",\"2024-01-02\",\"2024-01-03\""))),
+        "the request asked the neighbouring days"
+    );
+    let bare = env.pipeline(&job(0));
+    let (_, outcome) = ingest(&bare, &request("2024-01-02", "2024-01-02", "p2")).await;
+    outcome.expect("unpadded");
+    assert_eq!(
+        rows(&env.scan("bronze", "nem0").await),
+        14,
+        "without padding the day is short"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_meteo_per_site_and_alpha_vantage_rate_limit_bodies() {
     let server = Server::start(|s| match s.path.as_str() {
         "/v1/archive" => {

@@ -111,7 +111,15 @@ pub struct LandedPage {
 fn fill(template: &str, range: Range, pad: u32, vars: &BTreeMap<String, String>) -> String {
     let pad = chrono::Duration::days(i64::from(pad));
     let (from, to) = (range.first - pad, range.last + pad);
+    // Every day asked, each quoted: a filter that matches one date at a
+    // time (CKAN's `filters`) asks the neighbouring days with a list.
+    let dates: Vec<String> = from
+        .iter_days()
+        .take_while(|d| *d <= to)
+        .map(|d| format!("\"{d}\""))
+        .collect();
     let mut out = template
+        .replace("{dates}", &dates.join(","))
         .replace("{date}", &from.to_string())
         .replace("{from}", &from.to_string())
         .replace("{to}", &to.to_string())
@@ -977,6 +985,23 @@ pub fn client() -> Result<reqwest::Client> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_list_every_day_asked_with_the_padding() {
+        let range = Range {
+            first: "2024-03-31".parse().expect("date"),
+            last: "2024-03-31".parse().expect("date"),
+        };
+        let filter = r#"{"SETTLEMENT_DATE": [{dates}]}"#;
+        assert_eq!(
+            fill(filter, range, 1, &BTreeMap::new()),
+            r#"{"SETTLEMENT_DATE": ["2024-03-30","2024-03-31","2024-04-01"]}"#
+        );
+        assert_eq!(
+            fill(filter, range, 0, &BTreeMap::new()),
+            r#"{"SETTLEMENT_DATE": ["2024-03-31"]}"#
+        );
+    }
 
     #[test]
     fn templates_fill_days_padding_and_paging() {
