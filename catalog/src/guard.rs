@@ -115,3 +115,14 @@ impl AsyncWrite for GuardedStream {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
+
+/// The address a request came from, as the handlers see it
+/// (`ConnectInfo<Peer>`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Guarded>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Guarded>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}

@@ -106,7 +106,11 @@ impl Catalog {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let listener = guard::Guarded::new(listener, self.state.config.limits);
-        let result = axum::serve(listener, self.router())
+        // The peer address reaches the token endpoint (per-address backoff).
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<guard::Peer>();
+        let result = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         self.state.store.close().await;

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import floe_testlib as lib
 from floe_testlib import assert_error, describe
@@ -92,6 +94,31 @@ def test_oauth_client_credentials(catalog_server, ns: str):
 
     with pytest.raises(OAuthError):
         server.catalog(credential="floe-client:wrong-secret")
+
+
+def test_wrong_secrets_from_one_address_are_slowed_down_whatever_the_client_id(catalog_server):
+    """Guessing across made-up client ids from one address costs time too: past ten wrong
+    secrets in a row from 127.0.0.1, attempts are refused unchecked (429 slow_down)."""
+    server = catalog_server(client_id="floe-client", client_secret="floe-secret")
+    api = server.api(token=None)
+    statuses = []
+    for n in range(14):
+        form = {"grant_type": "client_credentials", "client_id": f"guess-{n}", "client_secret": "x"}
+        resp = api.post("/v1/oauth/tokens", data=form)
+        statuses.append(resp.status_code)
+        if resp.status_code == 429:
+            assert resp.json().get("error") == "slow_down" and resp.headers.get("retry-after"), describe(resp)
+    assert statuses[:10] == [401] * 10, statuses
+    assert 429 in statuses[10:], statuses
+    # After the wait, the right secret works (and clears the address's count).
+    deadline = time.monotonic() + 40
+    while True:
+        resp = api.post("/v1/oauth/tokens", data={"grant_type": "client_credentials",
+                                                  "client_id": "floe-client", "client_secret": "floe-secret"})
+        if resp.status_code != 429 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert resp.status_code == 200, describe(resp)
 
 
 def test_health_with_token(catalog_server):

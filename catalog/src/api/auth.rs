@@ -29,6 +29,9 @@ const MAX_LIVE_TOKENS: usize = 100_000;
 /// Wrong secrets a client id may send in a row before it is slowed down
 /// (a typo or two costs nothing).
 const FREE_FAILURES: u32 = 3;
+/// Wrong secrets one address may send in a row, whatever client ids they
+/// name, before it is slowed down (several clients may share an address).
+const FREE_ADDRESS_FAILURES: u32 = 10;
 /// The first wait after those, doubling per further failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest wait.
@@ -62,28 +65,38 @@ impl TokenIssuer {
         token
     }
 
-    /// How long `client_id` must still wait after its failures (none: it
-    /// may try now).
-    fn blocked_for(&self, client_id: &str) -> Option<Duration> {
+    /// How long the longest of `who` (a client id's and an address's
+    /// keys, see [`Guesser`]) must still wait after its failures (none:
+    /// the attempt may be checked now).
+    fn blocked_for(&self, who: &[Guesser]) -> Option<Duration> {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let (_, until) = failures.get(client_id)?;
-        until.checked_duration_since(Instant::now())
+        let now = Instant::now();
+        who.iter()
+            .filter_map(|g| failures.get(&g.key))
+            .filter_map(|(_, until)| until.checked_duration_since(now))
+            .max()
     }
 
-    /// Counts a wrong secret for `client_id`; past [`FREE_FAILURES`] in a
-    /// row its next attempts wait, doubling up to [`MAX_BACKOFF`].
-    fn failed(&self, client_id: &str) {
+    /// Counts a wrong secret for each of `who`; past its free failures in
+    /// a row, its next attempts wait, doubling up to [`MAX_BACKOFF`].
+    fn failed(&self, who: &[Guesser]) {
+        for g in who {
+            self.failed_one(&g.key, g.free);
+        }
+    }
+
+    fn failed_one(&self, key: &str, free: u32) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if failures.len() >= MAX_TRACKED_CLIENTS && !failures.contains_key(client_id) {
+        if failures.len() >= MAX_TRACKED_CLIENTS && !failures.contains_key(key) {
             let mut by_time: Vec<(String, (u32, Instant))> = failures.drain().collect();
             by_time.sort_by_key(|(_, (_, until))| *until);
             failures.extend(by_time.into_iter().skip(MAX_TRACKED_CLIENTS / 2));
         }
         let now = Instant::now();
-        let entry = failures.entry(client_id.to_string()).or_insert((0, now));
+        let entry = failures.entry(key.to_string()).or_insert((0, now));
         entry.0 += 1;
-        if entry.0 > FREE_FAILURES {
-            let doublings = (entry.0 - FREE_FAILURES - 1).min(16);
+        if entry.0 > free {
+            let doublings = (entry.0 - free - 1).min(16);
             let wait = FIRST_BACKOFF
                 .saturating_mul(1 << doublings)
                 .min(MAX_BACKOFF);
@@ -91,10 +104,12 @@ impl TokenIssuer {
         }
     }
 
-    /// Forgets `client_id`'s failures (it sent its secret).
-    fn succeeded(&self, client_id: &str) {
+    /// Forgets the failures of `who` (its secret was right).
+    fn succeeded(&self, who: &[Guesser]) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures.remove(client_id);
+        for g in who {
+            failures.remove(&g.key);
+        }
     }
 
     fn is_live(&self, token: &str) -> bool {
@@ -103,6 +118,30 @@ impl TokenIssuer {
         // tokens are 256 random bits.
         live.get(token)
             .is_some_and(|expiry| *expiry > Instant::now())
+    }
+}
+
+/// Who is guessing: a client id, or the address the attempts come from
+/// (whatever ids they name), with the failures each may have for free.
+#[derive(Debug, Clone)]
+struct Guesser {
+    key: String,
+    free: u32,
+}
+
+impl Guesser {
+    fn all(client_id: &str, addr: Option<std::net::SocketAddr>) -> Vec<Guesser> {
+        let mut who = vec![Guesser {
+            key: format!("client:{client_id}"),
+            free: FREE_FAILURES,
+        }];
+        if let Some(addr) = addr {
+            who.push(Guesser {
+                key: format!("address:{}", addr.ip()),
+                free: FREE_ADDRESS_FAILURES,
+            });
+        }
+        who
     }
 }
 
@@ -166,6 +205,7 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 /// `POST /v1/oauth/tokens`: exchanges client credentials for a token.
 pub(crate) async fn issue_token(
     AxState(state): State,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<crate::guard::Peer>>>,
     headers: HeaderMap,
     form: Result<Form<TokenRequest>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -224,14 +264,18 @@ pub(crate) async fn issue_token(
             }
         },
     };
-    // A client id that keeps sending wrong secrets waits before its next
-    // attempt is even checked: guessing costs time, not just requests.
-    if let Some(wait) = state.tokens.blocked_for(&id) {
+    // A client id (or an address) that keeps sending wrong secrets waits
+    // before its next attempt is even checked: guessing costs time, not
+    // just requests.
+    let who = Guesser::all(&id, peer.map(|p| ((p.0).0).0));
+    if let Some(wait) = state.tokens.blocked_for(&who) {
         let secs = wait.as_secs() + 1;
         let mut response = oauth_error(
             StatusCode::TOO_MANY_REQUESTS,
             "slow_down",
-            &format!("Too many wrong secrets for this client; try again in {secs} s"),
+            &format!(
+                "Too many wrong secrets for this client or from this address; try again in {secs} s"
+            ),
         );
         if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
             response.headers_mut().insert("retry-after", v);
@@ -240,14 +284,14 @@ pub(crate) async fn issue_token(
     }
     if !(eq_secret(&id, expected_id) & eq_secret(&secret, expected_secret.expose())) {
         tracing::warn!(client_id = %id, "rejected OAuth2 client credentials");
-        state.tokens.failed(&id);
+        state.tokens.failed(&who);
         return oauth_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             "Unknown client or wrong secret",
         );
     }
-    state.tokens.succeeded(&id);
+    state.tokens.succeeded(&who);
     token_response(&state)
 }
 
