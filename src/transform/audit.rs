@@ -9,7 +9,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
-use super::model::{Bounds, Cadence, Model, interval_seconds};
+use super::model::{Bounds, Cadence, Model, NotNull, SqlTest, interval_seconds};
 use crate::error::{Error, Result};
 
 /// Rows shown for a failing test.
@@ -34,6 +34,9 @@ pub struct Check {
     pub test: String,
     /// SELECT returning offending rows.
     pub sql: String,
+    /// What a failure shows instead of the first offending rows (a
+    /// `not_null` with a tolerated fraction shows the fraction).
+    pub sample_sql: Option<String>,
 }
 
 fn ident(name: &str) -> String {
@@ -71,6 +74,9 @@ pub fn checks(model: &Model, event_time: Option<&str>) -> Result<Vec<Check>> {
     out.extend(unique_checks(&t, model).map_err(bad)?);
     out.extend(accepted_values_checks(&t, &tests.accepted_values).map_err(bad)?);
     out.extend(range_checks(&t, &tests.range).map_err(bad)?);
+    out.extend(regex_checks(&t, &tests.regex).map_err(bad)?);
+    out.extend(expression_checks(&t, &tests.expression).map_err(bad)?);
+    out.extend(sql_checks(&t, &tests.sql.0).map_err(bad)?);
     out.extend(relationship_checks(&t, &tests.relationships).map_err(bad)?);
     out.extend(row_count_check(&t, tests.min_rows));
     if let Some(cadence) = &tests.cadence {
@@ -79,15 +85,154 @@ pub fn checks(model: &Model, event_time: Option<&str>) -> Result<Vec<Check>> {
     Ok(out)
 }
 
-/// `not_null`: the rows where each column is null.
-fn not_null_checks(t: &str, columns: &[String]) -> Vec<Check> {
+/// Checks the declarations of the tests that can be checked before
+/// anything runs: `not_null` fractions, `regex` patterns, `expression`s
+/// and `sql` queries that do not parse.
+///
+/// # Errors
+/// The first malformed declaration, naming the model file.
+pub fn validate(model: &Model) -> Result<()> {
+    let bad = |msg: String| Error::Model(format!("{}: [tests] {msg}", model.file()));
+    let t = table_ident(&model.name);
+    let tests = &model.tests;
+    regex_checks(&t, &tests.regex).map_err(bad)?;
+    expression_checks(&t, &tests.expression).map_err(bad)?;
+    sql_checks(&t, &tests.sql.0).map_err(bad)?;
+    Ok(())
+}
+
+/// `not_null`: the rows where each column is null; with a tolerated
+/// fraction, those rows only when their share of the tested rows exceeds
+/// it (a failure then shows the share).
+fn not_null_checks(t: &str, columns: &[NotNull]) -> Vec<Check> {
     columns
         .iter()
-        .map(|c| Check {
-            test: format!("not_null({c})"),
-            sql: format!("SELECT * FROM {t} WHERE {} IS NULL", ident(c)),
+        .map(|n| {
+            let c = ident(&n.column);
+            if n.max_fraction == 0.0 {
+                return Check {
+                    test: format!("not_null({})", n.column),
+                    sql: format!("SELECT * FROM {t} WHERE {c} IS NULL"),
+                    sample_sql: None,
+                };
+            }
+            let max = n.max_fraction;
+            Check {
+                test: format!("not_null({}, max_fraction {max})", n.column),
+                sql: format!(
+                    "SELECT * FROM {t} WHERE {c} IS NULL AND (SELECT count(*) - count({c}) FROM {t}) > {max} * (SELECT count(*) FROM {t})"
+                ),
+                sample_sql: Some(format!(
+                    "SELECT count(*) AS rows, count(*) - count({c}) AS nulls, \
+                     CAST(count(*) - count({c}) AS DOUBLE) / count(*) AS null_fraction, \
+                     {max} AS max_fraction FROM {t}"
+                )),
+            }
         })
         .collect()
+}
+
+/// `regex`: per column, the rows whose non-null value (as text) does not
+/// match the pattern (Rust `regex` syntax, as DataFusion's `regexp_like`;
+/// unanchored unless written `^...$`).
+fn regex_checks(t: &str, patterns: &BTreeMap<String, String>) -> Declaration<Vec<Check>> {
+    let mut out = Vec::new();
+    for (c, pattern) in patterns {
+        if let Err(e) = regex::Regex::new(pattern) {
+            return Err(format!(
+                "regex.{c} = {pattern:?} is not a valid pattern: {e}"
+            ));
+        }
+        let c_id = ident(c);
+        out.push(Check {
+            test: format!("regex({c} ~ {pattern:?})"),
+            sql: format!(
+                "SELECT * FROM {t} WHERE {c_id} IS NOT NULL AND NOT regexp_like(CAST({c_id} AS VARCHAR), '{}')",
+                pattern.replace('\'', "''")
+            ),
+            sample_sql: None,
+        });
+    }
+    Ok(out)
+}
+
+/// `expression`: per SQL boolean, the rows where it is false (a null
+/// passes, as in dbt's `expression_is_true`).
+fn expression_checks(t: &str, expressions: &[String]) -> Declaration<Vec<Check>> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let mut out = Vec::new();
+    for expr in expressions {
+        let text = expr.trim();
+        if text.is_empty() {
+            return Err("expression lists an empty expression".into());
+        }
+        let dialect = GenericDialect {};
+        let whole = Parser::new(&dialect)
+            .try_with_sql(text)
+            .and_then(|mut p| {
+                let parsed = p.parse_expr()?;
+                Ok((parsed, p.peek_token().token))
+            })
+            .map_err(|e| format!("expression {text:?} does not parse: {e}"))?;
+        if whole.1 != Token::EOF {
+            return Err(format!(
+                "expression {text:?} does not parse: unexpected {} after the expression",
+                whole.1
+            ));
+        }
+        out.push(Check {
+            test: format!("expression({text})"),
+            sql: format!("SELECT * FROM {t} WHERE NOT ({text})"),
+            sample_sql: None,
+        });
+    }
+    Ok(out)
+}
+
+/// The query of a custom `sql` test, `{this}` standing for `t`, without
+/// a trailing `;`.
+pub(crate) fn sql_test_query(t: &str, query: &str) -> String {
+    query
+        .trim()
+        .trim_end_matches(';')
+        .trim_end()
+        .replace("{this}", t)
+}
+
+/// `sql`: custom queries returning the failing rows, `{this}` standing
+/// for the model's tested rows; each must be one SELECT naming `{this}`.
+fn sql_checks(t: &str, tests: &[SqlTest]) -> Declaration<Vec<Check>> {
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let mut out = Vec::new();
+    for test in tests {
+        let name = test.name.trim();
+        if name.is_empty() {
+            return Err("sql tests need a name".into());
+        }
+        if !test.query.contains("{this}") {
+            return Err(format!(
+                "sql {name:?}: the query must read the model's rows as {{this}} (e.g. SELECT * FROM {{this}} WHERE ...)"
+            ));
+        }
+        let sql = sql_test_query(t, &test.query);
+        let statements = Parser::parse_sql(&GenericDialect {}, &sql)
+            .map_err(|e| format!("sql {name:?}: the query does not parse: {e}"))?;
+        if !matches!(statements.as_slice(), [Statement::Query(_)]) {
+            return Err(format!(
+                "sql {name:?}: the query must be one SELECT returning the failing rows"
+            ));
+        }
+        out.push(Check {
+            test: format!("sql({name})"),
+            sql,
+            sample_sql: None,
+        });
+    }
+    Ok(out)
 }
 
 /// `unique`, led by the model's unique key: the repeated values of each
@@ -109,6 +254,7 @@ fn unique_checks(t: &str, model: &Model) -> Declaration<Vec<Check>> {
             sql: format!(
                 "SELECT {list}, count(*) AS duplicates FROM {t} GROUP BY {list} HAVING count(*) > 1"
             ),
+            sample_sql: None,
         });
     }
     Ok(out)
@@ -137,6 +283,7 @@ fn accepted_values_checks(
                 "SELECT {c_id}, count(*) AS rows FROM {t} WHERE {c_id} IS NOT NULL AND {c_id} NOT IN ({}) GROUP BY {c_id}",
                 list.join(", ")
             ),
+            sample_sql: None,
         });
     }
     Ok(out)
@@ -160,6 +307,7 @@ fn range_checks(t: &str, ranges: &BTreeMap<String, Bounds>) -> Declaration<Vec<C
         out.push(Check {
             test: format!("range({c})"),
             sql: format!("SELECT * FROM {t} WHERE {}", conds.join(" OR ")),
+            sample_sql: None,
         });
     }
     Ok(out)
@@ -187,6 +335,7 @@ fn relationship_checks(
                 table_ident(&format!("{ns}.{table}")),
                 ident(column)
             ),
+            sample_sql: None,
         });
     }
     Ok(out)
@@ -199,6 +348,7 @@ fn row_count_check(t: &str, min_rows: Option<u64>) -> Option<Check> {
     (min_rows > 0).then(|| Check {
         test: format!("row_count >= {min_rows}"),
         sql: format!("SELECT count(*) AS row_count FROM {t} HAVING count(*) < {min_rows}"),
+        sample_sql: None,
     })
 }
 
@@ -221,6 +371,7 @@ fn cadence_check(t: &str, cadence: &Cadence, event_time: Option<&str>) -> Declar
             max_gap
         ),
         sql: cadence_sql(t, time, &cadence.key, interval, max_gap),
+        sample_sql: None,
     })
 }
 
@@ -291,11 +442,12 @@ pub async fn run(
         let sample = if failures == 0 {
             String::new()
         } else {
+            let shown = match &check.sample_sql {
+                Some(sql) => sql.clone(),
+                None => format!("SELECT * FROM ({}) LIMIT {SAMPLE_ROWS}", check.sql),
+            };
             let rows = ctx
-                .sql(&format!(
-                    "SELECT * FROM ({}) LIMIT {SAMPLE_ROWS}",
-                    check.sql
-                ))
+                .sql(&shown)
                 .await
                 .map_err(fail)?
                 .collect()

@@ -19,8 +19,10 @@ pub struct Node {
     pub model: Model,
     /// Every table read, as `namespace.table`.
     pub reads: BTreeSet<String>,
-    /// The models among them and among the parents of its relationships
-    /// tests (run before this one).
+    /// The tables its data tests read besides its own: the parents of
+    /// its `relationships` tests and the tables its `sql` tests name.
+    pub tested: BTreeSet<String>,
+    /// The models among `reads` and `tested` (run before this one).
     pub upstream: BTreeSet<String>,
 }
 
@@ -37,8 +39,14 @@ pub struct Graph {
 /// A parse error naming the file (and line and column), or a reference
 /// that does not name `namespace.table`.
 pub fn references(model: &Model, state: &SessionState) -> Result<BTreeSet<String>> {
+    sql_references(model, &model.sql, state)
+}
+
+/// The `namespace.table` names `sql` (the model's query or one of its
+/// tests) reads.
+fn sql_references(model: &Model, sql: &str, state: &SessionState) -> Result<BTreeSet<String>> {
     let statement = state
-        .sql_to_statement(&model.sql, &datafusion::config::Dialect::Generic)
+        .sql_to_statement(sql, &datafusion::config::Dialect::Generic)
         .map_err(|e| sql_error(model, &e))?;
     let refs = state
         .resolve_table_references(&statement)
@@ -71,9 +79,16 @@ pub fn build(models: Vec<Model>, state: &SessionState) -> Result<Graph> {
                 model.name
             )));
         }
-        // A relationships test reads its parent table too: a parent that is
-        // a model runs first, so the test sees this run's version of it.
-        let tested = model.tests.relationship_tables(&model.name);
+        // A relationships test reads its parent table too, as a custom sql
+        // test may read other tables: a model among them runs first, so the
+        // test sees this run's version of it.
+        super::audit::validate(&model)?;
+        let mut tested = model.tests.relationship_tables(&model.name);
+        for test in &model.tests.sql.0 {
+            let query = super::audit::sql_test_query(&model.name, &test.query);
+            tested.extend(sql_references(&model, &query, state)?);
+        }
+        tested.remove(&model.name);
         let upstream = reads
             .union(&tested)
             .filter(|t| names.contains(*t))
@@ -84,6 +99,7 @@ pub fn build(models: Vec<Model>, state: &SessionState) -> Result<Graph> {
             Node {
                 model,
                 reads,
+                tested,
                 upstream,
             },
         );

@@ -250,12 +250,11 @@ impl Run<'_> {
     ) -> Result<HashMap<String, Source>> {
         let mut world: HashMap<String, Source> = HashMap::new();
         for node in selected {
-            let relationship_targets = node.model.tests.relationship_tables(&node.model.name);
             for name in node
                 .reads
                 .iter()
                 .cloned()
-                .chain(relationship_targets)
+                .chain(node.tested.iter().cloned())
                 .chain([node.model.name.clone()])
             {
                 if world.contains_key(&name) {
@@ -526,7 +525,7 @@ impl Run<'_> {
         let record = plan.record(&written.content, report)?;
         let staged = written.stage(&spec, &run, record).await?;
         report.snapshot_id = staged.snapshot_id;
-        audit_and_accept(model, &plan, staged, days, world, report).await
+        audit_and_accept(node, &plan, staged, days, world, report).await
     }
 
     /// What the model recomputes (none: it is up to date), with the report's
@@ -593,19 +592,20 @@ impl Run<'_> {
 /// is dropped, a passing one accepted (queued for its layer's publish, or
 /// committed where the format has no branches).
 async fn audit_and_accept(
-    model: &Model,
+    node: &Node,
     plan: &Plan,
     staged: Staged<'_>,
     days: Option<&BTreeSet<i32>>,
     world: &HashMap<String, Source>,
     report: &mut ModelReport,
 ) -> Result<Done> {
+    let model = &node.model;
     let checks = audit::checks(model, plan.event_time.as_deref())?;
     let ctx = session::context();
     let registered = async {
         staged.register(&ctx, days).await?;
-        for table in model.tests.relationship_tables(&model.name) {
-            if let Some(s) = world.get(&table) {
+        for table in &node.tested {
+            if let Some(s) = world.get(table) {
                 s.register(&ctx, None).await?;
             }
         }

@@ -11,7 +11,10 @@
 //! sort = ["site_id", "ts_utc"]
 //! lookback = "7d"                    # rows read up to 7 days from their own day
 //! [tests]
-//! not_null = ["ts_utc", "site_id"]
+//! not_null = ["ts_utc", "site_id", { column = "temp", max_fraction = 0.01 }]
+//! regex = { site_id = '^[A-Z]{3}$' }
+//! expression = ["temp > -90"]
+//! sql = { name = "no_future", query = "SELECT * FROM {this} WHERE ts_utc > now()" }
 //! cadence = { key = ["site_id"], interval = "30m" }
 //! */
 //! SELECT ...
@@ -60,13 +63,110 @@ pub struct Cadence {
     pub max_gap: Option<String>,
 }
 
+/// A `not_null` entry: a column name (no null tolerated) or
+/// `{ column = "temp", max_fraction = 0.01 }` (the test fails when the
+/// share of null rows exceeds the fraction).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub struct NotNull {
+    /// The column.
+    pub column: String,
+    /// The largest share of null rows tolerated (0: none).
+    pub max_fraction: f64,
+}
+
+impl TryFrom<toml::Value> for NotNull {
+    type Error = String;
+
+    fn try_from(v: toml::Value) -> std::result::Result<Self, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Tolerant {
+            column: String,
+            #[serde(default)]
+            max_fraction: f64,
+        }
+        let t = match v {
+            toml::Value::String(column) => Tolerant {
+                column,
+                max_fraction: 0.0,
+            },
+            v @ toml::Value::Table(_) => Tolerant::deserialize(v)
+                .map_err(|e| format!("not_null: {}", e.message().trim_end()))?,
+            other => {
+                return Err(format!(
+                    "not_null entries are a column name or {{ column = \"...\", max_fraction = 0.01 }}, not {other}"
+                ));
+            }
+        };
+        if !(0.0..=1.0).contains(&t.max_fraction) {
+            return Err(format!(
+                "not_null {}: max_fraction must be between 0 and 1, not {}",
+                t.column, t.max_fraction
+            ));
+        }
+        Ok(NotNull {
+            column: t.column,
+            max_fraction: t.max_fraction,
+        })
+    }
+}
+
+/// A custom SQL test: a query returning the failing rows, reading the
+/// model's tested rows as `{this}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlTest {
+    /// Its name in reports.
+    pub name: String,
+    /// A SELECT returning the failing rows.
+    pub query: String,
+}
+
+/// `sql = { name, query }` or a list of them (`[[tests.sql]]`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub struct SqlTests(pub Vec<SqlTest>);
+
+impl TryFrom<toml::Value> for SqlTests {
+    type Error = String;
+
+    fn try_from(v: toml::Value) -> std::result::Result<Self, String> {
+        let one = |v: toml::Value| {
+            SqlTest::deserialize(v).map_err(|e| format!("sql: {}", e.message().trim_end()))
+        };
+        match v {
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(one)
+                .collect::<std::result::Result<_, _>>()
+                .map(SqlTests),
+            v @ toml::Value::Table(_) => Ok(SqlTests(vec![one(v)?])),
+            other => Err(format!(
+                "sql is {{ name = \"...\", query = \"SELECT ... FROM {{this}} ...\" }} or a list of them, not {other}"
+            )),
+        }
+    }
+}
+
 /// Data tests run on the staged result before it is published.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Tests {
-    /// Columns that must never be null.
+    /// Columns that must not be null (or only up to a fraction of rows).
     #[serde(default)]
-    pub not_null: Vec<String>,
+    pub not_null: Vec<NotNull>,
+    /// A regular expression per column that its non-null values must
+    /// match (anywhere, unless anchored with `^...$`).
+    #[serde(default)]
+    pub regex: BTreeMap<String, String>,
+    /// SQL booleans every row must satisfy (a row fails where one is
+    /// false; null passes, as dbt's `expression_is_true`).
+    #[serde(default)]
+    pub expression: Vec<String>,
+    /// Custom SQL tests (queries returning failing rows).
+    #[serde(default)]
+    pub sql: SqlTests,
     /// Column sets that must be unique (the unique key is always tested).
     #[serde(default)]
     pub unique: Vec<Vec<String>>,
@@ -352,7 +452,7 @@ mod tests {
         let ok = "/* floe\nmaterialized = \"table\"\nunique_key = [\"a\"]\n[tests]\nnot_null = [\"a\"]\n*/\nSELECT 1 AS a";
         let h = parse_header(ok, "m.sql").expect("header");
         assert_eq!(h.materialized, Some(Materialized::Table));
-        assert_eq!(h.tests.not_null, vec!["a"]);
+        assert_eq!(h.tests.not_null[0].column, "a");
         let bad = "-- x\n/* floe\nmaterialized = \"table\"\nfoo = 1\n*/\nSELECT 1";
         let bad = bad.trim_start_matches("-- x\n");
         let e = parse_header(bad, "m.sql")

@@ -5,6 +5,7 @@
 
 mod bad_data;
 mod common;
+mod data_tests;
 mod delta;
 mod errors;
 mod faults;

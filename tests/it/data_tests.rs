@@ -1,0 +1,246 @@
+//! The richer data tests of a model's `[tests]`: `not_null` with a
+//! tolerated fraction, `regex`, `expression` and custom `sql`. Each kind
+//! passes on a model, then fails after an edit of its declaration: the
+//! model is not published (main keeps its snapshot), floe exits 1 and the
+//! report lists the test with its count of offending rows. Malformed
+//! declarations are refused before anything runs, naming the file.
+
+use std::fmt::Write;
+
+use floe::rest::RestClient;
+use floe::transform::{self, ModelReport};
+
+use crate::common::{Env, ingest, request, rows};
+
+const JOB: &str = r#"
+[[job]]
+name = "readings"
+table = "bronze.readings"
+source = { path = "data/{date}.ndjson", format = "ndjson" }
+event_time = { kind = "offset", column = "t" }
+columns = [
+  { name = "site_id", type = "string", required = true, from = "site" },
+  { name = "value", type = "double", from = "v" },
+]
+"#;
+
+const DAY: &str = "2024-05-01";
+
+/// Hourly readings for sites A and B (value = the hour), site B's hour 5
+/// without a value: 48 rows, one null value (a fraction of 1/48).
+async fn setup() -> (Env, RestClient) {
+    let env = Env::new().await;
+    let mut text = String::new();
+    for site in ["A", "B"] {
+        for h in 0..24 {
+            if site == "B" && h == 5 {
+                writeln!(text, r#"{{"t":"{DAY}T{h:02}:00:00Z","site":"{site}"}}"#)
+            } else {
+                writeln!(
+                    text,
+                    r#"{{"t":"{DAY}T{h:02}:00:00Z","site":"{site}","v":{h}}}"#
+                )
+            }
+            .expect("fmt");
+        }
+    }
+    env.write(&format!("data/{DAY}.ndjson"), &text);
+    let p = env.pipeline(JOB);
+    ingest(&p, &request(DAY, DAY, "i1"))
+        .await
+        .1
+        .expect("ingest");
+    let client = env.client_with(Default::default()).await;
+    (env, client)
+}
+
+/// Writes `silver.readings` with `tests` as its `[tests]` body.
+fn model(env: &Env, tests: &str) -> std::path::PathBuf {
+    env.write(
+        "sql/silver/readings.sql",
+        &format!(
+            "/* floe\nmaterialized = \"table\"\n[tests]\n{tests}\n*/\nSELECT ts_utc, site_id, value FROM bronze.readings\n"
+        ),
+    )
+}
+
+async fn transform(env: &Env, client: &RestClient, run: &str) -> (ModelReport, floe::Result<()>) {
+    let req = crate::common::transform_request(&env.path("sql"), run);
+    let (reports, outcome) = transform::run(client, &req).await;
+    let report = reports
+        .into_iter()
+        .find(|r| r.model == "silver.readings")
+        .unwrap_or_else(|| panic!("no report for silver.readings: {outcome:?}"));
+    (report, outcome)
+}
+
+async fn main_snapshot(client: &RestClient) -> Option<i64> {
+    client
+        .load_table(&["silver".to_string()], "readings")
+        .await
+        .expect("load")
+        .and_then(|t| t.metadata.current_snapshot_id())
+}
+
+/// `pass` publishes with every test at 0 failures; `fail` (after it)
+/// leaves main at the published snapshot, exits 1 and reports `test` with
+/// `failures` offending rows. Returns the failure's message.
+async fn passes_then_fails(pass: &str, fail: &str, test: &str, failures: u64) -> String {
+    let (env, client) = setup().await;
+    model(&env, pass);
+    let (report, outcome) = transform(&env, &client, "t1").await;
+    outcome.unwrap_or_else(|e| panic!("{pass}: {e}"));
+    assert_eq!(report.status, "published", "{report:?}");
+    assert!(report.tests.iter().all(|t| t.failures == 0), "{report:?}");
+    let published = main_snapshot(&client).await;
+    assert!(published.is_some());
+
+    model(&env, fail);
+    let (report, outcome) = transform(&env, &client, "t2").await;
+    let err = outcome.expect_err("the test fails");
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert_eq!(report.status, "tests-failed", "{report:?}");
+    let outcome = report
+        .tests
+        .iter()
+        .find(|t| t.test == test)
+        .unwrap_or_else(|| panic!("no outcome {test}: {:?}", report.tests));
+    assert_eq!(outcome.failures, failures, "{outcome:?}");
+    assert_eq!(main_snapshot(&client).await, published);
+    assert_eq!(rows(&env.scan("silver", "readings").await), 48);
+    let text = err.to_string();
+    assert!(text.contains(test), "{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_null_tolerates_a_fraction_of_nulls_per_column() {
+    // 1 null in 48 rows (0.0208): tolerated under 0.05, not under 0.01.
+    let text = passes_then_fails(
+        r#"not_null = ["site_id", { column = "value", max_fraction = 0.05 }]"#,
+        r#"not_null = ["site_id", { column = "value", max_fraction = 0.01 }]"#,
+        "not_null(value, max_fraction 0.01)",
+        1,
+    )
+    .await;
+    assert!(text.contains("null_fraction"), "{text}");
+    assert!(text.contains("0.0208"), "the fraction is reported: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_not_null_still_fails_on_one_null() {
+    passes_then_fails(
+        r#"not_null = ["site_id"]"#,
+        r#"not_null = ["site_id", "value"]"#,
+        "not_null(value)",
+        1,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regex_fails_on_the_values_that_do_not_match() {
+    let text = passes_then_fails(
+        "regex = { site_id = '^[AB]$', value = '^[0-9]+[.]0$' }",
+        "regex = { site_id = '^A$' }",
+        r#"regex(site_id ~ "^A$")"#,
+        24,
+    )
+    .await;
+    assert!(text.contains("| B "), "sample rows expected: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expression_fails_where_false_and_lets_null_pass() {
+    // The null value of site B passes `value >= 0` (dbt's expression_is_true).
+    passes_then_fails(
+        r#"expression = ["value >= 0", "value < 24 AND site_id IN ('A', 'B')"]"#,
+        r#"expression = ["value >= 0", "value < 20"]"#,
+        "expression(value < 20)",
+        8,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_sql_test_fails_when_its_query_returns_rows() {
+    // The passing tests read another table besides {this}.
+    let pass = r#"
+[[tests.sql]]
+name = "every_site_is_in_bronze"
+query = """
+SELECT * FROM {this} AS t
+WHERE NOT EXISTS (SELECT 1 FROM bronze.readings AS b WHERE b.site_id = t.site_id)
+"""
+[[tests.sql]]
+name = "a_full_day_per_site"
+query = "SELECT site_id FROM {this} GROUP BY site_id HAVING count(*) <> 24;"
+"#;
+    let text = passes_then_fails(
+        pass,
+        r#"sql = { name = "no_value_above_21", query = "SELECT * FROM {this} WHERE value > 21" }"#,
+        "sql(no_value_above_21)",
+        4,
+    )
+    .await;
+    assert!(text.contains("| 22.0"), "sample rows expected: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_declarations_are_refused_before_anything_runs() {
+    let (env, client) = setup().await;
+    let cases = [
+        ("regex = { site_id = '^[A-Z' }", "not a valid pattern"),
+        (r#"expression = ["  "]"#, "empty expression"),
+        (
+            r#"expression = ["value >= 0) OR (1 = 1"]"#,
+            "does not parse",
+        ),
+        (r#"expression = ["value >="]"#, "does not parse"),
+        (
+            r#"sql = { name = "x", query = "SELECT * FROM silver.readings" }"#,
+            "{this}",
+        ),
+        (
+            r#"sql = { name = "x", query = "SELEC * FROM {this}" }"#,
+            "does not parse",
+        ),
+        (
+            r#"sql = { name = "x", query = "SELECT 1 FROM {this}; SELECT 2" }"#,
+            "one SELECT",
+        ),
+        (
+            r#"sql = { name = "", query = "SELECT * FROM {this}" }"#,
+            "name",
+        ),
+        (r#"sql = { query = "SELECT * FROM {this}" }"#, "name"),
+        (r#"sql = "SELECT 1""#, "list of them"),
+        (
+            r#"not_null = [{ column = "value", max_fraction = 2 }]"#,
+            "between 0 and 1",
+        ),
+        (
+            r#"not_null = [{ column = "value", max_fractions = 0.1 }]"#,
+            "max_fractions",
+        ),
+        ("not_null = [3]", "column name"),
+    ];
+    for (i, (tests, expected)) in cases.iter().enumerate() {
+        let file = model(&env, tests);
+        let req = crate::common::transform_request(&env.path("sql"), &format!("t{i}"));
+        let (reports, outcome) = transform::run(&client, &req).await;
+        let err = outcome.expect_err(tests);
+        assert!(reports.is_empty(), "{tests}: refused before any model ran");
+        let text = err.to_string();
+        assert!(
+            text.contains(&file.display().to_string()),
+            "{tests}: {text}"
+        );
+        assert!(
+            text.contains(expected),
+            "{tests}: expected {expected:?} in {text}"
+        );
+        assert_eq!(err.exit_code(), 2, "{tests}: {text}");
+    }
+    assert_eq!(main_snapshot(&client).await, None, "nothing was written");
+}
