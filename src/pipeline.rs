@@ -170,7 +170,10 @@ impl Default for CatalogSettings {
     }
 }
 
+mod data_tests;
 mod source;
+
+pub use data_tests::{NotNull, check_expression, check_pattern};
 
 pub use source::{
     Api, Auth, EmptyDays, EntryErrors, Expect, ForEachFrom, Format, HttpSource, Pagination, Source,

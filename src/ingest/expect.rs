@@ -1,6 +1,8 @@
 //! `[job.expect]`: soft failures found in the delivered rows before anything
 //! is committed: rows repeating a (key, `ts_utc`), gaps in a series'
-//! cadence, and days of the window without rows.
+//! cadence, days of the window without rows, and the data tests that look
+//! at one row at a time (`not_null` with its tolerated fraction, `regex`,
+//! `expression`: a row fails where it is false, null passes).
 
 use std::collections::{HashMap, HashSet};
 
@@ -30,6 +32,45 @@ pub struct ExpectReport {
     /// when the whole window was checked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_due_from: Option<String>,
+    /// Rows looked at by the data tests.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rows: u64,
+    /// The data tests (`not_null`, `regex`, `expression`), in that order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<TestCount>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A data test of `[job.expect]` and the rows that broke it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TestCount {
+    /// E.g. `not_null(value, max_fraction 0.01)`.
+    pub test: String,
+    /// Offending rows (nulls, values that do not match, rows where the
+    /// expression is false).
+    pub failures: u64,
+    /// Offending rows tolerated (a `not_null`'s fraction of the rows).
+    pub allowed: u64,
+}
+
+/// The data tests, ready to look at batches.
+struct Tests {
+    regexes: Vec<(String, regex::Regex)>,
+    /// The `expression`s, planned per batch in `ctx`.
+    expressions: Vec<String>,
+    ctx: datafusion::prelude::SessionContext,
+}
+
+impl std::fmt::Debug for Tests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tests")
+            .field("regexes", &self.regexes)
+            .field("expressions", &self.expressions)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Accumulates the rows of a run.
@@ -40,22 +81,137 @@ pub struct Checker {
     keys: HashMap<String, u32>,
     seen: HashSet<(u32, i64)>,
     report: ExpectReport,
+    /// Duplicates or a cadence to look for.
+    series: bool,
+    tests: Tests,
 }
 
 impl Checker {
     /// A checker for `expect`, or `None` when it looks at rows not at all
-    /// (no duplicates or cadence to check).
-    pub fn new(expect: &Expect) -> Option<Self> {
-        (expect.max_duplicates.is_some() || expect.cadence.is_some()).then(|| Self {
+    /// (no duplicates, cadence or data tests to check).
+    ///
+    /// # Errors
+    /// A `regex` pattern that does not compile (checked with the
+    /// pipeline already).
+    pub fn new(expect: &Expect) -> Result<Option<Self>> {
+        let series = expect.max_duplicates.is_some() || expect.cadence.is_some();
+        let tested = !expect.not_null.is_empty()
+            || !expect.regex.is_empty()
+            || !expect.expression.is_empty();
+        if !series && !tested {
+            return Ok(None);
+        }
+        let regexes = expect
+            .regex
+            .iter()
+            .map(|(c, p)| {
+                regex::Regex::new(p).map(|r| (c.clone(), r)).map_err(|e| {
+                    Error::Config(format!("key `expect.regex.{c}`: {p:?}: {e}")).caused_by(e)
+                })
+            })
+            .collect::<Result<_>>()?;
+        let tests = expect
+            .not_null
+            .iter()
+            .map(|n| {
+                if n.max_fraction == 0.0 {
+                    format!("not_null({})", n.column)
+                } else {
+                    format!("not_null({}, max_fraction {})", n.column, n.max_fraction)
+                }
+            })
+            .chain(
+                expect
+                    .regex
+                    .iter()
+                    .map(|(c, p)| format!("regex({c} ~ {p:?})")),
+            )
+            .chain(
+                expect
+                    .expression
+                    .iter()
+                    .map(|e| format!("expression({})", e.trim())),
+            )
+            .map(|test| TestCount {
+                test,
+                ..TestCount::default()
+            })
+            .collect();
+        Ok(Some(Self {
             expect: expect.clone(),
             keys: HashMap::new(),
             seen: HashSet::new(),
-            report: ExpectReport::default(),
-        })
+            report: ExpectReport {
+                tests,
+                ..ExpectReport::default()
+            },
+            series,
+            tests: Tests {
+                regexes,
+                expressions: expect.expression.clone(),
+                ctx: datafusion::prelude::SessionContext::new(),
+            },
+        }))
     }
 
     /// Looks at a batch about to be written.
+    ///
+    /// # Errors
+    /// A key column missing, or an expression that cannot be evaluated
+    /// on the batch (an unknown column, a type error).
     pub fn observe(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.observe_tests(batch)?;
+        if self.series {
+            self.observe_series(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Counts the offending rows of each data test in `batch`.
+    fn observe_tests(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.report.tests.is_empty() {
+            return Ok(());
+        }
+        self.report.rows += batch.num_rows() as u64;
+        let column = |c: &str| {
+            batch
+                .column_by_name(c)
+                .ok_or_else(|| Error::Storage(format!("a batch without the column {c}")))
+        };
+        let mut counts = Vec::with_capacity(self.report.tests.len());
+        for n in &self.expect.not_null {
+            counts.push(column(&n.column)?.null_count() as u64);
+        }
+        let options = FormatOptions::default();
+        for (c, re) in &self.tests.regexes {
+            let values = column(c)?;
+            let f = ArrayFormatter::try_new(values.as_ref(), &options)
+                .map_err(|e| Error::Storage(format!("formatting {c}: {e}")).caused_by(e))?;
+            let mut n = 0u64;
+            for row in (0..values.len()).filter(|r| values.is_valid(*r)) {
+                let text = f.value(row).to_string();
+                if !re.is_match(&text) {
+                    n += 1;
+                    if self.report.examples.len() < EXAMPLES {
+                        self.report
+                            .examples
+                            .push(format!("regex: {c} = {text:?} does not match"));
+                    }
+                }
+            }
+            counts.push(n);
+        }
+        for e in &self.tests.expressions {
+            counts.push(false_rows(&self.tests.ctx, e, batch)?);
+        }
+        for (t, n) in self.report.tests.iter_mut().zip(counts) {
+            t.failures += n;
+        }
+        Ok(())
+    }
+
+    /// Tracks each series' timestamps: duplicates now, gaps at the end.
+    fn observe_series(&mut self, batch: &RecordBatch) -> Result<()> {
         // A job without an event time has no ts_utc: its key alone must
         // be unique.
         let ts = batch
@@ -120,6 +276,11 @@ impl Checker {
         empty_days: Vec<String>,
     ) -> ExpectReport {
         self.report.empty_days = empty_days;
+        let rows = self.report.rows;
+        for (t, n) in self.report.tests.iter_mut().zip(&self.expect.not_null) {
+            // The largest whole number of rows within the fraction.
+            t.allowed = (n.max_fraction * rows as f64).floor() as u64;
+        }
         let Some(cadence) = self.expect.cadence else {
             return self.report;
         };
@@ -172,6 +333,40 @@ impl Checker {
     }
 }
 
+/// The rows of `batch` where `expression` is false (null passes).
+fn false_rows(
+    ctx: &datafusion::prelude::SessionContext,
+    expression: &str,
+    batch: &RecordBatch,
+) -> Result<u64> {
+    use datafusion::common::DFSchema;
+    let bad = |e: datafusion::error::DataFusionError| {
+        Error::Config(format!(
+            "key `expect.expression`: {:?} cannot be evaluated on the delivered rows: {e}",
+            expression.trim()
+        ))
+        .caused_by(e)
+    };
+    let schema = DFSchema::try_from(batch.schema().as_ref().clone()).map_err(bad)?;
+    let expr = ctx.parse_sql_expr(expression, &schema).map_err(bad)?;
+    let physical = ctx.create_physical_expr(expr, &schema).map_err(bad)?;
+    let values = physical
+        .evaluate(batch)
+        .and_then(|v| v.into_array(batch.num_rows()))
+        .map_err(bad)?;
+    let values = values
+        .as_any()
+        .downcast_ref::<arrow_array::BooleanArray>()
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "key `expect.expression`: {:?} is not a boolean but {}",
+                expression.trim(),
+                values.data_type()
+            ))
+        })?;
+    Ok(values.false_count() as u64)
+}
+
 fn shown(key: &str) -> String {
     if key.is_empty() {
         "the series".into()
@@ -203,6 +398,19 @@ pub fn verdict(job: &str, expect: &Expect, report: &ExpectReport) -> Result<()> 
             "{} missing intervals (at most {} allowed)",
             report.gaps, expect.max_gaps
         ));
+    }
+    for t in report.tests.iter().filter(|t| t.failures > t.allowed) {
+        if t.allowed > 0 || t.test.contains("max_fraction") {
+            broken.push(format!(
+                "{}: {} null(s) in {} rows (a fraction of {:.4})",
+                t.test,
+                t.failures,
+                report.rows,
+                t.failures as f64 / report.rows.max(1) as f64
+            ));
+        } else {
+            broken.push(format!("{}: {} offending row(s)", t.test, t.failures));
+        }
     }
     if expect.empty_days == EmptyDays::Fail && !report.empty_days.is_empty() {
         broken.push(format!(
@@ -257,9 +465,12 @@ mod tests {
             max_duplicates: Some(0),
             empty_days: EmptyDays::Fail,
             publication_delay: Duration::ZERO,
+            not_null: Vec::new(),
+            regex: Default::default(),
+            expression: Vec::new(),
         };
         let h = 3_600_000_000i64;
-        let mut c = Checker::new(&expect).expect("checks rows");
+        let mut c = Checker::new(&expect).expect("valid").expect("checks rows");
         // Site a: every 6 hours, one repeated; site b misses 12:00.
         c.observe(&batch(&[
             ("a", 0),
@@ -303,11 +514,14 @@ mod tests {
             max_duplicates: Some(0),
             empty_days: EmptyDays::Fail,
             publication_delay: Duration::from_secs(3600),
+            not_null: Vec::new(),
+            regex: Default::default(),
+            expression: Vec::new(),
         };
         let h = 3_600_000_000i64;
         let hours: Vec<(&str, i64)> = (0..10).map(|i| ("a", i * h)).collect();
         let checked = |due: i64| {
-            let mut c = Checker::new(&expect).expect("checks rows");
+            let mut c = Checker::new(&expect).expect("valid").expect("checks rows");
             c.observe(&batch(&hours)).expect("observe");
             c.finish(0, DAY_MICROS, due, Vec::new())
         };
@@ -324,7 +538,7 @@ mod tests {
         assert_eq!(next_day.not_due_from, None);
         // Rows past the run's time (a forecast): the slots before the last
         // row are due, so a hole there is a gap.
-        let mut c = Checker::new(&expect).expect("checks rows");
+        let mut c = Checker::new(&expect).expect("valid").expect("checks rows");
         c.observe(&batch(&hours)).expect("observe");
         c.observe(&batch(&[("a", 20 * h)])).expect("observe");
         let forecast = c.finish(0, DAY_MICROS, 10 * h, Vec::new());

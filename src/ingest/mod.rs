@@ -982,12 +982,15 @@ async fn drain(
     sink: &mut impl Sink,
     report: &mut JobReport,
 ) -> (Vec<Reject>, Option<expect::Checker>, Result<()>) {
+    let mut checker = match expect::Checker::new(&job.expect) {
+        Ok(c) => c,
+        Err(e) => return (Vec::new(), None, Err(e)),
+    };
     let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
     let reader_job = job.clone();
     let reader =
         tokio::task::spawn_blocking(move || read_all(&reader_job, units, &fetcher, builder, &tx));
     let mut rejects = Vec::new();
-    let mut checker = expect::Checker::new(&job.expect);
     let mut failure = None;
     while let Some(msg) = rx.recv().await {
         match msg {

@@ -254,7 +254,7 @@ pub enum EmptyDays {
 
 /// `[job.expect]`: what the delivered rows must look like, checked before
 /// anything is committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Expect {
     /// Series key besides `ts_utc` (columns of the job).
     pub key: Vec<String>,
@@ -271,6 +271,12 @@ pub struct Expect {
     /// How long after its time a slot's row is published: slots later
     /// than the run's time minus this are not gaps yet (an intraday run).
     pub publication_delay: Duration,
+    /// Columns that must not be null (or only up to a fraction of rows).
+    pub not_null: Vec<super::NotNull>,
+    /// A pattern per column its non-null values must match.
+    pub regex: BTreeMap<String, String>,
+    /// SQL booleans every row must satisfy (null passes).
+    pub expression: Vec<String>,
 }
 
 /// `source = {...}` as written: the union of both kinds' keys.
@@ -360,6 +366,12 @@ pub(super) struct RawExpect {
     empty_days: Option<EmptyDays>,
     #[serde(default)]
     publication_delay: Option<String>,
+    #[serde(default)]
+    not_null: Vec<super::NotNull>,
+    #[serde(default)]
+    regex: BTreeMap<String, String>,
+    #[serde(default)]
+    expression: Vec<String>,
 }
 
 fn duration(key: &str, text: &Option<String>, default: Duration) -> Result<Duration, String> {
@@ -734,6 +746,7 @@ impl RawExpect {
                 ));
             }
         }
+        self.check_tests(columns)?;
         let cadence = self
             .cadence
             .as_deref()
@@ -776,7 +789,35 @@ impl RawExpect {
             } else {
                 EmptyDays::Protect
             }),
+            not_null: self.not_null,
+            regex: self.regex,
+            expression: self.expression,
         })
+    }
+
+    /// The data tests: columns of the job, valid patterns, expressions
+    /// that parse.
+    fn check_tests(&self, columns: &[&str]) -> Result<(), String> {
+        let column = |key: &str, c: &str| {
+            if columns.contains(&c) || c == crate::pipeline::EVENT_TIME_COLUMN {
+                Ok(())
+            } else {
+                Err(format!(
+                    "key `expect.{key}`: {c:?} is not a column of the job"
+                ))
+            }
+        };
+        for n in &self.not_null {
+            column("not_null", &n.column)?;
+        }
+        for (c, pattern) in &self.regex {
+            column("regex", c)?;
+            super::check_pattern(pattern).map_err(|e| format!("key `expect.regex.{c}`: {e}"))?;
+        }
+        for e in &self.expression {
+            super::check_expression(e).map_err(|e| format!("key `expect.expression`: {e}"))?;
+        }
+        Ok(())
     }
 }
 

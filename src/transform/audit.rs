@@ -159,29 +159,9 @@ fn regex_checks(t: &str, patterns: &BTreeMap<String, String>) -> Declaration<Vec
 /// `expression`: per SQL boolean, the rows where it is false (a null
 /// passes, as in dbt's `expression_is_true`).
 fn expression_checks(t: &str, expressions: &[String]) -> Declaration<Vec<Check>> {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-    use datafusion::sql::sqlparser::tokenizer::Token;
     let mut out = Vec::new();
     for expr in expressions {
-        let text = expr.trim();
-        if text.is_empty() {
-            return Err("expression lists an empty expression".into());
-        }
-        let dialect = GenericDialect {};
-        let whole = Parser::new(&dialect)
-            .try_with_sql(text)
-            .and_then(|mut p| {
-                let parsed = p.parse_expr()?;
-                Ok((parsed, p.peek_token().token))
-            })
-            .map_err(|e| format!("expression {text:?} does not parse: {e}"))?;
-        if whole.1 != Token::EOF {
-            return Err(format!(
-                "expression {text:?} does not parse: unexpected {} after the expression",
-                whole.1
-            ));
-        }
+        let text = crate::pipeline::check_expression(expr)?;
         out.push(Check {
             test: format!("expression({text})"),
             sql: format!("SELECT * FROM {t} WHERE NOT ({text})"),

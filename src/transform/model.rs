@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+pub use crate::pipeline::NotNull;
 use crate::pipeline::TableFormat;
 
 /// How a model's table is refreshed.
@@ -61,55 +62,6 @@ pub struct Cadence {
     /// The largest gap tolerated (default: the interval, i.e. none missing),
     /// counting from the day's start and to its end.
     pub max_gap: Option<String>,
-}
-
-/// A `not_null` entry: a column name (no null tolerated) or
-/// `{ column = "temp", max_fraction = 0.01 }` (the test fails when the
-/// share of null rows exceeds the fraction).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "toml::Value")]
-pub struct NotNull {
-    /// The column.
-    pub column: String,
-    /// The largest share of null rows tolerated (0: none).
-    pub max_fraction: f64,
-}
-
-impl TryFrom<toml::Value> for NotNull {
-    type Error = String;
-
-    fn try_from(v: toml::Value) -> std::result::Result<Self, String> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Tolerant {
-            column: String,
-            #[serde(default)]
-            max_fraction: f64,
-        }
-        let t = match v {
-            toml::Value::String(column) => Tolerant {
-                column,
-                max_fraction: 0.0,
-            },
-            v @ toml::Value::Table(_) => Tolerant::deserialize(v)
-                .map_err(|e| format!("not_null: {}", e.message().trim_end()))?,
-            other => {
-                return Err(format!(
-                    "not_null entries are a column name or {{ column = \"...\", max_fraction = 0.01 }}, not {other}"
-                ));
-            }
-        };
-        if !(0.0..=1.0).contains(&t.max_fraction) {
-            return Err(format!(
-                "not_null {}: max_fraction must be between 0 and 1, not {}",
-                t.column, t.max_fraction
-            ));
-        }
-        Ok(NotNull {
-            column: t.column,
-            max_fraction: t.max_fraction,
-        })
-    }
 }
 
 /// A custom SQL test: a query returning the failing rows, reading the

@@ -244,3 +244,86 @@ async fn malformed_declarations_are_refused_before_anything_runs() {
     }
     assert_eq!(main_snapshot(&client).await, None, "nothing was written");
 }
+
+/// A job whose `[job.expect]` holds `tests`; the day's file from [`setup`].
+fn expecting(env: &Env, tests: &str) -> floe::pipeline::Pipeline {
+    env.pipeline(&format!("{JOB}\n[job.expect]\n{tests}\n"))
+}
+
+async fn bronze_snapshot(client: &RestClient) -> Option<i64> {
+    client
+        .load_table(&["bronze".to_string()], "readings")
+        .await
+        .expect("load")
+        .and_then(|t| t.metadata.current_snapshot_id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_expect_checks_not_null_regex_and_expression_before_commit() {
+    let (env, client) = setup().await;
+    let committed = bronze_snapshot(&client).await;
+    assert!(committed.is_some());
+    let pass = expecting(
+        &env,
+        r#"not_null = ["site_id", { column = "value", max_fraction = 0.05 }]
+regex = { site_id = '^[AB]$' }
+expression = ["value >= 0", "value < 24"]"#,
+    );
+    let (reports, outcome) = ingest(&pass, &request(DAY, DAY, "i2")).await;
+    outcome.expect("every test passes");
+    let found = reports[0].expect.clone().expect("expect report");
+    assert_eq!(found.rows, 48);
+    assert_eq!(found.tests.len(), 5, "{found:?}");
+    assert_eq!(found.tests[1].failures, 1, "one null value: {found:?}");
+    assert!(found.tests.iter().all(|t| t.failures <= t.allowed));
+    let committed = bronze_snapshot(&client).await;
+
+    let cases = [
+        (
+            r#"not_null = [{ column = "value", max_fraction = 0.01 }]"#,
+            "not_null(value, max_fraction 0.01): 1 null(s) in 48 rows (a fraction of 0.0208)",
+        ),
+        (
+            r#"not_null = ["value"]"#,
+            "not_null(value): 1 offending row(s)",
+        ),
+        (
+            "regex = { site_id = '^A$' }",
+            r#"regex(site_id ~ "^A$"): 24 offending row(s)"#,
+        ),
+        (
+            r#"expression = ["value < 20"]"#,
+            "expression(value < 20): 8 offending row(s)",
+        ),
+    ];
+    for (i, (tests, expected)) in cases.iter().enumerate() {
+        let p = expecting(&env, tests);
+        let (_, outcome) = ingest(&p, &request(DAY, DAY, &format!("f{i}"))).await;
+        let err = outcome.expect_err(tests);
+        assert_eq!(err.exit_code(), 1, "{tests}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(expected),
+            "{tests}: expected {expected:?} in {text}"
+        );
+        assert!(text.contains("nothing was committed"), "{text}");
+        assert_eq!(bronze_snapshot(&client).await, committed, "{tests}");
+    }
+
+    for (tests, expected) in [
+        ("regex = { site_id = '(' }", "not a valid pattern"),
+        ("regex = { nothing = 'a' }", "not a column of the job"),
+        (r#"expression = ["value >="]"#, "does not parse"),
+        (
+            r#"not_null = [{ column = "value", max_fraction = -1 }]"#,
+            "between 0 and 1",
+        ),
+    ] {
+        let text =
+            format!("[catalog]\nuri = \"http://127.0.0.1:1\"\n{JOB}\n[job.expect]\n{tests}\n");
+        let err = floe::pipeline::parse(&text, &env.path("floe.toml"))
+            .map(|_| ())
+            .expect_err(tests);
+        assert!(err.to_string().contains(expected), "{tests}: {err}");
+    }
+}
