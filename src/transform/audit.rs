@@ -383,6 +383,30 @@ fn cadence_sql(t: &str, time: &str, key: &[String], interval: i64, max_gap: i64)
     )
 }
 
+/// Plans `checks` in `ctx` (where the model's table is an empty table of
+/// its result's columns), so that a test naming an unknown column or
+/// comparing what cannot be compared stops the model before anything is
+/// computed or written.
+///
+/// # Errors
+/// The first test that does not plan, naming the model file and test.
+pub async fn plan(ctx: &SessionContext, model: &Model, checks: &[Check]) -> Result<()> {
+    for check in checks {
+        for sql in std::iter::once(&check.sql).chain(&check.sample_sql) {
+            if let Err(e) = ctx.sql(sql).await {
+                return Err(Error::Model(format!(
+                    "{}: [tests] {} does not apply to the model's result: {}",
+                    model.file(),
+                    check.test,
+                    e.find_root()
+                ))
+                .caused_by(e));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Runs `checks` in `ctx`, returning every outcome.
 ///
 /// # Errors

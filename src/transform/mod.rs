@@ -469,6 +469,7 @@ impl Run<'_> {
             return Ok(Done::planned(Refresh::Full));
         }
         let plan = Plan::of(node, world).await?;
+        plan_tests(node, &plan, world).await?;
         report.format = model.format.unwrap_or(self.req.model_format);
         let (namespace_name, properties) = (model.name.as_str(), &model.properties);
         let file = model.file();
@@ -586,6 +587,29 @@ impl Run<'_> {
         }
         Ok(Some(refresh))
     }
+}
+
+/// Plans the model's data tests over an empty table of its result's
+/// columns (and the tables they read), before anything is computed: a
+/// test naming an unknown column stops the model at once. Skipped when a
+/// table a test reads is not there yet (a dry run before its first run).
+async fn plan_tests(node: &Node, plan: &Plan, world: &HashMap<String, Source>) -> Result<()> {
+    let model = &node.model;
+    if node.tested.iter().any(|t| !world.contains_key(t)) {
+        return Ok(());
+    }
+    let checks = audit::checks(model, plan.event_time.as_deref())?;
+    let ctx = session::context();
+    let schema = std::sync::Arc::new(plan.df.schema().as_arrow().clone());
+    let empty = datafusion::datasource::MemTable::try_new(schema, vec![Vec::new()])
+        .map_err(|e| sql_error(model, &e))?;
+    crate::table::read::register_as(&ctx, &model.name, std::sync::Arc::new(empty))?;
+    for table in &node.tested {
+        if let Some(s) = world.get(table) {
+            s.register(&ctx, None).await?;
+        }
+    }
+    audit::plan(&ctx, model, &checks).await
 }
 
 /// Runs the model's data tests over what this run staged: a failing model

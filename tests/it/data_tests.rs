@@ -243,6 +243,46 @@ async fn malformed_declarations_are_refused_before_anything_runs() {
         assert_eq!(err.exit_code(), 2, "{tests}: {text}");
     }
     assert_eq!(main_snapshot(&client).await, None, "nothing was written");
+
+    // Declarations that parse but do not apply to the result: refused once
+    // the query is planned, before it runs or writes.
+    for (tests, expected) in [
+        (
+            r#"expression = ["no_such_column > 0"]"#,
+            "expression(no_such_column > 0)",
+        ),
+        ("regex = { no_such_column = 'a' }", "regex(no_such_column"),
+        (
+            r#"sql = { name = "x", query = "SELECT nope FROM {this}" }"#,
+            "sql(x)",
+        ),
+        (
+            r#"not_null = [{ column = "nope", max_fraction = 0.5 }]"#,
+            "not_null(nope, max_fraction 0.5)",
+        ),
+    ] {
+        let file = model(&env, tests);
+        let req = crate::common::transform_request(&env.path("sql"), "late");
+        let (reports, outcome) = transform::run(&client, &req).await;
+        let err = outcome.expect_err(tests);
+        let text = err.to_string();
+        assert!(
+            text.contains(&file.display().to_string()),
+            "{tests}: {text}"
+        );
+        assert!(
+            text.contains(expected),
+            "{tests}: expected {expected:?} in {text}"
+        );
+        assert!(text.contains("does not apply"), "{tests}: {text}");
+        assert_eq!(err.exit_code(), 2, "{tests}: {text}");
+        assert_eq!(reports[0].rows_written, 0, "{tests}: nothing computed");
+        assert_eq!(
+            main_snapshot(&client).await,
+            None,
+            "{tests}: nothing written"
+        );
+    }
 }
 
 /// A job whose `[job.expect]` holds `tests`; the day's file from [`setup`].
