@@ -12,7 +12,8 @@ What they hold floe to:
   * one changed bronze day recomputes (overwrites) only that day's partitions downstream, and
     the snapshot summaries say so (`floe.transform.refresh`, `floe.transform.days`,
     `floe.state.transform-inputs`);
-  * a failing data test (not_null, unique, accepted_values, relationships, cadence) leaves the
+  * a failing data test (not_null, also with a tolerated fraction, unique, accepted_values,
+    relationships, cadence, regex, expression, a custom sql query) leaves the
     table's `main` as it was, drops the audit branch, skips the models downstream, exits 1 and
     prints the model, the test and sample rows;
   * the models of a layer are published together (one multi-table commit: when it is refused,
@@ -653,6 +654,14 @@ def test_failing_tests_leave_main_untouched(local_server, tmp_path):
         "r_rel": (f'[tests]\nrelationships = {{ site_id = "{bronze}.sites.site_id" }}',
                   f"relationships(site_id -> {bronze}.sites.site_id)", 1, "zz"),
         "r_cadence": ('[tests]\ncadence = { key = ["site_id"], interval = "30m" }', "cadence(", 1, "5400"),
+        # one null in day 2's 98 rows: over a tolerated 0.5%, the share is shown
+        "r_fraction": ('[tests]\nnot_null = ["ts_utc", { column = "value", max_fraction = 0.005 }]',
+                       "not_null(value, max_fraction 0.005)", 1, "null_fraction"),
+        "r_regex": ("[tests]\nregex = { status = '^(ok|est)$' }", 'regex(status ~ "^(ok|est)$")', 1, "bogus"),
+        "r_expr": ('[tests]\nexpression = ["value >= 0", "site_id <> \'zz\'"]', "expression(site_id <> 'zz')", 1,
+                   "zz"),
+        "r_sql": ('[tests]\nsql = { name = "no_bogus", query = "SELECT * FROM {this} WHERE status = \'bogus\'" }',
+                  "sql(no_bogus)", 1, "bogus"),
     }
     for name, (header, *_rest) in failing.items():
         sql = select + (" WHERE site_id IN ('a', 'b')" if name == "r_cadence" else "")
