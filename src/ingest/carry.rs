@@ -100,9 +100,7 @@ pub async fn rows(dest: &Destination, job: &Job, carried: &[Carried]) -> Result<
     };
     let mut out = Vec::new();
     for c in carried {
-        let ctx = datafusion::prelude::SessionContext::new();
         let days = job.has_event_time().then_some(&c.days);
-        source.register(&ctx, days).await?;
         let conditions: Vec<String> = columns
             .iter()
             .filter_map(|(column, key)| {
@@ -123,13 +121,7 @@ pub async fn rows(dest: &Destination, job: &Job, carried: &[Carried]) -> Result<
             ))
             .caused_by(e)
         };
-        let batches = ctx
-            .sql(&sql)
-            .await
-            .map_err(query)?
-            .collect()
-            .await
-            .map_err(query)?;
+        let batches = source.query(days, &sql, query).await?;
         out.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
     }
     Ok(out)

@@ -143,8 +143,6 @@ async fn from_table(
         .load(client, table)
         .await?
         .ok_or_else(|| Error::Source(format!("for_each table {table} does not exist")))?;
-    let ctx = datafusion::prelude::SessionContext::new();
-    source.register(&ctx, None).await?;
     let quoted: Vec<String> = columns
         .iter()
         .map(|c| format!("\"{}\"", c.replace('"', "\"\"")))
@@ -156,13 +154,7 @@ async fn from_table(
     let query = |e: datafusion::error::DataFusionError| {
         Error::Source(format!("for_each from table {table}: {e}")).caused_by(e)
     };
-    let batches = ctx
-        .sql(&sql)
-        .await
-        .map_err(query)?
-        .collect()
-        .await
-        .map_err(query)?;
+    let batches = source.query(None, &sql, query).await?;
     let options = FormatOptions::default();
     let mut out = Vec::new();
     for batch in &batches {

@@ -573,8 +573,7 @@ async fn history(
     run_rows: Vec<arrow_array::RecordBatch>,
     report: &JobReport,
 ) -> Result<Vec<arrow_array::RecordBatch>> {
-    let allowed = req.allow_empty || job.expect.empty_days == EmptyDays::Allow;
-    if run_rows.is_empty() && !allowed && dest.holds_rows().await? {
+    if run_rows.is_empty() && !may_empty(job, req) && dest.holds_rows().await? {
         return Err(would_empty(
             job,
             &format!(
@@ -772,7 +771,7 @@ fn judge(
         empty_days.push(format!("the whole table {}", job.table_ident()));
     }
     let mut expect = job.expect.clone();
-    if req.allow_empty {
+    if may_empty(job, req) {
         expect.empty_days = EmptyDays::Allow;
     }
     // An append removes nothing, so no day needs guarding.
@@ -802,6 +801,12 @@ fn judge(
     verdict.map(|()| guarded)
 }
 
+/// Whether the run may empty what held rows: the job says so
+/// (`empty_days = "allow"`) or the run does (`--allow-empty`).
+fn may_empty(job: &Job, req: &IngestRequest) -> bool {
+    req.allow_empty || job.expect.empty_days == EmptyDays::Allow
+}
+
 /// A job without an event time replaces its whole table: a run that got
 /// no rows must not empty a table that holds some, unless told it may
 /// (`empty_days = "allow"`, `--allow-empty`).
@@ -811,8 +816,7 @@ async fn whole_table_guard(
     req: &IngestRequest,
     report: &JobReport,
 ) -> Result<()> {
-    let allowed = req.allow_empty || job.expect.empty_days == EmptyDays::Allow;
-    if Replaces::of(job) != Replaces::Table || report.rows_written > 0 || allowed {
+    if Replaces::of(job) != Replaces::Table || report.rows_written > 0 || may_empty(job, req) {
         return Ok(());
     }
     if !dest.holds_rows().await? {

@@ -62,29 +62,17 @@ pub async fn merge(
             Error::Storage(format!("job {}: scd2 {what}: {e}", job.name)).caused_by(e)
         }
     };
-    let table = MemTable::try_new(schema.clone(), vec![new]).map_err(fail("run rows"))?;
+    let table = MemTable::try_new(schema.clone(), vec![new.clone()]).map_err(fail("run rows"))?;
     register_as(&ctx, "run.new", Arc::new(table))?;
     let keys: Vec<String> = job.unique_key.iter().map(|k| ident(k)).collect();
     repeated_keys(&ctx, job, &keys).await?;
     let Some(current) = dest.source(&job.table_ident()).await? else {
-        return ctx
-            .sql("SELECT * FROM run.new")
-            .await
-            .map_err(fail("first run"))?
-            .collect()
-            .await
-            .map_err(fail("first run"));
+        // The first run: every row opens its first version.
+        return Ok(new);
     };
-    let provider = {
-        let scratch = SessionContext::new();
-        current.register(&scratch, None).await?;
-        scratch
-            .table_provider(job.table_ident().as_str())
-            .await
-            .map_err(fail("reading the table"))?
-    };
-    register_as(&ctx, "run.cur", provider)?;
-    let sql = merge_sql(job, schema, &keys, now);
+    current.register(&ctx, None).await?;
+    let cur: Vec<String> = current.name.split('.').map(ident).collect();
+    let sql = merge_sql(job, schema, (&cur.join("."), &keys), now);
     let batches = ctx
         .sql(&sql)
         .await
@@ -126,8 +114,13 @@ async fn repeated_keys(ctx: &SessionContext, job: &Job, keys: &[String]) -> Resu
     )))
 }
 
-/// The merge as one query over `run.cur` (the table) and `run.new`.
-fn merge_sql(job: &Job, schema: &SchemaRef, keys: &[String], now: i64) -> String {
+/// The merge as one query over `cur` (the table, quoted) and `run.new`.
+fn merge_sql(
+    job: &Job,
+    schema: &SchemaRef,
+    (cur_table, keys): (&str, &[String]),
+    now: i64,
+) -> String {
     let metadata = [VALID_FROM, VALID_TO, INGEST_TIME, SOURCE, HASH];
     let all: Vec<String> = schema.fields().iter().map(|f| ident(f.name())).collect();
     let values: Vec<String> = schema
@@ -171,13 +164,13 @@ fn merge_sql(job: &Job, schema: &SchemaRef, keys: &[String], now: i64) -> String
         .join(", ");
     let first_key = &keys[0];
     format!(
-        "SELECT {history} FROM run.cur c WHERE c.{vt} IS NOT NULL \
+        "SELECT {history} FROM {cur_table} c WHERE c.{vt} IS NOT NULL \
          UNION ALL \
-         SELECT {kept} FROM run.cur c JOIN run.new n ON {on} WHERE c.{vt} IS NULL AND NOT ({changed}) \
+         SELECT {kept} FROM {cur_table} c JOIN run.new n ON {on} WHERE c.{vt} IS NULL AND NOT ({changed}) \
          UNION ALL \
-         SELECT {closed} FROM run.cur c LEFT JOIN run.new n ON {on} WHERE c.{vt} IS NULL AND (n.{first_key} IS NULL OR ({changed})) \
+         SELECT {closed} FROM {cur_table} c LEFT JOIN run.new n ON {on} WHERE c.{vt} IS NULL AND (n.{first_key} IS NULL OR ({changed})) \
          UNION ALL \
-         SELECT {opened} FROM run.new n LEFT JOIN (SELECT * FROM run.cur WHERE {vt} IS NULL) c ON {on} WHERE c.{first_key} IS NULL OR ({changed})",
+         SELECT {opened} FROM run.new n LEFT JOIN (SELECT * FROM {cur_table} WHERE {vt} IS NULL) c ON {on} WHERE c.{first_key} IS NULL OR ({changed})",
         history = cur("c"),
         kept = cur("c"),
         opened = cur("n"),

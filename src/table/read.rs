@@ -188,6 +188,28 @@ impl Source {
         }
     }
 
+    /// The rows `sql` selects from this table alone, registered under its
+    /// name (restricted to `days` when given); `failed` words a query
+    /// error.
+    ///
+    /// # Errors
+    /// When the table cannot be read, or from `failed`.
+    pub async fn query(
+        &self,
+        days: Option<&BTreeSet<i32>>,
+        sql: &str,
+        failed: impl Fn(datafusion::error::DataFusionError) -> Error,
+    ) -> Result<Vec<datafusion::arrow::record_batch::RecordBatch>> {
+        let ctx = SessionContext::new();
+        self.register(&ctx, days).await?;
+        ctx.sql(sql)
+            .await
+            .map_err(&failed)?
+            .collect()
+            .await
+            .map_err(failed)
+    }
+
     /// Registers the table under its name in `ctx`, restricted to `days`
     /// when given and the table is day-partitioned.
     ///

@@ -44,7 +44,7 @@ pub async fn status(target: &Target, ident: &str, target_file_size: u64) -> Resu
     for f in live_files(&table, target).await? {
         out.data_files += 1;
         out.data_bytes += f.size;
-        out.records += f.rows;
+        out.records += f.rows.unwrap_or(0);
         if f.size < small {
             out.small_files += 1;
         }
@@ -72,17 +72,17 @@ pub async fn status(target: &Target, ident: &str, target_file_size: u64) -> Resu
 }
 
 /// One live data file of a Delta table.
-struct LiveFile {
+pub(super) struct LiveFile {
     /// Its `day` partition value (none: unpartitioned).
     day: Option<String>,
     /// Bytes.
     size: u64,
-    /// Rows (from its statistics; 0 without).
-    rows: u64,
+    /// Rows (from its statistics; none without).
+    pub(super) rows: Option<u64>,
 }
 
 /// The live data files of `table` at its loaded version.
-async fn live_files(table: &DeltaTable, target: &Target) -> Result<Vec<LiveFile>> {
+pub(super) async fn live_files(table: &DeltaTable, target: &Target) -> Result<Vec<LiveFile>> {
     use futures::StreamExt as _;
     let state = table
         .snapshot()
@@ -99,7 +99,7 @@ async fn live_files(table: &DeltaTable, target: &Target) -> Result<Vec<LiveFile>
                 .partition_values
                 .and_then(|p| p.get(super::DAY_COLUMN).cloned().flatten()),
             size: u64::try_from(view.size()).unwrap_or(0),
-            rows: view.num_records().map_or(0, |n| n as u64),
+            rows: view.num_records().map(|n| n as u64),
         });
     }
     Ok(out)

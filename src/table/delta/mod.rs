@@ -216,19 +216,14 @@ impl Target {
     /// When its log cannot be read.
     pub async fn holds_rows(&self) -> Result<bool> {
         let table = self.open().await?;
-        let Ok(snapshot) = table.snapshot() else {
+        if table.snapshot().is_err() {
             return Ok(false);
-        };
-        let mut views = snapshot
-            .snapshot()
-            .file_views(table.log_store().as_ref(), None);
-        while let Some(view) = views.next().await {
-            let view = view.map_err(delta_err(&format!("listing {}", self.url)))?;
-            if view.num_records().is_none_or(|n| n > 0) {
-                return Ok(true);
-            }
         }
-        Ok(false)
+        // A file without statistics may hold rows.
+        Ok(maintain::live_files(&table, self)
+            .await?
+            .iter()
+            .any(|f| f.rows.is_none_or(|n| n > 0)))
     }
 
     /// The version a run already committed, if any (a retried run whose
