@@ -204,3 +204,32 @@ pub fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// The rows `sql` selects from the Delta table `table`, registered as `t`.
+pub async fn delta_sql(table: &deltalake::DeltaTable, sql: &str) -> Vec<RecordBatch> {
+    let ctx = datafusion::prelude::SessionContext::new();
+    table
+        .update_datafusion_session(&ctx.state())
+        .expect("session");
+    ctx.register_table("t", table.table_provider().await.expect("provider"))
+        .expect("register");
+    ctx.sql(sql)
+        .await
+        .expect("sql")
+        .collect()
+        .await
+        .expect("rows")
+}
+
+impl Env {
+    /// The rows `sql` selects from the Delta table at `delta/<rel>` (as
+    /// `t`).
+    pub async fn delta_sql(&self, rel: &str, sql: &str) -> Vec<RecordBatch> {
+        let url =
+            reqwest::Url::from_directory_path(self.path(&format!("delta/{rel}"))).expect("url");
+        let table = deltalake::DeltaTable::try_from_url(url)
+            .await
+            .expect("open");
+        delta_sql(&table, sql).await
+    }
+}

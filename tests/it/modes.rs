@@ -44,7 +44,6 @@ fn write_forecast(env: &Env, issue: f64) {
 
 /// (rows, distinct `_ingest_time`s) of the table, in either format.
 async fn counts(env: &Env, format: &str) -> (i64, i64) {
-    let ctx = datafusion::prelude::SessionContext::new();
     if format == "iceberg" {
         let batches = env.scan("bronze", "forecast").await;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -58,22 +57,12 @@ async fn counts(env: &Env, format: &str) -> (i64, i64) {
         }
         return (rows as i64, times.len() as i64);
     }
-    let url = reqwest::Url::from_directory_path(env.path("delta/bronze/forecast")).expect("url");
-    let table = deltalake::DeltaTable::try_from_url(url)
-        .await
-        .expect("open");
-    table
-        .update_datafusion_session(&ctx.state())
-        .expect("session");
-    ctx.register_table("t", table.table_provider().await.expect("provider"))
-        .expect("register");
-    let batches = ctx
-        .sql("SELECT count(*), count(DISTINCT _ingest_time) FROM t")
-        .await
-        .expect("sql")
-        .collect()
-        .await
-        .expect("rows");
+    let batches = env
+        .delta_sql(
+            "bronze/forecast",
+            "SELECT count(*), count(DISTINCT _ingest_time) FROM t",
+        )
+        .await;
     let b = &batches[0];
     (
         b.column(0).as_primitive::<Int64Type>().value(0),
@@ -153,26 +142,11 @@ expect = {{ key = ["code"] }}
 
 /// (code, capacity) rows of the facilities table, sorted, in either format.
 async fn facilities(env: &Env, format: &str) -> Vec<(String, f64)> {
-    let ctx = datafusion::prelude::SessionContext::new();
     let batches = if format == "iceberg" {
         env.scan("bronze", "facilities").await
     } else {
-        let url =
-            reqwest::Url::from_directory_path(env.path("delta/bronze/facilities")).expect("url");
-        let table = deltalake::DeltaTable::try_from_url(url)
+        env.delta_sql("bronze/facilities", "SELECT code, capacity_mw FROM t")
             .await
-            .expect("open");
-        table
-            .update_datafusion_session(&ctx.state())
-            .expect("session");
-        ctx.register_table("t", table.table_provider().await.expect("provider"))
-            .expect("register");
-        ctx.sql("SELECT code, capacity_mw FROM t")
-            .await
-            .expect("sql")
-            .collect()
-            .await
-            .expect("rows")
     };
     let mut out = Vec::new();
     for b in &batches {
@@ -353,26 +327,10 @@ async fn history_is_kept(format: &str) {
 
 /// (code, capacity, _valid_from, _valid_to) of every version, sorted.
 async fn history(env: &Env, format: &str) -> Vec<(String, f64, i64, Option<i64>)> {
-    let ctx = datafusion::prelude::SessionContext::new();
     let batches = if format == "iceberg" {
         env.scan("bronze", "facilities").await
     } else {
-        let url =
-            reqwest::Url::from_directory_path(env.path("delta/bronze/facilities")).expect("url");
-        let table = deltalake::DeltaTable::try_from_url(url)
-            .await
-            .expect("open");
-        table
-            .update_datafusion_session(&ctx.state())
-            .expect("session");
-        ctx.register_table("t", table.table_provider().await.expect("provider"))
-            .expect("register");
-        ctx.sql("SELECT * FROM t")
-            .await
-            .expect("sql")
-            .collect()
-            .await
-            .expect("rows")
+        env.delta_sql("bronze/facilities", "SELECT * FROM t").await
     };
     let mut out = Vec::new();
     for b in &batches {

@@ -59,23 +59,12 @@ async fn rows_per_day(env: &Env, format: &str) -> BTreeMap<String, usize> {
             .map(|(d, v)| (d, v.len()))
             .collect();
     }
-    let url = reqwest::Url::from_directory_path(env.path("delta/bronze/exports")).expect("url");
-    let table = deltalake::DeltaTable::try_from_url(url)
-        .await
-        .expect("open");
-    let ctx = datafusion::prelude::SessionContext::new();
-    table
-        .update_datafusion_session(&ctx.state())
-        .expect("session");
-    ctx.register_table("t", table.table_provider().await.expect("provider"))
-        .expect("register");
-    let batches = ctx
-        .sql("SELECT CAST(day AS VARCHAR), count(*) FROM t GROUP BY 1")
-        .await
-        .expect("sql")
-        .collect()
-        .await
-        .expect("rows");
+    let batches = env
+        .delta_sql(
+            "bronze/exports",
+            "SELECT CAST(day AS VARCHAR), count(*) FROM t GROUP BY 1",
+        )
+        .await;
     let mut out = BTreeMap::new();
     for b in batches {
         for i in 0..b.num_rows() {

@@ -719,19 +719,11 @@ async fn delta_rows_per_day(proxy: &Proxy) -> Vec<(String, i64)> {
     .open()
     .await
     .expect("open");
-    let ctx = datafusion::prelude::SessionContext::new();
-    table
-        .update_datafusion_session(&ctx.state())
-        .expect("session");
-    ctx.register_table("t", table.table_provider().await.expect("provider"))
-        .expect("register");
-    let batches = ctx
-        .sql("SELECT CAST(day AS VARCHAR), count(DISTINCT ts_utc) FROM t GROUP BY 1 ORDER BY 1")
-        .await
-        .expect("sql")
-        .collect()
-        .await
-        .expect("rows");
+    let batches = crate::common::delta_sql(
+        &table,
+        "SELECT CAST(day AS VARCHAR), count(DISTINCT ts_utc) FROM t GROUP BY 1 ORDER BY 1",
+    )
+    .await;
     let mut out = Vec::new();
     for b in &batches {
         for i in 0..b.num_rows() {
