@@ -170,37 +170,18 @@ impl Default for CatalogSettings {
     }
 }
 
+mod column_type;
 mod data_tests;
 mod source;
 
-pub use data_tests::{NotNull, check_expression, check_pattern};
+pub use column_type::{ColumnType, StructField};
+
+pub use data_tests::{NotNull, SqlTest, SqlTests, check_expression, check_pattern};
 
 pub use source::{
     Api, Auth, EmptyDays, EntryErrors, Expect, ForEachFrom, Format, HttpSource, Pagination, Source,
     SourceConfig, check_for_each,
 };
-
-/// Column types of the schema contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ColumnType {
-    /// UTF-8 text.
-    String,
-    /// 32-bit integer.
-    Int,
-    /// 64-bit integer.
-    Long,
-    /// 32-bit float.
-    Float,
-    /// 64-bit float.
-    Double,
-    /// true/false.
-    Boolean,
-    /// Calendar date.
-    Date,
-    /// Instant with an offset, stored as UTC microseconds.
-    Timestamptz,
-}
 
 /// One column of the contract.
 #[derive(Debug, Clone, Deserialize)]

@@ -45,7 +45,9 @@ fn cast(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
     cast_with_options(array, to, &CastOptions::default()).map_err(storage)
 }
 
-fn target_type(kind: ColumnType) -> DataType {
+/// The Arrow type a primitive column is cast to (a nested column is cast
+/// to the table's own type).
+fn target_type(kind: &ColumnType, table: &DataType) -> DataType {
     match kind {
         ColumnType::String => DataType::Utf8,
         ColumnType::Int => DataType::Int32,
@@ -55,6 +57,7 @@ fn target_type(kind: ColumnType) -> DataType {
         ColumnType::Boolean => DataType::Boolean,
         ColumnType::Date => DataType::Date32,
         ColumnType::Timestamptz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+        ColumnType::List(_) | ColumnType::Map(_) | ColumnType::Struct(_) => table.clone(),
     }
 }
 
@@ -292,7 +295,7 @@ impl RowFate {
     fn field_column(
         &mut self,
         source: &RecordBatch,
-        (name, kind, required): (&str, ColumnType, bool),
+        (name, kind, required): (&str, &ColumnType, bool),
         data_type: &DataType,
     ) -> Result<ArrayRef> {
         let Some(raw) = source.column_by_name(name) else {
@@ -305,7 +308,23 @@ impl RowFate {
             }
             return Ok(arrow_array::new_null_array(data_type, source.num_rows()));
         };
-        let cast = cast(raw, &target_type(kind))?;
+        let cast = if kind.is_nested() {
+            // A nested value that does not convert would become a null
+            // somewhere inside the row, not a null row: refuse instead.
+            let strict = CastOptions {
+                safe: false,
+                ..CastOptions::default()
+            };
+            cast_with_options(raw, data_type, &strict).map_err(|e| {
+                Error::Source(format!(
+                    "field {name}: the source's {} does not convert to the column's {kind}: {e}",
+                    raw.data_type()
+                ))
+                .caused_by(e)
+            })?
+        } else {
+            cast(raw, &target_type(kind, data_type))?
+        };
         // Without nulls after the cast, every value converted and every
         // required value is there.
         if cast.null_count() == 0 {
@@ -317,7 +336,7 @@ impl RowFate {
             }
             if raw.is_valid(i) && cast.is_null(i) {
                 let shown = show(raw.as_ref(), i);
-                self.reject(i, format!("field {name}: {shown:?} is not {kind:?}"));
+                self.reject(i, format!("field {name}: {shown:?} is not {kind}"));
             } else if required && cast.is_null(i) {
                 self.reject(i, format!("required field {name} is missing or null"));
             }
@@ -406,7 +425,7 @@ impl BatchBuilder {
                 name,
                 kind,
                 required,
-            } => fate.field_column(source, (name, *kind, *required), data_type)?,
+            } => fate.field_column(source, (name, kind, *required), data_type)?,
         })
     }
 

@@ -56,7 +56,7 @@ pub struct Record {
 
 /// A converted value.
 #[derive(Debug, Clone, PartialEq)]
-enum Cell {
+pub(super) enum Cell {
     Null,
     Str(String),
     I32(i32),
@@ -67,6 +67,16 @@ enum Cell {
     Date(i32),
     Ts(i64),
     Hash([u8; 16]),
+    /// A nested value, normalised (see [`super::nested`]).
+    Json(Value),
+}
+
+/// Where a column's converted values go until the batch is finished.
+enum Slot {
+    /// A typed builder (every primitive column).
+    Typed(Box<dyn ArrayBuilder>),
+    /// A nested column: its values, decoded into one array at the end.
+    Nested(arrow_schema::FieldRef, Vec<Value>),
 }
 
 /// What fills a column of the table.
@@ -89,7 +99,7 @@ pub(super) enum ColumnSource {
 pub struct BatchBuilder {
     schema: SchemaRef,
     sources: Vec<ColumnSource>,
-    builders: Vec<Box<dyn ArrayBuilder>>,
+    builders: Vec<Slot>,
     event_time: EventTimeConfig,
     known_fields: HashSet<String>,
     ingest_time: Micros,
@@ -153,9 +163,14 @@ impl BatchBuilder {
                 HASH => ColumnSource::Hash,
                 name => match job.columns.iter().find(|c| c.name == name) {
                     Some(c) => {
-                        if kind_of(f.data_type()) != Some(c.kind) {
+                        let same = if c.kind.is_nested() {
+                            super::drift::arrow_type(f.data_type()) == c.kind
+                        } else {
+                            kind_of(f.data_type()).as_ref() == Some(&c.kind)
+                        };
+                        if !same {
                             return Err(Error::Config(format!(
-                                "job {}: column {name} is {} in the table but {:?} in the job",
+                                "job {}: column {name} is {} in the table but {} in the job",
                                 job.name,
                                 f.data_type(),
                                 c.kind
@@ -163,7 +178,7 @@ impl BatchBuilder {
                         }
                         ColumnSource::Field {
                             name: c.source_field().to_string(),
-                            kind: c.kind,
+                            kind: c.kind.clone(),
                             required: c.required,
                         }
                     }
@@ -171,7 +186,11 @@ impl BatchBuilder {
                 },
             };
             sources.push(source);
-            builders.push(new_builder(f.data_type())?);
+            builders.push(if f.data_type().is_nested() {
+                Slot::Nested(Arc::clone(f), Vec::new())
+            } else {
+                Slot::Typed(new_builder(f.data_type())?)
+            });
         }
         let known_fields = job.source_fields();
         Ok(Self {
@@ -207,6 +226,17 @@ impl BatchBuilder {
         fields: impl IntoIterator<Item = &'a String>,
     ) -> Option<&'a String> {
         fields.into_iter().find(|k| !self.known_fields.contains(*k))
+    }
+
+    /// A key inside a nested column's value that the column's type does
+    /// not declare: (column's source field, the key's path, its value).
+    pub fn unknown_nested_key(&self, fields: &Map<String, Value>) -> Option<(&str, String, Value)> {
+        self.sources.iter().find_map(|source| match source {
+            ColumnSource::Field { name, kind, .. } if kind.is_nested() => lookup(fields, name)
+                .and_then(|v| super::nested::unknown_key(v, kind, name))
+                .map(|(path, value)| (name.as_str(), path, value)),
+            _ => None,
+        })
     }
 
     /// Rows buffered.
@@ -245,8 +275,15 @@ impl BatchBuilder {
                     kind,
                     required,
                 } => {
-                    let cell = convert(lookup(&record.fields, name), *kind)
-                        .map_err(|e| format!("field {name}: {e}"))?;
+                    let value = lookup(&record.fields, name);
+                    let cell = if kind.is_nested() {
+                        match super::nested::normalize(value, kind, name)? {
+                            Value::Null => Cell::Null,
+                            v => Cell::Json(v),
+                        }
+                    } else {
+                        convert(value, kind).map_err(|e| format!("field {name}: {e}"))?
+                    };
                     if *required && cell == Cell::Null {
                         return Err(format!("required field {name} is missing or null"));
                     }
@@ -255,8 +292,14 @@ impl BatchBuilder {
             };
             cells.push(cell);
         }
-        for (builder, cell) in self.builders.iter_mut().zip(cells) {
-            append(builder.as_mut(), cell);
+        for (slot, cell) in self.builders.iter_mut().zip(cells) {
+            match slot {
+                Slot::Typed(builder) => append(builder.as_mut(), cell),
+                Slot::Nested(_, values) => values.push(match cell {
+                    Cell::Json(v) => v,
+                    _ => Value::Null,
+                }),
+            }
         }
         self.rows += 1;
         Ok(())
@@ -327,7 +370,14 @@ impl BatchBuilder {
 
     /// The buffered rows as a batch; the builder is empty afterwards.
     pub fn finish(&mut self) -> Result<RecordBatch> {
-        let columns: Vec<ArrayRef> = self.builders.iter_mut().map(|b| b.finish()).collect();
+        let columns: Vec<ArrayRef> = self
+            .builders
+            .iter_mut()
+            .map(|slot| match slot {
+                Slot::Typed(builder) => Ok(builder.finish()),
+                Slot::Nested(field, values) => super::nested::column(field, std::mem::take(values)),
+            })
+            .collect::<Result<_>>()?;
         self.rows = 0;
         RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(|e| {
             Error::Storage(format!("cannot assemble a record batch: {e}")).caused_by(e)
@@ -365,10 +415,15 @@ fn parse_date(text: &str) -> std::result::Result<NaiveDate, String> {
     if timestamp { Ok(date) } else { Err(bad()) }
 }
 
-fn convert(value: Option<&Value>, kind: ColumnType) -> std::result::Result<Cell, String> {
+/// A primitive value of `kind` (nested types go through
+/// [`super::nested::normalize`]).
+pub(super) fn convert(
+    value: Option<&Value>,
+    kind: &ColumnType,
+) -> std::result::Result<Cell, String> {
     let value = match value {
         None | Some(Value::Null) => return Ok(Cell::Null),
-        Some(Value::String(s)) if s.is_empty() && kind != ColumnType::String => {
+        Some(Value::String(s)) if s.is_empty() && *kind != ColumnType::String => {
             return Ok(Cell::Null);
         }
         Some(v) => v,
@@ -410,6 +465,9 @@ fn convert(value: Option<&Value>, kind: ColumnType) -> std::result::Result<Cell,
         ColumnType::Timestamptz => {
             Cell::Ts(event_time::parse_with_offset(&as_text()).map_err(|e| e.0)?)
         }
+        ColumnType::List(_) | ColumnType::Map(_) | ColumnType::Struct(_) => {
+            return Err(format!("{kind} values are read as nested values"));
+        }
     })
 }
 
@@ -417,7 +475,7 @@ fn epoch_date() -> NaiveDate {
     chrono::DateTime::UNIX_EPOCH.date_naive()
 }
 
-fn truncate(s: &str) -> String {
+pub(super) fn truncate(s: &str) -> String {
     if s.chars().count() > 60 {
         format!("{:?}…", s.chars().take(60).collect::<String>())
     } else {
@@ -449,7 +507,7 @@ fn append(builder: &mut dyn ArrayBuilder, cell: Cell) {
                 let _ = b.append_value(v);
             }
         }
-        Cell::Null => append_null(any),
+        Cell::Null | Cell::Json(_) => append_null(any),
     }
 }
 
@@ -503,12 +561,12 @@ mod tests {
     fn non_finite_numbers_are_rejects() {
         for text in ["NaN", "inf", "-infinity", "1e400"] {
             let v = Value::String(text.into());
-            assert!(convert(Some(&v), ColumnType::Double).is_err(), "{text}");
-            assert!(convert(Some(&v), ColumnType::Float).is_err(), "{text}");
+            assert!(convert(Some(&v), &ColumnType::Double).is_err(), "{text}");
+            assert!(convert(Some(&v), &ColumnType::Float).is_err(), "{text}");
         }
         let v = Value::String("1e38".into());
-        assert!(convert(Some(&v), ColumnType::Float).is_ok());
-        assert!(convert(Some(&Value::String("1e39".into())), ColumnType::Float).is_err());
-        assert!(convert(Some(&Value::String("2.5".into())), ColumnType::Double).is_ok());
+        assert!(convert(Some(&v), &ColumnType::Float).is_ok());
+        assert!(convert(Some(&Value::String("1e39".into())), &ColumnType::Float).is_err());
+        assert!(convert(Some(&Value::String("2.5".into())), &ColumnType::Double).is_ok());
     }
 }

@@ -44,9 +44,31 @@ pub(super) fn json_type(value: &Value) -> Option<ColumnType> {
     })
 }
 
-/// The column type a Parquet (Arrow) column is kept as.
+/// The column type a Parquet (Arrow) column is kept as: its own type,
+/// nested ones included; text for what the contract cannot name.
 pub(super) fn arrow_type(ty: &DataType) -> ColumnType {
     match ty {
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            ColumnType::List(Box::new(arrow_type(f.data_type())))
+        }
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv)
+                if kv.len() == 2
+                    && matches!(kv[0].data_type(), DataType::Utf8 | DataType::LargeUtf8) =>
+            {
+                ColumnType::Map(Box::new(arrow_type(kv[1].data_type())))
+            }
+            _ => ColumnType::String,
+        },
+        DataType::Struct(fields) => ColumnType::Struct(
+            fields
+                .iter()
+                .map(|f| crate::pipeline::StructField {
+                    name: f.name().clone(),
+                    kind: arrow_type(f.data_type()),
+                })
+                .collect(),
+        ),
         DataType::Int8 | DataType::Int16 | DataType::Int32 => ColumnType::Int,
         DataType::Int64 => ColumnType::Long,
         DataType::Float32 => ColumnType::Float,
@@ -61,10 +83,7 @@ pub(super) fn arrow_type(ty: &DataType) -> ColumnType {
 /// The job's column line for an unknown source field, as the error about
 /// it suggests: `{ name = "x", type = "long" }`.
 pub(super) fn column_line(field: &str, kind: Option<ColumnType>) -> String {
-    let ty = serde_json::to_value(kind.unwrap_or(ColumnType::String))
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| "string".to_string());
+    let ty = kind.unwrap_or(ColumnType::String);
     format!("{{ name = {}, type = \"{ty}\" }}", toml_string(field))
 }
 
@@ -76,7 +95,7 @@ fn toml_string(text: &str) -> String {
 impl Scan<'_> {
     fn see(&mut self, name: &str, kind: ColumnType) {
         if !self.known.contains(name) {
-            let widened = widen(self.found.get(name).copied(), kind);
+            let widened = widen(self.found.get(name).cloned(), kind);
             self.found.insert(name.to_string(), widened);
         }
     }
@@ -134,7 +153,7 @@ pub fn adopt(job: &mut Job, new: &BTreeMap<String, ColumnType>) {
     for (name, kind) in new {
         job.columns.push(Column {
             name: name.clone(),
-            kind: *kind,
+            kind: kind.clone(),
             required: false,
             from: None,
         });

@@ -468,6 +468,7 @@ mod tests {
             not_null: Vec::new(),
             regex: Default::default(),
             expression: Vec::new(),
+            sql: Vec::new(),
         };
         let h = 3_600_000_000i64;
         let mut c = Checker::new(&expect).expect("valid").expect("checks rows");
@@ -517,6 +518,7 @@ mod tests {
             not_null: Vec::new(),
             regex: Default::default(),
             expression: Vec::new(),
+            sql: Vec::new(),
         };
         let h = 3_600_000_000i64;
         let hours: Vec<(&str, i64)> = (0..10).map(|i| ("a", i * h)).collect();

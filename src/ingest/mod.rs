@@ -18,10 +18,12 @@ mod files;
 mod for_each;
 pub mod http;
 mod json;
+mod nested;
 pub(crate) mod progress;
 mod records;
 mod rejects;
 mod scd2;
+mod sql_tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -376,7 +378,14 @@ async fn run_job(
         return Ok(());
     }
     let mut dest = Destination::open(job, place).await?;
-    let outcome = fill(&mut dest, job, req, (units, fetcher, landing), report).await;
+    let outcome = fill(
+        &mut dest,
+        job,
+        req,
+        (units, fetcher, landing, place.client),
+        report,
+    )
+    .await;
     if outcome.is_err() {
         dest.abandon(job).await;
     }
@@ -389,7 +398,12 @@ async fn fill(
     dest: &mut Destination,
     job: &Job,
     req: &IngestRequest,
-    (mut units, mut fetcher, landing): (Vec<Unit>, files::Fetcher, Option<&str>),
+    (mut units, mut fetcher, landing, client): (
+        Vec<Unit>,
+        files::Fetcher,
+        Option<&str>,
+        Option<&crate::rest::RestClient>,
+    ),
     report: &mut JobReport,
 ) -> Result<()> {
     let days = req.days();
@@ -412,7 +426,15 @@ async fn fill(
     let (written, rejects, checker) =
         write_window(dest, job, req, (units, fetcher, kept), report).await?;
     tally(job, &written, report);
-    let verdict = match judge(job, req, &days, checker, report) {
+    let custom = match sql_tests::run(dest, job, &written, client).await {
+        Ok(found) => found,
+        Err(e) => {
+            unwritten(report);
+            written.discard().await;
+            return Err(e);
+        }
+    };
+    let verdict = match judge(job, req, &days, (checker, custom), report) {
         Ok(guarded) => whole_table_guard(dest, job, req, report)
             .await
             .map(|()| guarded),
@@ -757,7 +779,10 @@ fn judge(
     job: &Job,
     req: &IngestRequest,
     days: &[NaiveDate],
-    checker: Option<expect::Checker>,
+    (checker, (sql_counts, sql_examples)): (
+        Option<expect::Checker>,
+        (Vec<expect::TestCount>, Vec<String>),
+    ),
     report: &mut JobReport,
 ) -> Result<std::collections::BTreeSet<i32>> {
     // Reference data (no event time) has no days: it is empty or not.
@@ -781,7 +806,7 @@ fn judge(
         }
         _ => Default::default(),
     };
-    let found = match checker {
+    let mut found = match checker {
         Some(c) => {
             let delay = i64::try_from(expect.publication_delay.as_micros()).unwrap_or(i64::MAX);
             c.finish(
@@ -796,6 +821,8 @@ fn judge(
             ..Default::default()
         },
     };
+    found.tests.extend(sql_counts);
+    found.examples.extend(sql_examples);
     let verdict = expect::verdict(&job.name, &expect, &found);
     report.expect = Some(found);
     verdict.map(|()| guarded)
@@ -1138,6 +1165,27 @@ impl FileSink<'_> {
         }
     }
 
+    /// A key a nested column's type does not declare fails the run
+    /// unless the job drops such keys (`schema_drift = "ignore"`): nested
+    /// types are not evolved.
+    fn check_nested_drift(&self, record: &Record) -> Result<()> {
+        if self.job.schema_drift == SchemaDrift::Ignore {
+            return Ok(());
+        }
+        let Some((column, path, value)) = self.builder.unknown_nested_key(&record.fields) else {
+            return Ok(());
+        };
+        let (parent, key) = path.rsplit_once('.').unwrap_or((column, &path));
+        let kind = nested::suggest(&value).unwrap_or(ColumnType::String);
+        Err(Error::Source(format!(
+            "{}:{}: unknown key {path} in nested field {column}: declare it in the column's \
+             type (add `{key}: {kind}` to the struct at {parent}), or set schema_drift = \
+             \"ignore\" to drop such keys (nested types are not evolved)",
+            self.path.display(),
+            record.line
+        )))
+    }
+
     fn flush_rejects(&mut self) -> Result<()> {
         if self.rejected.len() >= BATCH_ROWS {
             self.tx
@@ -1156,12 +1204,13 @@ impl records::RecordSink for FileSink<'_> {
         self.check_drift(
             record.fields.keys(),
             |f| match record.fields.get(f) {
-                Some(v) if !once => drift::json_type(v),
+                Some(v) if !once => nested::suggest(v),
                 _ => Some(ColumnType::String),
             },
             record.line,
             once,
         )?;
+        self.check_nested_drift(&record)?;
         let ts = match self.builder.event_time(&record) {
             Ok(ts) => ts,
             Err(reason) => {

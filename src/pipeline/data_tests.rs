@@ -1,6 +1,7 @@
 //! Declarations shared by a model's `[tests]` and a job's `[job.expect]`:
-//! `not_null` entries, and the checks of `regex` patterns and SQL
-//! `expression`s made before anything runs.
+//! `not_null` entries, custom `sql` tests, and the checks of `regex`
+//! patterns, SQL `expression`s and `sql` queries made before anything
+//! runs.
 
 use serde::Deserialize;
 
@@ -91,4 +92,79 @@ pub fn check_expression(text: &str) -> Result<&str, String> {
         ));
     }
     Ok(text)
+}
+
+/// A custom SQL test (dbt's singular test): a query returning the failing
+/// rows, reading the tested rows (a model's result, a job's delivered
+/// rows) as `{this}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlTest {
+    /// Its name in reports.
+    pub name: String,
+    /// A SELECT returning the failing rows.
+    pub query: String,
+}
+
+/// `sql = { name, query }` or a list of them (`[[tests.sql]]`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub struct SqlTests(pub Vec<SqlTest>);
+
+impl TryFrom<toml::Value> for SqlTests {
+    type Error = String;
+
+    fn try_from(v: toml::Value) -> std::result::Result<Self, String> {
+        let one = |v: toml::Value| {
+            SqlTest::deserialize(v).map_err(|e| format!("sql: {}", e.message().trim_end()))
+        };
+        match v {
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(one)
+                .collect::<std::result::Result<_, _>>()
+                .map(SqlTests),
+            v @ toml::Value::Table(_) => Ok(SqlTests(vec![one(v)?])),
+            other => Err(format!(
+                "sql is {{ name = \"...\", query = \"SELECT ... FROM {{this}} ...\" }} or a list of them, not {other}"
+            )),
+        }
+    }
+}
+
+impl SqlTest {
+    /// The query with `{this}` standing for `this` (a registered table
+    /// name), without a trailing `;`.
+    ///
+    /// # Errors
+    /// A test without a name, or a query that does not name `{this}`,
+    /// does not parse or is not one SELECT, in words.
+    pub fn query_on(&self, this: &str) -> Result<String, String> {
+        use datafusion::sql::sqlparser::ast::Statement;
+        use datafusion::sql::sqlparser::dialect::GenericDialect;
+        use datafusion::sql::sqlparser::parser::Parser;
+        let name = self.name.trim();
+        if name.is_empty() {
+            return Err("sql tests need a name".into());
+        }
+        if !self.query.contains("{this}") {
+            return Err(format!(
+                "sql {name:?}: the query must read the tested rows as {{this}} (e.g. SELECT * FROM {{this}} WHERE ...)"
+            ));
+        }
+        let sql = self
+            .query
+            .trim()
+            .trim_end_matches(';')
+            .trim_end()
+            .replace("{this}", this);
+        let statements = Parser::parse_sql(&GenericDialect {}, &sql)
+            .map_err(|e| format!("sql {name:?}: the query does not parse: {e}"))?;
+        if !matches!(statements.as_slice(), [Statement::Query(_)]) {
+            return Err(format!(
+                "sql {name:?}: the query must be one SELECT returning the failing rows"
+            ));
+        }
+        Ok(sql)
+    }
 }

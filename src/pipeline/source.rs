@@ -277,6 +277,9 @@ pub struct Expect {
     pub regex: BTreeMap<String, String>,
     /// SQL booleans every row must satisfy (null passes).
     pub expression: Vec<String>,
+    /// Custom SQL tests: queries returning the failing rows, reading the
+    /// run's delivered rows as `{this}`.
+    pub sql: Vec<super::SqlTest>,
 }
 
 /// `source = {...}` as written: the union of both kinds' keys.
@@ -372,6 +375,8 @@ pub(super) struct RawExpect {
     regex: BTreeMap<String, String>,
     #[serde(default)]
     expression: Vec<String>,
+    #[serde(default)]
+    sql: super::SqlTests,
 }
 
 fn duration(key: &str, text: &Option<String>, default: Duration) -> Result<Duration, String> {
@@ -792,6 +797,7 @@ impl RawExpect {
             not_null: self.not_null,
             regex: self.regex,
             expression: self.expression,
+            sql: self.sql.0,
         })
     }
 
@@ -816,6 +822,10 @@ impl RawExpect {
         }
         for e in &self.expression {
             super::check_expression(e).map_err(|e| format!("key `expect.expression`: {e}"))?;
+        }
+        for test in &self.sql.0 {
+            test.query_on("job.table")
+                .map_err(|e| format!("key `expect.sql`: {e}"))?;
         }
         Ok(())
     }

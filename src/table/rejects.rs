@@ -62,7 +62,10 @@ pub(super) async fn append_iceberg(
         // A table from before `raw_bytes` gains it (a nullable column:
         // its old rows read as null).
         Some(t) => {
-            let new = [(RAW_BYTES.to_string(), PrimitiveType::Binary)];
+            let new = [(
+                RAW_BYTES.to_string(),
+                iceberg::spec::Type::Primitive(PrimitiveType::Binary),
+            )];
             super::window::add_fields(client, &job.namespace, &name, t, &new).await?
         }
         None => {

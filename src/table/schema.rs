@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use arrow_schema::SchemaRef as ArrowSchemaRef;
 use iceberg::spec::{
-    NestedField, NullOrder, PrimitiveType, Schema, SortDirection, SortField, SortOrder, Transform,
-    Type, UnboundPartitionSpec,
+    ListType, MapType, NestedField, NestedFieldRef, NullOrder, PrimitiveType, Schema,
+    SortDirection, SortField, SortOrder, StructType, Transform, Type, UnboundPartitionSpec,
 };
 
 use crate::error::{Error, Result};
@@ -23,27 +23,138 @@ pub const VALID_FROM: &str = "_valid_from";
 /// `mode = "scd2"`: when it stopped being current (null: it is).
 pub const VALID_TO: &str = "_valid_to";
 
-/// The Iceberg type of a contract column type.
-pub(crate) fn iceberg_type(kind: ColumnType) -> PrimitiveType {
+/// The Iceberg type of a contract column type. Nested fields are optional
+/// and numbered 0 here; [`number_nested`] gives them their ids.
+pub(crate) fn iceberg_type(kind: &ColumnType) -> Type {
+    let optional = |id: i32, name: &str, kind: &ColumnType| {
+        Arc::new(NestedField::optional(id, name, iceberg_type(kind)))
+    };
     match kind {
-        ColumnType::String => PrimitiveType::String,
-        ColumnType::Int => PrimitiveType::Int,
-        ColumnType::Long => PrimitiveType::Long,
-        ColumnType::Float => PrimitiveType::Float,
-        ColumnType::Double => PrimitiveType::Double,
-        ColumnType::Boolean => PrimitiveType::Boolean,
-        ColumnType::Date => PrimitiveType::Date,
-        ColumnType::Timestamptz => PrimitiveType::Timestamptz,
+        ColumnType::String => Type::Primitive(PrimitiveType::String),
+        ColumnType::Int => Type::Primitive(PrimitiveType::Int),
+        ColumnType::Long => Type::Primitive(PrimitiveType::Long),
+        ColumnType::Float => Type::Primitive(PrimitiveType::Float),
+        ColumnType::Double => Type::Primitive(PrimitiveType::Double),
+        ColumnType::Boolean => Type::Primitive(PrimitiveType::Boolean),
+        ColumnType::Date => Type::Primitive(PrimitiveType::Date),
+        ColumnType::Timestamptz => Type::Primitive(PrimitiveType::Timestamptz),
+        ColumnType::List(element) => Type::List(ListType {
+            element_field: optional(0, "element", element),
+        }),
+        ColumnType::Map(value) => Type::Map(MapType {
+            key_field: Arc::new(NestedField::map_key_element(
+                0,
+                Type::Primitive(PrimitiveType::String),
+            )),
+            value_field: optional(0, "value", value),
+        }),
+        ColumnType::Struct(fields) => Type::Struct(StructType::new(
+            fields
+                .iter()
+                .map(|f| optional(0, &f.name, &f.kind))
+                .collect(),
+        )),
     }
 }
 
-fn field(id: i32, name: &str, kind: PrimitiveType, required: bool) -> Arc<NestedField> {
+/// Gives the fields nested in `ty` ids from `next` upward, as Iceberg
+/// numbers a new schema: a struct's own fields first, then what each of
+/// them holds (a list's element, then a map's key and its value).
+pub(crate) fn number_nested(ty: Type, next: &mut i32) -> Type {
+    let renumber = |field: &NestedFieldRef, next: &mut i32| {
+        let mut field = field.as_ref().clone();
+        field.id = *next;
+        *next += 1;
+        *field.field_type = number_nested(*field.field_type, next);
+        Arc::new(field)
+    };
+    match ty {
+        Type::Primitive(p) => Type::Primitive(p),
+        Type::List(list) => Type::List(ListType {
+            element_field: renumber(&list.element_field, next),
+        }),
+        Type::Map(map) => {
+            let key_field = renumber(&map.key_field, next);
+            let value_field = renumber(&map.value_field, next);
+            Type::Map(MapType {
+                key_field,
+                value_field,
+            })
+        }
+        Type::Struct(s) => {
+            let mut fields: Vec<NestedField> = Vec::with_capacity(s.fields().len());
+            for f in s.fields() {
+                let mut f = f.as_ref().clone();
+                f.id = *next;
+                *next += 1;
+                fields.push(f);
+            }
+            Type::Struct(StructType::new(
+                fields
+                    .into_iter()
+                    .map(|mut f| {
+                        *f.field_type = number_nested(*f.field_type, next);
+                        Arc::new(f)
+                    })
+                    .collect(),
+            ))
+        }
+    }
+}
+
+/// `fields` (ids already given) with the fields nested in them numbered
+/// from `next` upward.
+pub(crate) fn number_all_nested(
+    fields: Vec<NestedFieldRef>,
+    next: &mut i32,
+) -> Vec<NestedFieldRef> {
+    fields
+        .into_iter()
+        .map(|f| {
+            if f.field_type.is_primitive() {
+                return f;
+            }
+            let mut f = f.as_ref().clone();
+            *f.field_type = number_nested(*f.field_type, next);
+            Arc::new(f)
+        })
+        .collect()
+}
+
+/// Whether two types are the same apart from the ids of nested fields
+/// (a table's ids come from its catalog, a job's from its column order).
+pub(crate) fn same_type(a: &Type, b: &Type) -> bool {
+    let same_field = |x: &NestedFieldRef, y: &NestedFieldRef| {
+        x.name == y.name && x.required == y.required && same_type(&x.field_type, &y.field_type)
+    };
+    match (a, b) {
+        (Type::Primitive(x), Type::Primitive(y)) => x == y,
+        (Type::List(x), Type::List(y)) => same_field(&x.element_field, &y.element_field),
+        (Type::Map(x), Type::Map(y)) => {
+            same_field(&x.key_field, &y.key_field) && same_field(&x.value_field, &y.value_field)
+        }
+        (Type::Struct(x), Type::Struct(y)) => {
+            x.fields().len() == y.fields().len()
+                && x.fields()
+                    .iter()
+                    .zip(y.fields())
+                    .all(|(f, g)| same_field(f, g))
+        }
+        _ => false,
+    }
+}
+
+fn field(id: i32, name: &str, kind: Type, required: bool) -> Arc<NestedField> {
     let f = if required {
-        NestedField::required(id, name, Type::Primitive(kind))
+        NestedField::required(id, name, kind)
     } else {
-        NestedField::optional(id, name, Type::Primitive(kind))
+        NestedField::optional(id, name, kind)
     };
     Arc::new(f)
+}
+
+fn primitive(id: i32, name: &str, kind: PrimitiveType, required: bool) -> Arc<NestedField> {
+    field(id, name, Type::Primitive(kind), required)
 }
 
 /// The table schema a job declares, with field ids 1..n in column order:
@@ -52,7 +163,7 @@ fn field(id: i32, name: &str, kind: PrimitiveType, required: bool) -> Arc<Nested
 pub fn table_schema(job: &Job) -> Result<Schema> {
     let mut fields = Vec::with_capacity(job.columns.len() + 4);
     if job.has_event_time() {
-        fields.push(field(
+        fields.push(primitive(
             1,
             EVENT_TIME_COLUMN,
             PrimitiveType::Timestamptz,
@@ -61,17 +172,25 @@ pub fn table_schema(job: &Job) -> Result<Schema> {
     }
     let mut id = fields.len() as i32 + 1;
     for c in &job.columns {
-        fields.push(field(id, &c.name, iceberg_type(c.kind), c.required));
+        fields.push(field(id, &c.name, iceberg_type(&c.kind), c.required));
         id += 1;
     }
     if job.mode == crate::pipeline::WriteMode::Scd2 {
-        fields.push(field(id, VALID_FROM, PrimitiveType::Timestamptz, true));
-        fields.push(field(id + 1, VALID_TO, PrimitiveType::Timestamptz, false));
+        fields.push(primitive(id, VALID_FROM, PrimitiveType::Timestamptz, true));
+        fields.push(primitive(
+            id + 1,
+            VALID_TO,
+            PrimitiveType::Timestamptz,
+            false,
+        ));
         id += 2;
     }
-    fields.push(field(id, INGEST_TIME, PrimitiveType::Timestamptz, true));
-    fields.push(field(id + 1, SOURCE, PrimitiveType::String, true));
-    fields.push(field(id + 2, HASH, PrimitiveType::Fixed(16), true));
+    fields.push(primitive(id, INGEST_TIME, PrimitiveType::Timestamptz, true));
+    fields.push(primitive(id + 1, SOURCE, PrimitiveType::String, true));
+    fields.push(primitive(id + 2, HASH, PrimitiveType::Fixed(16), true));
+    // Top-level columns keep ids 1..n; what they hold is numbered after.
+    let mut next = id + 3;
+    let fields = number_all_nested(fields, &mut next);
     Schema::builder()
         .with_schema_id(0)
         .with_fields(fields)
@@ -167,7 +286,7 @@ pub fn check_compatible(job: &Job, table: &Schema) -> Result<()> {
     let wanted = table_schema(job)?;
     for f in wanted.as_struct().fields() {
         match table.field_by_name(&f.name) {
-            Some(t) if t.field_type == f.field_type => {}
+            Some(t) if same_type(&t.field_type, &f.field_type) => {}
             Some(t) => {
                 return Err(Error::Config(format!(
                     "job {}: table {} has column {} as {}, the job declares {}",

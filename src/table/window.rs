@@ -10,7 +10,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use chrono::NaiveDate;
 use iceberg::io::FileIO;
-use iceberg::spec::{DataFile, PrimitiveType, Type};
+use iceberg::spec::{DataFile, Type};
 use iceberg::{TableRequirement, TableUpdate};
 
 use super::days::{day_name, window};
@@ -474,6 +474,47 @@ pub enum Written {
 }
 
 impl Written {
+    /// Registers the written, uncommitted rows in `ctx` as `name`, as
+    /// readers of the committed table will see them (a `[job.expect]` sql
+    /// test reads them).
+    ///
+    /// # Errors
+    /// When the files cannot be read as a table, or `name` has no
+    /// namespace.
+    pub async fn register(
+        &self,
+        dest: &Destination,
+        job: &Job,
+        ctx: &datafusion::prelude::SessionContext,
+        name: &str,
+    ) -> Result<()> {
+        let provider: std::sync::Arc<dyn datafusion::datasource::TableProvider> = match (self, dest)
+        {
+            (Self::Iceberg { files, io }, Destination::Iceberg { loaded, .. }) => {
+                let handle = TableHandle {
+                    namespace: job.namespace.clone(),
+                    name: job.table.clone(),
+                    io: io.clone(),
+                };
+                std::sync::Arc::new(super::iceberg::provider::SnapshotTable::of_files(
+                    handle.table(loaded)?,
+                    files.clone(),
+                )?)
+            }
+            (Self::Delta(closed), Destination::Delta { .. }) => {
+                let file_schema = delta::delta_schema(dest.arrow_schema(job)?.as_ref(), false);
+                let time = job.has_event_time().then_some(EVENT_TIME_COLUMN);
+                delta::read::staged_provider(ctx, closed, &file_schema, time).await?
+            }
+            _ => {
+                return Err(Error::Storage(
+                    "the written files are not of the destination's format".into(),
+                ));
+            }
+        };
+        super::read::register_as(ctx, name, provider)
+    }
+
     /// Rows, files and bytes per day (days since 1970-01-01).
     pub fn days(&self) -> BTreeMap<i32, DayFigures> {
         let mut out: BTreeMap<i32, DayFigures> = BTreeMap::new();
@@ -691,7 +732,7 @@ async fn open_iceberg(client: &RestClient, job: &Job) -> Result<(LoadedTable, bo
                     .columns
                     .iter()
                     .filter(|c| table.field_by_name(&c.name).is_none())
-                    .map(|c| (c.name.clone(), c.kind))
+                    .map(|c| (c.name.clone(), c.kind.clone()))
                     .collect();
                 if added.is_empty() {
                     return Err(e);
@@ -737,9 +778,9 @@ async fn add_columns(
     table: LoadedTable,
     new: &BTreeMap<String, ColumnType>,
 ) -> Result<LoadedTable> {
-    let fields: Vec<(String, PrimitiveType)> = new
+    let fields: Vec<(String, Type)> = new
         .iter()
-        .map(|(name, kind)| (name.clone(), schema::iceberg_type(*kind)))
+        .map(|(name, kind)| (name.clone(), schema::iceberg_type(kind)))
         .collect();
     add_fields(client, &job.namespace, &job.table, table, &fields).await
 }
@@ -753,7 +794,7 @@ pub(super) async fn add_fields(
     namespace: &[String],
     name: &str,
     mut table: LoadedTable,
-    new: &[(String, PrimitiveType)],
+    new: &[(String, Type)],
 ) -> Result<LoadedTable> {
     use std::sync::Arc;
 
@@ -762,7 +803,7 @@ pub(super) async fn add_fields(
     let retry = super::retry::Retry::commits()?;
     for attempt in 1..=retry.attempts {
         let current = table.metadata.current_schema().clone();
-        let missing: Vec<&(String, PrimitiveType)> = new
+        let missing: Vec<&(String, Type)> = new
             .iter()
             .filter(|(n, _)| current.field_by_name(n).is_none())
             .collect();
@@ -771,14 +812,18 @@ pub(super) async fn add_fields(
         }
         let mut fields: Vec<Arc<NestedField>> = current.as_struct().fields().to_vec();
         let mut id = table.metadata.last_column_id();
+        let mut added = Vec::with_capacity(missing.len());
         for (field, kind) in &missing {
             id += 1;
-            fields.push(Arc::new(NestedField::optional(
+            added.push(Arc::new(NestedField::optional(
                 id,
                 field.as_str(),
-                Type::Primitive(kind.clone()),
+                kind.clone(),
             )));
         }
+        // What the new columns hold is numbered after them.
+        id += 1;
+        fields.extend(schema::number_all_nested(added, &mut id));
         let schema = Schema::builder()
             .with_schema_id(current.schema_id() + 1)
             .with_identifier_field_ids(current.identifier_field_ids())

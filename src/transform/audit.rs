@@ -171,48 +171,19 @@ fn expression_checks(t: &str, expressions: &[String]) -> Declaration<Vec<Check>>
     Ok(out)
 }
 
-/// The query of a custom `sql` test, `{this}` standing for `t`, without
-/// a trailing `;`.
-pub(crate) fn sql_test_query(t: &str, query: &str) -> String {
-    query
-        .trim()
-        .trim_end_matches(';')
-        .trim_end()
-        .replace("{this}", t)
-}
-
 /// `sql`: custom queries returning the failing rows, `{this}` standing
 /// for the model's tested rows; each must be one SELECT naming `{this}`.
 fn sql_checks(t: &str, tests: &[SqlTest]) -> Declaration<Vec<Check>> {
-    use datafusion::sql::sqlparser::ast::Statement;
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-    let mut out = Vec::new();
-    for test in tests {
-        let name = test.name.trim();
-        if name.is_empty() {
-            return Err("sql tests need a name".into());
-        }
-        if !test.query.contains("{this}") {
-            return Err(format!(
-                "sql {name:?}: the query must read the model's rows as {{this}} (e.g. SELECT * FROM {{this}} WHERE ...)"
-            ));
-        }
-        let sql = sql_test_query(t, &test.query);
-        let statements = Parser::parse_sql(&GenericDialect {}, &sql)
-            .map_err(|e| format!("sql {name:?}: the query does not parse: {e}"))?;
-        if !matches!(statements.as_slice(), [Statement::Query(_)]) {
-            return Err(format!(
-                "sql {name:?}: the query must be one SELECT returning the failing rows"
-            ));
-        }
-        out.push(Check {
-            test: format!("sql({name})"),
-            sql,
-            sample_sql: None,
-        });
-    }
-    Ok(out)
+    tests
+        .iter()
+        .map(|test| {
+            Ok(Check {
+                test: format!("sql({})", test.name.trim()),
+                sql: test.query_on(t)?,
+                sample_sql: None,
+            })
+        })
+        .collect()
 }
 
 /// `unique`, led by the model's unique key: the repeated values of each

@@ -85,7 +85,9 @@ pub fn build(models: Vec<Model>, state: &SessionState) -> Result<Graph> {
         super::audit::validate(&model)?;
         let mut tested = model.tests.relationship_tables(&model.name);
         for test in &model.tests.sql.0 {
-            let query = super::audit::sql_test_query(&model.name, &test.query);
+            let query = test
+                .query_on(&model.name)
+                .map_err(|e| Error::Model(format!("{}: [tests] {e}", model.file())))?;
             tested.extend(sql_references(&model, &query, state)?);
         }
         tested.remove(&model.name);

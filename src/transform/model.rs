@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-pub use crate::pipeline::NotNull;
 use crate::pipeline::TableFormat;
+pub use crate::pipeline::{NotNull, SqlTest, SqlTests};
 
 /// How a model's table is refreshed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -62,43 +62,6 @@ pub struct Cadence {
     /// The largest gap tolerated (default: the interval, i.e. none missing),
     /// counting from the day's start and to its end.
     pub max_gap: Option<String>,
-}
-
-/// A custom SQL test: a query returning the failing rows, reading the
-/// model's tested rows as `{this}`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SqlTest {
-    /// Its name in reports.
-    pub name: String,
-    /// A SELECT returning the failing rows.
-    pub query: String,
-}
-
-/// `sql = { name, query }` or a list of them (`[[tests.sql]]`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(try_from = "toml::Value")]
-pub struct SqlTests(pub Vec<SqlTest>);
-
-impl TryFrom<toml::Value> for SqlTests {
-    type Error = String;
-
-    fn try_from(v: toml::Value) -> std::result::Result<Self, String> {
-        let one = |v: toml::Value| {
-            SqlTest::deserialize(v).map_err(|e| format!("sql: {}", e.message().trim_end()))
-        };
-        match v {
-            toml::Value::Array(items) => items
-                .into_iter()
-                .map(one)
-                .collect::<std::result::Result<_, _>>()
-                .map(SqlTests),
-            v @ toml::Value::Table(_) => Ok(SqlTests(vec![one(v)?])),
-            other => Err(format!(
-                "sql is {{ name = \"...\", query = \"SELECT ... FROM {{this}} ...\" }} or a list of them, not {other}"
-            )),
-        }
-    }
 }
 
 /// Data tests run on the staged result before it is published.

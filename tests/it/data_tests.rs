@@ -285,6 +285,14 @@ async fn malformed_declarations_are_refused_before_anything_runs() {
     }
 }
 
+/// The exit code of a run of `p` over `day`.
+async fn outcome_code(p: &floe::pipeline::Pipeline, day: &str) -> u8 {
+    ingest(p, &request(day, day, "code"))
+        .await
+        .1
+        .map_or_else(|e| e.exit_code(), |()| 0)
+}
+
 /// A job whose `[job.expect]` holds `tests`; the day's file from [`setup`].
 fn expecting(env: &Env, tests: &str) -> floe::pipeline::Pipeline {
     env.pipeline(&format!("{JOB}\n[job.expect]\n{tests}\n"))
@@ -357,6 +365,106 @@ expression = ["value >= 0", "value < 24"]"#,
         (
             r#"not_null = [{ column = "value", max_fraction = -1 }]"#,
             "between 0 and 1",
+        ),
+    ] {
+        let text =
+            format!("[catalog]\nuri = \"http://127.0.0.1:1\"\n{JOB}\n[job.expect]\n{tests}\n");
+        let err = floe::pipeline::parse(&text, &env.path("floe.toml"))
+            .map(|_| ())
+            .expect_err(tests);
+        assert!(err.to_string().contains(expected), "{tests}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_expect_runs_custom_sql_over_the_run_rows_before_commit() {
+    let (env, client) = setup().await;
+    // The next day: two readings, one of them far above the day before.
+    let next = "2024-05-02";
+    env.write(
+        &format!("data/{next}.ndjson"),
+        &format!(
+            "{{\"t\":\"{next}T00:00:00Z\",\"site\":\"A\",\"v\":3}}\n{{\"t\":\"{next}T01:00:00Z\",\"site\":\"B\",\"v\":99}}\n"
+        ),
+    );
+    // `{this}` is the run's rows only; the table's own name reads what
+    // is committed (the day before), which a test may compare with.
+    let pass = expecting(
+        &env,
+        r#"[[job.expect.sql]]
+name = "only_this_run"
+query = "SELECT * FROM {this} WHERE ts_utc < '2024-05-02T00:00:00Z'"
+
+[[job.expect.sql]]
+name = "known_sites"
+query = "SELECT * FROM {this} r WHERE r.site_id NOT IN (SELECT site_id FROM bronze.readings)""#,
+    );
+    let before = bronze_snapshot(&client).await;
+    let (reports, outcome) = ingest(&pass, &request(next, next, "s1")).await;
+    outcome.expect("both tests pass");
+    let found = reports[0].expect.clone().expect("expect report");
+    let names: Vec<(&str, u64)> = found
+        .tests
+        .iter()
+        .map(|t| (t.test.as_str(), t.failures))
+        .collect();
+    assert_eq!(names, [("sql(only_this_run)", 0), ("sql(known_sites)", 0)]);
+    assert_ne!(bronze_snapshot(&client).await, before, "committed");
+
+    // A test over the committed day before: no value more than 10 above
+    // the largest of yesterday's. B's 99 fails it; nothing is committed.
+    env.write(
+        &format!("data/{next}.ndjson"),
+        &format!("{{\"t\":\"{next}T01:00:00Z\",\"site\":\"B\",\"v\":199}}\n"),
+    );
+    let fail = expecting(
+        &env,
+        r#"sql = { name = "no_jump", query = "SELECT site_id, value FROM {this} WHERE value > 10 + (SELECT max(value) FROM bronze.readings WHERE ts_utc < '2024-05-02T00:00:00Z')" }"#,
+    );
+    let committed = bronze_snapshot(&client).await;
+    let (reports, outcome) = ingest(&fail, &request(next, next, "s2")).await;
+    let err = outcome.expect_err("the jump fails");
+    assert_eq!(err.exit_code(), 1, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("sql(no_jump): 1 offending row(s)")
+            && text.contains("site_id=B, value=199")
+            && text.contains("nothing was committed"),
+        "{text}"
+    );
+    assert_eq!(reports[0].rows_written, 0);
+    assert_eq!(bronze_snapshot(&client).await, committed);
+
+    // A query that does not apply names the test; a malformed one is
+    // refused when the pipeline is read.
+    let wrong = expecting(
+        &env,
+        r#"sql = { name = "typo", query = "SELECT * FROM {this} WHERE no_such > 1" }"#,
+    );
+    let (_, outcome) = ingest(&wrong, &request(next, next, "s3")).await;
+    let text = outcome.expect_err("unknown column").to_string();
+    assert!(
+        text.contains("sql(typo) could not run") && text.contains("no_such"),
+        "{text}"
+    );
+    assert_eq!(
+        outcome_code(&wrong, next).await,
+        2,
+        "a query that does not plan is a configuration error"
+    );
+    assert_eq!(bronze_snapshot(&client).await, committed);
+    for (tests, expected) in [
+        (
+            r#"sql = { name = "x", query = "SELECT * FROM bronze.readings" }"#,
+            "must read the tested rows as {this}",
+        ),
+        (
+            r#"sql = { name = "x", query = "DELETE FROM {this}" }"#,
+            "one SELECT",
+        ),
+        (
+            r#"sql = { name = "x", query = "SELECT * FROM {this} WHERE" }"#,
+            "does not parse",
         ),
     ] {
         let text =

@@ -534,3 +534,32 @@ async fn delta_files_follow_the_jobs_sort_order() {
     }
     assert_eq!(seen, 72);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_job_expect_sql_reads_the_uncommitted_rows() {
+    let env = Env::new().await;
+    write_days(&env, 1, 2, 5.0);
+    // `{this}` has Delta's `day` column as readers will see it.
+    let p = job(
+        &env,
+        r#"[job.expect]
+sql = { name = "day_matches", query = "SELECT * FROM {this} WHERE day <> CAST(ts_utc AS DATE) OR value <> 5" }"#,
+    );
+    let (reports, outcome) = ingest(&p, &request("2024-03-01", "2024-03-02", "x1")).await;
+    outcome.expect("passes");
+    let found = reports[0].expect.clone().expect("report");
+    assert_eq!(found.tests[0].test, "sql(day_matches)");
+    assert_eq!(found.tests[0].failures, 0);
+    assert_eq!(per_day(&env, "readings").await.len(), 2);
+
+    write_days(&env, 2, 1, 7.0);
+    let (reports, outcome) = ingest(&p, &request("2024-03-02", "2024-03-02", "x2")).await;
+    let text = outcome.expect_err("value 7 fails").to_string();
+    assert!(
+        text.contains("sql(day_matches): 48 offending row(s)"),
+        "{text}"
+    );
+    assert_eq!(reports[0].rows_written, 0);
+    let days = per_day(&env, "readings").await;
+    assert_eq!(days[1].1, 5.0, "the day before stays: {days:?}");
+}

@@ -659,3 +659,202 @@ columns = [
         (Some(5.5), Some(7.0))
     );
 }
+
+/// Each row of `column`, as Arrow prints it (`{lat: 1.5, tags: [a]}`).
+fn shown(batches: &[arrow_array::RecordBatch], column: &str) -> Vec<String> {
+    let options = arrow_cast::display::FormatOptions::default().with_null("null");
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = b.column_by_name(column).expect("column");
+            let f = arrow_cast::display::ArrayFormatter::try_new(c.as_ref(), &options)
+                .expect("formatter");
+            (0..c.len())
+                .map(|i| f.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+const NESTED_JOB: &str = r#"
+[[job]]
+name = "plants"
+table = "bronze.plants"
+source = { path = "data/plants.{ext}", format = "{format}" }
+event_time = { kind = "offset", column = "at" }
+sort = ["code"]
+reject_threshold = 0.5
+columns = [
+  { name = "code", type = "string", required = true },
+  { name = "location", type = "struct<lat: double, lon: double>" },
+  { name = "units", type = "list<struct<id: int, mw: double, fuel: string>>" },
+  { name = "tags", type = "map<string, long>" },
+  { name = "hours", type = "list<timestamptz>" },
+]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_json_lands_as_struct_list_and_map_columns() {
+    let env = Env::new().await;
+    env.write(
+        "data/plants.ndjson",
+        concat!(
+            r#"{"code": "A", "at": "2024-06-04T01:00:00Z", "location": {"lat": 51.5, "lon": "-0.1"}, "units": [{"id": 1, "mw": 5.5, "fuel": "gas"}, {"id": "2", "mw": 7}], "tags": {"x": 1}, "hours": ["2024-06-04T00:00:00+02:00"]}"#,
+            "\n",
+            r#"{"code": "B", "at": "2024-06-04T02:00:00Z", "location": null, "units": [], "tags": {}}"#,
+            "\n",
+            r#"{"code": "C", "at": "2024-06-04T03:00:00Z", "location": {"lat": "north"}}"#,
+            "\n",
+            r#"{"code": "D", "at": "2024-06-04T04:00:00Z", "units": {"id": 1}}"#,
+            "\n",
+        ),
+    );
+    let job = NESTED_JOB
+        .replace("{ext}", "ndjson")
+        .replace("{format}", "ndjson");
+    let p = env.pipeline(&job);
+    let (reports, outcome) = ingest(&p, &request("2024-06-04", "2024-06-04", "n1")).await;
+    outcome.expect("nested rows land");
+    assert_eq!(reports[0].rows_written, 2, "{:?}", reports[0]);
+    let reasons: Vec<&str> = reports[0]
+        .sample_rejects
+        .iter()
+        .map(|r| r.reason.as_str())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("field location.lat: \"north\" is not a number")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("field units: {\"id\":1} is not a list")),
+        "{reasons:?}"
+    );
+    let batches = env.scan("bronze", "plants").await;
+    assert_eq!(
+        shown(&batches, "location"),
+        ["{lat: 51.5, lon: -0.1}", "null"]
+    );
+    assert_eq!(
+        shown(&batches, "units"),
+        [
+            "[{id: 1, mw: 5.5, fuel: gas}, {id: 2, mw: 7.0, fuel: null}]",
+            "[]"
+        ]
+    );
+    assert_eq!(shown(&batches, "tags"), ["{x: 1}", "{}"]);
+    assert_eq!(shown(&batches, "hours"), ["[2024-06-03T22:00:00Z]", "null"]);
+
+    // The same table takes the next run (its nested ids come from the
+    // catalog), and a CSV cell holding JSON text is read as JSON.
+    env.write(
+        "data/plants.csv",
+        "code,at,location,units,tags\nE,2024-06-04T05:00:00Z,\"{\"\"lat\"\": 1, \"\"lon\"\": 2}\",\"[{\"\"id\"\": 3}]\",\n",
+    );
+    let p = env.pipeline(
+        &NESTED_JOB
+            .replace("{ext}", "csv")
+            .replace("{format}", "csv"),
+    );
+    let (reports, outcome) = ingest(&p, &request("2024-06-04", "2024-06-04", "n2")).await;
+    outcome.expect("csv with JSON text");
+    assert_eq!(reports[0].rows_written, 1, "{:?}", reports[0]);
+    let batches = env.scan("bronze", "plants").await;
+    assert_eq!(shown(&batches, "location"), ["{lat: 1.0, lon: 2.0}"]);
+    assert_eq!(
+        shown(&batches, "units"),
+        ["[{id: 3, mw: null, fuel: null}]"]
+    );
+
+    // A key the type does not declare fails the run, naming it and the
+    // line to add; with schema_drift = "ignore" it is dropped.
+    env.write(
+        "data/plants.ndjson",
+        r#"{"code": "F", "at": "2024-06-04T06:00:00Z", "units": [{"id": 1, "unit_kind": "ccgt"}]}"#,
+    );
+    let p = env.pipeline(&job);
+    let (_, outcome) = ingest(&p, &request("2024-06-04", "2024-06-04", "n3")).await;
+    let err = outcome.expect_err("unknown nested key").to_string();
+    assert!(
+        err.contains("unknown key units[0].unit_kind")
+            && err.contains("add `unit_kind: string` to the struct at units[0]"),
+        "{err}"
+    );
+    let ignore = job.replace(
+        "sort = [\"code\"]",
+        "sort = [\"code\"]\nschema_drift = \"ignore\"",
+    );
+    let (_, outcome) = ingest(
+        &env.pipeline(&ignore),
+        &request("2024-06-04", "2024-06-04", "n4"),
+    )
+    .await;
+    outcome.expect("dropped with ignore");
+    let batches = env.scan("bronze", "plants").await;
+    assert_eq!(
+        shown(&batches, "units"),
+        ["[{id: 1, mw: null, fuel: null}]"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nested_column_evolves_into_an_existing_table() {
+    let env = Env::new().await;
+    env.write(
+        "data/p.ndjson",
+        r#"{"code": "A", "at": "2024-06-04T01:00:00Z"}"#,
+    );
+    let base = r#"
+[[job]]
+name = "p"
+table = "bronze.p"
+source = { path = "data/p.ndjson", format = "ndjson" }
+event_time = { kind = "offset", column = "at" }
+schema_drift = "evolve"
+columns = [
+  { name = "code", type = "string" },
+]
+"#;
+    let (_, outcome) = ingest(
+        &env.pipeline(base),
+        &request("2024-06-04", "2024-06-04", "e1"),
+    )
+    .await;
+    outcome.expect("first run");
+    env.write(
+        "data/p.ndjson",
+        r#"{"code": "A", "at": "2024-06-04T01:00:00Z", "loc": {"lat": 1.5, "tags": ["x"]}}"#,
+    );
+    let declared = base.replace(
+        "{ name = \"code\", type = \"string\" },",
+        "{ name = \"code\", type = \"string\" },\n  { name = \"loc\", type = \"struct<lat: double, tags: list<string>>\" },",
+    );
+    let (_, outcome) = ingest(
+        &env.pipeline(&declared),
+        &request("2024-06-04", "2024-06-04", "e2"),
+    )
+    .await;
+    outcome.expect("the declared nested column is added");
+    let batches = env.scan("bronze", "p").await;
+    assert_eq!(shown(&batches, "loc"), ["{lat: 1.5, tags: [x]}"]);
+    // Its fields have ids of their own, above every other column's.
+    let client = env.client_with(Default::default()).await;
+    let table = client
+        .load_table(&["bronze".to_string()], "p")
+        .await
+        .expect("load")
+        .expect("table");
+    let schema = table.metadata.current_schema();
+    let mut ids: Vec<i32> = ["code", "loc", "loc.lat", "loc.tags", "loc.tags.element"]
+        .iter()
+        .map(|n| schema.field_by_name(n).map(|f| f.id).expect(n))
+        .collect();
+    let loc = ids[1];
+    assert!(ids[2..].iter().all(|id| *id > loc), "{ids:?}");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "ids are distinct");
+}

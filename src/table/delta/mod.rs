@@ -265,11 +265,15 @@ pub fn delta_schema(table: &Schema, by_day: bool) -> SchemaRef {
 }
 
 /// A field as Delta takes it: no field id, timestamps with offsets as
-/// `timestamp` (UTC), fixed-size binary as `binary`.
+/// `timestamp` (UTC), fixed-size binary as `binary`, at any depth.
 fn delta_field(f: &Field) -> Field {
+    let nested = |f: &arrow_schema::FieldRef| Arc::new(delta_field(f));
     let t = match f.data_type() {
         DataType::Timestamp(unit, Some(_)) => DataType::Timestamp(*unit, Some("UTC".into())),
         DataType::FixedSizeBinary(_) => DataType::Binary,
+        DataType::List(element) => DataType::List(nested(element)),
+        DataType::Map(entries, sorted) => DataType::Map(nested(entries), *sorted),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(nested).collect()),
         other => other.clone(),
     };
     Field::new(f.name(), t, f.is_nullable())

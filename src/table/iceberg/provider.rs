@@ -44,6 +44,9 @@ pub struct SnapshotTable {
     schema: SchemaRef,
     /// Only the files of these `day(...)` partitions (see [`Self::only_days`]).
     days: Option<BTreeSet<i32>>,
+    /// Files written and not committed, read instead of a snapshot's (see
+    /// [`Self::of_files`]).
+    files: Option<Vec<iceberg::spec::DataFile>>,
 }
 
 impl SnapshotTable {
@@ -74,7 +77,55 @@ impl SnapshotTable {
             snapshot_id,
             schema,
             days: None,
+            files: None,
         })
+    }
+
+    /// Data files of `table` written and not committed yet (a run's
+    /// delivered rows, before its `[job.expect]` tests let them in), in
+    /// the table's current schema.
+    ///
+    /// # Errors
+    /// When the schema has no Arrow form.
+    pub fn of_files(table: Table, files: Vec<iceberg::spec::DataFile>) -> crate::Result<Self> {
+        let mut this = Self::new(table, None)?;
+        this.files = Some(files);
+        Ok(this)
+    }
+
+    /// Whole-file tasks for the uncommitted `files`, projecting `schema`'s
+    /// columns (by field id). Partition values are not used as constants:
+    /// every column is read from the file.
+    fn file_tasks(
+        &self,
+        files: &[iceberg::spec::DataFile],
+        schema: &SchemaRef,
+    ) -> Vec<FileScanTask> {
+        let table_schema = self.table.metadata().current_schema().clone();
+        let ids: Vec<i32> = schema
+            .fields()
+            .iter()
+            .filter_map(|f| table_schema.field_by_name(f.name()).map(|t| t.id))
+            .collect();
+        files
+            .iter()
+            .map(|f| FileScanTask {
+                file_size_in_bytes: f.file_size_in_bytes(),
+                start: 0,
+                length: f.file_size_in_bytes(),
+                record_count: Some(f.record_count()),
+                data_file_path: f.file_path().to_string(),
+                data_file_format: f.file_format(),
+                schema: table_schema.clone(),
+                project_field_ids: ids.clone(),
+                predicate: None,
+                deletes: Vec::new(),
+                partition: None,
+                partition_spec: None,
+                name_mapping: None,
+                case_sensitive: true,
+            })
+            .collect()
     }
 
     /// Reads only the files of these days, chosen by partition value, which
@@ -159,7 +210,9 @@ impl TableProvider for SnapshotTable {
             None => self.schema.clone(),
         };
         let mut tasks: Vec<FileScanTask> = Vec::new();
-        if let Some(id) = self.snapshot_id {
+        if let Some(files) = &self.files {
+            tasks = self.file_tasks(files, &schema);
+        } else if let Some(id) = self.snapshot_id {
             let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
             let mut scan = self.table.scan().snapshot_id(id);
             scan = if columns.is_empty() {
