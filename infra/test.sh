@@ -9,18 +9,21 @@
 #   3. Spark 3.5 + Iceberg 1.10 with a repaired runtime jar
 #      (../shared/tools/spark-iceberg/setup.sh; skipped with a message when
 #      that folder is absent, unless CI=true);
-#   4. cargo fmt --check, cargo clippy -D warnings, the layering check
+#   4. Trino 476 (server and Iceberg plugin from Maven Central, run with the
+#      Java 25 JDK; infra/local/trino.sh install). The pytest session starts
+#      it once, on 127.0.0.1, against its own `floe catalog serve`s;
+#   5. cargo fmt --check, cargo clippy -D warnings, the layering check
 #      (infra/check-layers.sh), one version of each core crate (cargo deny
 #      check bans, deny.toml), no unused dependency (cargo-machete), cargo
 #      test;
-#   5. the Python acceptance suite (pyiceberg, Spark, raw HTTP) against the
+#   6. the Python acceptance suite (pyiceberg, Spark, Trino, raw HTTP) against the
 #      real `floe catalog serve`, on a local folder and on the S3 server.
 #
 # Everything is cached under FLOE_CACHE_DIR (default ~/.cache/floe): cargo's
-# target folder, the venvs, the Spark jar. Without a cache it all builds
+# target folder, the venvs, the Spark jar, Trino. Without a cache it all builds
 # from scratch (about 15 minutes on 2 cores).
 #
-# Options: --quick skips Spark and PostgreSQL (for a fast local loop).
+# Options: --quick skips Spark, Trino and PostgreSQL (for a fast local loop).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -74,6 +77,11 @@ if [[ $quick -eq 0 ]]; then
     else
         echo "note: $spark_tool not found: the Spark tests will be skipped"
     fi
+
+    step "Trino (server and Iceberg plugin from Maven Central)"
+    FLOE_TRINO_HOME=$(infra/local/trino.sh install "$cache" | tail -n 1)
+    export FLOE_TRINO_HOME
+    echo "trino: $FLOE_TRINO_HOME"
 fi
 
 step "cargo fmt --check"
@@ -104,6 +112,6 @@ step "build floe"
 cargo build --locked --bin floe
 export FLOE_BIN="$CARGO_TARGET_DIR/debug/floe"
 
-step "Python acceptance tests (pyiceberg, Spark, REST contract)"
+step "Python acceptance tests (pyiceberg, Spark, Trino, REST contract)"
 export FLOE_TEST_REQUIRE_SERVER=1
 "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider -rs

@@ -8,6 +8,8 @@ Environment (see README.md):
   FLOE_SPARK_ICEBERG_JAR   the repaired Iceberg runtime jar (shared/tools/spark-iceberg/setup.sh)
   FLOE_SPARK_PYTHON        a python with pyspark 3.5 (e.g. the venv setup.sh made)
   FLOE_WEED_BIN            the SeaweedFS `weed` binary (default: the one beside this python)
+  FLOE_TRINO_HOME          an installed Trino (infra/local/trino.sh install); without it the Trino
+                           tests are skipped, or fail under CI=true
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def pytest_configure(config):
         ("s3", "uses the SeaweedFS S3 stand-in"),
         ("postgres", "needs FLOE_TEST_POSTGRES=1"),
         ("spark", "needs FLOE_SPARK_ICEBERG_JAR and FLOE_SPARK_PYTHON"),
+        ("trino", "needs FLOE_TRINO_HOME (infra/local/trino.sh install)"),
         ("slow", "takes more than a few seconds"),
     ]:
         config.addinivalue_line("markers", f"{marker}: {text}")
@@ -251,6 +254,50 @@ def spark_env():
     return {"python": python, "jar": jar}
 
 
+@pytest.fixture(scope="session")
+def trino_home() -> str:
+    home = os.environ.get("FLOE_TRINO_HOME")
+    reason = None
+    if not home:
+        reason = "Trino tests need FLOE_TRINO_HOME (infra/local/trino.sh install CACHE_DIR prints it)"
+    elif not os.path.exists(os.path.join(home, "bin", "launcher")):
+        reason = f"FLOE_TRINO_HOME={home} has no bin/launcher"
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI must run the Trino tests")
+        pytest.skip(reason)
+    return home
+
+
+TRINO: list[lib.TrinoServer] = []
+
+
+@pytest.fixture(scope="session")
+def trino(tmp_path_factory, trino_home, s3_server, floe_server_available):
+    """One Trino for the whole session (it takes ~30 s to start), started by
+    infra/local/trino.sh with two Iceberg catalogs, each on its own `floe catalog serve`:
+    `iceberg` on a local-folder warehouse and `iceberg_s3` on the S3 server. Those two
+    catalog servers are Trino's alone, so tests may use fixed namespaces (bronze, silver,
+    gold) in them."""
+    root = tmp_path_factory.mktemp("trino")
+    servers = {
+        "local": ("iceberg", _new_server(root / "local-catalog", kind="local")),
+        "s3": ("iceberg_s3", _new_server(root / "s3-catalog", kind="s3", s3=s3_server)),
+    }
+    try:
+        server = lib.start_trino(root / "trino", trino_home, servers)
+    except BaseException:
+        for _, catalog in servers.values():
+            catalog.stop()
+        raise
+    TRINO.append(server)
+    yield server
+    TRINO.remove(server)
+    lib.stop_trino(server)
+    for _, catalog in servers.values():
+        catalog.stop()
+
+
 # ---------------------------------------------------------------------------------------
 # server logs on failure, and a crashed shared server fails the test that crashed it
 
@@ -279,3 +326,6 @@ def pytest_runtest_makereport(item, call):
         if server.log_size() > start:
             rep.sections.append((f"floe catalog serve log ({server.uri}, {server.warehouse})",
                                  lib.tail(server.log_path, 20000, start)))
+    if "trino" in item.fixturenames:
+        for server in TRINO:
+            rep.sections.append((f"Trino server log ({server.url})", server.log_tail(6000)))

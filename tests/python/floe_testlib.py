@@ -634,3 +634,92 @@ def files_under(location: str, s3: S3Server | None) -> list[str]:
     assert s3 is not None, f"an S3 location without an S3 server: {location}"
     prefix = s3.key_of(location).rstrip("/") + "/"
     return s3.list_keys(prefix)
+
+
+# ---------------------------------------------------------------------------------------
+# Trino (infra/local/trino.sh)
+
+TRINO_SCRIPT = REPO_ROOT / "infra" / "local" / "trino.sh"
+TRINO_START_TIMEOUT_S = 300.0
+TRINO_QUERY_TIMEOUT_S = 300.0
+
+
+class TrinoRejected(AssertionError):
+    """Trino refused a query: the message names what was queried and Trino's own error."""
+
+
+@dataclass
+class TrinoServer:
+    """One Trino started by infra/local/trino.sh, with one Iceberg catalog per floe catalog
+    server: `catalogs` maps the warehouse kind ("local", "s3") to (Trino catalog, server)."""
+
+    url: str
+    work_dir: Path
+    env: dict[str, str]
+    catalogs: dict[str, tuple[str, CatalogServer]]
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def connect(self, catalog: str, **session_properties: str):
+        import trino
+
+        return trino.dbapi.connect(host="127.0.0.1", port=self.port, user="floe", catalog=catalog,
+                                   session_properties=session_properties or None,
+                                   request_timeout=TRINO_QUERY_TIMEOUT_S, http_scheme="http")
+
+    def query(self, catalog: str, sql: str, *, about: str, **session_properties: str) -> tuple[list[list], dict]:
+        """Rows and the query's stats. A Trino error fails with `about` (the table) and Trino's
+        error name and message, never a bare stack."""
+        import trino
+
+        conn = self.connect(catalog, **session_properties)
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(sql)
+                rows = cur.fetchall()
+            except trino.exceptions.TrinoQueryError as exc:
+                raise TrinoRejected(f"Trino rejected {about}: {exc.error_name}: {exc.message}"
+                                    f"\n--- query\n{sql}") from None
+            return rows, dict(cur.stats)
+        finally:
+            conn.close()
+
+    def rows(self, catalog: str, sql: str, *, about: str, **session_properties: str) -> list[list]:
+        return self.query(catalog, sql, about=about, **session_properties)[0]
+
+    def log_tail(self, max_bytes: int = 20000) -> str:
+        return tail(self.work_dir / "server.log", max_bytes)
+
+
+def start_trino(work_dir: Path, trino_home: str, servers: dict[str, tuple[str, CatalogServer]]) -> TrinoServer:
+    """Trino through the project's own script, one catalog per (name, server): the first is
+    the script's `iceberg`, the others `--catalog NAME`."""
+    args: list[str] = []
+    for i, (name, server) in enumerate(servers.values()):
+        if i == 0:
+            assert name == "iceberg", "the first catalog is the script's `iceberg`"
+            args.append(server.uri)
+        else:
+            args += ["--catalog", name, server.uri]
+        args.append(f"warehouse={server.name}")
+        if server.s3 is not None:
+            args += [f"s3_endpoint={server.s3.endpoint}", f"s3_region={server.s3.region}",
+                     f"s3_access_key={server.s3.access_key}", f"s3_secret_key={server.s3.secret_key}"]
+    env = clean_env(FLOE_TRINO_HOME=trino_home)
+    port = free_port()
+    cmd = ["bash", str(TRINO_SCRIPT), "start", str(work_dir), str(port), *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=TRINO_START_TIMEOUT_S, env=env,
+                         stdin=subprocess.DEVNULL)
+    if out.returncode != 0:
+        raise RuntimeError("infra/local/trino.sh start failed" + explain(out))
+    url = out.stdout.strip().splitlines()[-1]
+    assert url == f"http://127.0.0.1:{port}", out.stdout
+    return TrinoServer(url, work_dir, env, servers)
+
+
+def stop_trino(server: TrinoServer) -> None:
+    subprocess.run(["bash", str(TRINO_SCRIPT), "stop", str(server.work_dir)], capture_output=True,
+                   timeout=120, env=server.env, stdin=subprocess.DEVNULL)
