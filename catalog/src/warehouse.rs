@@ -65,6 +65,18 @@ impl Warehouse {
         &self.io
     }
 
+    /// The folder of a namespace: `<root>/<levels>` (what a namespace
+    /// without a `location` property reports, as Iceberg's JDBC catalog
+    /// does; Trino then stages a new table under it).
+    pub fn namespace_location(&self, namespace: &crate::ident::Namespace) -> String {
+        let mut location = self.root.clone();
+        for level in namespace.levels() {
+            location.push('/');
+            location.push_str(level);
+        }
+        location
+    }
+
     /// The default location of a new table: `<root>/<ns levels>/<name>-<uuid>`.
     /// The uuid (the table's own) keeps a dropped-and-recreated or renamed
     /// table from sharing files with another, so purging one never touches

@@ -245,9 +245,18 @@ async fn namespace_lifecycle_and_errors() {
         "UnprocessableEntityException",
     )
     .await;
+    // A namespace without a location of its own reports its folder.
+    let props = h.ok(Method::GET, "/v1/namespaces/a", None).await["properties"].clone();
+    assert_eq!(props["k"], "v");
+    let location = props["location"].as_str().expect("location");
+    assert!(
+        location.starts_with("file://") && location.ends_with("/a"),
+        "{location}"
+    );
+    let nested = h.ok(Method::GET, "/v1/namespaces/a%1Fb", None).await;
     assert_eq!(
-        h.ok(Method::GET, "/v1/namespaces/a", None).await["properties"],
-        json!({"k": "v"})
+        nested["properties"]["location"].as_str(),
+        Some(format!("{location}/b").as_str())
     );
     h.ok(Method::DELETE, "/v1/namespaces/a%1Fb", None).await;
     h.ok(Method::DELETE, "/v1/namespaces/a", None).await;

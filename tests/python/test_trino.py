@@ -245,9 +245,8 @@ def test_trino_writes_and_floe_maintains(trino, kind, tmp_path):
     ident = f"{ns}.readings"
     table = f"{catalog}.{ident}"
     about = f"{table} ({kind} warehouse)"
-    # An explicit schema location: see test_trino_creates_a_table_in_a_plain_schema.
     trino_exec(trino, catalog, about,
-               f"CREATE SCHEMA {catalog}.{ns} WITH (location = '{server.warehouse.rstrip('/')}/{ns}')",
+               f"CREATE SCHEMA {catalog}.{ns}",
                f"CREATE TABLE {table} (ts_utc timestamp(6) with time zone, site_id varchar, value double) "
                "WITH (partitioning = ARRAY['day(ts_utc)'])")
     spec = server.catalog().load_table(ident).spec()
@@ -325,8 +324,9 @@ def test_trino_writes_and_floe_maintains(trino, kind, tmp_path):
 @pytest.mark.parametrize("kind", KINDS)
 def test_trino_creates_a_table_in_a_plain_schema(trino, kind):
     """CREATE SCHEMA and CREATE TABLE with no location, as users write them. Trino asks the
-    catalog for the schema's `location` property to place the table; without one it creates
-    the table outright and then refuses it, since the location is no longer empty."""
+    catalog for the schema's `location` property to place the table (floe's catalog reports
+    the namespace's warehouse folder when none was set); without one Trino would create the
+    table outright and then refuse it, since the location is no longer empty."""
     catalog, server = catalog_of(trino, kind)
     ns = lib.unique("plain")
     table = f"{catalog}.{ns}.t"

@@ -135,7 +135,13 @@ pub(crate) async fn load(
     ApiPath(param): ApiPath<String>,
 ) -> Result<Json<Value>> {
     let ns = Namespace::from_path(&param)?;
-    let props = ensure_exists(&state, &ns).await?;
+    let mut props = ensure_exists(&state, &ns).await?;
+    // Engines place new tables under the namespace's location (Trino
+    // refuses to create a table without one in a folder that is not
+    // empty): a namespace without its own reports its warehouse folder.
+    props
+        .entry("location".to_string())
+        .or_insert_with(|| state.warehouse.namespace_location(&ns));
     Ok(Json(
         json!({ "namespace": ns.levels(), "properties": props }),
     ))
