@@ -297,6 +297,17 @@ pub fn check_compatible(job: &Job, table: &Schema) -> Result<()> {
                     f.field_type
                 )));
             }
+            None if [INGEST_TIME, SOURCE, HASH, VALID_FROM, VALID_TO]
+                .contains(&f.name.as_str()) =>
+            {
+                return Err(Error::Config(format!(
+                    "job {}: table {} has no column {}, one of floe's metadata columns (another engine \
+                     created the table?); set schema_drift = \"evolve\" to let floe add its columns",
+                    job.name,
+                    job.table_ident(),
+                    f.name
+                )));
+            }
             None => {
                 return Err(Error::Config(format!(
                     "job {}: table {} has no column {}; the job's contract changed (evolve the table or write to a new one)",

@@ -367,9 +367,15 @@ pub async fn commit_change(
     change: &Change,
 ) -> Result<ChangeOutcome> {
     let retry = Retry::commits()?;
+    // What the run read and wrote against: a retry must not remove rows
+    // another writer added to the replaced days since.
+    let base = loaded.metadata.current_snapshot_id();
     for attempt in 1..=retry.attempts {
         if let Some(id) = landed_snapshot(&loaded.metadata, &change.run_id) {
             return Ok(ChangeOutcome::Committed(CommitReport::landed(id, attempt)));
+        }
+        if attempt > 1 {
+            overlap_check(handle, &loaded, base, change).await?;
         }
         let staged = match stage(handle, &loaded, change).await? {
             Stage::Ready(staged) => staged,
@@ -410,6 +416,49 @@ pub async fn commit_change(
         retry.attempts,
         handle.namespace.join("."),
         handle.name
+    )))
+}
+
+/// Refuses a retried overwrite when another writer changed the rows it
+/// replaces after `base` (an append, a row-level delete or an overwrite in
+/// one of its days; a compaction changes no row and does not count):
+/// replacing them would silently drop a write that was acknowledged, as
+/// Iceberg's serializable overwrite (`validateNoConflictingData`) refuses.
+async fn overlap_check(
+    handle: &TableHandle,
+    loaded: &LoadedTable,
+    base: Option<i64>,
+    change: &Change,
+) -> Result<()> {
+    let replaced: Option<&BTreeSet<i32>> = match &change.removal {
+        Removal::Nothing | Removal::Files { .. } => return Ok(()),
+        Removal::Days(days) => Some(days),
+        Removal::Everything => None,
+    };
+    if change.branch.is_some() {
+        return Ok(());
+    }
+    let current = loaded.metadata.current_snapshot_id();
+    let table = handle.table(loaded)?;
+    let changed = crate::table::iceberg::changes::between(&table, base, current).await?;
+    let ident = format!("{}.{}", handle.namespace.join("."), handle.name);
+    let overlap = match (changed, replaced) {
+        (crate::table::read::Changed::Nothing, _) => return Ok(()),
+        (crate::table::read::Changed::Days(days), Some(replaced)) => {
+            let both: BTreeSet<i32> = days.intersection(replaced).copied().collect();
+            if both.is_empty() {
+                return Ok(());
+            }
+            describe_days(&both)
+        }
+        (crate::table::read::Changed::Days(days), None) => describe_days(&days),
+        (crate::table::read::Changed::Everything, _) => "the table".to_string(),
+    };
+    Err(Error::CommitConflict(format!(
+        "another writer changed {overlap} of {ident} while this run was writing (after snapshot {}); \
+         replacing those rows would drop that write, so nothing was committed: run again to \
+         replace them with this run's rows",
+        base.map_or_else(|| "none".to_string(), |b| b.to_string())
     )))
 }
 

@@ -727,17 +727,20 @@ async fn open_iceberg(client: &RestClient, job: &Job) -> Result<(LoadedTable, bo
                 client.drop_table(&job.namespace, &job.table, true).await?;
             }
             Err(e) if job.schema_drift == crate::pipeline::SchemaDrift::Evolve => {
+                // The job's new columns, and floe's own metadata columns when
+                // another engine created the table.
                 let table = t.metadata.current_schema();
-                let added: BTreeMap<String, ColumnType> = job
-                    .columns
+                let added: Vec<(String, Type)> = schema::table_schema(job)?
+                    .as_struct()
+                    .fields()
                     .iter()
-                    .filter(|c| table.field_by_name(&c.name).is_none())
-                    .map(|c| (c.name.clone(), c.kind.clone()))
+                    .filter(|f| table.field_by_name(&f.name).is_none())
+                    .map(|f| (f.name.clone(), (*f.field_type).clone()))
                     .collect();
                 if added.is_empty() {
                     return Err(e);
                 }
-                let t = add_columns(client, job, t, &added).await?;
+                let t = add_fields(client, &job.namespace, &job.table, t, &added).await?;
                 schema::check_compatible(job, t.metadata.current_schema())?;
                 check_spec(job, &t.metadata)?;
                 return Ok((t, false));

@@ -529,3 +529,78 @@ async fn orphans_older_than_the_window_are_deleted_and_newer_ones_kept() {
     assert!(young.exists());
     assert_eq!(ids(&env, "t").await, (0..10).collect::<Vec<_>>());
 }
+
+/// A window overwrite of `day` from `stale` (the table as its run opened
+/// it), replacing the day with `ids`.
+async fn overwrite_day(
+    client: &RestClient,
+    stale: &Target,
+    day: i32,
+    ids: std::ops::Range<i64>,
+    run: &str,
+) -> floe::Result<snapshot::CommitReport> {
+    let files = write(stale, vec![batch(stale, day, ids)], run).await;
+    snapshot::commit_overwrite(
+        client,
+        &stale.handle,
+        stale.loaded.clone(),
+        &Overwrite {
+            added: files,
+            days: Some(DAY0 + day..=DAY0 + day),
+            guarded_days: Default::default(),
+            properties: HashMap::new(),
+            run_id: run.into(),
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overwrite_never_drops_rows_a_concurrent_writer_added_to_its_days() {
+    let env = Env::new().await;
+    let client = client(&env).await;
+    create(&client, "t").await;
+    append(&client, "t", 0, 0..10).await;
+    append(&client, "t", 1, 10..20).await;
+    // Two runs open the table; meanwhile another engine appends to day 0.
+    let run_a = Target::open(&client, "m.t").await.expect("open");
+    let run_b = Target::open(&client, "m.t").await.expect("open");
+    append(&client, "t", 0, 900..903).await;
+
+    // Replacing day 0 would drop the acknowledged append: refused, loudly.
+    let err = overwrite_day(&client, &run_a, 0, 100..105, "a")
+        .await
+        .expect_err("an overlapping overwrite must not land");
+    let text = err.to_string();
+    assert!(
+        matches!(err, floe::Error::CommitConflict(_))
+            && text.contains("another writer changed 2024-03-01 of m.t")
+            && text.contains("nothing was committed"),
+        "{text}"
+    );
+    // Day 1 was not touched by the other writer: its overwrite lands and
+    // keeps the append.
+    overwrite_day(&client, &run_b, 1, 200..205, "b")
+        .await
+        .expect("a disjoint overwrite lands");
+    let mut expected: Vec<i64> = (0..10).chain(200..205).chain(900..903).collect();
+    expected.sort_unstable();
+    assert_eq!(ids(&env, "t").await, expected);
+
+    // A compaction in between changes no row: an overwrite opened before
+    // it still lands.
+    let run_c = Target::open(&client, "m.t").await.expect("open");
+    let mut head = Target::open(&client, "m.t").await.expect("open");
+    let opts = CompactOptions {
+        min_input_files: 2,
+        ..CompactOptions::default()
+    };
+    let report = compact(&client, &mut head, &opts).await.expect("compact");
+    assert_eq!(report.status, "compacted", "day 0 has two files to merge");
+    overwrite_day(&client, &run_c, 0, 300..302, "c")
+        .await
+        .expect("lands after a compaction");
+    let mut expected: Vec<i64> = (200..205).chain(300..302).collect();
+    expected.sort_unstable();
+    assert_eq!(ids(&env, "t").await, expected);
+}

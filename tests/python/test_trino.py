@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 from pathlib import Path
 
 import pyarrow as pa
@@ -336,3 +337,135 @@ def test_trino_creates_a_table_in_a_plain_schema(trino, kind):
                "WITH (partitioning = ARRAY['day(ts_utc)'])",
                f"INSERT INTO {table} VALUES (TIMESTAMP '2024-03-31 12:00:00 UTC', 1.0)")
     assert trino.rows(catalog, f"SELECT count(*) FROM {table}", about=about) == [[1]]
+
+
+# ---------------------------------------------------------------------------------------
+# floe and Trino writing the same table at once
+
+
+def gated_api(gate: threading.Event, values: dict[str, float]):
+    """An API script that answers a day's readings only once `gate` is set (bounded wait):
+    the floe run has opened its table and waits on the answer while Trino writes."""
+    from test_http_sources import Reply
+
+    def script(req):
+        if not gate.wait(60):
+            return Reply(500, {"error": "the test never opened the gate"})
+        day = req.query["day"]
+        return Reply(200, [{"t": f"{day}T{h:02d}:00:00Z", "site": site, "v": value}
+                           for h in range(24) for site, value in values.items()])
+    return script
+
+
+def api_job(ns: str, base: str) -> dict:
+    return {"name": "readings", "table": f"{ns}.readings",
+            "source": {"api": "json", "url": f"{base}/readings", "params": {"day": "{date}"},
+                       "pagination": {"kind": "none"}, "timeout": "90s"},
+            "event_time": {"kind": "offset", "column": "t"},
+            "columns": [{"name": "site_id", "type": "string", "required": True, "from": "site"},
+                        {"name": "value", "type": "double", "from": "v"}]}
+
+
+def trino_insert_day(trino: lib.TrinoServer, catalog: str, table: str, day: str, site: str, value: float) -> None:
+    """Trino appends one row to `day`, floe's metadata columns filled as any engine must."""
+    trino_exec(trino, catalog, table,
+               f"INSERT INTO {table} (ts_utc, site_id, value, _ingest_time, _source, _hash) VALUES "
+               f"(TIMESTAMP '{day} 12:30:00 UTC', '{site}', {value}, current_timestamp, 'trino', "
+               "X'00000000000000000000000000000000')")
+
+
+def per_day(trino: lib.TrinoServer, catalog: str, table: str) -> dict[str, int]:
+    return {str(d): n for d, n in trino.rows(
+        catalog, f"SELECT CAST(ts_utc AS date), count(*) FROM {table} GROUP BY 1", about=table)}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_floe_and_trino_write_the_same_table_at_once(trino, kind, tmp_path):
+    """floe ingests a day while Trino inserts into another day of the same table: both land.
+    When Trino writes into the day floe is replacing, floe refuses to drop that row: it
+    exits 2 naming the day, and both Trino's row and the day's previous rows stay."""
+    from test_http_sources import ApiServer
+    from test_ingest import run_ingest
+
+    catalog, server = catalog_of(trino, kind)
+    ns = lib.unique("both")
+    table = f"{catalog}.{ns}.readings"
+    api = ApiServer()
+    try:
+        gate = threading.Event()
+        gate.set()
+        api.script = gated_api(gate, {"A": 1.0, "B": 2.0})
+        pipeline = lib.write_pipeline(tmp_path / "floe.toml", server, [api_job(ns, api.base)])
+        for day in ("2024-05-01", "2024-05-02"):
+            floe_ok(server, "ingest", "--pipeline", pipeline, "--from", day, "--to", day, cwd=tmp_path)
+
+        def floe_while_trino_writes(day: str, trino_day: str, value: float):
+            gate.clear()
+            api.script = gated_api(gate, {"A": value, "B": value})
+            hits = api.hits
+            result: dict = {}
+            worker = threading.Thread(target=lambda: result.update(
+                out=run_ingest(server, pipeline, day, day)), daemon=True)
+            worker.start()
+            lib.wait_until("floe asks the API", lambda: api.hits > hits, timeout=60)
+            trino_insert_day(trino, catalog, table, trino_day, "T", 9.0)
+            gate.set()
+            worker.join(120)
+            assert "out" in result, "the floe run did not finish"
+            return result["out"]
+
+        # Disjoint days: both writes land.
+        out = floe_while_trino_writes("2024-05-01", "2024-05-03", 5.0)
+        assert out.returncode == 0, "floe failed next to Trino's insert of another day" + explain(out)
+        assert per_day(trino, catalog, table) == {"2024-05-01": 48, "2024-05-02": 48, "2024-05-03": 1}
+        assert trino.rows(catalog, f"SELECT DISTINCT value FROM {table} WHERE ts_utc < "
+                          "TIMESTAMP '2024-05-02 00:00:00 UTC'", about=table) == [[5.0]]
+
+        # The same day: floe must not drop Trino's row; it fails loudly and changes nothing.
+        out = floe_while_trino_writes("2024-05-02", "2024-05-02", 7.0)
+        assert out.returncode == 2, "floe replaced a day Trino wrote to meanwhile" + explain(out)
+        assert "another writer changed 2024-05-02" in out.stderr, explain(out)
+        assert per_day(trino, catalog, table) == {"2024-05-01": 48, "2024-05-02": 49, "2024-05-03": 1}
+        assert sorted(trino.rows(catalog, f"SELECT DISTINCT value FROM {table} WHERE ts_utc >= "
+                                 "TIMESTAMP '2024-05-02 00:00:00 UTC' AND ts_utc < "
+                                 "TIMESTAMP '2024-05-03 00:00:00 UTC'", about=table)) == [[1.0], [2.0], [9.0]]
+        assert_trino_matches_pyiceberg(trino, kind, f"{ns}.readings")
+    finally:
+        api.close()
+
+
+@pytest.mark.parametrize("kind", ["local"])
+def test_floe_ingests_into_a_table_trino_created_and_trino_reads_nested_columns(trino, kind, tmp_path):
+    """A table Trino created (its own columns only) takes floe's ingest once the job lets floe
+    add its metadata columns (schema_drift = "evolve"); Trino reads floe's rows. Nested
+    columns floe writes (struct, list, map) read in Trino with their values."""
+    import json
+
+    catalog, server = catalog_of(trino, kind)
+    ns = lib.unique("mixed")
+    table = f"{catalog}.{ns}.readings"
+    trino_exec(trino, catalog, table, f"CREATE SCHEMA {catalog}.{ns}",
+               f"CREATE TABLE {table} (ts_utc timestamp(6) with time zone, site_id varchar, value double) "
+               "WITH (partitioning = ARRAY['day(ts_utc)'])",
+               f"INSERT INTO {table} VALUES (TIMESTAMP '2024-05-01 00:00:00 UTC', 'X', 1.0)")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "2024-05-02.ndjson").write_text("".join(
+        json.dumps({"t": f"2024-05-02T{h:02d}:00:00Z", "site": "A", "v": h,
+                    "loc": {"lat": 51.5, "lon": -0.1}, "units": [{"id": h, "mw": 1.5}], "tags": {"k": h}}) + "\n"
+        for h in range(24)))
+    job = {"name": "readings", "table": f"{ns}.readings", "schema_drift": "evolve",
+           "source": {"path": "data/{date}.ndjson", "format": "ndjson"},
+           "event_time": {"kind": "offset", "column": "t"},
+           "columns": [{"name": "site_id", "type": "string", "from": "site"},
+                       {"name": "value", "type": "double", "from": "v"},
+                       {"name": "loc", "type": "struct<lat: double, lon: double>"},
+                       {"name": "units", "type": "list<struct<id: int, mw: double>>"},
+                       {"name": "tags", "type": "map<string, long>"}]}
+    pipeline = lib.write_pipeline(tmp_path / "floe.toml", server, [job])
+    floe_ok(server, "ingest", "--pipeline", pipeline, "--from", "2024-05-02", "--to", "2024-05-02", cwd=tmp_path)
+    assert per_day(trino, catalog, table) == {"2024-05-01": 1, "2024-05-02": 24}
+    rows = trino.rows(catalog, f"SELECT site_id, loc.lat, loc.lon, cardinality(units), units[1].id, "
+                      f"units[1].mw, tags['k'] FROM {table} WHERE site_id = 'A' ORDER BY value", about=table)
+    assert rows[3] == ["A", 51.5, -0.1, 1, 3, 1.5, 3], rows[:4]
+    assert_trino_matches_pyiceberg(trino, kind, f"{ns}.readings")
