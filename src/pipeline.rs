@@ -179,8 +179,8 @@ pub use column_type::{ColumnType, StructField};
 pub use data_tests::{NotNull, SqlTest, SqlTests, check_expression, check_pattern};
 
 pub use source::{
-    Api, Auth, EmptyDays, EntryErrors, Expect, ForEachFrom, Format, HttpSource, Pagination, Source,
-    SourceConfig, check_for_each,
+    Api, Auth, DatabaseSource, EmptyDays, EntryErrors, Expect, ForEachFrom, Format, HttpSource,
+    Pagination, Relation, Source, SourceConfig, check_for_each,
 };
 
 /// One column of the contract.

@@ -57,6 +57,9 @@ fn target_type(kind: &ColumnType, table: &DataType) -> DataType {
         ColumnType::Boolean => DataType::Boolean,
         ColumnType::Date => DataType::Date32,
         ColumnType::Timestamptz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+        ColumnType::Decimal { precision, scale } => {
+            DataType::Decimal128(*precision, i8::try_from(*scale).unwrap_or(i8::MAX))
+        }
         ColumnType::List(_) | ColumnType::Map(_) | ColumnType::Struct(_) => table.clone(),
     }
 }

@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    ArrayBuilder, BooleanBuilder, Date32Builder, FixedSizeBinaryBuilder, Float32Builder,
-    Float64Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder,
+    Float32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
@@ -66,6 +67,8 @@ pub(super) enum Cell {
     Bool(bool),
     Date(i32),
     Ts(i64),
+    /// A decimal's unscaled value.
+    Dec(i128),
     Hash([u8; 16]),
     /// A nested value, normalised (see [`super::nested`]).
     Json(Value),
@@ -124,6 +127,10 @@ fn kind_of(dt: &DataType) -> Option<ColumnType> {
         DataType::Boolean => ColumnType::Boolean,
         DataType::Date32 => ColumnType::Date,
         DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => ColumnType::Timestamptz,
+        DataType::Decimal128(precision, scale) if *scale >= 0 => ColumnType::Decimal {
+            precision: *precision,
+            scale: scale.unsigned_abs(),
+        },
         _ => return None,
     })
 }
@@ -141,6 +148,13 @@ fn new_builder(dt: &DataType) -> Result<Box<dyn ArrayBuilder>> {
             Box::new(TimestampMicrosecondBuilder::new().with_timezone(tz.clone()))
         }
         DataType::FixedSizeBinary(n) => Box::new(FixedSizeBinaryBuilder::new(*n)),
+        DataType::Decimal128(precision, scale) => Box::new(
+            Decimal128Builder::new()
+                .with_precision_and_scale(*precision, *scale)
+                .map_err(|e| {
+                    Error::Config(format!("decimal({precision}, {scale}): {e}")).caused_by(e)
+                })?,
+        ),
         other => {
             return Err(Error::Config(format!(
                 "floe cannot write columns of type {other}"
@@ -465,10 +479,79 @@ pub(super) fn convert(
         ColumnType::Timestamptz => {
             Cell::Ts(event_time::parse_with_offset(&as_text()).map_err(|e| e.0)?)
         }
+        ColumnType::Decimal { precision, scale } => {
+            Cell::Dec(parse_decimal(&as_text(), *precision, *scale)?)
+        }
         ColumnType::List(_) | ColumnType::Map(_) | ColumnType::Struct(_) => {
             return Err(format!("{kind} values are read as nested values"));
         }
     })
+}
+
+/// The unscaled value of decimal text (`-12.5`, `1e3`, `0.125`) with
+/// `scale` digits after the point: exact, or why not (more fractional
+/// digits than the scale, or more digits than the precision). A value is
+/// never rounded.
+fn parse_decimal(text: &str, precision: u8, scale: u8) -> std::result::Result<i128, String> {
+    let bad = |why: &str| {
+        format!(
+            "{} is not a decimal({precision}, {scale}){why}",
+            truncate(text)
+        )
+    };
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(i) => (
+            &text[..i],
+            text[i + 1..].parse::<i32>().map_err(|_| bad(""))?,
+        ),
+        None => (text, 0),
+    };
+    let (negative, digits) = match mantissa.as_bytes().first() {
+        Some(b'-') => (true, &mantissa[1..]),
+        Some(b'+') => (false, &mantissa[1..]),
+        _ => (false, mantissa),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return Err(bad(""));
+    }
+    // All digits, and where the point goes after the exponent.
+    let all: String = format!("{whole}{fraction}");
+    let point = i64::try_from(whole.len()).unwrap_or(i64::MAX) + i64::from(exponent);
+    let fraction_digits = i64::try_from(all.len()).unwrap_or(i64::MAX) - point;
+    let shift = i64::from(scale) - fraction_digits;
+    let mut unscaled: i128 = 0;
+    let significant = all.trim_start_matches('0');
+    let kept = if shift < 0 {
+        // Fractional digits beyond the scale must be zeros.
+        let cut = usize::try_from(-shift).unwrap_or(usize::MAX);
+        if cut > all.len() {
+            if significant.is_empty() {
+                return Ok(0);
+            }
+            return Err(bad(": more decimal places than its scale"));
+        }
+        let (kept, dropped) = all.split_at(all.len() - cut);
+        if dropped.bytes().any(|b| b != b'0') {
+            return Err(bad(": more decimal places than its scale"));
+        }
+        kept.to_string()
+    } else {
+        format!("{all}{}", "0".repeat(usize::try_from(shift).unwrap_or(0)))
+    };
+    let kept = kept.trim_start_matches('0');
+    if kept.len() > usize::from(precision) {
+        return Err(bad(": too many digits for its precision"));
+    }
+    for b in kept.bytes() {
+        unscaled = unscaled * 10 + i128::from(b - b'0');
+    }
+    Ok(if negative { -unscaled } else { unscaled })
 }
 
 fn epoch_date() -> NaiveDate {
@@ -501,6 +584,7 @@ fn append(builder: &mut dyn ArrayBuilder, cell: Cell) {
         Cell::Bool(v) => put!(BooleanBuilder, v),
         Cell::Date(v) => put!(Date32Builder, v),
         Cell::Ts(v) => put!(TimestampMicrosecondBuilder, v),
+        Cell::Dec(v) => put!(Decimal128Builder, v),
         Cell::Hash(v) => {
             if let Some(b) = any.downcast_mut::<FixedSizeBinaryBuilder>() {
                 // The builder was made with width 16, matching the value.
@@ -525,7 +609,8 @@ fn append_null(any: &mut dyn std::any::Any) {
         Float64Builder,
         BooleanBuilder,
         Date32Builder,
-        TimestampMicrosecondBuilder
+        TimestampMicrosecondBuilder,
+        Decimal128Builder
     );
 }
 
@@ -555,6 +640,41 @@ mod tests {
         ] {
             assert!(parse_date(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn decimals_are_exact_or_rejects() {
+        for (text, want) in [
+            ("12.34", 1234),
+            ("-12.3", -1230),
+            ("+0.5", 50),
+            ("7", 700),
+            ("1.2e1", 1200),
+            ("1250e-2", 1250),
+            ("0.000", 0),
+            ("12.340", 1234),
+            (".5", 50),
+        ] {
+            assert_eq!(parse_decimal(text, 6, 2), Ok(want), "{text}");
+        }
+        for (text, why) in [
+            ("12.345", "more decimal places"),
+            ("12345.6", "too many digits"),
+            ("1e5", "too many digits"),
+            ("abc", "not a decimal"),
+            ("1.2.3", "not a decimal"),
+            ("", "not a decimal"),
+            ("-", "not a decimal"),
+        ] {
+            let err = parse_decimal(text, 6, 2).expect_err(text);
+            assert!(err.contains(why), "{text}: {err}");
+        }
+        let v = Value::from(19.99);
+        let kind = ColumnType::Decimal {
+            precision: 10,
+            scale: 2,
+        };
+        assert_eq!(convert(Some(&v), &kind), Ok(Cell::Dec(1999)));
     }
 
     #[test]

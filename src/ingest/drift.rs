@@ -76,6 +76,10 @@ pub(super) fn arrow_type(ty: &DataType) -> ColumnType {
         DataType::Boolean => ColumnType::Boolean,
         DataType::Date32 => ColumnType::Date,
         DataType::Timestamp(_, Some(_)) => ColumnType::Timestamptz,
+        DataType::Decimal128(precision, scale) if *scale >= 0 => ColumnType::Decimal {
+            precision: *precision,
+            scale: scale.unsigned_abs(),
+        },
         _ => ColumnType::String,
     }
 }

@@ -12,6 +12,7 @@
 mod carry;
 mod columnar;
 mod convert;
+mod database;
 mod drift;
 pub mod expect;
 mod files;
@@ -372,11 +373,25 @@ async fn run_job(
             Vec::new()
         }
         Source::Http(_) => Vec::new(),
+        Source::Database(d) => {
+            report.files_read = vec![database::describe(d)];
+            Vec::new()
+        }
     };
     if req.dry_run {
         report.status = "planned".into();
         return Ok(());
     }
+    // A database's rows are read before the table is opened, in one
+    // snapshot, into a folder that lives until the run ends.
+    let extract = match &job.source {
+        Source::Database(d) => Some(database::extract(d, job, (req.from, req.to), &window).await?),
+        _ => None,
+    };
+    let units = match &extract {
+        Some(e) => e.units.clone(),
+        None => units,
+    };
     let mut dest = Destination::open(job, place).await?;
     let outcome = fill(
         &mut dest,
@@ -761,6 +776,7 @@ fn read_unit(
 ) -> Result<()> {
     match &job.source {
         Source::Files(cfg) => records::read_file(path, cfg, sink),
+        Source::Database(_) => records::read_file(path, &database::landed_format(), sink),
         Source::Http(h) => {
             let bytes = std::fs::read(path)
                 .map_err(|e| Error::Source(format!("{}: {e}", path.display())).caused_by(e))?;
@@ -886,6 +902,7 @@ fn would_empty(job: &Job, days: &str, report: &JobReport) -> Error {
             )
         }
         Source::Http(_) => format!("{} response(s) read", report.files_read.len()),
+        Source::Database(d) => format!("read {}", database::describe(d)),
     };
     Error::Contract(format!(
         "job {}: the source has no rows for {days}, which hold rows in {} ({source}); \

@@ -83,7 +83,13 @@ pub(super) fn normalize(
             }
             leaf => {
                 let cell = convert(Some(v), leaf).map_err(|e| format!("field {path}: {e}"))?;
-                Ok(leaf_value(cell))
+                Ok(match (cell, leaf) {
+                    // The decoder reads a decimal back from its text.
+                    (Cell::Dec(unscaled), ColumnType::Decimal { scale, .. }) => {
+                        Value::String(decimal_text(unscaled, *scale))
+                    }
+                    (cell, _) => leaf_value(cell),
+                })
             }
         },
     }
@@ -118,8 +124,21 @@ fn leaf_value(cell: Cell) -> Value {
         Cell::F32(v) => Number::from_f64(f64::from(v)).map_or(Value::Null, Value::Number),
         Cell::F64(v) => Number::from_f64(v).map_or(Value::Null, Value::Number),
         Cell::Bool(v) => Value::Bool(v),
-        Cell::Null | Cell::Hash(_) | Cell::Json(_) => Value::Null,
+        Cell::Null | Cell::Dec(_) | Cell::Hash(_) | Cell::Json(_) => Value::Null,
     }
+}
+
+/// `unscaled` with `scale` digits after the point (`-1999`, 2 → `-19.99`).
+fn decimal_text(unscaled: i128, scale: u8) -> String {
+    let digits = unscaled.unsigned_abs().to_string();
+    let scale = usize::from(scale);
+    let sign = if unscaled < 0 { "-" } else { "" };
+    if scale == 0 {
+        return format!("{sign}{digits}");
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (whole, fraction) = padded.split_at(padded.len() - scale);
+    format!("{sign}{whole}.{fraction}")
 }
 
 /// The first key in `value` that `kind` does not declare (a struct's
@@ -241,6 +260,18 @@ mod tests {
         assert!(err.contains("is not a list (list<int>)"), "{err}");
         let err = normalize(Some(&json!(["x"])), &kind("list<int>"), "u").expect_err("leaf");
         assert!(err.starts_with("field u[0]:"), "{err}");
+    }
+
+    #[test]
+    fn decimals_inside_keep_their_scale() {
+        assert_eq!(decimal_text(-1999, 2), "-19.99");
+        assert_eq!(decimal_text(5, 3), "0.005");
+        assert_eq!(decimal_text(42, 0), "42");
+        let k = kind("list<decimal(6, 2)>");
+        assert_eq!(
+            normalize(Some(&json!(["1.5", 2, "-0.25"])), &k, "p"),
+            Ok(json!(["1.50", "2.00", "-0.25"]))
+        );
     }
 
     #[test]

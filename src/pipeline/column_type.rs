@@ -24,6 +24,13 @@ pub enum ColumnType {
     Date,
     /// Instant with an offset, stored as UTC microseconds.
     Timestamptz,
+    /// An exact decimal: `decimal(precision, scale)`, precision 1 to 38.
+    Decimal {
+        /// Digits in all.
+        precision: u8,
+        /// Digits after the point.
+        scale: u8,
+    },
     /// A JSON array: `list<element>`.
     List(Box<ColumnType>),
     /// A JSON object with any keys: `map<string, value>` (JSON keys are
@@ -76,6 +83,7 @@ impl fmt::Display for ColumnType {
             Self::Boolean => f.write_str("boolean"),
             Self::Date => f.write_str("date"),
             Self::Timestamptz => f.write_str("timestamptz"),
+            Self::Decimal { precision, scale } => write!(f, "decimal({precision}, {scale})"),
             Self::List(element) => write!(f, "list<{element}>"),
             Self::Map(value) => write!(f, "map<string, {value}>"),
             Self::Struct(fields) => {
@@ -190,9 +198,31 @@ impl Parser<'_> {
                 Ok(ColumnType::Map(Box::new(value)))
             }
             "struct" => self.struct_fields(),
+            "decimal" | "numeric" => self.decimal(),
             "" => Err(format!("expected a type; types are {PRIMITIVES}")),
             other => Err(format!("unknown type {other:?}; types are {PRIMITIVES}")),
         }
+    }
+
+    /// `(precision, scale)` after `decimal`: 1 <= precision <= 38 (what
+    /// Iceberg and Arrow's 128-bit decimals hold), scale <= precision.
+    fn decimal(&mut self) -> Result<ColumnType, String> {
+        self.expect('(')?;
+        let precision = self.word().to_string();
+        self.expect(',')?;
+        let scale = self.word().to_string();
+        self.expect(')')?;
+        let (Ok(precision), Ok(scale)) = (precision.parse::<u8>(), scale.parse::<u8>()) else {
+            return Err(format!(
+                "decimal needs whole numbers: decimal(precision, scale), not decimal({precision}, {scale})"
+            ));
+        };
+        if !(1..=38).contains(&precision) || scale > precision {
+            return Err(format!(
+                "decimal({precision}, {scale}): precision must be 1 to 38 and scale at most the precision"
+            ));
+        }
+        Ok(ColumnType::Decimal { precision, scale })
     }
 
     fn struct_fields(&mut self) -> Result<ColumnType, String> {
@@ -230,6 +260,8 @@ mod tests {
             ("LIST<long>", "list<long>"),
             ("array<string>", "list<string>"),
             ("map<string,double>", "map<string, double>"),
+            ("DECIMAL(10,2)", "decimal(10, 2)"),
+            ("list<numeric(38, 0)>", "list<decimal(38, 0)>"),
             (
                 "struct<lat:double, lon: double, tags: list<string>>",
                 "struct<lat: double, lon: double, tags: list<string>>",
@@ -248,13 +280,17 @@ mod tests {
     #[test]
     fn bad_types_say_what_is_wrong() {
         for (text, says) in [
-            ("decimal", "unknown type \"decimal\""),
+            ("money", "unknown type \"money\""),
+            ("decimal", "expected '(' but the type ended"),
             ("list<long", "expected '>' but the type ended"),
             ("map<long, string>", "map keys are always string"),
             ("struct<a: int, a: long>", "named twice"),
             ("struct<: int>", "expected a field name"),
             ("list<long> x", "unexpected"),
             ("", "expected a type"),
+            ("decimal(39, 2)", "precision must be 1 to 38"),
+            ("decimal(4, 5)", "scale at most the precision"),
+            ("decimal(x, 1)", "whole numbers"),
         ] {
             let err = text.parse::<ColumnType>().expect_err(text);
             assert!(err.contains(says), "{text}: {err}");

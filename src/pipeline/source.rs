@@ -56,6 +56,8 @@ pub enum Source {
     Files(SourceConfig),
     /// An HTTP API, paged and retried, landed raw before parsing.
     Http(Box<HttpSource>),
+    /// A table or query of an operational database (PostgreSQL).
+    Database(Box<DatabaseSource>),
 }
 
 impl Source {
@@ -63,9 +65,31 @@ impl Source {
     pub fn files(&self) -> Option<&SourceConfig> {
         match self {
             Source::Files(f) => Some(f),
-            Source::Http(_) => None,
+            Source::Http(_) | Source::Database(_) => None,
         }
     }
+}
+
+/// A database source, validated: `database = "postgres://user@host:port/db"`
+/// with the password in an environment variable (never in the file), and
+/// a `table` or a `query`.
+#[derive(Debug, Clone)]
+pub struct DatabaseSource {
+    /// The connection URL, without a password.
+    pub url: String,
+    /// The environment variable holding the password, if any.
+    pub password_env: Option<String>,
+    /// What is read: a table (`schema.table`) or a SELECT.
+    pub relation: Relation,
+}
+
+/// A database source's rows: a table, or a query's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relation {
+    /// `schema.table` or `table`.
+    Table(String),
+    /// One SELECT.
+    Query(String),
 }
 
 /// The response shapes floe knows.
@@ -330,6 +354,14 @@ pub(super) struct RawSource {
     max_pages: Option<u32>,
     #[serde(default)]
     on_entry_error: Option<EntryErrors>,
+    #[serde(default)]
+    database: Option<String>,
+    #[serde(default)]
+    password_env: Option<String>,
+    #[serde(default)]
+    table: Option<String>,
+    #[serde(default)]
+    query: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -411,6 +443,15 @@ fn rate(text: &str) -> Result<Duration, String> {
 impl RawSource {
     /// Checks the keys of one kind and fills the defaults of the API preset.
     pub(super) fn validate(mut self) -> Result<Source, String> {
+        if let Some(url) = self.database.take() {
+            return self.database(url);
+        }
+        if self.table.is_some() || self.query.is_some() || self.password_env.is_some() {
+            return Err(
+                "keys `source.table`, `query` and `password_env` are for a database source (`database = \"postgres://...\"`)"
+                    .into(),
+            );
+        }
         let http_keys = self.url.is_some() || self.api.is_some();
         match (self.path.take(), http_keys) {
             (Some(_), true) => Err(
@@ -424,6 +465,79 @@ impl RawSource {
             (Some(path), false) => self.files(path),
             (None, true) => self.http(),
         }
+    }
+
+    /// A database source at `url`: no password in the URL, no file or HTTP
+    /// key, exactly one of `table` and `query`.
+    fn database(self, url: String) -> Result<Source, String> {
+        let parsed = reqwest::Url::parse(&url).map_err(|e| {
+            format!("key `source.database`: not a URL ({e}); e.g. \"postgres://app@127.0.0.1:5432/shop\"")
+        })?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(format!(
+                "key `source.database`: {}:// is not supported; floe reads PostgreSQL (postgres://...)",
+                parsed.scheme()
+            ));
+        }
+        if parsed.password().is_some() {
+            return Err(
+                "key `source.database`: the URL holds a password; keep it out of the file and name the environment variable that holds it with `password_env`"
+                    .into(),
+            );
+        }
+        let others = self.path.is_some()
+            || self.format.is_some()
+            || self.api.is_some()
+            || self.url.is_some()
+            || self.pagination.is_some()
+            || self.for_each.is_some()
+            || self.auth.is_some();
+        if others {
+            return Err(
+                "key `source`: a database source takes `database`, `password_env` and `table` or `query`, not file or HTTP keys"
+                    .into(),
+            );
+        }
+        let relation = match (self.table, self.query) {
+            (Some(t), None) => {
+                let valid = !t.is_empty()
+                    && t.split('.').count() <= 2
+                    && t.split('.').all(|part| {
+                        !part.is_empty() && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+                    });
+                if !valid {
+                    return Err(format!(
+                        "key `source.table`: {t:?} is not a table name (`table` or `schema.table`; quote-free letters, digits and _); use `query` for anything else"
+                    ));
+                }
+                Relation::Table(t)
+            }
+            (None, Some(q)) => {
+                use datafusion::sql::sqlparser::ast::Statement;
+                use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+                use datafusion::sql::sqlparser::parser::Parser;
+                let q = q.trim().trim_end_matches(';').trim_end().to_string();
+                match Parser::parse_sql(&PostgreSqlDialect {}, &q) {
+                    Ok(statements) if matches!(statements.as_slice(), [Statement::Query(_)]) => {}
+                    Ok(_) => {
+                        return Err("key `source.query`: must be one SELECT".into());
+                    }
+                    Err(e) => return Err(format!("key `source.query`: does not parse: {e}")),
+                }
+                Relation::Query(q)
+            }
+            (Some(_), Some(_)) => {
+                return Err("key `source`: set `table` or `query`, not both".into());
+            }
+            (None, None) => {
+                return Err("key `source`: a database source needs `table` or `query`".into());
+            }
+        };
+        Ok(Source::Database(Box::new(DatabaseSource {
+            url,
+            password_env: self.password_env,
+            relation,
+        })))
     }
 
     /// A file source at `path`: a format, and CSV's one-byte delimiter and

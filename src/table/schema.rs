@@ -38,6 +38,10 @@ pub(crate) fn iceberg_type(kind: &ColumnType) -> Type {
         ColumnType::Boolean => Type::Primitive(PrimitiveType::Boolean),
         ColumnType::Date => Type::Primitive(PrimitiveType::Date),
         ColumnType::Timestamptz => Type::Primitive(PrimitiveType::Timestamptz),
+        ColumnType::Decimal { precision, scale } => Type::Primitive(PrimitiveType::Decimal {
+            precision: u32::from(*precision),
+            scale: u32::from(*scale),
+        }),
         ColumnType::List(element) => Type::List(ListType {
             element_field: optional(0, "element", element),
         }),

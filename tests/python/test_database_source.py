@@ -1,0 +1,192 @@
+"""A PostgreSQL table or query as a job's source, through the binary against a real server
+(infra/local/postgres.sh, or FLOE_TEST_POSTGRES_URL), read back by pyiceberg:
+
+  * window mode: the window's days of an event-time column are read (the server filters a
+    day wider on each side; floe keeps the exact days), values exact: numeric as decimal
+    with every digit, timestamptz as instants, jsonb as a struct, int[] as a list, uuid and
+    text as strings; a value the contract refuses is a reject naming the field;
+  * a query instead of a table;
+  * a job without event_time replaces its table whole with the current rows;
+  * the password comes from the environment, never from the file, and is never printed.
+
+Every process and request stays on 127.0.0.1 and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+import floe_testlib as lib
+from floe_testlib import write_pipeline
+from test_ingest import INGEST_TIMEOUT_S, ingest_cmd
+
+pytestmark = pytest.mark.postgres
+
+UTC = dt.timezone.utc
+PASSWORD = "pg-pass-Xq81-not-shown"
+
+
+def psql(url: str, sql: str) -> None:
+    m = re.match(r"postgres://(?P<user>[^@]+)@(?P<host>[^:/]+):(?P<port>\d+)/(?P<db>.+)$", url)
+    assert m, url
+    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", m["host"], "-p", m["port"], "-U", m["user"],
+           "-d", m["db"], "-c", sql]
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+
+
+ORDERS = """
+CREATE TABLE orders (
+  id bigint PRIMARY KEY, created_at timestamptz NOT NULL, amount numeric(12, 3), customer uuid,
+  attrs jsonb, tags int[], note text, paid boolean);
+INSERT INTO orders VALUES
+  (1, '2024-04-30 23:30:00+00', 1.5, NULL, NULL, NULL, 'the day before', true),
+  (2, '2024-05-01 00:00:00+00', 12345678.12, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+      '{"channel": "web", "items": 3}', '{1,2,3}', 'first', true),
+  (3, '2024-05-01 23:59:59.999999+00', 0.1, NULL, '{"channel": "shop"}', '{}', 'line1
+line2 "quoted"', false),
+  (4, '2024-05-02 10:00:00+02', 99.99, NULL, NULL, NULL, NULL, NULL),
+  (5, '2024-05-02 12:00:00+00', 1.234, NULL, NULL, NULL, 'three decimals', true),
+  (6, '2024-05-03 00:30:00+00', 7, NULL, NULL, NULL, 'the day after', true),
+  (7, '2024-05-04 12:00:00+00', 8, NULL, NULL, NULL, 'two days after', true);
+"""
+
+
+def orders_job(ns: str, url: str, **extra) -> dict:
+    return {
+        "name": "orders", "table": f"{ns}.orders",
+        "source": {"database": url, "table": "public.orders", "password_env": "FLOE_TEST_DB_PASSWORD"},
+        "event_time": {"kind": "offset", "column": "created_at"},
+        "reject_threshold": 0.5,
+        "columns": [
+            {"name": "id", "type": "long", "required": True},
+            {"name": "amount", "type": "decimal(10, 2)"},
+            {"name": "customer", "type": "string"},
+            {"name": "attrs", "type": "struct<channel: string, items: int>"},
+            {"name": "tags", "type": "list<int>"},
+            {"name": "note", "type": "string"},
+            {"name": "paid", "type": "boolean"},
+        ],
+        **extra,
+    }
+
+
+def run(server: lib.CatalogServer, pipeline: Path, frm: str, to: str, *args: str) -> subprocess.CompletedProcess:
+    env = lib.clean_env(NO_COLOR="1", FLOE_TEST_DB_PASSWORD=PASSWORD, RUST_LOG="floe=debug")
+    return subprocess.run(ingest_cmd(pipeline, frm, to, *args), capture_output=True, text=True,
+                          timeout=INGEST_TIMEOUT_S, env=env, cwd=pipeline.parent, stdin=subprocess.DEVNULL)
+
+
+def ok(out: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert out.returncode == 0, "floe ingest failed" + lib.explain(out)
+    assert PASSWORD not in out.stdout + out.stderr, "the password was printed"
+    return out
+
+
+def test_a_table_window_lands_with_exact_values(local_server, fresh_postgres_db, ns: str, tmp_path):
+    server = local_server
+    psql(fresh_postgres_db, ORDERS)
+    pipeline = write_pipeline(tmp_path / "floe.toml", server, [orders_job(ns, fresh_postgres_db)])
+    report = tmp_path / "report.json"
+    ok(run(server, pipeline, "2024-05-01", "2024-05-02", "--report", str(report)))
+
+    job = lib.job_report(lib.read_report(report), "orders")
+    # The server sent the window one day wider each side (rows 1-6), not row 7.
+    assert job["rows_read"] == 6, job
+    assert job["rows_outside_window"] == 2, job
+    assert job["rows_rejected"] == 1, job  # 1.234 does not fit decimal(10, 2)
+    assert job["files_read"] == [f"{fresh_postgres_db} table public.orders"], job
+
+    rows = {r["id"]: r for r in server.catalog().load_table(f"{ns}.orders").scan().to_arrow().to_pylist()}
+    assert sorted(rows) == [2, 3, 4]
+    assert rows[2]["amount"] == Decimal("12345678.12")
+    assert rows[3]["amount"] == Decimal("0.10")
+    assert rows[2]["customer"] == "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+    assert rows[2]["attrs"] == {"channel": "web", "items": 3}
+    assert rows[3]["attrs"] == {"channel": "shop", "items": None}
+    assert rows[2]["tags"] == [1, 2, 3] and rows[3]["tags"] == [] and rows[4]["tags"] is None
+    assert rows[3]["note"] == 'line1\nline2 "quoted"'
+    assert rows[2]["ts_utc"] == dt.datetime(2024, 5, 1, tzinfo=UTC)
+    assert rows[3]["ts_utc"] == dt.datetime(2024, 5, 1, 23, 59, 59, 999999, tzinfo=UTC)
+    assert rows[4]["ts_utc"] == dt.datetime(2024, 5, 2, 8, tzinfo=UTC)
+    assert rows[4]["paid"] is None and rows[2]["paid"] is True
+
+    rejects = server.catalog().load_table(f"{ns}.orders__rejects").scan().to_arrow().to_pylist()
+    assert len(rejects) == 1 and "field amount" in rejects[0]["reason"], rejects
+    assert "more decimal places" in rejects[0]["reason"], rejects
+    assert json.loads(rejects[0]["raw"])["id"] == 5, rejects
+
+    # The window's rows changed in the database: a re-run replaces the days.
+    psql(fresh_postgres_db, "DELETE FROM orders WHERE id = 3; UPDATE orders SET amount = 100 WHERE id = 2")
+    ok(run(server, pipeline, "2024-05-01", "2024-05-02"))
+    rows = {r["id"]: r for r in server.catalog().load_table(f"{ns}.orders").scan().to_arrow().to_pylist()}
+    assert sorted(rows) == [2, 4] and rows[2]["amount"] == Decimal("100.00")
+
+
+def test_a_query_and_a_reference_table_replaced_whole(local_server, fresh_postgres_db, ns: str, tmp_path):
+    server = local_server
+    psql(fresh_postgres_db, ORDERS + """
+        CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, since date);
+        INSERT INTO customers VALUES (1, 'Ada', '2020-01-31'), (2, 'Grace', NULL), (3, 'Edsger', '2021-06-01');
+    """)
+    paid = {"name": "paid", "table": f"{ns}.paid",
+            "source": {"database": fresh_postgres_db,
+                       "query": "SELECT id, created_at, amount::numeric(10, 2) AS amount FROM orders WHERE paid"},
+            "event_time": {"kind": "offset", "column": "created_at"},
+            "columns": [{"name": "id", "type": "long", "required": True},
+                        {"name": "amount", "type": "decimal(10, 2)"}]}
+    customers = {"name": "customers", "table": f"{ns}.customers",
+                 "source": {"database": fresh_postgres_db, "table": "customers"},
+                 "columns": [{"name": "id", "type": "int", "required": True},
+                             {"name": "name", "type": "string", "required": True},
+                             {"name": "since", "type": "date"}]}
+    pipeline = write_pipeline(tmp_path / "floe.toml", server, [paid, customers])
+    ok(run(server, pipeline, "2024-05-01", "2024-05-04"))
+    cat = server.catalog()
+    got = sorted((r["id"], r["amount"]) for r in cat.load_table(f"{ns}.paid").scan().to_arrow().to_pylist())
+    assert got == [(2, Decimal("12345678.12")), (5, Decimal("1.23")), (6, Decimal("7.00")), (7, Decimal("8.00"))]
+    names = sorted(r["name"] for r in cat.load_table(f"{ns}.customers").scan().to_arrow().to_pylist())
+    assert names == ["Ada", "Edsger", "Grace"]
+
+    psql(fresh_postgres_db, "DELETE FROM customers WHERE id = 2")
+    ok(run(server, pipeline, "2024-05-01", "2024-05-04"))
+    table = cat.load_table(f"{ns}.customers")
+    rows = table.scan().to_arrow().to_pylist()
+    assert sorted((r["id"], r["name"], r["since"]) for r in rows) == [
+        (1, "Ada", dt.date(2020, 1, 31)), (3, "Edsger", dt.date(2021, 6, 1))]
+    assert table.current_snapshot().summary.operation.value == "overwrite"
+
+
+def test_credentials_stay_out_of_the_file_and_the_output(local_server, fresh_postgres_db, ns: str, tmp_path):
+    server = local_server
+    with_password = fresh_postgres_db.replace("postgres://postgres@", f"postgres://postgres:{PASSWORD}@")
+    pipeline = write_pipeline(tmp_path / "bad.toml", server, [orders_job(ns, with_password)])
+    out = run(server, pipeline, "2024-05-01", "2024-05-01")
+    assert out.returncode == 2, lib.explain(out)
+    assert "password_env" in out.stderr and PASSWORD not in out.stdout + out.stderr, lib.explain(out)
+
+    # A server that is not there: the error names the source (no password), exit 2.
+    port = lib.free_port()
+    gone = re.sub(r":\d+/", f":{port}/", fresh_postgres_db)
+    pipeline = write_pipeline(tmp_path / "gone.toml", server, [orders_job(ns, gone)])
+    out = run(server, pipeline, "2024-05-01", "2024-05-01")
+    assert out.returncode == 2, lib.explain(out)
+    assert f"{gone} table public.orders: cannot connect" in out.stderr, lib.explain(out)
+    assert PASSWORD not in out.stdout + out.stderr
+
+    # An unset password variable is named.
+    env = lib.clean_env(NO_COLOR="1")
+    pipeline = write_pipeline(tmp_path / "unset.toml", server, [orders_job(ns, fresh_postgres_db)])
+    out = subprocess.run(ingest_cmd(pipeline, "2024-05-01", "2024-05-01"), capture_output=True, text=True,
+                         timeout=INGEST_TIMEOUT_S, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2 and "FLOE_TEST_DB_PASSWORD" in out.stderr, lib.explain(out)
