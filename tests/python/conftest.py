@@ -5,8 +5,9 @@ Environment (see README.md):
   FLOE_TEST_REQUIRE_SERVER =1: a missing or server-less binary fails the run instead of skipping
   FLOE_TEST_POSTGRES       =1: also run the Postgres-backed tests (infra/local/postgres.sh)
   FLOE_TEST_POSTGRES_URL   or: use this running Postgres (postgres://postgres@127.0.0.1:PORT/DB)
-  FLOE_SPARK_ICEBERG_JAR   the repaired Iceberg runtime jar (shared/tools/spark-iceberg/setup.sh)
-  FLOE_SPARK_PYTHON        a python with pyspark 3.5 (e.g. the venv setup.sh made)
+  FLOE_SPARK_JARS          Spark's Iceberg, Delta and S3 jars, comma-separated, and
+  FLOE_SPARK_PYTHON        a python with pyspark 3.5: both printed by infra/local/spark.sh install;
+                           without them the Spark tests are skipped, or fail under CI=true
   FLOE_WEED_BIN            the SeaweedFS `weed` binary (default: the one beside this python)
   FLOE_TRINO_HOME          an installed Trino (infra/local/trino.sh install); without it the Trino
                            tests are skipped, or fail under CI=true
@@ -42,7 +43,7 @@ def pytest_configure(config):
     for marker, text in [
         ("s3", "uses the SeaweedFS S3 stand-in"),
         ("postgres", "needs FLOE_TEST_POSTGRES=1"),
-        ("spark", "needs FLOE_SPARK_ICEBERG_JAR and FLOE_SPARK_PYTHON"),
+        ("spark", "needs FLOE_SPARK_JARS and FLOE_SPARK_PYTHON (infra/local/spark.sh install)"),
         ("trino", "needs FLOE_TRINO_HOME (infra/local/trino.sh install)"),
         ("slow", "takes more than a few seconds"),
     ]:
@@ -242,16 +243,24 @@ def fresh_postgres_db(postgres_url):
 
 @pytest.fixture(scope="session")
 def spark_env():
-    jar = os.environ.get("FLOE_SPARK_ICEBERG_JAR")
+    """pyspark and the jars of infra/local/spark.sh: {"python": ..., "jars": "a.jar,b.jar,..."}.
+    FLOE_SPARK_ICEBERG_JAR is an older name of FLOE_SPARK_JARS. Without them the Spark tests
+    are skipped, or fail under CI=true."""
+    jars = os.environ.get("FLOE_SPARK_JARS") or os.environ.get("FLOE_SPARK_ICEBERG_JAR")
     python = os.environ.get("FLOE_SPARK_PYTHON")
-    missing = [name for name, value in [("FLOE_SPARK_ICEBERG_JAR", jar), ("FLOE_SPARK_PYTHON", python)] if not value]
+    missing = [name for name, value in [("FLOE_SPARK_JARS", jars), ("FLOE_SPARK_PYTHON", python)] if not value]
+    reason = None
     if missing:
-        pytest.skip(f"Spark tests need {' and '.join(missing)} (see shared/tools/spark-iceberg/setup.sh)")
-    if not os.path.exists(jar):
-        pytest.skip(f"FLOE_SPARK_ICEBERG_JAR={jar} does not exist")
-    if not shutil.which(python) and not os.path.exists(python):
-        pytest.skip(f"FLOE_SPARK_PYTHON={python} not found")
-    return {"python": python, "jar": jar}
+        reason = f"Spark tests need {' and '.join(missing)} (infra/local/spark.sh install CACHE_DIR prints them)"
+    elif absent := [jar for jar in jars.split(",") if not os.path.exists(jar)]:
+        reason = f"FLOE_SPARK_JARS names jars that do not exist: {', '.join(absent)}"
+    elif not shutil.which(python) and not os.path.exists(python):
+        reason = f"FLOE_SPARK_PYTHON={python} not found"
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI must run the Spark tests")
+        pytest.skip(reason)
+    return {"python": python, "jars": jars}
 
 
 @pytest.fixture(scope="session")

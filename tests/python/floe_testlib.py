@@ -8,12 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import queue
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -723,3 +725,101 @@ def start_trino(work_dir: Path, trino_home: str, servers: dict[str, tuple[str, C
 def stop_trino(server: TrinoServer) -> None:
     subprocess.run(["bash", str(TRINO_SCRIPT), "stop", str(server.work_dir)], capture_output=True,
                    timeout=120, env=server.env, stdin=subprocess.DEVNULL)
+
+
+# ---------------------------------------------------------------------------------------
+# Spark (infra/local/spark.sh; helper scripts in helpers/, run with FLOE_SPARK_PYTHON)
+
+SPARK_HELPERS = Path(__file__).parent / "helpers"
+SPARK_TIMEOUT_S = 420.0
+
+
+class SparkRejected(AssertionError):
+    """Spark refused a step: the message names what it was about (the table) and Spark's own
+    message."""
+
+
+def spark_args(spark_env: dict, server: CatalogServer, **extra: Any) -> dict:
+    """The JSON argument of the helpers/spark_*.py scripts for `server`: the jars, the catalog,
+    and the S3 endpoint when its warehouse is on S3 (helpers/spark_session.py)."""
+    s3 = server.s3
+    args = {"jars": spark_env["jars"], "uri": server.uri, "warehouse": server.name,
+            "s3": {"endpoint": s3.endpoint, "region": s3.region} if s3 is not None else None}
+    args.update(extra)
+    return args
+
+
+def spark_child_env(server: CatalogServer | None = None, s3: S3Server | None = None) -> dict[str, str]:
+    """The environment of a Spark helper: loopback only, and the S3 credentials as AWS_*
+    variables (S3FileIO and s3a read them, as in compose.spark.yml)."""
+    s3 = s3 or (server.s3 if server is not None else None)
+    extra = {"SPARK_LOCAL_IP": "127.0.0.1"}
+    if s3 is not None:
+        extra.update(AWS_ACCESS_KEY_ID=s3.access_key, AWS_SECRET_ACCESS_KEY=s3.secret_key, AWS_REGION=s3.region)
+    return clean_env(**extra)
+
+
+class SparkSteps:
+    """helpers/spark_sql_steps.py in a subprocess (one JVM for a whole test): SQL steps, query
+    results back as JSON lines, and pauses (`{"wait": name}`) the test releases with go()."""
+
+    def __init__(self, spark_env: dict, server: CatalogServer, steps: list[dict], cwd: Path,
+                 s3: S3Server | None = None, app: str = "floe-acceptance"):
+        args = spark_args(spark_env, server, steps=steps, app=app)
+        if s3 is not None and args["s3"] is None:  # a local warehouse, Delta tables on S3
+            args["s3"] = {"endpoint": s3.endpoint, "region": s3.region}
+        self.log_path = cwd / "spark.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([spark_env["python"], str(SPARK_HELPERS / "spark_sql_steps.py"),
+                                      json.dumps(args)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+                                     env=spark_child_env(server, s3), cwd=cwd)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.lines.put(json.loads(line))
+        self.lines.put(None)
+
+    def next(self, timeout: float = SPARK_TIMEOUT_S) -> dict:
+        try:
+            item = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.close()
+            raise AssertionError(f"Spark said nothing for {timeout:.0f} s:\n{tail(self.log_path, 8000)}") from None
+        if item is None:
+            code = self.proc.wait(timeout=60)
+            raise AssertionError(f"the Spark job ended early (exit {code}):\n{tail(self.log_path, 8000)}")
+        if "error" in item:
+            self.close()
+            raise SparkRejected(f"Spark rejected {item['about'] or 'a step'}: {item['message']}"
+                                f"\n--- statement\n{item['sql']}")
+        return item
+
+    def rows(self, timeout: float = SPARK_TIMEOUT_S) -> list[list]:
+        item = self.next(timeout)
+        assert "rows" in item, f"expected query rows from Spark, got {item}"
+        return item["rows"]
+
+    def wait_for(self, name: str) -> None:
+        item = self.next()
+        assert item == {"wait": name}, f"expected Spark to pause at {name!r}, got {item}"
+
+    def go(self) -> None:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def finish(self) -> None:
+        item = self.next()
+        assert item == {"done": True}, f"expected the Spark job to be done, got {item}"
+        assert self.proc.wait(timeout=120) == 0, tail(self.log_path, 8000)
+        self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        if not self._log.closed:
+            self._log.close()

@@ -25,9 +25,8 @@ def test_spark_round_trip(spark_env, catalog_server, ns: str, tmp_path):
     tbl = cat.create_table((ns, "py_events"), schema=lib.iceberg_schema(), partition_spec=lib.day_spec())
     tbl.append(py_rows)
 
-    args = {"jar": spark_env["jar"], "uri": server.uri, "warehouse": server.name, "ns": ns,
-            "read_table": "py_events"}
-    env = lib.clean_env(SPARK_LOCAL_IP="127.0.0.1")
+    args = lib.spark_args(spark_env, server, ns=ns, read_table="py_events")
+    env = lib.spark_child_env(server)
     try:
         out = subprocess.run([spark_env["python"], str(JOB), json.dumps(args)], capture_output=True, text=True,
                              timeout=420, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL)

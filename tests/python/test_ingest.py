@@ -673,11 +673,10 @@ def test_spark_reads_ingested_table(spark_env, local_server, ns: str, tmp_path):
     assert py_rows == in_window(rows, first, last)
 
     script = Path(__file__).parent / "helpers" / "spark_read.py"
-    args = {"jar": spark_env["jar"], "uri": server.uri, "warehouse": server.name, "table": f"{ns}.readings",
-            "day": "2024-03-11"}
+    args = lib.spark_args(spark_env, server, table=f"{ns}.readings", day="2024-03-11")
     try:
         out = subprocess.run([spark_env["python"], str(script), json.dumps(args)], capture_output=True, text=True,
-                             timeout=420, env=lib.clean_env(SPARK_LOCAL_IP="127.0.0.1"), cwd=tmp_path,
+                             timeout=420, env=lib.spark_child_env(server), cwd=tmp_path,
                              stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         pytest.fail("the Spark job did not finish within 420 s")

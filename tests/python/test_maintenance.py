@@ -25,7 +25,6 @@ import hashlib
 import json
 import math
 import os
-import queue
 import random
 import re
 import signal
@@ -44,8 +43,6 @@ import floe_testlib as lib
 
 UTC = dt.timezone.utc
 FLOE_TIMEOUT_S = 300.0
-SPARK_TIMEOUT_S = 420.0
-HELPERS = Path(__file__).parent / "helpers"
 
 EVENTS_ARROW = pa.schema([
     pa.field("ts_utc", pa.timestamp("us", tz="UTC")),
@@ -302,54 +299,7 @@ def append_with_retry(cat, ident: str, data: pa.Table, properties: dict[str, str
 
 
 # ---------------------------------------------------------------------------------------
-# Spark (a helper process; one JVM per test)
-
-
-class SparkSteps:
-    """helpers/spark_sql_steps.py in a subprocess: SQL steps, query results back as JSON
-    lines, and pauses (`{"wait": name}`) the test releases with go()."""
-
-    def __init__(self, spark_env: dict, server: lib.CatalogServer, steps: list[dict], cwd: Path):
-        args = {"jar": spark_env["jar"], "uri": server.uri, "warehouse": server.name, "steps": steps}
-        self.log_path = cwd / "spark.log"
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([spark_env["python"], str(HELPERS / "spark_sql_steps.py"), json.dumps(args)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
-                                     env=lib.clean_env(SPARK_LOCAL_IP="127.0.0.1"), cwd=cwd)
-        self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            if line.startswith("{"):
-                self.lines.put(json.loads(line))
-        self.lines.put(None)
-
-    def next(self, timeout: float = SPARK_TIMEOUT_S) -> dict:
-        try:
-            item = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            self.close()
-            pytest.fail(f"Spark said nothing for {timeout:.0f} s:\n{lib.tail(self.log_path, 8000)}")
-        if item is None:
-            code = self.proc.wait(timeout=60)
-            pytest.fail(f"the Spark job ended early (exit {code}):\n{lib.tail(self.log_path, 8000)}")
-        return item
-
-    def go(self) -> None:
-        self.proc.stdin.write("go\n")
-        self.proc.stdin.flush()
-
-    def finish(self) -> None:
-        assert self.next() == {"done": True}
-        assert self.proc.wait(timeout=120) == 0, lib.tail(self.log_path, 8000)
-        self.close()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-        self._log.close()
+# Spark (lib.SparkSteps: a helper process, one JVM per test)
 
 
 def spark_rows(rows: list[list]) -> list[tuple]:
@@ -470,7 +420,7 @@ def test_compact_300_small_appends_file_sizes(warehouse_server, tmp_path_factory
 def test_spark_reads_compacted_300_appends(spark_env, local_server, tmp_path_factory, tmp_path):
     built = many_appends_compacted(local_server, tmp_path_factory)
     t = f"floe.{built.ident}"
-    spark = SparkSteps(spark_env, local_server, [
+    spark = lib.SparkSteps(spark_env, local_server, [
         {"query": f"SELECT count(*) FROM {t}"},
         {"query": f"SELECT unix_micros(ts_utc), site, value, id FROM {t}"},
         {"query": f"SELECT operation FROM {t}.snapshots ORDER BY committed_at DESC LIMIT 1"},
@@ -1320,7 +1270,7 @@ def test_compact_applies_spark_position_deletes(spark_env, local_server, ns: str
         {"query": f"SELECT unix_micros(ts_utc), site, value, id FROM {t}"},
         {"query": f"SELECT operation FROM {t}.snapshots ORDER BY committed_at DESC LIMIT 1"},
     ]
-    spark = SparkSteps(spark_env, server, steps, tmp_path)
+    spark = lib.SparkSteps(spark_env, server, steps, tmp_path)
     try:
         before = spark_rows(spark.next()["rows"])
         contents = dict(map(tuple, spark.next()["rows"]))

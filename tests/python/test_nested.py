@@ -160,15 +160,17 @@ def test_spark_reads_nested_columns(spark_env, local_server, ns: str, tmp_path):
     ingest_ok(server, write_pipeline(tmp_path / "floe.toml", server, [job]), "2024-06-04", "2024-06-05")
     query = (f"SELECT code, location.lat, location.lon, size(units), units[0].mw, tags['y'] "
              f"FROM floe.{ns}.plants ORDER BY code")
-    args = {"jar": spark_env["jar"], "uri": server.uri, "warehouse": server.name, "steps": [{"query": query}]}
+    args = lib.spark_args(spark_env, server, steps=[{"query": query, "about": f"{ns}.plants"}])
     try:
         out = subprocess.run([spark_env["python"], str(HELPERS / "spark_sql_steps.py"), json.dumps(args)],
                              capture_output=True, text=True, timeout=420, cwd=tmp_path, stdin=subprocess.DEVNULL,
-                             env=lib.clean_env(SPARK_LOCAL_IP="127.0.0.1"))
+                             env=lib.spark_child_env(server))
     except subprocess.TimeoutExpired:
         pytest.fail("the Spark job did not finish within 420 s")
-    assert out.returncode == 0, f"Spark could not read {ns}.plants:\n{out.stderr[-6000:]}"
     lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    rejected = [line for line in lines if "error" in line]
+    assert not rejected, f"Spark rejected {ns}.plants: {rejected[0]['message']}"
+    assert out.returncode == 0, f"Spark could not read {ns}.plants:\n{out.stderr[-6000:]}"
     rows = next(line["rows"] for line in lines if "rows" in line)
     assert rows == [["A", 51.5, -0.125, 2, 5.5, 2], ["B", None, None, 0, None, None],
                     ["C", -33.9, None, 1, None, None]]

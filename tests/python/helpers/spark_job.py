@@ -1,7 +1,7 @@
 """Spark SQL against floe's REST catalog; run by test_catalog_spark.py with a python that has
-pyspark 3.5 (FLOE_SPARK_PYTHON) and the repaired Iceberg runtime jar (FLOE_SPARK_ICEBERG_JAR).
+pyspark 3.5 (FLOE_SPARK_PYTHON) and the jars of infra/local/spark.sh (FLOE_SPARK_JARS).
 
-usage: python spark_job.py '{"jar": ..., "uri": ..., "warehouse": ..., "ns": ..., "read_table": ...}'
+usage: python spark_job.py '{"jars": ..., "uri": ..., "warehouse": ..., "ns": ..., "read_table": ...}'
 Prints one JSON line with what it saw, last on stdout.
 """
 
@@ -17,7 +17,7 @@ from spark_session import floe_session  # noqa: E402
 
 def main() -> int:
     args = json.loads(sys.argv[1])
-    spark = floe_session(args["jar"], args["uri"], args["warehouse"], "floe-catalog-acceptance")
+    spark = floe_session(args, "floe-catalog-acceptance")
     ns = args["ns"]
     out: dict = {}
     try:

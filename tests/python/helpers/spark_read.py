@@ -1,6 +1,6 @@
 """Spark reads a table floe wrote and prints what it saw as one JSON line (test_ingest.py).
 
-usage: python spark_read.py '{"jar": ..., "uri": ..., "warehouse": ..., "table": "ns.t", "day": "YYYY-MM-DD"}'
+usage: python spark_read.py '{"jars": ..., "uri": ..., "warehouse": ..., "table": "ns.t", "day": "YYYY-MM-DD"}'
 """
 import json
 import os
@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from spark_session import floe_session  # noqa: E402
 
 args = json.loads(sys.argv[1])
-spark = floe_session(args["jar"], args["uri"], args["warehouse"], "floe-ingest-acceptance")
+spark = floe_session(args, "floe-ingest-acceptance")
 t = "floe." + args["table"]
 out = {}
 try:
