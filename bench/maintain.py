@@ -36,7 +36,9 @@ builds). --wait-quiet waits, before each timed step, for other processes to go i
 
 Needs the venv of infra/local/python-env.sh (pyiceberg, pyarrow), a release build of
 floe, and for the Spark cases a python with pyspark 3.5 (--spark-python, its
-spark-submit next to it), the repaired Iceberg runtime jar (--spark-jar) and Java 17.
+spark-submit next to it), the Iceberg runtime and AWS bundle jars from Maven Central
+(--spark-jars, comma-separated; default: $FLOE_SPARK_JARS, else what
+`infra/local/spark.sh install ~/.cache/floe` prints) and Java 17.
 """
 import argparse
 import hashlib
@@ -224,10 +226,10 @@ def spark_case(args, min_input: int, wh: Path, snapshot: Path, log: Path, label:
         restore(snapshot, wh)
         with CatalogServer(args.floe, wh, log) as server:
             before = status(args.floe, server.uri)
-            job = {"jar": args.spark_jar, "uri": server.uri, "warehouse": "floe", "table": TABLE,
+            job = {"jars": args.spark_jars, "uri": server.uri, "warehouse": "floe", "table": TABLE,
                    "options": {"min-input-files": str(min_input), "target-file-size-bytes": str(TARGET_FILE_SIZE)}}
             cmd = [spark_bin / "spark-submit", "--master", "local[2]", "--driver-memory", args.spark_driver_memory,
-                   "--jars", args.spark_jar, "--conf", "spark.ui.enabled=false", HERE / "maintain_spark.py",
+                   "--jars", args.spark_jars, "--conf", "spark.ui.enabled=false", HERE / "maintain_spark.py",
                    json.dumps(job)]
             busy = wait_quiet(args.wait_quiet)
             t0 = time.time()
@@ -295,7 +297,8 @@ def main():
     ap.add_argument("--cases", default="floe,spark,scale", help="which of floe, spark, scale to run")
     ap.add_argument("--no-spark", action="store_true", help="same as leaving spark out of --cases")
     ap.add_argument("--spark-python", default=str(CACHE / "venv-spark" / "bin" / "python"))
-    ap.add_argument("--spark-jar", default=str(CACHE / "spark-iceberg" / "iceberg-spark-runtime-3.5_2.12-1.10.2-repaired.jar"))
+    ap.add_argument("--spark-jars", default=os.environ.get("FLOE_SPARK_JARS"),
+                    help="comma-separated jars (default: $FLOE_SPARK_JARS, else infra/local/spark.sh install)")
     ap.add_argument("--spark-driver-memory", default="2g")
     ap.add_argument("--wait-quiet", type=float, default=0,
                     help="before each timed step, wait up to this many seconds for other processes to go idle")
@@ -308,8 +311,14 @@ def main():
     generate(data, SITES, BASE_DAYS)
     cases = set(args.cases.split(","))
     spark = "spark" in cases and not args.no_spark
-    if spark and not (Path(args.spark_jar).exists() and (Path(args.spark_python).parent / "spark-submit").exists()):
-        print(f"Spark cases skipped: {args.spark_jar} or spark-submit next to {args.spark_python} missing",
+    if spark and not args.spark_jars:
+        out = subprocess.run(["bash", str(HERE.parent / "infra/local/spark.sh"), "install", str(CACHE)],
+                             capture_output=True, text=True, timeout=1800)
+        args.spark_jars = next((line.split("=", 1)[1] for line in out.stdout.splitlines()
+                                if line.startswith("FLOE_SPARK_JARS=")), None)
+    jars_there = bool(args.spark_jars) and all(Path(j).exists() for j in args.spark_jars.split(","))
+    if spark and not (jars_there and (Path(args.spark_python).parent / "spark-submit").exists()):
+        print(f"Spark cases skipped: jars {args.spark_jars!r} or spark-submit next to {args.spark_python} missing",
               file=sys.stderr)
         spark = False
 

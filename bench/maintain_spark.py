@@ -1,12 +1,13 @@
 """The Spark side of bench/maintain.py: Iceberg's rewrite_data_files and expire_snapshots
 procedures on one table, timed inside the driver once the session is up.
 
-Run by bench/maintain.py through spark-submit (pyspark 3.5, local mode, the repaired
-Iceberg 1.10 runtime jar), against `floe catalog serve`:
+Run by bench/maintain.py through spark-submit (pyspark 3.5, local mode, the upstream
+Iceberg 1.10 runtime and AWS bundle jars), against `floe catalog serve`:
 
-    spark-submit --master local[2] --driver-memory 2g --jars JAR bench/maintain_spark.py '{json args}'
+    spark-submit --master local[2] --driver-memory 2g --jars JARS bench/maintain_spark.py '{json args}'
 
-args: jar, uri, warehouse, table ("ns.name"), options ({"min-input-files": "5", ...}).
+args: jars (comma-separated), uri, warehouse, table ("ns.name"), options
+({"min-input-files": "5", ...}).
 Prints one JSON line, last on stdout: session_ready (epoch s), rewrite_s, expire_s and
 what each procedure returned.
 """
@@ -22,7 +23,8 @@ from spark_session import floe_session  # noqa: E402
 
 def main() -> int:
     args = json.loads(sys.argv[1])
-    spark = floe_session(args["jar"], args["uri"], args["warehouse"], "floe-bench-maintain")
+    spark = floe_session({"jars": args["jars"], "uri": args["uri"], "warehouse": args["warehouse"],
+                          "s3": None}, "floe-bench-maintain")
     # The session is lazy about the catalog: load the table once so the timings below
     # are the procedures', not the REST client's first connection.
     table = f"floe.{args['table']}"

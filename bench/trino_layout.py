@@ -122,6 +122,16 @@ def main():
             url = start_trino(args.trino_home, trino_work, server.uri)
             host, port = url.removeprefix("http://").split(":")
             conn = trino.dbapi.connect(host=host, port=int(port), user="bench", catalog="iceberg")
+            # The coordinator answers before its own worker has announced itself.
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    trino_run(conn, "SELECT count(*) FROM system.runtime.nodes")
+                    break
+                except trino.exceptions.TrinoQueryError as e:
+                    if e.error_name != "NO_NODES_AVAILABLE" or time.monotonic() > deadline:
+                        raise
+                    time.sleep(1)
             print("trino: writing the twins with CREATE TABLE AS (not timed)...", file=sys.stderr)
             trino_run(conn, "CREATE SCHEMA IF NOT EXISTS twin")
             for floe_table, twin in TABLES.values():

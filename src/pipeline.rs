@@ -322,6 +322,11 @@ pub enum WriteMode {
     /// version (`_valid_to` = the run's time) and opens a new one
     /// (`_valid_from`); a key gone from the source is closed.
     Scd2,
+    /// The run's rows replace the table's rows with the same `unique_key`,
+    /// wherever they are, and the rest are kept (dlt's `merge`): the days
+    /// holding a replaced row or a new one are rewritten, or the whole
+    /// table when it has no event time.
+    Merge,
 }
 
 /// What to do with source fields the contract does not name.
@@ -600,6 +605,10 @@ impl Job {
         // An API's `for_each` keys are request settings added to its
         // records, and its answer-level fields (Open-Meteo's latitude) are
         // added too: used when a column names them, never "unknown".
+        // A database cursor is a setting of the read, not a column.
+        if let Source::Database(d) = &self.source {
+            fields.extend(d.cursor.iter().cloned());
+        }
         if let Source::Http(h) = &self.source {
             fields.extend(h.for_each.iter().flat_map(|e| e.keys().cloned()));
             fields.extend(h.api.answer_fields().iter().map(|f| f.to_string()));
@@ -755,6 +764,7 @@ fn validate_one(
         source::RawExpect::validate(job.expect, &names, matches!(source, Source::Http(_)))?;
     check_event_time(&event_time, &partition, &expect)?;
     check_scd2((job.mode, &job.unique_key), &event_time, &seen)?;
+    check_cursor(job.mode, &source)?;
     if job.mode == WriteMode::Scd2
         && matches!(&source, Source::Http(h) if h.on_entry_error == EntryErrors::Skip)
     {
@@ -771,6 +781,11 @@ fn validate_one(
         if !partition.is_empty() {
             return Err(
                 "key `partition`: a Delta table is partitioned by its `day` column only".into(),
+            );
+        }
+        if job.mode == WriteMode::Merge {
+            return Err(
+                "key `mode`: \"merge\" is for Iceberg tables (format = \"iceberg\")".into(),
             );
         }
     }
@@ -827,9 +842,20 @@ fn check_scd2(
     event_time: &EventTimeConfig,
     columns: &HashSet<&str>,
 ) -> std::result::Result<(), String> {
+    if mode == WriteMode::Merge {
+        if unique_key.is_empty() {
+            return Err("key `unique_key`: mode = \"merge\" needs the columns that name a row, e.g. unique_key = [\"id\"]".into());
+        }
+        if let Some(k) = unique_key.iter().find(|k| !columns.contains(k.as_str())) {
+            return Err(format!(
+                "key `unique_key`: {k:?} is not a column of the job"
+            ));
+        }
+        return Ok(());
+    }
     if mode != WriteMode::Scd2 {
         if !unique_key.is_empty() {
-            return Err("key `unique_key`: is for mode = \"scd2\"".into());
+            return Err("key `unique_key`: is for mode = \"scd2\" or \"merge\"".into());
         }
         return Ok(());
     }
@@ -846,6 +872,20 @@ fn check_scd2(
         return Err(format!(
             "key `unique_key`: {k:?} is not a column of the job"
         ));
+    }
+    Ok(())
+}
+
+/// A database `cursor` reads only rows past the last run's, so the rows it
+/// brings must be merged by key (a changed row comes back).
+fn check_cursor(mode: WriteMode, source: &Source) -> std::result::Result<(), String> {
+    let Source::Database(d) = source else {
+        return Ok(());
+    };
+    if d.cursor.is_some() && mode != WriteMode::Merge {
+        return Err(
+            "key `source.cursor`: reads only the rows changed since the last run, which land by key: set mode = \"merge\" and unique_key".into(),
+        );
     }
     Ok(())
 }

@@ -17,6 +17,12 @@
 //!   wider on each side for local times, is filtered by the server. The
 //!   exact days are then kept as for any source. A job without
 //!   `event_time` reads every row, and its table is replaced whole.
+//! - **Or what changed.** With `cursor` (a column every change raises:
+//!   `updated_at`, a serial id), a run reads only rows past the largest
+//!   value the table's last commit recorded (`floe.cursor` in the snapshot
+//!   summary, committed with the rows), of any day, and merges them by
+//!   `unique_key` (`mode = "merge"`). A crash before the commit reads
+//!   them again, and a retried commit is found by its run id.
 //! - **Credentials.** The password comes from the environment
 //!   (`password_env`), and the URL carries none (checked when the pipeline
 //!   is read). The password is registered for redaction, so no log line
@@ -36,6 +42,13 @@ use crate::pipeline::{DatabaseSource, EventTimeConfig, Job, Relation};
 
 /// Rows between progress log lines.
 const PROGRESS_ROWS: u64 = 1_000_000;
+
+/// The snapshot summary property holding a database cursor's last value.
+pub const CURSOR_KEY: &str = "floe.cursor";
+
+/// Every day: a cursor read keeps rows of any day (a late change lands in
+/// its own day).
+const EVERY_DAY: std::ops::RangeInclusive<i32> = i32::MIN..=i32::MAX;
 
 /// The source as reports name it: the URL (no password) and what is read.
 pub fn describe(src: &DatabaseSource) -> String {
@@ -65,6 +78,9 @@ pub struct Extract {
     folder: tempfile::TempDir,
     /// Rows the server sent.
     pub rows: u64,
+    /// With a `cursor`: the largest value read, or the one the run started
+    /// from when nothing was past it.
+    pub cursor: Option<String>,
 }
 
 impl std::fmt::Debug for Extract {
@@ -91,6 +107,7 @@ pub async fn extract(
     job: &Job,
     (from, to): (NaiveDate, NaiveDate),
     window: &std::ops::RangeInclusive<i32>,
+    since: Option<String>,
 ) -> Result<Extract> {
     let mut conn = connect(src).await?;
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -117,7 +134,41 @@ pub async fn extract(
             )
         })
         .collect();
-    let sql = select_sql(&inner, &columns, &window_predicate(job, &columns, from, to));
+    // A cursor reads what changed since the last run, of any day; else the
+    // window's days.
+    let predicate = match &src.cursor {
+        Some(c) => {
+            if !columns.iter().any(|(n, _)| n == c) {
+                return Err(Error::Config(format!(
+                    "{}: key `source.cursor`: the source has no column {c:?}",
+                    describe(src)
+                )));
+            }
+            since
+                .as_ref()
+                .map(|v| format!("s.{} > '{}'", ident(c), v.replace('\'', "''")))
+        }
+        None => window_predicate(job, &columns, from, to),
+    };
+    let cursor = match &src.cursor {
+        Some(c) => {
+            let filter = predicate
+                .as_ref()
+                .map(|p| format!(" WHERE {p}"))
+                .unwrap_or_default();
+            let max = format!(
+                "SELECT max(s.{})::text FROM ({inner}) AS s{filter}",
+                ident(c)
+            );
+            let found: Option<String> = sqlx::query_scalar(&max)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(|e| source_error(src, "cannot read the cursor's largest value", e))?;
+            found.or(since)
+        }
+        None => None,
+    };
+    let sql = select_sql(&inner, &columns, &predicate);
     tracing::debug!(source = %describe(src), %sql, "reading");
     let folder = tempfile::Builder::new()
         .prefix("floe-db-")
@@ -134,11 +185,17 @@ pub async fn extract(
     Ok(Extract {
         units: vec![Unit {
             file: SourceFile::Local(path),
-            keep: window.clone(),
+            keep: if src.cursor.is_some() {
+                EVERY_DAY
+            } else {
+                window.clone()
+            },
             vars: None,
+            label: Some(describe(src)),
         }],
         folder,
         rows,
+        cursor,
     })
 }
 

@@ -19,6 +19,7 @@ mod files;
 mod for_each;
 pub mod http;
 mod json;
+mod merge;
 mod nested;
 pub(crate) mod progress;
 mod records;
@@ -155,6 +156,17 @@ pub struct JobReport {
     pub error: Option<String>,
     /// The table format written (a two-format job has a report per half).
     pub format: TableFormat,
+    /// A database `cursor`: the largest value committed, from which the
+    /// next run reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// `mode = "merge"`: the days (YYYY-MM-DD) rewritten because they hold
+    /// a run row or a row it replaced.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub merged_days: Vec<String>,
+    /// The same days, for the commit (none: not a merge, or a whole table).
+    #[serde(skip)]
+    merge_days: Option<std::collections::BTreeSet<i32>>,
 }
 
 impl JobReport {
@@ -186,6 +198,9 @@ impl JobReport {
             duration_ms: 0,
             error: None,
             format: job.format,
+            cursor: None,
+            merged_days: Vec::new(),
+            merge_days: None,
         }
     }
 }
@@ -382,17 +397,32 @@ async fn run_job(
         report.status = "planned".into();
         return Ok(());
     }
-    // A database's rows are read before the table is opened, in one
-    // snapshot, into a folder that lives until the run ends.
+    let mut dest = Destination::open(job, place).await?;
+    // A database's rows are read in one snapshot, from the table's last
+    // cursor when it has one, into a folder that lives until the run ends.
     let extract = match &job.source {
-        Source::Database(d) => Some(database::extract(d, job, (req.from, req.to), &window).await?),
+        Source::Database(d) => {
+            let since = d
+                .cursor
+                .as_ref()
+                .and_then(|_| dest.last_property(database::CURSOR_KEY));
+            match database::extract(d, job, (req.from, req.to), &window, since).await {
+                Ok(e) => {
+                    report.cursor = e.cursor.clone();
+                    Some(e)
+                }
+                Err(e) => {
+                    dest.abandon(job).await;
+                    return Err(e);
+                }
+            }
+        }
         _ => None,
     };
     let units = match &extract {
         Some(e) => e.units.clone(),
         None => units,
     };
-    let mut dest = Destination::open(job, place).await?;
     let outcome = fill(
         &mut dest,
         job,
@@ -467,6 +497,13 @@ async fn fill(
             return Err(e);
         }
     };
+    if job.mode == WriteMode::Merge && report.merge_days.as_ref().is_some_and(|d| d.is_empty()) {
+        // No row to merge (a database cursor with nothing past it).
+        unwritten(report);
+        written.discard().await;
+        report.status = "up-to-date".into();
+        return Ok(());
+    }
     commit(dest, job, req, (written, guarded_days), report).await?;
     partial(job, &skipped, report)
 }
@@ -575,6 +612,30 @@ async fn write_window(
         };
         let written = match merged {
             Ok(rows) => keep_rows(dest, job, rows, &mut write, &mut 0).await,
+            Err(e) => Err(e),
+        };
+        (rejects, checker, written)
+    } else if job.mode == WriteMode::Merge {
+        // The run's rows replace the table's by key, in the days they touch.
+        let mut run_rows = scd2::Collected::default();
+        let (rejects, checker, read) =
+            drain(job, units, fetcher, builder, &mut run_rows, report).await;
+        let schema = dest.arrow_schema(job)?;
+        let merged = match read {
+            Ok(()) => merge::merge(dest, job, &schema, run_rows.batches).await,
+            Err(e) => Err(e),
+        };
+        let written = match merged {
+            Ok(m) => {
+                report.merged_days = m
+                    .days
+                    .iter()
+                    .flatten()
+                    .map(|d| days::day_name(*d))
+                    .collect();
+                report.merge_days = m.days;
+                keep_rows(dest, job, m.rows, &mut write, &mut 0).await
+            }
             Err(e) => Err(e),
         };
         (rejects, checker, written)
@@ -717,10 +778,18 @@ async fn commit(
         to: req.to,
         guarded_days,
         replaces: Replaces::of(job),
-        properties: vec![(
+        days: report.merge_days.clone(),
+        properties: std::iter::once((
             "floe.rows-rejected".to_string(),
             report.rows_rejected.to_string(),
-        )],
+        ))
+        .chain(
+            report
+                .cursor
+                .clone()
+                .map(|c| (database::CURSOR_KEY.to_string(), c)),
+        )
+        .collect(),
     };
     let committed = match written.commit(dest, commit).await {
         Ok(c) => c,
@@ -765,6 +834,9 @@ pub(crate) struct Unit {
     keep: std::ops::RangeInclusive<i32>,
     /// API bodies: the request series' `for_each` fields.
     vars: Option<std::collections::BTreeMap<String, String>>,
+    /// How rejects and errors name the unit when not by its file (a
+    /// database source's landed rows: the source).
+    label: Option<String>,
 }
 
 /// Feeds a unit's records to `sink`, `path` being its local copy.
@@ -803,12 +875,15 @@ fn judge(
 ) -> Result<std::collections::BTreeSet<i32>> {
     // Reference data (no event time) has no days: it is empty or not.
     let by_day = job.has_event_time();
+    // A merge replaces only the days it touches: its window has no empty
+    // days to guard or report.
+    let merge = job.mode == WriteMode::Merge;
     let empty: Vec<&NaiveDate> = days
         .iter()
-        .filter(|d| by_day && !report.days.contains_key(&d.to_string()))
+        .filter(|d| by_day && !merge && !report.days.contains_key(&d.to_string()))
         .collect();
     let mut empty_days: Vec<String> = empty.iter().map(|d| d.to_string()).collect();
-    if !by_day && report.rows_written == 0 {
+    if !by_day && !merge && report.rows_written == 0 {
         empty_days.push(format!("the whole table {}", job.table_ident()));
     }
     let mut expect = job.expect.clone();
@@ -859,7 +934,12 @@ async fn whole_table_guard(
     req: &IngestRequest,
     report: &JobReport,
 ) -> Result<()> {
-    if Replaces::of(job) != Replaces::Table || report.rows_written > 0 || may_empty(job, req) {
+    // A merge removes only rows it replaces.
+    if Replaces::of(job) != Replaces::Table
+        || job.mode == WriteMode::Merge
+        || report.rows_written > 0
+        || may_empty(job, req)
+    {
         return Ok(());
     }
     if !dest.holds_rows().await? {
@@ -953,6 +1033,7 @@ async fn file_units(
             file,
             keep: window.clone(),
             vars: None,
+            label: None,
         })
         .collect())
 }
@@ -1002,6 +1083,7 @@ async fn api_units(
             file: files::SourceFile::of_uri(&p.uri),
             keep: days::window(*p.keep.start(), *p.keep.end()),
             vars: Some(p.vars),
+            label: None,
         })
         .collect())
 }
@@ -1096,14 +1178,17 @@ fn read_all(
     let mut progress = progress::Progress::new(&job.name, units.len());
     let runtime = tokio::runtime::Handle::current();
     for unit in units {
-        let uri = unit.file.uri();
+        let uri = unit.label.clone().unwrap_or_else(|| unit.file.uri());
         tracing::debug!(source = %uri, job = %job.name, "reading");
         progress.next_file();
         let (path, temp) = fetcher.materialize(&unit.file, &runtime)?;
         let mut sink = FileSink {
             job,
             uri,
-            path: &path,
+            named: unit
+                .label
+                .clone()
+                .unwrap_or_else(|| path.display().to_string()),
             builder: &mut builder,
             window: if job.has_event_time() {
                 &unit.keep
@@ -1143,7 +1228,8 @@ fn closed() -> Error {
 struct FileSink<'a> {
     job: &'a Job,
     uri: String,
-    path: &'a std::path::Path,
+    /// How errors name the input: its path, or a database source.
+    named: String,
     builder: &'a mut BatchBuilder,
     window: &'a std::ops::RangeInclusive<i32>,
     tx: &'a mpsc::Sender<Msg>,
@@ -1175,7 +1261,7 @@ impl FileSink<'_> {
                 "{}:{line}: unknown source field {field:?}: add it to the job's columns, e.g.\n  {}\n\
                  (type guessed from its value), or set schema_drift = \"ignore\" (drop such fields) \
                  or \"evolve\" (add them as nullable columns)",
-                self.path.display(),
+                self.named,
                 drift::column_line(field, kind(field))
             ))),
             None => Ok(()),
@@ -1198,8 +1284,7 @@ impl FileSink<'_> {
             "{}:{}: unknown key {path} in nested field {column}: declare it in the column's \
              type (add `{key}: {kind}` to the struct at {parent}), or set schema_drift = \
              \"ignore\" to drop such keys (nested types are not evolved)",
-            self.path.display(),
-            record.line
+            self.named, record.line
         )))
     }
 

@@ -87,8 +87,8 @@ pub async fn merge(
 }
 
 /// A key repeated in the run's rows leaves no way to tell which version is
-/// current.
-async fn repeated_keys(ctx: &SessionContext, job: &Job, keys: &[String]) -> Result<()> {
+/// current (scd2) or which row replaces the table's (merge).
+pub(super) async fn repeated_keys(ctx: &SessionContext, job: &Job, keys: &[String]) -> Result<()> {
     let sql = format!(
         "SELECT {k} FROM run.new GROUP BY {k} HAVING count(*) > 1 LIMIT 5",
         k = keys.join(", ")
@@ -96,10 +96,10 @@ async fn repeated_keys(ctx: &SessionContext, job: &Job, keys: &[String]) -> Resu
     let found = ctx
         .sql(&sql)
         .await
-        .map_err(|e| Error::Storage(format!("job {}: scd2 keys: {e}", job.name)).caused_by(e))?
+        .map_err(|e| Error::Storage(format!("job {}: unique_key: {e}", job.name)).caused_by(e))?
         .collect()
         .await
-        .map_err(|e| Error::Storage(format!("job {}: scd2 keys: {e}", job.name)).caused_by(e))?;
+        .map_err(|e| Error::Storage(format!("job {}: unique_key: {e}", job.name)).caused_by(e))?;
     let rows: usize = found.iter().map(RecordBatch::num_rows).sum();
     if rows == 0 {
         return Ok(());

@@ -81,6 +81,9 @@ pub struct DatabaseSource {
     pub password_env: Option<String>,
     /// What is read: a table (`schema.table`) or a SELECT.
     pub relation: Relation,
+    /// A column that grows with every change (`updated_at`, a serial id):
+    /// a run reads only rows past the last committed run's largest value.
+    pub cursor: Option<String>,
 }
 
 /// A database source's rows: a table, or a query's result.
@@ -362,6 +365,8 @@ pub(super) struct RawSource {
     table: Option<String>,
     #[serde(default)]
     query: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -446,9 +451,13 @@ impl RawSource {
         if let Some(url) = self.database.take() {
             return self.database(url);
         }
-        if self.table.is_some() || self.query.is_some() || self.password_env.is_some() {
+        if self.table.is_some()
+            || self.query.is_some()
+            || self.password_env.is_some()
+            || self.cursor.is_some()
+        {
             return Err(
-                "keys `source.table`, `query` and `password_env` are for a database source (`database = \"postgres://...\"`)"
+                "keys `source.table`, `query`, `cursor` and `password_env` are for a database source (`database = \"postgres://...\"`)"
                     .into(),
             );
         }
@@ -533,10 +542,18 @@ impl RawSource {
                 return Err("key `source`: a database source needs `table` or `query`".into());
             }
         };
+        if let Some(c) = &self.cursor
+            && (c.is_empty() || !c.chars().all(|ch| ch.is_alphanumeric() || ch == '_'))
+        {
+            return Err(format!(
+                "key `source.cursor`: {c:?} is not a column name (letters, digits and _)"
+            ));
+        }
         Ok(Source::Database(Box::new(DatabaseSource {
             url,
             password_env: self.password_env,
             relation,
+            cursor: self.cursor,
         })))
     }
 

@@ -29,7 +29,6 @@
 //! response was lost is never applied twice.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, btree_map};
-use std::ops::RangeInclusive;
 
 use iceberg::io::FileIO;
 use iceberg::spec::{
@@ -55,7 +54,7 @@ pub struct Overwrite {
     pub added: Vec<DataFile>,
     /// Days (since 1970-01-01) whose existing files are replaced; `None`
     /// appends without replacing anything.
-    pub days: Option<RangeInclusive<i32>>,
+    pub days: Option<BTreeSet<i32>>,
     /// Days of `days` that must not lose their rows: when one holds a live
     /// data file and no added file falls on it, nothing is committed
     /// ([`Error::WouldEmpty`]).
@@ -335,7 +334,7 @@ pub async fn commit_overwrite(
             overwrite.added.clone(),
         )]),
         removal: match &overwrite.days {
-            Some(days) => Removal::Days(days.clone().collect()),
+            Some(days) => Removal::Days(days.clone()),
             None => Removal::Nothing,
         },
         // Replacing days is an overwrite even when they were empty (as

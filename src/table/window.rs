@@ -106,8 +106,9 @@ impl Replaces {
         match (job.mode, job.has_event_time()) {
             (WriteMode::Append, _) => Replaces::Nothing,
             (WriteMode::Overwrite, true) => Replaces::Window,
-            (WriteMode::Overwrite | WriteMode::Scd2, false) => Replaces::Table,
-            (WriteMode::Scd2, true) => Replaces::Window,
+            (WriteMode::Overwrite | WriteMode::Scd2 | WriteMode::Merge, false) => Replaces::Table,
+            // A merge's days are the ones it touched (`WindowCommit::days`).
+            (WriteMode::Scd2 | WriteMode::Merge, true) => Replaces::Window,
         }
     }
 }
@@ -221,6 +222,30 @@ impl Destination {
                 .await?
                 .and_then(|v| i64::try_from(v).ok())),
         }
+    }
+
+    /// A summary property of the newest snapshot, on the current branch,
+    /// that records it (e.g. a database cursor); none when no snapshot does.
+    pub fn last_property(&self, key: &str) -> Option<String> {
+        let Self::Iceberg { loaded, .. } = self else {
+            return None;
+        };
+        let metadata = &loaded.metadata;
+        let mut current = metadata.current_snapshot();
+        let mut steps = 0usize;
+        while let Some(snapshot) = current {
+            if let Some(v) = snapshot.summary().additional_properties.get(key) {
+                return Some(v.clone());
+            }
+            steps += 1;
+            if steps > metadata.snapshots().len() {
+                return None;
+            }
+            current = snapshot
+                .parent_snapshot_id()
+                .and_then(|id| metadata.snapshot_by_id(id));
+        }
+        None
     }
 
     /// The table at its current snapshot, as queries read it (none when it
@@ -573,7 +598,9 @@ impl Written {
                 let overwrite = Overwrite {
                     added: files.clone(),
                     days: match c.replaces {
-                        Replaces::Window => Some(window(c.from, c.to)),
+                        Replaces::Window => {
+                            Some(c.days.unwrap_or_else(|| window(c.from, c.to).collect()))
+                        }
                         Replaces::Table | Replaces::Nothing => None,
                     },
                     guarded_days: c.guarded_days,
@@ -679,6 +706,9 @@ pub struct WindowCommit<'a> {
     pub properties: Vec<(String, String)>,
     /// What the commit removes.
     pub replaces: Replaces,
+    /// The days replaced instead of the window's (a merge's: the days
+    /// holding its new rows and the rows they replace).
+    pub days: Option<BTreeSet<i32>>,
 }
 
 fn delta_target(job: &Job, place: &Place<'_>) -> Result<delta::Target> {

@@ -314,7 +314,7 @@ async fn a_replace_never_removes_files_a_concurrent_overwrite_already_replaced()
         other.loaded.clone(),
         &Overwrite {
             added: fresh,
-            days: Some(DAY0..=DAY0),
+            days: Some(std::collections::BTreeSet::from([DAY0])),
             guarded_days: Default::default(),
             properties: HashMap::new(),
             run_id: "ingest-run".into(),
@@ -403,7 +403,7 @@ async fn expiry_deletes_only_what_no_retained_snapshot_references() {
         target.loaded.clone(),
         &Overwrite {
             added: fresh,
-            days: Some(DAY0..=DAY0),
+            days: Some(std::collections::BTreeSet::from([DAY0])),
             guarded_days: Default::default(),
             properties: HashMap::from([("floe.job".to_string(), "j".to_string())]),
             run_id: "run-1".into(),
@@ -546,7 +546,7 @@ async fn overwrite_day(
         stale.loaded.clone(),
         &Overwrite {
             added: files,
-            days: Some(DAY0 + day..=DAY0 + day),
+            days: Some(std::collections::BTreeSet::from([DAY0 + day])),
             guarded_days: Default::default(),
             properties: HashMap::new(),
             run_id: run.into(),

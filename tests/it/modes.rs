@@ -374,3 +374,95 @@ async fn iceberg_scd2_keeps_history() {
 async fn delta_scd2_keeps_history() {
     history_is_kept("delta").await;
 }
+
+/// `mode = "merge"` over files: each run's rows replace the table's rows
+/// with the same key, in whichever day they were; the rest stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_replaces_rows_by_key_in_the_days_it_touches() {
+    let env = Env::new().await;
+    let p = env.pipeline(
+        r#"
+[[job]]
+name = "orders"
+table = "bronze.orders"
+mode = "merge"
+unique_key = ["id"]
+source = { path = "data/changes.ndjson", format = "ndjson" }
+event_time = { kind = "offset", column = "at" }
+columns = [
+  { name = "id", type = "long", required = true },
+  { name = "amount", type = "decimal(8, 2)" },
+]
+"#,
+    );
+    let changes = |lines: &[(i64, &str, &str)]| {
+        let mut text = String::new();
+        for (id, at, amount) in lines {
+            writeln!(text, r#"{{"id":{id},"at":"{at}","amount":"{amount}"}}"#).expect("fmt");
+        }
+        env.write("data/changes.ndjson", &text);
+    };
+    let table = || async {
+        let mut rows: Vec<(i64, String, String)> = Vec::new();
+        for b in env.scan("bronze", "orders").await {
+            let ids = b
+                .column_by_name("id")
+                .expect("id")
+                .as_primitive::<Int64Type>()
+                .clone();
+            let ts = b.column_by_name("ts_utc").expect("ts");
+            let amount = b.column_by_name("amount").expect("amount");
+            for i in 0..b.num_rows() {
+                rows.push((
+                    ids.value(i),
+                    arrow_cast::display::array_value_to_string(ts, i).expect("ts"),
+                    arrow_cast::display::array_value_to_string(amount, i).expect("amount"),
+                ));
+            }
+        }
+        rows.sort();
+        rows
+    };
+    changes(&[
+        (1, "2024-05-01T10:00:00Z", "1.00"),
+        (2, "2024-05-01T11:00:00Z", "2.00"),
+        (3, "2024-05-02T10:00:00Z", "3.00"),
+    ]);
+    let (_, outcome) = ingest(&p, &request("2024-05-01", "2024-05-03", "m1")).await;
+    outcome.expect("first merge");
+    // A late change to order 1 (May 1) arrives with a new order on May 3;
+    // the window names May 3 only, yet May 1's row is replaced there.
+    changes(&[
+        (1, "2024-05-01T10:00:00Z", "1.50"),
+        (4, "2024-05-03T09:00:00Z", "4.00"),
+    ]);
+    let (reports, outcome) = ingest(&p, &request("2024-05-01", "2024-05-03", "m2")).await;
+    outcome.expect("second merge");
+    assert_eq!(reports[0].merged_days, ["2024-05-01", "2024-05-03"]);
+    assert_eq!(
+        table().await,
+        [
+            (1, "2024-05-01T10:00:00Z".into(), "1.50".into()),
+            (2, "2024-05-01T11:00:00Z".into(), "2.00".into()),
+            (3, "2024-05-02T10:00:00Z".into(), "3.00".into()),
+            (4, "2024-05-03T09:00:00Z".into(), "4.00".into()),
+        ]
+    );
+    // A row that moves to another day leaves its old day.
+    changes(&[(2, "2024-05-02T08:00:00Z", "2.00")]);
+    let (reports, outcome) = ingest(&p, &request("2024-05-01", "2024-05-03", "m3")).await;
+    outcome.expect("third merge");
+    assert_eq!(reports[0].merged_days, ["2024-05-01", "2024-05-02"]);
+    let rows = table().await;
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(rows[1], (2, "2024-05-02T08:00:00Z".into(), "2.00".into()));
+    // A key twice in one run is refused: which row wins is unknown.
+    changes(&[
+        (5, "2024-05-01T10:00:00Z", "5.00"),
+        (5, "2024-05-01T12:00:00Z", "6.00"),
+    ]);
+    let (_, outcome) = ingest(&p, &request("2024-05-01", "2024-05-03", "m4")).await;
+    let err = outcome.expect_err("a repeated key").to_string();
+    assert!(err.contains("repeats a unique_key"), "{err}");
+    assert_eq!(table().await.len(), 4);
+}

@@ -719,7 +719,27 @@ def start_trino(work_dir: Path, trino_home: str, servers: dict[str, tuple[str, C
         raise RuntimeError("infra/local/trino.sh start failed" + explain(out))
     url = out.stdout.strip().splitlines()[-1]
     assert url == f"http://127.0.0.1:{port}", out.stdout
-    return TrinoServer(url, work_dir, env, servers)
+    server = TrinoServer(url, work_dir, env, servers)
+    # The coordinator says it has started before it has announced itself as
+    # the node that runs queries: wait (bounded) until a query runs.
+    import trino
+
+    def runs_a_query() -> bool:
+        conn = server.connect("system")
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT 1")
+            cur.fetchall()
+            return True
+        except trino.exceptions.TrinoQueryError as e:
+            if e.error_name == "NO_NODES_AVAILABLE":
+                return False
+            raise
+        finally:
+            conn.close()
+
+    wait_until("Trino runs a query", runs_a_query, timeout=120, interval=1)
+    return server
 
 
 def stop_trino(server: TrinoServer) -> None:

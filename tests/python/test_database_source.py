@@ -125,6 +125,7 @@ def test_a_table_window_lands_with_exact_values(local_server, fresh_postgres_db,
     assert len(rejects) == 1 and "field amount" in rejects[0]["reason"], rejects
     assert "more decimal places" in rejects[0]["reason"], rejects
     assert json.loads(rejects[0]["raw"])["id"] == 5, rejects
+    assert rejects[0]["source"] == f"{fresh_postgres_db} table public.orders", rejects
 
     # The window's rows changed in the database: a re-run replaces the days.
     psql(fresh_postgres_db, "DELETE FROM orders WHERE id = 3; UPDATE orders SET amount = 100 WHERE id = 2")
@@ -190,3 +191,66 @@ def test_credentials_stay_out_of_the_file_and_the_output(local_server, fresh_pos
     out = subprocess.run(ingest_cmd(pipeline, "2024-05-01", "2024-05-01"), capture_output=True, text=True,
                          timeout=INGEST_TIMEOUT_S, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL)
     assert out.returncode == 2 and "FLOE_TEST_DB_PASSWORD" in out.stderr, lib.explain(out)
+
+
+def test_a_cursor_reads_only_changes_and_merges_them_by_key(local_server, fresh_postgres_db, ns: str, tmp_path):
+    """cursor + mode = "merge": each run reads the rows past the committed cursor (of any
+    day), and they replace the table's rows with the same key, in the days they touch; a
+    run with nothing new commits nothing; a retried run id applies nothing twice."""
+    server = local_server
+    psql(fresh_postgres_db, """
+        CREATE TABLE accounts (id int PRIMARY KEY, opened timestamptz NOT NULL, updated_at timestamptz NOT NULL,
+                               balance numeric(10, 2));
+        INSERT INTO accounts VALUES
+          (1, '2024-05-01 09:00+00', '2024-06-01 10:00:00.000001+00', 10.00),
+          (2, '2024-05-01 10:00+00', '2024-06-01 10:00:00.000002+00', 20.00),
+          (3, '2024-05-02 10:00+00', '2024-06-01 10:00:00.000003+00', 30.00);
+    """)
+    job = {"name": "accounts", "table": f"{ns}.accounts", "mode": "merge", "unique_key": ["id"],
+           "source": {"database": fresh_postgres_db, "table": "accounts", "cursor": "updated_at"},
+           "event_time": {"kind": "offset", "column": "opened"},
+           "columns": [{"name": "id", "type": "int", "required": True},
+                       {"name": "balance", "type": "decimal(10, 2)"}]}
+    pipeline = write_pipeline(tmp_path / "floe.toml", server, [job])
+    cat = server.catalog()
+
+    def state() -> dict[int, Decimal]:
+        rows = cat.load_table(f"{ns}.accounts").scan().to_arrow().to_pylist()
+        assert len({r["id"] for r in rows}) == len(rows), f"a key landed twice: {rows}"
+        return {r["id"]: r["balance"] for r in rows}
+
+    def report_of(*args: str) -> dict:
+        path = tmp_path / "report.json"
+        ok(run(server, pipeline, "2024-06-01", "2024-06-01", "--report", str(path), *args))
+        return lib.job_report(lib.read_report(path), "accounts")
+
+    first = report_of()
+    assert first["rows_read"] == 3 and first["cursor"] == "2024-06-01 10:00:00.000003+00", first
+    assert state() == {1: Decimal("10.00"), 2: Decimal("20.00"), 3: Decimal("30.00")}
+
+    # A late change to a row of May 1 and a new account of May 3.
+    psql(fresh_postgres_db, """
+        UPDATE accounts SET balance = 11.50, updated_at = '2024-06-02 08:00+00' WHERE id = 1;
+        INSERT INTO accounts VALUES (4, '2024-05-03 12:00+00', '2024-06-02 09:00+00', 40.00);
+    """)
+    second = report_of("--run-id", "second")
+    assert second["rows_read"] == 2, second
+    assert second["merged_days"] == ["2024-05-01", "2024-05-03"], second
+    assert state() == {1: Decimal("11.50"), 2: Decimal("20.00"), 3: Decimal("30.00"), 4: Decimal("40.00")}
+    table = cat.load_table(f"{ns}.accounts")
+    summary = table.current_snapshot().summary.additional_properties
+    assert summary["floe.cursor"] == "2024-06-02 09:00:00+00", summary
+    snapshot = table.current_snapshot().snapshot_id
+
+    # The same run id again: found, not applied twice.
+    again = report_of("--run-id", "second")
+    assert again["status"] == "already-committed", again
+    # Nothing past the cursor: nothing is committed.
+    idle = report_of()
+    assert idle["status"] == "up-to-date" and idle["rows_read"] == 0, idle
+    assert cat.load_table(f"{ns}.accounts").current_snapshot().snapshot_id == snapshot
+
+    # A cursor without merge is refused when the pipeline is read.
+    bad = write_pipeline(tmp_path / "bad.toml", server, [{**job, "mode": "append", "unique_key": []}])
+    out = run(server, bad, "2024-06-01", "2024-06-01")
+    assert out.returncode == 2 and 'set mode = \\"merge\\"' in out.stderr.replace('"', '\\"'), lib.explain(out)
