@@ -560,8 +560,15 @@ async fn an_overwrite_never_drops_rows_a_concurrent_writer_added_to_its_days() {
     let env = Env::new().await;
     let client = client(&env).await;
     create(&client, "t").await;
-    append(&client, "t", 0, 0..10).await;
-    append(&client, "t", 1, 10..20).await;
+    // Two first runs of other days, from the empty table: both land.
+    let first_a = Target::open(&client, "m.t").await.expect("open");
+    let first_b = Target::open(&client, "m.t").await.expect("open");
+    overwrite_day(&client, &first_a, 0, 0..10, "first-a")
+        .await
+        .expect("first run of day 0");
+    overwrite_day(&client, &first_b, 1, 10..20, "first-b")
+        .await
+        .expect("a first run of another day lands beside it");
     // Two runs open the table; meanwhile another engine appends to day 0.
     let run_a = Target::open(&client, "m.t").await.expect("open");
     let run_b = Target::open(&client, "m.t").await.expect("open");

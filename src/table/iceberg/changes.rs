@@ -39,6 +39,23 @@ pub async fn between(table: &Table, from: Option<i64>, to: Option<i64>) -> Resul
     let (Some(from), Some(to)) = (from, to) else {
         return Ok(Changed::Everything);
     };
+    walk(table, Some(from), to).await
+}
+
+/// The days of `table` changed after snapshot `from` (none: since the
+/// table was created) up to snapshot `to`.
+///
+/// # Errors
+/// When a manifest cannot be read.
+pub async fn since(table: &Table, from: Option<i64>, to: Option<i64>) -> Result<Changed> {
+    match to {
+        _ if from == to => Ok(Changed::Nothing),
+        None => Ok(Changed::Everything),
+        Some(to) => walk(table, from, to).await,
+    }
+}
+
+async fn walk(table: &Table, from: Option<i64>, to: i64) -> Result<Changed> {
     let metadata = table.metadata();
     if day_column(metadata).is_none() {
         return Ok(Changed::Everything);
@@ -48,7 +65,7 @@ pub async fn between(table: &Table, from: Option<i64>, to: Option<i64>) -> Resul
     let mut current = Some(to);
     loop {
         match current {
-            Some(id) if id == from => break,
+            Some(id) if Some(id) == from => break,
             Some(id) => match metadata.snapshot_by_id(id) {
                 Some(s) if path.len() <= metadata.snapshots().len() => {
                     current = s.parent_snapshot_id();
@@ -56,6 +73,8 @@ pub async fn between(table: &Table, from: Option<i64>, to: Option<i64>) -> Resul
                 }
                 _ => return Ok(Changed::Everything),
             },
+            // The first snapshot's parent: the whole history was asked for.
+            None if from.is_none() => break,
             // `from` is not an ancestor (expired, or the table was rewritten).
             None => return Ok(Changed::Everything),
         }
