@@ -223,6 +223,15 @@ impl Destination {
         }
     }
 
+    /// The newest value of state key `key` recorded in the table (Iceberg;
+    /// none for Delta, whose runs record no state).
+    pub fn state(&self, key: &str) -> Option<String> {
+        match self {
+            Self::Iceberg { loaded, .. } => snapshot::state_value(&loaded.metadata, key),
+            Self::Delta { .. } => None,
+        }
+    }
+
     /// The table at its current snapshot, as queries read it (none when it
     /// holds no data yet).
     ///
@@ -579,6 +588,7 @@ impl Written {
                     guarded_days: c.guarded_days,
                     properties: properties.into_iter().collect(),
                     run_id: c.run_id.to_string(),
+                    guard: c.guard,
                 };
                 let done = if c.replaces == Replaces::Table {
                     replace_table(client, &handle, loaded, &overwrite).await
@@ -648,6 +658,7 @@ async fn replace_table(
         run_id: overwrite.run_id.clone(),
         guarded_days: BTreeSet::new(),
         branch: None,
+        guard: None,
     };
     match snapshot::commit_change(client, handle, loaded.clone(), &change).await? {
         snapshot::ChangeOutcome::Committed(report) => Ok(report),
@@ -679,6 +690,8 @@ pub struct WindowCommit<'a> {
     pub properties: Vec<(String, String)>,
     /// What the commit removes.
     pub replaces: Replaces,
+    /// State the table must still hold (Iceberg; a Kafka job's offsets).
+    pub guard: Option<snapshot::StateGuard>,
 }
 
 fn delta_target(job: &Job, place: &Place<'_>) -> Result<delta::Target> {
