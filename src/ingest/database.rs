@@ -136,6 +136,7 @@ pub async fn extract(
             file: SourceFile::Local(path),
             keep: window.clone(),
             vars: None,
+            origin: None,
         }],
         folder,
         rows,
