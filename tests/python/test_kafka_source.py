@@ -202,8 +202,10 @@ def test_sigkill_anywhere_loses_and_duplicates_nothing(local_server, kafka_broke
         started = time.monotonic()
         ok(run(server, pipeline))
         length = time.monotonic() - started
+        before = len(server.catalog().load_table(f"{ns}.readings").metadata.snapshots)
         for i in range(20):
-            delay = length * rng.uniform(0.05, 1.2)
+            # Mostly inside a run (reading, writing, committing), some after it ends.
+            delay = length * rng.uniform(0.05, 2.0)
             proc = subprocess.Popen(cmd(pipeline), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     env=ingest_env(server), cwd=tmp_path, stdin=subprocess.DEVNULL)
             try:
@@ -215,10 +217,13 @@ def test_sigkill_anywhere_loses_and_duplicates_nothing(local_server, kafka_broke
             out, err = proc.communicate(timeout=60)
             assert proc.returncode in (0, -signal.SIGKILL), f"run {i} exited {proc.returncode}:\n{out}\n{err}"
     produced = prod.sent
+    # Commits made by the loop's runs: more than the runs that finished means some were killed
+    # after their commit, before they exited.
+    commits = len(server.catalog().load_table(f"{ns}.readings").metadata.snapshots) - before
     ok(run(server, pipeline))
     got = ids(server, ns)
     print(f"\nkafka SIGKILL test: clean run {length:.2f}s, {kills} kills, {finished} runs finished, "
-          f"{produced} records produced, {len(got)} rows")
+          f"{commits} commits in the loop, {produced} records produced, {len(got)} rows")
     dupes = [k for k, n in collections.Counter(got).items() if n > 1]
     assert not dupes, f"{len(dupes)} ids landed twice, e.g. {dupes[:5]}"
     assert sorted(got) == list(range(produced)), f"{produced - len(set(got))} records missing"
