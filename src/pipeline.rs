@@ -180,7 +180,7 @@ pub use data_tests::{NotNull, SqlTest, SqlTests, check_expression, check_pattern
 
 pub use source::{
     Api, Auth, DatabaseSource, EmptyDays, EntryErrors, Expect, ForEachFrom, Format, HttpSource,
-    Pagination, Relation, Source, SourceConfig, check_for_each,
+    KafkaSource, Pagination, Relation, Source, SourceConfig, check_for_each,
 };
 
 /// One column of the contract.
@@ -429,7 +429,7 @@ struct RawJob {
     #[serde(default)]
     schema_drift: SchemaDrift,
     #[serde(default)]
-    mode: WriteMode,
+    mode: Option<WriteMode>,
     #[serde(default)]
     unique_key: Vec<String>,
     #[serde(default)]
@@ -763,9 +763,13 @@ fn validate_one(
     let expect =
         source::RawExpect::validate(job.expect, &names, matches!(source, Source::Http(_)))?;
     check_event_time(&event_time, &partition, &expect)?;
-    check_scd2((job.mode, &job.unique_key), &event_time, &seen)?;
-    check_cursor(job.mode, &source)?;
-    if job.mode == WriteMode::Scd2
+    let mode = match &source {
+        Source::Kafka(_) => check_kafka(job.mode, format, &expect)?,
+        _ => job.mode.unwrap_or_default(),
+    };
+    check_scd2((mode, &job.unique_key), &event_time, &seen)?;
+    check_cursor(mode, &source)?;
+    if mode == WriteMode::Scd2
         && matches!(&source, Source::Http(h) if h.on_entry_error == EntryErrors::Skip)
     {
         // A skipped entry's key would read as gone, closing its version.
@@ -783,7 +787,7 @@ fn validate_one(
                 "key `partition`: a Delta table is partitioned by its `day` column only".into(),
             );
         }
-        if job.mode == WriteMode::Merge {
+        if mode == WriteMode::Merge {
             return Err(
                 "key `mode`: \"merge\" is for Iceberg tables (format = \"iceberg\")".into(),
             );
@@ -811,11 +815,39 @@ fn validate_one(
         properties: job.properties,
         reject_threshold: job.reject_threshold,
         schema_drift: job.schema_drift,
-        mode: job.mode,
+        mode,
         unique_key: job.unique_key,
         format,
         twin: false,
     })
+}
+
+/// A Kafka job appends (a stream has no window to replace), writes
+/// Iceberg (its offsets live in the snapshot summary) and checks no
+/// window-wide expectation: its rows land on their own days, whatever the
+/// run's window.
+fn check_kafka(
+    mode: Option<WriteMode>,
+    format: TableFormat,
+    expect: &source::Expect,
+) -> std::result::Result<WriteMode, String> {
+    if let Some(m @ (WriteMode::Overwrite | WriteMode::Scd2)) = mode {
+        let name = if m == WriteMode::Scd2 {
+            "scd2"
+        } else {
+            "overwrite"
+        };
+        return Err(format!(
+            "key `mode`: \"{name}\" is not for a Kafka source: a topic is a stream whose records are appended once each (mode = \"append\", the default for Kafka jobs)"
+        ));
+    }
+    if format == TableFormat::Delta {
+        return Err("key `format`: a Kafka source writes Iceberg tables only (its offsets are committed in the Iceberg snapshot with the rows)".into());
+    }
+    if expect.cadence.is_some() || expect.empty_days != EmptyDays::Protect {
+        return Err("keys `expect.cadence` and `expect.empty_days` are about the run's window, which a Kafka job does not read by; its rows land on their own days".into());
+    }
+    Ok(WriteMode::Append)
 }
 
 /// The job's column names, each once, none of floe's own.

@@ -19,8 +19,8 @@
 //!   `event_time` reads every row, and its table is replaced whole.
 //! - **Or what changed.** With `cursor` (a column every change raises:
 //!   `updated_at`, a serial id), a run reads only rows past the largest
-//!   value the table's last commit recorded (`floe.cursor` in the snapshot
-//!   summary, committed with the rows), of any day, and merges them by
+//!   value the table's last commit recorded (`floe.state.database.cursor` in
+//!   the snapshot summary, committed with the rows), of any day, and merges them by
 //!   `unique_key` (`mode = "merge"`). A crash before the commit reads
 //!   them again, and a retried commit is found by its run id.
 //! - **Credentials.** The password comes from the environment
@@ -43,8 +43,9 @@ use crate::pipeline::{DatabaseSource, EventTimeConfig, Job, Relation};
 /// Rows between progress log lines.
 const PROGRESS_ROWS: u64 = 1_000_000;
 
-/// The snapshot summary property holding a database cursor's last value.
-pub const CURSOR_KEY: &str = "floe.cursor";
+/// The snapshot summary property holding a database cursor's last value (a
+/// state key: floe's own later commits, compactions among them, carry it).
+pub const CURSOR_KEY: &str = crate::table::props::DATABASE_CURSOR_KEY;
 
 /// Every day: a cursor read keeps rows of any day (a late change lands in
 /// its own day).
@@ -191,7 +192,9 @@ pub async fn extract(
                 window.clone()
             },
             vars: None,
-            label: Some(describe(src)),
+            origin: Some(std::sync::Arc::new(super::kafka::Origin::named(describe(
+                src,
+            )))),
         }],
         folder,
         rows,

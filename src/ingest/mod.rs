@@ -19,6 +19,7 @@ mod files;
 mod for_each;
 pub mod http;
 mod json;
+mod kafka;
 mod merge;
 mod nested;
 pub(crate) mod progress;
@@ -147,6 +148,8 @@ pub struct JobReport {
     pub http: Option<http::HttpReport>,
     /// What `[job.expect]` found: duplicates, gaps, empty days.
     pub expect: Option<expect::ExpectReport>,
+    /// Kafka sources: the offsets read from and committed.
+    pub kafka: Option<KafkaReport>,
     /// The first rejects, for the log.
     #[serde(skip)]
     pub sample_rejects: Vec<Reject>,
@@ -194,6 +197,7 @@ impl JobReport {
             rejects_snapshot_id: None,
             http: None,
             expect: None,
+            kafka: None,
             sample_rejects: Vec::new(),
             duration_ms: 0,
             error: None,
@@ -392,10 +396,22 @@ async fn run_job(
             report.files_read = vec![database::describe(d)];
             Vec::new()
         }
+        Source::Kafka(k) => {
+            report.files_read = vec![k.uri()];
+            Vec::new()
+        }
     };
     if req.dry_run {
         report.status = "planned".into();
         return Ok(());
+    }
+    if let Source::Kafka(k) = &job.source {
+        let mut dest = Destination::open(job, place).await?;
+        let outcome = run_kafka(&mut dest, job, req, (k, fetcher, place.client), report).await;
+        if outcome.is_err() {
+            dest.abandon(job).await;
+        }
+        return outcome;
     }
     let mut dest = Destination::open(job, place).await?;
     // A database's rows are read in one snapshot, from the table's last
@@ -405,7 +421,7 @@ async fn run_job(
             let since = d
                 .cursor
                 .as_ref()
-                .and_then(|_| dest.last_property(database::CURSOR_KEY));
+                .and_then(|_| dest.state(database::CURSOR_KEY));
             match database::extract(d, job, (req.from, req.to), &window, since).await {
                 Ok(e) => {
                     report.cursor = e.cursor.clone();
@@ -428,6 +444,7 @@ async fn run_job(
         job,
         req,
         (units, fetcher, landing, place.client),
+        Settle::default(),
         report,
     )
     .await;
@@ -435,6 +452,75 @@ async fn run_job(
         dest.abandon(job).await;
     }
     outcome
+}
+
+/// A Kafka job's run on its open table: the records after the table's
+/// offsets up to the partitions' ends, committed with the new offsets in
+/// one snapshot, only if the table's offsets are still those the read
+/// started from. A run that read nothing new commits nothing
+/// (`up-to-date`).
+async fn run_kafka(
+    dest: &mut Destination,
+    job: &Job,
+    req: &IngestRequest,
+    (src, fetcher, client): (
+        &crate::pipeline::KafkaSource,
+        files::Fetcher,
+        Option<&crate::rest::RestClient>,
+    ),
+    report: &mut JobReport,
+) -> Result<()> {
+    if let Some(id) = dest.landed(&req.run_id).await? {
+        report.status = "already-committed".into();
+        report.snapshot_id = Some(id);
+        return Ok(());
+    }
+    let recorded = dest.state(kafka::KAFKA_OFFSETS_KEY);
+    let extract = kafka::extract(src, recorded.as_deref()).await?;
+    report.kafka = Some(KafkaReport {
+        from: extract.started.to_json(),
+        to: extract.next.to_json(),
+        records: extract.records,
+    });
+    if !extract.moved() {
+        report.status = "up-to-date".into();
+        return Ok(());
+    }
+    let (properties, guard) = extract.commit_state(recorded);
+    let settle = Settle {
+        properties,
+        guard: Some(guard),
+    };
+    let units = extract.units.clone();
+    fill(
+        dest,
+        job,
+        req,
+        (units, fetcher, None, client),
+        settle,
+        report,
+    )
+    .await
+}
+
+/// A Kafka run's offsets: where it started and what it commits.
+#[derive(Debug, Clone, Serialize)]
+pub struct KafkaReport {
+    /// The table's offsets when the run started (JSON).
+    pub from: String,
+    /// The offsets after the records read, committed with them (JSON).
+    pub to: String,
+    /// Records read.
+    pub records: u64,
+}
+
+/// What a commit records besides the rows, and the state it requires.
+#[derive(Debug, Clone, Default)]
+struct Settle {
+    /// More summary properties.
+    properties: Vec<(String, String)>,
+    /// The state the table must still hold.
+    guard: Option<crate::table::snapshot::StateGuard>,
 }
 
 /// The run on the job's open table: fetch (API sources), evolve, write,
@@ -449,6 +535,7 @@ async fn fill(
         Option<&str>,
         Option<&crate::rest::RestClient>,
     ),
+    settle: Settle,
     report: &mut JobReport,
 ) -> Result<()> {
     let days = req.days();
@@ -504,7 +591,7 @@ async fn fill(
         report.status = "up-to-date".into();
         return Ok(());
     }
-    commit(dest, job, req, (written, guarded_days), report).await?;
+    commit(dest, job, req, (written, guarded_days, settle), report).await?;
     partial(job, &skipped, report)
 }
 
@@ -766,9 +853,21 @@ async fn commit(
     dest: &Destination,
     job: &Job,
     req: &IngestRequest,
-    (written, guarded_days): (Written, std::collections::BTreeSet<i32>),
+    (written, guarded_days, settle): (Written, std::collections::BTreeSet<i32>, Settle),
     report: &mut JobReport,
 ) -> Result<()> {
+    let mut properties = vec![(
+        "floe.rows-rejected".to_string(),
+        report.rows_rejected.to_string(),
+    )];
+    properties.extend(settle.properties);
+    // A database cursor is committed with the rows it read.
+    properties.extend(
+        report
+            .cursor
+            .clone()
+            .map(|c| (database::CURSOR_KEY.to_string(), c)),
+    );
     let commit = WindowCommit {
         job: &job.name,
         namespace: &job.namespace,
@@ -779,17 +878,8 @@ async fn commit(
         guarded_days,
         replaces: Replaces::of(job),
         days: report.merge_days.clone(),
-        properties: std::iter::once((
-            "floe.rows-rejected".to_string(),
-            report.rows_rejected.to_string(),
-        ))
-        .chain(
-            report
-                .cursor
-                .clone()
-                .map(|c| (database::CURSOR_KEY.to_string(), c)),
-        )
-        .collect(),
+        properties,
+        guard: settle.guard,
     };
     let committed = match written.commit(dest, commit).await {
         Ok(c) => c,
@@ -834,9 +924,8 @@ pub(crate) struct Unit {
     keep: std::ops::RangeInclusive<i32>,
     /// API bodies: the request series' `for_each` fields.
     vars: Option<std::collections::BTreeMap<String, String>>,
-    /// How rejects and errors name the unit when not by its file (a
-    /// database source's landed rows: the source).
-    label: Option<String>,
+    /// Landed Kafka records: their partition and offsets.
+    origin: Option<std::sync::Arc<kafka::Origin>>,
 }
 
 /// Feeds a unit's records to `sink`, `path` being its local copy.
@@ -848,7 +937,9 @@ fn read_unit(
 ) -> Result<()> {
     match &job.source {
         Source::Files(cfg) => records::read_file(path, cfg, sink),
-        Source::Database(_) => records::read_file(path, &database::landed_format(), sink),
+        Source::Database(_) | Source::Kafka(_) => {
+            records::read_file(path, &database::landed_format(), sink)
+        }
         Source::Http(h) => {
             let bytes = std::fs::read(path)
                 .map_err(|e| Error::Source(format!("{}: {e}", path.display())).caused_by(e))?;
@@ -983,6 +1074,7 @@ fn would_empty(job: &Job, days: &str, report: &JobReport) -> Error {
         }
         Source::Http(_) => format!("{} response(s) read", report.files_read.len()),
         Source::Database(d) => format!("read {}", database::describe(d)),
+        Source::Kafka(k) => format!("read {}", k.uri()),
     };
     Error::Contract(format!(
         "job {}: the source has no rows for {days}, which hold rows in {} ({source}); \
@@ -1033,7 +1125,7 @@ async fn file_units(
             file,
             keep: window.clone(),
             vars: None,
-            label: None,
+            origin: None,
         })
         .collect())
 }
@@ -1083,7 +1175,7 @@ async fn api_units(
             file: files::SourceFile::of_uri(&p.uri),
             keep: days::window(*p.keep.start(), *p.keep.end()),
             vars: Some(p.vars),
-            label: None,
+            origin: None,
         })
         .collect())
 }
@@ -1178,7 +1270,10 @@ fn read_all(
     let mut progress = progress::Progress::new(&job.name, units.len());
     let runtime = tokio::runtime::Handle::current();
     for unit in units {
-        let uri = unit.label.clone().unwrap_or_else(|| unit.file.uri());
+        let uri = unit
+            .origin
+            .as_ref()
+            .map_or_else(|| unit.file.uri(), |o| o.uri.clone());
         tracing::debug!(source = %uri, job = %job.name, "reading");
         progress.next_file();
         let (path, temp) = fetcher.materialize(&unit.file, &runtime)?;
@@ -1186,9 +1281,9 @@ fn read_all(
             job,
             uri,
             named: unit
-                .label
-                .clone()
-                .unwrap_or_else(|| path.display().to_string()),
+                .origin
+                .as_ref()
+                .map_or_else(|| path.display().to_string(), |o| o.uri.clone()),
             builder: &mut builder,
             window: if job.has_event_time() {
                 &unit.keep
@@ -1201,9 +1296,11 @@ fn read_all(
             read: 0,
             outside: 0,
             drift_checked: false,
+            origin: unit.origin.as_deref(),
         };
         read_unit(job, &unit, &path, &mut sink)?;
-        let (read, outside, rejected) = (sink.read, sink.outside, sink.rejected);
+        let rejected = sink.take_rejects();
+        let (read, outside) = (sink.read, sink.outside);
         drop(temp);
         tx.blocking_send(Msg::Counts { read, outside })
             .map_err(|_| closed())?;
@@ -1238,6 +1335,8 @@ struct FileSink<'a> {
     read: u64,
     outside: u64,
     drift_checked: bool,
+    /// Kafka records: a reject's line is its offset.
+    origin: Option<&'a kafka::Origin>,
 }
 
 impl FileSink<'_> {
@@ -1290,11 +1389,23 @@ impl FileSink<'_> {
 
     fn flush_rejects(&mut self) -> Result<()> {
         if self.rejected.len() >= BATCH_ROWS {
+            let rejected = self.take_rejects();
             self.tx
-                .blocking_send(Msg::Rejects(std::mem::take(&mut self.rejected)))
+                .blocking_send(Msg::Rejects(rejected))
                 .map_err(|_| closed())?;
         }
         Ok(())
+    }
+
+    /// The rejects so far, a Kafka record's line made its offset.
+    fn take_rejects(&mut self) -> Vec<Reject> {
+        let mut rejected = std::mem::take(&mut self.rejected);
+        if let Some(origin) = self.origin {
+            for r in &mut rejected {
+                r.line = origin.offset(r.line);
+            }
+        }
+        rejected
     }
 }
 

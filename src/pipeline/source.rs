@@ -58,6 +58,8 @@ pub enum Source {
     Http(Box<HttpSource>),
     /// A table or query of an operational database (PostgreSQL).
     Database(Box<DatabaseSource>),
+    /// A Kafka topic, read from the offsets the table recorded.
+    Kafka(Box<KafkaSource>),
 }
 
 impl Source {
@@ -65,7 +67,7 @@ impl Source {
     pub fn files(&self) -> Option<&SourceConfig> {
         match self {
             Source::Files(f) => Some(f),
-            Source::Http(_) | Source::Database(_) => None,
+            Source::Http(_) | Source::Database(_) | Source::Kafka(_) => None,
         }
     }
 }
@@ -84,6 +86,28 @@ pub struct DatabaseSource {
     /// A column that grows with every change (`updated_at`, a serial id):
     /// a run reads only rows past the last committed run's largest value.
     pub cursor: Option<String>,
+}
+
+/// A Kafka source, validated: `kafka = "host:port[,host:port...]"` (the
+/// bootstrap brokers) and a `topic` whose records are JSON objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSource {
+    /// Bootstrap brokers, `host:port` each.
+    pub brokers: Vec<String>,
+    /// The topic read (every partition).
+    pub topic: String,
+}
+
+impl KafkaSource {
+    /// `kafka://host:port/topic`: how reports, `_source` and rejects name it
+    /// (followed by `/<partition>` for one partition).
+    pub fn uri(&self) -> String {
+        format!(
+            "kafka://{}/{}",
+            self.brokers.first().map_or("", String::as_str),
+            self.topic
+        )
+    }
 }
 
 /// A database source's rows: a table, or a query's result.
@@ -367,6 +391,10 @@ pub(super) struct RawSource {
     query: Option<String>,
     #[serde(default)]
     cursor: Option<String>,
+    #[serde(default)]
+    kafka: Option<String>,
+    #[serde(default)]
+    topic: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -450,6 +478,14 @@ impl RawSource {
     pub(super) fn validate(mut self) -> Result<Source, String> {
         if let Some(url) = self.database.take() {
             return self.database(url);
+        }
+        if let Some(brokers) = self.kafka.take() {
+            return self.kafka(brokers);
+        }
+        if self.topic.is_some() {
+            return Err(
+                "key `source.topic`: is for a Kafka source (`kafka = \"host:9092\"`)".into(),
+            );
         }
         if self.table.is_some()
             || self.query.is_some()
@@ -554,6 +590,65 @@ impl RawSource {
             password_env: self.password_env,
             relation,
             cursor: self.cursor,
+        })))
+    }
+
+    /// A Kafka source: brokers as `host:port`, a topic, JSON records, no
+    /// file, HTTP or database key.
+    fn kafka(self, brokers: String) -> Result<Source, String> {
+        let list: Vec<String> = brokers
+            .split(',')
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty())
+            .collect();
+        let well_formed = |b: &String| {
+            b.rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        };
+        if list.is_empty() || !list.iter().all(well_formed) {
+            return Err(format!(
+                "key `source.kafka`: {brokers:?} is not a broker list; write \"host:port\" (comma-separated for several), e.g. \"127.0.0.1:9092\""
+            ));
+        }
+        let others = self.path.is_some()
+            || self.api.is_some()
+            || self.url.is_some()
+            || self.pagination.is_some()
+            || self.for_each.is_some()
+            || self.auth.is_some()
+            || self.records.is_some()
+            || self.table.is_some()
+            || self.query.is_some()
+            || self.password_env.is_some();
+        if others {
+            return Err(
+                "key `source`: a Kafka source takes `kafka`, `topic` and `format`, not file, HTTP or database keys"
+                    .into(),
+            );
+        }
+        match self.format {
+            None | Some(Format::Json | Format::Ndjson) => {}
+            Some(_) => {
+                return Err(
+                    "key `source.format`: a Kafka source reads records that are JSON objects (format = \"json\")"
+                        .into(),
+                );
+            }
+        }
+        let topic = self
+            .topic
+            .filter(|t| {
+                !t.is_empty()
+                    && t.len() <= 249
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            })
+            .ok_or(
+                "key `source.topic`: missing or not a topic name (letters, digits, `.`, `_`, `-`)",
+            )?;
+        Ok(Source::Kafka(Box::new(KafkaSource {
+            brokers: list,
+            topic,
         })))
     }
 

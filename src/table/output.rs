@@ -587,6 +587,7 @@ async fn stage_iceberg<'a>(
         run_id: file_prefix(spec, run),
         guarded_days: BTreeSet::new(),
         branch: Some(branch_name.clone()),
+        guard: None,
     };
     let base = loaded.metadata.current_snapshot_id();
     let uuid = loaded.metadata.uuid();

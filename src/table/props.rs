@@ -14,6 +14,11 @@ pub const WINDOW_KEY: &str = "floe.window";
 pub const LAST_RUN_PREFIX: &str = "floe.last-run.";
 /// State a later run reads back (carried forward like the run records).
 pub const STATE_PREFIX: &str = "floe.state.";
+/// A Kafka job's next offsets, `{"topic": {"partition": next_offset}}`,
+/// committed with the rows they delivered (a state key: carried forward).
+pub const KAFKA_OFFSETS_KEY: &str = "floe.state.kafka.offsets";
+/// A database source's cursor: the largest value committed.
+pub const DATABASE_CURSOR_KEY: &str = "floe.state.database.cursor";
 
 /// The table property naming the data file size to aim for.
 pub const TARGET_FILE_SIZE: &str = "write.target-file-size-bytes";

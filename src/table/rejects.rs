@@ -109,6 +109,7 @@ pub(super) async fn append_iceberg(
         guarded_days: Default::default(),
         properties: HashMap::from([(JOB_KEY.to_string(), job.name.clone())]),
         run_id: run_id.to_string(),
+        guard: None,
     };
     Ok(
         snapshot::commit_overwrite(client, &handle, loaded, &overwrite)

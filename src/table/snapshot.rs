@@ -63,6 +63,54 @@ pub struct Overwrite {
     pub properties: HashMap<String, String>,
     /// This run's id, recorded as [`RUN_ID_KEY`].
     pub run_id: String,
+    /// State the table must still hold for the commit to land.
+    pub guard: Option<StateGuard>,
+}
+
+/// A state key ([`STATE_PREFIX`]) whose value a commit depends on (a
+/// Kafka job's offsets: the rows it adds are the records after them). Each
+/// attempt checks the table still holds `expected`; when another writer
+/// changed it, nothing is committed ([`Error::CommitConflict`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateGuard {
+    /// The summary key.
+    pub key: String,
+    /// Its value when the run read the table (`None`: not set).
+    pub expected: Option<String>,
+}
+
+/// The newest value of state key `key` among the table's snapshots (by
+/// sequence number: writers that do not carry floe's state, such as Spark,
+/// may have committed since).
+pub fn state_value(metadata: &TableMetadata, key: &str) -> Option<String> {
+    metadata
+        .snapshots()
+        .filter_map(|s| {
+            s.summary()
+                .additional_properties
+                .get(key)
+                .map(|v| ((s.sequence_number(), s.timestamp_ms()), v))
+        })
+        .max_by_key(|(order, _)| *order)
+        .map(|(_, v)| v.clone())
+}
+
+/// Refuses a commit whose guarded state another writer changed.
+fn check_guard(loaded: &LoadedTable, handle: &TableHandle, guard: &StateGuard) -> Result<()> {
+    let now = state_value(&loaded.metadata, &guard.key);
+    if now == guard.expected {
+        return Ok(());
+    }
+    Err(Error::CommitConflict(format!(
+        "another run moved {} of {}.{} while this run was reading (from {} to {}); committing would \
+         deliver the same records twice, so nothing was committed: run again to continue from the \
+         table's offsets",
+        guard.key,
+        handle.namespace.join("."),
+        handle.name,
+        guard.expected.as_deref().unwrap_or("none"),
+        now.as_deref().unwrap_or("none"),
+    )))
 }
 
 /// What a committed overwrite did.
@@ -253,6 +301,8 @@ pub struct Change {
     /// (write-audit-publish). The snapshot's parent is still `main`'s head,
     /// so publishing is a fast-forward of `main` ([`publish_ref`]).
     pub branch: Option<String>,
+    /// State the table must still hold (checked on every attempt).
+    pub guard: Option<StateGuard>,
 }
 
 /// How [`commit_change`] ended.
@@ -348,6 +398,7 @@ pub async fn commit_overwrite(
         run_id: overwrite.run_id.clone(),
         guarded_days: overwrite.guarded_days.clone(),
         branch: None,
+        guard: overwrite.guard.clone(),
     };
     match commit_change(client, handle, loaded, &change).await? {
         ChangeOutcome::Committed(report) => Ok(report),
@@ -372,6 +423,9 @@ pub async fn commit_change(
     for attempt in 1..=retry.attempts {
         if let Some(id) = landed_snapshot(&loaded.metadata, &change.run_id) {
             return Ok(ChangeOutcome::Committed(CommitReport::landed(id, attempt)));
+        }
+        if let Some(guard) = &change.guard {
+            check_guard(&loaded, handle, guard)?;
         }
         if attempt > 1 {
             overlap_check(handle, &loaded, base, change).await?;

@@ -224,28 +224,13 @@ impl Destination {
         }
     }
 
-    /// A summary property of the newest snapshot, on the current branch,
-    /// that records it (e.g. a database cursor); none when no snapshot does.
-    pub fn last_property(&self, key: &str) -> Option<String> {
-        let Self::Iceberg { loaded, .. } = self else {
-            return None;
-        };
-        let metadata = &loaded.metadata;
-        let mut current = metadata.current_snapshot();
-        let mut steps = 0usize;
-        while let Some(snapshot) = current {
-            if let Some(v) = snapshot.summary().additional_properties.get(key) {
-                return Some(v.clone());
-            }
-            steps += 1;
-            if steps > metadata.snapshots().len() {
-                return None;
-            }
-            current = snapshot
-                .parent_snapshot_id()
-                .and_then(|id| metadata.snapshot_by_id(id));
+    /// The newest value of state key `key` recorded in the table (Iceberg;
+    /// none for Delta, whose runs record no state).
+    pub fn state(&self, key: &str) -> Option<String> {
+        match self {
+            Self::Iceberg { loaded, .. } => snapshot::state_value(&loaded.metadata, key),
+            Self::Delta { .. } => None,
         }
-        None
     }
 
     /// The table at its current snapshot, as queries read it (none when it
@@ -606,6 +591,7 @@ impl Written {
                     guarded_days: c.guarded_days,
                     properties: properties.into_iter().collect(),
                     run_id: c.run_id.to_string(),
+                    guard: c.guard,
                 };
                 let done = if c.replaces == Replaces::Table {
                     replace_table(client, &handle, loaded, &overwrite).await
@@ -675,6 +661,7 @@ async fn replace_table(
         run_id: overwrite.run_id.clone(),
         guarded_days: BTreeSet::new(),
         branch: None,
+        guard: None,
     };
     match snapshot::commit_change(client, handle, loaded.clone(), &change).await? {
         snapshot::ChangeOutcome::Committed(report) => Ok(report),
@@ -709,6 +696,8 @@ pub struct WindowCommit<'a> {
     /// The days replaced instead of the window's (a merge's: the days
     /// holding its new rows and the rows they replace).
     pub days: Option<BTreeSet<i32>>,
+    /// State the table must still hold (Iceberg; a Kafka job's offsets).
+    pub guard: Option<snapshot::StateGuard>,
 }
 
 fn delta_target(job: &Job, place: &Place<'_>) -> Result<delta::Target> {

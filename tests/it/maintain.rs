@@ -125,6 +125,7 @@ pub(crate) async fn append(client: &RestClient, name: &str, day: i32, ids: std::
             guarded_days: Default::default(),
             properties: HashMap::new(),
             run_id: uuid::Uuid::new_v4().to_string(),
+            guard: None,
         },
     )
     .await
@@ -318,6 +319,7 @@ async fn a_replace_never_removes_files_a_concurrent_overwrite_already_replaced()
             guarded_days: Default::default(),
             properties: HashMap::new(),
             run_id: "ingest-run".into(),
+            guard: None,
         },
     )
     .await
@@ -336,6 +338,7 @@ async fn a_replace_never_removes_files_a_concurrent_overwrite_already_replaced()
         run_id: "compact-run".into(),
         guarded_days: Default::default(),
         branch: None,
+        guard: None,
     };
     let head = Target::open(&client, "m.t").await.expect("open");
     let outcome = snapshot::commit_change(&client, &head.handle, head.loaded.clone(), &change)
@@ -370,6 +373,7 @@ async fn a_replace_keeps_files_a_concurrent_append_added() {
         run_id: "compact-run".into(),
         guarded_days: Default::default(),
         branch: None,
+        guard: None,
     };
     // Built from the planning snapshot: the producer reloads on conflict.
     let outcome =
@@ -407,6 +411,7 @@ async fn expiry_deletes_only_what_no_retained_snapshot_references() {
             guarded_days: Default::default(),
             properties: HashMap::from([("floe.job".to_string(), "j".to_string())]),
             run_id: "run-1".into(),
+            guard: None,
         },
     )
     .await
@@ -550,6 +555,7 @@ async fn overwrite_day(
             guarded_days: Default::default(),
             properties: HashMap::new(),
             run_id: run.into(),
+            guard: None,
         },
     )
     .await

@@ -5,6 +5,9 @@ Environment (see README.md):
   FLOE_TEST_REQUIRE_SERVER =1: a missing or server-less binary fails the run instead of skipping
   FLOE_TEST_POSTGRES       =1: also run the Postgres-backed tests (infra/local/postgres.sh)
   FLOE_TEST_POSTGRES_URL   or: use this running Postgres (postgres://postgres@127.0.0.1:PORT/DB)
+  FLOE_TEST_KAFKA          =1: also run the Kafka tests, starting a broker (infra/local/kafka.sh)
+  FLOE_TEST_KAFKA_BROKERS  or: use this running broker (127.0.0.1:PORT); without either the Kafka
+                           tests are skipped, or fail under CI=true
   FLOE_SPARK_JARS          Spark's Iceberg, Delta and S3 jars, comma-separated, and
   FLOE_SPARK_PYTHON        a python with pyspark 3.5: both printed by infra/local/spark.sh install;
                            without them the Spark tests are skipped, or fail under CI=true
@@ -43,6 +46,7 @@ def pytest_configure(config):
     for marker, text in [
         ("s3", "uses the SeaweedFS S3 stand-in"),
         ("postgres", "needs FLOE_TEST_POSTGRES=1"),
+        ("kafka", "needs FLOE_TEST_KAFKA=1 or FLOE_TEST_KAFKA_BROKERS"),
         ("spark", "needs FLOE_SPARK_JARS and FLOE_SPARK_PYTHON (infra/local/spark.sh install)"),
         ("trino", "needs FLOE_TRINO_HOME (infra/local/trino.sh install)"),
         ("slow", "takes more than a few seconds"),
@@ -222,6 +226,37 @@ def postgres_url():
     subprocess.run(["bash", str(script), "stop", str(data_dir)], capture_output=True, timeout=120,
                    stdin=subprocess.DEVNULL)
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_brokers():
+    """One Kafka broker (KRaft, broker and controller in one JVM) for the session."""
+    given = os.environ.get("FLOE_TEST_KAFKA_BROKERS")
+    if given:  # a broker someone else started (infra/test.sh does)
+        yield given
+        return
+    if os.environ.get("FLOE_TEST_KAFKA") != "1":
+        reason = ("Kafka tests are off: set FLOE_TEST_KAFKA=1 (starts one with infra/local/kafka.sh) "
+                  "or FLOE_TEST_KAFKA_BROKERS")
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    script = lib.REPO_ROOT / "infra" / "local" / "kafka.sh"
+    cache = os.environ.get("FLOE_CACHE_DIR", str(Path.home() / ".cache" / "floe"))
+    out = subprocess.run(["bash", str(script), "install", cache], capture_output=True, text=True, timeout=900,
+                         stdin=subprocess.DEVNULL)
+    if out.returncode != 0:
+        pytest.fail(f"kafka.sh install failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    work = Path(tempfile.mkdtemp(prefix="floe-kafka-", dir="/tmp"))
+    out = subprocess.run(["bash", str(script), "start", str(work), str(lib.free_port())], capture_output=True,
+                         text=True, timeout=180, stdin=subprocess.DEVNULL)
+    if out.returncode != 0:
+        pytest.fail(f"kafka.sh start failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    address = out.stdout.strip().splitlines()[-1]
+    yield address
+    subprocess.run(["bash", str(script), "stop", str(work)], capture_output=True, timeout=120,
+                   stdin=subprocess.DEVNULL)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture

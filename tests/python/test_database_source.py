@@ -239,7 +239,7 @@ def test_a_cursor_reads_only_changes_and_merges_them_by_key(local_server, fresh_
     assert state() == {1: Decimal("11.50"), 2: Decimal("20.00"), 3: Decimal("30.00"), 4: Decimal("40.00")}
     table = cat.load_table(f"{ns}.accounts")
     summary = table.current_snapshot().summary.additional_properties
-    assert summary["floe.cursor"] == "2024-06-02 09:00:00+00", summary
+    assert summary["floe.state.database.cursor"] == "2024-06-02 09:00:00+00", summary
     snapshot = table.current_snapshot().snapshot_id
 
     # The same run id again: found, not applied twice.

@@ -850,6 +850,7 @@ fn replace_change(batch: &[Rewritten], since: i64) -> Change {
         run_id: format!("compact-{}", Uuid::new_v4().simple()),
         guarded_days: Default::default(),
         branch: None,
+        guard: None,
     }
 }
 

@@ -232,6 +232,7 @@ fn change(fx: &Fixture, added: Vec<DataFile>, removal: Removal) -> Change {
         run_id: "run-1".to_string(),
         guarded_days: BTreeSet::new(),
         branch: None,
+        guard: None,
     }
 }
 
