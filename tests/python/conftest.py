@@ -46,6 +46,7 @@ def pytest_configure(config):
     for marker, text in [
         ("s3", "uses the SeaweedFS S3 stand-in"),
         ("postgres", "needs FLOE_TEST_POSTGRES=1"),
+        ("mariadb", "needs FLOE_TEST_MARIADB=1 or FLOE_TEST_MARIADB_URL"),
         ("kafka", "needs FLOE_TEST_KAFKA=1 or FLOE_TEST_KAFKA_BROKERS"),
         ("spark", "needs FLOE_SPARK_JARS and FLOE_SPARK_PYTHON (infra/local/spark.sh install)"),
         ("trino", "needs FLOE_TRINO_HOME (infra/local/trino.sh install)"),
@@ -226,6 +227,32 @@ def postgres_url():
     subprocess.run(["bash", str(script), "stop", str(data_dir)], capture_output=True, timeout=120,
                    stdin=subprocess.DEVNULL)
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mariadb():
+    """One MariaDB server for the session: (URL without password, password)."""
+    given = os.environ.get("FLOE_TEST_MARIADB_URL")
+    if given:  # a server someone else started (infra/test.sh does)
+        yield given, os.environ["FLOE_TEST_MARIADB_PASSWORD"]
+        return
+    if os.environ.get("FLOE_TEST_MARIADB") != "1":
+        reason = ("MariaDB tests are off: set FLOE_TEST_MARIADB=1 (starts one with infra/local/mariadb.sh) "
+                  "or FLOE_TEST_MARIADB_URL and FLOE_TEST_MARIADB_PASSWORD")
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    script = lib.REPO_ROOT / "infra" / "local" / "mariadb.sh"
+    work = Path(tempfile.mkdtemp(prefix="floe-mariadb-", dir="/tmp"))
+    password = "maria-" + os.urandom(6).hex()
+    out = subprocess.run(["bash", str(script), "start", str(work), str(lib.free_port()), password],
+                         capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    if out.returncode != 0:
+        pytest.fail(f"mariadb.sh start failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    yield out.stdout.strip().splitlines()[-1], password
+    subprocess.run(["bash", str(script), "stop", str(work)], capture_output=True, timeout=120,
+                   stdin=subprocess.DEVNULL)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

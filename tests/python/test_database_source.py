@@ -254,3 +254,78 @@ def test_a_cursor_reads_only_changes_and_merges_them_by_key(local_server, fresh_
     bad = write_pipeline(tmp_path / "bad.toml", server, [{**job, "mode": "append", "unique_key": []}])
     out = run(server, bad, "2024-06-01", "2024-06-01")
     assert out.returncode == 2 and 'set mode = \\"merge\\"' in out.stderr.replace('"', '\\"'), lib.explain(out)
+
+
+# ---------------------------------------------------------------------------------------
+# MySQL/MariaDB: the same contract from another server
+
+
+def mariadb_sql(url: str, password: str, sql: str) -> None:
+    m = re.match(r"mysql://(?P<user>[^@]+)@(?P<host>[^:/]+):(?P<port>\d+)/(?P<db>.+)$", url)
+    assert m, url
+    out = subprocess.run(["mariadb", "--no-defaults", "-h", m["host"], "-P", m["port"], "-u", m["user"],
+                          f"-p{password}", m["db"], "-e", sql], capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.mariadb
+def test_a_mariadb_table_lands_with_exact_values_and_a_cursor(local_server, mariadb, ns: str, tmp_path):
+    server = local_server
+    url, password = mariadb
+    table = f"sales_{ns}"
+    mariadb_sql(url, password, f"""
+        CREATE TABLE {table} (id BIGINT PRIMARY KEY, sold_at TIMESTAMP(6) NOT NULL, local_time DATETIME(3),
+          amount DECIMAL(20, 4), attrs JSON, note VARCHAR(100), flag BOOLEAN, updated_at TIMESTAMP(6) NOT NULL);
+        INSERT INTO {table} VALUES
+          (1, '2024-05-01 00:00:00', '2024-05-01 02:00:00.125', 1234567890123456.7891, '{{"channel": "web"}}',
+              'first', TRUE, '2024-06-01 10:00:00.000001'),
+          (2, '2024-05-01 23:59:59.999999', NULL, 0.0001, NULL, 'line1\\nline2 "q"', FALSE,
+              '2024-06-01 10:00:00.000002'),
+          (3, '2024-05-03 12:00:00', NULL, 3, NULL, NULL, NULL, '2024-06-01 10:00:00.000003');
+    """)
+    env_password = {"FLOE_TEST_DB_PASSWORD": password}
+    job = {"name": "sales", "table": f"{ns}.sales",
+           "source": {"database": url, "table": table, "password_env": "FLOE_TEST_DB_PASSWORD"},
+           "event_time": {"kind": "offset", "column": "sold_at"},
+           "columns": [{"name": "id", "type": "long", "required": True},
+                       {"name": "local_time", "type": "string"},
+                       {"name": "amount", "type": "decimal(20, 4)"},
+                       {"name": "attrs", "type": "struct<channel: string>"},
+                       {"name": "note", "type": "string"},
+                       {"name": "flag", "type": "boolean"}],
+           "schema_drift": "ignore"}
+    pipeline = write_pipeline(tmp_path / "floe.toml", server, [job])
+    report = tmp_path / "report.json"
+    env = lib.clean_env(NO_COLOR="1", RUST_LOG="floe=debug", **env_password)
+    out = subprocess.run(ingest_cmd(pipeline, "2024-05-01", "2024-05-01", "--report", str(report)),
+                         capture_output=True, text=True, timeout=INGEST_TIMEOUT_S, env=env, cwd=tmp_path,
+                         stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, lib.explain(out)
+    assert password not in out.stdout + out.stderr, "the password was printed"
+    assert lib.job_report(lib.read_report(report), "sales")["rows_read"] == 2  # the server filtered day 3
+    rows = {r["id"]: r for r in server.catalog().load_table(f"{ns}.sales").scan().to_arrow().to_pylist()}
+    assert sorted(rows) == [1, 2]
+    assert rows[1]["amount"] == Decimal("1234567890123456.7891")
+    assert rows[2]["amount"] == Decimal("0.0001")
+    assert rows[1]["ts_utc"] == dt.datetime(2024, 5, 1, tzinfo=UTC)
+    assert rows[2]["ts_utc"] == dt.datetime(2024, 5, 1, 23, 59, 59, 999999, tzinfo=UTC)
+    assert rows[1]["local_time"] == "2024-05-01T02:00:00.125000"
+    assert rows[1]["attrs"] == {"channel": "web"}
+    assert rows[2]["note"] == 'line1\nline2 "q"'
+    assert rows[1]["flag"] is True and rows[2]["flag"] is False
+
+    # A cursor and a merge, as on PostgreSQL.
+    merged = {**job, "name": "sales_changes", "table": f"{ns}.sales_changes", "mode": "merge",
+              "unique_key": ["id"], "source": {**job["source"], "cursor": "updated_at"}}
+    pipeline = write_pipeline(tmp_path / "merge.toml", server, [merged])
+    cmd = ingest_cmd(pipeline, "2024-06-01", "2024-06-01")
+    run_ok = lambda: subprocess.run(cmd, capture_output=True, text=True, timeout=INGEST_TIMEOUT_S, env=env,  # noqa: E731
+                                    cwd=tmp_path, stdin=subprocess.DEVNULL)
+    out = run_ok()
+    assert out.returncode == 0, lib.explain(out)
+    mariadb_sql(url, password, f"UPDATE {table} SET amount = 5, updated_at = '2024-06-02 00:00:00' WHERE id = 3")
+    out = run_ok()
+    assert out.returncode == 0, lib.explain(out)
+    got = {r["id"]: r["amount"] for r in server.catalog().load_table(f"{ns}.sales_changes").scan().to_arrow().to_pylist()}
+    assert got == {1: Decimal("1234567890123456.7891"), 2: Decimal("0.0001"), 3: Decimal("5.0000")}
