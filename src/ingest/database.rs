@@ -39,6 +39,7 @@ use sqlx::{Column, Connection, Executor, TypeInfo};
 
 use super::Unit;
 use super::files::SourceFile;
+use super::scd2::ident;
 use crate::error::{Error, Result};
 use crate::pipeline::{DatabaseSource, EventTimeConfig, Job, Relation};
 
@@ -370,11 +371,6 @@ async fn land(src: &DatabaseSource, db: &mut Db, sql: &str, path: &std::path::Pa
     }
     out.flush().map_err(io)?;
     Ok(rows)
-}
-
-/// `name` as a quoted SQL identifier.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Each row of `inner` as JSON text (PostgreSQL's `to_jsonb`, MySQL's

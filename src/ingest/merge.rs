@@ -20,6 +20,7 @@ use arrow_schema::SchemaRef;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
+use super::scd2::ident;
 use crate::error::{Error, Result};
 use crate::pipeline::{EVENT_TIME_COLUMN, Job};
 use crate::table::read::register_as;
@@ -32,10 +33,6 @@ pub struct Merged {
     pub rows: Vec<RecordBatch>,
     /// The days rewritten (none: the whole table).
     pub days: Option<BTreeSet<i32>>,
-}
-
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The rows to write and the days they replace when `new` (the run's rows,

@@ -39,7 +39,8 @@ impl Sink for Collected {
     }
 }
 
-fn ident(name: &str) -> String {
+/// `name` as a quoted SQL identifier.
+pub(super) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import queue
 import re
@@ -24,6 +25,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import quote, unquote, urlparse
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -843,3 +845,52 @@ class SparkSteps:
             self.proc.wait(timeout=30)
         if not self._log.closed:
             self._log.close()
+
+
+# ---------------------------------------------------------------------------------------
+# per-column checksums, the same figures from an engine's SQL and from pyarrow
+
+
+def checksum_plan(schema: pa.Schema,
+                  quote_name: Callable[[str], str] = lambda n: '"' + n.replace('"', '""') + '"') -> list[tuple[str, str]]:
+    """(label, SQL expression; `quote_name` quotes a column name, Trino's way by default) per figure: the row count, then per top-level column
+    its non-null count and a sum (numbers), a count of true values (booleans) or a count of
+    distinct values (everything else)."""
+    plan = [("rows", "count(*)")]
+    for field in schema:
+        col = quote_name(field.name)
+        plan.append((f"{field.name}: non-null", f"count({col})"))
+        t = field.type
+        if pa.types.is_integer(t):
+            plan.append((f"{field.name}: sum", f"sum({col})"))
+        elif pa.types.is_floating(t) or pa.types.is_decimal(t):
+            plan.append((f"{field.name}: sum", f"sum(CAST({col} AS double))"))
+        elif pa.types.is_boolean(t):
+            plan.append((f"{field.name}: true", f"count_if({col})"))
+        elif not pa.types.is_nested(t):
+            plan.append((f"{field.name}: distinct", f"count(DISTINCT {col})"))
+    return plan
+
+
+def arrow_figure(table, label: str) -> float | int | None:
+    if label == "rows":
+        return table.num_rows
+    name, what = label.rsplit(": ", 1)
+    col = table.column(name)
+    if what == "non-null":
+        return len(col) - col.null_count
+    if what == "sum":
+        if col.null_count == len(col):
+            return None
+        return pc.sum(pc.cast(col, pa.float64()) if pa.types.is_decimal(col.type) else col).as_py()
+    if what == "true":
+        return pc.sum(pc.cast(pc.fill_null(col, False), pa.int64())).as_py() or 0
+    return pc.count_distinct(col, mode="only_valid").as_py()
+
+
+def same(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
+    return a == b

@@ -26,11 +26,9 @@ Everything is on 127.0.0.1 and every wait is bounded.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 
 import floe_testlib as lib
@@ -59,53 +57,9 @@ def quoted(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def checksum_plan(schema: pa.Schema) -> list[tuple[str, str]]:
-    """(label, Spark expression) per figure: the row count, then per top-level column its
-    non-null count and a sum (numbers), a count of true values (booleans) or a count of
-    distinct values (everything else but nested columns)."""
-    plan = [("rows", "count(*)")]
-    for field in schema:
-        col = quoted(field.name)
-        plan.append((f"{field.name}: non-null", f"count({col})"))
-        t = field.type
-        if pa.types.is_integer(t):
-            plan.append((f"{field.name}: sum", f"sum({col})"))
-        elif pa.types.is_floating(t) or pa.types.is_decimal(t):
-            plan.append((f"{field.name}: sum", f"sum(CAST({col} AS double))"))
-        elif pa.types.is_boolean(t):
-            plan.append((f"{field.name}: true", f"count_if({col})"))
-        elif not pa.types.is_nested(t):
-            plan.append((f"{field.name}: distinct", f"count(DISTINCT {col})"))
-    return plan
-
-
-def arrow_figure(table: pa.Table, label: str) -> float | int | None:
-    if label == "rows":
-        return table.num_rows
-    name, what = label.rsplit(": ", 1)
-    col = table.column(name)
-    if what == "non-null":
-        return len(col) - col.null_count
-    if what == "sum":
-        if col.null_count == len(col):
-            return None
-        return pc.sum(pc.cast(col, pa.float64()) if pa.types.is_decimal(col.type) else col).as_py()
-    if what == "true":
-        return pc.sum(pc.cast(pc.fill_null(col, False), pa.int64())).as_py() or 0
-    return pc.count_distinct(col, mode="only_valid").as_py()
-
-
-def same(a, b) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    if isinstance(a, float) or isinstance(b, float):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
-    return a == b
-
-
 def checksum_diffs(plan: list[tuple[str, str]], arrow: pa.Table, got: list) -> list[str]:
-    return [f"  {label}: Spark {value!r}, pyiceberg {arrow_figure(arrow, label)!r}"
-            for (label, _), value in zip(plan, got) if not same(value, arrow_figure(arrow, label))]
+    return [f"  {label}: Spark {value!r}, pyiceberg {lib.arrow_figure(arrow, label)!r}"
+            for (label, _), value in zip(plan, got) if not lib.same(value, lib.arrow_figure(arrow, label))]
 
 
 # ---------------------------------------------------------------------------------------
@@ -186,7 +140,7 @@ def test_spark_reads_floe_tables(spark_env, catalog_server, kind, tmp_path):
     ingest_ok(server, twin, first, last)
 
     arrows = {ident: server.catalog().load_table(ident).scan().to_arrow() for ident in tables}
-    plans = {ident: checksum_plan(arrow.schema) for ident, arrow in arrows.items()}
+    plans = {ident: lib.checksum_plan(arrow.schema, quoted) for ident, arrow in arrows.items()}
     steps = [{"query": f"SELECT {', '.join(e for _, e in plans[ident])} FROM floe.{ident}",
               "about": f"floe.{ident} ({kind} warehouse)"} for ident in tables]
     per_day = "SELECT CAST({day} AS STRING), count(*), count(value), sum(value) FROM {t} GROUP BY 1 ORDER BY 1"

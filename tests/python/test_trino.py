@@ -23,7 +23,6 @@ every wait is bounded and everything is on 127.0.0.1.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import threading
 from pathlib import Path
 
@@ -52,61 +51,17 @@ def catalog_of(trino: lib.TrinoServer, kind: str) -> tuple[str, lib.CatalogServe
 # checksums: one Trino query per table, the same figures from pyiceberg's Arrow table
 
 
-def checksum_plan(schema: pa.Schema) -> list[tuple[str, str]]:
-    """(label, Trino expression) per figure: the row count, then per top-level column
-    its non-null count and a sum (numbers), a count of true values (booleans) or a count of
-    distinct values (everything else)."""
-    plan = [("rows", "count(*)")]
-    for field in schema:
-        col = '"' + field.name.replace('"', '""') + '"'
-        plan.append((f"{field.name}: non-null", f"count({col})"))
-        t = field.type
-        if pa.types.is_integer(t):
-            plan.append((f"{field.name}: sum", f"sum({col})"))
-        elif pa.types.is_floating(t) or pa.types.is_decimal(t):
-            plan.append((f"{field.name}: sum", f"sum(CAST({col} AS double))"))
-        elif pa.types.is_boolean(t):
-            plan.append((f"{field.name}: true", f"count_if({col})"))
-        elif not pa.types.is_nested(t):
-            plan.append((f"{field.name}: distinct", f"count(DISTINCT {col})"))
-    return plan
-
-
-def arrow_figure(table: pa.Table, label: str) -> float | int | None:
-    if label == "rows":
-        return table.num_rows
-    name, what = label.rsplit(": ", 1)
-    col = table.column(name)
-    if what == "non-null":
-        return len(col) - col.null_count
-    if what == "sum":
-        if col.null_count == len(col):
-            return None
-        return pc.sum(pc.cast(col, pa.float64()) if pa.types.is_decimal(col.type) else col).as_py()
-    if what == "true":
-        return pc.sum(pc.cast(pc.fill_null(col, False), pa.int64())).as_py() or 0
-    return pc.count_distinct(col, mode="only_valid").as_py()
-
-
-def same(a, b) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
-    if isinstance(a, float) or isinstance(b, float):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-9)
-    return a == b
-
-
 def assert_trino_matches_pyiceberg(trino: lib.TrinoServer, kind: str, ident: str) -> int:
     """Trino's figures for `ident` equal pyiceberg's; returns the row count."""
     catalog, server = catalog_of(trino, kind)
     arrow = server.catalog().load_table(ident).scan().to_arrow()
-    plan = checksum_plan(arrow.schema)
+    plan = lib.checksum_plan(arrow.schema)
     sql = f"SELECT {', '.join(expr for _, expr in plan)} FROM {catalog}.{ident}"
     (got,) = trino.rows(catalog, sql, about=f"{catalog}.{ident} ({kind} warehouse)")
     diffs = []
     for (label, _), value in zip(plan, got):
-        want = arrow_figure(arrow, label)
-        if not same(value, want):
+        want = lib.arrow_figure(arrow, label)
+        if not lib.same(value, want):
             diffs.append(f"  {label}: Trino {value!r}, pyiceberg {want!r}")
     assert not diffs, f"{catalog}.{ident} ({kind}): Trino and pyiceberg disagree:\n" + "\n".join(diffs)
     return arrow.num_rows
