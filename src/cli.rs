@@ -42,10 +42,17 @@ pub enum Command {
     /// Records that do not convert go to <table>__rejects with their reason;
     /// past the job's reject_threshold, or when [job.expect] finds gaps,
     /// duplicates or empty days, nothing is committed and floe exits with
-    /// code 1. A job with mode = "append" adds its rows instead; one without
-    /// event_time replaces its whole (unpartitioned) table. With
+    /// code 1. A job with mode = "append" adds its rows instead; one with
+    /// mode = "merge" and unique_key replaces the table's rows with the same
+    /// key, rewriting only the days they touch; one without event_time
+    /// replaces its whole (unpartitioned) table. With
     /// on_entry_error = "skip", failing for_each entries are skipped, their
     /// rows kept, and floe exits with code 3 (partial).
+    ///
+    /// A database job (source = { database = "postgres://..." or
+    /// "mysql://...", table or query, password_env }) reads the window's
+    /// days in one consistent snapshot; with cursor = "updated_at" and
+    /// mode = "merge", only the rows changed since the last commit.
     ///
     /// A Kafka job (source = { kafka = "host:port", topic = "..." }) is
     /// not windowed: it appends every record after the offsets its table
