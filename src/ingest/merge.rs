@@ -58,9 +58,11 @@ pub async fn merge(
             Error::Storage(format!("job {}: merge {what}: {e}", job.name)).caused_by(e)
         }
     };
+    // The run's rows as a table, shared by both contexts below.
+    let run: Arc<MemTable> =
+        Arc::new(MemTable::try_new(schema.clone(), vec![new.clone()]).map_err(fail("run rows"))?);
     let ctx = SessionContext::new();
-    let run = MemTable::try_new(schema.clone(), vec![new.clone()]).map_err(fail("run rows"))?;
-    register_as(&ctx, "run.new", Arc::new(run))?;
+    register_as(&ctx, "run.new", run.clone())?;
     let keys: Vec<String> = job.unique_key.iter().map(|k| ident(k)).collect();
     super::scd2::repeated_keys(&ctx, job, &keys).await?;
     let run_days = if by_day {
@@ -103,8 +105,7 @@ pub async fn merge(
     // The kept rows: the rewritten days' (or the table's) rows whose key
     // the run does not bring.
     let kept_ctx = SessionContext::new();
-    let run = MemTable::try_new(schema.clone(), vec![new.clone()]).map_err(fail("run rows"))?;
-    register_as(&kept_ctx, "run.new", Arc::new(run))?;
+    register_as(&kept_ctx, "run.new", run)?;
     current.register(&kept_ctx, days.as_ref()).await?;
     let columns: Vec<String> = schema
         .fields()
