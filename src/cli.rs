@@ -59,6 +59,9 @@ pub enum Command {
     /// recorded, up to each partition's end offset at the start of the run,
     /// on the records' own days, and commits the new offsets in the same
     /// snapshot (exactly once; --from/--to/--days do not filter it).
+    /// With --follow it keeps running, one such commit every --commit-every,
+    /// until SIGTERM. With parallel = N, a database job reads N key ranges
+    /// at once, all in one snapshot.
     Ingest(IngestArgs),
     /// Rewrite small data files into files of the target size (a `replace`
     /// snapshot; readers see the same rows).
@@ -506,8 +509,28 @@ pub struct IngestArgs {
 
     /// Run id recorded in the snapshot summary (floe.run-id). Passing the
     /// scheduler's id makes a retried run detect that its commit landed.
+    /// With --follow, each commit's id is this one followed by -<n>.
     #[arg(long, env = "FLOE_RUN_ID")]
     pub run_id: Option<String>,
+
+    /// Kafka jobs: keep running, committing what arrived every
+    /// --commit-every (each commit exactly once, with its offsets, as a
+    /// bounded run would). SIGTERM or Ctrl-C stops it after the commit in
+    /// progress; an error stops it with exit 1 (a supervisor restarts it
+    /// from the table's offsets).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub follow: bool,
+
+    /// With --follow: how often to commit (e.g. 30s, 5m).
+    #[arg(long, default_value = "30s", value_parser = crate::duration::parse_duration)]
+    pub commit_every: std::time::Duration,
+
+    /// Kafka jobs: read at most this many records per commit (shared out
+    /// among the partitions), so a backlog lands in bounded commits. The
+    /// default reads to the end offsets seen at the start (with --follow:
+    /// 1000000).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_records: Option<u64>,
 }
 
 /// `floe catalog ...`.

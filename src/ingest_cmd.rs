@@ -34,6 +34,9 @@ pub fn new_run_id() -> String {
     format!("{now}-{}", &tail[..8])
 }
 
+/// Records per commit with --follow unless --max-records says otherwise.
+const FOLLOW_MAX_RECORDS: u64 = 1_000_000;
+
 /// Runs `floe ingest`.
 pub async fn run(args: &IngestArgs) -> Result<()> {
     let mut pipeline = pipeline::load(&args.pipeline)?;
@@ -46,26 +49,115 @@ pub async fn run(args: &IngestArgs) -> Result<()> {
         allow_empty: args.allow_empty,
         now: Utc::now(),
         run_id: args.run_id.clone().unwrap_or_else(new_run_id),
+        max_records: args.max_records,
     };
+    if args.follow {
+        check_follow(&pipeline, &args.jobs)?;
+    }
     tracing::info!(run_id = %request.run_id, %from, %to, "ingest");
     let embedded = crate::connect::serve_embedded(&mut pipeline, !args.dry_run).await?;
-    let (reports, outcome) = ingest::run(&pipeline, &args.jobs, &request).await;
+    let outcome = if args.follow {
+        follow(&pipeline, args, request).await
+    } else {
+        let (reports, outcome) = ingest::run(&pipeline, &args.jobs, &request).await;
+        print_summary(&reports, args.dry_run);
+        write_report(args, &request, &reports).and(outcome)
+    };
     if let Some(running) = embedded {
         running.shutdown().await;
     }
-    print_summary(&reports, args.dry_run);
-    if let Some(path) = &args.report {
-        let json = serde_json::to_vec_pretty(&serde_json::json!({
-            "run_id": request.run_id,
-            "window": { "from": from, "to": to },
-            "jobs": reports,
-        }))
-        .map_err(|e| Error::Config(format!("cannot encode the report: {e}")).caused_by(e))?;
-        std::fs::write(path, json).map_err(|source| Error::Io {
-            context: format!("cannot write the report {}", path.display()),
-            source,
-        })?;
+    outcome
+}
+
+/// Writes the JSON report when `--report` asks for one.
+fn write_report(args: &IngestArgs, request: &IngestRequest, reports: &[JobReport]) -> Result<()> {
+    let Some(path) = &args.report else {
+        return Ok(());
+    };
+    let json = serde_json::to_vec_pretty(&serde_json::json!({
+        "run_id": request.run_id,
+        "window": { "from": request.from, "to": request.to },
+        "jobs": reports,
+    }))
+    .map_err(|e| Error::Config(format!("cannot encode the report: {e}")).caused_by(e))?;
+    std::fs::write(path, json).map_err(|source| Error::Io {
+        context: format!("cannot write the report {}", path.display()),
+        source,
+    })
+}
+
+/// `--follow` runs Kafka jobs only: other sources have no stream to wait on.
+fn check_follow(pipeline: &pipeline::Pipeline, selected: &[String]) -> Result<()> {
+    let jobs = ingest::selected_jobs(pipeline, selected)?;
+    match jobs
+        .iter()
+        .find(|j| !matches!(j.source, pipeline::Source::Kafka(_)))
+    {
+        Some(j) => Err(Error::Config(format!(
+            "--follow keeps Kafka jobs running; job {} does not read Kafka (name the Kafka jobs to follow, e.g. floe ingest --follow <job>)",
+            j.name
+        ))),
+        None => Ok(()),
     }
+}
+
+/// `--follow`: one bounded run every `--commit-every` (each its own run id,
+/// `<id>-<n>`, and commit), until SIGTERM or Ctrl-C, which lets the run in
+/// progress commit first. Runs that commit print their summary; the
+/// report file holds the latest run's.
+async fn follow(
+    pipeline: &pipeline::Pipeline,
+    args: &IngestArgs,
+    first: IngestRequest,
+) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let io = |source| Error::Io {
+        context: "cannot install the SIGTERM and Ctrl-C handlers".into(),
+        source,
+    };
+    // Installed before the first run, so a stop is never a kill.
+    let mut term = signal(SignalKind::terminate()).map_err(io)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(io)?;
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let listener = tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        let _ = stop.send(true);
+    });
+    let base = first.run_id.clone();
+    let every = args.commit_every;
+    let mut outcome = Ok(());
+    for n in 1_u64.. {
+        let started = std::time::Instant::now();
+        let request = IngestRequest {
+            run_id: format!("{base}-{n}"),
+            now: Utc::now(),
+            max_records: Some(args.max_records.unwrap_or(FOLLOW_MAX_RECORDS)),
+            ..first.clone()
+        };
+        let (reports, result) = ingest::run(pipeline, &args.jobs, &request).await;
+        let committed: Vec<JobReport> = reports
+            .iter()
+            .filter(|r| r.status != "up-to-date")
+            .cloned()
+            .collect();
+        print_summary(&committed, false);
+        if let Err(e) = write_report(args, &request, &reports).and(result) {
+            outcome = Err(e);
+            break;
+        }
+        if *stopped.borrow() {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every.saturating_sub(started.elapsed())) => {}
+            _ = stopped.changed() => break,
+        }
+    }
+    listener.abort();
+    tracing::info!("follow stopped");
     outcome
 }
 

@@ -179,8 +179,9 @@ pub use column_type::{ColumnType, StructField};
 pub use data_tests::{NotNull, SqlTest, SqlTests, check_expression, check_pattern};
 
 pub use source::{
-    Api, Auth, DatabaseSource, EmptyDays, EntryErrors, Expect, ForEachFrom, Format, HttpSource,
-    KafkaSource, Pagination, Relation, Source, SourceConfig, check_for_each,
+    Api, Auth, AvroSchemaSource, DatabaseSource, EmptyDays, EntryErrors, Expect, ForEachFrom,
+    Format, HttpSource, KafkaRecords, KafkaSource, Pagination, Relation, Source, SourceConfig,
+    check_for_each,
 };
 
 /// One column of the contract.
@@ -758,7 +759,7 @@ fn validate_one(
         ));
     }
     let event_time = job.event_time.unwrap_or(EventTimeConfig::Absent);
-    let source = job.source.validate()?;
+    let mut source = job.source.validate()?;
     let names: Vec<&str> = job.columns.iter().map(|c| c.name.as_str()).collect();
     let expect =
         source::RawExpect::validate(job.expect, &names, matches!(source, Source::Http(_)))?;
@@ -768,7 +769,7 @@ fn validate_one(
         _ => job.mode.unwrap_or_default(),
     };
     check_scd2((mode, &job.unique_key), &event_time, &seen)?;
-    check_cursor(mode, &source)?;
+    check_database(mode, &mut source, &job.unique_key)?;
     if mode == WriteMode::Scd2
         && matches!(&source, Source::Http(h) if h.on_entry_error == EntryErrors::Skip)
     {
@@ -910,7 +911,11 @@ fn check_scd2(
 
 /// A database `cursor` reads only rows past the last run's, so the rows it
 /// brings must be merged by key (a changed row comes back).
-fn check_cursor(mode: WriteMode, source: &Source) -> std::result::Result<(), String> {
+fn check_database(
+    mode: WriteMode,
+    source: &mut Source,
+    unique_key: &[String],
+) -> std::result::Result<(), String> {
     let Source::Database(d) = source else {
         return Ok(());
     };
@@ -918,6 +923,17 @@ fn check_cursor(mode: WriteMode, source: &Source) -> std::result::Result<(), Str
         return Err(
             "key `source.cursor`: reads only the rows changed since the last run, which land by key: set mode = \"merge\" and unique_key".into(),
         );
+    }
+    if d.parallel > 1 && d.split_by.is_none() {
+        match unique_key {
+            [key] => d.split_by = Some(key.clone()),
+            _ => {
+                return Err(format!(
+                    "key `source.split_by`: parallel = {} splits the rows by ranges of an integer column (a serial id); name it with split_by = \"id\"",
+                    d.parallel
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -1170,6 +1186,32 @@ reject_threshold = 0.01
             "reject_threshold = 0.01\nformat = [\"iceberg\", \"delta\"]\nschema_drift = \"evolve\"",
         ));
         assert!(evolve.contains("schema_drift"), "{evolve}");
+    }
+
+    #[test]
+    fn parallel_database_reads_split_the_unique_key_or_a_named_column() -> Result<()> {
+        let db = |extra: &str, job_extra: &str| {
+            GOOD.replace(
+                "source = { path = \"data/{date}.csv\", format = \"csv\" }",
+                &format!("source = {{ database = \"postgres://app@127.0.0.1/shop\", table = \"orders\"{extra} }}{job_extra}"),
+            )
+        };
+        let split = |p: &Pipeline| match &p.jobs[0].source {
+            Source::Database(d) => (d.parallel, d.split_by.clone()),
+            other => panic!("not a database source: {other:?}"),
+        };
+        assert_eq!(split(&parse_str(&db("", ""))?), (1, None));
+        let keyed = db(
+            ", parallel = 4",
+            "\nunique_key = [\"site_id\"]\nmode = \"merge\"",
+        );
+        assert_eq!(split(&parse_str(&keyed)?), (4, Some("site_id".into())));
+        let named = db(", parallel = 2, split_by = \"order_id\"", "");
+        assert_eq!(split(&parse_str(&named)?), (2, Some("order_id".into())));
+        assert!(config_error(&db(", parallel = 4", "")).contains("split_by"));
+        assert!(config_error(&db(", parallel = 0", "")).contains("between 1 and 64"));
+        assert!(config_error(&db(", timestamp_field = \"t\"", "")).contains("Kafka"));
+        Ok(())
     }
 
     #[test]

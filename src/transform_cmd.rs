@@ -76,6 +76,7 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
         replay: args.replay,
         allow_empty: args.allow_empty,
         now: Utc::now(),
+        max_records: None,
         run_id: run_id.clone(),
     };
     let req = TransformRequest {

@@ -6,6 +6,12 @@
 //! - **One snapshot.** The read is one `REPEATABLE READ READ ONLY`
 //!   transaction (MySQL: `START TRANSACTION WITH CONSISTENT SNAPSHOT, READ
 //!   ONLY`), which takes no lock writers wait on.
+//! - **Parallel, still one snapshot.** With `parallel = N`, N connections
+//!   each read a range of an integer column (`split_by`, or the one-column
+//!   `unique_key`), from its smallest to its largest value in equal widths,
+//!   NULL keys in the first. PostgreSQL's readers import the first one's
+//!   exported snapshot; MySQL's start theirs under `FLUSH TABLES WITH READ
+//!   LOCK`, held only while they do (mydumper's way; it needs `RELOAD`).
 //! - **Bounded memory.** Rows stream from the server to the file, one line
 //!   each; nothing holds the result.
 //! - **Exact values.** Each row is the server's own JSON form
@@ -195,6 +201,28 @@ impl Db {
         }
     }
 
+    /// Joins the snapshot another transaction exported (PostgreSQL), in a
+    /// UTC session.
+    async fn begin_in(&mut self, snapshot: &str) -> std::result::Result<(), sqlx::Error> {
+        self.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        self.execute(&format!(
+            "SET TRANSACTION SNAPSHOT '{}'",
+            snapshot.replace('\'', "''")
+        ))
+        .await?;
+        self.execute("SET LOCAL TIME ZONE 'UTC'").await
+    }
+
+    /// Runs `sql` (ending a read or a lock), then closes; a failure of
+    /// either changes nothing read, and closing ends both anyway.
+    async fn execute_then_close(mut self, sql: &str) {
+        if let Err(e) = self.execute(sql).await {
+            tracing::debug!(error = %e, %sql, "ending a database session");
+        }
+        self.close().await;
+    }
+
     async fn close(self) {
         match self {
             Db::Pg(c) => {
@@ -207,8 +235,8 @@ impl Db {
     }
 }
 
-/// Reads the rows of `src` for the window `from..=to` into a local NDJSON
-/// file (see the module docs).
+/// Reads the rows of `src` for the window `from..=to` into local NDJSON
+/// files, one per reader (see the module docs).
 ///
 /// # Errors
 /// A connection, a password variable or a query that fails, naming the
@@ -221,15 +249,14 @@ pub async fn extract(
     since: Option<String>,
 ) -> Result<Extract> {
     let dialect = Dialect::of(src);
-    let mut db = connect(src, dialect).await?;
-    db.begin()
-        .await
-        .map_err(|e| source_error(src, "cannot start a read-only snapshot", e))?;
+    let mut readers = open_readers(src, dialect).await?;
     let inner = match &src.relation {
         Relation::Table(t) => format!("SELECT * FROM {t}"),
         Relation::Query(q) => q.clone(),
     };
-    let columns = db
+    let parallel = readers.len();
+    let first = &mut readers[0];
+    let columns = first
         .columns(&inner)
         .await
         .map_err(|e| source_error(src, "cannot read the columns", e))?;
@@ -249,17 +276,17 @@ pub async fn extract(
         }
         None => window_predicate(dialect, job, &columns, from, to),
     };
+    let filter = predicate
+        .as_ref()
+        .map(|p| format!(" WHERE {p}"))
+        .unwrap_or_default();
     let cursor = match &src.cursor {
         Some(c) => {
-            let filter = predicate
-                .as_ref()
-                .map(|p| format!(" WHERE {p}"))
-                .unwrap_or_default();
             let max = format!(
                 "SELECT {} FROM ({inner}) AS s{filter}",
                 dialect.text(&format!("max(s.{})", dialect.ident(c)))
             );
-            let found = db
+            let found = first
                 .text(&max)
                 .await
                 .map_err(|e| source_error(src, "cannot read the cursor's largest value", e))?;
@@ -267,22 +294,46 @@ pub async fn extract(
         }
         None => None,
     };
-    let sql = select_sql(dialect, &inner, &columns, &predicate);
-    tracing::debug!(source = %describe(src), %sql, "reading");
+    let parts = match &src.split_by {
+        Some(key) if parallel > 1 => {
+            let bounds =
+                key_bounds(src, dialect, first, (&inner, &filter), (key, &columns)).await?;
+            split_ranges(&dialect.ident(key), bounds, parallel)
+        }
+        _ => vec![None],
+    };
     let folder = tempfile::Builder::new()
         .prefix("floe-db-")
         .tempdir()
         .map_err(|e| Error::Source(format!("cannot make a temporary folder: {e}")).caused_by(e))?;
-    let path = folder.path().join("rows.ndjson");
-    let rows = land(src, &mut db, &sql, &path).await?;
-    // Read-only: nothing to keep.
-    db.execute("ROLLBACK")
-        .await
-        .map_err(|e| source_error(src, "cannot end the read", e))?;
-    db.close().await;
-    tracing::info!(source = %describe(src), rows, "read");
-    Ok(Extract {
-        units: vec![Unit {
+    let reads = readers
+        .iter_mut()
+        .zip(&parts)
+        .enumerate()
+        .map(|(i, (db, part))| {
+            let both = match (&predicate, part) {
+                (Some(p), Some(r)) => Some(format!("({p}) AND {r}")),
+                (p, r) => p.clone().or_else(|| r.clone()),
+            };
+            let sql = select_sql(dialect, &inner, &columns, &both);
+            tracing::debug!(source = %describe(src), part = i, %sql, "reading");
+            let path = folder.path().join(format!("rows-{i}.ndjson"));
+            async move {
+                let rows = land(src, db, &sql, &path).await?;
+                Ok::<_, Error>((path, rows))
+            }
+        });
+    let landed = futures::future::try_join_all(reads).await?;
+    for db in readers {
+        // Read-only: nothing to keep.
+        db.execute_then_close("ROLLBACK").await;
+    }
+    let rows = landed.iter().map(|(_, n)| n).sum();
+    tracing::info!(source = %describe(src), rows, parts = landed.len(), "read");
+    let origin = std::sync::Arc::new(super::kafka::Origin::named(describe(src)));
+    let units = landed
+        .into_iter()
+        .map(|(path, _)| Unit {
             file: SourceFile::Local(path),
             keep: if src.cursor.is_some() {
                 EVERY_DAY
@@ -290,14 +341,172 @@ pub async fn extract(
                 window.clone()
             },
             vars: None,
-            origin: Some(std::sync::Arc::new(super::kafka::Origin::named(describe(
-                src,
-            )))),
-        }],
+            origin: Some(origin.clone()),
+        })
+        .collect();
+    Ok(Extract {
+        units,
         folder,
         rows,
         cursor,
     })
+}
+
+/// `src.parallel` connections, each in a read-only transaction of the same
+/// snapshot: on PostgreSQL the first exports its snapshot and the others
+/// import it; on MySQL/MariaDB all start theirs while a global read lock
+/// holds commits back for the few milliseconds that takes.
+async fn open_readers(src: &DatabaseSource, dialect: Dialect) -> Result<Vec<Db>> {
+    let n = usize::from(src.parallel.max(1));
+    let begun = |e| source_error(src, "cannot start a read-only snapshot", e);
+    let mut readers = Vec::with_capacity(n);
+    match dialect {
+        Dialect::Postgres => {
+            let mut first = connect(src, dialect).await?;
+            first.begin().await.map_err(begun)?;
+            let snapshot = if n > 1 {
+                first
+                    .text("SELECT pg_export_snapshot()")
+                    .await
+                    .map_err(|e| source_error(src, "cannot export the read's snapshot", e))?
+            } else {
+                None
+            };
+            readers.push(first);
+            if let Some(id) = snapshot {
+                for _ in 1..n {
+                    let mut db = connect(src, dialect).await?;
+                    db.begin_in(&id).await.map_err(|e| {
+                        source_error(
+                            src,
+                            "cannot share the read's snapshot (SET TRANSACTION SNAPSHOT)",
+                            e,
+                        )
+                    })?;
+                    readers.push(db);
+                }
+            }
+        }
+        Dialect::MySql if n > 1 => {
+            let mut lock = connect(src, dialect).await?;
+            lock.execute("FLUSH TABLES WITH READ LOCK").await.map_err(|e| {
+                source_error(
+                    src,
+                    "parallel reads hold FLUSH TABLES WITH READ LOCK for the milliseconds their snapshots take to start, \
+                     which needs the RELOAD privilege (or use parallel = 1)",
+                    e,
+                )
+            })?;
+            for _ in 0..n {
+                let mut db = connect(src, dialect).await?;
+                db.begin().await.map_err(begun)?;
+                readers.push(db);
+            }
+            lock.execute_then_close("UNLOCK TABLES").await;
+        }
+        Dialect::MySql => {
+            let mut db = connect(src, dialect).await?;
+            db.begin().await.map_err(begun)?;
+            readers.push(db);
+        }
+    }
+    Ok(readers)
+}
+
+/// The smallest and largest value of `key` among the rows read, or `None`
+/// when there are none.
+///
+/// # Errors
+/// A key that is not a column, or not of an integer type.
+async fn key_bounds(
+    src: &DatabaseSource,
+    dialect: Dialect,
+    db: &mut Db,
+    (inner, filter): (&str, &str),
+    (key, columns): (&str, &[(String, String)]),
+) -> Result<Option<(i128, i128)>> {
+    let Some((_, ty)) = columns.iter().find(|(n, _)| n == key) else {
+        return Err(Error::Config(format!(
+            "{}: key `source.split_by`: the source has no column {key:?}",
+            describe(src)
+        )));
+    };
+    if !is_integer_type(ty) {
+        return Err(Error::Config(format!(
+            "{}: key `source.split_by`: {key:?} is of type {ty}; parallel reads split the ranges of an integer column (a serial id)",
+            describe(src)
+        )));
+    }
+    let bound = |f: &str| {
+        format!(
+            "SELECT {} FROM ({inner}) AS s{filter}",
+            dialect.text(&format!("{f}(s.{})", dialect.ident(key)))
+        )
+    };
+    let lo = db
+        .text(&bound("min"))
+        .await
+        .map_err(|e| source_error(src, "cannot read the split column's smallest value", e))?;
+    let hi = db
+        .text(&bound("max"))
+        .await
+        .map_err(|e| source_error(src, "cannot read the split column's largest value", e))?;
+    let parse = |v: String| {
+        v.trim().parse::<i128>().map_err(|_| {
+            Error::Source(format!(
+                "{}: the split column {key:?} has the value {v:?}, not an integer",
+                describe(src)
+            ))
+        })
+    };
+    Ok(match (lo, hi) {
+        (Some(lo), Some(hi)) => Some((parse(lo)?, parse(hi)?)),
+        _ => None,
+    })
+}
+
+/// Whether a server's type name (lower case) is an integer type.
+fn is_integer_type(ty: &str) -> bool {
+    let base = ty.trim_end_matches(" unsigned");
+    matches!(
+        base,
+        "int2"
+            | "int4"
+            | "int8"
+            | "smallint"
+            | "integer"
+            | "bigint"
+            | "tinyint"
+            | "mediumint"
+            | "int"
+    )
+}
+
+/// `parts` predicates on `key` (a quoted column) that cover `lo..=hi` in
+/// ranges of equal width, the first also taking the rows whose key is
+/// NULL; fewer when the range has fewer values, one (none) without rows.
+fn split_ranges(key: &str, bounds: Option<(i128, i128)>, parts: usize) -> Vec<Option<String>> {
+    let Some((lo, hi)) = bounds else {
+        return vec![None];
+    };
+    let span = hi - lo + 1;
+    let n = i128::try_from(parts.max(1)).unwrap_or(1).min(span.max(1));
+    (0..n)
+        .map(|i| {
+            let a = lo + span * i / n;
+            let b = lo + span * (i + 1) / n;
+            let range = if i + 1 == n {
+                format!("s.{key} >= {a}")
+            } else {
+                format!("s.{key} >= {a} AND s.{key} < {b}")
+            };
+            Some(if i == 0 {
+                format!("(s.{key} IS NULL OR ({range}))")
+            } else {
+                format!("({range})")
+            })
+        })
+        .collect()
 }
 
 async fn connect(src: &DatabaseSource, dialect: Dialect) -> Result<Db> {
@@ -521,5 +730,40 @@ mod tests {
             "SELECT to_jsonb(t)::text FROM (SELECT s.\"id\", s.\"Amount\"::text AS \"Amount\", \
              s.\"odd\"\"name\" FROM (SELECT * FROM orders) AS s WHERE s.\"id\" > 0) AS t"
         );
+    }
+
+    #[test]
+    fn key_ranges_cover_every_value_once_and_nulls_in_the_first() {
+        let parts = split_ranges("\"id\"", Some((1, 10)), 3);
+        assert_eq!(
+            parts,
+            vec![
+                Some("(s.\"id\" IS NULL OR (s.\"id\" >= 1 AND s.\"id\" < 4))".to_string()),
+                Some("(s.\"id\" >= 4 AND s.\"id\" < 7)".to_string()),
+                Some("(s.\"id\" >= 7)".to_string()),
+            ]
+        );
+        // Fewer values than readers: one range per value.
+        assert_eq!(split_ranges("k", Some((5, 6)), 4).len(), 2);
+        // No rows: one read without a range.
+        assert_eq!(split_ranges("k", None, 4), vec![None]);
+        // Extreme bounds do not overflow.
+        let wide = split_ranges("k", Some((i128::from(i64::MIN), i128::from(i64::MAX))), 4);
+        assert_eq!(wide.len(), 4);
+        assert!(
+            wide[1]
+                .as_deref()
+                .is_some_and(|p| p.contains("-4611686018427387904"))
+        );
+    }
+
+    #[test]
+    fn only_integer_columns_split() {
+        for t in ["int8", "int4", "bigint unsigned", "int", "smallint"] {
+            assert!(is_integer_type(t), "{t}");
+        }
+        for t in ["numeric", "text", "timestamptz", "uuid", "double"] {
+            assert!(!is_integer_type(t), "{t}");
+        }
     }
 }

@@ -18,7 +18,7 @@
 //!   `_hash`, expectations, reports). A reject names its record as
 //!   `kafka://host:port/topic/<partition>` and its offset as the line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +27,10 @@ use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling
 use rskafka::client::{Client, ClientBuilder};
 
 use super::Unit;
+use super::avro;
 use super::files::SourceFile;
 use crate::error::{Error, Result};
-use crate::pipeline::KafkaSource;
+use crate::pipeline::{AvroSchemaSource, KafkaRecords, KafkaSource};
 pub use crate::table::props::KAFKA_OFFSETS_KEY;
 use crate::table::snapshot::StateGuard;
 
@@ -173,6 +174,9 @@ pub(crate) struct Origin {
     /// `kafka://host:port/topic/<partition>`, or a database source.
     pub uri: String,
     lines: LineOffsets,
+    /// Records that could not be landed as text (Avro that does not
+    /// decode), by line: their bytes and why.
+    unreadable: BTreeMap<u64, (Vec<u8>, String)>,
 }
 
 impl Origin {
@@ -181,7 +185,14 @@ impl Origin {
         Self {
             uri,
             lines: LineOffsets::default(),
+            unreadable: BTreeMap::new(),
         }
+    }
+
+    /// Why the record landed at `line` could not be read, and its bytes,
+    /// when landing it already failed.
+    pub fn unreadable(&self, line: u64) -> Option<&(Vec<u8>, String)> {
+        self.unreadable.get(&line)
     }
 
     /// The offset of a landed line (a reject's `line`).
@@ -243,13 +254,25 @@ fn broker_error(src: &KafkaSource, what: &str, e: rskafka::client::error::Error)
 
 /// Reads every partition of `src`'s topic from the offsets in `recorded`
 /// (the table's summary value) up to its end offset at the start of the
-/// read, into local NDJSON files (see the module docs).
+/// read, into local NDJSON files (see the module docs). With `max_records`,
+/// each partition reads at most its share of it (the cap over the
+/// partition count, rounded up), so a backlog is taken in bounded runs and
+/// no partition waits for another's.
 ///
 /// # Errors
 /// Brokers that cannot be reached, a missing topic, offsets the broker no
 /// longer holds, a file that cannot be written.
-pub async fn extract(src: &KafkaSource, recorded: Option<&str>) -> Result<Extract> {
+pub async fn extract(
+    src: &KafkaSource,
+    base_dir: &std::path::Path,
+    recorded: Option<&str>,
+    max_records: Option<u64>,
+) -> Result<Extract> {
     let started = Offsets::parse(recorded)?;
+    let mut avro = match &src.records {
+        KafkaRecords::Avro(from) => Some(AvroSchemas::open(from, base_dir)?),
+        _ => None,
+    };
     let client = ClientBuilder::new(src.brokers.clone())
         .client_id("floe")
         .backoff_config(rskafka::BackoffConfig {
@@ -260,6 +283,10 @@ pub async fn extract(src: &KafkaSource, recorded: Option<&str>) -> Result<Extrac
         .await
         .map_err(|e| broker_error(src, "cannot connect", e))?;
     let partitions = partitions(&client, src).await?;
+    let share = max_records.map(|cap| {
+        let n = u64::try_from(partitions.len().max(1)).unwrap_or(1);
+        cap.div_ceil(n).max(1)
+    });
     let folder = tempfile::Builder::new()
         .prefix("floe-kafka-")
         .tempdir()
@@ -281,7 +308,7 @@ pub async fn extract(src: &KafkaSource, recorded: Option<&str>) -> Result<Extrac
             continue;
         }
         let path = folder.path().join(format!("partition-{p}.ndjson"));
-        let landed = land(&pc, src, (from, end), &path).await?;
+        let landed = land(&pc, src, (from, end, share), &path, avro.as_mut()).await?;
         tracing::info!(source = %uri, from, end, records = landed.records, "read");
         next.set(&src.topic, p, landed.next);
         records += landed.records;
@@ -293,6 +320,7 @@ pub async fn extract(src: &KafkaSource, recorded: Option<&str>) -> Result<Extrac
                 origin: Some(Arc::new(Origin {
                     uri,
                     lines: landed.lines,
+                    unreadable: landed.unreadable,
                 })),
             });
         }
@@ -336,18 +364,314 @@ struct Landed {
     records: u64,
     next: i64,
     lines: LineOffsets,
+    unreadable: BTreeMap<u64, (Vec<u8>, String)>,
 }
 
-/// Streams the records `from..end` of one partition to `path`, one line
-/// each: the value, its line breaks made spaces (a JSON object holds none
-/// outside its strings), and `null` for a record without a value (a
-/// tombstone) or with only white space, so that each is a reject rather
-/// than a skipped blank line.
+/// The Avro schemas a run decodes with: a file's, or a registry's by id
+/// (each fetched once per run).
+struct AvroSchemas {
+    file: Option<avro::Schema>,
+    registry: Option<Registry>,
+}
+
+struct Registry {
+    url: String,
+    http: reqwest::Client,
+    /// Schemas by id; an id the registry does not hold is an error kept
+    /// for each record that names it.
+    known: HashMap<u32, std::result::Result<Arc<avro::Schema>, String>>,
+}
+
+/// How long a schema registry request may take.
+const REGISTRY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl AvroSchemas {
+    fn open(from: &AvroSchemaSource, base_dir: &std::path::Path) -> Result<Self> {
+        Ok(match from {
+            AvroSchemaSource::File(file) => {
+                let path = base_dir.join(file);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    Error::Config(format!(
+                        "key `source.schema`: cannot read {}: {e}",
+                        path.display()
+                    ))
+                    .caused_by(e)
+                })?;
+                let schema = avro::Schema::parse(&text).map_err(|e| {
+                    Error::Config(format!(
+                        "key `source.schema`: {} is not an Avro schema: {e}",
+                        path.display()
+                    ))
+                })?;
+                Self {
+                    file: Some(schema),
+                    registry: None,
+                }
+            }
+            AvroSchemaSource::Registry(url) => {
+                let http = reqwest::Client::builder()
+                    .timeout(REGISTRY_TIMEOUT)
+                    .build()
+                    .map_err(|e| {
+                        Error::Source(format!("cannot make an HTTP client: {e}")).caused_by(e)
+                    })?;
+                Self {
+                    file: None,
+                    registry: Some(Registry {
+                        url: url.clone(),
+                        http,
+                        known: HashMap::new(),
+                    }),
+                }
+            }
+        })
+    }
+
+    /// One record's JSON value, or why it does not decode (a reject). A
+    /// registry that cannot be asked fails the run instead: its records
+    /// are not bad.
+    async fn decode(
+        &mut self,
+        bytes: &[u8],
+        src: &KafkaSource,
+    ) -> Result<std::result::Result<serde_json::Value, String>> {
+        if let Some(schema) = &self.file {
+            return Ok(schema.decode(bytes));
+        }
+        let Some(registry) = &mut self.registry else {
+            return Ok(Err("no Avro schema".into()));
+        };
+        let Some((id, datum)) = confluent_frame(bytes) else {
+            return Ok(Err(
+                "not in the schema registry's framing (a zero byte and a 4-byte schema id first)"
+                    .into(),
+            ));
+        };
+        let schema = match registry.known.get(&id) {
+            Some(known) => known.clone(),
+            None => {
+                let fetched = registry.fetch(id, src).await?;
+                registry.known.insert(id, fetched.clone());
+                fetched
+            }
+        };
+        Ok(schema.and_then(|s| s.decode(datum).map_err(|e| format!("schema id {id}: {e}"))))
+    }
+}
+
+impl Registry {
+    /// `GET /schemas/ids/{id}`: the schema, or (404) why every record
+    /// naming the id is a reject.
+    async fn fetch(
+        &self,
+        id: u32,
+        src: &KafkaSource,
+    ) -> Result<std::result::Result<Arc<avro::Schema>, String>> {
+        let url = format!("{}/schemas/ids/{id}", self.url);
+        let failed = |what: String| {
+            Error::Source(format!(
+                "{}: schema registry {}: {what}; nothing was committed",
+                src.uri(),
+                self.url
+            ))
+        };
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| failed(format!("cannot fetch schema id {id}: {e}")).caused_by(e))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Err(format!("schema id {id} is not in the registry")));
+        }
+        if !response.status().is_success() {
+            return Err(failed(format!(
+                "schema id {id}: HTTP {}",
+                response.status()
+            )));
+        }
+        let body: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|e| failed(format!("schema id {id}: not JSON: {e}")).caused_by(e))?;
+        let kind = body
+            .get("schemaType")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("AVRO");
+        if kind != "AVRO" {
+            return Ok(Err(format!(
+                "schema id {id} is a {kind} schema; floe reads Avro"
+            )));
+        }
+        let text = body
+            .get("schema")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| failed(format!("schema id {id}: no \"schema\" in the answer")))?;
+        Ok(avro::Schema::parse(text)
+            .map(Arc::new)
+            .map_err(|e| format!("schema id {id} is not an Avro schema: {e}")))
+    }
+}
+
+/// Confluent's framing: a zero byte, the schema id (4 bytes, big-endian),
+/// then the datum.
+fn confluent_frame(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    match bytes {
+        [0, a, b, c, d, datum @ ..] => Some((u32::from_be_bytes([*a, *b, *c, *d]), datum)),
+        _ => None,
+    }
+}
+
+/// How a Kafka job's landed files are read: NDJSON, or CSV with the
+/// header floe wrote.
+pub fn landed_format(src: &KafkaSource) -> crate::pipeline::SourceConfig {
+    let (format, delimiter, quote) = match &src.records {
+        KafkaRecords::Json | KafkaRecords::Avro(_) => (crate::pipeline::Format::Ndjson, ',', '"'),
+        KafkaRecords::Csv {
+            delimiter, quote, ..
+        } => (crate::pipeline::Format::Csv, *delimiter, *quote),
+    };
+    crate::pipeline::SourceConfig {
+        path: String::new(),
+        format,
+        delimiter,
+        quote,
+        records: None,
+    }
+}
+
+/// Turns records into the lines of a landed file, counting lines so that
+/// each record's first line maps to its offset.
+struct Lines {
+    records: KafkaRecords,
+    /// `timestamp_field` as it is written: a JSON string, or a CSV field.
+    stamp: Option<String>,
+    /// The line the next record starts on.
+    next: u64,
+}
+
+impl Lines {
+    fn new(src: &KafkaSource) -> Self {
+        let stamp = src
+            .timestamp_field
+            .as_ref()
+            .and_then(|f| match &src.records {
+                KafkaRecords::Json => Some(serde_json::Value::from(f.as_str()).to_string()),
+                KafkaRecords::Csv {
+                    delimiter, quote, ..
+                } => Some(csv_field(f, *delimiter, *quote)),
+                // Decoded records get the field as a value.
+                KafkaRecords::Avro(_) => None,
+            });
+        Self {
+            records: src.records.clone(),
+            stamp,
+            next: 1,
+        }
+    }
+
+    /// The file's first line: CSV's header (the timestamp field first, then
+    /// `fields`); nothing for JSON.
+    fn header(&mut self) -> Option<String> {
+        let KafkaRecords::Csv {
+            fields,
+            delimiter,
+            quote,
+        } = &self.records
+        else {
+            return None;
+        };
+        let names: Vec<String> = self
+            .stamp
+            .iter()
+            .cloned()
+            .chain(fields.iter().map(|f| csv_field(f, *delimiter, *quote)))
+            .collect();
+        self.next += 1;
+        Some(names.join(&delimiter.to_string()))
+    }
+
+    /// A record's text (no final line break) and the line it starts on.
+    /// JSON: the value with its line breaks made spaces (a JSON object
+    /// holds none outside its strings), `null` for a record without a value
+    /// (a tombstone) or only white space, so each is a reject rather than a
+    /// skipped blank line. CSV: the row without its final line break, an
+    /// empty one as one empty quoted field (a reject unless the row has one
+    /// field).
+    fn record(
+        &mut self,
+        value: Option<Vec<u8>>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> (Vec<u8>, u64) {
+        let value = value.unwrap_or_default();
+        let stamp = || at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let text = match &self.records {
+            KafkaRecords::Json | KafkaRecords::Avro(_)
+                if value.iter().all(u8::is_ascii_whitespace) =>
+            {
+                b"null".to_vec()
+            }
+            KafkaRecords::Json | KafkaRecords::Avro(_) => {
+                let flat: Vec<u8> = value
+                    .into_iter()
+                    .map(|b| if b == b'\n' { b' ' } else { b })
+                    .collect();
+                match &self.stamp {
+                    Some(name) => with_timestamp(flat, name, &stamp()),
+                    None => flat,
+                }
+            }
+            KafkaRecords::Csv {
+                delimiter, quote, ..
+            } => {
+                let mut row = value;
+                if row.last() == Some(&b'\n') {
+                    row.pop();
+                    if row.last() == Some(&b'\r') {
+                        row.pop();
+                    }
+                }
+                if row.is_empty() {
+                    row = vec![*quote as u8; 2];
+                }
+                match &self.stamp {
+                    Some(_) => {
+                        let mut with = stamp().into_bytes();
+                        with.push(*delimiter as u8);
+                        with.extend_from_slice(&row);
+                        with
+                    }
+                    None => row,
+                }
+            }
+        };
+        let line = self.next;
+        let breaks = text.iter().filter(|b| **b == b'\n').count();
+        self.next += 1 + u64::try_from(breaks).unwrap_or(0);
+        (text, line)
+    }
+}
+
+/// `name` as a CSV field: quoted when it holds the delimiter, the quote or
+/// a line break.
+fn csv_field(name: &str, delimiter: char, quote: char) -> String {
+    if name.contains([delimiter, quote, '\n', '\r']) {
+        let q = quote.to_string();
+        format!("{q}{}{q}", name.replace(quote, &format!("{q}{q}")))
+    } else {
+        name.to_string()
+    }
+}
+
+/// Streams the records `from..end` of one partition (at most `limit` of
+/// them) to `path`, one per line ([`Lines`]), with the record's timestamp
+/// added as `src.timestamp_field`.
 async fn land(
     pc: &PartitionClient,
     src: &KafkaSource,
-    (from, end): (i64, i64),
+    (from, end, limit): (i64, i64, Option<u64>),
     path: &std::path::Path,
+    mut avro: Option<&mut AvroSchemas>,
 ) -> Result<Landed> {
     let io = |e: std::io::Error| {
         Error::Source(format!("cannot write {}: {e}", path.display())).caused_by(e)
@@ -358,9 +682,16 @@ async fn land(
         records: 0,
         next: from,
         lines: LineOffsets::default(),
+        unreadable: BTreeMap::new(),
     };
+    let mut lines = Lines::new(src);
+    if let Some(header) = lines.header() {
+        out.write_all(header.as_bytes()).map_err(io)?;
+        out.write_all(b"\n").map_err(io)?;
+    }
     let mut empty = 0;
-    while landed.next < end && empty < EMPTY_FETCHES {
+    let limit = limit.unwrap_or(u64::MAX);
+    while landed.next < end && empty < EMPTY_FETCHES && landed.records < limit {
         let (batch, _high_watermark) = pc
             .fetch_records(landed.next, 1..FETCH_BYTES, FETCH_WAIT_MS)
             .await
@@ -373,23 +704,41 @@ async fn land(
             })?;
         let mut got = false;
         for r in batch {
-            if r.offset < landed.next || r.offset >= end {
+            if r.offset < landed.next || r.offset >= end || landed.records >= limit {
                 continue;
             }
             got = true;
-            let value = r.record.value.unwrap_or_default();
-            if value.iter().all(u8::is_ascii_whitespace) {
-                out.write_all(b"null").map_err(io)?;
-            } else {
-                let flat: Vec<u8> = value
-                    .into_iter()
-                    .map(|b| if b == b'\n' { b' ' } else { b })
-                    .collect();
-                out.write_all(&flat).map_err(io)?;
-            }
+            let value = r.record.value;
+            let (text, line) = match avro.as_deref_mut() {
+                Some(schemas) => {
+                    let bytes = value.unwrap_or_default();
+                    match schemas.decode(&bytes, src).await? {
+                        Ok(mut record) => {
+                            if let (Some(name), Some(o)) =
+                                (&src.timestamp_field, record.as_object_mut())
+                                && !o.contains_key(name)
+                            {
+                                let at = r
+                                    .record
+                                    .timestamp
+                                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                                o.insert(name.clone(), serde_json::Value::String(at));
+                            }
+                            lines.record(Some(record.to_string().into_bytes()), r.record.timestamp)
+                        }
+                        Err(why) => {
+                            let (text, line) = lines.record(None, r.record.timestamp);
+                            landed.unreadable.insert(line, (bytes, why));
+                            (text, line)
+                        }
+                    }
+                }
+                None => lines.record(value, r.record.timestamp),
+            };
+            out.write_all(&text).map_err(io)?;
             out.write_all(b"\n").map_err(io)?;
             landed.records += 1;
-            landed.lines.push(landed.records, r.offset);
+            landed.lines.push(line, r.offset);
             landed.next = r.offset + 1;
             if landed.records.is_multiple_of(PROGRESS_RECORDS) {
                 tracing::info!(source = %src.uri(), partition = pc.partition(), records = landed.records, "reading");
@@ -399,6 +748,36 @@ async fn land(
     }
     out.flush().map_err(io)?;
     Ok(landed)
+}
+
+/// `object` (a JSON object's text) with `"name": "<timestamp>"` as its
+/// first field; anything else as it was (it is a reject either way). A
+/// record that has a field of that name keeps its own value (the later
+/// key wins).
+fn with_timestamp(object: Vec<u8>, name: &str, stamp: &str) -> Vec<u8> {
+    let Some(open) = object.iter().position(|b| !b.is_ascii_whitespace()) else {
+        return object;
+    };
+    if object[open] != b'{' {
+        return object;
+    }
+    let rest = &object[open + 1..];
+    let empty = rest
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'}');
+    let mut out = Vec::with_capacity(object.len() + name.len() + stamp.len() + 6);
+    out.push(b'{');
+    out.extend_from_slice(name.as_bytes());
+    out.push(b':');
+    out.push(b'"');
+    out.extend_from_slice(stamp.as_bytes());
+    out.push(b'"');
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 #[cfg(test)]
@@ -461,6 +840,75 @@ mod tests {
         assert_eq!(props[0].0, KAFKA_OFFSETS_KEY);
         assert_eq!(guard.expected.as_deref(), Some(r#"{"t":{"0":3}}"#));
         Ok(())
+    }
+
+    #[test]
+    fn the_kafka_timestamp_joins_each_object() -> Result<()> {
+        let name = serde_json::Value::from("kafka_ts").to_string();
+        let stamp = "2024-05-01T00:00:00.123Z";
+        let got =
+            |v: &str| String::from_utf8_lossy(&with_timestamp(v.into(), &name, stamp)).into_owned();
+        assert_eq!(
+            got(r#" {"id": 1}"#),
+            r#"{"kafka_ts":"2024-05-01T00:00:00.123Z","id": 1}"#
+        );
+        assert_eq!(got("{ }"), r#"{"kafka_ts":"2024-05-01T00:00:00.123Z" }"#);
+        // Not an object: left for the contract to reject as it came.
+        assert_eq!(got("[1, 2]"), "[1, 2]");
+        assert_eq!(got("42"), "42");
+        // The record's own field of that name wins (the later key).
+        let v: serde_json::Value = serde_json::from_str(&got(r#"{"kafka_ts": "mine"}"#))
+            .map_err(|e| Error::Source(e.to_string()))?;
+        assert_eq!(v["kafka_ts"], "mine");
+        Ok(())
+    }
+
+    fn kafka(records: KafkaRecords, timestamp_field: Option<&str>) -> KafkaSource {
+        KafkaSource {
+            brokers: vec!["127.0.0.1:9092".into()],
+            topic: "t".into(),
+            timestamp_field: timestamp_field.map(str::to_string),
+            records,
+        }
+    }
+
+    #[test]
+    fn csv_records_land_under_a_header_with_their_first_lines_counted() {
+        let src = kafka(
+            KafkaRecords::Csv {
+                fields: vec!["meter".into(), "kwh, total".into()],
+                delimiter: ',',
+                quote: '"',
+            },
+            Some("kafka_ts"),
+        );
+        let at = chrono::DateTime::from_timestamp_millis(1_714_521_600_123).unwrap_or_default();
+        let mut lines = Lines::new(&src);
+        assert_eq!(
+            lines.header().as_deref(),
+            Some("kafka_ts,meter,\"kwh, total\"")
+        );
+        let text = |(t, l): (Vec<u8>, u64)| (String::from_utf8_lossy(&t).into_owned(), l);
+        assert_eq!(
+            text(lines.record(Some(b"m1,1.5\r\n".to_vec()), at)),
+            ("2024-05-01T00:00:00.123Z,m1,1.5".to_string(), 2)
+        );
+        // A quoted field over two lines: the next record starts two lines on.
+        assert_eq!(text(lines.record(Some(b"\"a\nb\",2".to_vec()), at)).1, 3);
+        assert_eq!(
+            text(lines.record(None, at)),
+            ("2024-05-01T00:00:00.123Z,\"\"".to_string(), 5)
+        );
+        let mut json = Lines::new(&kafka(KafkaRecords::Json, None));
+        assert_eq!(json.header(), None);
+        assert_eq!(
+            text(json.record(Some(b"  ".to_vec()), at)),
+            ("null".into(), 1)
+        );
+        assert_eq!(
+            text(json.record(Some(b"{\"a\":\n1}".to_vec()), at)),
+            ("{\"a\": 1}".into(), 2)
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! written with their reason to `<table>__rejects`, and past the job's
 //! threshold the run fails without touching the target table.
 
+mod avro;
 mod carry;
 mod columnar;
 mod convert;
@@ -75,6 +76,9 @@ pub struct IngestRequest {
     /// The run's time: cadence slots later than it (minus a job's
     /// `publication_delay`) are not gaps yet.
     pub now: chrono::DateTime<chrono::Utc>,
+    /// Kafka jobs: read at most this many records (shared out among the
+    /// partitions); the rest is the next run's.
+    pub max_records: Option<u64>,
 }
 
 impl IngestRequest {
@@ -243,7 +247,7 @@ pub async fn run(
 }
 
 /// The jobs `selected` names (all when it is empty), in file order.
-fn selected_jobs<'p>(pipeline: &'p Pipeline, selected: &[String]) -> Result<Vec<&'p Job>> {
+pub fn selected_jobs<'p>(pipeline: &'p Pipeline, selected: &[String]) -> Result<Vec<&'p Job>> {
     if pipeline.jobs.is_empty() {
         return Err(Error::Config(format!(
             "{}: no [[job]] defined",
@@ -476,7 +480,7 @@ async fn run_kafka(
         return Ok(());
     }
     let recorded = dest.state(kafka::KAFKA_OFFSETS_KEY);
-    let extract = kafka::extract(src, recorded.as_deref()).await?;
+    let extract = kafka::extract(src, &job.base_dir, recorded.as_deref(), req.max_records).await?;
     report.kafka = Some(KafkaReport {
         from: extract.started.to_json(),
         to: extract.next.to_json(),
@@ -937,9 +941,8 @@ fn read_unit(
 ) -> Result<()> {
     match &job.source {
         Source::Files(cfg) => records::read_file(path, cfg, sink),
-        Source::Database(_) | Source::Kafka(_) => {
-            records::read_file(path, &database::landed_format(), sink)
-        }
+        Source::Database(_) => records::read_file(path, &database::landed_format(), sink),
+        Source::Kafka(k) => records::read_file(path, &kafka::landed_format(k), sink),
         Source::Http(h) => {
             let bytes = std::fs::read(path)
                 .map_err(|e| Error::Source(format!("{}: {e}", path.display())).caused_by(e))?;
@@ -1402,6 +1405,11 @@ impl FileSink<'_> {
         let mut rejected = std::mem::take(&mut self.rejected);
         if let Some(origin) = self.origin {
             for r in &mut rejected {
+                if let Some((bytes, why)) = origin.unreadable(r.line) {
+                    r.raw = String::from_utf8_lossy(bytes).into_owned();
+                    r.raw_bytes = Some(bytes.clone());
+                    r.reason = format!("does not decode: {why}");
+                }
                 r.line = origin.offset(r.line);
             }
         }

@@ -74,6 +74,11 @@ pub fn read_file(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) 
         Format::Json => read_json(path, source, sink),
         Format::Csv => read_csv(path, source, sink),
         Format::Parquet => read_parquet(path, sink),
+        // Refused when the pipeline is read; Kafka's Avro lands as NDJSON.
+        Format::Avro => Err(Error::Config(format!(
+            "{}: format \"avro\" is for Kafka records",
+            path.display()
+        ))),
     }
 }
 

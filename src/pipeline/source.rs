@@ -19,6 +19,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// The most connections one database source may read with.
+pub const MAX_PARALLEL: u16 = 64;
+
 /// Input file formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -31,6 +34,8 @@ pub enum Format {
     Csv,
     /// Apache Parquet.
     Parquet,
+    /// Avro datums (Kafka records only).
+    Avro,
 }
 
 /// A file source: where and how to read.
@@ -86,6 +91,12 @@ pub struct DatabaseSource {
     /// A column that grows with every change (`updated_at`, a serial id):
     /// a run reads only rows past the last committed run's largest value.
     pub cursor: Option<String>,
+    /// Connections reading at once (1: one), each a range of `split_by`'s
+    /// values, all in the same snapshot.
+    pub parallel: u16,
+    /// The integer column whose value ranges the parallel reads split
+    /// (defaults to a one-column `unique_key`).
+    pub split_by: Option<String>,
 }
 
 /// A Kafka source, validated: `kafka = "host:port[,host:port...]"` (the
@@ -96,6 +107,41 @@ pub struct KafkaSource {
     pub brokers: Vec<String>,
     /// The topic read (every partition).
     pub topic: String,
+    /// A field added to each record holding the record's Kafka timestamp
+    /// (RFC 3339, UTC, milliseconds): an event time when the payload has
+    /// none.
+    pub timestamp_field: Option<String>,
+    /// How each record's value is read.
+    pub records: KafkaRecords,
+}
+
+/// Where a Kafka job's Avro schemas come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AvroSchemaSource {
+    /// A schema file (`.avsc`), relative to the pipeline file.
+    File(String),
+    /// A schema registry's base URL (Confluent's REST API).
+    Registry(String),
+}
+
+/// What a Kafka record's value holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KafkaRecords {
+    /// One JSON object.
+    Json,
+    /// One Avro datum, written with the schema in a file (raw datums) or
+    /// with one of the registry's (Confluent's framing: a zero byte and the
+    /// schema id before the datum).
+    Avro(AvroSchemaSource),
+    /// One CSV row (no header) whose fields are named by `fields`.
+    Csv {
+        /// The names of the row's fields, in order.
+        fields: Vec<String>,
+        /// Field delimiter (one byte).
+        delimiter: char,
+        /// Quote character (one byte).
+        quote: char,
+    },
 }
 
 impl KafkaSource {
@@ -392,9 +438,21 @@ pub(super) struct RawSource {
     #[serde(default)]
     cursor: Option<String>,
     #[serde(default)]
+    parallel: Option<u16>,
+    #[serde(default)]
+    split_by: Option<String>,
+    #[serde(default)]
     kafka: Option<String>,
     #[serde(default)]
     topic: Option<String>,
+    #[serde(default)]
+    timestamp_field: Option<String>,
+    #[serde(default)]
+    fields: Option<Vec<String>>,
+    #[serde(default)]
+    schema: Option<String>,
+    #[serde(default)]
+    schema_registry: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -487,13 +545,25 @@ impl RawSource {
                 "key `source.topic`: is for a Kafka source (`kafka = \"host:9092\"`)".into(),
             );
         }
+        if self.timestamp_field.is_some()
+            || self.fields.is_some()
+            || self.schema.is_some()
+            || self.schema_registry.is_some()
+        {
+            return Err(
+                "keys `source.timestamp_field`, `fields`, `schema` and `schema_registry` are for a Kafka source (`kafka = \"host:9092\"`)"
+                    .into(),
+            );
+        }
         if self.table.is_some()
             || self.query.is_some()
             || self.password_env.is_some()
             || self.cursor.is_some()
+            || self.parallel.is_some()
+            || self.split_by.is_some()
         {
             return Err(
-                "keys `source.table`, `query`, `cursor` and `password_env` are for a database source (`database = \"postgres://...\"`)"
+                "keys `source.table`, `query`, `cursor`, `parallel`, `split_by` and `password_env` are for a database source (`database = \"postgres://...\"`)"
                     .into(),
             );
         }
@@ -539,10 +609,14 @@ impl RawSource {
             || self.url.is_some()
             || self.pagination.is_some()
             || self.for_each.is_some()
-            || self.auth.is_some();
+            || self.auth.is_some()
+            || self.timestamp_field.is_some()
+            || self.fields.is_some()
+            || self.schema.is_some()
+            || self.schema_registry.is_some();
         if others {
             return Err(
-                "key `source`: a database source takes `database`, `password_env` and `table` or `query`, not file or HTTP keys"
+                "key `source`: a database source takes `database`, `password_env`, `table` or `query`, `cursor`, `parallel` and `split_by`, not file, HTTP or Kafka keys"
                     .into(),
             );
         }
@@ -588,11 +662,26 @@ impl RawSource {
                 "key `source.cursor`: {c:?} is not a column name (letters, digits and _)"
             ));
         }
+        let parallel = self.parallel.unwrap_or(1);
+        if !(1..=MAX_PARALLEL).contains(&parallel) {
+            return Err(format!(
+                "key `source.parallel`: {parallel} connections; between 1 and {MAX_PARALLEL}"
+            ));
+        }
+        if let Some(c) = &self.split_by
+            && (c.is_empty() || !c.chars().all(|ch| ch.is_alphanumeric() || ch == '_'))
+        {
+            return Err(format!(
+                "key `source.split_by`: {c:?} is not a column name (letters, digits and _)"
+            ));
+        }
         Ok(Source::Database(Box::new(DatabaseSource {
             url,
             password_env: self.password_env,
             relation,
             cursor: self.cursor,
+            parallel,
+            split_by: self.split_by,
         })))
     }
 
@@ -622,22 +711,82 @@ impl RawSource {
             || self.records.is_some()
             || self.table.is_some()
             || self.query.is_some()
-            || self.password_env.is_some();
+            || self.password_env.is_some()
+            || self.cursor.is_some()
+            || self.parallel.is_some()
+            || self.split_by.is_some();
         if others {
             return Err(
-                "key `source`: a Kafka source takes `kafka`, `topic` and `format`, not file, HTTP or database keys"
+                "key `source`: a Kafka source takes `kafka`, `topic`, `format`, `timestamp_field`, for CSV records `fields`, `delimiter` and `quote`, for Avro `schema` or `schema_registry`; not file, HTTP or database keys"
                     .into(),
             );
         }
-        match self.format {
-            None | Some(Format::Json | Format::Ndjson) => {}
-            Some(_) => {
+        if let Some(f) = &self.timestamp_field
+            && f.trim().is_empty()
+        {
+            return Err("key `source.timestamp_field`: empty; name the field that receives each record's Kafka timestamp".into());
+        }
+        let csv_keys = self.fields.is_some() || self.delimiter.is_some() || self.quote.is_some();
+        if csv_keys && self.format != Some(Format::Csv) {
+            return Err("keys `source.fields`, `delimiter` and `quote` are for CSV records (format = \"csv\")".into());
+        }
+        let avro_keys = self.schema.is_some() || self.schema_registry.is_some();
+        if avro_keys && self.format != Some(Format::Avro) {
+            return Err("keys `source.schema` and `schema_registry` are for Avro records (format = \"avro\")".into());
+        }
+        let records = match self.format {
+            None | Some(Format::Json | Format::Ndjson) => KafkaRecords::Json,
+            Some(Format::Avro) => KafkaRecords::Avro(match (self.schema, self.schema_registry) {
+                (Some(file), None) => AvroSchemaSource::File(file),
+                (None, Some(url)) => {
+                    let parsed = reqwest::Url::parse(&url).map_err(|e| {
+                        format!("key `source.schema_registry`: not a URL ({e}); e.g. \"http://127.0.0.1:8081\"")
+                    })?;
+                    if !matches!(parsed.scheme(), "http" | "https") {
+                        return Err(
+                            "key `source.schema_registry`: an http:// or https:// URL".into()
+                        );
+                    }
+                    if parsed.password().is_some() {
+                        return Err("key `source.schema_registry`: the URL holds a password; floe reads registries without credentials for now".into());
+                    }
+                    AvroSchemaSource::Registry(url.trim_end_matches('/').to_string())
+                }
+                _ => {
+                    return Err("key `source`: Avro records need their schema: `schema = \"readings.avsc\"` (raw datums) or `schema_registry = \"http://host:8081\"` (Confluent framing), one of them".into());
+                }
+            }),
+            Some(Format::Csv) => {
+                let fields = self.fields.unwrap_or_default();
+                let mut seen = std::collections::HashSet::new();
+                if fields.is_empty()
+                    || fields
+                        .iter()
+                        .any(|f| f.trim().is_empty() || !seen.insert(f.as_str()))
+                {
+                    return Err("key `source.fields`: CSV records have no header; name their fields in order, each once, e.g. fields = [\"ts\", \"meter\", \"kwh\"]".into());
+                }
+                let delimiter = self.delimiter.unwrap_or(',');
+                let quote = self.quote.unwrap_or('"');
+                if !delimiter.is_ascii() || !quote.is_ascii() {
+                    return Err(
+                        "keys `source.delimiter` and `source.quote` must be single ASCII characters"
+                            .into(),
+                    );
+                }
+                KafkaRecords::Csv {
+                    fields,
+                    delimiter,
+                    quote,
+                }
+            }
+            Some(Format::Parquet) => {
                 return Err(
-                    "key `source.format`: a Kafka source reads records that are JSON objects (format = \"json\")"
+                    "key `source.format`: a Kafka source reads records that are JSON objects (format = \"json\"), CSV rows (format = \"csv\" with `fields`) or Avro (format = \"avro\")"
                         .into(),
                 );
             }
-        }
+        };
         let topic = self
             .topic
             .filter(|t| {
@@ -652,6 +801,8 @@ impl RawSource {
         Ok(Source::Kafka(Box::new(KafkaSource {
             brokers: list,
             topic,
+            timestamp_field: self.timestamp_field,
+            records,
         })))
     }
 
@@ -661,6 +812,9 @@ impl RawSource {
         let format = self
             .format
             .ok_or("key `source.format`: missing; one of ndjson, json, csv, parquet".to_string())?;
+        if format == Format::Avro {
+            return Err("key `source.format`: \"avro\" is for Kafka records; files are ndjson, json, csv or parquet".into());
+        }
         let delimiter = self.delimiter.unwrap_or(',');
         let quote = self.quote.unwrap_or('"');
         if delimiter.len_utf8() != 1 || quote.len_utf8() != 1 {

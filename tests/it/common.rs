@@ -155,6 +155,7 @@ pub fn request(from: &str, to: &str, run_id: &str) -> IngestRequest {
         replay: false,
         allow_empty: false,
         now: chrono::Utc::now(),
+        max_records: None,
         run_id: run_id.to_string(),
     }
 }

@@ -526,6 +526,7 @@ expect = {{ cadence = "1h"{expect} }}
     };
     let run = |now: &str, id: &str| floe::ingest::IngestRequest {
         now: at(now),
+        max_records: None,
         ..request("2024-05-01", "2024-05-01", id)
     };
     let delayed = env.pipeline(&job(", publication_delay = \"1h\""));

@@ -80,6 +80,7 @@ async fn every_run_is_kept_once(format: &str) {
     };
     let run = |id: &str, now: &str| floe::ingest::IngestRequest {
         now: at(now),
+        max_records: None,
         ..request("2024-06-04", "2024-06-04", id)
     };
     write_forecast(&env, 10.0);
@@ -271,6 +272,7 @@ async fn history_is_kept(format: &str) {
     };
     let run = |id: &str, now: &str| floe::ingest::IngestRequest {
         now: at(now),
+        max_records: None,
         ..request("2024-06-04", "2024-06-04", id)
     };
     env.write(

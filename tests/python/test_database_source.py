@@ -19,6 +19,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -34,14 +35,18 @@ UTC = dt.timezone.utc
 PASSWORD = "pg-pass-Xq81-not-shown"
 
 
-def psql(url: str, sql: str) -> None:
+def psql_cmd(url: str, sql: str) -> list[str]:
     m = re.match(r"postgres://(?P<user>[^@]+)@(?P<host>[^:/]+):(?P<port>\d+)/(?P<db>.+)$", url)
     assert m, url
     cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", m["host"], "-p", m["port"], "-U", m["user"],
            "-d", m["db"], "-c", sql]
     if os.geteuid() == 0:
         cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return cmd
+
+
+def psql(url: str, sql: str) -> None:
+    out = subprocess.run(psql_cmd(url, sql), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr
 
 
@@ -256,6 +261,64 @@ def test_a_cursor_reads_only_changes_and_merges_them_by_key(local_server, fresh_
     assert out.returncode == 2 and 'set mode = \\"merge\\"' in out.stderr.replace('"', '\\"'), lib.explain(out)
 
 
+def test_parallel_reads_split_key_ranges_in_one_snapshot(local_server, fresh_postgres_db, ns: str, tmp_path):
+    """parallel = 4: four connections read four ranges of `id` in the snapshot the first one
+    exported. A writer keeps moving rows from the lowest ids to new, higher ones during the
+    read: readers with snapshots of their own would read a moved row twice (before and
+    after its move); one snapshot reads each row once. Rows whose key is NULL are read too."""
+    server = local_server
+    rows = 200_000
+    psql(fresh_postgres_db, f"""
+        CREATE TABLE meter (id bigint, uid int NOT NULL UNIQUE, at timestamptz NOT NULL, kwh numeric(8, 3));
+        CREATE INDEX ON meter (id);
+        INSERT INTO meter SELECT g, g, '2024-05-01'::timestamptz + (g % 86400) * interval '1 second', g % 1000
+          FROM generate_series(1, {rows}) g;
+        INSERT INTO meter VALUES (NULL, -1, '2024-05-01 12:00:00+00', 1), (NULL, -2, '2024-05-01 13:00:00+00', 2);
+    """)
+    # Moves a row per transaction for at most 60 s, until cancelled after the read.
+    mover = subprocess.Popen(psql_cmd(fresh_postgres_db, """
+        DO $$ /* floe-mover */ DECLARE stop timestamptz := clock_timestamp() + interval '60 seconds'; BEGIN
+          WHILE clock_timestamp() < stop LOOP
+            UPDATE meter SET id = id + 100000000 WHERE id = (SELECT min(id) FROM meter WHERE id < 100000000);
+            COMMIT;
+          END LOOP;
+        END $$;"""), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    job = {"name": "meter", "table": f"{ns}.meter",
+           "source": {"database": fresh_postgres_db, "table": "meter", "parallel": 4, "split_by": "id"},
+           "event_time": {"kind": "offset", "column": "at"},
+           "columns": [{"name": "id", "type": "long"}, {"name": "uid", "type": "int", "required": True},
+                       {"name": "kwh", "type": "decimal(8, 3)"}]}
+    pipeline = write_pipeline(tmp_path / "floe.toml", server, [job])
+    report = tmp_path / "report.json"
+    time.sleep(0.5)  # the mover is under way
+    try:
+        out = ok(run(server, pipeline, "2024-05-01", "2024-05-01", "--report", str(report)))
+        assert mover.poll() is None, "the writer stopped before the read ended: the test proves nothing"
+    finally:
+        psql(fresh_postgres_db, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                                "WHERE query LIKE '%floe-mover%' AND pid <> pg_backend_pid()")
+        mover.wait(timeout=120)
+    moved = subprocess.run(psql_cmd(fresh_postgres_db, "SELECT count(*) FROM meter WHERE id >= 100000000")
+                           + ["-t", "-A"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert int(moved.stdout.strip() or 0) > 100, f"too few rows moved to mean anything: {moved.stdout}"
+    assert "parts=4" in out.stderr, "not read by four connections" + lib.explain(out)
+    assert lib.job_report(lib.read_report(report), "meter")["rows_read"] == rows + 2
+    uids = [r["uid"] for r in server.catalog().load_table(f"{ns}.meter").scan(selected_fields=("uid",))
+            .to_arrow().to_pylist()]
+    dupes = len(uids) - len(set(uids))
+    assert dupes == 0, f"{dupes} rows read twice: the readers did not share one snapshot"
+    assert sorted(uids) == [-2, -1, *range(1, rows + 1)]
+
+    # A split column that is not an integer is named in the error.
+    bad = {**job, "source": {**job["source"], "split_by": "kwh"}}
+    out = run(server, write_pipeline(tmp_path / "bad.toml", server, [bad]), "2024-05-01", "2024-05-01")
+    assert out.returncode == 2 and "integer column" in out.stderr and '"kwh"' in out.stderr, lib.explain(out)
+    # parallel without a split column or a one-column unique_key.
+    bad = {**job, "source": {k: v for k, v in job["source"].items() if k != "split_by"}}
+    out = run(server, write_pipeline(tmp_path / "bad2.toml", server, [bad]), "2024-05-01", "2024-05-01")
+    assert out.returncode == 2 and "split_by" in out.stderr, lib.explain(out)
+
+
 # ---------------------------------------------------------------------------------------
 # MySQL/MariaDB: the same contract from another server
 
@@ -329,3 +392,41 @@ def test_a_mariadb_table_lands_with_exact_values_and_a_cursor(local_server, mari
     assert out.returncode == 0, lib.explain(out)
     got = {r["id"]: r["amount"] for r in server.catalog().load_table(f"{ns}.sales_changes").scan().to_arrow().to_pylist()}
     assert got == {1: Decimal("1234567890123456.7891"), 2: Decimal("0.0001"), 3: Decimal("5.0000")}
+
+
+@pytest.mark.mariadb
+def test_mariadb_parallel_reads_and_the_privilege_they_need(local_server, mariadb, ns: str, tmp_path):
+    server = local_server
+    url, password = mariadb
+    table = f"parts_{ns}"
+    mariadb_sql(url, password, f"""
+        CREATE TABLE {table} (id INT UNSIGNED NULL, made_at DATETIME(6) NOT NULL, name VARCHAR(20));
+        INSERT INTO {table} (id, made_at, name)
+          SELECT seq, TIMESTAMP('2024-05-01') + INTERVAL (seq % 86400) SECOND, CONCAT('p', seq) FROM seq_1_to_5000;
+        INSERT INTO {table} VALUES (NULL, '2024-05-01 01:00:00', 'no id');
+        DROP USER IF EXISTS 'reader_{ns}'@'127.0.0.1';
+        CREATE USER 'reader_{ns}'@'127.0.0.1' IDENTIFIED BY '{password}';
+        GRANT SELECT ON *.* TO 'reader_{ns}'@'127.0.0.1';
+    """)
+    job = {"name": "parts", "table": f"{ns}.parts",
+           "source": {"database": url, "table": table, "password_env": "FLOE_TEST_DB_PASSWORD", "parallel": 3,
+                      "split_by": "id"},
+           "event_time": {"kind": "local", "column": "made_at", "zone": "UTC"},
+           "columns": [{"name": "id", "type": "long"}, {"name": "name", "type": "string"}]}
+    env = lib.clean_env(NO_COLOR="1", RUST_LOG="floe=info", FLOE_TEST_DB_PASSWORD=password)
+    go = lambda p: subprocess.run(ingest_cmd(p, "2024-05-01", "2024-05-01"), capture_output=True,  # noqa: E731
+                                  text=True, timeout=INGEST_TIMEOUT_S, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    out = go(write_pipeline(tmp_path / "floe.toml", server, [job]))
+    assert out.returncode == 0, lib.explain(out)
+    assert "parts=3" in out.stderr, lib.explain(out)
+    names = [r["name"] for r in server.catalog().load_table(f"{ns}.parts").scan().to_arrow().to_pylist()]
+    assert sorted(names) == sorted([f"p{i}" for i in range(1, 5001)] + ["no id"])
+
+    # A user without RELOAD: the error says what parallel reads need; parallel = 1 works.
+    reader = url.replace("mysql://floe@", f"mysql://reader_{ns}@")
+    weak = {**job, "name": "weak", "table": f"{ns}.weak", "source": {**job["source"], "database": reader}}
+    out = go(write_pipeline(tmp_path / "weak.toml", server, [weak]))
+    assert out.returncode == 2 and "RELOAD" in out.stderr, lib.explain(out)
+    one = {**weak, "source": {**weak["source"], "parallel": 1}}
+    out = go(write_pipeline(tmp_path / "one.toml", server, [one]))
+    assert out.returncode == 0, lib.explain(out)
