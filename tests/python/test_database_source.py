@@ -319,6 +319,44 @@ def test_parallel_reads_split_key_ranges_in_one_snapshot(local_server, fresh_pos
     assert out.returncode == 2 and "split_by" in out.stderr, lib.explain(out)
 
 
+def test_a_connection_dropped_mid_read_fails_loudly_and_commits_nothing(local_server, fresh_postgres_db, ns: str,
+                                                                        tmp_path):
+    """The server ends floe's session while rows stream (a restart, a failover, an admin):
+    the run fails naming the source, and the table keeps exactly what it had."""
+    server = local_server
+    psql(fresh_postgres_db, """
+        CREATE TABLE big (id bigint PRIMARY KEY, at timestamptz NOT NULL, pad text);
+        INSERT INTO big SELECT g, '2024-05-01'::timestamptz + (g % 86400) * interval '1 second', repeat('x', 200)
+          FROM generate_series(1, 400000) g;
+    """)
+    job = {"name": "big", "table": f"{ns}.big", "source": {"database": fresh_postgres_db, "table": "big"},
+           "event_time": {"kind": "offset", "column": "at"},
+           "columns": [{"name": "id", "type": "long", "required": True}, {"name": "pad", "type": "string"}]}
+    pipeline = write_pipeline(tmp_path / "floe.toml", server, [job])
+    env = lib.clean_env(NO_COLOR="1", RUST_LOG="floe=info")
+    proc = subprocess.Popen(ingest_cmd(pipeline, "2024-05-01", "2024-05-01"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    killed = False
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and not killed:
+            out = subprocess.run(psql_cmd(fresh_postgres_db, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                          "WHERE application_name = 'floe' AND state = 'active' "
+                                          "AND query LIKE '%to_jsonb%'") + ["-t", "-A"],
+                                 capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            killed = out.stdout.strip() not in ("", "0")
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=INGEST_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    assert killed, "the read ended before it could be cut: the test proves nothing"
+    assert proc.returncode != 0, f"floe exited 0 after its read was cut:\n{out}\n{err}"
+    assert "the read failed" in err and "table big" in err, err
+    assert not any(t[1] == "big" for t in server.catalog().list_tables(ns)), "a table was left or committed"
+
+
 # ---------------------------------------------------------------------------------------
 # MySQL/MariaDB: the same contract from another server
 
