@@ -1270,7 +1270,16 @@ fn read_all(
     mut builder: BatchBuilder,
     tx: &mpsc::Sender<Msg>,
 ) -> Result<()> {
-    let mut progress = progress::Progress::new(&job.name, units.len());
+    // The total size is known when every file is local (landed sources
+    // among them); remote files are sized only once fetched.
+    let sizes: Option<u64> = units
+        .iter()
+        .map(|u| match &u.file {
+            files::SourceFile::Local(p) => std::fs::metadata(p).ok().map(|m| m.len()),
+            files::SourceFile::Remote(_) => None,
+        })
+        .sum();
+    let mut progress = progress::Progress::new(&job.name, units.len(), sizes);
     let runtime = tokio::runtime::Handle::current();
     for unit in units {
         let uri = unit
@@ -1302,6 +1311,8 @@ fn read_all(
             origin: unit.origin.as_deref(),
         };
         read_unit(job, &unit, &path, &mut sink)?;
+        sink.progress
+            .file_done(std::fs::metadata(&path).map_or(0, |m| m.len()));
         let rejected = sink.take_rejects();
         let (read, outside) = (sink.read, sink.outside);
         drop(temp);
@@ -1476,6 +1487,7 @@ impl records::RecordSink for FileSink<'_> {
         )?;
         let converted = self.builder.convert_batch(&batch, &self.uri, self.window)?;
         self.read += batch.num_rows() as u64;
+        self.progress.rows(batch.num_rows() as u64);
         self.outside += converted.outside;
         for (row, reason) in converted.rejected {
             self.rejected.push(Reject {
