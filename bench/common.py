@@ -1,8 +1,8 @@
 """Shared parts of the benchmark scripts: the data generator, timing a process under
 /usr/bin/time -v, and a `floe catalog serve` over a local warehouse.
 
-Imported by bench/ingest.py and bench/maintain.py (run them from anywhere: each puts
-its own folder on sys.path)."""
+Imported by bench/ingest.py, bench/maintain.py, bench/database.py, bench/kafka.py
+and the others (run them from anywhere: each puts its own folder on sys.path)."""
 import json
 import os
 import re
@@ -120,6 +120,33 @@ def timed_run(cmd, env=None, timeout=None, cwd=None) -> Timed:
         raise SystemExit(f"benchmark step failed: {' '.join(map(str, cmd))}")
     secs, rss, user, system, start = parse_time_v(out.stderr)
     return Timed(secs, rss, user, system, out.stdout, out.stderr[:max(start, 0)])
+
+
+def try_timed_run(cmd, env=None, timeout=None, stdout=None):
+    """(Timed, None) for a process run under /usr/bin/time -v, or (None, error text)
+    when it fails; `stdout` may be a file object (e.g. /dev/null) instead of captured.
+    The process runs in its own process group, ended whole on a timeout or when this
+    script is interrupted (SIGTERM raises SystemExit through exit_on_sigterm)."""
+    proc = subprocess.Popen(["/usr/bin/time", "-v", *map(str, cmd)], text=True, env=env,
+                            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            stdout=stdout if stdout is not None else subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout} s"
+    finally:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.communicate(timeout=30)
+    if proc.returncode != 0:
+        cut = [i for i in (err.rfind("Command exited with non-zero status"), err.rfind("\tCommand being timed:"))
+               if i >= 0]
+        return None, (out or "")[-2000:] + err[:min(cut) if cut else len(err)][-4000:]
+    secs, rss, user, system, start = parse_time_v(err)
+    return Timed(secs, rss, user, system, out or "", err[:max(start, 0)]), None
 
 
 def timed(cmd, env=None):

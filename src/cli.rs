@@ -516,8 +516,8 @@ pub struct IngestArgs {
     /// Kafka jobs: keep running, committing what arrived every
     /// --commit-every (each commit exactly once, with its offsets, as a
     /// bounded run would). SIGTERM or Ctrl-C stops it after the commit in
-    /// progress; an error stops it with exit 1 (a supervisor restarts it
-    /// from the table's offsets).
+    /// progress; an error stops it with the exit code a bounded run would
+    /// give (a supervisor restarts it from the table's offsets).
     #[arg(long, conflicts_with = "dry_run")]
     pub follow: bool,
 
