@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -281,3 +282,28 @@ columns = [
 sort = {'["site_id", "ts_utc"]' if sort else "[]"}
 schema_drift = "ignore"
 ''')
+
+
+def floe_records(floe: str, uri: str, table: str) -> int:
+    """The rows `floe status` counts in `table` (-1 when it cannot say)."""
+    out = subprocess.run([floe, "status", table, "--catalog", uri, "--json"], capture_output=True, text=True,
+                         env=quiet_env(), timeout=120, stdin=subprocess.DEVNULL)
+    if out.returncode != 0:
+        return -1
+    return int(json.loads(out.stdout)[0]["records"])
+
+
+def parquet_rows(folder: Path) -> int:
+    """Rows of every Parquet file under `folder`, from their footers."""
+    import pyarrow.parquet as pq
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in folder.rglob("*.parquet"))
+
+
+def du(folder: Path) -> int:
+    """Bytes of the files under `folder`."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def median(xs):
+    """The median, NaN for no values."""
+    return statistics.median(xs) if xs else float("nan")

@@ -130,7 +130,9 @@ rootLogger.appenderRef.f.ref = f
 EOF
     local java
     java=$(java_bin)
-    rm -rf "$work/data"
+    # A reused work folder keeps the last broker's log, whose "started" line
+    # would report this one ready before it listens.
+    rm -rf "$work/data" "$work/server.log"
     local cluster
     cluster=$(python3 -c 'import base64,uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
     "$java" -cp "$lib/*" -Dlog4j2.configurationFile="$work/log4j2.properties" \
