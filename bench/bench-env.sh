@@ -20,27 +20,5 @@ fi
 
 venv=${1:-$HOME/.cache/floe/venv-bench}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-requirements="$here/requirements-bench.txt"
-stamp="$venv/.floe-bench-requirements.sha256"
-python=${PYTHON:-python3}
-
-want=$(sha256sum "$requirements" | cut -d' ' -f1)
-if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-    echo "$venv/bin/python"
-    exit 0
-fi
-
-if [[ ! -x "$venv/bin/python" ]]; then
-    "$python" -m venv "$venv"
-fi
-
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        -r "$requirements" >"$log" 2>&1; then
-    cat "$log" >&2
-    echo "bench-env: pip install failed for $requirements" >&2
-    exit 1
-fi
-echo "$want" >"$stamp"
+"$here/../infra/local/python-env.sh" "$venv" "$here/requirements-bench.txt"
 echo "$venv/bin/python"

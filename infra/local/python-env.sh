@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # Create (if missing) a Python virtual environment for floe's Python tests and install
-# tests/python/requirements.txt into it. Idempotent: a stamp file in the venv holds the
-# sha256 of the requirements it was installed from; when it matches, nothing is done.
+# tests/python/requirements.txt (or REQUIREMENTS: bench/bench-env.sh passes the
+# benchmarks') into it. Idempotent: a stamp file in the venv holds the sha256 of the
+# requirements it was installed from; when it matches, nothing is done.
 #
-# usage: infra/local/python-env.sh VENV_DIR
+# usage: infra/local/python-env.sh VENV_DIR [REQUIREMENTS]
 # env:   PYTHON  interpreter used to create a new venv (default: python3)
 set -euo pipefail
 
-if [[ $# -ne 1 ]]; then
-    echo "usage: $0 VENV_DIR" >&2
+if [[ $# -lt 1 || $# -gt 2 ]]; then
+    echo "usage: $0 VENV_DIR [REQUIREMENTS]" >&2
     exit 2
 fi
 
 venv=$1
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-requirements="$here/../../tests/python/requirements.txt"
+requirements=${2:-$here/../../tests/python/requirements.txt}
 stamp="$venv/.floe-requirements.sha256"
 python=${PYTHON:-python3}
 
