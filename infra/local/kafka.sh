@@ -133,10 +133,12 @@ EOF
     # A reused work folder keeps the last broker's log, whose "started" line
     # would report this one ready before it listens.
     rm -rf "$work/data" "$work/server.log"
+    # A random id is URL-safe base64, so it starts with '-' one time in 64: passed as
+    # --cluster-id=ID, never as a separate argument the parser would take for an option.
     local cluster
     cluster=$(python3 -c 'import base64,uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
     "$java" -cp "$lib/*" -Dlog4j2.configurationFile="$work/log4j2.properties" \
-        kafka.tools.StorageTool format -t "$cluster" -c "$work/server.properties" \
+        kafka.tools.StorageTool format --cluster-id="$cluster" -c "$work/server.properties" \
         >"$work/format.log" 2>&1 || { cat "$work/format.log" >&2; die "formatting the storage failed"; }
     nohup "$java" "-Xmx${KAFKA_HEAP:-512m}" -cp "$lib/*" \
         -Dlog4j2.configurationFile="$work/log4j2.properties" \
