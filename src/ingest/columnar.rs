@@ -428,6 +428,7 @@ impl BatchBuilder {
                 name,
                 kind,
                 required,
+                ..
             } => fate.field_column(source, (name, kind, *required), data_type)?,
         })
     }

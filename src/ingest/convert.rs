@@ -3,6 +3,7 @@
 //! succeed, so a bad record becomes a reject with its reason and never a
 //! half-written row.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -16,6 +17,8 @@ use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use chrono::NaiveDate;
 use serde_json::{Map, Value};
 
+use super::fields::{RecordView, Scalar};
+use super::flat::RowShape;
 use crate::error::{Error, Result};
 use crate::event_time::{self, EpochUnit, Micros, PeriodClock};
 use crate::pipeline::{ColumnType, EVENT_TIME_COLUMN, EventTimeConfig, Job};
@@ -32,7 +35,14 @@ pub(crate) fn lookup<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&
         return None;
     }
     let mut segments = crate::pipeline::path_segments(name).into_iter();
-    let mut node = fields.get(segments.next()?)?;
+    walk(fields.get(segments.next()?)?, segments)
+}
+
+/// The value at `segments` (keys, or indexes into arrays) inside `node`.
+pub(crate) fn walk<'a, 's>(
+    mut node: &'a Value,
+    segments: impl IntoIterator<Item = &'s str>,
+) -> Option<&'a Value> {
     for segment in segments {
         node = match node {
             Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
@@ -55,11 +65,11 @@ pub struct Record {
     pub line: u64,
 }
 
-/// A converted value.
+/// A converted value (a string borrowed from its record when it can be).
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Cell {
+pub(super) enum Cell<'a> {
     Null,
-    Str(String),
+    Str(Cow<'a, str>),
     I32(i32),
     I64(i64),
     F32(f32),
@@ -90,6 +100,8 @@ pub(super) enum ColumnSource {
         name: String,
         kind: ColumnType,
         required: bool,
+        /// The field's slot in decoded rows (see [`RowShape`]).
+        slot: Option<usize>,
     },
     IngestTime,
     SourceUri,
@@ -104,7 +116,10 @@ pub struct BatchBuilder {
     sources: Vec<ColumnSource>,
     builders: Vec<Slot>,
     event_time: EventTimeConfig,
+    /// The event time's source fields, each with its slot.
+    event_slots: Vec<(String, Option<usize>)>,
     known_fields: HashSet<String>,
+    shape: Arc<RowShape>,
     ingest_time: Micros,
     rows: usize,
 }
@@ -166,6 +181,8 @@ fn new_builder(dt: &DataType) -> Result<Box<dyn ArrayBuilder>> {
 impl BatchBuilder {
     /// A builder for `schema` (the table's) filled by `job`.
     pub fn new(job: &Job, schema: SchemaRef, ingest_time: Micros) -> Result<Self> {
+        let known_fields = job.source_fields();
+        let shape = Arc::new(RowShape::new(known_fields.iter().cloned()));
         let mut sources = Vec::new();
         let mut builders = Vec::new();
         for f in schema.fields() {
@@ -194,6 +211,7 @@ impl BatchBuilder {
                             name: c.source_field().to_string(),
                             kind: c.kind.clone(),
                             required: c.required,
+                            slot: shape.slot(c.source_field()),
                         }
                     }
                     None => ColumnSource::Null,
@@ -206,13 +224,20 @@ impl BatchBuilder {
                 Slot::Typed(new_builder(f.data_type())?)
             });
         }
-        let known_fields = job.source_fields();
+        let event_slots = job
+            .event_time
+            .source_fields()
+            .into_iter()
+            .map(|f| (f.to_string(), shape.slot(f)))
+            .collect();
         Ok(Self {
             schema,
             sources,
             builders,
             event_time: job.event_time.clone(),
+            event_slots,
             known_fields,
+            shape,
             ingest_time,
             rows: 0,
         })
@@ -234,6 +259,11 @@ impl BatchBuilder {
         self.ingest_time
     }
 
+    /// The fields the job reads, for rows decoded straight into them.
+    pub fn shape(&self) -> Arc<RowShape> {
+        Arc::clone(&self.shape)
+    }
+
     /// Source fields the contract does not know, if any.
     pub fn unknown_field<'a>(
         &self,
@@ -242,12 +272,25 @@ impl BatchBuilder {
         fields.into_iter().find(|k| !self.known_fields.contains(*k))
     }
 
+    /// The first (in name order) field of `record` the contract does not
+    /// know, with the type its value suggests (`guess`) or string.
+    pub fn unknown_field_of(
+        &self,
+        record: &impl RecordView,
+        guess: bool,
+    ) -> Option<(String, Option<ColumnType>)> {
+        record.unknown_field(&self.known_fields, guess)
+    }
+
     /// A key inside a nested column's value that the column's type does
     /// not declare: (column's source field, the key's path, its value).
-    pub fn unknown_nested_key(&self, fields: &Map<String, Value>) -> Option<(&str, String, Value)> {
+    pub fn unknown_nested_key(&self, record: &impl RecordView) -> Option<(&str, String, Value)> {
         self.sources.iter().find_map(|source| match source {
-            ColumnSource::Field { name, kind, .. } if kind.is_nested() => lookup(fields, name)
-                .and_then(|v| super::nested::unknown_key(v, kind, name))
+            ColumnSource::Field {
+                name, kind, slot, ..
+            } if kind.is_nested() => record
+                .field(name, *slot)
+                .and_then(|v| super::nested::unknown_key(&v.to_value(), kind, name))
                 .map(|(path, value)| (name.as_str(), path, value)),
             _ => None,
         })
@@ -264,15 +307,15 @@ impl BatchBuilder {
     }
 
     /// The record's event time, or why it has none.
-    pub fn event_time(&self, record: &Record) -> std::result::Result<Micros, String> {
-        self.event_time_of(&record.fields)
+    pub fn event_time(&self, record: &impl RecordView) -> std::result::Result<Micros, String> {
+        self.event_time_of(record)
     }
 
     /// Converts and appends a record whose event time is `ts`, or returns
     /// why it is a reject.
     pub fn push(
         &mut self,
-        record: &Record,
+        record: &impl RecordView,
         ts: Micros,
         source_uri: &str,
     ) -> std::result::Result<(), String> {
@@ -281,22 +324,24 @@ impl BatchBuilder {
             let cell = match source {
                 ColumnSource::EventTime => Cell::Ts(ts),
                 ColumnSource::IngestTime => Cell::Ts(self.ingest_time),
-                ColumnSource::SourceUri => Cell::Str(source_uri.to_string()),
-                ColumnSource::Hash => Cell::Hash(hash(record.raw.as_bytes())),
+                ColumnSource::SourceUri => Cell::Str(Cow::Borrowed(source_uri)),
+                ColumnSource::Hash => Cell::Hash(hash(record.raw().as_bytes())),
                 ColumnSource::Null => Cell::Null,
                 ColumnSource::Field {
                     name,
                     kind,
                     required,
+                    slot,
                 } => {
-                    let value = lookup(&record.fields, name);
+                    let value = record.field(name, *slot);
                     let cell = if kind.is_nested() {
-                        match super::nested::normalize(value, kind, name)? {
+                        let value = value.map(Scalar::to_value);
+                        match super::nested::normalize(value.as_deref(), kind, name)? {
                             Value::Null => Cell::Null,
                             v => Cell::Json(v),
                         }
                     } else {
-                        convert(value, kind).map_err(|e| format!("field {name}: {e}"))?
+                        convert_scalar(value, kind).map_err(|e| format!("field {name}: {e}"))?
                     };
                     if *required && cell == Cell::Null {
                         return Err(format!("required field {name} is missing or null"));
@@ -319,15 +364,20 @@ impl BatchBuilder {
         Ok(())
     }
 
-    fn event_time_of(&self, fields: &Map<String, Value>) -> std::result::Result<Micros, String> {
-        let text = |name: &str| -> std::result::Result<String, String> {
-            match lookup(fields, name) {
-                None | Some(Value::Null) => Err(format!("event-time field {name} is missing")),
-                Some(Value::String(s)) if s.trim().is_empty() => {
+    fn event_time_of(&self, record: &impl RecordView) -> std::result::Result<Micros, String> {
+        let slot_of = |name: &str| {
+            self.event_slots
+                .iter()
+                .find(|(f, _)| f == name)
+                .and_then(|(_, slot)| *slot)
+        };
+        let text = |name: &str| -> std::result::Result<Cow<'_, str>, String> {
+            match record.field(name, slot_of(name)) {
+                None | Some(Scalar::Null) => Err(format!("event-time field {name} is missing")),
+                Some(Scalar::Str(s)) if s.trim().is_empty() => {
                     Err(format!("event-time field {name} is empty"))
                 }
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(other) => Ok(other.to_string()),
+                Some(v) => Ok(v.text()),
             }
         };
         let integer = |name: &str| -> std::result::Result<i64, String> {
@@ -431,58 +481,80 @@ fn parse_date(text: &str) -> std::result::Result<NaiveDate, String> {
 
 /// A primitive value of `kind` (nested types go through
 /// [`super::nested::normalize`]).
-pub(super) fn convert(
-    value: Option<&Value>,
+pub(super) fn convert<'a>(
+    value: Option<&'a Value>,
     kind: &ColumnType,
-) -> std::result::Result<Cell, String> {
+) -> std::result::Result<Cell<'a>, String> {
+    convert_scalar(value.map(Scalar::of), kind)
+}
+
+/// [`convert`] of a record's field, whichever decoder read it: text is
+/// read as written (a string trimmed, anything else as JSON writes it);
+/// integers and floats read as such skip the text where the result is
+/// the same.
+pub(super) fn convert_scalar<'a>(
+    value: Option<Scalar<'a>>,
+    kind: &ColumnType,
+) -> std::result::Result<Cell<'a>, String> {
     let value = match value {
-        None | Some(Value::Null) => return Ok(Cell::Null),
-        Some(Value::String(s)) if s.is_empty() && *kind != ColumnType::String => {
+        None | Some(Scalar::Null) => return Ok(Cell::Null),
+        Some(Scalar::Str(s)) if s.is_empty() && *kind != ColumnType::String => {
             return Ok(Cell::Null);
         }
         Some(v) => v,
     };
     let as_text = || match value {
-        Value::String(s) => s.trim().to_string(),
-        other => other.to_string(),
+        Scalar::Str(s) => Cow::Borrowed(s.trim()),
+        other => other.text(),
     };
     let bad = |what: &str| format!("{} is not {what}", truncate(&as_text()));
-    Ok(match kind {
-        ColumnType::String => Cell::Str(match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        }),
-        ColumnType::Int => Cell::I32(as_text().parse().map_err(|_| bad("a 32-bit integer"))?),
-        ColumnType::Long => Cell::I64(as_text().parse().map_err(|_| bad("a 64-bit integer"))?),
+    Ok(match (kind, value) {
+        (ColumnType::String, v) => Cell::Str(v.text()),
+        (ColumnType::Int, Scalar::Int(i)) => {
+            Cell::I32(i32::try_from(i).map_err(|_| bad("a 32-bit integer"))?)
+        }
+        (ColumnType::Int, Scalar::UInt(u)) => {
+            Cell::I32(i32::try_from(u).map_err(|_| bad("a 32-bit integer"))?)
+        }
+        (ColumnType::Int, _) => Cell::I32(as_text().parse().map_err(|_| bad("a 32-bit integer"))?),
+        (ColumnType::Long, Scalar::Int(i)) => Cell::I64(i),
+        (ColumnType::Long, Scalar::UInt(u)) => {
+            Cell::I64(i64::try_from(u).map_err(|_| bad("a 64-bit integer"))?)
+        }
+        (ColumnType::Long, _) => Cell::I64(as_text().parse().map_err(|_| bad("a 64-bit integer"))?),
+        // A float read from JSON is finite, and its shortest text parses
+        // back to itself.
+        (ColumnType::Double, Scalar::Float(f)) if f.is_finite() => Cell::F64(f),
         // "NaN", "inf" and numbers out of range ("1e400") parse as floats
         // that are not numbers: rejects, not values.
-        ColumnType::Float => Cell::F32(match as_text().parse::<f32>() {
+        (ColumnType::Float, _) => Cell::F32(match as_text().parse::<f32>() {
             Ok(v) if v.is_finite() => v,
             Ok(_) => return Err(bad("a finite number")),
             Err(_) => return Err(bad("a number")),
         }),
-        ColumnType::Double => Cell::F64(match as_text().parse::<f64>() {
+        (ColumnType::Double, _) => Cell::F64(match as_text().parse::<f64>() {
             Ok(v) if v.is_finite() => v,
             Ok(_) => return Err(bad("a finite number")),
             Err(_) => return Err(bad("a number")),
         }),
-        ColumnType::Boolean => Cell::Bool(match as_text().to_ascii_lowercase().as_str() {
+        (ColumnType::Boolean, Scalar::Bool(b)) => Cell::Bool(b),
+        (ColumnType::Boolean, _) => Cell::Bool(match as_text().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => true,
             "false" | "0" | "no" => false,
             _ => return Err(bad("a boolean")),
         }),
-        ColumnType::Date => {
+        (ColumnType::Date, _) => {
             let d = parse_date(&as_text())?;
             let days = (d - epoch_date()).num_days();
             Cell::Date(i32::try_from(days).map_err(|_| bad("a date in range"))?)
         }
-        ColumnType::Timestamptz => {
+        (ColumnType::Timestamptz, _) => {
             Cell::Ts(event_time::parse_with_offset(&as_text()).map_err(|e| e.0)?)
         }
-        ColumnType::Decimal { precision, scale } => {
+        (ColumnType::Decimal { precision, scale }, _) => {
             Cell::Dec(parse_decimal(&as_text(), *precision, *scale)?)
         }
-        ColumnType::List(_) | ColumnType::Map(_) | ColumnType::Struct(_) => {
+        (ColumnType::List(_) | ColumnType::Map(_) | ColumnType::Struct(_), _) => {
             return Err(format!("{kind} values are read as nested values"));
         }
     })
@@ -566,7 +638,7 @@ pub(super) fn truncate(s: &str) -> String {
     }
 }
 
-fn append(builder: &mut dyn ArrayBuilder, cell: Cell) {
+fn append(builder: &mut dyn ArrayBuilder, cell: Cell<'_>) {
     let any = builder.as_any_mut();
     macro_rules! put {
         ($ty:ty, $v:expr) => {
@@ -576,7 +648,7 @@ fn append(builder: &mut dyn ArrayBuilder, cell: Cell) {
         };
     }
     match cell {
-        Cell::Str(s) => put!(StringBuilder, s),
+        Cell::Str(s) => put!(StringBuilder, s.as_ref()),
         Cell::I32(v) => put!(Int32Builder, v),
         Cell::I64(v) => put!(Int64Builder, v),
         Cell::F32(v) => put!(Float32Builder, v),

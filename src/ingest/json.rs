@@ -49,7 +49,7 @@ impl<'de> Deserialize<'de> for Strict {
 
 /// Builds a [`Value`] as serde_json's own visitor does, refusing a key
 /// present twice.
-struct StrictVisitor;
+pub(super) struct StrictVisitor;
 
 impl<'de> Visitor<'de> for StrictVisitor {
     type Value = Value;

@@ -14,9 +14,13 @@ mod carry;
 mod columnar;
 mod convert;
 mod database;
+#[cfg(test)]
+mod decode_paths;
 mod drift;
 pub mod expect;
+mod fields;
 mod files;
+mod flat;
 mod for_each;
 pub mod http;
 mod json;
@@ -30,6 +34,7 @@ mod scd2;
 mod sql_tests;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::NaiveDate;
@@ -48,6 +53,7 @@ use crate::table::window::{
     Destination, Place, Replaces, WindowCommit, WindowSpec, WindowWrite, Written,
 };
 use convert::{BatchBuilder, Record};
+use fields::RecordView;
 pub use rejects::Reject;
 
 /// Rows per Arrow batch handed to the writer.
@@ -1309,6 +1315,7 @@ fn read_all(
             outside: 0,
             drift_checked: false,
             origin: unit.origin.as_deref(),
+            decode_rows: true,
         };
         read_unit(job, &unit, &path, &mut sink)?;
         sink.progress
@@ -1351,6 +1358,9 @@ struct FileSink<'a> {
     drift_checked: bool,
     /// Kafka records: a reject's line is its offset.
     origin: Option<&'a kafka::Origin>,
+    /// NDJSON and CSV rows decoded straight into the job's fields
+    /// ([`flat`]), not as JSON values.
+    decode_rows: bool,
 }
 
 impl FileSink<'_> {
@@ -1370,25 +1380,44 @@ impl FileSink<'_> {
         }
         self.drift_checked = true;
         match self.builder.unknown_field(fields) {
-            Some(field) => Err(Error::Source(format!(
-                "{}:{line}: unknown source field {field:?}: add it to the job's columns, e.g.\n  {}\n\
-                 (type guessed from its value), or set schema_drift = \"ignore\" (drop such fields) \
-                 or \"evolve\" (add them as nullable columns)",
-                self.named,
-                drift::column_line(field, kind(field))
-            ))),
+            Some(field) => Err(self.unknown_field_error(field, kind(field), line)),
             None => Ok(()),
         }
+    }
+
+    /// Schema drift of a row-oriented record: an unknown field fails the
+    /// run by default. A CSV header is checked once (its first row);
+    /// JSON records each time, with the type the value suggests.
+    fn check_record_drift(&mut self, record: &impl RecordView) -> Result<()> {
+        let csv = self.job.source.files().map(|f| f.format) == Some(crate::pipeline::Format::Csv);
+        if self.job.schema_drift != SchemaDrift::Error || (csv && self.drift_checked) {
+            return Ok(());
+        }
+        self.drift_checked = true;
+        match self.builder.unknown_field_of(record, !csv) {
+            Some((field, kind)) => Err(self.unknown_field_error(&field, kind, record.line())),
+            None => Ok(()),
+        }
+    }
+
+    fn unknown_field_error(&self, field: &str, kind: Option<ColumnType>, line: u64) -> Error {
+        Error::Source(format!(
+            "{}:{line}: unknown source field {field:?}: add it to the job's columns, e.g.\n  {}\n\
+             (type guessed from its value), or set schema_drift = \"ignore\" (drop such fields) \
+             or \"evolve\" (add them as nullable columns)",
+            self.named,
+            drift::column_line(field, kind)
+        ))
     }
 
     /// A key a nested column's type does not declare fails the run
     /// unless the job drops such keys (`schema_drift = "ignore"`): nested
     /// types are not evolved.
-    fn check_nested_drift(&self, record: &Record) -> Result<()> {
+    fn check_nested_drift(&self, record: &impl RecordView) -> Result<()> {
         if self.job.schema_drift == SchemaDrift::Ignore {
             return Ok(());
         }
-        let Some((column, path, value)) = self.builder.unknown_nested_key(&record.fields) else {
+        let Some((column, path, value)) = self.builder.unknown_nested_key(record) else {
             return Ok(());
         };
         let (parent, key) = path.rsplit_once('.').unwrap_or((column, &path));
@@ -1397,8 +1426,39 @@ impl FileSink<'_> {
             "{}:{}: unknown key {path} in nested field {column}: declare it in the column's \
              type (add `{key}: {kind}` to the struct at {parent}), or set schema_drift = \
              \"ignore\" to drop such keys (nested types are not evolved)",
-            self.named, record.line
+            self.named,
+            record.line()
         )))
+    }
+
+    /// Converts one record of a row-oriented source, whichever decoder
+    /// read it.
+    fn take(&mut self, record: &impl RecordView) -> Result<()> {
+        self.read += 1;
+        self.progress.row();
+        self.check_record_drift(record)?;
+        self.check_nested_drift(record)?;
+        let ts = match self.builder.event_time(record) {
+            Ok(ts) => ts,
+            Err(reason) => {
+                self.rejected.push(Reject::new(record, reason, &self.uri));
+                return self.flush_rejects();
+            }
+        };
+        if !self.window.contains(&day_of(ts)) {
+            self.outside += 1;
+            return Ok(());
+        }
+        if let Err(reason) = self.builder.push(record, ts, &self.uri) {
+            self.rejected.push(Reject::new(record, reason, &self.uri));
+        }
+        if self.builder.len() >= BATCH_ROWS {
+            let batch = self.builder.finish()?;
+            self.tx
+                .blocking_send(Msg::Batch(batch))
+                .map_err(|_| closed())?;
+        }
+        self.flush_rejects()
     }
 
     fn flush_rejects(&mut self) -> Result<()> {
@@ -1430,40 +1490,15 @@ impl FileSink<'_> {
 
 impl records::RecordSink for FileSink<'_> {
     fn record(&mut self, record: Record) -> Result<()> {
-        self.read += 1;
-        self.progress.row();
-        let once = self.job.source.files().map(|f| f.format) == Some(crate::pipeline::Format::Csv);
-        self.check_drift(
-            record.fields.keys(),
-            |f| match record.fields.get(f) {
-                Some(v) if !once => nested::suggest(v),
-                _ => Some(ColumnType::String),
-            },
-            record.line,
-            once,
-        )?;
-        self.check_nested_drift(&record)?;
-        let ts = match self.builder.event_time(&record) {
-            Ok(ts) => ts,
-            Err(reason) => {
-                self.rejected.push(Reject::new(&record, reason, &self.uri));
-                return self.flush_rejects();
-            }
-        };
-        if !self.window.contains(&day_of(ts)) {
-            self.outside += 1;
-            return Ok(());
-        }
-        if let Err(reason) = self.builder.push(&record, ts, &self.uri) {
-            self.rejected.push(Reject::new(&record, reason, &self.uri));
-        }
-        if self.builder.len() >= BATCH_ROWS {
-            let batch = self.builder.finish()?;
-            self.tx
-                .blocking_send(Msg::Batch(batch))
-                .map_err(|_| closed())?;
-        }
-        self.flush_rejects()
+        self.take(&record)
+    }
+
+    fn shape(&self) -> Option<Arc<flat::RowShape>> {
+        self.decode_rows.then(|| self.builder.shape())
+    }
+
+    fn row(&mut self, row: &flat::FlatRow) -> Result<()> {
+        self.take(row)
     }
 
     fn batch(&mut self, batch: arrow_array::RecordBatch, first: u64) -> Result<()> {

@@ -116,9 +116,9 @@ fn not_a(v: &Value, kind: &ColumnType, path: &str) -> String {
 
 /// A converted leaf in the form the JSON decoder reads back exactly:
 /// dates as days and timestamps as microseconds since the epoch.
-fn leaf_value(cell: Cell) -> Value {
+fn leaf_value(cell: Cell<'_>) -> Value {
     match cell {
-        Cell::Str(s) => Value::String(s),
+        Cell::Str(s) => Value::String(s.into_owned()),
         Cell::I32(v) | Cell::Date(v) => Value::from(v),
         Cell::I64(v) | Cell::Ts(v) => Value::from(v),
         Cell::F32(v) => Number::from_f64(f64::from(v)).map_or(Value::Null, Value::Number),

@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
@@ -12,6 +13,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
 
 use super::convert::Record;
+use super::fields::RecordView;
+use super::flat::{FlatRow, NotARow, RowShape};
 use super::json;
 use crate::error::{Error, Result};
 use crate::pipeline::{Format, SourceConfig};
@@ -59,6 +62,15 @@ impl Unreadable {
 pub trait RecordSink {
     /// A record of a row-oriented source (NDJSON, JSON, CSV).
     fn record(&mut self, record: Record) -> Result<()>;
+    /// The fields the sink reads, when it takes NDJSON and CSV rows decoded
+    /// straight into them ([`Self::row`]) rather than as JSON records.
+    fn shape(&self) -> Option<Arc<RowShape>> {
+        None
+    }
+    /// A row decoded for [`Self::shape`].
+    fn row(&mut self, row: &FlatRow) -> Result<()> {
+        self.record(row.to_record())
+    }
     /// A batch of a columnar source (Parquet) and the record number of its
     /// first row.
     fn batch(&mut self, batch: RecordBatch, first: u64) -> Result<()>;
@@ -87,11 +99,16 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Source(format!("{}: {e}", path.display())).caused_by(e)
 }
 
+/// A UTF-8 byte order mark, which some tools write at the start of a file.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// One record per line; a line that is not a JSON object (or not UTF-8)
-/// is a reject of its own.
+/// is a reject of its own. A byte order mark before the first line is not
+/// part of it.
 fn read_ndjson(path: &Path, sink: &mut dyn RecordSink) -> Result<()> {
     let io = io_error(path);
     let mut reader = BufReader::new(File::open(path).map_err(&io)?);
+    let mut row = sink.shape().map(FlatRow::new);
     let mut bytes = Vec::new();
     let mut number = 0u64;
     loop {
@@ -100,43 +117,60 @@ fn read_ndjson(path: &Path, sink: &mut dyn RecordSink) -> Result<()> {
             break;
         }
         number += 1;
+        if number == 1 && bytes.starts_with(BOM) {
+            bytes.drain(..BOM.len());
+        }
         while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             bytes.pop();
         }
         // A line that is not UTF-8 is a reject of its own (its bytes
         // kept exactly); the others still land.
-        let line = match String::from_utf8(std::mem::take(&mut bytes)) {
-            Ok(line) => line,
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(text) => text,
             Err(e) => {
-                let at = e.utf8_error().valid_up_to();
+                let at = e.valid_up_to();
                 sink.unreadable(Unreadable::bytes(
-                    e.into_bytes(),
+                    bytes.clone(),
                     format!("invalid UTF-8 at byte {at} of the line"),
                     number,
                 ));
                 continue;
             }
         };
-        if line.trim().is_empty() {
+        if text.trim().is_empty() {
             continue;
         }
-        // A key present twice is a reject, not the last value silently.
-        match json::from_str(&line) {
-            Ok(Value::Object(fields)) => sink.record(Record {
-                fields,
-                raw: line,
-                line: number,
-            })?,
-            Ok(_) => sink.unreadable(Unreadable::text(
-                line,
-                "line is JSON but not an object".into(),
-                number,
-            )),
-            Err(e) => sink.unreadable(Unreadable::text(line, json_reason(&e), number)),
+        match &mut row {
+            // Decoded straight into the sink's fields.
+            Some(row) => match row.decode_json(text, number) {
+                Ok(()) => sink.row(row)?,
+                Err(why) => {
+                    let reason = match why {
+                        NotARow::NotObject => NOT_AN_OBJECT.into(),
+                        NotARow::Json(e) => json_reason(&e),
+                    };
+                    sink.unreadable(Unreadable::text(row.raw().to_string(), reason, number));
+                }
+            },
+            // A key present twice is a reject, not the last value silently.
+            None => {
+                let line = text.to_string();
+                match json::from_str(&line) {
+                    Ok(Value::Object(fields)) => sink.record(Record {
+                        fields,
+                        raw: line,
+                        line: number,
+                    })?,
+                    Ok(_) => sink.unreadable(Unreadable::text(line, NOT_AN_OBJECT.into(), number)),
+                    Err(e) => sink.unreadable(Unreadable::text(line, json_reason(&e), number)),
+                }
+            }
         }
     }
     Ok(())
 }
+
+const NOT_AN_OBJECT: &str = "line is JSON but not an object";
 
 /// Why JSON text is not a record: a key present twice, or malformed.
 fn json_reason(e: &serde_json::Error) -> String {
@@ -266,6 +300,12 @@ fn read_csv(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Re
     // handle opened on the first one).
     let mut bytes_row = csv::ByteRecord::new();
     let mut again: Option<File> = None;
+    // Rows decoded straight into the sink's fields: each header's slot.
+    let mut flat = sink.shape().map(|shape| {
+        let slots: Vec<(String, Option<usize>)> =
+            headers.iter().map(|h| (h.clone(), shape.slot(h))).collect();
+        (FlatRow::new(shape), slots)
+    });
     loop {
         // The line the next record starts on (the reader is past the
         // header, or past the previous record).
@@ -294,13 +334,14 @@ fn read_csv(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Re
                         continue;
                     }
                 };
-                let raw = row
-                    .iter()
-                    .collect::<Vec<_>>()
-                    .join(&source.delimiter.to_string());
+                let raw = || {
+                    row.iter()
+                        .collect::<Vec<_>>()
+                        .join(&source.delimiter.to_string())
+                };
                 if row.len() != headers.len() {
                     sink.unreadable(Unreadable::text(
-                        raw,
+                        raw(),
                         format!(
                             "row has {} fields, the header has {}",
                             row.len(),
@@ -308,13 +349,20 @@ fn read_csv(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Re
                         ),
                         line,
                     ));
+                } else if let Some((flat, slots)) = &mut flat {
+                    flat.fill_csv(row.iter(), slots, source.delimiter, line);
+                    sink.row(flat)?;
                 } else {
                     let fields: Map<String, Value> = headers
                         .iter()
                         .zip(row.iter())
                         .map(|(h, v)| (h.clone(), Value::String(v.to_string())))
                         .collect();
-                    sink.record(Record { fields, raw, line })?;
+                    sink.record(Record {
+                        fields,
+                        raw: raw(),
+                        line,
+                    })?;
                 }
                 bytes_row = row.into_byte_record();
             }

@@ -13,7 +13,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::IngestRequest;
-use super::convert::Record;
+use super::fields::RecordView;
 use super::records::Unreadable;
 use crate::error::{Error, Result};
 use crate::pipeline::Job;
@@ -36,13 +36,13 @@ pub struct Reject {
 
 impl Reject {
     /// A record that failed conversion.
-    pub(super) fn new(record: &Record, reason: String, source: &str) -> Self {
+    pub(super) fn new(record: &impl RecordView, reason: String, source: &str) -> Self {
         Self {
-            raw: record.raw.clone(),
+            raw: record.raw().to_string(),
             raw_bytes: None,
             reason,
             source: source.to_string(),
-            line: record.line,
+            line: record.line(),
         }
     }
 

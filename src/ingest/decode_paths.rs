@@ -1,0 +1,396 @@
+//! The two decoders of NDJSON and CSV files, compared on generated input:
+//! rows decoded straight into the job's fields ([`super::flat`]) must give
+//! exactly what JSON records give (the same batches, rejects with the same
+//! text, reason and line, the same counts and the same errors), quirks
+//! included: a byte order mark, CRLF, quoted fields, blank lines, numbers
+//! as strings, nulls, unknown fields, keys present twice, escapes, key
+//! order changing from line to line, malformed lines and bad UTF-8.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use arrow_array::RecordBatch;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+
+use super::convert::BatchBuilder;
+use super::records;
+use super::{EVERY_DAY, FileSink, Msg};
+use crate::pipeline::{Job, Source};
+
+/// What one read gave.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    result: Result<(), String>,
+    rows: Vec<RecordBatch>,
+    /// (raw, raw_bytes, reason, line) of each reject.
+    rejects: Vec<(String, Option<Vec<u8>>, String, u64)>,
+    read: u64,
+    outside: u64,
+}
+
+fn job(format: &str, drift: &str) -> Job {
+    let text = format!(
+        r#"
+[catalog]
+uri = "http://127.0.0.1:1"
+[[job]]
+name = "j"
+table = "t.j"
+source = {{ path = "in/*.{format}", format = "{format}" }}
+event_time = {{ kind = "offset", column = "ts" }}
+schema_drift = "{drift}"
+columns = [
+  {{ name = "s", type = "string" }},
+  {{ name = "i", type = "int" }},
+  {{ name = "l", type = "long", required = true }},
+  {{ name = "d", type = "double" }},
+  {{ name = "f", type = "float" }},
+  {{ name = "b", type = "boolean" }},
+  {{ name = "dt", type = "date" }},
+  {{ name = "at", type = "timestamptz" }},
+  {{ name = "dec", type = "decimal(10, 2)" }},
+  {{ name = "lat", type = "double", from = "loc.lat" }},
+  {{ name = "loc", type = "struct<lat: double, name: string>" }},
+  {{ name = "tags", type = "list<string>" }},
+  {{ name = "renamed", type = "string", from = "orig" }},
+]
+"#
+    );
+    let pipeline = crate::pipeline::parse(&text, Path::new("/tmp/p.toml")).expect("pipeline");
+    pipeline.jobs.into_iter().next().expect("one job")
+}
+
+/// Reads `path` for `job` through the real file sink, decoding rows
+/// straight into fields or as JSON records.
+fn read(job: &Job, path: &Path, decode_rows: bool) -> Outcome {
+    let schema = crate::table::schema::arrow_schema(
+        &crate::table::schema::table_schema(job).expect("table schema"),
+    )
+    .expect("arrow schema");
+    let mut builder = BatchBuilder::new(job, schema, 1_700_000_000_000_000).expect("builder");
+    let (tx, mut rx) = mpsc::channel::<Msg>(1 << 16);
+    let mut progress = super::progress::Progress::new("j", 1, None);
+    let Source::Files(cfg) = &job.source else {
+        panic!("a file job")
+    };
+    let mut sink = FileSink {
+        job,
+        uri: "file:///in".into(),
+        named: "in".into(),
+        builder: &mut builder,
+        window: &EVERY_DAY,
+        tx: &tx,
+        progress: &mut progress,
+        rejected: Vec::new(),
+        read: 0,
+        outside: 0,
+        drift_checked: false,
+        origin: None,
+        decode_rows,
+    };
+    let result = records::read_file(path, cfg, &mut sink).map_err(|e| e.to_string());
+    let mut rejects: Vec<_> = sink
+        .take_rejects()
+        .into_iter()
+        .map(|r| (r.raw, r.raw_bytes, r.reason, r.line))
+        .collect();
+    let (read, outside) = (sink.read, sink.outside);
+    drop(tx);
+    let mut rows = Vec::new();
+    while let Ok(msg) = rx.try_recv() {
+        match msg {
+            Msg::Batch(b) => rows.push(b),
+            Msg::Rejects(r) => {
+                rejects.splice(
+                    0..0,
+                    r.into_iter()
+                        .map(|r| (r.raw, r.raw_bytes, r.reason, r.line)),
+                );
+            }
+            Msg::Counts { .. } => {}
+        }
+    }
+    if !builder.is_empty() {
+        rows.push(builder.finish().expect("batch"));
+    }
+    Outcome {
+        result,
+        rows,
+        rejects,
+        read,
+        outside,
+    }
+}
+
+fn pick<'a>(rng: &mut StdRng, items: &[&'a str]) -> &'a str {
+    items[rng.random_range(0..items.len())]
+}
+
+/// A JSON value for field `key` (or any other), often valid, often not.
+fn json_value(rng: &mut StdRng, key: &str) -> String {
+    let common = [
+        "null",
+        "\"\"",
+        "\"  \"",
+        "true",
+        "false",
+        "0",
+        "-0",
+        "5.0",
+        "1e3",
+        "1.5e-7",
+        "12345678901234567890",
+        "-9223372036854775809",
+        "\"x\\\"y\\u00e9\\n\"",
+        "\"caf\u{e9}\"",
+        "[1, \"a\"]",
+        "{\"k\": 1}",
+    ];
+    if rng.random_bool(0.02) {
+        return pick(rng, &common).to_string();
+    }
+    // Mostly values that convert (some of them only after coercion), then
+    // values that do not.
+    let good = rng.random_bool(0.97);
+    let (valid, invalid): (&[&str], &[&str]) = match key {
+        "ts" | "at" => (
+            &[
+                "\"2024-03-01T10:00:00Z\"",
+                "\"2024-03-02T23:30:00-05:00\"",
+                "\" 2024-03-01T10:00:00+01:00 \"",
+                "\"2024-03-01 10:00:00Z\"",
+            ],
+            &["\"2024-03-01\"", "\"yesterday\"", "1709287200"],
+        ),
+        "i" | "l" => (
+            &["42", "-7", "\"12\"", "\" 12 \"", "\"+5\"", "0"],
+            &["2147483648", "\"abc\"", "3.0", "1e3"],
+        ),
+        "d" | "f" | "lat" | "loc.lat" => (
+            &[
+                "1.25",
+                "-0.1",
+                "\"2.5\"",
+                "3",
+                "0.30000000000000004",
+                "1e-7",
+                "-0",
+            ],
+            &["\"NaN\"", "\"inf\"", "1e39", "\"1,5\""],
+        ),
+        "b" => (
+            &["true", "false", "\"yes\"", "\"NO\"", "1"],
+            &["\"2\"", "\"t\""],
+        ),
+        "dt" => (
+            &["\"2024-03-01\"", "\"2024-03-01T10:00:00Z\""],
+            &["\"2024-02-30\"", "\"01/03/2024\""],
+        ),
+        "dec" => (
+            &["12.34", "\"-0.5\"", "1e2", "7"],
+            &["19.999", "\"12345678901\""],
+        ),
+        "loc" => (
+            &[
+                "{\"lat\": 51.5, \"name\": \"x\"}",
+                "{\"lat\": \"51.5\"}",
+                "\"{\\\"lat\\\": 3.5}\"",
+            ],
+            &[
+                "{\"lat\": 1, \"lat\": 2}",
+                "{\"lat\": 1, \"extra\": true}",
+                "[1]",
+            ],
+        ),
+        "tags" => (
+            &["[\"a\", \"b\"]", "[]", "[1, null]", "\"[\\\"x\\\"]\""],
+            &["{\"a\": 1}"],
+        ),
+        _ => return format!("\"v{}\"", rng.random_range(0..1000)),
+    };
+    pick(rng, if good { valid } else { invalid }).to_string()
+}
+
+/// A key as written: usually plain, sometimes with an escape that reads as
+/// the same name.
+fn json_key(rng: &mut StdRng, key: &str) -> String {
+    if rng.random_bool(0.05) && !key.is_empty() {
+        let mut chars = key.chars();
+        let first = chars.next().unwrap_or('x');
+        format!("\"\\u{:04x}{}\"", first as u32, chars.as_str())
+    } else {
+        format!("\"{key}\"")
+    }
+}
+
+fn ndjson_file(rng: &mut StdRng, unknown: bool) -> Vec<u8> {
+    let keys = [
+        "ts", "s", "i", "l", "d", "f", "b", "dt", "at", "dec", "loc", "tags", "orig", "loc.lat",
+    ];
+    let mut out = Vec::new();
+    if rng.random_bool(0.2) {
+        out.extend_from_slice(b"\xEF\xBB\xBF");
+    }
+    let lines = rng.random_range(1..40);
+    let mut order: Vec<&str> = keys.to_vec();
+    for _ in 0..lines {
+        let end: &[u8] = if rng.random_bool(0.2) { b"\r\n" } else { b"\n" };
+        match rng.random_range(0..100) {
+            0..=2 => out.extend_from_slice(b"   "),
+            3..=4 => out.extend_from_slice(b"[1, 2]"),
+            5 => out.extend_from_slice(b"\"just text\""),
+            6..=7 => out.extend_from_slice(b"{\"ts\": \"2024-03-01T10:00:00Z\", \"l\": 1"),
+            8 => out.extend_from_slice(b"{\"l\": 1, \"s\": \"\xFF\xFE\"}"),
+            9 => out.extend_from_slice(b"{\"l\": 1} trailing"),
+            _ => {
+                if rng.random_bool(0.1) {
+                    // Keys in another order from here on.
+                    let i = rng.random_range(0..order.len());
+                    let j = rng.random_range(0..order.len());
+                    order.swap(i, j);
+                }
+                let mut line = String::from("{");
+                let mut first = true;
+                for key in &order {
+                    if rng.random_bool(if *key == "loc.lat" { 0.9 } else { 0.04 }) {
+                        continue;
+                    }
+                    if !first {
+                        line.push_str(if rng.random_bool(0.5) { ", " } else { "," });
+                    }
+                    first = false;
+                    let _ = write!(line, "{}: {}", json_key(rng, key), json_value(rng, key));
+                    if rng.random_bool(0.003) {
+                        let _ = write!(line, ", {}: {}", json_key(rng, key), json_value(rng, key));
+                    }
+                }
+                if unknown && rng.random_bool(0.3) {
+                    let _ = write!(
+                        line,
+                        "{}\"zz{}\": {}",
+                        if first { "" } else { ", " },
+                        rng.random_range(0..3),
+                        json_value(rng, "zz")
+                    );
+                }
+                line.push('}');
+                out.extend_from_slice(line.as_bytes());
+            }
+        }
+        out.extend_from_slice(end);
+    }
+    if rng.random_bool(0.3) {
+        // No line end after the last line.
+        while out.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            out.pop();
+        }
+    }
+    out
+}
+
+fn csv_cell(rng: &mut StdRng, key: &str) -> String {
+    let v = json_value(rng, key);
+    // CSV cells are text: a JSON string's content, or the literal.
+    let text = match serde_json::from_str::<serde_json::Value>(&v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => v,
+    };
+    let text = if rng.random_bool(0.1) {
+        String::new()
+    } else {
+        text
+    };
+    if text.contains([',', '"', '\n', '\r']) || rng.random_bool(0.1) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+fn csv_file(rng: &mut StdRng, unknown: bool) -> Vec<u8> {
+    let mut headers: Vec<&str> = vec![
+        "ts", "s", "i", "l", "d", "f", "b", "dt", "at", "dec", "orig",
+    ];
+    if unknown {
+        headers.push("zz");
+    }
+    if rng.random_bool(0.1) {
+        headers.push("s");
+    }
+    for i in (1..headers.len()).rev() {
+        headers.swap(i, rng.random_range(0..=i));
+    }
+    headers.retain(|_| rng.random_bool(0.9));
+    let mut out = Vec::new();
+    if rng.random_bool(0.2) {
+        out.extend_from_slice(b"\xEF\xBB\xBF");
+    }
+    let end: &[u8] = if rng.random_bool(0.3) { b"\r\n" } else { b"\n" };
+    out.extend_from_slice(headers.join(",").as_bytes());
+    out.extend_from_slice(end);
+    for _ in 0..rng.random_range(0..40) {
+        match rng.random_range(0..100) {
+            0..=2 => {}
+            3..=4 => out.extend_from_slice(b"only,two"),
+            5 => out.extend_from_slice(b"\xFF,\xFE"),
+            _ => {
+                let cells: Vec<String> = headers.iter().map(|h| csv_cell(rng, h)).collect();
+                out.extend_from_slice(cells.join(",").as_bytes());
+            }
+        }
+        out.extend_from_slice(end);
+    }
+    out
+}
+
+fn compare(format: &str, file: impl Fn(&mut StdRng, bool) -> Vec<u8>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut rng = StdRng::seed_from_u64(20_261_203);
+    let mut rows = 0;
+    let mut rejects = 0;
+    let mut failed = 0;
+    for case in 0..400 {
+        let unknown = case % 4 == 0;
+        let drift = if unknown && case % 8 == 0 {
+            "error"
+        } else {
+            "ignore"
+        };
+        let job = job(format, drift);
+        let path = dir.path().join(format!("{case}.{format}"));
+        std::fs::write(&path, file(&mut rng, unknown)).expect("write");
+        let rows_path = read(&job, &path, true);
+        let values_path = read(&job, &path, false);
+        assert_eq!(
+            rows_path,
+            values_path,
+            "{format} case {case} decodes differently:\n{}",
+            String::from_utf8_lossy(&std::fs::read(&path).expect("read"))
+        );
+        rows += rows_path
+            .rows
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum::<usize>();
+        rejects += rows_path.rejects.len();
+
+        failed += usize::from(rows_path.result.is_err());
+    }
+    // The inputs reach every outcome: rows, rejects and failed runs.
+    assert!(
+        rows > 500 && rejects > 500 && failed > 5,
+        "{rows} rows, {rejects} rejects, {failed} failures"
+    );
+}
+
+#[test]
+fn ndjson_rows_decode_as_json_records_do() {
+    compare("ndjson", ndjson_file);
+}
+
+#[test]
+fn csv_rows_decode_as_json_records_do() {
+    compare("csv", csv_file);
+}
