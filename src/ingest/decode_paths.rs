@@ -15,8 +15,9 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::mpsc;
 
 use super::convert::BatchBuilder;
+use super::reading::FileSink;
 use super::records;
-use super::{EVERY_DAY, FileSink, Msg};
+use super::{EVERY_DAY, Msg, Unit};
 use crate::pipeline::{Job, Source};
 
 /// What one read gave.
@@ -62,35 +63,54 @@ columns = [
     pipeline.jobs.into_iter().next().expect("one job")
 }
 
-/// Reads `path` for `job` through the real file sink, decoding rows
-/// straight into fields or as JSON records.
-fn read(job: &Job, path: &Path, decode_rows: bool) -> Outcome {
+/// How a file is read.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// Rows decoded as JSON values.
+    Values,
+    /// Rows decoded straight into fields, the file as one block.
+    Rows,
+    /// Rows decoded straight into fields, in blocks of whole lines read
+    /// this many bytes at a time (NDJSON).
+    Blocks(usize),
+}
+
+/// Reads `path` for `job` through the real file sink.
+fn read(job: &Job, path: &Path, mode: Mode) -> Outcome {
     let schema = crate::table::schema::arrow_schema(
         &crate::table::schema::table_schema(job).expect("table schema"),
     )
     .expect("arrow schema");
     let mut builder = BatchBuilder::new(job, schema, 1_700_000_000_000_000).expect("builder");
     let (tx, mut rx) = mpsc::channel::<Msg>(1 << 16);
-    let mut progress = super::progress::Progress::new("j", 1, None);
+    let progress = std::sync::Mutex::new(super::progress::Progress::new("j", 1, None));
     let Source::Files(cfg) = &job.source else {
         panic!("a file job")
     };
-    let mut sink = FileSink {
-        job,
-        uri: "file:///in".into(),
-        named: "in".into(),
-        builder: &mut builder,
-        window: &EVERY_DAY,
-        tx: &tx,
-        progress: &mut progress,
-        rejected: Vec::new(),
-        read: 0,
-        outside: 0,
-        drift_checked: false,
+    let unit = Unit {
+        file: super::files::SourceFile::Local(path.to_path_buf()),
+        keep: EVERY_DAY,
+        vars: None,
         origin: None,
-        decode_rows,
     };
-    let result = records::read_file(path, cfg, &mut sink).map_err(|e| e.to_string());
+    let mut sink = FileSink::new(job, &unit, "file:///in", "in", &mut builder, &tx, &progress);
+    sink.decode_rows = !matches!(mode, Mode::Values);
+    let result = match mode {
+        Mode::Values | Mode::Rows => records::read_file(path, cfg, &mut sink),
+        Mode::Blocks(size) => {
+            let mut row = None;
+            records::LineBlocks::with_block(path, size).and_then(|blocks| {
+                for block in blocks {
+                    if row.is_none() {
+                        row = records::RecordSink::shape(&sink).map(super::flat::FlatRow::new);
+                    }
+                    records::read_ndjson_block(&block?, &mut sink, &mut row)?;
+                }
+                Ok(())
+            })
+        }
+    }
+    .map_err(|e| e.to_string());
     let mut rejects: Vec<_> = sink
         .take_rejects()
         .into_iter()
@@ -361,14 +381,27 @@ fn compare(format: &str, file: impl Fn(&mut StdRng, bool) -> Vec<u8>) {
         let job = job(format, drift);
         let path = dir.path().join(format!("{case}.{format}"));
         std::fs::write(&path, file(&mut rng, unknown)).expect("write");
-        let rows_path = read(&job, &path, true);
-        let values_path = read(&job, &path, false);
+        let rows_path = read(&job, &path, Mode::Rows);
+        let values_path = read(&job, &path, Mode::Values);
+        let shown = || String::from_utf8_lossy(&std::fs::read(&path).expect("read")).into_owned();
         assert_eq!(
             rows_path,
             values_path,
             "{format} case {case} decodes differently:\n{}",
-            String::from_utf8_lossy(&std::fs::read(&path).expect("read"))
+            shown()
         );
+        if format == "ndjson" {
+            // Split into blocks of whole lines (as the decoding threads
+            // read big files), the rows and line numbers stay the same.
+            let size = rng.random_range(1..300);
+            let blocks = read(&job, &path, Mode::Blocks(size));
+            assert_eq!(
+                blocks,
+                rows_path,
+                "case {case} in blocks of {size} bytes:\n{}",
+                shown()
+            );
+        }
         rows += rows_path
             .rows
             .iter()

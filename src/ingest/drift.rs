@@ -139,7 +139,7 @@ pub fn scan_unknown(
     let runtime = tokio::runtime::Handle::current();
     for unit in units {
         let (path, _temp) = fetcher.materialize(&unit.file, &runtime)?;
-        super::read_unit(job, unit, &path, &mut scan)?;
+        super::reading::read_unit(job, unit, &path, &mut scan)?;
     }
     for name in scan.found.keys() {
         if name == EVENT_TIME_COLUMN || name.starts_with('_') || name.contains(['.', '/']) {

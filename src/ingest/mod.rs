@@ -28,13 +28,13 @@ mod kafka;
 mod merge;
 mod nested;
 pub(crate) mod progress;
+mod reading;
 mod records;
 mod rejects;
 mod scd2;
 mod sql_tests;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::NaiveDate;
@@ -43,17 +43,15 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::pipeline::{
-    CatalogSettings, ColumnType, EmptyDays, Job, Pipeline, SchemaDrift, Source, TableFormat,
-    WriteMode,
+    CatalogSettings, EmptyDays, Job, Pipeline, SchemaDrift, Source, TableFormat, WriteMode,
 };
 use crate::rest::RestClient;
-use crate::table::days::{self, day_name, day_of, day_start};
+use crate::table::days::{self, day_name, day_start};
 use crate::table::props::target_file_size;
 use crate::table::window::{
     Destination, Place, Replaces, WindowCommit, WindowSpec, WindowWrite, Written,
 };
-use convert::{BatchBuilder, Record};
-use fields::RecordView;
+use convert::BatchBuilder;
 pub use rejects::Reject;
 
 /// Rows per Arrow batch handed to the writer.
@@ -938,27 +936,6 @@ pub(crate) struct Unit {
     origin: Option<std::sync::Arc<kafka::Origin>>,
 }
 
-/// Feeds a unit's records to `sink`, `path` being its local copy.
-fn read_unit(
-    job: &Job,
-    unit: &Unit,
-    path: &std::path::Path,
-    sink: &mut dyn records::RecordSink,
-) -> Result<()> {
-    match &job.source {
-        Source::Files(cfg) => records::read_file(path, cfg, sink),
-        Source::Database(_) => records::read_file(path, &database::landed_format(), sink),
-        Source::Kafka(k) => records::read_file(path, &kafka::landed_format(k), sink),
-        Source::Http(h) => {
-            let bytes = std::fs::read(path)
-                .map_err(|e| Error::Source(format!("{}: {e}", path.display())).caused_by(e))?;
-            let empty = std::collections::BTreeMap::new();
-            let vars = unit.vars.as_ref().unwrap_or(&empty);
-            http::read_page(&bytes, &unit.file.uri(), h, vars, sink)
-        }
-    }
-}
-
 /// `[job.expect]` over what the run wrote (`report.days` filled in): puts
 /// the findings in the report and returns the verdict: on success, the
 /// empty days the commit must not empty (those still holding rows then
@@ -1219,8 +1196,9 @@ async fn drain(
     };
     let (tx, mut rx) = mpsc::channel::<Msg>(CHANNEL_DEPTH);
     let reader_job = job.clone();
-    let reader =
-        tokio::task::spawn_blocking(move || read_all(&reader_job, units, &fetcher, builder, &tx));
+    let reader = tokio::task::spawn_blocking(move || {
+        reading::read_all(&reader_job, units, &fetcher, builder, &tx)
+    });
     let mut rejects = Vec::new();
     let mut failure = None;
     while let Some(msg) = rx.recv().await {
@@ -1264,285 +1242,4 @@ async fn drain(
         None => read_result,
     };
     (rejects, checker, outcome)
-}
-
-/// The blocking side: reads every file, converts records, sends batches.
-/// Remote files are fetched to a temporary file first (on this thread,
-/// through the runtime's handle), so reading stays streaming and local.
-fn read_all(
-    job: &Job,
-    units: Vec<Unit>,
-    fetcher: &files::Fetcher,
-    mut builder: BatchBuilder,
-    tx: &mpsc::Sender<Msg>,
-) -> Result<()> {
-    // The total size is known when every file is local (landed sources
-    // among them); remote files are sized only once fetched.
-    let sizes: Option<u64> = units
-        .iter()
-        .map(|u| match &u.file {
-            files::SourceFile::Local(p) => std::fs::metadata(p).ok().map(|m| m.len()),
-            files::SourceFile::Remote(_) => None,
-        })
-        .sum();
-    let mut progress = progress::Progress::new(&job.name, units.len(), sizes);
-    let runtime = tokio::runtime::Handle::current();
-    for unit in units {
-        let uri = unit
-            .origin
-            .as_ref()
-            .map_or_else(|| unit.file.uri(), |o| o.uri.clone());
-        tracing::debug!(source = %uri, job = %job.name, "reading");
-        progress.next_file();
-        let (path, temp) = fetcher.materialize(&unit.file, &runtime)?;
-        let mut sink = FileSink {
-            job,
-            uri,
-            named: unit
-                .origin
-                .as_ref()
-                .map_or_else(|| path.display().to_string(), |o| o.uri.clone()),
-            builder: &mut builder,
-            window: if job.has_event_time() {
-                &unit.keep
-            } else {
-                &EVERY_DAY
-            },
-            tx,
-            progress: &mut progress,
-            rejected: Vec::new(),
-            read: 0,
-            outside: 0,
-            drift_checked: false,
-            origin: unit.origin.as_deref(),
-            decode_rows: true,
-        };
-        read_unit(job, &unit, &path, &mut sink)?;
-        sink.progress
-            .file_done(std::fs::metadata(&path).map_or(0, |m| m.len()));
-        let rejected = sink.take_rejects();
-        let (read, outside) = (sink.read, sink.outside);
-        drop(temp);
-        tx.blocking_send(Msg::Counts { read, outside })
-            .map_err(|_| closed())?;
-        if !rejected.is_empty() {
-            tx.blocking_send(Msg::Rejects(rejected))
-                .map_err(|_| closed())?;
-        }
-    }
-    progress.finish();
-    if !builder.is_empty() {
-        tx.blocking_send(Msg::Batch(builder.finish()?))
-            .map_err(|_| closed())?;
-    }
-    Ok(())
-}
-
-fn closed() -> Error {
-    Error::Storage("the writer stopped".into())
-}
-
-/// Converts one file's records and sends them on.
-struct FileSink<'a> {
-    job: &'a Job,
-    uri: String,
-    /// How errors name the input: its path, or a database source.
-    named: String,
-    builder: &'a mut BatchBuilder,
-    window: &'a std::ops::RangeInclusive<i32>,
-    tx: &'a mpsc::Sender<Msg>,
-    progress: &'a mut progress::Progress,
-    rejected: Vec<Reject>,
-    read: u64,
-    outside: u64,
-    drift_checked: bool,
-    /// Kafka records: a reject's line is its offset.
-    origin: Option<&'a kafka::Origin>,
-    /// NDJSON and CSV rows decoded straight into the job's fields
-    /// ([`flat`]), not as JSON values.
-    decode_rows: bool,
-}
-
-impl FileSink<'_> {
-    /// Schema drift: an unknown source field fails the run by default. A CSV
-    /// header or Parquet schema is checked once; JSON records each time.
-    /// `kind` gives the type a field's value suggests, for the column line
-    /// the error proposes.
-    fn check_drift<'f>(
-        &mut self,
-        fields: impl IntoIterator<Item = &'f String>,
-        kind: impl Fn(&str) -> Option<ColumnType>,
-        line: u64,
-        once: bool,
-    ) -> Result<()> {
-        if self.job.schema_drift != SchemaDrift::Error || (once && self.drift_checked) {
-            return Ok(());
-        }
-        self.drift_checked = true;
-        match self.builder.unknown_field(fields) {
-            Some(field) => Err(self.unknown_field_error(field, kind(field), line)),
-            None => Ok(()),
-        }
-    }
-
-    /// Schema drift of a row-oriented record: an unknown field fails the
-    /// run by default. A CSV header is checked once (its first row);
-    /// JSON records each time, with the type the value suggests.
-    fn check_record_drift(&mut self, record: &impl RecordView) -> Result<()> {
-        let csv = self.job.source.files().map(|f| f.format) == Some(crate::pipeline::Format::Csv);
-        if self.job.schema_drift != SchemaDrift::Error || (csv && self.drift_checked) {
-            return Ok(());
-        }
-        self.drift_checked = true;
-        match self.builder.unknown_field_of(record, !csv) {
-            Some((field, kind)) => Err(self.unknown_field_error(&field, kind, record.line())),
-            None => Ok(()),
-        }
-    }
-
-    fn unknown_field_error(&self, field: &str, kind: Option<ColumnType>, line: u64) -> Error {
-        Error::Source(format!(
-            "{}:{line}: unknown source field {field:?}: add it to the job's columns, e.g.\n  {}\n\
-             (type guessed from its value), or set schema_drift = \"ignore\" (drop such fields) \
-             or \"evolve\" (add them as nullable columns)",
-            self.named,
-            drift::column_line(field, kind)
-        ))
-    }
-
-    /// A key a nested column's type does not declare fails the run
-    /// unless the job drops such keys (`schema_drift = "ignore"`): nested
-    /// types are not evolved.
-    fn check_nested_drift(&self, record: &impl RecordView) -> Result<()> {
-        if self.job.schema_drift == SchemaDrift::Ignore {
-            return Ok(());
-        }
-        let Some((column, path, value)) = self.builder.unknown_nested_key(record) else {
-            return Ok(());
-        };
-        let (parent, key) = path.rsplit_once('.').unwrap_or((column, &path));
-        let kind = nested::suggest(&value).unwrap_or(ColumnType::String);
-        Err(Error::Source(format!(
-            "{}:{}: unknown key {path} in nested field {column}: declare it in the column's \
-             type (add `{key}: {kind}` to the struct at {parent}), or set schema_drift = \
-             \"ignore\" to drop such keys (nested types are not evolved)",
-            self.named,
-            record.line()
-        )))
-    }
-
-    /// Converts one record of a row-oriented source, whichever decoder
-    /// read it.
-    fn take(&mut self, record: &impl RecordView) -> Result<()> {
-        self.read += 1;
-        self.progress.row();
-        self.check_record_drift(record)?;
-        self.check_nested_drift(record)?;
-        let ts = match self.builder.event_time(record) {
-            Ok(ts) => ts,
-            Err(reason) => {
-                self.rejected.push(Reject::new(record, reason, &self.uri));
-                return self.flush_rejects();
-            }
-        };
-        if !self.window.contains(&day_of(ts)) {
-            self.outside += 1;
-            return Ok(());
-        }
-        if let Err(reason) = self.builder.push(record, ts, &self.uri) {
-            self.rejected.push(Reject::new(record, reason, &self.uri));
-        }
-        if self.builder.len() >= BATCH_ROWS {
-            let batch = self.builder.finish()?;
-            self.tx
-                .blocking_send(Msg::Batch(batch))
-                .map_err(|_| closed())?;
-        }
-        self.flush_rejects()
-    }
-
-    fn flush_rejects(&mut self) -> Result<()> {
-        if self.rejected.len() >= BATCH_ROWS {
-            let rejected = self.take_rejects();
-            self.tx
-                .blocking_send(Msg::Rejects(rejected))
-                .map_err(|_| closed())?;
-        }
-        Ok(())
-    }
-
-    /// The rejects so far, a Kafka record's line made its offset.
-    fn take_rejects(&mut self) -> Vec<Reject> {
-        let mut rejected = std::mem::take(&mut self.rejected);
-        if let Some(origin) = self.origin {
-            for r in &mut rejected {
-                if let Some((bytes, why)) = origin.unreadable(r.line) {
-                    r.raw = String::from_utf8_lossy(bytes).into_owned();
-                    r.raw_bytes = Some(bytes.clone());
-                    r.reason = format!("does not decode: {why}");
-                }
-                r.line = origin.offset(r.line);
-            }
-        }
-        rejected
-    }
-}
-
-impl records::RecordSink for FileSink<'_> {
-    fn record(&mut self, record: Record) -> Result<()> {
-        self.take(&record)
-    }
-
-    fn shape(&self) -> Option<Arc<flat::RowShape>> {
-        self.decode_rows.then(|| self.builder.shape())
-    }
-
-    fn row(&mut self, row: &flat::FlatRow) -> Result<()> {
-        self.take(row)
-    }
-
-    fn batch(&mut self, batch: arrow_array::RecordBatch, first: u64) -> Result<()> {
-        let names: Vec<String> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let schema = batch.schema();
-        self.check_drift(
-            names.iter(),
-            |f| {
-                schema
-                    .field_with_name(f)
-                    .ok()
-                    .map(|f| drift::arrow_type(f.data_type()))
-            },
-            first,
-            true,
-        )?;
-        let converted = self.builder.convert_batch(&batch, &self.uri, self.window)?;
-        self.read += batch.num_rows() as u64;
-        self.progress.rows(batch.num_rows() as u64);
-        self.outside += converted.outside;
-        for (row, reason) in converted.rejected {
-            self.rejected.push(Reject {
-                raw: records::row_text(&batch, row),
-                raw_bytes: None,
-                reason,
-                source: self.uri.clone(),
-                line: first + row as u64,
-            });
-        }
-        if let Some(good) = converted.batch {
-            self.tx
-                .blocking_send(Msg::Batch(good))
-                .map_err(|_| closed())?;
-        }
-        self.flush_rejects()
-    }
-
-    fn unreadable(&mut self, bad: records::Unreadable) {
-        self.read += 1;
-        self.rejected.push(Reject::unreadable(bad, &self.uri));
-    }
 }

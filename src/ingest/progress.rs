@@ -95,11 +95,6 @@ impl Progress {
         self.draw(true);
     }
 
-    /// One more record read.
-    pub fn row(&mut self) {
-        self.rows(1);
-    }
-
     /// `n` more records read (a columnar batch).
     pub fn rows(&mut self, n: u64) {
         let before = self.rows / 16_384;
@@ -246,7 +241,7 @@ mod tests {
     fn batches_count_like_rows() {
         let mut p = Progress::new("j", 1, None);
         p.rows(100_000);
-        p.row();
+        p.rows(1);
         assert_eq!(p.rows, 100_001);
     }
 }

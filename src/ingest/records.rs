@@ -3,7 +3,7 @@
 //! row group; a JSON document is read whole (API responses, not bulk data).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -103,34 +103,171 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// One record per line; a line that is not a JSON object (or not UTF-8)
-/// is a reject of its own. A byte order mark before the first line is not
-/// part of it.
+/// is a reject of its own. Read in blocks of whole lines
+/// ([`LineBlocks`]), as the threads that decode big files read them.
 fn read_ndjson(path: &Path, sink: &mut dyn RecordSink) -> Result<()> {
-    let io = io_error(path);
-    let mut reader = BufReader::new(File::open(path).map_err(&io)?);
     let mut row = sink.shape().map(FlatRow::new);
-    let mut bytes = Vec::new();
-    let mut number = 0u64;
-    loop {
-        bytes.clear();
-        if reader.read_until(b'\n', &mut bytes).map_err(&io)? == 0 {
-            break;
+    for block in LineBlocks::open(path)? {
+        let block = block?;
+        read_ndjson_block(&block, sink, &mut row)?;
+    }
+    Ok(())
+}
+
+/// Bytes of a file read per block (more when one line is longer).
+const BLOCK_BYTES: usize = 4 << 20;
+
+/// A block of an NDJSON file: whole lines, the first one numbered
+/// `first_line` (1-based).
+#[derive(Debug)]
+pub struct LineBlock {
+    pub bytes: Vec<u8>,
+    pub first_line: u64,
+}
+
+/// An NDJSON file as blocks of whole lines, each numbered: what one
+/// thread reads while others decode.
+#[derive(Debug)]
+pub struct LineBlocks {
+    path: std::path::PathBuf,
+    file: File,
+    /// The start of a line the last block did not end.
+    carry: Vec<u8>,
+    next_line: u64,
+    done: bool,
+    /// Bytes read per block.
+    block: usize,
+    /// The file's size when opened, and the bytes read so far: no buffer
+    /// is bigger than what is left.
+    size: u64,
+    offset: u64,
+}
+
+impl LineBlocks {
+    /// The blocks of `path`.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::with_block(path, BLOCK_BYTES)
+    }
+
+    /// The blocks of `path`, reading `block` bytes at a time.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn with_block(path: &Path, block: usize) -> Result<Self> {
+        let file = File::open(path).map_err(io_error(path))?;
+        let size = file.metadata().map_or(0, |m| m.len());
+        Ok(Self {
+            size,
+            offset: 0,
+            path: path.to_path_buf(),
+            file,
+            carry: Vec::new(),
+            next_line: 1,
+            done: false,
+            block: block.max(1),
+        })
+    }
+
+    fn read_block(&mut self) -> Result<Option<LineBlock>> {
+        let mut bytes = std::mem::take(&mut self.carry);
+        let io = io_error(&self.path);
+        // Read until the block holds a line end past BLOCK_BYTES, or the
+        // file ends.
+        let end = loop {
+            let start = bytes.len();
+            let left = usize::try_from(self.size.saturating_sub(self.offset)).unwrap_or(usize::MAX);
+            // What is left (and a little more, should the file have grown).
+            let want = self
+                .block
+                .max(start / 2)
+                .min(left.saturating_add(1).max(4096));
+            bytes.resize(start + want, 0);
+            let n = read_full(&mut self.file, &mut bytes[start..]).map_err(&io)?;
+            bytes.truncate(start + n);
+            self.offset += n as u64;
+            if n == 0 {
+                break None;
+            }
+            if let Some(last) = bytes[start..].iter().rposition(|b| *b == b'\n') {
+                break Some(start + last + 1);
+            }
+        };
+        match end {
+            Some(end) => self.carry = bytes.split_off(end),
+            // The file ended: what is left is the last block, if anything.
+            None if bytes.is_empty() => {
+                self.done = true;
+                return Ok(None);
+            }
+            None => self.done = true,
         }
+        let first_line = self.next_line;
+        let ends = bytes.iter().filter(|b| **b == b'\n').count() as u64;
+        // A last line without its line end is a line too.
+        self.next_line += ends + u64::from(bytes.last().is_some_and(|b| *b != b'\n'));
+        Ok(Some(LineBlock { bytes, first_line }))
+    }
+}
+
+/// Fills `buf` from `file` as far as it goes: fewer bytes only at the end.
+fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+impl Iterator for LineBlocks {
+    type Item = Result<LineBlock>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        self.read_block().transpose()
+    }
+}
+
+/// The records of `block` (whole NDJSON lines) to `sink`; `row` is the
+/// sink's decoded row when it takes them ([`RecordSink::shape`]). A byte
+/// order mark before a file's first line is not part of it.
+pub fn read_ndjson_block(
+    block: &LineBlock,
+    sink: &mut dyn RecordSink,
+    row: &mut Option<FlatRow>,
+) -> Result<()> {
+    let mut rest: &[u8] = &block.bytes;
+    let mut number = block.first_line - 1;
+    while !rest.is_empty() {
+        let (mut bytes, next) = match rest.iter().position(|b| *b == b'\n') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        rest = next;
         number += 1;
         if number == 1 && bytes.starts_with(BOM) {
-            bytes.drain(..BOM.len());
+            bytes = &bytes[BOM.len()..];
         }
-        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            bytes.pop();
+        while let [head @ .., b'\r'] = bytes {
+            bytes = head;
         }
         // A line that is not UTF-8 is a reject of its own (its bytes
         // kept exactly); the others still land.
-        let text = match std::str::from_utf8(&bytes) {
+        let text = match std::str::from_utf8(bytes) {
             Ok(text) => text,
             Err(e) => {
                 let at = e.valid_up_to();
                 sink.unreadable(Unreadable::bytes(
-                    bytes.clone(),
+                    bytes.to_vec(),
                     format!("invalid UTF-8 at byte {at} of the line"),
                     number,
                 ));
@@ -140,7 +277,7 @@ fn read_ndjson(path: &Path, sink: &mut dyn RecordSink) -> Result<()> {
         if text.trim().is_empty() {
             continue;
         }
-        match &mut row {
+        match row {
             // Decoded straight into the sink's fields.
             Some(row) => match row.decode_json(text, number) {
                 Ok(()) => sink.row(row)?,
