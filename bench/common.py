@@ -27,15 +27,20 @@ def generate(work: Path, sites: int, days: int, formats=("ndjson", "parquet")):
     """Half-hourly rows for `sites` sites over `days` days from 2024-01-01, one file per
     day and format under work/<format>/<YYYY-MM-DD>.<format>. Cached: a stamp file marks
     a finished set. Same seed, same order: day d holds the same rows whatever `days` is."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     formats = tuple(sorted(formats))
     tag = "" if formats == ("ndjson", "parquet") else "-" + "+".join(formats)
     stamp = work / f"data-{sites}x{days}{tag}.done"
     if stamp.exists():
         return
+    # A set of more days holds these (day d is the same whatever `days` is).
+    for done in work.glob(f"data-{sites}x*{tag}.done"):
+        more = done.name[len(f"data-{sites}x"):len(done.name) - len(f"{tag}.done")]
+        if more.isdigit() and int(more) >= days:
+            return
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     for sub in formats:
         (work / sub).mkdir(parents=True, exist_ok=True)
     start = np.datetime64("2024-01-01T00:00:00", "us")
@@ -257,9 +262,9 @@ def wait_quiet(max_wait: float, busy_below: float = 0.15) -> float:
 def pipeline(path: Path, uri: str, job: str, table: str, fmt: str, folder: Path, sort: bool,
              delta: Path | None = None):
     """Writes a pipeline file with one job reading the generated daily files
-    (`ndjson` or `parquet`) of `folder` into `table` (a Delta table under
+    (`ndjson`, `csv` or `parquet`) of `folder` into `table` (a Delta table under
     `delta` when given)."""
-    column = "ts" if fmt == "ndjson" else "ts_utc"
+    column = "ts_utc" if fmt == "parquet" else "ts"
     delta_lines = f'[delta]\nlocation = "{delta}"\n' if delta else ""
     format_line = 'format = "delta"\n' if delta else ""
     path.write_text(f'''[catalog]

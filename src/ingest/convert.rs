@@ -8,9 +8,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    ArrayBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder,
-    Float32Builder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder, Float32Builder,
+    Float64Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
@@ -87,7 +86,7 @@ pub(super) enum Cell<'a> {
 /// Where a column's converted values go until the batch is finished.
 enum Slot {
     /// A typed builder (every primitive column).
-    Typed(Box<dyn ArrayBuilder>),
+    Typed(Typed),
     /// A nested column: its values, decoded into one array at the end.
     Nested(arrow_schema::FieldRef, Vec<Value>),
 }
@@ -150,32 +149,99 @@ fn kind_of(dt: &DataType) -> Option<ColumnType> {
     })
 }
 
-fn new_builder(dt: &DataType) -> Result<Box<dyn ArrayBuilder>> {
-    Ok(match dt {
-        DataType::Utf8 => Box::new(StringBuilder::new()),
-        DataType::Int32 => Box::new(Int32Builder::new()),
-        DataType::Int64 => Box::new(Int64Builder::new()),
-        DataType::Float32 => Box::new(Float32Builder::new()),
-        DataType::Float64 => Box::new(Float64Builder::new()),
-        DataType::Boolean => Box::new(BooleanBuilder::new()),
-        DataType::Date32 => Box::new(Date32Builder::new()),
-        DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) => {
-            Box::new(TimestampMicrosecondBuilder::new().with_timezone(tz.clone()))
+/// A primitive column's builder, by type: a cell is appended without a
+/// downcast.
+enum Typed {
+    Str(StringBuilder),
+    I32(Int32Builder),
+    I64(Int64Builder),
+    F32(Float32Builder),
+    F64(Float64Builder),
+    Bool(BooleanBuilder),
+    Date(Date32Builder),
+    Ts(TimestampMicrosecondBuilder),
+    Dec(Decimal128Builder),
+    Hash(FixedSizeBinaryBuilder),
+}
+
+impl Typed {
+    fn new(dt: &DataType) -> Result<Self> {
+        Ok(match dt {
+            DataType::Utf8 => Self::Str(StringBuilder::new()),
+            DataType::Int32 => Self::I32(Int32Builder::new()),
+            DataType::Int64 => Self::I64(Int64Builder::new()),
+            DataType::Float32 => Self::F32(Float32Builder::new()),
+            DataType::Float64 => Self::F64(Float64Builder::new()),
+            DataType::Boolean => Self::Bool(BooleanBuilder::new()),
+            DataType::Date32 => Self::Date(Date32Builder::new()),
+            DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) => {
+                Self::Ts(TimestampMicrosecondBuilder::new().with_timezone(tz.clone()))
+            }
+            DataType::FixedSizeBinary(n) => Self::Hash(FixedSizeBinaryBuilder::new(*n)),
+            DataType::Decimal128(precision, scale) => Self::Dec(
+                Decimal128Builder::new()
+                    .with_precision_and_scale(*precision, *scale)
+                    .map_err(|e| {
+                        Error::Config(format!("decimal({precision}, {scale}): {e}")).caused_by(e)
+                    })?,
+            ),
+            other => {
+                return Err(Error::Config(format!(
+                    "floe cannot write columns of type {other}"
+                )));
+            }
+        })
+    }
+
+    /// Appends `cell`, converted for this column's type (null otherwise).
+    fn append(&mut self, cell: Cell<'_>) {
+        match (self, cell) {
+            (Self::Str(b), Cell::Str(s)) => b.append_value(s),
+            (Self::I32(b), Cell::I32(v)) => b.append_value(v),
+            (Self::I64(b), Cell::I64(v)) => b.append_value(v),
+            (Self::F32(b), Cell::F32(v)) => b.append_value(v),
+            (Self::F64(b), Cell::F64(v)) => b.append_value(v),
+            (Self::Bool(b), Cell::Bool(v)) => b.append_value(v),
+            (Self::Date(b), Cell::Date(v)) => b.append_value(v),
+            (Self::Ts(b), Cell::Ts(v)) => b.append_value(v),
+            (Self::Dec(b), Cell::Dec(v)) => b.append_value(v),
+            // The builder was made with width 16, matching the value.
+            (Self::Hash(b), Cell::Hash(v)) => {
+                let _ = b.append_value(v);
+            }
+            (builder, _) => builder.append_null(),
         }
-        DataType::FixedSizeBinary(n) => Box::new(FixedSizeBinaryBuilder::new(*n)),
-        DataType::Decimal128(precision, scale) => Box::new(
-            Decimal128Builder::new()
-                .with_precision_and_scale(*precision, *scale)
-                .map_err(|e| {
-                    Error::Config(format!("decimal({precision}, {scale}): {e}")).caused_by(e)
-                })?,
-        ),
-        other => {
-            return Err(Error::Config(format!(
-                "floe cannot write columns of type {other}"
-            )));
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Self::Str(b) => b.append_null(),
+            Self::I32(b) => b.append_null(),
+            Self::I64(b) => b.append_null(),
+            Self::F32(b) => b.append_null(),
+            Self::F64(b) => b.append_null(),
+            Self::Bool(b) => b.append_null(),
+            Self::Date(b) => b.append_null(),
+            Self::Ts(b) => b.append_null(),
+            Self::Dec(b) => b.append_null(),
+            Self::Hash(b) => b.append_null(),
         }
-    })
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::Str(b) => Arc::new(b.finish()),
+            Self::I32(b) => Arc::new(b.finish()),
+            Self::I64(b) => Arc::new(b.finish()),
+            Self::F32(b) => Arc::new(b.finish()),
+            Self::F64(b) => Arc::new(b.finish()),
+            Self::Bool(b) => Arc::new(b.finish()),
+            Self::Date(b) => Arc::new(b.finish()),
+            Self::Ts(b) => Arc::new(b.finish()),
+            Self::Dec(b) => Arc::new(b.finish()),
+            Self::Hash(b) => Arc::new(b.finish()),
+        }
+    }
 }
 
 impl BatchBuilder {
@@ -221,7 +287,7 @@ impl BatchBuilder {
             builders.push(if f.data_type().is_nested() {
                 Slot::Nested(Arc::clone(f), Vec::new())
             } else {
-                Slot::Typed(new_builder(f.data_type())?)
+                Slot::Typed(Typed::new(f.data_type())?)
             });
         }
         let event_slots = job
@@ -353,7 +419,7 @@ impl BatchBuilder {
         }
         for (slot, cell) in self.builders.iter_mut().zip(cells) {
             match slot {
-                Slot::Typed(builder) => append(builder.as_mut(), cell),
+                Slot::Typed(builder) => builder.append(cell),
                 Slot::Nested(_, values) => values.push(match cell {
                     Cell::Json(v) => v,
                     _ => Value::Null,
@@ -636,54 +702,6 @@ pub(super) fn truncate(s: &str) -> String {
     } else {
         format!("{s:?}")
     }
-}
-
-fn append(builder: &mut dyn ArrayBuilder, cell: Cell<'_>) {
-    let any = builder.as_any_mut();
-    macro_rules! put {
-        ($ty:ty, $v:expr) => {
-            if let Some(b) = any.downcast_mut::<$ty>() {
-                b.append_value($v);
-            }
-        };
-    }
-    match cell {
-        Cell::Str(s) => put!(StringBuilder, s.as_ref()),
-        Cell::I32(v) => put!(Int32Builder, v),
-        Cell::I64(v) => put!(Int64Builder, v),
-        Cell::F32(v) => put!(Float32Builder, v),
-        Cell::F64(v) => put!(Float64Builder, v),
-        Cell::Bool(v) => put!(BooleanBuilder, v),
-        Cell::Date(v) => put!(Date32Builder, v),
-        Cell::Ts(v) => put!(TimestampMicrosecondBuilder, v),
-        Cell::Dec(v) => put!(Decimal128Builder, v),
-        Cell::Hash(v) => {
-            if let Some(b) = any.downcast_mut::<FixedSizeBinaryBuilder>() {
-                // The builder was made with width 16, matching the value.
-                let _ = b.append_value(v);
-            }
-        }
-        Cell::Null | Cell::Json(_) => append_null(any),
-    }
-}
-
-fn append_null(any: &mut dyn std::any::Any) {
-    macro_rules! try_null {
-        ($($ty:ty),*) => {
-            $(if let Some(b) = any.downcast_mut::<$ty>() { b.append_null(); return; })*
-        };
-    }
-    try_null!(
-        StringBuilder,
-        Int32Builder,
-        Int64Builder,
-        Float32Builder,
-        Float64Builder,
-        BooleanBuilder,
-        Date32Builder,
-        TimestampMicrosecondBuilder,
-        Decimal128Builder
-    );
 }
 
 #[cfg(test)]

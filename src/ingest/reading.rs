@@ -85,12 +85,10 @@ pub(super) fn read_all(
         })
         .sum();
     let progress = Mutex::new(progress::Progress::new(&job.name, units.len(), sizes));
-    let threads = decoders().min(units.len().max(1));
-    // A single unit is still split when it is NDJSON.
-    let threads = if unit_format(job) == Some(Format::Ndjson) {
-        decoders()
-    } else {
-        threads
+    // NDJSON is cut into blocks: even one file keeps every thread busy.
+    let threads = match unit_format(job) {
+        Some(Format::Ndjson) => decoders(),
+        _ => decoders().min(units.len().max(1)),
     };
     let mut builders = vec![builder];
     for _ in 1..threads {

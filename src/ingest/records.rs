@@ -184,14 +184,16 @@ impl LineBlocks {
                 .block
                 .max(start / 2)
                 .min(left.saturating_add(1).max(4096));
-            bytes.resize(start + want, 0);
-            let n = read_full(&mut self.file, &mut bytes[start..]).map_err(&io)?;
-            bytes.truncate(start + n);
+            bytes.reserve(want);
+            let n = (&mut self.file)
+                .take(want as u64)
+                .read_to_end(&mut bytes)
+                .map_err(&io)?;
             self.offset += n as u64;
             if n == 0 {
                 break None;
             }
-            if let Some(last) = bytes[start..].iter().rposition(|b| *b == b'\n') {
+            if let Some(last) = memchr::memrchr(b'\n', &bytes[start..]) {
                 break Some(start + last + 1);
             }
         };
@@ -205,25 +207,11 @@ impl LineBlocks {
             None => self.done = true,
         }
         let first_line = self.next_line;
-        let ends = bytes.iter().filter(|b| **b == b'\n').count() as u64;
+        let ends = memchr::memchr_iter(b'\n', &bytes).count() as u64;
         // A last line without its line end is a line too.
         self.next_line += ends + u64::from(bytes.last().is_some_and(|b| *b != b'\n'));
         Ok(Some(LineBlock { bytes, first_line }))
     }
-}
-
-/// Fills `buf` from `file` as far as it goes: fewer bytes only at the end.
-fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 impl Iterator for LineBlocks {
@@ -248,7 +236,7 @@ pub fn read_ndjson_block(
     let mut rest: &[u8] = &block.bytes;
     let mut number = block.first_line - 1;
     while !rest.is_empty() {
-        let (mut bytes, next) = match rest.iter().position(|b| *b == b'\n') {
+        let (mut bytes, next) = match memchr::memchr(b'\n', rest) {
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => (rest, &rest[rest.len()..]),
         };
