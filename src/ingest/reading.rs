@@ -23,7 +23,7 @@ use super::{
     records,
 };
 use crate::error::{Error, Result};
-use crate::pipeline::{ColumnType, Format, Job, SchemaDrift, Source};
+use crate::pipeline::{ColumnType, Format, HttpSource, Job, SchemaDrift, Source, SourceConfig};
 use crate::table::days::day_of;
 
 /// Threads that decode: one per core, at most [`MAX_DECODERS`].
@@ -54,14 +54,27 @@ struct Work<'u> {
     block: Option<records::LineBlock>,
 }
 
-/// The format a unit's file is read as (an API page is read its own way).
-fn unit_format(job: &Job) -> Option<Format> {
+/// How a job's units are read.
+enum UnitFormat<'j> {
+    /// As files of this format: the job's own, or how database rows and
+    /// Kafka records land.
+    File(SourceConfig),
+    /// As landed pages of this API.
+    Page(&'j HttpSource),
+}
+
+fn unit_format(job: &Job) -> UnitFormat<'_> {
     match &job.source {
-        Source::Files(cfg) => Some(cfg.format),
-        Source::Database(_) => Some(database::landed_format().format),
-        Source::Kafka(k) => Some(kafka::landed_format(k).format),
-        Source::Http(_) => None,
+        Source::Files(cfg) => UnitFormat::File(cfg.clone()),
+        Source::Database(_) => UnitFormat::File(database::landed_format()),
+        Source::Kafka(k) => UnitFormat::File(kafka::landed_format(k)),
+        Source::Http(h) => UnitFormat::Page(h),
     }
+}
+
+/// Whether a job's units are NDJSON (cut into blocks of lines).
+fn is_ndjson(job: &Job) -> bool {
+    matches!(unit_format(job), UnitFormat::File(c) if c.format == Format::Ndjson)
 }
 
 /// Reads every unit, converting records, and sends batches, counts and
@@ -86,9 +99,10 @@ pub(super) fn read_all(
         .sum();
     let progress = Mutex::new(progress::Progress::new(&job.name, units.len(), sizes));
     // NDJSON is cut into blocks: even one file keeps every thread busy.
-    let threads = match unit_format(job) {
-        Some(Format::Ndjson) => decoders(),
-        _ => decoders().min(units.len().max(1)),
+    let threads = if is_ndjson(job) {
+        decoders()
+    } else {
+        decoders().min(units.len().max(1))
     };
     let mut builders = vec![builder];
     for _ in 1..threads {
@@ -146,7 +160,7 @@ fn hand_out<'u>(
     stop: &AtomicBool,
 ) -> Result<()> {
     let runtime = tokio::runtime::Handle::current();
-    let split = unit_format(job) == Some(Format::Ndjson);
+    let split = is_ndjson(job);
     for unit in units {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -287,11 +301,9 @@ pub(super) fn read_unit(
     path: &std::path::Path,
     sink: &mut dyn records::RecordSink,
 ) -> Result<()> {
-    match &job.source {
-        Source::Files(cfg) => records::read_file(path, cfg, sink),
-        Source::Database(_) => records::read_file(path, &database::landed_format(), sink),
-        Source::Kafka(k) => records::read_file(path, &kafka::landed_format(k), sink),
-        Source::Http(h) => {
+    match unit_format(job) {
+        UnitFormat::File(cfg) => records::read_file(path, &cfg, sink),
+        UnitFormat::Page(h) => {
             let bytes = std::fs::read(path)
                 .map_err(|e| Error::Source(format!("{}: {e}", path.display())).caused_by(e))?;
             let empty = std::collections::BTreeMap::new();
@@ -321,6 +333,8 @@ pub(super) struct FileSink<'a> {
     pub(super) read: u64,
     pub(super) outside: u64,
     drift_checked: bool,
+    /// A CSV file: its header is checked for drift once, its cells are text.
+    csv: bool,
     /// Kafka records: a reject's line is its offset.
     origin: Option<&'a kafka::Origin>,
     /// NDJSON and CSV rows decoded straight into the job's fields
@@ -357,6 +371,7 @@ impl<'a> FileSink<'a> {
             read: 0,
             outside: 0,
             drift_checked: false,
+            csv: job.source.files().map(|f| f.format) == Some(Format::Csv),
             origin: unit.origin.as_deref(),
             decode_rows: true,
         }
@@ -375,37 +390,24 @@ impl<'a> FileSink<'a> {
 }
 
 impl FileSink<'_> {
-    /// Schema drift: an unknown source field fails the run by default. A CSV
-    /// header or Parquet schema is checked once; JSON records each time.
-    /// `kind` gives the type a field's value suggests, for the column line
-    /// the error proposes.
-    fn check_drift<'f>(
-        &mut self,
-        fields: impl IntoIterator<Item = &'f String>,
-        kind: impl Fn(&str) -> Option<ColumnType>,
-        line: u64,
-        once: bool,
-    ) -> Result<()> {
+    /// Whether a record (or batch) is checked for unknown source fields:
+    /// only when they fail the run (the default), and a CSV header or
+    /// Parquet schema (`once`) only the first time.
+    fn drift_due(&mut self, once: bool) -> bool {
         if self.job.schema_drift != SchemaDrift::Error || (once && self.drift_checked) {
-            return Ok(());
+            return false;
         }
         self.drift_checked = true;
-        match self.builder.unknown_field(fields) {
-            Some(field) => Err(self.unknown_field_error(field, kind(field), line)),
-            None => Ok(()),
-        }
+        true
     }
 
-    /// Schema drift of a row-oriented record: an unknown field fails the
-    /// run by default. A CSV header is checked once (its first row);
-    /// JSON records each time, with the type the value suggests.
+    /// Schema drift of a row-oriented record: JSON records are checked
+    /// each time, with the type the value suggests; CSV once.
     fn check_record_drift(&mut self, record: &impl RecordView) -> Result<()> {
-        let csv = self.job.source.files().map(|f| f.format) == Some(crate::pipeline::Format::Csv);
-        if self.job.schema_drift != SchemaDrift::Error || (csv && self.drift_checked) {
+        if !self.drift_due(self.csv) {
             return Ok(());
         }
-        self.drift_checked = true;
-        match self.builder.unknown_field_of(record, !csv) {
+        match self.builder.unknown_field_of(record, !self.csv) {
             Some((field, kind)) => Err(self.unknown_field_error(&field, kind, record.line())),
             None => Ok(()),
         }
@@ -516,24 +518,17 @@ impl records::RecordSink for FileSink<'_> {
     }
 
     fn batch(&mut self, batch: arrow_array::RecordBatch, first: u64) -> Result<()> {
-        let names: Vec<String> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let schema = batch.schema();
-        self.check_drift(
-            names.iter(),
-            |f| {
-                schema
-                    .field_with_name(f)
+        if self.drift_due(true) {
+            let schema = batch.schema();
+            let names = schema.fields().iter().map(|f| f.name());
+            if let Some(field) = self.builder.unknown_field(names) {
+                let kind = schema
+                    .field_with_name(field)
                     .ok()
-                    .map(|f| drift::arrow_type(f.data_type()))
-            },
-            first,
-            true,
-        )?;
+                    .map(|f| drift::arrow_type(f.data_type()));
+                return Err(self.unknown_field_error(field, kind, first));
+            }
+        }
         let converted = self.builder.convert_batch(&batch, &self.uri, self.window)?;
         self.read += batch.num_rows() as u64;
         self.unreported += batch.num_rows() as u64;
