@@ -312,3 +312,77 @@ def du(folder: Path) -> int:
 def median(xs):
     """The median, NaN for no values."""
     return statistics.median(xs) if xs else float("nan")
+
+
+def add_round_args(ap):
+    """The options of a benchmark whose cases alternate in rounds (see Rounds)."""
+    ap.add_argument("--pairs", type=int, default=3, help="alternating rounds (default 3)")
+    ap.add_argument("--round-limit", type=float, default=240,
+                    help="when the first round takes longer (s), run at most 2 rounds (default 240)")
+    ap.add_argument("--budget", type=float, default=3000,
+                    help="start no round that would end past this many seconds (default 3000)")
+    ap.add_argument("--timeout", type=float, default=1800, help="per process (s)")
+    ap.add_argument("--wait-quiet", type=float, default=20,
+                    help="before each timed run, wait up to this many seconds for other processes to go idle")
+    ap.add_argument("--json-out", type=Path)
+
+
+class Rounds:
+    """The rounds of add_round_args' options; iterating gives the 1-based round numbers.
+    At most --pairs; 2 when the first round took longer than --round-limit; none started
+    that would end past --budget seconds after this object was made. Why the rounds
+    stopped short goes to `notes`; `done` counts the rounds finished."""
+
+    def __init__(self, args, notes):
+        self.args, self.notes = args, notes
+        self.pairs = args.pairs
+        self.done = 0
+        self.started = time.monotonic()
+
+    def __iter__(self):
+        while self.done < self.pairs:
+            t_round = time.monotonic()
+            yield self.done + 1
+            self.done += 1
+            took = time.monotonic() - t_round
+            if self.done == 1 and took > self.args.round_limit and self.pairs > 2:
+                self.pairs = 2
+                self.notes.append(f"round 1 took {took:.0f} s (> {self.args.round_limit:.0f} s): 2 rounds")
+            if self.done < self.pairs and time.monotonic() - self.started + took > self.args.budget:
+                self.notes.append(f"stopped after {self.done} rounds: the time budget "
+                                  f"({self.args.budget:.0f} s) would be passed")
+                return
+
+
+def floe_table_written(floe: str, uri: str, warehouse: Path, table: str):
+    """(rows `floe status` counts in `table`, bytes of its folder under `warehouse`);
+    the folder is then removed, so the rounds do not fill the disk."""
+    rows = floe_records(floe, uri, table)
+    out_dir = next(warehouse.glob(f"bench/{table.split('.')[1]}-*"), None)
+    size = du(out_dir) if out_dir else 0
+    if out_dir:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return rows, size
+
+
+def summarize(results, n: int, unit: str, rate_key: str, width: int):
+    """Per case of `results` (lists of runs with wall_s and rss_mib): the median wall
+    time, the rate of `n` `unit`s per second and the peak RSS, printed and returned."""
+    summary = {}
+    for case, rs in results.items():
+        if not rs:
+            continue
+        walls = [r["wall_s"] for r in rs]
+        rss = [r["rss_mib"] for r in rs]
+        m = median(walls)
+        summary[case] = {"wall_s": m, rate_key: n / m, "rss_mib": median(rss), "rss_max_mib": max(rss),
+                         "walls_s": walls}
+        print(f"  {case:<{width}} {m:7.2f} s ({min(walls):.2f}-{max(walls):.2f})  {n / m / 1e6:5.2f} M {unit}/s  "
+              f"peak RSS {median(rss):6.0f} MiB (max {max(rss):.0f})")
+    return summary
+
+
+def rss_goal(summary, case: str, limit: float = 512):
+    """Prints whether `case` stayed under `limit` MiB of peak RSS in every round."""
+    peak = summary[case]["rss_max_mib"]
+    print(f"  goal {case} under {limit:.0f} MiB peak RSS: {'met' if peak < limit else 'missed'} ({peak:.0f} MiB)")

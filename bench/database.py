@@ -58,7 +58,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (DEFAULT_FLOE, ROOT, CatalogServer, day_after, exit_on_sigterm, free_port, quiet_env,  # noqa: E402
-                    try_timed_run, wait_quiet, floe_records, parquet_rows, du, median)
+                    try_timed_run, wait_quiet, parquet_rows, du, median, add_round_args, Rounds,
+                    floe_table_written, summarize, rss_goal)
 
 FIRST_DAY = "2024-01-01"
 DAYS = 60
@@ -200,7 +201,7 @@ columns = [
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=10_000_000)
-    ap.add_argument("--pairs", type=int, default=3, help="alternating rounds (default 3)")
+    add_round_args(ap)
     ap.add_argument("--cases", default="floe,floe-parallel,dlt")
     ap.add_argument("--parallel", type=int, default=4, help="floe-parallel's connections (default 4)")
     ap.add_argument("--floe", default=DEFAULT_FLOE)
@@ -212,14 +213,6 @@ def main():
     ap.add_argument("--dlt-format", choices=("iceberg", "parquet"), default="iceberg")
     ap.add_argument("--dlt-chunk-size", type=int, default=50_000, help="sql_table chunk_size (dlt's default)")
     ap.add_argument("--no-probes", action="store_true", help="skip the two reference COPY reads")
-    ap.add_argument("--round-limit", type=float, default=240,
-                    help="when the first round takes longer (s), run at most 2 rounds (default 240)")
-    ap.add_argument("--budget", type=float, default=3000,
-                    help="start no round that would end past this many seconds (default 3000)")
-    ap.add_argument("--timeout", type=float, default=1800, help="per process (s)")
-    ap.add_argument("--wait-quiet", type=float, default=20,
-                    help="before each timed run, wait up to this many seconds for other processes to go idle")
-    ap.add_argument("--json-out", type=Path)
     ap.add_argument("--clean", action="store_true", help="delete the PostgreSQL data folder at the end")
     ap.add_argument("--generate-only", action="store_true", help="make the table (if needed) and stop")
     args = ap.parse_args()
@@ -247,7 +240,7 @@ def main():
     end_day = day_after(LAST_DAY, 1)
     results = {c: [] for c in cases}
     skipped, probes, notes = {}, {}, []
-    t_start = time.monotonic()
+    rounds = Rounds(args, notes)
     try:
         with Postgres(args.work / "pg", args.pg_url) as pg, CatalogServer(str(floe), tmp / "wh", tmp / "catalog.log") as cat:
             ensure_table(pg, args.rows)
@@ -273,10 +266,7 @@ def main():
                     print(f"probe {name:<14} {t.wall:7.2f} s  {args.rows / t.wall / 1e6:5.2f} M rows/s  "
                           f"PostgreSQL CPU {pg_cpu if pg_cpu is not None else float('nan'):6.1f} s  "
                           f"(psql CPU {t.user + t.sys:.1f} s)", flush=True)
-            pairs = args.pairs
-            rnd = 0
-            while rnd < pairs:
-                t_round = time.monotonic()
+            for rnd in rounds:
                 for case in cases:
                     if case in skipped:
                         continue
@@ -284,7 +274,7 @@ def main():
                     busy = wait_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
                     run_tmp = Path(tempfile.mkdtemp(prefix=f"{case}-", dir=tmp))
                     if case.startswith("floe"):
-                        table = f"bench.{case.replace('-', '_')}_{rnd + 1}"
+                        table = f"bench.{case.replace('-', '_')}_{rnd}"
                         job = run_tmp / "job.toml"
                         floe_job(job, cat.uri, pg.url, table, args.parallel if case == "floe-parallel" else 1)
                         t, err = try_timed_run([floe, "ingest", "--pipeline", job, "--from", FIRST_DAY, "--to", LAST_DAY],
@@ -297,11 +287,7 @@ def main():
                                 continue
                             sys.stderr.write(err)
                             raise SystemExit(f"{case} failed: floe ingest --pipeline {job}")
-                        rows = floe_records(str(floe), cat.uri, table)
-                        out_dir = next((tmp / "wh").glob(f"bench/{table.split('.')[1]}-*"), None)
-                        size = du(out_dir) if out_dir else 0
-                        if out_dir:
-                            shutil.rmtree(out_dir, ignore_errors=True)
+                        rows, size = floe_table_written(str(floe), cat.uri, tmp / "wh", table)
                     else:
                         out_dir = run_tmp / "out"
                         t, err = try_timed_run([dlt_python, "-c", DLT, dlt_url, out_dir, run_tmp / "pipelines", FIRST_DAY,
@@ -315,43 +301,25 @@ def main():
                     time.sleep(0.5)   # the backends exit and are reaped
                     pg_cpu = None if cpu0 is None else pg.cpu() - cpu0
                     shutil.rmtree(run_tmp, ignore_errors=True)
-                    r = {"round": rnd + 1, "wall_s": t.wall, "rss_mib": t.rss, "cpu_s": t.user + t.sys,
+                    r = {"round": rnd, "wall_s": t.wall, "rss_mib": t.rss, "cpu_s": t.user + t.sys,
                          "pg_cpu_s": pg_cpu, "rows": rows, "bytes": size, "busy_before": busy}
                     if case.startswith("floe"):
                         r["report"] = t.stdout[-3000:]
                     if rows != args.rows:
-                        notes.append(f"{case} round {rnd + 1} wrote {rows:,} rows, not {args.rows:,}")
+                        notes.append(f"{case} round {rnd} wrote {rows:,} rows, not {args.rows:,}")
                     results[case].append(r)
-                    print(f"round {rnd + 1} {case:<14} {t.wall:7.2f} s  {args.rows / t.wall / 1e6:5.2f} M rows/s  "
+                    print(f"round {rnd} {case:<14} {t.wall:7.2f} s  {args.rows / t.wall / 1e6:5.2f} M rows/s  "
                           f"peak RSS {t.rss:6.0f} MiB  CPU {t.user + t.sys:6.1f} s  PostgreSQL CPU "
                           f"{pg_cpu if pg_cpu is not None else float('nan'):6.1f} s  {rows:,} rows  "
                           f"{size / 1e6:.0f} MB" + (f"  (machine {busy:.0%} busy before)" if busy is not None else ""), flush=True)
-                rnd += 1
-                took = time.monotonic() - t_round
-                if rnd == 1 and took > args.round_limit and pairs > 2:
-                    pairs = 2
-                    notes.append(f"round 1 took {took:.0f} s (> {args.round_limit:.0f} s): 2 rounds")
-                if rnd < pairs and time.monotonic() - t_start + took > args.budget:
-                    notes.append(f"stopped after {rnd} rounds: the time budget ({args.budget:.0f} s) would be passed")
-                    break
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if args.clean and not args.pg_url:
             shutil.rmtree(args.work / "pg", ignore_errors=True)
 
-    print(f"\n{args.rows:,} rows over {DAYS} days; {rnd} alternating rounds; dlt into "
+    print(f"\n{args.rows:,} rows over {DAYS} days; {rounds.done} alternating rounds; dlt into "
           f"{'an Iceberg table partitioned by day(ts)' if args.dlt_format == 'iceberg' else 'plain Parquet files'}")
-    summary = {}
-    for case, rs in results.items():
-        if not rs:
-            continue
-        walls = [r["wall_s"] for r in rs]
-        rss = [r["rss_mib"] for r in rs]
-        m = median(walls)
-        summary[case] = {"wall_s": m, "rows_per_s": args.rows / m, "rss_mib": median(rss), "rss_max_mib": max(rss),
-                         "walls_s": walls}
-        print(f"  {case:<14} {m:7.2f} s ({min(walls):.2f}-{max(walls):.2f})  {args.rows / m / 1e6:5.2f} M rows/s  "
-              f"peak RSS {median(rss):6.0f} MiB (max {max(rss):.0f})")
+    summary = summarize(results, args.rows, "rows", "rows_per_s", 14)
     ratios = {}
     if "dlt" in results and results["dlt"]:
         for case in ("floe", "floe-parallel"):
@@ -369,12 +337,10 @@ def main():
             ok = ratios[case]["median"] >= 3
             print(f"  goal floe >= 3x dlt ({case}): {'met' if ok else 'missed'} ({ratios[case]['median']:.2f}x)")
         if case in summary:
-            ok = summary[case]["rss_max_mib"] < 512
-            print(f"  goal {case} under 512 MiB peak RSS: {'met' if ok else 'missed'} "
-                  f"({summary[case]['rss_max_mib']:.0f} MiB)")
+            rss_goal(summary, case)
     if args.json_out:
         args.json_out.write_text(json.dumps({
-            "rows": args.rows, "days": DAYS, "window": [FIRST_DAY, LAST_DAY], "rounds": rnd,
+            "rows": args.rows, "days": DAYS, "window": [FIRST_DAY, LAST_DAY], "rounds": rounds.done,
             "dlt_format": args.dlt_format, "dlt_chunk_size": args.dlt_chunk_size, "parallel": args.parallel,
             "probes": probes, "runs": results, "summary": summary, "ratios": ratios, "skipped": skipped,
             "notes": notes, "floe": args.floe}, indent=2))

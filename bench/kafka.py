@@ -55,7 +55,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (DEFAULT_FLOE, ROOT, CatalogServer, day_after, exit_on_sigterm, free_port, quiet_env,  # noqa: E402
-                    try_timed_run, wait_quiet, floe_records, parquet_rows, du, median)
+                    try_timed_run, wait_quiet, parquet_rows, du, median, add_round_args, Rounds,
+                    floe_table_written, summarize, rss_goal)
 
 FIRST_DAY = "2024-01-01"
 DAYS = 60
@@ -304,7 +305,7 @@ columns = [
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=10_000_000)
-    ap.add_argument("--pairs", type=int, default=3, help="alternating rounds (default 3)")
+    add_round_args(ap)
     ap.add_argument("--cases", default="floe,plain")
     ap.add_argument("--floe", default=DEFAULT_FLOE)
     ap.add_argument("--brokers", help="a running broker (host:port) instead of kafka.sh's")
@@ -318,14 +319,6 @@ def main():
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-kafka"),
                     help="broker folder (broker/) and scratch (default /tmp/bench-kafka)")
     ap.add_argument("--no-probes", action="store_true", help="skip the read-only reference consumer")
-    ap.add_argument("--round-limit", type=float, default=240,
-                    help="when the first round takes longer (s), run at most 2 rounds (default 240)")
-    ap.add_argument("--budget", type=float, default=3000,
-                    help="start no round that would end past this many seconds (default 3000)")
-    ap.add_argument("--timeout", type=float, default=1800, help="per process (s)")
-    ap.add_argument("--wait-quiet", type=float, default=20,
-                    help="before each timed run, wait up to this many seconds for other processes to go idle")
-    ap.add_argument("--json-out", type=Path)
     ap.add_argument("--clean", action="store_true", help="delete the broker's folder at the end")
     args = ap.parse_args()
     exit_on_sigterm()
@@ -345,8 +338,7 @@ def main():
         shutil.copy2(args.floe, floe)
     results = {c: [] for c in cases}
     probes, notes = {}, []
-    t_start = time.monotonic()
-    rnd = 0
+    rounds = Rounds(args, notes)
     try:
         with Broker(args.work / "broker", args.brokers, args.keep_broker) as broker, \
                 CatalogServer(str(floe), tmp / "wh", tmp / "catalog.log") as cat:
@@ -373,14 +365,12 @@ def main():
                                            "messages": got}
                     print(f"probe read-only     {t.wall:7.2f} s  {n / t.wall / 1e6:5.2f} M msg/s  peak RSS "
                           f"{t.rss:6.0f} MiB  CPU {t.user + t.sys:6.1f} s  {got:,} messages", flush=True)
-            pairs = args.pairs
-            while rnd < pairs:
-                t_round = time.monotonic()
+            for rnd in rounds:
                 for case in cases:
                     busy = wait_quiet(args.wait_quiet) if args.wait_quiet > 0 else None
                     run_tmp = Path(tempfile.mkdtemp(prefix=f"{case}-", dir=tmp))
                     if case == "floe":
-                        table = f"bench.kafka_{rnd + 1}"
+                        table = f"bench.kafka_{rnd}"
                         job = run_tmp / "job.toml"
                         floe_job(job, cat.uri, brokers, topic, table)
                         t, err = try_timed_run([floe, "ingest", "--pipeline", job, "--from", FIRST_DAY,
@@ -388,11 +378,7 @@ def main():
                         if t is None:
                             sys.stderr.write(err)
                             raise SystemExit(f"floe failed: {floe} ingest --pipeline {job}")
-                        rows = floe_records(str(floe), cat.uri, table)
-                        out_dir = next((tmp / "wh").glob(f"bench/{table.split('.')[1]}-*"), None)
-                        size = du(out_dir) if out_dir else 0
-                        if out_dir:
-                            shutil.rmtree(out_dir, ignore_errors=True)
+                        rows, size = floe_table_written(str(floe), cat.uri, tmp / "wh", table)
                     else:
                         out_dir = run_tmp / "out"
                         t, err = try_timed_run([sys.executable, "-c", PLAIN, brokers, topic, out_dir, args.batch,
@@ -404,42 +390,24 @@ def main():
                         rows = parquet_rows(out_dir)
                         size = du(out_dir)
                     shutil.rmtree(run_tmp, ignore_errors=True)
-                    r = {"round": rnd + 1, "wall_s": t.wall, "rss_mib": t.rss, "cpu_s": t.user + t.sys,
+                    r = {"round": rnd, "wall_s": t.wall, "rss_mib": t.rss, "cpu_s": t.user + t.sys,
                          "rows": rows, "bytes": size, "busy_before": busy}
                     if case == "floe":
                         r["report"] = t.stdout[-3000:]
                     if rows != n:
-                        notes.append(f"{case} round {rnd + 1} wrote {rows:,} rows, not {n:,}")
+                        notes.append(f"{case} round {rnd} wrote {rows:,} rows, not {n:,}")
                     results[case].append(r)
-                    print(f"round {rnd + 1} {case:<6} {t.wall:7.2f} s  {n / t.wall / 1e6:5.2f} M msg/s  peak RSS "
+                    print(f"round {rnd} {case:<6} {t.wall:7.2f} s  {n / t.wall / 1e6:5.2f} M msg/s  peak RSS "
                           f"{t.rss:6.0f} MiB  CPU {t.user + t.sys:6.1f} s  {rows:,} rows  {size / 1e6:.0f} MB"
                           + (f"  (machine {busy:.0%} busy before)" if busy is not None else ""), flush=True)
-                rnd += 1
-                took = time.monotonic() - t_round
-                if rnd == 1 and took > args.round_limit and pairs > 2:
-                    pairs = 2
-                    notes.append(f"round 1 took {took:.0f} s (> {args.round_limit:.0f} s): 2 rounds")
-                if rnd < pairs and time.monotonic() - t_start + took > args.budget:
-                    notes.append(f"stopped after {rnd} rounds: the time budget ({args.budget:.0f} s) would be passed")
-                    break
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if args.clean and not args.brokers and not args.keep_broker:
             shutil.rmtree(args.work / "broker", ignore_errors=True)
 
     print(f"\n{n:,} JSON messages over {DAYS} days in {PARTITIONS} partitions (compression {args.compression}"
-          + (f", {topic_bytes / 1e6:.0f} MB of log" if topic_bytes else "") + f"); {rnd} alternating rounds")
-    summary = {}
-    for case, rs in results.items():
-        if not rs:
-            continue
-        walls = [r["wall_s"] for r in rs]
-        rss = [r["rss_mib"] for r in rs]
-        m = median(walls)
-        summary[case] = {"wall_s": m, "messages_per_s": n / m, "rss_mib": median(rss), "rss_max_mib": max(rss),
-                         "walls_s": walls}
-        print(f"  {case:<6} {m:7.2f} s ({min(walls):.2f}-{max(walls):.2f})  {n / m / 1e6:5.2f} M msg/s  "
-              f"peak RSS {median(rss):6.0f} MiB (max {max(rss):.0f})")
+          + (f", {topic_bytes / 1e6:.0f} MB of log" if topic_bytes else "") + f"); {rounds.done} alternating rounds")
+    summary = summarize(results, n, "msg", "messages_per_s", 6)
     ratios = {}
     if results.get("floe") and results.get("plain"):
         rs = [f["wall_s"] / p["wall_s"] for f, p in zip(results["floe"], results["plain"])]
@@ -448,14 +416,13 @@ def main():
         print(f"  goal floe within 1.5x of the plain consumer's time: "
               f"{'met' if ratios['median'] <= 1.5 else 'missed'} ({ratios['median']:.2f}x)")
     for case in summary:
-        print(f"  goal {case} under 512 MiB peak RSS: {'met' if summary[case]['rss_max_mib'] < 512 else 'missed'} "
-              f"({summary[case]['rss_max_mib']:.0f} MiB)")
+        rss_goal(summary, case)
     for note in notes:
         print(f"  note: {note}")
     if args.json_out:
         args.json_out.write_text(json.dumps({
             "messages": n, "partitions": PARTITIONS, "topic": topic, "compression": args.compression,
-            "topic_log_bytes": topic_bytes, "rounds": rnd, "batch": args.batch, "plain_conf": plain_conf,
+            "topic_log_bytes": topic_bytes, "rounds": rounds.done, "batch": args.batch, "plain_conf": plain_conf,
             "probes": probes,
             "runs": results, "summary": summary, "ratios": ratios, "notes": notes, "floe": args.floe}, indent=2))
 
