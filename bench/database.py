@@ -38,8 +38,10 @@ floe/dlt is dlt's wall time over floe's within each round (how many times faster
 is), reported per round and as the median. Rows written are checked after each run
 (floe status; dlt's Parquet footers). Three reference reads through psql, to /dev/null,
 run once before the rounds (--no-probes to skip): `COPY (SELECT row_to_json(t)::text
-...) TO STDOUT` (the rows as the JSON floe asks the server for; floe used to_jsonb
-before d9d0327), the same with to_jsonb, and a plain `COPY readings TO STDOUT`.
+...) TO STDOUT` (the rows as JSON, which floe asked the server for from d9d0327 until
+it read a COPY of the values and built the same lines itself; to_jsonb before that),
+the same with to_jsonb, the window's values as floe now reads them (`COPY (SELECT *
+... WHERE window) TO STDOUT`) and a plain `COPY readings TO STDOUT`.
 
 Run it with the venv of infra/local/python-env.sh (pyarrow, to count rows); needs a
 release build of floe, psql and pg_ctl (postgres.sh installs Debian's postgresql).
@@ -212,7 +214,7 @@ def main():
                     help="python of the dlt venv (default: what bench/bench-env.sh sets up)")
     ap.add_argument("--dlt-format", choices=("iceberg", "parquet"), default="iceberg")
     ap.add_argument("--dlt-chunk-size", type=int, default=50_000, help="sql_table chunk_size (dlt's default)")
-    ap.add_argument("--no-probes", action="store_true", help="skip the two reference COPY reads")
+    ap.add_argument("--no-probes", action="store_true", help="skip the reference reads through psql")
     ap.add_argument("--clean", action="store_true", help="delete the PostgreSQL data folder at the end")
     ap.add_argument("--generate-only", action="store_true", help="make the table (if needed) and stop")
     args = ap.parse_args()
@@ -252,6 +254,7 @@ def main():
                 for name, sql in (
                         ("pg row_to_json", f"COPY (SELECT row_to_json(t)::text FROM (SELECT * FROM readings {window}) AS t) TO STDOUT"),
                         ("pg to_jsonb", f"COPY (SELECT to_jsonb(t)::text FROM (SELECT * FROM readings {window}) AS t) TO STDOUT"),
+                        ("pg COPY window", f"COPY (SELECT * FROM readings {window}) TO STDOUT"),
                         ("pg COPY", "COPY readings TO STDOUT")):
                     cpu0 = pg.cpu()
                     with open(os.devnull, "w") as null:

@@ -27,6 +27,7 @@ mod json;
 mod kafka;
 mod merge;
 mod nested;
+mod pg_copy;
 pub(crate) mod progress;
 mod reading;
 mod records;

@@ -342,7 +342,7 @@ def test_a_connection_dropped_mid_read_fails_loudly_and_commits_nothing(local_se
         while time.monotonic() < deadline and proc.poll() is None and not killed:
             out = subprocess.run(psql_cmd(fresh_postgres_db, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                           "WHERE application_name = 'floe' AND state = 'active' "
-                                          "AND query LIKE '%row_to_json%'") + ["-t", "-A"],
+                                          "AND query LIKE 'COPY %'") + ["-t", "-A"],
                                  capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
             killed = out.stdout.strip() not in ("", "0")
             time.sleep(0.05)
