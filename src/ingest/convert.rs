@@ -617,6 +617,20 @@ pub(super) fn convert_scalar<'a>(
         (ColumnType::Timestamptz, _) => {
             Cell::Ts(event_time::parse_with_offset(&as_text()).map_err(|e| e.0)?)
         }
+        // A JSON number arrives as the nearest double. Any number written
+        // with up to 15 significant digits comes back exactly from that
+        // double's shortest text; one with more may not (the digits past
+        // the 17th are gone), so it is a reject, not a guess.
+        (ColumnType::Decimal { precision, scale }, Scalar::Float(_))
+            if significant_digits(&as_text()) > DOUBLE_EXACT_DIGITS =>
+        {
+            return Err(format!(
+                "{} is a JSON number with more significant digits than a double keeps \
+                 exactly ({DOUBLE_EXACT_DIGITS}), so its decimal({precision}, {scale}) value \
+                 is not known: write it as a string",
+                truncate(&as_text())
+            ));
+        }
         (ColumnType::Decimal { precision, scale }, _) => {
             Cell::Dec(parse_decimal(&as_text(), *precision, *scale)?)
         }
@@ -624,6 +638,22 @@ pub(super) fn convert_scalar<'a>(
             return Err(format!("{kind} values are read as nested values"));
         }
     })
+}
+
+/// Significant digits every decimal number up to which survives a trip
+/// through a double.
+const DOUBLE_EXACT_DIGITS: usize = 15;
+
+/// The significant digits of a number's text (`-0.00120e5`: 2).
+fn significant_digits(text: &str) -> usize {
+    let mantissa = text.split(['e', 'E']).next().unwrap_or(text);
+    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+    let start = digits.iter().position(|&d| d != b'0');
+    let end = digits.iter().rposition(|&d| d != b'0');
+    match (start, end) {
+        (Some(a), Some(b)) => b - a + 1,
+        _ => 0,
+    }
 }
 
 /// The unscaled value of decimal text (`-12.5`, `1e3`, `0.125`) with
@@ -765,6 +795,39 @@ mod tests {
             scale: 2,
         };
         assert_eq!(convert(Some(&v), &kind), Ok(Cell::Dec(1999)));
+    }
+
+    #[test]
+    fn json_numbers_beyond_a_doubles_digits_are_not_decimals() {
+        let wide = ColumnType::Decimal {
+            precision: 38,
+            scale: 18,
+        };
+        // Up to 15 significant digits: exact, whatever the scale.
+        for (text, unscaled) in [
+            ("123456789012.345", 123_456_789_012_345_000_000_000_000_000),
+            ("0.000123456789012345", 123_456_789_012_345),
+            ("-1e19", -10_i128.pow(37)),
+        ] {
+            let v: Value = serde_json::from_str(text).expect("json");
+            assert_eq!(convert(Some(&v), &wide), Ok(Cell::Dec(unscaled)), "{text}");
+        }
+        // More: the double does not know them all, so a reject that says so.
+        for text in [
+            "1234567.12345678912",
+            "0.30000000000000004",
+            "-12345678901234567890",
+        ] {
+            let v: Value = serde_json::from_str(text).expect("json");
+            let err = convert(Some(&v), &wide).expect_err(text);
+            assert!(err.contains("write it as a string"), "{text}: {err}");
+            // As a string, the same digits are exact.
+            let s = Value::String(text.into());
+            assert!(convert(Some(&s), &wide).is_ok(), "{text}");
+        }
+        assert_eq!(significant_digits("-0.00120e5"), 2);
+        assert_eq!(significant_digits("100"), 1);
+        assert_eq!(significant_digits("0"), 0);
     }
 
     #[test]
