@@ -69,9 +69,26 @@ struct Weed {
     log: PathBuf,
 }
 
+/// Attempts at starting `weed mini` when a port it was given is taken
+/// before it binds it (the ports are picked free, then released for it).
+const WEED_STARTS: usize = 4;
+
 impl Weed {
     async fn start(bin: &Path, dir: &Path) -> Self {
-        let data = dir.join("weed");
+        for attempt in 1..=WEED_STARTS {
+            match Self::start_once(bin, dir, attempt).await {
+                Ok(weed) => return weed,
+                Err(why) if why.contains("address already in use") && attempt < WEED_STARTS => {
+                    eprintln!("weed lost a port to another process (attempt {attempt}); again");
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    async fn start_once(bin: &Path, dir: &Path, attempt: usize) -> Result<Self, String> {
+        let data = dir.join(format!("weed-{attempt}"));
         std::fs::create_dir_all(&data).expect("weed dir");
         // The admin server's worker dials admin.port + 10000 whatever
         // admin.port.grpc says: keep the pair consistent.
@@ -79,8 +96,14 @@ impl Weed {
             .map(|_| free_port())
             .find(|p| *p < 55_000 && port_is_free(p + 10_000))
             .expect("a free port pair for the admin server");
-        let p: Vec<u16> = (0..8).map(|_| free_port()).collect();
-        let log = dir.join("weed.log");
+        let mut p: Vec<u16> = Vec::with_capacity(8);
+        while p.len() < 8 {
+            let port = free_port();
+            if !p.contains(&port) && port != admin && port != admin + 10_000 {
+                p.push(port);
+            }
+        }
+        let log = dir.join(format!("weed-{attempt}.log"));
         let out = std::fs::File::create(&log).expect("weed log");
         let err = out.try_clone().expect("weed log");
         let child = std::process::Command::new(bin)
@@ -114,23 +137,24 @@ impl Weed {
             endpoint: format!("http://127.0.0.1:{}", p[6]),
             log,
         };
-        weed.wait_ready().await;
-        weed
+        weed.wait_ready().await?;
+        Ok(weed)
     }
 
-    /// Until the bucket answers a signed listing (at most 60 s).
-    async fn wait_ready(&mut self) {
+    /// Until the bucket answers a signed listing (at most 60 s); why not
+    /// when weed exits first.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let props = s3_props(&self.endpoint);
         let op = floe::store::s3_operator(BUCKET, &props).expect("operator");
         let started = Instant::now();
         for _ in 0..240 {
             if let Some(status) = self.child.try_wait().expect("weed status") {
-                panic!("weed exited with {status}: {}", self.log_tail());
+                return Err(format!("weed exited with {status}: {}", self.log_tail()));
             }
             let answered = tokio::time::timeout(Duration::from_secs(2), op.list("")).await;
             if matches!(answered, Ok(Ok(_))) {
                 eprintln!("weed ready after {:?}", started.elapsed());
-                return;
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
