@@ -617,22 +617,21 @@ pub(super) fn convert_scalar<'a>(
         (ColumnType::Timestamptz, _) => {
             Cell::Ts(event_time::parse_with_offset(&as_text()).map_err(|e| e.0)?)
         }
-        // A JSON number arrives as the nearest double. Any number written
-        // with up to 15 significant digits comes back exactly from that
-        // double's shortest text; one with more may not (the digits past
-        // the 17th are gone), so it is a reject, not a guess.
-        (ColumnType::Decimal { precision, scale }, Scalar::Float(_))
-            if significant_digits(&as_text()) > DOUBLE_EXACT_DIGITS =>
-        {
-            return Err(format!(
-                "{} is a JSON number with more significant digits than a double keeps \
-                 exactly ({DOUBLE_EXACT_DIGITS}), so its decimal({precision}, {scale}) value \
-                 is not known: write it as a string",
-                truncate(&as_text())
-            ));
-        }
-        (ColumnType::Decimal { precision, scale }, _) => {
-            Cell::Dec(parse_decimal(&as_text(), *precision, *scale)?)
+        (ColumnType::Decimal { precision, scale }, v) => {
+            let text = as_text();
+            // A JSON number arrives as the nearest double. Any number
+            // written with up to 15 significant digits comes back exactly
+            // from that double's shortest text; one with more may not (the
+            // digits past the 17th are gone), so it is a reject, not a guess.
+            if matches!(v, Scalar::Float(_)) && significant_digits(&text) > DOUBLE_EXACT_DIGITS {
+                return Err(format!(
+                    "{} is a JSON number with more significant digits than a double keeps \
+                     exactly ({DOUBLE_EXACT_DIGITS}), so its decimal({precision}, {scale}) value \
+                     is not known: write it as a string",
+                    truncate(&text)
+                ));
+            }
+            Cell::Dec(parse_decimal(&text, *precision, *scale)?)
         }
         (ColumnType::List(_) | ColumnType::Map(_) | ColumnType::Struct(_), _) => {
             return Err(format!("{kind} values are read as nested values"));
@@ -647,13 +646,19 @@ const DOUBLE_EXACT_DIGITS: usize = 15;
 /// The significant digits of a number's text (`-0.00120e5`: 2).
 fn significant_digits(text: &str) -> usize {
     let mantissa = text.split(['e', 'E']).next().unwrap_or(text);
-    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
-    let start = digits.iter().position(|&d| d != b'0');
-    let end = digits.iter().rposition(|&d| d != b'0');
-    match (start, end) {
-        (Some(a), Some(b)) => b - a + 1,
-        _ => 0,
+    let digits = mantissa.bytes().filter(u8::is_ascii_digit);
+    // Leading zeros are skipped; trailing ones count only once a non-zero
+    // digit follows them.
+    let (mut counted, mut zeros) = (0, 0);
+    for d in digits.skip_while(|&d| d == b'0') {
+        if d == b'0' {
+            zeros += 1;
+        } else {
+            counted += zeros + 1;
+            zeros = 0;
+        }
     }
+    counted
 }
 
 /// The unscaled value of decimal text (`-12.5`, `1e3`, `0.125`) with

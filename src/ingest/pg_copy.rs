@@ -2,8 +2,8 @@
 //! written as the JSON lines `row_to_json` would have sent, byte for byte.
 //!
 //! Why: `row_to_json` costs the server about three times a plain `COPY` of
-//! the same rows (26 s of CPU against 9 s for 10M rows), and a single
-//! connection waits on it. Here the server only prints each value with its
+//! the same rows (37 s of CPU against 10 s for 10M rows, BENCHMARKS.md),
+//! and a single connection waits on it. Here the server only prints each value with its
 //! type's output function, which `row_to_json` also does, and floe adds the
 //! JSON around it the way PostgreSQL's `datum_to_json` does. The landed
 //! lines are therefore the ones an earlier floe landed: the same `_hash`,
