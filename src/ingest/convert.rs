@@ -1,7 +1,9 @@
-//! Records to typed Arrow batches, one row at a time: every value of a
-//! record is converted first, and the row is appended only when all of them
-//! succeed, so a bad record becomes a reject with its reason and never a
-//! half-written row.
+//! Records to typed Arrow batches, one row at a time: each value of a
+//! record is converted and appended straight to its column. When one does
+//! not convert, the rest of the row is filled with nulls and the row is
+//! marked dead; [`BatchBuilder::finish`] leaves dead rows out. So a bad
+//! record becomes a reject with its reason and never a half-written row,
+//! and a good one costs no buffer of its own.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -11,7 +13,7 @@ use arrow_array::builder::{
     BooleanBuilder, Date32Builder, Decimal128Builder, FixedSizeBinaryBuilder, Float32Builder,
     Float64Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use chrono::NaiveDate;
 use serde_json::{Map, Value};
@@ -79,8 +81,6 @@ pub(super) enum Cell<'a> {
     /// A decimal's unscaled value.
     Dec(i128),
     Hash([u8; 16]),
-    /// A nested value, normalised (see [`super::nested`]).
-    Json(Value),
 }
 
 /// Where a column's converted values go until the batch is finished.
@@ -120,7 +120,11 @@ pub struct BatchBuilder {
     known_fields: HashSet<String>,
     shape: Arc<RowShape>,
     ingest_time: Micros,
+    /// Rows appended, dead ones included.
     rows: usize,
+    /// Rows that did not convert (indexes into the rows appended), left
+    /// out of the batch.
+    dead: Vec<usize>,
 }
 
 impl std::fmt::Debug for BatchBuilder {
@@ -162,6 +166,15 @@ enum Typed {
     Ts(TimestampMicrosecondBuilder),
     Dec(Decimal128Builder),
     Hash(FixedSizeBinaryBuilder),
+}
+
+impl Slot {
+    fn append_null(&mut self) {
+        match self {
+            Self::Typed(b) => b.append_null(),
+            Self::Nested(_, values) => values.push(Value::Null),
+        }
+    }
 }
 
 impl Typed {
@@ -211,6 +224,43 @@ impl Typed {
             }
             (builder, _) => builder.append_null(),
         }
+    }
+
+    /// Appends a value that needs no conversion.
+    fn append_ok(&mut self, cell: Cell<'_>) -> std::result::Result<(), String> {
+        self.append(cell);
+        Ok(())
+    }
+
+    /// Converts a record's field for this column (of type `kind`) and
+    /// appends it, or returns why it does not convert (nothing appended).
+    /// The common pairs skip the intermediate cell.
+    fn append_field(
+        &mut self,
+        value: Option<Scalar<'_>>,
+        kind: &ColumnType,
+        required: bool,
+        name: &str,
+    ) -> std::result::Result<(), String> {
+        match (&mut *self, value) {
+            (Self::F64(b), Some(Scalar::Float(f))) if f.is_finite() => b.append_value(f),
+            (Self::Str(b), Some(Scalar::Str(s))) => b.append_value(s),
+            (Self::I64(b), Some(Scalar::Int(i))) => b.append_value(i),
+            (Self::I32(b), Some(Scalar::UInt(u))) if u <= i32::MAX as u64 => {
+                b.append_value(u as i32)
+            }
+            (Self::I64(b), Some(Scalar::UInt(u))) if u <= i64::MAX as u64 => {
+                b.append_value(u as i64)
+            }
+            (_, value) => {
+                let cell = convert_scalar(value, kind).map_err(|e| format!("field {name}: {e}"))?;
+                if required && cell == Cell::Null {
+                    return Err(missing_required(name));
+                }
+                self.append(cell);
+            }
+        }
+        Ok(())
     }
 
     fn append_null(&mut self) {
@@ -306,6 +356,7 @@ impl BatchBuilder {
             shape,
             ingest_time,
             rows: 0,
+            dead: Vec::new(),
         })
     }
 
@@ -362,7 +413,8 @@ impl BatchBuilder {
         })
     }
 
-    /// Rows buffered.
+    /// Rows buffered, rejected ones included (they are left out of the
+    /// batch).
     pub fn len(&self) -> usize {
         self.rows
     }
@@ -378,52 +430,66 @@ impl BatchBuilder {
     }
 
     /// Converts and appends a record whose event time is `ts`, or returns
-    /// why it is a reject.
+    /// why it is a reject (its row is then left out of the batch).
     pub fn push(
         &mut self,
         record: &impl RecordView,
         ts: Micros,
         source_uri: &str,
     ) -> std::result::Result<(), String> {
-        let mut cells = Vec::with_capacity(self.sources.len());
-        for source in &self.sources {
-            let cell = match source {
-                ColumnSource::EventTime => Cell::Ts(ts),
-                ColumnSource::IngestTime => Cell::Ts(self.ingest_time),
-                ColumnSource::SourceUri => Cell::Str(Cow::Borrowed(source_uri)),
-                ColumnSource::Hash => Cell::Hash(hash(record.raw().as_bytes())),
-                ColumnSource::Null => Cell::Null,
-                ColumnSource::Field {
-                    name,
-                    kind,
-                    required,
-                    slot,
-                } => {
-                    let value = record.field(name, *slot);
-                    let cell = if kind.is_nested() {
-                        let value = value.map(Scalar::to_value);
-                        match super::nested::normalize(value.as_deref(), kind, name)? {
-                            Value::Null => Cell::Null,
-                            v => Cell::Json(v),
+        for (i, (source, slot)) in self.sources.iter().zip(&mut self.builders).enumerate() {
+            let appended = match (source, slot) {
+                (ColumnSource::EventTime, Slot::Typed(b)) => b.append_ok(Cell::Ts(ts)),
+                (ColumnSource::IngestTime, Slot::Typed(b)) => {
+                    b.append_ok(Cell::Ts(self.ingest_time))
+                }
+                (ColumnSource::SourceUri, Slot::Typed(b)) => {
+                    b.append_ok(Cell::Str(Cow::Borrowed(source_uri)))
+                }
+                (ColumnSource::Hash, Slot::Typed(b)) => {
+                    b.append_ok(Cell::Hash(hash(record.raw().as_bytes())))
+                }
+                (
+                    ColumnSource::Field {
+                        name,
+                        kind,
+                        required,
+                        slot,
+                    },
+                    Slot::Typed(b),
+                ) => b.append_field(record.field(name, *slot), kind, *required, name),
+                (
+                    ColumnSource::Field {
+                        name,
+                        kind,
+                        required,
+                        slot,
+                    },
+                    Slot::Nested(_, values),
+                ) => {
+                    let value = record.field(name, *slot).map(Scalar::to_value);
+                    super::nested::normalize(value.as_deref(), kind, name).and_then(|v| {
+                        if *required && v == Value::Null {
+                            return Err(missing_required(name));
                         }
-                    } else {
-                        convert_scalar(value, kind).map_err(|e| format!("field {name}: {e}"))?
-                    };
-                    if *required && cell == Cell::Null {
-                        return Err(format!("required field {name} is missing or null"));
-                    }
-                    cell
+                        values.push(v);
+                        Ok(())
+                    })
+                }
+                (_, slot) => {
+                    slot.append_null();
+                    Ok(())
                 }
             };
-            cells.push(cell);
-        }
-        for (slot, cell) in self.builders.iter_mut().zip(cells) {
-            match slot {
-                Slot::Typed(builder) => builder.append(cell),
-                Slot::Nested(_, values) => values.push(match cell {
-                    Cell::Json(v) => v,
-                    _ => Value::Null,
-                }),
+            if let Err(reason) = appended {
+                // The row is dead: its other columns get nulls so every
+                // column keeps one value per row.
+                for slot in &mut self.builders[i..] {
+                    slot.append_null();
+                }
+                self.dead.push(self.rows);
+                self.rows += 1;
+                return Err(reason);
             }
         }
         self.rows += 1;
@@ -498,21 +564,48 @@ impl BatchBuilder {
         })
     }
 
-    /// The buffered rows as a batch; the builder is empty afterwards.
+    /// The buffered rows as a batch, dead rows left out (it may have no
+    /// rows); the builder is empty afterwards.
     pub fn finish(&mut self) -> Result<RecordBatch> {
-        let columns: Vec<ArrayRef> = self
+        let some_dead = !self.dead.is_empty();
+        let mut columns: Vec<ArrayRef> = self
             .builders
             .iter_mut()
             .map(|slot| match slot {
                 Slot::Typed(builder) => Ok(builder.finish()),
+                // A dead row's null is decoded too, even in a required
+                // column; it is left out below.
+                Slot::Nested(field, values) if some_dead => super::nested::column(
+                    &Arc::new(field.as_ref().clone().with_nullable(true)),
+                    std::mem::take(values),
+                ),
                 Slot::Nested(field, values) => super::nested::column(field, std::mem::take(values)),
             })
             .collect::<Result<_>>()?;
+        if some_dead {
+            let mut live = vec![true; self.rows];
+            for &row in &self.dead {
+                live[row] = false;
+            }
+            let live = BooleanArray::from(live);
+            columns = columns
+                .iter()
+                .map(|c| arrow_select::filter::filter(c.as_ref(), &live))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| {
+                    Error::Storage(format!("cannot leave rejected rows out: {e}")).caused_by(e)
+                })?;
+            self.dead.clear();
+        }
         self.rows = 0;
         RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(|e| {
             Error::Storage(format!("cannot assemble a record batch: {e}")).caused_by(e)
         })
     }
+}
+
+fn missing_required(name: &str) -> String {
+    format!("required field {name} is missing or null")
 }
 
 /// The `_hash` of a record: XXH3-128 of its content, big-endian bytes.
@@ -742,6 +835,98 @@ pub(super) fn truncate(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int32Type};
+
+    /// A rejected row leaves nothing behind, wherever its bad value is:
+    /// the batch holds exactly the good rows, in order, in every column
+    /// (a required nested column included).
+    #[test]
+    fn a_rejected_row_leaves_no_values_behind() {
+        let text = r#"
+[catalog]
+uri = "http://127.0.0.1:1"
+[[job]]
+name = "j"
+table = "t.j"
+source = { path = "in/*.ndjson", format = "ndjson" }
+event_time = { kind = "offset", column = "ts" }
+columns = [
+  { name = "a", type = "int", required = true },
+  { name = "s", type = "string" },
+  { name = "loc", type = "struct<x: double>", required = true },
+  { name = "d", type = "double" },
+]
+"#;
+        let pipeline =
+            crate::pipeline::parse(text, std::path::Path::new("/tmp/p.toml")).expect("pipeline");
+        let job = &pipeline.jobs[0];
+        let schema = crate::table::schema::arrow_schema(
+            &crate::table::schema::table_schema(job).expect("table schema"),
+        )
+        .expect("arrow schema");
+        let mut builder = BatchBuilder::new(job, schema, 0).expect("builder");
+        let lines = [
+            (
+                r#"{"a": 1, "s": "one", "loc": {"x": 1.5}, "d": 1.25}"#,
+                true,
+            ),
+            // Bad in the last column.
+            (
+                r#"{"a": 2, "s": "two", "loc": {"x": 2.5}, "d": "x"}"#,
+                false,
+            ),
+            (
+                r#"{"a": 3, "s": "three", "loc": {"x": 3.5}, "d": 3.25}"#,
+                true,
+            ),
+            // Bad in the first column, then a missing required nested value.
+            (
+                r#"{"a": "no", "s": "four", "loc": {"x": 4.5}, "d": 4.25}"#,
+                false,
+            ),
+            (r#"{"a": 5, "s": "five", "d": 5.25}"#, false),
+            (r#"{"a": 6, "s": null, "loc": {"x": 6.5}, "d": null}"#, true),
+        ];
+        let record = |line: &str| match serde_json::from_str(line).expect("json") {
+            Value::Object(fields) => Record {
+                fields,
+                raw: line.into(),
+                line: 1,
+            },
+            _ => panic!("an object"),
+        };
+        for (line, good) in lines {
+            let pushed = builder.push(&record(line), 7, "file:///in");
+            assert_eq!(pushed.is_ok(), good, "{line}");
+        }
+        assert_eq!(builder.len(), lines.len());
+        let batch = builder.finish().expect("batch");
+        assert_eq!(batch.num_rows(), 3);
+        let column = |name: &str| batch.column_by_name(name).expect(name);
+        let a: Vec<i32> = column("a").as_primitive::<Int32Type>().values().to_vec();
+        assert_eq!(a, [1, 3, 6]);
+        let s = column("s").as_string::<i32>();
+        assert_eq!(
+            (s.value(0), s.value(1), s.is_null(2)),
+            ("one", "three", true)
+        );
+        let d = column("d").as_primitive::<Float64Type>();
+        assert_eq!((d.value(0), d.value(1), d.is_null(2)), (1.25, 3.25, true));
+        let x = column("loc")
+            .as_struct()
+            .column(0)
+            .as_primitive::<Float64Type>();
+        assert_eq!(x.values().to_vec(), [1.5, 3.5, 6.5]);
+        assert_eq!(column("loc").null_count(), 0);
+        assert!(builder.is_empty());
+        // The next batch starts clean.
+        builder
+            .push(&record(lines[0].0), 7, "file:///in")
+            .expect("good row");
+        assert_eq!(builder.finish().expect("batch").num_rows(), 1);
+    }
 
     #[test]
     fn dates_are_whole_dates_or_timestamps() {

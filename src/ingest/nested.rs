@@ -124,7 +124,7 @@ fn leaf_value(cell: Cell<'_>) -> Value {
         Cell::F32(v) => Number::from_f64(f64::from(v)).map_or(Value::Null, Value::Number),
         Cell::F64(v) => Number::from_f64(v).map_or(Value::Null, Value::Number),
         Cell::Bool(v) => Value::Bool(v),
-        Cell::Null | Cell::Dec(_) | Cell::Hash(_) | Cell::Json(_) => Value::Null,
+        Cell::Null | Cell::Dec(_) | Cell::Hash(_) => Value::Null,
     }
 }
 

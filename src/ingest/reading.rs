@@ -239,8 +239,7 @@ fn decode(
         return Err(e);
     }
     if !builder.is_empty() {
-        tx.blocking_send(Msg::Batch(builder.finish()?))
-            .map_err(|_| closed())?;
+        send_batch(tx, builder.finish()?)?;
     }
     Ok(())
 }
@@ -311,6 +310,14 @@ pub(super) fn read_unit(
             http::read_page(&bytes, &unit.file.uri(), h, vars, sink)
         }
     }
+}
+
+/// Sends a batch on, unless every row of it was rejected.
+fn send_batch(tx: &mpsc::Sender<Msg>, batch: arrow_array::RecordBatch) -> Result<()> {
+    if batch.num_rows() == 0 {
+        return Ok(());
+    }
+    tx.blocking_send(Msg::Batch(batch)).map_err(|_| closed())
 }
 
 fn closed() -> Error {
@@ -469,10 +476,7 @@ impl FileSink<'_> {
             self.rejected.push(Reject::new(record, reason, &self.uri));
         }
         if self.builder.len() >= BATCH_ROWS {
-            let batch = self.builder.finish()?;
-            self.tx
-                .blocking_send(Msg::Batch(batch))
-                .map_err(|_| closed())?;
+            send_batch(self.tx, self.builder.finish()?)?;
         }
         self.flush_rejects()
     }
