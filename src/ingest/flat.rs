@@ -3,10 +3,11 @@
 //! escapes is a span of the row's text; numbers and booleans are kept as
 //! parsed; only nested values (objects, arrays) become JSON values.
 //!
-//! The JSON is parsed by the same parser as the value path
-//! ([`super::json`]), so a line is malformed, or has a key present twice,
-//! with the same error either way; [`super::fields::RecordView`] makes the
-//! conversion that follows the same too.
+//! The usual line (no escapes, numbers of ordinary length) is read by
+//! [`super::quick_json`]; any other line by the same parser as the value
+//! path ([`super::json`]), so a line is malformed, or has a key present
+//! twice, with the same error either way. [`super::fields::RecordView`]
+//! makes the conversion that follows the same too.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -19,6 +20,7 @@ use serde_json::{Map, Value};
 use super::convert::{Record, walk};
 use super::fields::{RecordView, Scalar, suggest};
 use super::json::StrictVisitor;
+use super::quick_json::{self, Quick};
 use crate::pipeline::ColumnType;
 
 /// The fields a job reads (columns' source fields and their roots,
@@ -26,7 +28,22 @@ use crate::pipeline::ColumnType;
 #[derive(Debug, Default)]
 pub struct RowShape {
     names: Vec<String>,
+    /// Each name's first sixteen bytes (zero-padded), compared first.
+    heads: Vec<[u64; 2]>,
     slots: FxHashMap<String, usize>,
+}
+
+/// A key's first sixteen bytes, zero-padded, as two words.
+fn head(key: &[u8]) -> [u64; 2] {
+    let word = |part: &[u8]| match part.first_chunk::<8>() {
+        Some(eight) => u64::from_le_bytes(*eight),
+        None => part
+            .iter()
+            .rev()
+            .fold(0u64, |w, &b| (w << 8) | u64::from(b)),
+    };
+    let (first, rest) = key.split_at(key.len().min(8));
+    [word(first), word(&rest[..rest.len().min(8)])]
 }
 
 impl RowShape {
@@ -40,7 +57,20 @@ impl RowShape {
             .enumerate()
             .map(|(i, n)| (n.clone(), i))
             .collect();
-        Self { names, slots }
+        let heads = names.iter().map(|n| head(n.as_bytes())).collect();
+        Self {
+            names,
+            heads,
+            slots,
+        }
+    }
+
+    /// Whether field `i` is named `key`.
+    fn is(&self, i: usize, key: &str) -> bool {
+        let (name, key) = (self.names[i].as_bytes(), key.as_bytes());
+        name.len() == key.len()
+            && self.heads[i] == head(key)
+            && (key.len() <= 16 || name[16..] == key[16..])
     }
 
     /// The slot of field `name`.
@@ -54,11 +84,11 @@ impl RowShape {
     }
 }
 
-/// A decoded value.
-#[derive(Debug, Clone, Default)]
+/// A decoded value (what it owns is kept beside it in [`Slots`], so a
+/// slot is plain data).
+#[derive(Debug, Clone, Copy, Default)]
 enum Slot {
     #[default]
-    Absent,
     Null,
     Bool(bool),
     Int(i64),
@@ -66,9 +96,89 @@ enum Slot {
     Float(f64),
     /// A string that is this byte range of the row's text.
     Span(usize, usize),
-    /// A string that had escapes.
-    Owned(String),
-    Nested(Value),
+    /// A string that had escapes: the row's `n`th such string.
+    Owned(usize),
+    /// An object or array: the row's `n`th such value.
+    Nested(usize),
+}
+
+/// A row's values, one slot per field of the shape. A slot holds a value
+/// of this row only when its stamp is the row's generation, so starting
+/// the next row writes nothing to the slots.
+#[derive(Debug)]
+struct Slots {
+    values: Vec<Slot>,
+    stamps: Vec<u32>,
+    generation: u32,
+    /// Slots set in this row, in the order they were.
+    set: Vec<usize>,
+    /// The row's strings that had escapes, and its nested values.
+    strings: Vec<String>,
+    nested: Vec<Value>,
+}
+
+impl Slots {
+    fn new(len: usize) -> Self {
+        Self {
+            values: vec![Slot::Null; len],
+            stamps: vec![0; len],
+            generation: 1,
+            set: Vec::new(),
+            strings: Vec::new(),
+            nested: Vec::new(),
+        }
+    }
+
+    /// Empties every slot for the next row.
+    fn clear(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.stamps.fill(0);
+            self.generation = 1;
+        }
+        self.set.clear();
+        self.strings.clear();
+        self.nested.clear();
+    }
+
+    /// The slot of a string that had escapes.
+    fn keep_string(&mut self, s: String) -> Slot {
+        self.strings.push(s);
+        Slot::Owned(self.strings.len() - 1)
+    }
+
+    /// The slot of a nested value.
+    fn keep_nested(&mut self, v: Value) -> Slot {
+        self.nested.push(v);
+        Slot::Nested(self.nested.len() - 1)
+    }
+
+    fn get(&self, i: usize) -> Option<&Slot> {
+        (self.stamps[i] == self.generation).then(|| &self.values[i])
+    }
+
+    /// Sets slot `i`, unless this row set it already (false).
+    fn put(&mut self, i: usize, value: Slot) -> bool {
+        if self.stamps[i] == self.generation {
+            return false;
+        }
+        self.overwrite(i, value);
+        true
+    }
+
+    /// Sets slot `i`, whatever this row set there before.
+    fn overwrite(&mut self, i: usize, value: Slot) {
+        if self.stamps[i] != self.generation {
+            self.stamps[i] = self.generation;
+            self.set.push(i);
+        }
+        self.values[i] = value;
+    }
+
+    /// The set slots, in the order they were.
+    fn iter(&self) -> impl Iterator<Item = (usize, &Slot)> {
+        self.set.iter().map(|&i| (i, &self.values[i]))
+    }
 }
 
 /// Why a line is not a row.
@@ -87,9 +197,7 @@ pub enum NotARow {
 pub struct FlatRow {
     shape: Arc<RowShape>,
     text: String,
-    slots: Vec<Slot>,
-    /// Slots set in this row, to clear for the next.
-    set: Vec<usize>,
+    slots: Slots,
     unknown: Vec<(String, Slot)>,
     line: u64,
     /// The slots of the last row's keys, in the order they came: the next
@@ -99,12 +207,11 @@ pub struct FlatRow {
 
 impl FlatRow {
     pub fn new(shape: Arc<RowShape>) -> Self {
-        let slots = vec![Slot::Absent; shape.names.len()];
+        let slots = Slots::new(shape.names.len());
         Self {
             shape,
             text: String::new(),
             slots,
-            set: Vec::new(),
             unknown: Vec::new(),
             line: 0,
             order: Vec::new(),
@@ -112,10 +219,7 @@ impl FlatRow {
     }
 
     fn clear(&mut self) {
-        for &i in &self.set {
-            self.slots[i] = Slot::Absent;
-        }
-        self.set.clear();
+        self.slots.clear();
         self.unknown.clear();
     }
 
@@ -129,13 +233,18 @@ impl FlatRow {
         self.text.clear();
         self.text.push_str(line);
         self.line = number;
+        if self.decode_quick() {
+            return Ok(());
+        }
+        // Not a line the quick reader is sure of: the full parser reads
+        // it (and reports its errors).
+        self.clear();
         let mut de = serde_json::Deserializer::from_str(&self.text);
         let mut fill = Fill {
             shape: &self.shape,
             base: self.text.as_ptr() as usize,
             len: self.text.len(),
             slots: &mut self.slots,
-            set: &mut self.set,
             unknown: &mut self.unknown,
             order: &mut self.order,
         };
@@ -148,6 +257,38 @@ impl FlatRow {
         } else {
             Err(NotARow::NotObject)
         }
+    }
+
+    /// Decodes the row's text with [`quick_json`]; false (some slots
+    /// perhaps set) when it gave up on the line, or a key came twice.
+    fn decode_quick(&mut self) -> bool {
+        let (shape, slots, unknown, order) = (
+            &*self.shape,
+            &mut self.slots,
+            &mut self.unknown,
+            &mut self.order,
+        );
+        quick_json::object(&self.text, |position, key, value| {
+            let value = match value {
+                Quick::Null => Slot::Null,
+                Quick::Bool(b) => Slot::Bool(b),
+                Quick::Int(i) => Slot::Int(i),
+                Quick::UInt(u) => Slot::UInt(u),
+                Quick::Float(f) => Slot::Float(f),
+                Quick::Str(a, b) => Slot::Span(a, b),
+                Quick::Nested(v) => slots.keep_nested(v),
+            };
+            match slot_of(shape, order, key, position) {
+                Some(i) => return slots.put(i, value),
+                None if !unknown.iter().any(|(k, _)| k == key) => {
+                    unknown.push((key.to_string(), value));
+                }
+                // A key present twice: the full parser reports it.
+                _ => return false,
+            }
+            true
+        })
+        .is_some()
     }
 
     /// Sets the row to a CSV record: `cells` under `headers` (each with its
@@ -171,41 +312,35 @@ impl FlatRow {
             let value = Slot::Span(start, self.text.len());
             match *slot {
                 // A header present twice: the last cell wins, as in a map.
-                Some(s) => {
-                    self.slots[s] = value;
-                    self.set.push(s);
-                }
+                Some(s) => self.slots.overwrite(s, value),
                 None => self.unknown.push((name.clone(), value)),
             }
         }
     }
 
-    fn scalar<'s>(&'s self, slot: &'s Slot) -> Option<Scalar<'s>> {
-        Some(match slot {
-            Slot::Absent => return None,
+    fn scalar<'s>(&'s self, slot: &'s Slot) -> Scalar<'s> {
+        match slot {
             Slot::Null => Scalar::Null,
             Slot::Bool(b) => Scalar::Bool(*b),
             Slot::Int(i) => Scalar::Int(*i),
             Slot::UInt(u) => Scalar::UInt(*u),
             Slot::Float(f) => Scalar::Float(*f),
             Slot::Span(a, b) => Scalar::Str(&self.text[*a..*b]),
-            Slot::Owned(s) => Scalar::Str(s),
-            Slot::Nested(v) => Scalar::Nested(v),
-        })
+            Slot::Owned(i) => Scalar::Str(&self.slots.strings[*i]),
+            Slot::Nested(i) => Scalar::Nested(&self.slots.nested[*i]),
+        }
     }
 
     /// The row as a JSON record (for sinks that read those).
     pub fn to_record(&self) -> Record {
         let mut fields = Map::new();
         let named = self
-            .set
+            .slots
             .iter()
-            .map(|&i| (&self.shape.names[i], &self.slots[i]))
+            .map(|(i, slot)| (&self.shape.names[i], slot))
             .chain(self.unknown.iter().map(|(k, v)| (k, v)));
         for (name, slot) in named {
-            if let Some(v) = self.scalar(slot) {
-                fields.insert(name.clone(), v.to_value().into_owned());
-            }
+            fields.insert(name.clone(), self.scalar(slot).to_value().into_owned());
         }
         Record {
             fields,
@@ -218,9 +353,9 @@ impl FlatRow {
 impl RecordView for FlatRow {
     fn field(&self, name: &str, slot: Option<usize>) -> Option<Scalar<'_>> {
         if let Some(slot) = slot.or_else(|| self.shape.slot(name))
-            && let Some(v) = self.scalar(&self.slots[slot])
+            && let Some(v) = self.slots.get(slot)
         {
-            return Some(v);
+            return Some(self.scalar(v));
         }
         if !name.contains(['.', '[']) {
             return None;
@@ -228,8 +363,8 @@ impl RecordView for FlatRow {
         // A path: walked from its root's value, as in a JSON record.
         let mut segments = crate::pipeline::path_segments(name).into_iter();
         let root = self.shape.slot(segments.next()?)?;
-        match &self.slots[root] {
-            Slot::Nested(v) => walk(v, segments).map(Scalar::of),
+        match self.slots.get(root)? {
+            Slot::Nested(i) => walk(&self.slots.nested[*i], segments).map(Scalar::of),
             _ => None,
         }
     }
@@ -251,7 +386,7 @@ impl RecordView for FlatRow {
         self.unknown
             .iter()
             .min_by(|a, b| a.0.cmp(&b.0))
-            .map(|(k, v)| (k.clone(), self.scalar(v).and_then(|s| suggest(s, guess))))
+            .map(|(k, v)| (k.clone(), suggest(self.scalar(v), guess)))
     }
 }
 
@@ -262,27 +397,30 @@ struct Fill<'r> {
     /// its distance from here) and its length.
     base: usize,
     len: usize,
-    slots: &'r mut Vec<Slot>,
-    set: &'r mut Vec<usize>,
+    slots: &'r mut Slots,
     unknown: &'r mut Vec<(String, Slot)>,
     order: &'r mut Vec<Option<usize>>,
 }
 
-impl Fill<'_> {
-    /// The slot of the `position`th key, guessed from the last row first.
-    fn slot_of(&mut self, key: &str, position: usize) -> Option<usize> {
-        if let Some(Some(i)) = self.order.get(position)
-            && self.shape.names[*i] == key
-        {
-            return Some(*i);
-        }
-        let found = self.shape.slot(key);
-        match self.order.get_mut(position) {
-            Some(o) => *o = found,
-            None => self.order.push(found),
-        }
-        found
+/// The slot of a row's `position`th key, guessed from the last row's
+/// keys (`order`) first.
+fn slot_of(
+    shape: &RowShape,
+    order: &mut Vec<Option<usize>>,
+    key: &str,
+    position: usize,
+) -> Option<usize> {
+    if let Some(Some(i)) = order.get(position)
+        && shape.is(*i, key)
+    {
+        return Some(*i);
     }
+    let found = shape.slot(key);
+    match order.get_mut(position) {
+        Some(o) => *o = found,
+        None => order.push(found),
+    }
+    found
 }
 
 fn duplicate<E: de::Error>(key: &str) -> E {
@@ -342,19 +480,18 @@ impl<'de> Visitor<'de> for &mut Fill<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
         let mut position = 0;
         while let Some(key) = map.next_key_seed(Key)? {
-            let slot = self.slot_of(&key, position);
+            let slot = slot_of(self.shape, self.order, &key, position);
             position += 1;
             let value = map.next_value_seed(ValueSeed {
                 base: self.base,
                 len: self.len,
+                slots: &mut *self.slots,
             })?;
             match slot {
                 Some(i) => {
-                    if !matches!(self.slots[i], Slot::Absent) {
+                    if !self.slots.put(i, value) {
                         return Err(duplicate(&key));
                     }
-                    self.slots[i] = value;
-                    self.set.push(i);
                 }
                 None => {
                     if self.unknown.iter().any(|(k, _)| k.as_str() == key.as_ref()) {
@@ -399,13 +536,14 @@ impl<'de> Visitor<'de> for Key {
     }
 }
 
-/// A member's value as a slot.
-struct ValueSeed {
+/// A member's value as a slot (what it owns kept in `slots`).
+struct ValueSeed<'s> {
     base: usize,
     len: usize,
+    slots: &'s mut Slots,
 }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed {
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     type Value = Slot;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Slot, D::Error> {
@@ -413,7 +551,7 @@ impl<'de> DeserializeSeed<'de> for ValueSeed {
     }
 }
 
-impl<'de> Visitor<'de> for ValueSeed {
+impl<'de> Visitor<'de> for ValueSeed<'_> {
     type Value = Slot;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -445,16 +583,16 @@ impl<'de> Visitor<'de> for ValueSeed {
         // A slice of the row's text: kept as its byte range.
         match (v.as_ptr() as usize).checked_sub(self.base) {
             Some(start) if start + v.len() <= self.len => Ok(Slot::Span(start, start + v.len())),
-            _ => Ok(Slot::Owned(v.to_owned())),
+            _ => Ok(self.slots.keep_string(v.to_owned())),
         }
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Slot, E> {
-        Ok(Slot::Owned(v.to_owned()))
+        Ok(self.slots.keep_string(v.to_owned()))
     }
 
     fn visit_string<E>(self, v: String) -> Result<Slot, E> {
-        Ok(Slot::Owned(v))
+        Ok(self.slots.keep_string(v))
     }
 
     fn visit_unit<E>(self) -> Result<Slot, E> {
@@ -466,10 +604,43 @@ impl<'de> Visitor<'de> for ValueSeed {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Slot, A::Error> {
-        StrictVisitor.visit_seq(seq).map(Slot::Nested)
+        let value = StrictVisitor.visit_seq(seq)?;
+        Ok(self.slots.keep_nested(value))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Slot, A::Error> {
-        StrictVisitor.visit_map(map).map(Slot::Nested)
+        let value = StrictVisitor.visit_map(map)?;
+        Ok(self.slots.keep_nested(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_its_field_s_name_and_no_other() {
+        let names = [
+            "a",
+            "ab",
+            "abcdefg",
+            "abcdefgh",
+            "abcdefghi",
+            "abcdefghijklmnop",
+            "abcdefghijklmnopq",
+            "abcdefghijklmnopr",
+            "abcdefghijklmnopqrstuvwxyz_é",
+            "abcdefghijklmnopqrstuvwxyz_e",
+        ];
+        let shape = RowShape::new(names.iter().map(|n| n.to_string()));
+        let keys = names
+            .iter()
+            .copied()
+            .chain(["", "b", "abcdefgh\0", "abcdefghijklmnoq"]);
+        for key in keys {
+            for (i, name) in shape.names().iter().enumerate() {
+                assert_eq!(shape.is(i, key), name == key, "{name:?} vs {key:?}");
+            }
+        }
     }
 }

@@ -39,7 +39,7 @@ pub fn is_duplicate(e: &serde_json::Error) -> bool {
 }
 
 /// A value deserialized with [`StrictVisitor`].
-struct Strict(Value);
+pub(super) struct Strict(pub(super) Value);
 
 impl<'de> Deserialize<'de> for Strict {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

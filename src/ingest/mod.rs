@@ -29,6 +29,7 @@ mod merge;
 mod nested;
 mod pg_copy;
 pub(crate) mod progress;
+mod quick_json;
 mod reading;
 mod records;
 mod rejects;
