@@ -34,6 +34,9 @@ const NAIVE_FORMATS: &[&str] = &[
 /// Parses an RFC 3339 timestamp that carries its offset (`Z` or `±hh:mm`).
 pub fn parse_with_offset(text: &str) -> Result<Micros, TimeError> {
     let trimmed = text.trim();
+    if let Some(micros) = plain_rfc3339(trimmed.as_bytes()) {
+        return Ok(micros);
+    }
     DateTime::parse_from_rfc3339(trimmed)
         .or_else(|_| DateTime::parse_from_str(trimmed, "%Y-%m-%d %H:%M:%S%.f%:z"))
         .map(|t| t.with_timezone(&Utc).timestamp_micros())
@@ -42,6 +45,85 @@ pub fn parse_with_offset(text: &str) -> Result<Micros, TimeError> {
                 "{trimmed:?} is not a timestamp with an offset (e.g. 2024-03-31T01:30:00+01:00 or ...Z)"
             ))
         })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f]` then `Z` or `±HH:MM`, the shape nearly every
+/// source writes, read without a parser in between: the same instant
+/// chrono gives. None for anything else (a leap second, more than nine
+/// fractional digits, a space, a lower-case letter...): chrono reads it.
+fn plain_rfc3339(b: &[u8]) -> Option<Micros> {
+    let digit = |i: usize| -> Option<i64> {
+        let d = b.get(i)?.wrapping_sub(b'0');
+        (d < 10).then_some(i64::from(d))
+    };
+    let two = |i: usize| Some(digit(i)? * 10 + digit(i + 1)?);
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    if !(at(4, b'-') && at(7, b'-') && at(10, b'T') && at(13, b':') && at(16, b':')) {
+        return None;
+    }
+    let year = two(0)? * 100 + two(2)?;
+    let (month, day) = (two(5)?, two(8)?);
+    let (hour, minute, second) = (two(11)?, two(14)?, two(17)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos = 0;
+    if at(i, b'.') {
+        let first = i + 1;
+        i = first;
+        while let Some(d) = digit(i) {
+            nanos = nanos * 10 + d;
+            i += 1;
+            if i - first > 9 {
+                return None;
+            }
+        }
+        let places = i - first;
+        if places == 0 {
+            return None;
+        }
+        nanos *= 10i64.pow(u32::try_from(9 - places).ok()?);
+    }
+    let offset = match b.get(i)? {
+        b'Z' if i + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == b.len() && at(i + 3, b':') => {
+            let (h, m) = (two(i + 1)?, two(i + 4)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            let seconds = h * 3600 + m * 60;
+            if *sign == b'-' { -seconds } else { seconds }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    Some(seconds * 1_000_000 + nanos / 1000)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let shifted_month = (month + 9) % 12;
+    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 /// Parses a naive timestamp (no offset) with `format`, or the usual ISO
@@ -165,6 +247,65 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+
+    /// The quick reading of the usual shape gives chrono's instant, and
+    /// leaves every other shape (and every error) to chrono.
+    #[test]
+    fn plain_rfc3339_is_chrono_s_reading() {
+        use rand::{Rng, SeedableRng};
+        let chrono = |t: &str| {
+            DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|d| d.with_timezone(&Utc).timestamp_micros())
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut read = 0;
+        for n in 0..100_000 {
+            let pick = |rng: &mut rand::rngs::StdRng, max: u32| rng.random_range(0..=max);
+            let fraction = match n % 4 {
+                0 => String::new(),
+                1 => format!(".{:03}", pick(&mut rng, 999)),
+                2 => format!(".{}", pick(&mut rng, 999_999_999)),
+                _ => ".1234567891".into(),
+            };
+            let offset = match n % 5 {
+                0 => "Z".to_string(),
+                1 => "z".to_string(),
+                _ => format!(
+                    "{}{:02}:{:02}",
+                    if n % 2 == 0 { '+' } else { '-' },
+                    pick(&mut rng, 25),
+                    pick(&mut rng, 61)
+                ),
+            };
+            let text = format!(
+                "{:04}-{:02}-{:02}{}{:02}:{:02}:{:02}{fraction}{offset}",
+                pick(&mut rng, 9999),
+                pick(&mut rng, 13),
+                pick(&mut rng, 32),
+                if n % 7 == 0 { ' ' } else { 'T' },
+                pick(&mut rng, 24),
+                pick(&mut rng, 60),
+                pick(&mut rng, 60),
+            );
+            let quick = plain_rfc3339(text.as_bytes());
+            if quick.is_some() {
+                read += 1;
+                assert_eq!(quick, chrono(&text), "{text}");
+            }
+        }
+        assert!(read > 10_000, "the quick path read {read}");
+        for text in [
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999999999Z",
+            "0000-03-01T00:00:00+00:00",
+            "2024-02-29T12:00:00-05:30",
+            "9999-12-31T23:59:59.5+23:59",
+        ] {
+            assert_eq!(plain_rfc3339(text.as_bytes()), chrono(text), "{text}");
+        }
+        assert_eq!(plain_rfc3339(b"2023-02-29T00:00:00Z"), None);
+    }
 
     const LONDON: Tz = chrono_tz::Europe::London;
 
