@@ -48,8 +48,8 @@ pub fn parse_with_offset(text: &str) -> Result<Micros, TimeError> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.f]` then `Z` or `±HH:MM`, the shape nearly every
-/// source writes, read without a parser in between: the same instant
-/// chrono gives. None for anything else (a leap second, more than nine
+/// source writes, read field by field without chrono's parser: the same
+/// instant chrono gives. None for anything else (a leap second, more than nine
 /// fractional digits, a space, a lower-case letter...): chrono reads it.
 fn plain_rfc3339(b: &[u8]) -> Option<Micros> {
     let digit = |i: usize| -> Option<i64> {
@@ -61,12 +61,10 @@ fn plain_rfc3339(b: &[u8]) -> Option<Micros> {
     if !(at(4, b'-') && at(7, b'-') && at(10, b'T') && at(13, b':') && at(16, b':')) {
         return None;
     }
-    let year = two(0)? * 100 + two(2)?;
+    let year = i32::try_from(two(0)? * 100 + two(2)?).ok()?;
     let (month, day) = (two(5)?, two(8)?);
+    let date = NaiveDate::from_ymd_opt(year, u32::try_from(month).ok()?, u32::try_from(day).ok()?)?;
     let (hour, minute, second) = (two(11)?, two(14)?, two(17)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
     if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
@@ -100,30 +98,8 @@ fn plain_rfc3339(b: &[u8]) -> Option<Micros> {
         }
         _ => return None,
     };
-    let days = days_from_civil(year, month, day);
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
-    Some(seconds * 1_000_000 + nanos / 1000)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let shifted_month = (month + 9) % 12;
-    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    let seconds = hour * 3600 + minute * 60 + second - offset;
+    Some(crate::table::days::day_start(date) + seconds * 1_000_000 + nanos / 1000)
 }
 
 /// Parses a naive timestamp (no offset) with `format`, or the usual ISO
