@@ -115,6 +115,11 @@ struct Slots {
     /// The row's strings that had escapes, and its nested values.
     strings: Vec<String>,
     nested: Vec<Value>,
+    /// The row's keys the shape does not know, with their values.
+    unknown: Vec<(String, Slot)>,
+    /// The slots of the last row's keys, in the order they came: the next
+    /// row usually has the same keys in the same order.
+    order: Vec<Option<usize>>,
 }
 
 impl Slots {
@@ -126,6 +131,8 @@ impl Slots {
             set: Vec::new(),
             strings: Vec::new(),
             nested: Vec::new(),
+            unknown: Vec::new(),
+            order: Vec::new(),
         }
     }
 
@@ -139,6 +146,36 @@ impl Slots {
         self.set.clear();
         self.strings.clear();
         self.nested.clear();
+        self.unknown.clear();
+    }
+
+    /// Takes the row's `position`th member, `key`: into its slot, or among
+    /// the unknown keys. False when the row had that key already.
+    fn member(&mut self, shape: &RowShape, position: usize, key: &str, value: Slot) -> bool {
+        match self.slot_of(shape, key, position) {
+            Some(i) => self.put(i, value),
+            None if self.unknown.iter().any(|(k, _)| k == key) => false,
+            None => {
+                self.unknown.push((key.to_string(), value));
+                true
+            }
+        }
+    }
+
+    /// The slot of a row's `position`th key, guessed from the last row's
+    /// keys first.
+    fn slot_of(&mut self, shape: &RowShape, key: &str, position: usize) -> Option<usize> {
+        if let Some(Some(i)) = self.order.get(position)
+            && shape.is(*i, key)
+        {
+            return Some(*i);
+        }
+        let found = shape.slot(key);
+        match self.order.get_mut(position) {
+            Some(o) => *o = found,
+            None => self.order.push(found),
+        }
+        found
     }
 
     /// The slot of a string that had escapes.
@@ -198,11 +235,7 @@ pub struct FlatRow {
     shape: Arc<RowShape>,
     text: String,
     slots: Slots,
-    unknown: Vec<(String, Slot)>,
     line: u64,
-    /// The slots of the last row's keys, in the order they came: the next
-    /// row usually has the same keys in the same order.
-    order: Vec<Option<usize>>,
 }
 
 impl FlatRow {
@@ -212,15 +245,8 @@ impl FlatRow {
             shape,
             text: String::new(),
             slots,
-            unknown: Vec::new(),
             line: 0,
-            order: Vec::new(),
         }
-    }
-
-    fn clear(&mut self) {
-        self.slots.clear();
-        self.unknown.clear();
     }
 
     /// Decodes `line` (one JSON object, line `number`).
@@ -229,7 +255,7 @@ impl FlatRow {
     /// The line is not a JSON object (malformed, a key present twice, or
     /// another JSON value).
     pub fn decode_json(&mut self, line: &str, number: u64) -> Result<(), NotARow> {
-        self.clear();
+        self.slots.clear();
         self.text.clear();
         self.text.push_str(line);
         self.line = number;
@@ -238,15 +264,13 @@ impl FlatRow {
         }
         // Not a line the quick reader is sure of: the full parser reads
         // it (and reports its errors).
-        self.clear();
+        self.slots.clear();
         let mut de = serde_json::Deserializer::from_str(&self.text);
         let mut fill = Fill {
             shape: &self.shape,
             base: self.text.as_ptr() as usize,
             len: self.text.len(),
             slots: &mut self.slots,
-            unknown: &mut self.unknown,
-            order: &mut self.order,
         };
         let object = (&mut fill)
             .deserialize(&mut de)
@@ -262,12 +286,7 @@ impl FlatRow {
     /// Decodes the row's text with [`quick_json`]; false (some slots
     /// perhaps set) when it gave up on the line, or a key came twice.
     fn decode_quick(&mut self) -> bool {
-        let (shape, slots, unknown, order) = (
-            &*self.shape,
-            &mut self.slots,
-            &mut self.unknown,
-            &mut self.order,
-        );
+        let (shape, slots) = (&*self.shape, &mut self.slots);
         quick_json::object(&self.text, |position, key, value| {
             let value = match value {
                 Quick::Null => Slot::Null,
@@ -278,15 +297,8 @@ impl FlatRow {
                 Quick::Str(a, b) => Slot::Span(a, b),
                 Quick::Nested(v) => slots.keep_nested(v),
             };
-            match slot_of(shape, order, key, position) {
-                Some(i) => return slots.put(i, value),
-                None if !unknown.iter().any(|(k, _)| k == key) => {
-                    unknown.push((key.to_string(), value));
-                }
-                // A key present twice: the full parser reports it.
-                _ => return false,
-            }
-            true
+            // A key present twice (false): the full parser reports it.
+            slots.member(shape, position, key, value)
         })
         .is_some()
     }
@@ -300,7 +312,7 @@ impl FlatRow {
         delimiter: char,
         number: u64,
     ) {
-        self.clear();
+        self.slots.clear();
         self.line = number;
         self.text.clear();
         for (i, (cell, (name, slot))) in cells.zip(headers).enumerate() {
@@ -313,7 +325,7 @@ impl FlatRow {
             match *slot {
                 // A header present twice: the last cell wins, as in a map.
                 Some(s) => self.slots.overwrite(s, value),
-                None => self.unknown.push((name.clone(), value)),
+                None => self.slots.unknown.push((name.clone(), value)),
             }
         }
     }
@@ -338,7 +350,7 @@ impl FlatRow {
             .slots
             .iter()
             .map(|(i, slot)| (&self.shape.names[i], slot))
-            .chain(self.unknown.iter().map(|(k, v)| (k, v)));
+            .chain(self.slots.unknown.iter().map(|(k, v)| (k, v)));
         for (name, slot) in named {
             fields.insert(name.clone(), self.scalar(slot).to_value().into_owned());
         }
@@ -383,7 +395,8 @@ impl RecordView for FlatRow {
         guess: bool,
     ) -> Option<(String, Option<ColumnType>)> {
         // The shape is the known fields: every other key is unknown.
-        self.unknown
+        self.slots
+            .unknown
             .iter()
             .min_by(|a, b| a.0.cmp(&b.0))
             .map(|(k, v)| (k.clone(), suggest(self.scalar(v), guess)))
@@ -398,29 +411,6 @@ struct Fill<'r> {
     base: usize,
     len: usize,
     slots: &'r mut Slots,
-    unknown: &'r mut Vec<(String, Slot)>,
-    order: &'r mut Vec<Option<usize>>,
-}
-
-/// The slot of a row's `position`th key, guessed from the last row's
-/// keys (`order`) first.
-fn slot_of(
-    shape: &RowShape,
-    order: &mut Vec<Option<usize>>,
-    key: &str,
-    position: usize,
-) -> Option<usize> {
-    if let Some(Some(i)) = order.get(position)
-        && shape.is(*i, key)
-    {
-        return Some(*i);
-    }
-    let found = shape.slot(key);
-    match order.get_mut(position) {
-        Some(o) => *o = found,
-        None => order.push(found),
-    }
-    found
 }
 
 fn duplicate<E: de::Error>(key: &str) -> E {
@@ -480,26 +470,15 @@ impl<'de> Visitor<'de> for &mut Fill<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
         let mut position = 0;
         while let Some(key) = map.next_key_seed(Key)? {
-            let slot = slot_of(self.shape, self.order, &key, position);
-            position += 1;
             let value = map.next_value_seed(ValueSeed {
                 base: self.base,
                 len: self.len,
                 slots: &mut *self.slots,
             })?;
-            match slot {
-                Some(i) => {
-                    if !self.slots.put(i, value) {
-                        return Err(duplicate(&key));
-                    }
-                }
-                None => {
-                    if self.unknown.iter().any(|(k, _)| k.as_str() == key.as_ref()) {
-                        return Err(duplicate(&key));
-                    }
-                    self.unknown.push((key.into_owned(), value));
-                }
+            if !self.slots.member(self.shape, position, &key, value) {
+                return Err(duplicate(&key));
             }
+            position += 1;
         }
         Ok(true)
     }
