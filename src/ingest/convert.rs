@@ -360,6 +360,16 @@ impl BatchBuilder {
         })
     }
 
+    /// A builder for `job`'s own table schema (tests).
+    #[cfg(test)]
+    pub(super) fn for_job(job: &Job, ingest_time: Micros) -> Self {
+        let schema = crate::table::schema::arrow_schema(
+            &crate::table::schema::table_schema(job).expect("table schema"),
+        )
+        .expect("arrow schema");
+        Self::new(job, schema, ingest_time).expect("builder")
+    }
+
     pub(super) fn sources(&self) -> &[ColumnSource] {
         &self.sources
     }
@@ -861,12 +871,7 @@ columns = [
 "#;
         let pipeline =
             crate::pipeline::parse(text, std::path::Path::new("/tmp/p.toml")).expect("pipeline");
-        let job = &pipeline.jobs[0];
-        let schema = crate::table::schema::arrow_schema(
-            &crate::table::schema::table_schema(job).expect("table schema"),
-        )
-        .expect("arrow schema");
-        let mut builder = BatchBuilder::new(job, schema, 0).expect("builder");
+        let mut builder = BatchBuilder::for_job(&pipeline.jobs[0], 0);
         let lines = [
             (
                 r#"{"a": 1, "s": "one", "loc": {"x": 1.5}, "d": 1.25}"#,

@@ -77,11 +77,7 @@ enum Mode {
 
 /// Reads `path` for `job` through the real file sink.
 fn read(job: &Job, path: &Path, mode: Mode) -> Outcome {
-    let schema = crate::table::schema::arrow_schema(
-        &crate::table::schema::table_schema(job).expect("table schema"),
-    )
-    .expect("arrow schema");
-    let mut builder = BatchBuilder::new(job, schema, 1_700_000_000_000_000).expect("builder");
+    let mut builder = BatchBuilder::for_job(job, 1_700_000_000_000_000);
     let (tx, mut rx) = mpsc::channel::<Msg>(1 << 16);
     let progress = std::sync::Mutex::new(super::progress::Progress::new("j", 1, None));
     let Source::Files(cfg) = &job.source else {
