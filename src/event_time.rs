@@ -62,12 +62,13 @@ fn plain_rfc3339(b: &[u8]) -> Option<Micros> {
         return None;
     }
     let year = i32::try_from(two(0)? * 100 + two(2)?).ok()?;
-    let (month, day) = (two(5)?, two(8)?);
-    let date = NaiveDate::from_ymd_opt(year, u32::try_from(month).ok()?, u32::try_from(day).ok()?)?;
-    let (hour, minute, second) = (two(11)?, two(14)?, two(17)?);
-    if hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
+    let field = |i: usize| two(i).and_then(|v| u32::try_from(v).ok());
+    // chrono checks the date and the time of day (no leap second here).
+    let local = NaiveDate::from_ymd_opt(year, field(5)?, field(8)?)?.and_hms_opt(
+        field(11)?,
+        field(14)?,
+        field(17)?,
+    )?;
     let mut i = 19;
     let mut nanos = 0;
     if at(i, b'.') {
@@ -98,8 +99,8 @@ fn plain_rfc3339(b: &[u8]) -> Option<Micros> {
         }
         _ => return None,
     };
-    let seconds = hour * 3600 + minute * 60 + second - offset;
-    Some(crate::table::days::day_start(date) + seconds * 1_000_000 + nanos / 1000)
+    let seconds = local.and_utc().timestamp() - offset;
+    Some(seconds * 1_000_000 + nanos / 1000)
 }
 
 /// Parses a naive timestamp (no offset) with `format`, or the usual ISO
