@@ -27,7 +27,7 @@ check() { # check LABEL PATHS... -- FORBIDDEN_MODULES...
 }
 
 commands=(cli ingest_cmd transform_cmd maintain_cmd table_cmd connect catalog_serve)
-base=(src/pipeline.rs src/pipeline src/rest.rs src/store.rs src/secret.rs src/duration.rs src/event_time.rs src/error.rs src/sigv4.rs)
+base=(src/pipeline.rs src/pipeline src/rest.rs src/trino.rs src/store.rs src/secret.rs src/duration.rs src/event_time.rs src/error.rs src/sigv4.rs)
 
 check "the table layer" src/table -- ingest transform maintain places "${commands[@]}"
 check "ingest" src/ingest -- transform maintain "${commands[@]}"

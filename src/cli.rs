@@ -216,6 +216,13 @@ pub struct ModelFlags {
     /// Independent models run at once.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+
+    /// The engine of models whose header names none, over the pipeline's
+    /// [transform] engine: datafusion (inside floe) or trino (the
+    /// pipeline's [engines.trino] coordinator computes and writes the
+    /// result; floe still plans, tests and publishes it).
+    #[arg(long, value_name = "ENGINE", value_parser = ["datafusion", "trino"])]
+    pub engine: Option<String>,
 }
 
 /// Flags of `floe transform`.

@@ -26,6 +26,7 @@ pub mod table;
 pub mod table_cmd;
 pub mod transform;
 pub mod transform_cmd;
+pub mod trino;
 
 pub use error::{Error, Result};
 

@@ -61,6 +61,11 @@ pub struct Pipeline {
     /// `[transform] format`: the table format of models whose header does
     /// not name one.
     pub model_format: TableFormat,
+    /// `[transform] engine`: the engine of models whose header does not
+    /// name one.
+    pub engine: Engine,
+    /// `[engines.trino]`.
+    pub trino: Option<TrinoSettings>,
 }
 
 /// `[maintain]`: the policy `floe maintain` applies to every table, unless
@@ -474,6 +479,114 @@ impl Default for Formats {
     }
 }
 
+/// The engine that computes a model's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// DataFusion, inside floe (the default).
+    #[default]
+    DataFusion,
+    /// A Trino cluster (`[engines.trino]`): Trino computes the result and
+    /// writes its files, floe plans, tests and publishes.
+    Trino,
+}
+
+impl Engine {
+    /// The name used in files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::DataFusion => "datafusion",
+            Engine::Trino => "trino",
+        }
+    }
+}
+
+/// `[engines.trino]`: the Trino coordinator models with `engine = "trino"`
+/// run on. Its catalog must be the same REST catalog as `[catalog]`.
+#[derive(Clone)]
+pub struct TrinoSettings {
+    /// The coordinator, `http://host:8080`.
+    pub uri: String,
+    /// The Trino catalog that is floe's REST catalog (default `iceberg`).
+    pub catalog: String,
+    /// The Trino user (default `floe`).
+    pub user: String,
+    /// A password (HTTP basic auth), e.g. `"${TRINO_PASSWORD}"`.
+    pub password: Option<Secret>,
+    /// A JWT (bearer auth), e.g. `"${TRINO_JWT}"`.
+    pub token: Option<Secret>,
+    /// How long one model's query may run before floe cancels it.
+    pub query_timeout: std::time::Duration,
+    /// Session properties sent with every query.
+    pub session: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for TrinoSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrinoSettings")
+            .field("uri", &self.uri)
+            .field("catalog", &self.catalog)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("token", &self.token)
+            .field("query_timeout", &self.query_timeout)
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrino {
+    uri: String,
+    catalog: Option<String>,
+    user: Option<String>,
+    password: Option<Secret>,
+    token: Option<Secret>,
+    query_timeout: Option<String>,
+    #[serde(default)]
+    session: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEngines {
+    trino: Option<RawTrino>,
+}
+
+/// Default for `[engines.trino] query_timeout`.
+const DEFAULT_TRINO_QUERY_TIMEOUT: &str = "6h";
+
+impl RawTrino {
+    fn validate(self, file: &str) -> Result<TrinoSettings> {
+        let bad = |msg: String| Error::Config(format!("{file}: [engines.trino] {msg}"));
+        let uri = self.uri.trim_end_matches('/').to_string();
+        if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+            return Err(bad(format!(
+                "uri {uri:?} is not an http:// or https:// URL of a Trino coordinator"
+            )));
+        }
+        let timeout = self
+            .query_timeout
+            .as_deref()
+            .unwrap_or(DEFAULT_TRINO_QUERY_TIMEOUT);
+        let query_timeout = crate::duration::parse_duration(timeout)
+            .map_err(|e| bad(format!("query_timeout: {e}")))?;
+        if self.password.is_some() && self.token.is_some() {
+            return Err(bad("sets both password and token; use one".into()));
+        }
+        Ok(TrinoSettings {
+            uri,
+            catalog: self.catalog.unwrap_or_else(|| "iceberg".to_string()),
+            user: self.user.unwrap_or_else(|| "floe".to_string()),
+            password: self.password,
+            token: self.token,
+            query_timeout,
+            session: self.session,
+        })
+    }
+}
+
 /// The table format a job or model writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -499,6 +612,8 @@ struct RawPipeline {
     landing: RawLanding,
     #[serde(default)]
     delta: RawDelta,
+    #[serde(default)]
+    engines: RawEngines,
     #[serde(default, rename = "job")]
     jobs: Vec<RawJob>,
 }
@@ -537,6 +652,8 @@ struct RawTransform {
     models: Option<String>,
     #[serde(default)]
     format: TableFormat,
+    #[serde(default)]
+    engine: Engine,
 }
 
 /// A validated ingest job.
@@ -682,6 +799,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
             })?;
         }
     }
+    let trino = raw.engines.trino.map(|t| t.validate(&file)).transpose()?;
+    if raw.transform.engine == Engine::Trino && trino.is_none() {
+        return Err(Error::Config(format!(
+            "{file}: [transform] engine = \"trino\" needs [engines.trino] uri = \"http://...\""
+        )));
+    }
     // Credentials in the file are hidden from every log line from now on.
     crate::secret::remember_properties(catalog.properties.iter());
     crate::secret::remember_properties(raw.delta.storage_options.iter());
@@ -697,6 +820,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
         landing: raw.landing.location.map(|l| absolute_or_uri(&base_dir, l)),
         models_dir: raw.transform.models.map(|m| base_dir.join(m)),
         model_format: raw.transform.format,
+        engine: raw.transform.engine,
+        trino,
     })
 }
 

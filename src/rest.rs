@@ -424,13 +424,36 @@ impl RestClient {
         order: &SortOrder,
         properties: &HashMap<String, String>,
     ) -> Result<LoadedTable> {
-        let body = json!({
+        self.create_table_at(namespace, table, schema, spec, order, properties, None)
+            .await
+    }
+
+    /// Creates a table at `location` (none: where the catalog puts it);
+    /// as [`RestClient::create_table`] otherwise.
+    ///
+    /// # Errors
+    /// As [`RestClient::create_table`].
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_table_at(
+        &self,
+        namespace: &[String],
+        table: &str,
+        schema: &Schema,
+        spec: &UnboundPartitionSpec,
+        order: &SortOrder,
+        properties: &HashMap<String, String>,
+        location: Option<&str>,
+    ) -> Result<LoadedTable> {
+        let mut body = json!({
             "name": table,
             "schema": schema,
             "partition-spec": spec,
             "write-order": order,
             "properties": properties,
         });
+        if let Some(location) = location {
+            body["location"] = Value::String(location.to_string());
+        }
         let (status, value) = self
             .call(
                 Method::POST,

@@ -44,6 +44,8 @@ pub async fn transform_cmd(args: &TransformArgs) -> Result<()> {
             .as_ref()
             .map(|p| p.model_format)
             .unwrap_or_default(),
+        engine: engine(&args.models, pipeline.as_ref()),
+        trino: pipeline.as_ref().and_then(|p| p.trino.clone()),
     };
     if let Some((from, to)) = req.window
         && from > to
@@ -88,6 +90,8 @@ pub async fn run_cmd(args: &RunArgs) -> Result<()> {
         concurrency: usize::from(args.models.concurrency),
         places: crate::places::Places::of(&pipeline),
         model_format: pipeline.model_format,
+        engine: engine(&args.models, Some(&pipeline)),
+        trino: pipeline.trino.clone(),
     };
     eprintln!("ingest {from} to {to}");
     let mut served = pipeline.clone();
@@ -142,6 +146,15 @@ fn with_catalog_storage(req: TransformRequest, connection: &Connection) -> Trans
             .clone()
             .with_store_properties(&connection.client.properties),
         ..req
+    }
+}
+
+/// `--engine`, else the pipeline's `[transform] engine`, else DataFusion.
+fn engine(flags: &ModelFlags, pipeline: Option<&Pipeline>) -> pipeline::Engine {
+    match flags.engine.as_deref() {
+        Some("trino") => pipeline::Engine::Trino,
+        Some(_) => pipeline::Engine::DataFusion,
+        None => pipeline.map(|p| p.engine).unwrap_or_default(),
     }
 }
 

@@ -18,7 +18,7 @@ SELECT
     MIN(temperature_c) AS min_temperature_c,
     MAX(temperature_c) AS max_temperature_c,
     ROUND(AVG(temperature_c), 2) AS avg_temperature_c,
-    100.0 * (48 - COUNT(DISTINCT ts_utc)) / 48 AS missing_interval_pct
+    CAST(48 - COUNT(DISTINCT ts_utc) AS DOUBLE) * 100 / 48 AS missing_interval_pct
 FROM (
     SELECT *, MIN(site_id) OVER (PARTITION BY ts_utc) AS first_site
     FROM silver.fact_observations

@@ -18,6 +18,6 @@ SELECT
     ROUND(AVG(temperature_c), 2) AS avg_temperature_c,
     ROUND(AVG(wind_speed_ms), 2) AS avg_wind_speed_ms,
     MAX(demand_mw) AS peak_demand_mw,
-    100.0 * (48 - COUNT(temperature_c)) / 48 AS missing_weather_pct
+    CAST(48 - COUNT(temperature_c) AS DOUBLE) * 100 / 48 AS missing_weather_pct
 FROM silver.fact_observations
 GROUP BY date_trunc('day', ts_utc), site_id

@@ -22,14 +22,15 @@ SELECT
 FROM (
     SELECT
         settlement_date,
-        CAST(date_part('year', settlement_date) AS INT) AS year,
-        CAST(date_part('month', settlement_date) AS INT) AS month,
-        CAST(date_part('dow', settlement_date) AS INT) AS day_of_week,
+        CAST(EXTRACT(YEAR FROM settlement_date) AS INT) AS year,
+        CAST(EXTRACT(MONTH FROM settlement_date) AS INT) AS month,
+        -- Sunday 0 to Saturday 6 on both engines (Trino's DOW is ISO: Monday 1 to Sunday 7).
+        CAST(EXTRACT(DOW FROM settlement_date) % 7 AS INT) AS day_of_week,
         CAST(CASE
-            WHEN date_part('month', settlement_date) = 3 AND date_part('dow', settlement_date) = 0
-                 AND date_part('day', settlement_date) >= 25 THEN 46
-            WHEN date_part('month', settlement_date) = 10 AND date_part('dow', settlement_date) = 0
-                 AND date_part('day', settlement_date) >= 25 THEN 50
+            WHEN EXTRACT(MONTH FROM settlement_date) = 3 AND EXTRACT(DOW FROM settlement_date) % 7 = 0
+                 AND EXTRACT(DAY FROM settlement_date) >= 25 THEN 46
+            WHEN EXTRACT(MONTH FROM settlement_date) = 10 AND EXTRACT(DOW FROM settlement_date) % 7 = 0
+                 AND EXTRACT(DAY FROM settlement_date) >= 25 THEN 50
             ELSE 48
         END AS INT) AS settlement_periods,
         CAST(COUNT(DISTINCT settlement_period) AS INT) AS periods_landed

@@ -25,6 +25,7 @@ use crate::rest::{LoadedTable, RestClient};
 use crate::table::content::{ContentHash, conform};
 use crate::table::delta::{self, Replace, Target};
 use crate::table::iceberg::publish::{self as branch, Pending};
+use crate::table::iceberg::staging::{self, StagingTable};
 use crate::table::lanes::Lanes;
 use crate::table::props::RUN_ID_KEY;
 use crate::table::read::{Location, Source, register_as};
@@ -34,6 +35,9 @@ use crate::table::writer::DayWriters;
 
 /// Commits a Delta model's last run is looked for in (newest first).
 const RECORD_LOOKBACK: usize = 1000;
+/// A staging table older than this was left by a dead run even when floe
+/// cannot tell whether the process that made it is alive (another host).
+const STAGING_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The result's table and how it is written.
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +110,7 @@ impl<'a> Output<'a> {
                 let existing = client.load_table(namespace, name).await?;
                 if let Some(t) = &existing {
                     branch::drop_stale_branches(client, namespace, name, t).await;
+                    staging::drop_stale(client, namespace, name, STAGING_STALE_AFTER).await;
                     // Checked before anything else: a changed query must
                     // not pass as up to date.
                     if t.metadata.current_snapshot().is_some() {
@@ -158,6 +163,7 @@ impl<'a> Output<'a> {
                 name,
                 existing,
             } => {
+                let created = existing.is_none();
                 let loaded =
                     open_or_create(client, &namespace, &name, existing.map(|t| *t), spec).await?;
                 let handle = TableHandle {
@@ -165,10 +171,204 @@ impl<'a> Output<'a> {
                     name,
                     io: crate::store::table_io(client, &loaded),
                 };
-                write_iceberg(client, loaded, handle, spec, run, rows).await
+                let written = write_iceberg(client, loaded, handle.clone(), spec, run, rows).await;
+                if written.is_err() && created {
+                    drop_unused(client, &handle).await;
+                }
+                written
             }
             Output::Delta { target, .. } => write_delta(target, spec, run, rows).await,
         }
+    }
+}
+
+impl<'a> Output<'a> {
+    /// Prepares for another engine to write the result: creates the table
+    /// on its first run, and a staging table of its schema, partitioning
+    /// and sort order inside its location for the engine to write into.
+    ///
+    /// # Errors
+    /// A Delta target (the engine writes Iceberg tables of the catalog), or
+    /// when the catalog fails.
+    pub async fn external(self, spec: &OutputSpec<'_>, run: &RunSpec<'_>) -> Result<External<'a>> {
+        match self {
+            Output::Iceberg {
+                client,
+                namespace,
+                name,
+                existing,
+            } => {
+                let created = existing.is_none();
+                let loaded =
+                    open_or_create(client, &namespace, &name, existing.map(|t| *t), spec).await?;
+                let handle = TableHandle {
+                    namespace,
+                    name,
+                    io: crate::store::table_io(client, &loaded),
+                };
+                let staging = match staging::create(
+                    client,
+                    &handle.namespace,
+                    &handle.name,
+                    &loaded,
+                    run.run_id,
+                )
+                .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        if created {
+                            drop_unused(client, &handle).await;
+                        }
+                        return Err(e);
+                    }
+                };
+                Ok(External {
+                    client,
+                    loaded: Box::new(loaded),
+                    handle,
+                    staging,
+                    created,
+                })
+            }
+            Output::Delta { target, .. } => Err(Error::Model(format!(
+                "{}: a model run on another engine writes an Iceberg table of the catalog, and {} is a Delta table ({}); \
+                 set format = \"iceberg\" in its header or run it on DataFusion",
+                spec.file, spec.ident, target.url
+            ))),
+        }
+    }
+}
+
+/// A result another engine writes into a staging table.
+pub struct External<'a> {
+    client: &'a RestClient,
+    loaded: Box<LoadedTable>,
+    handle: TableHandle,
+    staging: StagingTable,
+    /// This run created the table (dropped again when it fails).
+    created: bool,
+}
+
+impl<'a> External<'a> {
+    /// The staging table the engine writes into (namespace, name).
+    pub fn staging(&self) -> (&[String], &str) {
+        (&self.staging.namespace, &self.staging.name)
+    }
+
+    /// A table property of the staging table (key, value) that the engine
+    /// must read back: proof that its catalog is floe's.
+    pub fn token(&self) -> (&'static str, &str) {
+        (staging::TOKEN_KEY, &self.staging.token)
+    }
+
+    /// Drops the staging table and whatever the engine wrote into it (and
+    /// the table, when this run created it).
+    pub async fn abandon(self) {
+        staging::purge(self.client, &self.staging).await;
+        if self.created {
+            drop_unused(self.client, &self.handle).await;
+        }
+    }
+
+    /// Takes the files the engine wrote as the result's: checks they lie on
+    /// the run's days, hashes the content when the run asks (reading the
+    /// files back), and drops the staging table, keeping the files.
+    ///
+    /// # Errors
+    /// When the staging table cannot be read, a file lies outside the run's
+    /// days, or the staging table cannot be dropped; the staging table and
+    /// its files are dropped then.
+    pub async fn collect(self, spec: &OutputSpec<'_>, run: &RunSpec<'_>) -> Result<Written<'a>> {
+        let taken = self.take(spec, run).await;
+        let (files, content) = match taken {
+            Ok(t) => t,
+            Err(e) => {
+                self.abandon().await;
+                return Err(e);
+            }
+        };
+        staging::release(self.client, &self.staging).await?;
+        Ok(Written {
+            rows: files.iter().map(DataFile::record_count).sum(),
+            data_files: files.len() as u64,
+            bytes: files.iter().map(DataFile::file_size_in_bytes).sum(),
+            content,
+            location: self.loaded.metadata.location().to_string(),
+            files: WrittenFiles::Iceberg {
+                client: self.client,
+                loaded: self.loaded,
+                handle: self.handle,
+                files,
+            },
+        })
+    }
+
+    async fn take(
+        &self,
+        spec: &OutputSpec<'_>,
+        run: &RunSpec<'_>,
+    ) -> Result<(Vec<DataFile>, Option<String>)> {
+        let files = staging::files(self.client, &self.staging).await?;
+        if let (Some(days), Some(column)) = (run.days, spec.event_time) {
+            for f in &files {
+                match staging::file_day(f) {
+                    Some(day) if days.contains(&day) => {}
+                    other => {
+                        return Err(Error::Model(format!(
+                            "{}: the engine wrote rows of {} outside the days refreshed ({}); \
+                             a day-partitioned model's rows must fall on the days of the {column} it reads",
+                            spec.file,
+                            other
+                                .map_or_else(|| "no day".to_string(), crate::table::days::day_name),
+                            crate::table::days::describe_days(days),
+                        )));
+                    }
+                }
+            }
+        }
+        let content = if run.hash {
+            Some(self.hash_staged(spec).await?)
+        } else {
+            None
+        };
+        Ok((files, content))
+    }
+
+    /// The content hash of the staging table's rows, as [`Output::write`]
+    /// computes it for rows it writes.
+    async fn hash_staged(&self, spec: &OutputSpec<'_>) -> Result<String> {
+        let target = arrow_schema(self.loaded.metadata.current_schema())?;
+        let mut hasher = ContentHash::new(&target)?;
+        let Some(loaded) = self
+            .client
+            .load_table(&self.staging.namespace, &self.staging.name)
+            .await?
+        else {
+            return Ok(hasher.finish());
+        };
+        let name = format!("{}.{}", self.staging.namespace.join("."), self.staging.name);
+        let source = Source::iceberg(self.client, &name, &loaded, None)?;
+        let ctx = SessionContext::new();
+        source.register(&ctx, None).await?;
+        let failed = |e: datafusion::error::DataFusionError| {
+            Error::Storage(format!(
+                "{}: cannot read back what the engine wrote: {e}",
+                spec.file
+            ))
+            .caused_by(e)
+        };
+        let mut stream = ctx
+            .table(name.as_str())
+            .await
+            .map_err(failed)?
+            .execute_stream()
+            .await
+            .map_err(failed)?;
+        while let Some(batch) = stream.try_next().await.map_err(failed)? {
+            hasher.add(&conform(&batch, &target, spec.file)?)?;
+        }
+        Ok(hasher.finish())
     }
 }
 
@@ -401,6 +601,23 @@ pub async fn publish(client: &RestClient, batch: &[Pending]) -> Result<()> {
 pub async fn abandon(client: &RestClient, batch: &[Pending]) {
     for p in batch {
         branch::discard(client, p).await;
+    }
+}
+
+/// Drops a table this run created when its first result failed: it never
+/// held data, so it goes as if never made. A table that got a snapshot in
+/// the meantime (another writer) is kept. Failures are logged.
+async fn drop_unused(client: &RestClient, handle: &TableHandle) {
+    match client.load_table(&handle.namespace, &handle.name).await {
+        Ok(Some(t)) if t.metadata.snapshots().next().is_none() => {
+            if let Err(e) = client
+                .drop_table(&handle.namespace, &handle.name, true)
+                .await
+            {
+                tracing::warn!(table = %handle.name, error = %e, "could not drop the empty table");
+            }
+        }
+        _ => {}
     }
 }
 

@@ -23,6 +23,7 @@ pub mod graph;
 pub mod locality;
 pub mod model;
 pub mod session;
+pub mod trino;
 pub mod write;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -36,7 +37,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::pipeline::TableFormat;
+use crate::pipeline::{Engine, TableFormat, TrinoSettings};
 use crate::rest::RestClient;
 use crate::table::days::{day_name, widen};
 use crate::table::output::{self, Accepted, Output, OutputSpec, RunSpec, Staged};
@@ -72,6 +73,10 @@ pub struct TransformRequest {
     pub places: crate::places::Places,
     /// The format of models whose header names none.
     pub model_format: TableFormat,
+    /// The engine of models whose header names none.
+    pub engine: Engine,
+    /// The Trino coordinator (`[engines.trino]`), for models on Trino.
+    pub trino: Option<TrinoSettings>,
 }
 
 /// One model's outcome.
@@ -101,6 +106,8 @@ pub struct ModelReport {
     pub snapshot_id: Option<i64>,
     /// The table format (`iceberg` or `delta`).
     pub format: TableFormat,
+    /// The engine that computed it (`datafusion` or `trino`).
+    pub engine: String,
     /// Tables read.
     pub reads: Vec<String>,
     /// Data test outcomes.
@@ -176,6 +183,7 @@ async fn plan_and_run(
         client,
         req,
         places: places_with_models(&graph, req),
+        trino: trino_engine(&selected, req).await?,
     };
     let world = run.load_world(&graph, &selected).await?;
     let (mut reports, pending, first_error) = run.run_models(&selected, world).await;
@@ -186,6 +194,31 @@ async fn plan_and_run(
         .collect();
     let outcome = overall_outcome(&ordered, publish_error, first_error);
     Ok((ordered, outcome))
+}
+
+/// The Trino coordinator when a selected model runs on Trino, checked to
+/// answer (unless the run only plans).
+async fn trino_engine(
+    selected: &[&Node],
+    req: &TransformRequest,
+) -> Result<Option<trino::TrinoEngine>> {
+    let Some(first) = selected
+        .iter()
+        .find(|n| n.model.engine.unwrap_or(req.engine) == Engine::Trino)
+    else {
+        return Ok(None);
+    };
+    let Some(settings) = &req.trino else {
+        return Err(Error::Config(format!(
+            "{} runs on Trino, and the pipeline has no [engines.trino] uri = \"http://...\"",
+            first.model.file()
+        )));
+    };
+    let engine = trino::TrinoEngine::new(settings)?;
+    if !req.dry_run {
+        engine.check().await?;
+    }
+    Ok(Some(engine))
 }
 
 /// Where the pipeline's tables are, the models' outputs included (each
@@ -238,6 +271,8 @@ struct Run<'a> {
     client: &'a RestClient,
     req: &'a TransformRequest,
     places: crate::places::Places,
+    /// The Trino coordinator, when a selected model runs on Trino.
+    trino: Option<trino::TrinoEngine>,
 }
 
 impl Run<'_> {
@@ -468,7 +503,12 @@ impl Run<'_> {
             report.reason = format!("{missing} has no table yet (its first run is planned)");
             return Ok(Done::planned(Refresh::Full));
         }
-        let plan = Plan::of(node, world).await?;
+        let engine = model.engine.unwrap_or(self.req.engine);
+        report.engine = engine.name().to_string();
+        let plan = Plan::of(node, world).await.map_err(|e| match engine {
+            Engine::Trino => e.caused_by(PlannedByDataFusion),
+            Engine::DataFusion => e,
+        })?;
         plan_tests(node, &plan, world).await?;
         report.format = model.format.unwrap_or(self.req.model_format);
         let (namespace_name, properties) = (model.name.as_str(), &model.properties);
@@ -501,14 +541,19 @@ impl Run<'_> {
             days,
             hash: days.is_none(),
         };
-        let df = plan.restricted(model, days).await?;
-        let rows = df
-            .execute_stream()
-            .await
-            .map_err(|e| sql_error(model, &e))?
-            .map_err(move |e| sql_error(model, &e))
-            .boxed();
-        let written = out.write(&spec, &run, rows).await?;
+        let written = match engine {
+            Engine::DataFusion => {
+                let df = plan.restricted(model, days).await?;
+                let rows = df
+                    .execute_stream()
+                    .await
+                    .map_err(|e| sql_error(model, &e))?
+                    .map_err(move |e| sql_error(model, &e))
+                    .boxed();
+                out.write(&spec, &run, rows).await?
+            }
+            Engine::Trino => self.write_on_trino(&plan, days, out, &spec, &run).await?,
+        };
         report.location = Some(written.location.clone());
         report.rows_written = written.rows;
         report.data_files = written.data_files;
@@ -527,6 +572,46 @@ impl Run<'_> {
         let staged = written.stage(&spec, &run, record).await?;
         report.snapshot_id = staged.snapshot_id;
         audit_and_accept(node, &plan, staged, days, world, report).await
+    }
+
+    /// Has Trino compute the model's result (the refreshed days of it) into
+    /// a staging table, and takes its files as the result's.
+    async fn write_on_trino<'o>(
+        &self,
+        plan: &Plan,
+        days: Option<&BTreeSet<i32>>,
+        out: Output<'o>,
+        spec: &OutputSpec<'_>,
+        run: &RunSpec<'_>,
+    ) -> Result<output::Written<'o>> {
+        let model = &plan.model;
+        let Some(engine) = &self.trino else {
+            return Err(Error::Config(format!(
+                "{} runs on Trino, and the pipeline has no [engines.trino]",
+                model.file()
+            )));
+        };
+        let external = out.external(spec, run).await?;
+        let lookback = model.lookback_days.unwrap_or(0);
+        let read_days = days.map(|d| widen(d, lookback));
+        let keep = match (plan.event_time.as_deref(), days) {
+            (Some(column), Some(d)) if lookback > 0 => Some((column, d)),
+            _ => None,
+        };
+        let job = trino::Job {
+            model,
+            inputs: &plan.inputs,
+            read_days: read_days.as_ref(),
+            keep,
+            schema: &plan.schema,
+            staging: external.staging(),
+            token: external.token(),
+        };
+        if let Err(e) = engine.write(&job).await {
+            external.abandon().await;
+            return Err(e);
+        }
+        external.collect(spec, run).await
     }
 
     /// What the model recomputes (none: it is up to date), with the report's
@@ -837,6 +922,22 @@ impl Plan {
         Ok(record)
     }
 }
+
+/// Why a model on Trino was planned by DataFusion (kept as the cause of a
+/// planning error).
+#[derive(Debug)]
+struct PlannedByDataFusion;
+
+impl std::fmt::Display for PlannedByDataFusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "the model runs on Trino, and floe plans every model with DataFusion first (its columns, \
+             the days to refresh): write SQL that Trino and DataFusion both read (README, \"Models on Trino\")",
+        )
+    }
+}
+
+impl std::error::Error for PlannedByDataFusion {}
 
 /// A report for a model not run because an upstream model failed.
 fn skipped(node: &Node, finished: &BTreeMap<String, bool>) -> Option<ModelReport> {

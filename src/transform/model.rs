@@ -6,6 +6,7 @@
 //! /* floe
 //! materialized = "incremental"      # or "table" (full replace every run)
 //! format = "delta"                   # or "iceberg" (default: [transform] format)
+//! engine = "trino"                   # or "datafusion" (default: [transform] engine)
 //! event_time = "ts_utc"              # partitions by day(ts_utc)
 //! unique_key = ["ts_utc", "site_id"]
 //! sort = ["site_id", "ts_utc"]
@@ -26,7 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::pipeline::TableFormat;
+use crate::pipeline::{Engine, TableFormat};
 pub use crate::pipeline::{NotNull, SqlTest, SqlTests};
 
 /// How a model's table is refreshed.
@@ -117,6 +118,7 @@ impl Tests {
 struct Header {
     materialized: Option<Materialized>,
     format: Option<TableFormat>,
+    engine: Option<Engine>,
     event_time: Option<String>,
     lookback: Option<String>,
     #[serde(default)]
@@ -145,6 +147,8 @@ pub struct Model {
     pub materialized: Option<Materialized>,
     /// `iceberg` or `delta` (default: the pipeline's `[transform] format`).
     pub format: Option<TableFormat>,
+    /// `datafusion` or `trino` (default: the pipeline's `[transform] engine`).
+    pub engine: Option<Engine>,
     /// The timestamptz column whose day partitions the table (default
     /// `ts_utc` when the result has it).
     pub event_time: Option<String>,
@@ -277,6 +281,7 @@ pub fn load(path: &Path) -> Result<Model> {
         sql,
         materialized: header.materialized,
         format: header.format,
+        engine: header.engine,
         event_time: header.event_time,
         lookback_days,
         unique_key: header.unique_key,

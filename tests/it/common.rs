@@ -144,6 +144,8 @@ pub fn transform_request(
         concurrency: 2,
         places: Default::default(),
         model_format: Default::default(),
+        engine: Default::default(),
+        trino: None,
     }
 }
 

@@ -338,6 +338,8 @@ async fn transform(
         concurrency: 1,
         places: floe::places::Places::of(p),
         model_format: floe::pipeline::TableFormat::Delta,
+        engine: Default::default(),
+        trino: None,
     };
     let client = env.client_with(Default::default()).await;
     let (reports, outcome) = floe::transform::run(&client, &req).await;

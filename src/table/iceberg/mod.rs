@@ -18,6 +18,7 @@ pub mod orphans;
 pub mod provider;
 pub mod publish;
 pub mod scan;
+pub mod staging;
 pub mod status;
 
 use crate::error::{Error, Result};

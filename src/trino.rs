@@ -1,0 +1,274 @@
+//! A client of Trino's HTTP statement protocol (`POST /v1/statement`, then
+//! `GET nextUri` until the query is done), enough for floe to have a Trino
+//! cluster run SQL: the user, catalog and session properties go in
+//! `X-Trino-*` headers, a password as HTTP basic auth or a JWT as a bearer
+//! token. A query error keeps Trino's message, error name and the line and
+//! column it points at; a query floe stops waiting for is cancelled.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::pipeline::TrinoSettings;
+
+/// Polls a busy coordinator may answer with 503/429 before floe gives up.
+const MAX_BUSY_RETRIES: u32 = 30;
+/// Pause before asking a busy coordinator again.
+const BUSY_PAUSE: Duration = Duration::from_millis(500);
+
+/// A connection to one Trino coordinator.
+#[derive(Clone)]
+pub struct TrinoClient {
+    http: reqwest::Client,
+    settings: TrinoSettings,
+}
+
+impl std::fmt::Debug for TrinoClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrinoClient")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where in the query Trino's error points (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlPosition {
+    /// Line.
+    pub line: u64,
+    /// Column.
+    pub column: u64,
+}
+
+/// A query Trino ran and failed (or killed).
+#[derive(Debug, Clone)]
+pub struct QueryFailure {
+    /// Trino's message.
+    pub message: String,
+    /// Trino's error name (`SYNTAX_ERROR`, `FUNCTION_NOT_FOUND`,
+    /// `ADMINISTRATIVELY_KILLED`, ...).
+    pub error_name: String,
+    /// Where in the statement it points, when it does.
+    pub position: Option<SqlPosition>,
+}
+
+impl std::fmt::Display for QueryFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.error_name)
+    }
+}
+
+/// What a statement ended with.
+pub enum Outcome {
+    /// It finished: its rows (for a query), as Trino's JSON values.
+    Done(Vec<Vec<Value>>),
+    /// Trino refused or failed it.
+    Failed(QueryFailure),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer {
+    next_uri: Option<String>,
+    #[serde(default)]
+    data: Vec<Vec<Value>>,
+    error: Option<WireError>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireError {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    error_name: String,
+    error_location: Option<WireLocation>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireLocation {
+    line_number: u64,
+    column_number: u64,
+}
+
+/// Cancels the query when dropped before it finished (floe stopped
+/// waiting: an error, a timeout or an interrupted run).
+struct Cancel {
+    http: reqwest::Client,
+    next: Option<String>,
+}
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        let (Some(uri), Ok(handle)) = (self.next.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let http = self.http.clone();
+        handle.spawn(async move {
+            let _ = http.delete(uri).send().await;
+        });
+    }
+}
+
+impl TrinoClient {
+    /// A client for the coordinator `settings` name (nothing is sent yet).
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(settings: &TrinoSettings) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // One poll: Trino answers a GET of nextUri within about a second.
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build an HTTP client: {e}")).caused_by(e))?;
+        Ok(Self {
+            http,
+            settings: settings.clone(),
+        })
+    }
+
+    /// The coordinator's URI, for messages.
+    pub fn uri(&self) -> &str {
+        &self.settings.uri
+    }
+
+    /// The Trino catalog floe's tables are in.
+    pub fn catalog(&self) -> &str {
+        &self.settings.catalog
+    }
+
+    /// Runs one statement and waits for it (at most the settings' query
+    /// timeout; the query is cancelled then).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the coordinator cannot be reached or
+    /// answers something that is not the statement protocol; a failed
+    /// query is [`Outcome::Failed`], not an error.
+    pub async fn run(&self, sql: &str) -> Result<Outcome> {
+        let started = Instant::now();
+        let url = format!("{}/v1/statement", self.settings.uri.trim_end_matches('/'));
+        let first = self.send(|| self.with_headers(self.http.post(&url).body(sql.to_string())));
+        let mut answer = first.await?;
+        let mut cancel = Cancel {
+            http: self.http.clone(),
+            next: answer.next_uri.clone(),
+        };
+        let mut rows: Vec<Vec<Value>> = std::mem::take(&mut answer.data);
+        loop {
+            if let Some(e) = answer.error.take() {
+                cancel.next = None;
+                return Ok(Outcome::Failed(QueryFailure {
+                    message: e.message,
+                    error_name: e.error_name,
+                    position: e.error_location.map(|l| SqlPosition {
+                        line: l.line_number,
+                        column: l.column_number,
+                    }),
+                }));
+            }
+            let Some(next) = answer.next_uri.take() else {
+                cancel.next = None;
+                return Ok(Outcome::Done(rows));
+            };
+            if started.elapsed() > self.settings.query_timeout {
+                return Err(Error::Unavailable(format!(
+                    "Trino at {}: the query ran longer than {:?} (engines.trino query_timeout); it was cancelled",
+                    self.settings.uri, self.settings.query_timeout
+                )));
+            }
+            cancel.next = Some(next.clone());
+            answer = self
+                .send(|| self.with_headers(self.http.get(&next)))
+                .await?;
+            rows.append(&mut answer.data);
+        }
+    }
+
+    /// Sends a request, asking again while the coordinator is busy.
+    async fn send(&self, request: impl Fn() -> reqwest::RequestBuilder) -> Result<Answer> {
+        let uri = &self.settings.uri;
+        let unreachable = |e: reqwest::Error| {
+            Error::Unavailable(format!(
+                "cannot reach Trino at {uri} ([engines.trino] uri): {e}"
+            ))
+            .caused_by(e)
+        };
+        for _ in 0..MAX_BUSY_RETRIES {
+            let response = request().send().await.map_err(unreachable)?;
+            let status = response.status();
+            if matches!(
+                status,
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+            ) {
+                tokio::time::sleep(BUSY_PAUSE).await;
+                continue;
+            }
+            let body = response.text().await.map_err(unreachable)?;
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                return Err(Error::Config(format!(
+                    "Trino at {uri} refused floe's credentials (HTTP {status}); set [engines.trino] user and password or token"
+                )));
+            }
+            if !status.is_success() {
+                return Err(Error::Unavailable(format!(
+                    "Trino at {uri} answered HTTP {status}: {}",
+                    body.chars().take(300).collect::<String>()
+                )));
+            }
+            return serde_json::from_str(&body).map_err(|e| {
+                Error::Unavailable(format!(
+                    "Trino at {uri} answered something that is not the statement protocol: {e}"
+                ))
+                .caused_by(e)
+            });
+        }
+        Err(Error::Unavailable(format!(
+            "Trino at {uri} stayed busy (HTTP 503/429) for {MAX_BUSY_RETRIES} attempts"
+        )))
+    }
+
+    fn with_headers(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let s = &self.settings;
+        let mut request = request
+            .header("X-Trino-User", &s.user)
+            .header("X-Trino-Source", "floe")
+            .header("X-Trino-Catalog", &s.catalog);
+        for (k, v) in &s.session {
+            request = request.header("X-Trino-Session", format!("{k}={v}"));
+        }
+        if let Some(token) = s.token.as_ref().filter(|t| !t.is_empty()) {
+            request = request.bearer_auth(token.expose());
+        } else if let Some(password) = s.password.as_ref().filter(|p| !p.is_empty()) {
+            request = request.basic_auth(&s.user, Some(password.expose()));
+        }
+        request
+    }
+}
+
+/// A string as a Trino SQL literal.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A name as a Trino SQL identifier (always quoted).
+pub fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_strings_are_quoted() {
+        assert_eq!(quoted("ts_utc"), "\"ts_utc\"");
+        assert_eq!(quoted("a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+}
