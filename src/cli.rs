@@ -477,6 +477,13 @@ pub struct MaintainArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Who rewrites small files, over [maintain] compact_engine: floe, or
+    /// trino (the pipeline's [engines.trino] runs `optimize` on the days
+    /// floe picks, and floe checks the result). A table's
+    /// floe.compact.engine property still decides for that table.
+    #[arg(long, value_name = "ENGINE", value_parser = ["floe", "trino"])]
+    pub compact_engine: Option<String>,
 }
 
 /// Flags of `floe ingest`.

@@ -369,6 +369,13 @@ pub async fn maintain_cmd(args: &MaintainArgs) -> Result<()> {
     }
     let started = std::time::Instant::now();
     let outcomes = with_catalog(&args.catalog, async |client, maintain| {
+        let mut maintain = maintain.clone();
+        match args.compact_engine.as_deref() {
+            Some("trino") => maintain.compact_engine = Some(crate::pipeline::CompactEngine::Trino),
+            Some(_) => maintain.compact_engine = Some(crate::pipeline::CompactEngine::Floe),
+            None => {}
+        }
+        let maintain = &maintain;
         let names: Vec<String> = if args.all {
             let mut all = all_tables(client).await?;
             all.extend(pipeline_delta_tables(&args.catalog)?);

@@ -92,6 +92,25 @@ pub struct MaintainSettings {
     /// Unreferenced files older than this are deleted (default 3d).
     #[serde(default)]
     pub orphans_older_than: Option<String>,
+    /// Who rewrites the small files floe decides to compact: `floe`
+    /// (default) or `trino` (Trino's `optimize`, checked by floe after); a
+    /// table's `floe.compact.engine` property overrides it.
+    #[serde(default)]
+    pub compact_engine: Option<CompactEngine>,
+    /// The pipeline's `[engines.trino]` (not read from `[maintain]`).
+    #[serde(skip)]
+    pub trino: Option<TrinoSettings>,
+}
+
+/// Who rewrites a table's small files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompactEngine {
+    /// floe itself (the default).
+    #[default]
+    Floe,
+    /// Trino's `ALTER TABLE ... EXECUTE optimize`, on the days floe picks.
+    Trino,
 }
 
 /// How to reach the REST catalog and the object store behind it.
@@ -808,11 +827,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Pipeline> {
     // Credentials in the file are hidden from every log line from now on.
     crate::secret::remember_properties(catalog.properties.iter());
     crate::secret::remember_properties(raw.delta.storage_options.iter());
+    let mut maintain = raw.maintain;
+    maintain.trino = trino.clone();
     Ok(Pipeline {
         path: path.to_path_buf(),
         catalog,
         jobs,
-        maintain: raw.maintain,
+        maintain,
         delta: DeltaSettings {
             location: raw.delta.location.map(|l| absolute_or_uri(&base_dir, l)),
             storage_options: raw.delta.storage_options,

@@ -204,9 +204,14 @@ fn print_models(reports: &[ModelReport]) {
             let _ = writeln!(out, "{}: {} ({detail})", r.model, r.status);
             continue;
         }
+        let engine = if r.engine == "trino" {
+            "on trino; "
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "{}: {} (refresh {refresh}; {} rows, {} file(s), {} bytes; snapshot {}; {} ms)",
+            "{}: {} ({engine}refresh {refresh}; {} rows, {} file(s), {} bytes; snapshot {}; {} ms)",
             r.model,
             r.status,
             r.rows_written,

@@ -151,9 +151,24 @@ impl TrinoClient {
     /// answers something that is not the statement protocol; a failed
     /// query is [`Outcome::Failed`], not an error.
     pub async fn run(&self, sql: &str) -> Result<Outcome> {
+        self.run_with(sql, &[]).await
+    }
+
+    /// [`TrinoClient::run`] with session properties of its own (over the
+    /// settings').
+    ///
+    /// # Errors
+    /// As [`TrinoClient::run`].
+    pub async fn run_with(&self, sql: &str, session: &[(String, String)]) -> Result<Outcome> {
         let started = Instant::now();
         let url = format!("{}/v1/statement", self.settings.uri.trim_end_matches('/'));
-        let first = self.send(|| self.with_headers(self.http.post(&url).body(sql.to_string())));
+        let first = self.send(|| {
+            let mut request = self.with_headers(self.http.post(&url).body(sql.to_string()));
+            for (k, v) in session {
+                request = request.header("X-Trino-Session", format!("{k}={v}"));
+            }
+            request
+        });
         let mut answer = first.await?;
         let mut cancel = Cancel {
             http: self.http.clone(),
@@ -251,6 +266,44 @@ impl TrinoClient {
     }
 }
 
+/// `column` within any of `days` (UTC days since 1970-01-01; contiguous
+/// days as one range), as a Trino predicate; `zoned` for a `timestamp with
+/// time zone` column.
+pub fn day_filter(column: &str, days: &std::collections::BTreeSet<i32>, zoned: bool) -> String {
+    let stamp = |day: i32| {
+        let date = chrono::NaiveDate::from_num_days_from_ce_opt(day + EPOCH_DAYS_FROM_CE)
+            .unwrap_or_default();
+        let zone = if zoned { " UTC" } else { "" };
+        format!("TIMESTAMP '{date} 00:00:00{zone}'")
+    };
+    let mut ranges: Vec<(i32, i32)> = Vec::new();
+    for &day in days {
+        match ranges.last_mut() {
+            Some((_, hi)) if *hi + 1 == day => *hi = day,
+            _ => ranges.push((day, day)),
+        }
+    }
+    let parts: Vec<String> = ranges
+        .into_iter()
+        .map(|(lo, hi)| {
+            format!(
+                "({c} >= {} AND {c} < {})",
+                stamp(lo),
+                stamp(hi + 1),
+                c = quoted(column)
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        "false".to_string()
+    } else {
+        format!("({})", parts.join(" OR "))
+    }
+}
+
+/// Days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
+const EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
 /// A string as a Trino SQL literal.
 pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -264,6 +317,20 @@ pub fn quoted(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_day_filter_covers_whole_utc_days() {
+        let days: std::collections::BTreeSet<i32> = [19812, 19813, 19815].into_iter().collect();
+        assert_eq!(
+            day_filter("ts_utc", &days, true),
+            "((\"ts_utc\" >= TIMESTAMP '2024-03-30 00:00:00 UTC' AND \"ts_utc\" < TIMESTAMP '2024-04-01 00:00:00 UTC') OR (\"ts_utc\" >= TIMESTAMP '2024-04-02 00:00:00 UTC' AND \"ts_utc\" < TIMESTAMP '2024-04-03 00:00:00 UTC'))"
+        );
+        assert_eq!(
+            day_filter("t", &[0].into_iter().collect(), false),
+            "((\"t\" >= TIMESTAMP '1970-01-01 00:00:00' AND \"t\" < TIMESTAMP '1970-01-02 00:00:00'))"
+        );
+        assert_eq!(day_filter("t", &Default::default(), false), "false");
+    }
 
     #[test]
     fn names_and_strings_are_quoted() {

@@ -2,6 +2,7 @@
 //! it needs (compaction, snapshot expiry, orphan removal) and has the
 //! table layer do it.
 
+pub mod on_trino;
 pub mod policy;
 
 /// `1.5 MiB`-style sizes for terminal output.

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::duration::parse_duration;
 use crate::error::{Error, Result};
-use crate::pipeline::MaintainSettings;
+use crate::pipeline::{CompactEngine, MaintainSettings};
 use crate::table::Table;
 use crate::table::maintenance::{
     CompactOptions, CompactReport, ExpireOptions, ExpireReport, OrphanOptions, OrphanReport,
@@ -22,6 +22,8 @@ use crate::table::maintenance::{
 
 /// Table property that turns maintenance off for a table.
 pub const ENABLED_PROPERTY: &str = "floe.maintain.enabled";
+/// Table property naming who compacts the table (`floe` or `trino`).
+pub const COMPACT_ENGINE_PROPERTY: &str = "floe.compact.engine";
 
 /// What maintenance does to one table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -40,6 +42,8 @@ pub struct Policy {
     /// Age past which unreferenced files are deleted.
     #[serde(serialize_with = "as_secs")]
     pub orphans_older_than: Duration,
+    /// Who rewrites the small files.
+    pub compact_engine: CompactEngine,
 }
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -76,7 +80,19 @@ impl Policy {
                 Some(v) => duration("[maintain] orphans_older_than", v)?,
                 None => crate::table::iceberg::orphans::DEFAULT_WINDOW,
             },
+            compact_engine: settings.compact_engine.unwrap_or_default(),
         };
+        if let Some(v) = props.get(COMPACT_ENGINE_PROPERTY) {
+            p.compact_engine = match v.trim().to_ascii_lowercase().as_str() {
+                "floe" => CompactEngine::Floe,
+                "trino" => CompactEngine::Trino,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "table property {COMPACT_ENGINE_PROPERTY}={v:?}: name floe or trino"
+                    )));
+                }
+            };
+        }
         if let Some(v) = props.get(ENABLED_PROPERTY) {
             p.enabled = !v.trim().eq_ignore_ascii_case("false");
         }
@@ -214,14 +230,24 @@ async fn run(
     // Orphans are counted once, by the removal step below, instead of by
     // listing the table and reading every manifest again before and after.
     out.before = Figures::from(&table.status(None, policy.target_file_size).await?);
-    let compacted = table
-        .compact(&CompactOptions {
-            target_file_size: policy.target_file_size,
-            min_input_files: policy.min_input_files,
-            dry_run,
-            ..CompactOptions::default()
-        })
-        .await?;
+    let compact_opts = CompactOptions {
+        target_file_size: policy.target_file_size,
+        min_input_files: policy.min_input_files,
+        dry_run,
+        ..CompactOptions::default()
+    };
+    let compacted = match policy.compact_engine {
+        CompactEngine::Floe => table.compact(&compact_opts).await?,
+        CompactEngine::Trino => {
+            let trino = settings.trino.as_ref().ok_or_else(|| {
+                Error::Config(format!(
+                    "{} is compacted by Trino (compact_engine), and the pipeline has no [engines.trino]",
+                    table.ident()
+                ))
+            })?;
+            super::on_trino::compact(table, trino, &compact_opts).await?
+        }
+    };
     if compacted.input_files > 0 {
         out.actions.push("compact".into());
         table.reload().await?;

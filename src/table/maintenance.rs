@@ -65,6 +65,8 @@ pub struct CompactReport {
     pub format: TableFormat,
     /// `compacted`, `nothing-to-do`, `planned` (dry run).
     pub status: String,
+    /// Who rewrote the files (`floe`, `trino`).
+    pub engine: String,
     /// Target file size used.
     pub target_file_size: u64,
     /// Live data files and bytes before.

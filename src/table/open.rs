@@ -166,7 +166,9 @@ impl Table {
                 if let Some((from, to)) = opts.days {
                     opts.filter = opts.filter.and(iceberg::filter::Filter::days(from, to));
                 }
-                iceberg::compact::compact(client, target, &opts).await
+                let mut report = iceberg::compact::compact(client, target, &opts).await?;
+                report.engine = "floe".into();
+                Ok(report)
             }
             Self::Delta { ident, target } => {
                 if !opts.filter.all.is_empty() || opts.sort {
@@ -183,8 +185,45 @@ impl Table {
                     delta_ops::compact(target, size, opts.days, &opts.zorder).await?
                 };
                 report.table = ident.clone();
+                report.engine = "floe".into();
                 Ok(report)
             }
+        }
+    }
+
+    /// Plans a compaction for another engine to do ([`iceberg::handover`]).
+    ///
+    /// # Errors
+    /// A Delta table, a table partitioned other than by one day field, or
+    /// when its manifests cannot be read.
+    pub async fn plan_handover(
+        &self,
+        opts: &CompactOptions,
+    ) -> Result<iceberg::handover::Handover> {
+        match self {
+            Self::Iceberg { target, .. } => iceberg::handover::plan(target, opts).await,
+            Self::Delta { ident, .. } => Err(Error::Config(format!(
+                "{ident} is a Delta table; compaction by another engine takes Iceberg tables of the catalog"
+            ))),
+        }
+    }
+
+    /// Checks what the other engine committed for `handover` (putting
+    /// `main` back when a check fails) and reports it.
+    ///
+    /// # Errors
+    /// As [`iceberg::handover::check`].
+    pub async fn check_handover(
+        &mut self,
+        handover: &iceberg::handover::Handover,
+    ) -> Result<CompactReport> {
+        match self {
+            Self::Iceberg { client, target } => {
+                iceberg::handover::check(client, target, handover).await
+            }
+            Self::Delta { ident, .. } => Err(Error::Config(format!(
+                "{ident} is a Delta table; compaction by another engine takes Iceberg tables of the catalog"
+            ))),
         }
     }
 

@@ -33,9 +33,8 @@ use iceberg::spec::{PrimitiveType, Schema, Type};
 use super::model::Model;
 use crate::error::{Error, Result};
 use crate::pipeline::TrinoSettings;
-use crate::table::days::{MICROS_PER_DAY, day_ranges};
 use crate::table::read::{Source, SourceTable};
-use crate::trino::{Outcome, QueryFailure, TrinoClient, literal, quoted};
+use crate::trino::{Outcome, QueryFailure, TrinoClient, day_filter, literal, quoted};
 
 /// The alias of the model's query inside floe's `INSERT`.
 const MODEL_ALIAS: &str = "floe_model";
@@ -362,32 +361,6 @@ fn relation(source: &Source, catalog: &str, job: &Job<'_>) -> Result<String> {
     Ok(sql)
 }
 
-/// `column` within any of `days` (contiguous days as one range).
-fn day_filter(column: &str, days: &BTreeSet<i32>, zoned: bool) -> String {
-    let stamp = |day: i32| {
-        let micros = i64::from(day) * MICROS_PER_DAY;
-        let at = chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default();
-        let zone = if zoned { " UTC" } else { "" };
-        format!("TIMESTAMP '{}{zone}'", at.format("%Y-%m-%d %H:%M:%S"))
-    };
-    let ranges: Vec<String> = day_ranges(days)
-        .into_iter()
-        .map(|(lo, hi)| {
-            format!(
-                "({c} >= {} AND {c} < {})",
-                stamp(lo),
-                stamp(hi + 1),
-                c = quoted(column)
-            )
-        })
-        .collect();
-    if ranges.is_empty() {
-        "false".to_string()
-    } else {
-        format!("({})", ranges.join(" OR "))
-    }
-}
-
 /// Trino's type for an Iceberg type (the Iceberg connector's mapping).
 fn trino_type(ty: &Type) -> Result<String, String> {
     Ok(match ty {
@@ -519,16 +492,6 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(out, "SELECT * FROM \"bronze\".\"Demand\"");
-    }
-
-    #[test]
-    fn a_day_filter_covers_whole_utc_days() {
-        let days: BTreeSet<i32> = [19812, 19813, 19815].into_iter().collect();
-        assert_eq!(
-            day_filter("ts_utc", &days, true),
-            "((\"ts_utc\" >= TIMESTAMP '2024-03-30 00:00:00 UTC' AND \"ts_utc\" < TIMESTAMP '2024-04-01 00:00:00 UTC') OR (\"ts_utc\" >= TIMESTAMP '2024-04-02 00:00:00 UTC' AND \"ts_utc\" < TIMESTAMP '2024-04-03 00:00:00 UTC'))"
-        );
-        assert_eq!(day_filter("t", &BTreeSet::new(), false), "false");
     }
 
     #[test]

@@ -12,7 +12,9 @@ What they hold floe to:
   * floe killed while Trino runs the model, and Trino's query killed while floe waits,
     both leave `main` untouched; the next run drops what the dead run left and publishes;
   * Trino unreachable, Trino's catalog not floe's, and SQL Trino refuses each fail with a
-    message naming what to fix (the model file and line for SQL).
+    message naming what to fix (the model file and line for SQL);
+  * `floe maintain` with `compact_engine = "trino"` has Trino's optimize rewrite the days floe
+    picks (delete files applied), checks the result, and reports it.
 
 Every wait is bounded and everything is on 127.0.0.1.
 """
@@ -385,3 +387,75 @@ def test_trino_unreachable_is_an_error_before_anything_is_written(local_server, 
     pipeline.write_text(pipeline.read_text().split("[engines.trino]")[0])
     out = run_floe(server, "transform", "--pipeline", pipeline, cwd=tmp_path)
     assert out.returncode == 2 and "[engines.trino]" in out.stderr, explain(out)
+
+
+# ---------------------------------------------------------------------------------------
+# compaction handed to Trino
+
+
+def test_maintain_hands_compaction_to_trino_and_checks_it(trino, tmp_path):
+    catalog, server = trino.catalogs["local"]
+    ns = lib.unique("maint")
+    table = f"{catalog}.{ns}.readings"
+    statements = [f"CREATE SCHEMA {catalog}.{ns}",
+                  f"CREATE TABLE {table} (ts timestamp(6) with time zone, site varchar, v double) "
+                  "WITH (partitioning = ARRAY['day(ts)'], format_version = 2)"]
+    for batch in range(6):
+        values = ", ".join(f"(TIMESTAMP '2024-03-{day:02d} {hour:02d}:00:00 UTC', 's{site}', {batch * 100 + hour + site / 10})"
+                           for day in (30, 31) for hour in range(0, 24, 6) for site in range(3))
+        statements.append(f"INSERT INTO {table} VALUES {values}")
+    statements.append(f"INSERT INTO {table} VALUES (TIMESTAMP '2024-04-01 00:00:00 UTC', 'lone', 1.0)")
+    statements.append(f"DELETE FROM {table} WHERE site = 's1' AND ts < TIMESTAMP '2024-03-31 00:00:00 UTC'")
+    for sql in statements:
+        trino.rows(catalog, sql, about=table)
+    cat = server.catalog()
+
+    def per_day():
+        rows = cat.load_table(f"{ns}.readings").scan().to_arrow().to_pylist()
+        out: dict[str, list] = {}
+        for r in rows:
+            out.setdefault(r["ts"].date().isoformat(), []).append((r["ts"], r["site"], r["v"]))
+        return {d: sorted(v) for d, v in out.items()}
+
+    def files_per_day():
+        out: dict[str, int] = {}
+        for f in data_files(cat.load_table(f"{ns}.readings")):
+            day = next(p for p in f.split("/") if p.startswith("ts_day="))
+            out[day] = out.get(day, 0) + 1
+        return out
+
+    want = per_day()
+    assert len(want["2024-03-30"]) == 6 * 4 * 2, "the delete removed one site on 2024-03-30"
+    files_before = files_per_day()
+    assert files_before["ts_day=2024-03-30"] == 6 and files_before["ts_day=2024-04-01"] == 1, files_before
+    snapshots_before = len(cat.load_table(f"{ns}.readings").snapshots())
+
+    pipeline = tmp_path / "floe.toml"
+    pipeline.write_text(f'[catalog]\nuri = "{server.uri}"\nwarehouse = "{server.name}"\n\n'
+                        '[maintain]\ncompact_engine = "trino"\nmin_input_files = 2\n\n'
+                        f'[engines.trino]\nuri = "{trino.url}"\ncatalog = "{catalog}"\n')
+    planned = run_floe(server, "maintain", f"{ns}.readings", "--pipeline", pipeline, "--dry-run", "--json",
+                       cwd=tmp_path)
+    assert planned.returncode == 0, explain(planned)
+    (outcome,) = json.loads(planned.stdout)["tables"]
+    assert outcome["policy"]["compact_engine"] == "trino", outcome
+    assert (outcome["compact"]["engine"], outcome["compact"]["status"]) == ("trino", "planned"), outcome
+    assert len(cat.load_table(f"{ns}.readings").snapshots()) == snapshots_before, "a dry run changed the table"
+
+    out = run_floe(server, "maintain", f"{ns}.readings", "--pipeline", pipeline, "--report", tmp_path / "r.json",
+                   cwd=tmp_path)
+    assert out.returncode == 0, explain(out)
+    (outcome,) = json.loads((tmp_path / "r.json").read_text())["tables"]
+    compact = outcome["compact"]
+    assert outcome["status"] == "ok" and "compact" in outcome["actions"], outcome
+    assert (compact["engine"], compact["status"]) == ("trino", "compacted"), compact
+    assert compact["snapshots"] and compact["input_files"] >= 12 and compact["output_files"] < compact["input_files"], compact
+    tbl = cat.load_table(f"{ns}.readings")
+    for snapshot_id in compact["snapshots"]:
+        assert tbl.snapshot_by_id(snapshot_id).summary.operation.value == "replace"
+    assert per_day() == want, "Trino's compaction changed the rows"
+    files_after = files_per_day()
+    assert files_after["ts_day=2024-03-30"] == 1 and files_after["ts_day=2024-03-31"] == 1, files_after
+    assert files_after["ts_day=2024-04-01"] == 1, "a day floe did not pick was rewritten"
+    (count,) = trino.rows(catalog, f"SELECT count(*) FROM {table}", about=table)[0]
+    assert count == sum(len(v) for v in want.values())

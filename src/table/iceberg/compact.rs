@@ -128,6 +128,47 @@ pub async fn compact(
     Ok(report)
 }
 
+/// What a compaction with `opts` would rewrite, without rewriting: the
+/// plan's report and the partitions of its groups (spec id and value, in
+/// path order, each once), for another engine to compact.
+///
+/// # Errors
+/// As [`compact`]'s planning.
+pub async fn planned_partitions(
+    target: &Target,
+    opts: &CompactOptions,
+) -> Result<(CompactReport, Vec<(i32, Struct)>)> {
+    let metadata = &target.loaded.metadata;
+    let target_size = opts
+        .target_file_size
+        .unwrap_or_else(|| target_file_size(metadata))
+        .max(1);
+    let mut report = CompactReport {
+        table: target.ident.clone(),
+        status: "nothing-to-do".into(),
+        target_file_size: target_size,
+        ..CompactReport::default()
+    };
+    let Some(snapshot) = metadata.current_snapshot().cloned() else {
+        return Ok((report, Vec::new()));
+    };
+    let groups = plan_groups(target, &snapshot, opts, target_size, &mut report).await?;
+    if groups.is_empty() {
+        return Ok((report, Vec::new()));
+    }
+    report_plan(&groups, &mut report);
+    let mut partitions: Vec<(i32, Struct)> = Vec::new();
+    for g in groups {
+        if !partitions
+            .iter()
+            .any(|(id, p)| *id == g.spec_id && *p == g.partition)
+        {
+            partitions.push((g.spec_id, g.partition));
+        }
+    }
+    Ok((report, partitions))
+}
+
 /// Lists the live files of `snapshot` and plans the rewrite groups among
 /// the data files the filter may match, recording the table's files and
 /// bytes and the groups planned in `report`.

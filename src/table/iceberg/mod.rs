@@ -14,6 +14,7 @@ pub mod changes;
 pub mod compact;
 pub mod expire;
 pub mod filter;
+pub mod handover;
 pub mod orphans;
 pub mod provider;
 pub mod publish;
