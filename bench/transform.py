@@ -3,7 +3,7 @@
 side by side with the same SQL run by the same DataFusion over the same data as plain
 Parquet files (the cost of the table layer).
 
-    bench/transform.py [--runs 3] [--work DIR] [--floe PATH] [--plain PATH]
+    bench/transform.py [--runs 3] [--work DIR] [--floe PATH] [--plain PATH] [--trino]
 
 Data: the generated daily Parquet files of bench/ingest.py (2000 sites x 60 days x 48
 half-hours; cached in --work). The models are bench/transform/{silver,gold}/*.sql:
@@ -19,20 +19,30 @@ gold.region_daily (840 rows).
                listing table, each result written as plain Parquet (zstd) and read
                back by the next model. No catalog, no snapshots, no tests.
 
-Each case runs in its own process under /usr/bin/time (wall time, peak RSS), the two
-alternating, --runs times. Needs the venv of infra/local/python-env.sh and release
-builds: cargo build --release --bin floe --example plain_parquet.
+  floe-trino   (with --trino) the same `floe transform`, every model with `--engine trino`:
+               a single-node Trino (infra/local/trino.sh, on the same 2 cores) computes
+               each model into a staging table, floe commits, tests and publishes as
+               above. Trino starts once, before the runs (not timed).
+
+Each case runs in its own process under /usr/bin/time (wall time, peak RSS; for
+floe-trino the RSS is floe's, not Trino's JVM), the cases alternating, --runs times.
+After the runs, both floe cases' last results are compared table by table (row counts
+and per-column sums). Needs the venv of infra/local/python-env.sh and release builds:
+cargo build --release --bin floe --example plain_parquet; for --trino, Trino installed by
+infra/local/trino.sh install ~/.cache/floe.
 """
 import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CatalogServer, day_after, exit_on_sigterm, generate, pipeline, quiet_env, timed_run, wait_quiet  # noqa: E402
+from trino_layout import start_trino  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FIRST_DAY = "2024-01-01"
@@ -51,6 +61,9 @@ def main():
     ap.add_argument("--work", type=Path, default=Path.home() / ".cache/floe/bench-ingest")
     ap.add_argument("--floe", default=str(TARGET / "release" / "floe"))
     ap.add_argument("--plain", default=str(TARGET / "release" / "examples" / "plain_parquet"))
+    ap.add_argument("--trino", action="store_true", help="also run every model on Trino (floe-trino)")
+    ap.add_argument("--trino-home", default=os.environ.get("FLOE_TRINO_HOME",
+                                                           str(Path.home() / ".cache/floe/trino-476")))
     args = ap.parse_args()
     for binary in (args.floe, args.plain):
         if not os.path.exists(binary):
@@ -68,12 +81,25 @@ def main():
             timed_run([args.floe, "ingest", "--pipeline", p, "--from", FIRST_DAY, "--to", last_day], quiet_env())
             floe_cmd = [args.floe, "transform", "--catalog", server.uri, "--models", HERE / "transform",
                         "--from", FIRST_DAY, "--to", last_day]
-            results = {"floe": [], "datafusion": []}
+            cases = ["floe", "datafusion"]
+            trino_cmd = None
+            if args.trino:
+                trino_url = start_trino(args.trino_home, tmp / "trino", server.uri)
+                on_trino = tmp / "trino.toml"
+                on_trino.write_text(f'[catalog]\nuri = "{server.uri}"\n\n[transform]\nmodels = "{HERE / "transform"}"\n\n'
+                                    f'[engines.trino]\nuri = "{trino_url}"\n')
+                trino_cmd = [args.floe, "transform", "--pipeline", on_trino, "--engine", "trino",
+                             "--from", FIRST_DAY, "--to", last_day]
+                cases.append("floe-trino")
+            results = {case: [] for case in cases}
+            sums = {}
             for run in range(args.runs):
-                for case in ("floe", "datafusion"):
+                for case in cases:
                     wait_quiet(20)
-                    if case == "floe":
-                        t = timed_run(floe_cmd, quiet_env(), timeout=1800)
+                    if case in ("floe", "floe-trino"):
+                        t = timed_run(floe_cmd if case == "floe" else trino_cmd, quiet_env(), timeout=3600)
+                        if run == args.runs - 1:
+                            sums[case] = table_sums(server.uri)
                     else:
                         out = tmp / "plain"
                         shutil.rmtree(out, ignore_errors=True)
@@ -94,9 +120,41 @@ def main():
             ratios = [f.wall / d.wall for f, d in zip(results["floe"], results["datafusion"])]
             print(f"  floe / datafusion: median {med['floe'] / med['datafusion']:.2f}x "
                   f"(run by run {', '.join(f'{r:.2f}' for r in ratios)})")
+            if args.trino:
+                ratios = [t.wall / f.wall for t, f in zip(results["floe-trino"], results["floe"])]
+                print(f"  floe-trino / floe: median {med['floe-trino'] / med['floe']:.2f}x "
+                      f"(run by run {', '.join(f'{r:.2f}' for r in ratios)})")
+                same = sums["floe"] == sums["floe-trino"]
+                print(f"  results of the last runs: {'the same' if same else 'DIFFERENT'} on both engines")
+                for table, figures in sums["floe"].items():
+                    print(f"    {table}: {figures}" + ("" if same else f" / trino {sums['floe-trino'][table]}"))
+                if not same:
+                    raise SystemExit("floe on Trino and floe on DataFusion published different tables")
             print("\nfloe's last run:\n" + results["floe"][-1].stdout)
     finally:
+        if args.trino:
+            subprocess.run(["bash", str(HERE.parent / "infra/local/trino.sh"), "stop", str(tmp / "trino")],
+                           capture_output=True, timeout=120)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def table_sums(uri: str) -> dict:
+    """Row count and, per numeric column, its sum rounded to 6 significant digits (a
+    float sum's last bits depend on the order rows are added in), per model table."""
+    from pyiceberg.catalog.rest import RestCatalog
+    import pyarrow.compute as pc
+
+    cat = RestCatalog("bench", uri=uri)
+    out = {}
+    for table in ("silver.observations", "gold.site_daily", "gold.region_daily"):
+        arrow = cat.load_table(table).scan().to_arrow()
+        figures = {"rows": arrow.num_rows}
+        for field in arrow.schema:
+            if str(field.type) in ("double", "float", "int32", "int64"):
+                total = pc.sum(arrow.column(field.name)).as_py() or 0
+                figures[field.name] = float(f"{total:.6g}")
+        out[table] = figures
+    return out
 
 
 if __name__ == "__main__":

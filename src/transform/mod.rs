@@ -186,6 +186,11 @@ async fn plan_and_run(
         trino: trino_engine(&selected, req).await?,
     };
     let world = run.load_world(&graph, &selected).await?;
+    if let Some(engine) = &run.trino
+        && !req.dry_run
+    {
+        engine.check_sees(world.values()).await?;
+    }
     let (mut reports, pending, first_error) = run.run_models(&selected, world).await;
     let publish_error = run.publish_layers(&selected, pending, &mut reports).await;
     let ordered: Vec<ModelReport> = selected

@@ -88,6 +88,52 @@ impl TrinoEngine {
         }
     }
 
+    /// Checks, before any model runs, that Trino's catalog is floe's: the
+    /// current snapshot floe sees of one of the Iceberg tables the run reads
+    /// (a random 63-bit id) must be among the snapshots Trino lists for that
+    /// table. Without such a table the check is left to each model's staging
+    /// table ([`TrinoEngine::write`]).
+    ///
+    /// # Errors
+    /// When Trino does not see that table or that snapshot.
+    pub async fn check_sees(&self, tables: impl Iterator<Item = &Source>) -> Result<()> {
+        let Some((source, snapshot)) = tables
+            .filter(|s| matches!(s.table, SourceTable::Iceberg(_)))
+            .find_map(|s| Some((s, s.snapshot_id?)))
+        else {
+            return Ok(());
+        };
+        let Some((ns, name)) = source.name.split_once('.') else {
+            return Ok(());
+        };
+        let catalog = self.client.catalog();
+        let sql = format!(
+            "SELECT count(*) FROM {}.{}.{} WHERE snapshot_id = {snapshot}",
+            quoted(catalog),
+            quoted(ns),
+            quoted(&format!("{name}$snapshots"))
+        );
+        let seen = match self.client.run(&sql).await? {
+            Outcome::Done(rows) => rows
+                .first()
+                .and_then(|r| r.first())
+                .and_then(serde_json::Value::as_i64)
+                .map(|n| format!("{n} snapshot(s) with that id")),
+            Outcome::Failed(f) => Some(format!("an error: {f}")),
+        };
+        if seen.as_deref() == Some("1 snapshot(s) with that id") {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "Trino's catalog {catalog:?} at {} is not floe's catalog: floe's [catalog] has snapshot {snapshot} \
+             of {}, and Trino found {}. Point the Trino catalog at the same REST catalog and warehouse \
+             ([engines.trino] catalog names it)",
+            self.client.uri(),
+            source.name,
+            seen.unwrap_or_else(|| "nothing".to_string())
+        )))
+    }
+
     /// Has Trino compute the model's result into the staging table.
     ///
     /// # Errors

@@ -365,7 +365,20 @@ def test_trino_on_another_catalog_is_refused(trino, tmp_path):
     out = transform_on(server, pipeline, "--engine", "trino", "--select", "silver.dim_site")
     assert out.returncode == 2, explain(out)
     assert "is not floe's catalog" in out.stderr and other_catalog in out.stderr, explain(out)
+    assert "snapshot" in out.stderr and "bronze.weather" in out.stderr, "checked before any model ran" + explain(out)
     assert staging_tables(server, *EXAMPLE_NAMESPACES) == []
+
+    # A model that reads no table: the staging table floe made is the proof, checked
+    # before Trino runs anything.
+    models = tmp_path / "constant"
+    write_model(models, "gold", "constant", 'materialized = "table"', "SELECT 1 AS x")
+    text = pipeline.read_text()
+    pipeline.write_text(text.replace(text.split("models = ", 1)[1].split("\n", 1)[0], f'"{models}"'))
+    out = transform_on(server, pipeline, "--engine", "trino")
+    assert out.returncode == 2, explain(out)
+    assert "is not floe's catalog" in out.stderr and "constant__floe_staging_" in out.stderr, explain(out)
+    assert staging_tables(server, "gold") == []
+    assert ("gold", "constant") not in server.catalog().list_tables("gold")
 
 
 @pytest.mark.parametrize("kind", ["local"])

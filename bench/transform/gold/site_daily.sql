@@ -12,6 +12,6 @@ SELECT
     MIN(temperature_c) AS min_temperature_c,
     MAX(temperature_c) AS max_temperature_c,
     AVG(temperature_c) AS avg_temperature_c,
-    100.0 * (48 - COUNT(DISTINCT ts_utc)) / 48 AS missing_interval_pct
+    CAST(48 - COUNT(DISTINCT ts_utc) AS DOUBLE) * 100 / 48 AS missing_interval_pct
 FROM silver.observations
 GROUP BY date_trunc('day', ts_utc), site_id
