@@ -163,14 +163,8 @@ impl<'a> Output<'a> {
                 name,
                 existing,
             } => {
-                let created = existing.is_none();
-                let loaded =
-                    open_or_create(client, &namespace, &name, existing.map(|t| *t), spec).await?;
-                let handle = TableHandle {
-                    namespace,
-                    name,
-                    io: crate::store::table_io(client, &loaded),
-                };
+                let (loaded, handle, created) =
+                    open_target(client, namespace, name, existing, spec).await?;
                 let written = write_iceberg(client, loaded, handle.clone(), spec, run, rows).await;
                 if written.is_err() && created {
                     drop_unused(client, &handle).await;
@@ -198,14 +192,8 @@ impl<'a> Output<'a> {
                 name,
                 existing,
             } => {
-                let created = existing.is_none();
-                let loaded =
-                    open_or_create(client, &namespace, &name, existing.map(|t| *t), spec).await?;
-                let handle = TableHandle {
-                    namespace,
-                    name,
-                    io: crate::store::table_io(client, &loaded),
-                };
+                let (loaded, handle, created) =
+                    open_target(client, namespace, name, existing, spec).await?;
                 let staging = match staging::create(
                     client,
                     &handle.namespace,
@@ -602,6 +590,25 @@ pub async fn abandon(client: &RestClient, batch: &[Pending]) {
     for p in batch {
         branch::discard(client, p).await;
     }
+}
+
+/// The result's table, created on the first run, with its handle and
+/// whether this run created it.
+async fn open_target(
+    client: &RestClient,
+    namespace: Vec<String>,
+    name: String,
+    existing: Option<Box<LoadedTable>>,
+    spec: &OutputSpec<'_>,
+) -> Result<(LoadedTable, TableHandle, bool)> {
+    let created = existing.is_none();
+    let loaded = open_or_create(client, &namespace, &name, existing.map(|t| *t), spec).await?;
+    let handle = TableHandle {
+        namespace,
+        name,
+        io: crate::store::table_io(client, &loaded),
+    };
+    Ok((loaded, handle, created))
 }
 
 /// Drops a table this run created when its first result failed: it never

@@ -82,16 +82,7 @@ pub async fn compact(
 ) -> Result<CompactReport> {
     let started = Instant::now();
     let metadata = target.loaded.metadata.clone();
-    let target_size = opts
-        .target_file_size
-        .unwrap_or_else(|| target_file_size(&metadata))
-        .max(1);
-    let mut report = CompactReport {
-        table: target.ident.clone(),
-        status: "nothing-to-do".into(),
-        target_file_size: target_size,
-        ..CompactReport::default()
-    };
+    let (target_size, mut report) = nothing_yet(target, opts);
     let Some(snapshot) = metadata.current_snapshot().cloned() else {
         report.duration_ms = started.elapsed().as_millis();
         return Ok(report);
@@ -128,6 +119,22 @@ pub async fn compact(
     Ok(report)
 }
 
+/// The output file size a compaction of `target` with `opts` aims at, and
+/// its report before anything is planned.
+fn nothing_yet(target: &Target, opts: &CompactOptions) -> (u64, CompactReport) {
+    let target_size = opts
+        .target_file_size
+        .unwrap_or_else(|| target_file_size(&target.loaded.metadata))
+        .max(1);
+    let report = CompactReport {
+        table: target.ident.clone(),
+        status: "nothing-to-do".into(),
+        target_file_size: target_size,
+        ..CompactReport::default()
+    };
+    (target_size, report)
+}
+
 /// What a compaction with `opts` would rewrite, without rewriting: the
 /// plan's report and the partitions of its groups (spec id and value, in
 /// path order, each once), for another engine to compact.
@@ -138,18 +145,8 @@ pub async fn planned_partitions(
     target: &Target,
     opts: &CompactOptions,
 ) -> Result<(CompactReport, Vec<(i32, Struct)>)> {
-    let metadata = &target.loaded.metadata;
-    let target_size = opts
-        .target_file_size
-        .unwrap_or_else(|| target_file_size(metadata))
-        .max(1);
-    let mut report = CompactReport {
-        table: target.ident.clone(),
-        status: "nothing-to-do".into(),
-        target_file_size: target_size,
-        ..CompactReport::default()
-    };
-    let Some(snapshot) = metadata.current_snapshot().cloned() else {
+    let (target_size, mut report) = nothing_yet(target, opts);
+    let Some(snapshot) = target.loaded.metadata.current_snapshot().cloned() else {
         return Ok((report, Vec::new()));
     };
     let groups = plan_groups(target, &snapshot, opts, target_size, &mut report).await?;
