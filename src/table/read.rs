@@ -177,6 +177,35 @@ impl Source {
         }
     }
 
+    /// Whether this is a table of the catalog (Iceberg), which other
+    /// engines on the same catalog read too.
+    pub fn in_catalog(&self) -> bool {
+        matches!(self.table, SourceTable::Iceberg(_))
+    }
+
+    /// A catalog table's day-partitioned timestamp column, and whether it
+    /// has a time zone; none for an unpartitioned or Delta table.
+    pub fn catalog_day_column(&self) -> Option<(String, bool)> {
+        let SourceTable::Iceberg(t) = &self.table else {
+            return None;
+        };
+        let column = day_column(t.metadata())?;
+        let zoned = t
+            .metadata()
+            .current_schema()
+            .field_by_name(&column)
+            .is_some_and(|f| {
+                matches!(
+                    *f.field_type,
+                    iceberg::spec::Type::Primitive(
+                        iceberg::spec::PrimitiveType::Timestamptz
+                            | iceberg::spec::PrimitiveType::TimestamptzNs
+                    )
+                )
+            });
+        Some((column, zoned))
+    }
+
     /// The days whose rows changed after snapshot `from` up to `to`.
     ///
     /// # Errors

@@ -33,7 +33,7 @@ use iceberg::spec::{PrimitiveType, Schema, Type};
 use super::model::Model;
 use crate::error::{Error, Result};
 use crate::pipeline::TrinoSettings;
-use crate::table::read::{Source, SourceTable};
+use crate::table::read::Source;
 use crate::trino::{Outcome, QueryFailure, TrinoClient, day_filter, literal, quoted};
 
 /// The alias of the model's query inside floe's `INSERT`.
@@ -98,7 +98,7 @@ impl TrinoEngine {
     /// When Trino does not see that table or that snapshot.
     pub async fn check_sees(&self, tables: impl Iterator<Item = &Source>) -> Result<()> {
         let Some((source, snapshot)) = tables
-            .filter(|s| matches!(s.table, SourceTable::Iceberg(_)))
+            .filter(|s| s.in_catalog())
             .find_map(|s| Some((s, s.snapshot_id?)))
         else {
             return Ok(());
@@ -372,13 +372,13 @@ fn offset(text: &str, lines: &[usize], at: Location) -> Option<usize> {
 
 /// The table pinned to its snapshot, restricted to the days read.
 fn relation(source: &Source, catalog: &str, job: &Job<'_>) -> Result<String> {
-    let SourceTable::Iceberg(table) = &source.table else {
+    if !source.in_catalog() {
         return Err(Error::Model(format!(
-            "{}: reads {}, a Delta table; a model run on Trino reads Iceberg tables of the catalog",
+            "{}: reads {}, which is not a table of the catalog; a model run on Trino reads Iceberg tables of the catalog",
             job.model.file(),
             source.name
         )));
-    };
+    }
     let (ns, name) = source.name.split_once('.').unwrap_or(("", &source.name));
     let mut sql = format!(
         "(SELECT * FROM {}.{}.{}",
@@ -389,18 +389,7 @@ fn relation(source: &Source, catalog: &str, job: &Job<'_>) -> Result<String> {
     if let Some(id) = source.snapshot_id {
         sql.push_str(&format!(" FOR VERSION AS OF {id}"));
     }
-    let day_column = source.day_columns().into_iter().next();
-    if let (Some(days), Some(column)) = (job.read_days, day_column) {
-        let zoned = table
-            .metadata()
-            .current_schema()
-            .field_by_name(&column)
-            .is_some_and(|f| {
-                matches!(
-                    *f.field_type,
-                    Type::Primitive(PrimitiveType::Timestamptz | PrimitiveType::TimestamptzNs)
-                )
-            });
+    if let (Some(days), Some((column, zoned))) = (job.read_days, source.catalog_day_column()) {
         sql.push_str(&format!(" WHERE {}", day_filter(&column, days, zoned)));
     }
     sql.push(')');
