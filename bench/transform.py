@@ -131,6 +131,8 @@ def main():
                 if not same:
                     raise SystemExit("floe on Trino and floe on DataFusion published different tables")
             print("\nfloe's last run:\n" + results["floe"][-1].stdout)
+            if args.trino:
+                print("floe-trino's last run:\n" + results["floe-trino"][-1].stdout)
     finally:
         if args.trino:
             subprocess.run(["bash", str(HERE.parent / "infra/local/trino.sh"), "stop", str(tmp / "trino")],
