@@ -35,6 +35,14 @@ check "transform" src/transform -- ingest maintain "${commands[@]}"
 check "maintain" src/maintain -- ingest transform places "${commands[@]}"
 check "places" src/places.rs -- ingest transform maintain "${commands[@]}"
 check "the base modules" "${base[@]}" -- table places ingest transform maintain "${commands[@]}"
+# unsafe code is denied everywhere (Cargo.toml); one function of the
+# binary may set the allocator's parameters, and nothing else may allow it.
+allowed=$(grep -rn 'allow(unsafe_code)' src catalog --include='*.rs' | grep -v '^src/main.rs:' || true)
+if [[ -n $allowed || $(grep -c 'allow(unsafe_code)' src/main.rs) -gt 1 ]]; then
+    echo "unsafe: only keep_freed_memory in src/main.rs may allow unsafe_code:"
+    echo "$allowed" | sed 's/^/  /'
+    bad=1
+fi
 # Format forks stay in the table layer (and the command layer, which
 # prints a table's format): no verb names Delta.
 check "the verbs" src/ingest src/maintain -- 'table::delta'
