@@ -13,6 +13,7 @@ mod avro;
 mod carry;
 mod columnar;
 mod convert;
+mod csv_blocks;
 mod database;
 #[cfg(test)]
 mod decode_paths;

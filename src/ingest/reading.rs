@@ -19,8 +19,8 @@ use super::convert::{BatchBuilder, Record};
 use super::fields::RecordView;
 use super::rejects::Reject;
 use super::{
-    BATCH_ROWS, EVERY_DAY, Msg, Unit, database, drift, files, flat, http, kafka, nested, progress,
-    records,
+    BATCH_ROWS, EVERY_DAY, Msg, Unit, csv_blocks, database, drift, files, flat, http, kafka,
+    nested, progress, records,
 };
 use crate::error::{Error, Result};
 use crate::pipeline::{ColumnType, Format, HttpSource, Job, SchemaDrift, Source, SourceConfig};
@@ -48,10 +48,19 @@ struct Opened<'u> {
     _temp: Option<tempfile::NamedTempFile>,
 }
 
-/// One piece of reading: a whole unit, or a block of an NDJSON unit's lines.
+/// One piece of reading: a whole unit, or a block of a big file.
 struct Work<'u> {
     opened: Arc<Opened<'u>>,
-    block: Option<records::LineBlock>,
+    block: Block,
+}
+
+/// What of a unit a piece of work reads.
+enum Block {
+    Whole,
+    /// Whole lines of an NDJSON file.
+    Lines(records::LineBlock),
+    /// Whole records of a CSV file.
+    Csv(csv_blocks::CsvBlock),
 }
 
 /// How a job's units are read.
@@ -72,9 +81,13 @@ fn unit_format(job: &Job) -> UnitFormat<'_> {
     }
 }
 
-/// Whether a job's units are NDJSON (cut into blocks of lines).
-fn is_ndjson(job: &Job) -> bool {
-    matches!(unit_format(job), UnitFormat::File(c) if c.format == Format::Ndjson)
+/// How a job's units are cut into blocks: NDJSON by lines, CSV by
+/// records; none for other formats (read whole, one thread a unit).
+fn cut(job: &Job) -> Option<SourceConfig> {
+    match unit_format(job) {
+        UnitFormat::File(c) if matches!(c.format, Format::Ndjson | Format::Csv) => Some(c),
+        _ => None,
+    }
 }
 
 /// Reads every unit, converting records, and sends batches, counts and
@@ -98,8 +111,9 @@ pub(super) fn read_all(
         })
         .sum();
     let progress = Mutex::new(progress::Progress::new(&job.name, units.len(), sizes));
-    // NDJSON is cut into blocks: even one file keeps every thread busy.
-    let threads = if is_ndjson(job) {
+    // NDJSON and CSV are cut into blocks: even one file keeps every thread
+    // busy.
+    let threads = if cut(job).is_some() {
         decoders()
     } else {
         decoders().min(units.len().max(1))
@@ -160,7 +174,7 @@ fn hand_out<'u>(
     stop: &AtomicBool,
 ) -> Result<()> {
     let runtime = tokio::runtime::Handle::current();
-    let split = is_ndjson(job);
+    let split = cut(job);
     for unit in units {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -185,28 +199,27 @@ fn hand_out<'u>(
             path,
             _temp: temp,
         });
-        if split {
-            for block in records::LineBlocks::open(&opened.path)? {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let piece = Work {
-                    opened: Arc::clone(&opened),
-                    block: Some(block?),
-                };
-                // Every decoder gone means they all stopped.
-                if work.send(piece).is_err() {
-                    return Ok(());
-                }
+        let blocks: Box<dyn Iterator<Item = Result<Block>>> = match &split {
+            Some(c) if c.format == Format::Csv => Box::new(
+                csv_blocks::CsvBlocks::open(&opened.path, c, None)?.map(|b| b.map(Block::Csv)),
+            ),
+            Some(_) => {
+                Box::new(records::LineBlocks::open(&opened.path)?.map(|b| b.map(Block::Lines)))
             }
-        } else if work
-            .send(Work {
-                opened,
-                block: None,
-            })
-            .is_err()
-        {
-            return Ok(());
+            None => Box::new(std::iter::once(Ok(Block::Whole))),
+        };
+        for block in blocks {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let piece = Work {
+                opened: Arc::clone(&opened),
+                block: block?,
+            };
+            // Every decoder gone means they all stopped.
+            if work.send(piece).is_err() {
+                return Ok(());
+            }
         }
     }
     Ok(())
@@ -265,14 +278,21 @@ fn read_piece(
         progress,
     );
     let bytes = match &piece.block {
-        Some(block) => {
+        Block::Lines(block) => {
             if row.is_none() {
                 *row = records::RecordSink::shape(&sink).map(flat::FlatRow::new);
             }
             records::read_ndjson_block(block, &mut sink, row)?;
             block.bytes.len() as u64
         }
-        None => {
+        Block::Csv(block) => {
+            let Some(source) = cut(job) else {
+                return Err(Error::Source("a CSV block of a job not read as CSV".into()));
+            };
+            csv_blocks::read_csv_block(&opened.path, &source, block, &mut sink)?;
+            block.bytes.len() as u64
+        }
+        Block::Whole => {
             read_unit(job, opened.unit, &opened.path, &mut sink)?;
             std::fs::metadata(&opened.path).map_or(0, |m| m.len())
         }

@@ -13,6 +13,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value};
 
 use super::convert::Record;
+use super::csv_blocks::{CsvBlocks, read_csv_block};
 use super::fields::RecordView;
 use super::flat::{FlatRow, NotARow, RowShape};
 use super::json;
@@ -95,7 +96,7 @@ pub fn read_file(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) 
 }
 
 /// An I/O error reading `path`.
-fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+pub(super) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Source(format!("{}: {e}", path.display())).caused_by(e)
 }
 
@@ -401,109 +402,23 @@ fn json_record(item: Value, number: u64, sink: &mut dyn RecordSink) -> Result<()
     }
 }
 
+/// A CSV file's records, read in blocks of whole records
+/// ([`CsvBlocks`]), as the threads that decode big files read them.
 fn read_csv(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Result<()> {
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(source.delimiter as u8)
-        .quote(source.quote as u8)
-        .flexible(true)
-        .from_path(path)
-        .map_err(|e| Error::Source(format!("{}: {e}", path.display())).caused_by(e))?;
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|e| {
-            Error::Source(format!(
-                "{}: cannot read the header row: {e}",
-                path.display()
-            ))
-            .caused_by(e)
-        })?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
-    // Rows are read as bytes: a row that is not UTF-8 is a reject of its
-    // own with its exact bytes, read again from the file (rare, so a second
-    // handle opened on the first one).
-    let mut bytes_row = csv::ByteRecord::new();
-    let mut again: Option<File> = None;
-    // Rows decoded straight into the sink's fields: each header's slot.
-    let mut flat = sink.shape().map(|shape| {
-        let slots: Vec<(String, Option<usize>)> =
-            headers.iter().map(|h| (h.clone(), shape.slot(h))).collect();
-        (FlatRow::new(shape), slots)
-    });
-    loop {
-        // The line the next record starts on (the reader is past the
-        // header, or past the previous record).
-        let next_line = reader.position().line();
-        let next_byte = reader.position().byte();
-        match reader.read_byte_record(&mut bytes_row) {
-            Ok(false) => break,
-            Ok(true) => {
-                let start = bytes_row.position().map_or(next_byte, csv::Position::byte);
-                let line = bytes_row.position().map_or(next_line, csv::Position::line);
-                let row = match csv::StringRecord::from_byte_record(std::mem::take(&mut bytes_row))
-                {
-                    Ok(row) => row,
-                    Err(e) => {
-                        let (field, at) = (e.utf8_error().field(), e.utf8_error().valid_up_to());
-                        bytes_row = e.into_byte_record();
-                        let exact = bytes_at(path, &mut again, start, reader.position().byte())?;
-                        let name = headers
-                            .get(field)
-                            .map_or(String::new(), |h| format!(" ({h})"));
-                        sink.unreadable(Unreadable::bytes(
-                            exact,
-                            format!("invalid UTF-8 in field {}{name} at byte {at}", field + 1),
-                            line,
-                        ));
-                        continue;
-                    }
-                };
-                let raw = || {
-                    row.iter()
-                        .collect::<Vec<_>>()
-                        .join(&source.delimiter.to_string())
-                };
-                if row.len() != headers.len() {
-                    sink.unreadable(Unreadable::text(
-                        raw(),
-                        format!(
-                            "row has {} fields, the header has {}",
-                            row.len(),
-                            headers.len()
-                        ),
-                        line,
-                    ));
-                } else if let Some((flat, slots)) = &mut flat {
-                    flat.fill_csv(row.iter(), slots, source.delimiter, line);
-                    sink.row(flat)?;
-                } else {
-                    let fields: Map<String, Value> = headers
-                        .iter()
-                        .zip(row.iter())
-                        .map(|(h, v)| (h.clone(), Value::String(v.to_string())))
-                        .collect();
-                    sink.record(Record {
-                        fields,
-                        raw: raw(),
-                        line,
-                    })?;
-                }
-                bytes_row = row.into_byte_record();
-            }
-            Err(e) => sink.unreadable(Unreadable::text(
-                String::new(),
-                format!("malformed CSV: {e}"),
-                e.position().map_or(next_line, csv::Position::line),
-            )),
-        }
+    for block in CsvBlocks::open(path, source, None)? {
+        read_csv_block(path, source, &block?, sink)?;
     }
     Ok(())
 }
 
 /// The bytes of `path` from `start` to `end` (a CSV record), without the
 /// line ends around them; `file` is the handle kept for these reads.
-fn bytes_at(path: &Path, file: &mut Option<File>, start: u64, end: u64) -> Result<Vec<u8>> {
+pub(super) fn bytes_at(
+    path: &Path,
+    file: &mut Option<File>,
+    start: u64,
+    end: u64,
+) -> Result<Vec<u8>> {
     let io = io_error(path);
     let f = match file {
         Some(f) => f,
@@ -666,5 +581,23 @@ mod tests {
             [2, 4, 6]
         );
         assert_eq!(sink.unreadable.iter().map(|r| r.0).collect::<Vec<_>>(), [3]);
+        // After `\r\n` line ends and blank lines too (the reader's own
+        // positions are where the previous record ended: before a `\r\n`'s
+        // `\n` and before the blank lines, one line or more too early).
+        std::fs::write(
+            &path,
+            "a,b\r\n1,x\r\n2\r\n\r\n\n3,y\n\n\n\"4\n\",z\r\n5\r\n",
+        )
+        .expect("write");
+        let mut sink = Collect::default();
+        read_file(&path, &source(Format::Csv), &mut sink).expect("read");
+        assert_eq!(
+            sink.records.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [2, 6, 9]
+        );
+        assert_eq!(
+            sink.unreadable.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [3, 11]
+        );
     }
 }
