@@ -16,8 +16,10 @@ Every process and request stays on 127.0.0.1 and every wait is bounded.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
+import io
 import json
 import random
 import signal
@@ -653,6 +655,78 @@ def test_rejects_keep_bytes_that_are_not_utf8(local_server, ns: str, tmp_path):
     rows = cat.load_table(f"{ns}.nd_readings__rejects").scan().to_arrow().to_pylist()
     assert [(r["line"], r["raw_bytes"]) for r in rows] == [(2, nd_bad)], rows
     assert rows[0]["raw"] == nd_bad.decode("utf-8", "replace"), rows[0]
+
+
+def test_one_big_csv_file_lands_every_record_once(local_server, ns: str, tmp_path):
+    """A CSV file of several 4 MiB blocks (decoded on every core) lands exactly the records
+    Python's csv module reads, with quoted line ends, doubled quotes, a quote inside an
+    unquoted cell, CRLF, blank lines and bad rows anywhere, block edges included; each reject
+    names the file's line its record starts on."""
+    server = local_server
+    day = "2024-03-10"
+    base = dt.datetime(2024, 3, 10, tzinfo=dt.timezone.utc)
+    out, line, expected, bad = [b"ts,site_id,v\r\n"], 1, [], {}
+    straddled, written = False, [len(out[0])]
+
+    def add(b: bytes) -> None:
+        out.append(b)
+        written[0] += len(b)
+
+    for i in range(300_000):
+        line += 1
+        ts = (base + dt.timedelta(microseconds=i * 250_000)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        kind = i % 97
+        if not straddled and written[0] + 1000 > 4 << 20:
+            # The first block is read 4 MiB at a time: its last line end before then is
+            # inside this quoted cell, not a record's end.
+            straddled = True
+            site = "".join(f"part {k}\n" for k in range(300))
+            cell = f'"{site}"'
+        elif kind == 3:
+            site, cell = f'a "quoted"\nsite, {i}', f'"a ""quoted""\nsite, {i}"'
+        elif kind == 5:
+            site, cell = f'x"y{i}', f'x"y{i}'
+        elif kind == 7:
+            add(b"\r\n")
+            line += 1
+            site, cell = f"s{i}", f"s{i}"
+        elif kind == 11:
+            add(f"{ts},s{i}\r\n".encode())
+            bad[line] = "fields"
+            continue
+        elif kind == 13:
+            add(f"{ts},s{i},abc\r\n".encode())
+            bad[line] = "number"
+            continue
+        elif kind == 17:
+            add(ts.encode() + b',"caf\xe9",1.0\r\n')
+            bad[line] = "utf-8"
+            continue
+        else:
+            site, cell = f"s{i}", f"s{i}"
+        add(f"{ts},{cell},{i}.5\r\n".encode())
+        expected.append((int((base + dt.timedelta(microseconds=i * 250_000)).timestamp() * 1e6), site, i + 0.5))
+        line += cell.count("\n")
+    data = b"".join(out)
+    assert len(data) > 3 * (4 << 20), len(data)
+    assert straddled
+    # What the csv module reads, to be sure of the expectation itself.
+    with_csv = list(csv.reader(io.StringIO(data.decode("utf-8", "replace"), newline="")))
+    assert sum(1 for r in with_csv if r) - 1 == len(expected) + len(bad)
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / f"{day}.csv").write_bytes(data)
+    job = readings_job(ns, name="big", table="big_readings", reject_threshold=1.0, sort=[],
+                       source={"path": "big/{date}.csv", "format": "csv"})
+    pipeline = write_pipeline(tmp_path / "big.toml", server, [job])
+    ingest_ok(server, pipeline, day, day)
+
+    cat = server.catalog()
+    assert table_rows(cat.load_table(f"{ns}.big_readings")) == sorted_rows(expected)
+    rejects = cat.load_table(f"{ns}.big_readings__rejects").scan().to_arrow().to_pylist()
+    assert sorted(r["line"] for r in rejects) == sorted(bad), "rejects at other lines"
+    for r in rejects:
+        want = bad[r["line"]]
+        assert want in r["reason"].lower() or (want == "number" and "abc" in r["raw"]), r
 
 
 # ---------------------------------------------------------------------------------------
