@@ -35,6 +35,8 @@ pub struct CsvBlock {
     pub offset: u64,
     /// The file's header row, trimmed.
     pub headers: Arc<Vec<String>>,
+    /// The file's delimiter and quote.
+    pub source: Arc<SourceConfig>,
 }
 
 /// Where the parser is, as far as record ends go.
@@ -97,8 +99,7 @@ impl Boundaries {
             }
             let c = bytes[i];
             self.state = match self.state {
-                State::FieldStart if c == quote => State::Quoted,
-                State::AfterQuote if c == quote => State::Quoted,
+                State::FieldStart | State::AfterQuote if c == quote => State::Quoted,
                 _ if c == delimiter => State::FieldStart,
                 _ if c == b'\n' || c == b'\r' => {
                     if c == b'\n' {
@@ -120,7 +121,7 @@ impl Boundaries {
 pub struct CsvBlocks {
     path: PathBuf,
     file: File,
-    source: SourceConfig,
+    source: Arc<SourceConfig>,
     ends: Boundaries,
     /// The start of a record the last block did not end.
     carry: Vec<u8>,
@@ -142,7 +143,7 @@ impl CsvBlocks {
         Ok(Self {
             path: path.to_path_buf(),
             file: File::open(path).map_err(io_error(path))?,
-            source: source.clone(),
+            source: Arc::new(source.clone()),
             ends: Boundaries::new(source),
             carry: Vec::new(),
             next_line: 1,
@@ -198,6 +199,7 @@ impl CsvBlocks {
             first_line: self.next_line,
             offset: self.offset,
             headers,
+            source: Arc::clone(&self.source),
             bytes,
         };
         self.next_line += memchr::memchr_iter(b'\n', &block.bytes).count() as u64;
@@ -248,12 +250,8 @@ fn headers(bytes: &[u8], source: &SourceConfig, path: &Path) -> Result<Vec<Strin
 }
 
 /// The records of `block` of the CSV file `path` to `sink`.
-pub fn read_csv_block(
-    path: &Path,
-    source: &SourceConfig,
-    block: &CsvBlock,
-    sink: &mut dyn RecordSink,
-) -> Result<()> {
+pub fn read_csv_block(path: &Path, block: &CsvBlock, sink: &mut dyn RecordSink) -> Result<()> {
+    let source = &*block.source;
     // A later block is read after a line end of its own, which the parser
     // skips as a blank line: so it never takes the block's first bytes for
     // a byte order mark. The reader's positions count from that lead.
@@ -261,7 +259,7 @@ pub fn read_csv_block(
     let lead: &[u8] = if first { b"" } else { b"\n" };
     let mut reader = reader_for(source, first).from_reader(lead.chain(&block.bytes[..]));
     let at = Starts {
-        lead,
+        lead: lead.len() as u64,
         bytes: &block.bytes,
         first_line: block.first_line,
         offset: block.offset,
@@ -349,7 +347,8 @@ pub fn read_csv_block(
 
 /// A block's reader positions as the file's lines and bytes.
 struct Starts<'b> {
-    lead: &'b [u8],
+    /// Line ends read before the block (each one byte and one line).
+    lead: u64,
     bytes: &'b [u8],
     first_line: u64,
     offset: u64,
@@ -358,7 +357,7 @@ struct Starts<'b> {
 impl Starts<'_> {
     /// The file's byte at the reader's byte `b`.
     fn byte(&self, b: u64) -> u64 {
-        self.offset + b.saturating_sub(self.lead.len() as u64)
+        self.offset + b.saturating_sub(self.lead)
     }
 
     /// The file's line and byte where the record the reader read from
@@ -370,9 +369,8 @@ impl Starts<'_> {
         let mut byte = at.byte();
         let mut line = at.line();
         loop {
-            let lead = self.lead.len() as u64;
-            let c = match byte.checked_sub(lead) {
-                None => self.lead.get(byte as usize).copied(),
+            let c = match byte.checked_sub(self.lead) {
+                None => Some(b'\n'),
                 Some(i) => self.bytes.get(i as usize).copied(),
             };
             match c {
@@ -382,9 +380,8 @@ impl Starts<'_> {
             }
             byte += 1;
         }
-        let lead_lines = memchr::memchr_iter(b'\n', self.lead).count() as u64;
         (
-            (self.first_line + line).saturating_sub(1 + lead_lines),
+            (self.first_line + line).saturating_sub(1 + self.lead),
             self.byte(byte),
         )
     }

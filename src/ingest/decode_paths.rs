@@ -96,7 +96,7 @@ fn read(job: &Job, path: &Path, mode: Mode) -> Outcome {
         Mode::Blocks(size) if cfg.format == crate::pipeline::Format::Csv => {
             super::csv_blocks::CsvBlocks::open(path, cfg, Some(size)).and_then(|blocks| {
                 for block in blocks {
-                    super::csv_blocks::read_csv_block(path, cfg, &block?, &mut sink)?;
+                    super::csv_blocks::read_csv_block(path, &block?, &mut sink)?;
                 }
                 Ok(())
             })

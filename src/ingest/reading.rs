@@ -286,10 +286,7 @@ fn read_piece(
             block.bytes.len() as u64
         }
         Block::Csv(block) => {
-            let Some(source) = cut(job) else {
-                return Err(Error::Source("a CSV block of a job not read as CSV".into()));
-            };
-            csv_blocks::read_csv_block(&opened.path, &source, block, &mut sink)?;
+            csv_blocks::read_csv_block(&opened.path, block, &mut sink)?;
             block.bytes.len() as u64
         }
         Block::Whole => {

@@ -406,7 +406,7 @@ fn json_record(item: Value, number: u64, sink: &mut dyn RecordSink) -> Result<()
 /// ([`CsvBlocks`]), as the threads that decode big files read them.
 fn read_csv(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Result<()> {
     for block in CsvBlocks::open(path, source, None)? {
-        read_csv_block(path, source, &block?, sink)?;
+        read_csv_block(path, &block?, sink)?;
     }
     Ok(())
 }
