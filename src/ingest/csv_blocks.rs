@@ -4,10 +4,13 @@
 //! A line end is a record's end only outside a quoted field, and a quote
 //! opens a field only at the field's start (elsewhere it is text), so the
 //! cuts come from the same state machine the CSV parser runs, reduced to
-//! the four states that decide it ([`Boundaries`]). A block is then read
-//! by the same parser as the whole file, with every line number and byte
-//! offset the file's own: rows, rejects and errors are those of reading the
-//! file in one piece (the property test `decode_paths` checks it).
+//! the four states that decide it ([`Boundaries`]). A block of UTF-8 is
+//! then read by [`Records`], which follows the CSV parser's rules a search
+//! at a time (for the next quote, delimiter or line end) instead of a byte
+//! at a time; any other block by the CSV parser itself. Either way every
+//! line number and byte offset is the file's own: rows, rejects and errors
+//! are those of reading the file in one piece with the parser (the
+//! property test `decode_paths` checks it).
 
 use std::fs::File;
 use std::io::Read;
@@ -265,17 +268,22 @@ pub fn read_csv_block(path: &Path, block: &CsvBlock, sink: &mut dyn RecordSink) 
         offset: block.offset,
     };
     let headers = &block.headers;
-    // Rows are read as bytes: a row that is not UTF-8 is a reject of its
-    // own with its exact bytes, read again from the file (rare, so a second
-    // handle opened on the first one).
-    let mut bytes_row = csv::ByteRecord::new();
-    let mut again: Option<File> = None;
     // Rows decoded straight into the sink's fields: each header's slot.
     let mut flat = sink.shape().map(|shape| {
         let slots: Vec<(String, Option<usize>)> =
             headers.iter().map(|h| (h.clone(), shape.slot(h))).collect();
         (FlatRow::new(shape), slots)
     });
+    if let Some((flat, slots)) = &mut flat
+        && let Some(text) = utf8_text(block)
+    {
+        return read_utf8(block, text, sink, flat, slots);
+    }
+    // Rows are read as bytes: a row that is not UTF-8 is a reject of its
+    // own with its exact bytes, read again from the file (rare, so a second
+    // handle opened on the first one).
+    let mut bytes_row = csv::ByteRecord::new();
+    let mut again: Option<File> = None;
     loop {
         // Where the next record starts (the reader is past the header, or
         // past the previous record).
@@ -311,11 +319,7 @@ pub fn read_csv_block(path: &Path, block: &CsvBlock, sink: &mut dyn RecordSink) 
                 if row.len() != headers.len() {
                     sink.unreadable(Unreadable::text(
                         raw(),
-                        format!(
-                            "row has {} fields, the header has {}",
-                            row.len(),
-                            headers.len()
-                        ),
+                        width_reason(row.len(), headers.len()),
                         line,
                     ));
                 } else if let Some((flat, slots)) = &mut flat {
@@ -343,6 +347,166 @@ pub fn read_csv_block(path: &Path, block: &CsvBlock, sink: &mut dyn RecordSink) 
         }
     }
     Ok(())
+}
+
+/// Why a row of `fields` fields is not read under `headers` headers.
+fn width_reason(fields: usize, headers: usize) -> String {
+    format!("row has {fields} fields, the header has {headers}")
+}
+
+/// The text of `block` when it can be read without the CSV parser: all
+/// of it UTF-8, with an ASCII delimiter and quote that are not line ends.
+/// Any other block is the parser's (None).
+fn utf8_text(block: &CsvBlock) -> Option<&str> {
+    let (quote, delimiter) = (block.source.quote, block.source.delimiter);
+    if !quote.is_ascii()
+        || !delimiter.is_ascii()
+        || quote == delimiter
+        || [quote, delimiter].iter().any(|c| matches!(c, '\r' | '\n'))
+    {
+        return None;
+    }
+    simdutf8::basic::from_utf8(&block.bytes).ok()
+}
+
+/// The records of `block`, whose [`utf8_text`] is `text`, to `sink`: what
+/// the parser reads from it, with the file's line numbers. The first
+/// block's first record is the header, after a byte order mark.
+fn read_utf8(
+    block: &CsvBlock,
+    text: &str,
+    sink: &mut dyn RecordSink,
+    flat: &mut FlatRow,
+    slots: &[(String, Option<usize>)],
+) -> Result<()> {
+    let first = block.offset == 0;
+    let text = if first {
+        text.strip_prefix('\u{feff}').unwrap_or(text)
+    } else {
+        text
+    };
+    let mut records = Records {
+        text,
+        at: 0,
+        line: block.first_line,
+        quote: block.source.quote as u8,
+        delimiter: block.source.delimiter as u8,
+    };
+    let mut cells = Cells::default();
+    if first {
+        records.next(&mut cells);
+    }
+    while let Some(number) = records.next(&mut cells) {
+        if cells.ends.len() == slots.len() {
+            flat.fill_csv_cells(&cells.text, &cells.ends, slots, number);
+            sink.row(flat)?;
+        } else {
+            sink.unreadable(Unreadable::text(
+                cells.text.clone(),
+                width_reason(cells.ends.len(), slots.len()),
+                number,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A record's cells: their text joined by the delimiter, and where each
+/// cell ends in it.
+#[derive(Debug, Default)]
+struct Cells {
+    text: String,
+    ends: Vec<usize>,
+}
+
+/// The records of UTF-8 text, read by the CSV parser's rules (`csv_core`
+/// with quoting, doubled quotes and any of `\r`, `\n`, `\r\n` ending a
+/// record), a search for the next quote, delimiter or line end at a time
+/// instead of its byte-by-byte state machine:
+/// - line ends before a record are skipped (blank lines);
+/// - a quote opens a quoted field only at a field's start; in it, two
+///   quotes are one and line ends and delimiters are text; text after
+///   its closing quote is the field's too, up to a delimiter or line end;
+/// - elsewhere a quote is text;
+/// - a delimiter is always followed by one more field, so `a,` is two.
+#[derive(Debug)]
+struct Records<'t> {
+    text: &'t str,
+    at: usize,
+    /// The file's line of `at` (every `\n` counts, quoted ones too).
+    line: u64,
+    quote: u8,
+    delimiter: u8,
+}
+
+impl Records<'_> {
+    /// The next record's cells into `cells`, with the line it starts on;
+    /// None past the last.
+    fn next(&mut self, cells: &mut Cells) -> Option<u64> {
+        let b = self.text.as_bytes();
+        while let Some(&c @ (b'\r' | b'\n')) = b.get(self.at) {
+            self.line += u64::from(c == b'\n');
+            self.at += 1;
+        }
+        if self.at == b.len() {
+            return None;
+        }
+        let line = self.line;
+        cells.text.clear();
+        cells.ends.clear();
+        loop {
+            let end = self.field(cells);
+            cells.ends.push(cells.text.len());
+            self.at = end + 1;
+            match b.get(end) {
+                Some(&c) if c == self.delimiter => cells.text.push(char::from(c)),
+                Some(b'\n') => {
+                    self.line += 1;
+                    return Some(line);
+                }
+                // `\r`: a `\n` after it is skipped with the blank lines.
+                Some(_) => return Some(line),
+                None => {
+                    self.at = end;
+                    return Some(line);
+                }
+            }
+        }
+    }
+
+    /// Reads the field at `at` into `cells`' text: where it ends (at a
+    /// delimiter, a line end or the end of the text).
+    fn field(&mut self, cells: &mut Cells) -> usize {
+        let (b, quote) = (self.text.as_bytes(), self.quote);
+        let mut i = self.at;
+        if b.get(i) == Some(&quote) {
+            i += 1;
+            loop {
+                // Line ends in quoted text are counted on the way.
+                let Some(stop) = memchr::memchr2(quote, b'\n', &b[i..]).map(|k| i + k) else {
+                    // Quoted to the end of the text: the field ends there.
+                    cells.text.push_str(&self.text[i..]);
+                    return b.len();
+                };
+                cells.text.push_str(&self.text[i..=stop]);
+                i = stop + 1;
+                if b[stop] == b'\n' {
+                    self.line += 1;
+                    continue;
+                }
+                // The quote closes the field, unless another follows it.
+                cells.text.pop();
+                if b.get(i) != Some(&quote) {
+                    break;
+                }
+                cells.text.push(char::from(quote));
+                i += 1;
+            }
+        }
+        let end = memchr::memchr3(self.delimiter, b'\n', b'\r', &b[i..]).map_or(b.len(), |k| i + k);
+        cells.text.push_str(&self.text[i..end]);
+        end
+    }
 }
 
 /// A block's reader positions as the file's lines and bytes.
@@ -430,5 +594,79 @@ mod tests {
         // An open quote at the end: no end after it.
         let mut b = Boundaries::new(&source());
         assert_eq!(b.last_end(b"a\n\"open\nstill\n"), Some(2));
+    }
+
+    /// Records, each with its line, as `Records` reads `text`.
+    fn records(text: &str, delimiter: u8) -> Vec<(u64, Vec<String>)> {
+        let mut records = Records {
+            text,
+            at: 0,
+            line: 1,
+            quote: b'"',
+            delimiter,
+        };
+        let mut cells = Cells::default();
+        let mut out = Vec::new();
+        while let Some(line) = records.next(&mut cells) {
+            let mut start = 0;
+            let fields = cells.ends.iter().map(|&end| {
+                let field = cells.text[start..end].to_string();
+                start = end + 1;
+                field
+            });
+            out.push((line, fields.collect()));
+        }
+        out
+    }
+
+    /// Records, each with its line, as the CSV parser reads `text`.
+    fn parsed(text: &str, delimiter: u8) -> Vec<(u64, Vec<String>)> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(delimiter)
+            .from_reader(text.as_bytes());
+        let mut out = Vec::new();
+        let mut record = csv::StringRecord::new();
+        loop {
+            let next = reader.position().clone();
+            if !reader.read_record(&mut record).expect("CSV") {
+                return out;
+            }
+            let at = Starts {
+                lead: 0,
+                bytes: text.as_bytes(),
+                first_line: 1,
+                offset: 0,
+            };
+            let (line, _) = at.record(record.position().unwrap_or(&next));
+            out.push((line, record.iter().map(str::to_string).collect()));
+        }
+    }
+
+    #[test]
+    fn records_are_the_parser_s() {
+        for text in [
+            "a,b\n\"x\ny\",1\n\"q\"\"\n\",2\nab\"c,3\r\n\nd\"\n",
+            // Text after a closing quote, an empty quoted field, a doubled
+            // quote at a field's end.
+            "\"ab\"cd,\"\",\"e\"\"\"\n",
+            // A lone `\r` ends a record; blank lines of `\r`s.
+            "a,b\rc,d\r\r\n\r\ne",
+            // A trailing delimiter is one more (empty) field, at the end too.
+            "a,\n,\n,",
+            // Quoted to the end of the text, over line ends.
+            "x\n\"open\n\nstill",
+            // A quote not at a field's start is text; `é` and a quoted `,`.
+            " \"a\",b\"\"c,\"é,\"\n\n\n1",
+            "",
+            "\n\r\n",
+        ] {
+            assert_eq!(records(text, b','), parsed(text, b','), "{text:?}");
+        }
+        assert_eq!(
+            records("a;b,c\n\"1;2\";3", b';'),
+            parsed("a;b,c\n\"1;2\";3", b';')
+        );
     }
 }

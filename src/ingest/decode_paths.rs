@@ -314,7 +314,9 @@ fn ndjson_file(rng: &mut StdRng, unknown: bool) -> Vec<u8> {
     out
 }
 
-fn csv_cell(rng: &mut StdRng, key: &str) -> String {
+/// A cell of a file with quotes (or, when `plain`, of a file without any,
+/// which is read without the CSV parser).
+fn csv_cell(rng: &mut StdRng, key: &str, plain: bool) -> String {
     let v = json_value(rng, key);
     // CSV cells are text: a JSON string's content, or the literal.
     let text = match serde_json::from_str::<serde_json::Value>(&v) {
@@ -326,7 +328,9 @@ fn csv_cell(rng: &mut StdRng, key: &str) -> String {
     } else {
         text
     };
-    if text.contains([',', '"', '\n', '\r']) || rng.random_bool(0.1) {
+    if plain {
+        text.replace([',', '"', '\n', '\r'], "")
+    } else if text.contains([',', '"', '\n', '\r']) || rng.random_bool(0.1) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else if rng.random_bool(0.03) {
         // A quote inside an unquoted cell is text, and opens nothing.
@@ -355,15 +359,23 @@ fn csv_file(rng: &mut StdRng, unknown: bool) -> Vec<u8> {
         out.extend_from_slice(b"\xEF\xBB\xBF");
     }
     let end: &[u8] = if rng.random_bool(0.3) { b"\r\n" } else { b"\n" };
+    let plain = rng.random_bool(0.4);
+    if rng.random_bool(0.1) {
+        // Blank lines before the header.
+        out.extend_from_slice(end);
+        out.extend_from_slice(b"\n");
+    }
     out.extend_from_slice(headers.join(",").as_bytes());
     out.extend_from_slice(end);
     for _ in 0..rng.random_range(0..40) {
         match rng.random_range(0..100) {
             0..=2 => {}
             3..=4 => out.extend_from_slice(b"only,two"),
-            5 => out.extend_from_slice(b"\xFF,\xFE"),
+            5 if !plain || rng.random_bool(0.2) => out.extend_from_slice(b"\xFF,\xFE"),
+            // A lone `\r` ends a record too.
+            6 if plain => out.extend_from_slice(b"a\rb"),
             _ => {
-                let cells: Vec<String> = headers.iter().map(|h| csv_cell(rng, h)).collect();
+                let cells: Vec<String> = headers.iter().map(|h| csv_cell(rng, h, plain)).collect();
                 out.extend_from_slice(cells.join(",").as_bytes());
             }
         }

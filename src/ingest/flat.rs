@@ -312,21 +312,48 @@ impl FlatRow {
         delimiter: char,
         number: u64,
     ) {
-        self.slots.clear();
-        self.line = number;
-        self.text.clear();
-        for (i, (cell, (name, slot))) in cells.zip(headers).enumerate() {
+        self.start_csv(number);
+        for (i, (cell, header)) in cells.zip(headers).enumerate() {
             if i > 0 {
                 self.text.push(delimiter);
             }
             let start = self.text.len();
             self.text.push_str(cell);
-            let value = Slot::Span(start, self.text.len());
-            match *slot {
-                // A header present twice: the last cell wins, as in a map.
-                Some(s) => self.slots.overwrite(s, value),
-                None => self.slots.unknown.push((name.clone(), value)),
-            }
+            self.csv_cell(header, Slot::Span(start, self.text.len()));
+        }
+    }
+
+    /// Sets the row to a CSV record read as `text`, its cells joined by a
+    /// one-byte delimiter, each ending at its `ends` (under `headers`):
+    /// the row [`Self::fill_csv`] makes of those cells.
+    pub fn fill_csv_cells(
+        &mut self,
+        text: &str,
+        ends: &[usize],
+        headers: &[(String, Option<usize>)],
+        number: u64,
+    ) {
+        self.start_csv(number);
+        self.text.push_str(text);
+        let mut start = 0;
+        for (&end, header) in ends.iter().zip(headers) {
+            self.csv_cell(header, Slot::Span(start, end));
+            start = end + 1;
+        }
+    }
+
+    fn start_csv(&mut self, number: u64) {
+        self.slots.clear();
+        self.line = number;
+        self.text.clear();
+    }
+
+    /// Sets the cell under `header` (its name and slot).
+    fn csv_cell(&mut self, (name, slot): &(String, Option<usize>), value: Slot) {
+        match *slot {
+            // A header present twice: the last cell wins, as in a map.
+            Some(s) => self.slots.overwrite(s, value),
+            None => self.slots.unknown.push((name.clone(), value)),
         }
     }
 

@@ -234,24 +234,33 @@ pub fn read_ndjson_block(
     sink: &mut dyn RecordSink,
     row: &mut Option<FlatRow>,
 ) -> Result<()> {
-    let mut rest: &[u8] = &block.bytes;
+    let all: &[u8] = &block.bytes;
+    // A block is checked as UTF-8 at once (with SIMD); only a block that
+    // is not has its lines checked one by one.
+    let whole = simdutf8::basic::from_utf8(all).ok();
+    let mut at = 0;
     let mut number = block.first_line - 1;
-    while !rest.is_empty() {
-        let (mut bytes, next) = match memchr::memchr(b'\n', rest) {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, &rest[rest.len()..]),
-        };
-        rest = next;
+    while at < all.len() {
+        let (mut start, mut end) = (
+            at,
+            memchr::memchr(b'\n', &all[at..]).map_or(all.len(), |i| at + i),
+        );
+        at = end + 1;
         number += 1;
-        if number == 1 && bytes.starts_with(BOM) {
-            bytes = &bytes[BOM.len()..];
+        if number == 1 && all[start..end].starts_with(BOM) {
+            start += BOM.len();
         }
-        while let [head @ .., b'\r'] = bytes {
-            bytes = head;
+        while end > start && all[end - 1] == b'\r' {
+            end -= 1;
         }
+        let bytes = &all[start..end];
         // A line that is not UTF-8 is a reject of its own (its bytes
         // kept exactly); the others still land.
-        let text = match std::str::from_utf8(bytes) {
+        let checked = match whole {
+            Some(text) => Ok(&text[start..end]),
+            None => std::str::from_utf8(bytes),
+        };
+        let text = match checked {
             Ok(text) => text,
             Err(e) => {
                 let at = e.valid_up_to();
