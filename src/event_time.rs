@@ -31,9 +31,20 @@ const NAIVE_FORMATS: &[&str] = &[
     "%Y-%m-%d %H:%M",
 ];
 
+/// `text` without leading and trailing white space, as [`str::trim`]
+/// gives it, but without decoding a character when both ends are ASCII
+/// that is not white space (a value's usual shape: nothing to trim).
+pub fn trim(text: &str) -> &str {
+    let plain = |b: &u8| b.is_ascii() && !b.is_ascii_whitespace() && *b != 0x0B;
+    match (text.as_bytes().first(), text.as_bytes().last()) {
+        (Some(first), Some(last)) if plain(first) && plain(last) => text,
+        _ => text.trim(),
+    }
+}
+
 /// Parses an RFC 3339 timestamp that carries its offset (`Z` or `±hh:mm`).
 pub fn parse_with_offset(text: &str) -> Result<Micros, TimeError> {
-    let trimmed = text.trim();
+    let trimmed = trim(text);
     if let Some(micros) = plain_rfc3339(trimmed.as_bytes()) {
         return Ok(micros);
     }
@@ -106,7 +117,7 @@ fn plain_rfc3339(b: &[u8]) -> Option<Micros> {
 /// Parses a naive timestamp (no offset) with `format`, or the usual ISO
 /// shapes when `format` is `None`.
 pub fn parse_naive(text: &str, format: Option<&str>) -> Result<NaiveDateTime, TimeError> {
-    let trimmed = text.trim();
+    let trimmed = trim(text);
     let parsed = match format {
         Some(f) => NaiveDateTime::parse_from_str(trimmed, f).ok(),
         None => NAIVE_FORMATS
@@ -221,6 +232,25 @@ impl PeriodClock {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn trim_is_str_s() {
+        let mut texts: Vec<String> = (0u32..0x250)
+            .filter_map(char::from_u32)
+            .flat_map(|c| {
+                [
+                    format!("{c}"),
+                    format!("{c}a{c}"),
+                    format!("a{c}"),
+                    format!("{c}a"),
+                ]
+            })
+            .collect();
+        texts.extend(["", " ", "\u{3000}x\u{2028}", "x\u{85}"].map(String::from));
+        for t in &texts {
+            assert_eq!(trim(t), t.trim(), "{t:?}");
+        }
+    }
+
     use std::collections::BTreeSet;
 
     use super::*;

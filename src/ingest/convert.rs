@@ -516,7 +516,7 @@ impl BatchBuilder {
         let text = |name: &str| -> std::result::Result<Cow<'_, str>, String> {
             match record.field(name, slot_of(name)) {
                 None | Some(Scalar::Null) => Err(format!("event-time field {name} is missing")),
-                Some(Scalar::Str(s)) if s.trim().is_empty() => {
+                Some(Scalar::Str(s)) if event_time::trim(s).is_empty() => {
                     Err(format!("event-time field {name} is empty"))
                 }
                 Some(v) => Ok(v.text()),
@@ -524,7 +524,7 @@ impl BatchBuilder {
         };
         let integer = |name: &str| -> std::result::Result<i64, String> {
             let t = text(name)?;
-            t.trim()
+            event_time::trim(&t)
                 .parse::<i64>()
                 .map_err(|_| format!("event-time field {name}: {t:?} is not an integer"))
         };
@@ -627,7 +627,7 @@ pub(super) fn hash(raw: &[u8]) -> [u8; 16] {
 /// (`2024-03-31T10:00:00Z`, `2024-03-31 10:00:00`): the date as written.
 /// Anything else after the date (`2024-03-31garbage`) is not a date.
 fn parse_date(text: &str) -> std::result::Result<NaiveDate, String> {
-    let t = text.trim();
+    let t = event_time::trim(text);
     let bad = || format!("{t:?} is not a date (YYYY-MM-DD, or a timestamp)");
     let date_part = t.get(..10).unwrap_or(t);
     let date = NaiveDate::parse_from_str(date_part, "%Y-%m-%d").map_err(|_| bad())?;
@@ -673,7 +673,7 @@ pub(super) fn convert_scalar<'a>(
         Some(v) => v,
     };
     let as_text = || match value {
-        Scalar::Str(s) => Cow::Borrowed(s.trim()),
+        Scalar::Str(s) => Cow::Borrowed(event_time::trim(s)),
         other => other.text(),
     };
     let bad = |what: &str| format!("{} is not {what}", truncate(&as_text()));
