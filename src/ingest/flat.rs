@@ -35,15 +35,27 @@ pub struct RowShape {
 
 /// A key's first sixteen bytes, zero-padded, as two words.
 fn head(key: &[u8]) -> [u64; 2] {
-    let word = |part: &[u8]| match part.first_chunk::<8>() {
-        Some(eight) => u64::from_le_bytes(*eight),
-        None => part
-            .iter()
-            .rev()
-            .fold(0u64, |w, &b| (w << 8) | u64::from(b)),
-    };
     let (first, rest) = key.split_at(key.len().min(8));
     [word(first), word(&rest[..rest.len().min(8)])]
+}
+
+/// Up to eight bytes as a little-endian word, zero-padded. A part shorter
+/// than a load is read as two loads that overlap (the shared bytes are
+/// the same in both), so no length costs a loop.
+fn word(part: &[u8]) -> u64 {
+    fn two<const N: usize>(part: &[u8], load: fn([u8; N]) -> u64) -> Option<u64> {
+        let low = load(*part.first_chunk::<N>()?);
+        let high = load(*part.last_chunk::<N>()?);
+        Some(low | high << (8 * (part.len() - N)))
+    }
+    let found = match part.len() {
+        8.. => part.first_chunk::<8>().map(|w| u64::from_le_bytes(*w)),
+        4..=7 => two::<4>(part, |w| u64::from(u32::from_le_bytes(w))),
+        2..=3 => two::<2>(part, |w| u64::from(u16::from_le_bytes(w))),
+        1 => Some(u64::from(part[0])),
+        0 => Some(0),
+    };
+    found.unwrap_or(0)
 }
 
 impl RowShape {
@@ -622,6 +634,21 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_word_is_its_bytes_zero_padded() {
+        let text = b"abcdefghij\xff\x00\x80";
+        for start in 0..text.len() {
+            for end in start..=text.len().min(start + 8) {
+                let part = &text[start..end];
+                let want = part
+                    .iter()
+                    .rev()
+                    .fold(0u64, |w, &b| (w << 8) | u64::from(b));
+                assert_eq!(word(part), want, "{part:?}");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

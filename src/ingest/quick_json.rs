@@ -164,6 +164,16 @@ const EXACT_DIGITS: usize = 19;
 impl Mantissa {
     /// Reads the digits from `i`, returning where they end.
     fn read(&mut self, b: &[u8], mut i: usize) -> usize {
+        // Eight digits at a time while they stay within the exact digits
+        // (then the value stays below 10^19, within a `u64`).
+        while self.count + 8 <= EXACT_DIGITS
+            && let Some(word) = b.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok())
+            && let Some(eight) = eight_digits(u64::from_le_bytes(word))
+        {
+            self.value = self.value * 100_000_000 + eight;
+            self.count += 8;
+            i += 8;
+        }
         while let Some(&d) = b.get(i).filter(|d| d.is_ascii_digit()) {
             if self.count < EXACT_DIGITS {
                 self.value = self.value * 10 + u64::from(d - b'0');
@@ -173,6 +183,23 @@ impl Mantissa {
         }
         i
     }
+}
+
+/// The value of eight ASCII digits read as a little-endian word (the
+/// first digit in the lowest byte), or None when a byte is not a digit.
+fn eight_digits(word: u64) -> Option<u64> {
+    // A byte is a digit when subtracting '0' does not borrow and adding
+    // 0x46 (to reach 0x80 from '9' + 1) does not set its high bit.
+    let less = word.wrapping_sub(ONES * u64::from(b'0'));
+    let more = word.wrapping_add(ONES * 0x46);
+    if (less | more) & HIGHS != 0 {
+        return None;
+    }
+    // Pairs, then fours, then all eight: each step joins neighbours as
+    // high * 10^k + low, the lower-addressed (earlier) digit the high one.
+    let pairs = (less * 10 + (less >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let fours = (pairs * 100 + (pairs >> 16)) & 0x0000_FFFF_0000_FFFF;
+    Some((fours * 10_000 + (fours >> 32)) & 0xFFFF_FFFF)
 }
 
 /// A number as serde_json reads it (the text after it is the caller's to
@@ -376,6 +403,38 @@ mod tests {
     /// Every double written in full, or cut to fewer digits, reads back
     /// with the bits std's correctly rounded parse gives (the fast path
     /// and the fallback alike).
+    #[test]
+    fn eight_digits_at_once_are_the_digits_one_by_one() {
+        let by_one = |text: &[u8]| {
+            text.iter().try_fold(0u64, |v, d| {
+                d.is_ascii_digit().then(|| v * 10 + u64::from(d - b'0'))
+            })
+        };
+        let mut texts: Vec<[u8; 8]> = vec![*b"00000000", *b"99999999", *b"12345678", *b"10000001"];
+        // Every byte in every place, among digits.
+        for place in 0..8 {
+            for byte in 0..=255u8 {
+                let mut t = *b"31415926";
+                t[place] = byte;
+                texts.push(t);
+            }
+        }
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut t = [0u8; 8];
+            for (i, b) in t.iter_mut().enumerate() {
+                *b = b'0' + ((x >> (i * 5)) % 10) as u8;
+            }
+            texts.push(t);
+        }
+        for t in texts {
+            assert_eq!(eight_digits(u64::from_le_bytes(t)), by_one(&t), "{t:?}");
+        }
+    }
+
     #[test]
     fn floats_are_correctly_rounded() {
         use rand::{Rng, SeedableRng};
