@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use super::convert::Record;
 use super::flat::FlatRow;
-use super::records::{RecordSink, Unreadable, bytes_at, io_error};
+use super::records::{BOM, RecordSink, Unreadable, bytes_at, io_error};
 use crate::error::{Error, Result};
 use crate::pipeline::SourceConfig;
 
@@ -160,18 +160,33 @@ impl CsvBlocks {
     fn read_block(&mut self) -> Result<Option<CsvBlock>> {
         let mut bytes = std::mem::take(&mut self.carry);
         let first = self.headers.is_none();
+        // The bytes the cutter has read (the carry it read with the last
+        // block).
+        let mut fed = bytes.len();
         let end = loop {
-            let start = bytes.len();
             let n = (&mut self.file)
-                .take(self.block.max(start / 2) as u64)
+                .take(self.block.max(bytes.len() / 2) as u64)
                 .read_to_end(&mut bytes)
                 .map_err(io_error(&self.path))?;
             if n == 0 {
                 break None;
             }
+            if self.offset == 0 && fed == 0 {
+                // The parser skips a byte order mark before the first
+                // cell, so the cutter does too (for it, the mark would be
+                // the cell's text, and a quote after it text as well).
+                if bytes.len() < BOM.len() && BOM.starts_with(&bytes) {
+                    continue;
+                }
+                if bytes.starts_with(BOM) {
+                    fed = BOM.len();
+                }
+            }
+            let end = self.ends.last_end(&bytes[fed..]).map(|e| fed + e);
+            fed = bytes.len();
             // The first block holds the header: a record with something in
             // it, not only the blank lines the parser skips before it.
-            if let Some(end) = self.ends.last_end(&bytes[start..]).map(|e| start + e)
+            if let Some(end) = end
                 && (!first || has_text(&bytes[..end]))
             {
                 break Some(end);
@@ -224,7 +239,7 @@ impl Iterator for CsvBlocks {
 
 /// Whether `bytes` hold more than line ends (and a byte order mark).
 fn has_text(bytes: &[u8]) -> bool {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
     bytes.iter().any(|b| *b != b'\n' && *b != b'\r')
 }
 

@@ -354,6 +354,11 @@ fn csv_file(rng: &mut StdRng, unknown: bool) -> Vec<u8> {
         headers.swap(i, rng.random_range(0..=i));
     }
     headers.retain(|_| rng.random_bool(0.9));
+    if unknown && rng.random_bool(0.3) {
+        // An unknown first header cell that ends with the delimiter (so
+        // it is quoted): after a byte order mark, its quote still opens it.
+        headers.insert(0, "zz,");
+    }
     let mut out = Vec::new();
     if rng.random_bool(0.2) {
         out.extend_from_slice(b"\xEF\xBB\xBF");
@@ -365,7 +370,17 @@ fn csv_file(rng: &mut StdRng, unknown: bool) -> Vec<u8> {
         out.extend_from_slice(end);
         out.extend_from_slice(b"\n");
     }
-    out.extend_from_slice(headers.join(",").as_bytes());
+    let names: Vec<String> = headers
+        .iter()
+        .map(|h| {
+            if h.contains(',') || rng.random_bool(0.1) {
+                format!("\"{h}\"")
+            } else {
+                (*h).to_string()
+            }
+        })
+        .collect();
+    out.extend_from_slice(names.join(",").as_bytes());
     out.extend_from_slice(end);
     for _ in 0..rng.random_range(0..40) {
         match rng.random_range(0..100) {
@@ -504,5 +519,35 @@ fn doubles_are_read_exactly_in_every_path() {
                 wrong.first()
             );
         }
+    }
+}
+
+/// A byte order mark before a quoted first header cell that ends with the
+/// delimiter: the parser skips the mark, so the quote opens the cell. A
+/// cutter that took the mark for the cell's text saw the quote as text,
+/// the delimiter as the cell's end and the closing quote as an opening
+/// one, and cut a later quoted line end as a record's end. Every block
+/// size gives the rows of one whole read.
+#[test]
+fn a_byte_order_mark_does_not_move_the_cuts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bom.csv");
+    let text = "\u{feff}\"s,\",l,ts\nq,1,2024-01-01T00:00:00Z\n\"x\ny\",2,2024-01-01T00:00:00Z\n\
+                z,3,2024-01-01T00:00:00Z\n";
+    std::fs::write(&path, text).expect("write");
+    let job = job("csv", "ignore");
+    let whole = read(&job, &path, Mode::Rows);
+    assert_eq!(whole.result, Ok(()));
+    assert!(whole.rejects.is_empty(), "{:?}", whole.rejects);
+    assert_eq!(
+        whole.rows.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        3
+    );
+    for size in 1..=text.len() {
+        assert_eq!(
+            read(&job, &path, Mode::Blocks(size)),
+            whole,
+            "blocks of {size} bytes"
+        );
     }
 }

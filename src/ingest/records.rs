@@ -101,7 +101,7 @@ pub(super) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 }
 
 /// A UTF-8 byte order mark, which some tools write at the start of a file.
-const BOM: &[u8] = b"\xEF\xBB\xBF";
+pub(super) const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// One record per line; a line that is not a JSON object (or not UTF-8)
 /// is a reject of its own. Read in blocks of whole lines
