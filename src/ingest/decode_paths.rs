@@ -32,6 +32,16 @@ struct Outcome {
 }
 
 fn job(format: &str, drift: &str) -> Job {
+    job_at(format, drift, "")
+}
+
+/// [`job`], its records at `records` (JSON documents).
+fn job_at(format: &str, drift: &str, records: &str) -> Job {
+    let records = if records.is_empty() {
+        String::new()
+    } else {
+        format!(", records = \"{records}\"")
+    };
     let text = format!(
         r#"
 [catalog]
@@ -39,7 +49,7 @@ uri = "http://127.0.0.1:1"
 [[job]]
 name = "j"
 table = "t.j"
-source = {{ path = "in/*.{format}", format = "{format}" }}
+source = {{ path = "in/*.{format}", format = "{format}"{records} }}
 event_time = {{ kind = "offset", column = "ts" }}
 schema_drift = "{drift}"
 columns = [
@@ -73,6 +83,8 @@ enum Mode {
     /// Rows decoded straight into fields, in blocks of whole lines
     /// (NDJSON) or records (CSV) read this many bytes at a time.
     Blocks(usize),
+    /// A JSON document parsed whole, as one value.
+    WholeDocument,
 }
 
 /// Reads `path` for `job` through the real file sink.
@@ -93,6 +105,9 @@ fn read(job: &Job, path: &Path, mode: Mode) -> Outcome {
     sink.decode_rows = !matches!(mode, Mode::Values);
     let result = match mode {
         Mode::Values | Mode::Rows => records::read_file(path, cfg, &mut sink),
+        Mode::WholeDocument => std::fs::read_to_string(path)
+            .map_err(records::io_error(path))
+            .and_then(|text| records::read_json_whole(path, cfg, &text, &mut sink)),
         Mode::Blocks(size) if cfg.format == crate::pipeline::Format::Csv => {
             super::csv_blocks::CsvBlocks::open(path, cfg, Some(size)).and_then(|blocks| {
                 for block in blocks {
@@ -268,40 +283,7 @@ fn ndjson_file(rng: &mut StdRng, unknown: bool) -> Vec<u8> {
             6..=7 => out.extend_from_slice(b"{\"ts\": \"2024-03-01T10:00:00Z\", \"l\": 1"),
             8 => out.extend_from_slice(b"{\"l\": 1, \"s\": \"\xFF\xFE\"}"),
             9 => out.extend_from_slice(b"{\"l\": 1} trailing"),
-            _ => {
-                if rng.random_bool(0.1) {
-                    // Keys in another order from here on.
-                    let i = rng.random_range(0..order.len());
-                    let j = rng.random_range(0..order.len());
-                    order.swap(i, j);
-                }
-                let mut line = String::from("{");
-                let mut first = true;
-                for key in &order {
-                    if rng.random_bool(if *key == "loc.lat" { 0.9 } else { 0.04 }) {
-                        continue;
-                    }
-                    if !first {
-                        line.push_str(if rng.random_bool(0.5) { ", " } else { "," });
-                    }
-                    first = false;
-                    let _ = write!(line, "{}: {}", json_key(rng, key), json_value(rng, key));
-                    if rng.random_bool(0.003) {
-                        let _ = write!(line, ", {}: {}", json_key(rng, key), json_value(rng, key));
-                    }
-                }
-                if unknown && rng.random_bool(0.3) {
-                    let _ = write!(
-                        line,
-                        "{}\"zz{}\": {}",
-                        if first { "" } else { ", " },
-                        rng.random_range(0..3),
-                        json_value(rng, "zz")
-                    );
-                }
-                line.push('}');
-                out.extend_from_slice(line.as_bytes());
-            }
+            _ => out.extend_from_slice(json_object(rng, &mut order, unknown).as_bytes()),
         }
         out.extend_from_slice(end);
     }
@@ -312,6 +294,143 @@ fn ndjson_file(rng: &mut StdRng, unknown: bool) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A JSON object of the job's keys (in `order`, which may change), most of
+/// them present, values good and bad, now and then a key twice or an
+/// unknown one.
+fn json_object(rng: &mut StdRng, order: &mut [&str], unknown: bool) -> String {
+    if rng.random_bool(0.1) {
+        // Keys in another order from here on.
+        let i = rng.random_range(0..order.len());
+        let j = rng.random_range(0..order.len());
+        order.swap(i, j);
+    }
+    let mut line = String::from("{");
+    let mut first = true;
+    for key in order.iter() {
+        if rng.random_bool(if *key == "loc.lat" { 0.9 } else { 0.04 }) {
+            continue;
+        }
+        if !first {
+            line.push_str(if rng.random_bool(0.5) { ", " } else { "," });
+        }
+        first = false;
+        let _ = write!(line, "{}: {}", json_key(rng, key), json_value(rng, key));
+        if rng.random_bool(0.003) {
+            let _ = write!(line, ", {}: {}", json_key(rng, key), json_value(rng, key));
+        }
+    }
+    if unknown && rng.random_bool(0.3) {
+        let _ = write!(
+            line,
+            "{}\"zz{}\": {}",
+            if first { "" } else { ", " },
+            rng.random_range(0..3),
+            json_value(rng, "zz")
+        );
+    }
+    line.push('}');
+    line
+}
+
+/// A JSON document and the path of its records: mostly an array of the
+/// job's objects, some of them not objects, with a key twice, or with what
+/// only a whole parse refuses (a lone surrogate, a number out of range);
+/// around it, now and then, what a path can meet (a missing key, an object,
+/// a scalar, a key twice on the path or beside it) or a document cut short.
+fn json_document(rng: &mut StdRng, unknown: bool) -> (Vec<u8>, &'static str) {
+    let keys = [
+        "ts", "s", "i", "l", "d", "f", "b", "dt", "at", "dec", "loc", "tags", "orig", "loc.lat",
+    ];
+    let mut order: Vec<&str> = keys.to_vec();
+    let items: Vec<String> = (0..rng.random_range(0..30))
+        .map(|_| match rng.random_range(0..100) {
+            0 => "1".into(),
+            1 => "\"x\"".into(),
+            2 => "null".into(),
+            3 => "[{\"l\": 1}]".into(),
+            4 => r#"{"l": 1, "s": "\ud800"}"#.into(),
+            5 => r#"{"l": 1, "d": 1e400}"#.into(),
+            6..=7 => r#"{"l": 1, "l": 2}"#.into(),
+            _ => json_object(rng, &mut order, unknown),
+        })
+        .collect();
+    let sep = if rng.random_bool(0.5) { ",\n  " } else { "," };
+    let array = format!("[{}]", items.join(sep));
+    let meta = pick(
+        rng,
+        &[
+            r#"{"n": 1}"#,
+            r#"{"n": 1, "n": 2}"#,
+            r#""\udc00""#,
+            r#"1e999"#,
+            r#"[1, {"a": [2]}]"#,
+        ],
+    );
+    let (text, path) = match rng.random_range(0..100) {
+        0..=29 => (array, ""),
+        30..=69 => (format!(r#"{{"meta": {meta}, "data": {array}}}"#), "data"),
+        70..=79 => (format!(r#"{{"data": {array}, "meta": {meta}}}"#), "data"),
+        80..=84 => (
+            format!(r#"{{"a": {{"data": {array}}}, "meta": {meta}}}"#),
+            "a.data",
+        ),
+        85..=86 => (
+            format!(
+                r#"{{"data": {}}}"#,
+                items.first().map_or("{}", String::as_str)
+            ),
+            "data",
+        ),
+        87 => (format!(r#"{{"data": 3, "meta": {array}}}"#), "data"),
+        88 => (format!(r#"{{"meta": {array}}}"#), "data"),
+        89 => (format!(r#"{{"data": [], "data": {array}}}"#), "data"),
+        90 => (format!(r#"[{array}]"#), "0"),
+        91..=93 => {
+            let cut = rng.random_range(0..=array.len());
+            let cut = (0..=cut)
+                .rev()
+                .find(|c| array.is_char_boundary(*c))
+                .unwrap_or(0);
+            (array[..cut].to_string(), "")
+        }
+        _ => (format!("  {array}\n"), ""),
+    };
+    (text.into_bytes(), path)
+}
+
+/// A JSON document read record by record gives what parsing it whole
+/// gives: the same rows, rejects (text, reason, number), counts and
+/// errors, whatever the document holds or lacks.
+#[test]
+fn json_documents_read_by_record_as_read_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut rng = StdRng::seed_from_u64(20_261_204);
+    let (mut rows, mut rejects, mut failed) = (0, 0, 0);
+    for case in 0..600 {
+        let unknown = case % 4 == 0;
+        let (text, records) = json_document(&mut rng, unknown);
+        let job = job_at("json", "ignore", records);
+        let path = dir.path().join(format!("{case}.json"));
+        std::fs::write(&path, &text).expect("write");
+        let by_record = read(&job, &path, Mode::Rows);
+        let whole = read(&job, &path, Mode::WholeDocument);
+        assert_eq!(
+            by_record,
+            whole,
+            "case {case} (records at {records:?}):\n{}",
+            String::from_utf8_lossy(&text)
+        );
+        rows += whole.rows.iter().map(RecordBatch::num_rows).sum::<usize>();
+        rejects += whole.rejects.len();
+        failed += usize::from(whole.result.is_err());
+    }
+    // The documents reach every outcome: rows, rejects and failed reads.
+    assert!(
+        rows > 2_000 && rejects > 200 && failed > 50,
+        "{rows} rows, {rejects} rejects, {failed} failures"
+    );
 }
 
 /// A cell of a file with quotes (or, when `plain`, of a file without any,

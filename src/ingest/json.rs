@@ -119,6 +119,112 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
+/// Checks `text` as [`from_str`] reads it, without building any value: the
+/// same error for the same document (the first in the document, a key
+/// present twice included), or none.
+///
+/// # Errors
+/// As [`from_str`].
+pub fn check(text: &str) -> serde_json::Result<()> {
+    serde_json::from_str::<Checked>(text).map(|_| ())
+}
+
+/// A value read through [`CheckVisitor`].
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckVisitor).map(|()| Checked)
+    }
+}
+
+/// Visits a value as [`StrictVisitor`] does (the parser checks strings and
+/// numbers the same way whatever the visitor keeps), keeping only the keys
+/// of the object being read, to find one present twice where it would.
+struct CheckVisitor;
+
+impl<'de> Visitor<'de> for CheckVisitor {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        Checked::deserialize(d).map(|_| ())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
+        let mut keys = std::collections::BTreeSet::new();
+        while let Some(Key(key)) = access.next_key()? {
+            let Checked = access.next_value()?;
+            if keys.contains(&key) {
+                return Err(de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            keys.insert(key);
+        }
+        Ok(())
+    }
+}
+
+/// An object's key, borrowed from the text when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// An object's members as raw text, keys distinct.
 struct RawObject<'a>(Vec<(String, &'a RawValue)>);
 
@@ -179,6 +285,28 @@ pub fn raw_records<'a>(text: &'a str, path: &str) -> Result<Vec<&'a RawValue>, S
         .map_err(|_| "the records path does not lead to an array".to_string())
 }
 
+/// The records at `path` (dot-separated object keys; empty for the whole
+/// document) of `text`, each as its own text, without building any value:
+/// the items of the array there, or the object there as one record.
+/// `None` when parsing the document whole would not lead to records that
+/// way: the JSON is malformed, a key on the path is missing or present
+/// twice, or the path leads to anything else.
+pub fn record_items<'a>(text: &'a str, path: &str) -> Option<Vec<&'a RawValue>> {
+    let mut node: &'a RawValue = serde_json::from_str(text).ok()?;
+    for key in path.split('.').filter(|k| !k.is_empty()) {
+        if node.get().as_bytes().first() != Some(&b'{') {
+            return None;
+        }
+        let RawObject(members) = serde_json::from_str(node.get()).ok()?;
+        node = members.into_iter().find(|(k, _)| k == key)?.1;
+    }
+    match node.get().as_bytes().first() {
+        Some(b'[') => serde_json::from_str(node.get()).ok(),
+        Some(b'{') => Some(vec![node]),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +340,40 @@ mod tests {
         }
         let e = from_str(r#"{"a": 1,"#).expect_err("malformed");
         assert!(!is_duplicate(&e), "{e}");
+    }
+
+    #[test]
+    fn check_fails_where_from_str_fails_and_says_the_same() {
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let texts = [
+            r#"{"a": [1, {"b": "x"}], "c": null}"#.to_string(),
+            r#"{"a": 1, "\u0061": 2}"#.into(),
+            r#"[{"a": 1}, {"b": {"c": 1, "d": "\ud800", "c": 2}}]"#.into(),
+            r#"[{"b": {"c": 1, "c": 2, "d": "\ud800"}}]"#.into(),
+            r#"{"x": "\udc00"}"#.into(),
+            r#"{"x": "\ud83d\ude00"}"#.into(),
+            r#"[1e400]"#.into(),
+            r#"[-1e400, 1e-400, 18446744073709551616, -9223372036854775809]"#.into(),
+            "[\"a\u{1}b\"]".into(),
+            r#"{"a": 1,}"#.into(),
+            r#"{"a": 1} x"#.into(),
+            r#"{"a" 1}"#.into(),
+            r#"[1, 2"#.into(),
+            String::new(),
+            "\u{feff}[]".into(),
+            deep(127),
+            deep(128),
+            deep(200),
+        ];
+        for text in &texts {
+            assert_eq!(
+                check(text).map_err(|e| (e.to_string(), is_duplicate(&e))),
+                from_str(text)
+                    .map(|_| ())
+                    .map_err(|e| (e.to_string(), is_duplicate(&e))),
+                "{text}"
+            );
+        }
     }
 
     #[test]

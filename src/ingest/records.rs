@@ -317,22 +317,52 @@ fn json_reason(e: &serde_json::Error) -> String {
 }
 
 /// One JSON document: the records are the array at `records` (an object
-/// there is one record). A record with a key present twice is a reject of
-/// its own: the document is then read again record by record.
+/// there is one record).
+///
+/// The document is checked first without building its values
+/// ([`json::check`]: the errors of parsing it whole), then its structure
+/// is read as text ([`json::record_items`]) and each record parsed on its
+/// own, so memory holds the file's text and one record's value, not the
+/// whole document's (several times the file's size). A record with a key
+/// present twice is a reject of its own: the document is then read record
+/// by record as the source has it. The result is that of parsing the
+/// document whole ([`read_json_whole`]).
 fn read_json(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> Result<()> {
     let io = io_error(path);
     let text = std::fs::read_to_string(path).map_err(&io)?;
-    let doc = match json::from_str(&text) {
-        Ok(doc) => doc,
+    match json::check(&text) {
+        Ok(()) => {}
         Err(e) if json::is_duplicate(&e) => {
             return read_json_records(path, source, &text, sink);
         }
-        Err(e) => {
-            return Err(
-                Error::Source(format!("{}: malformed JSON document: {e}", path.display()))
-                    .caused_by(e),
-            );
+        Err(e) => return Err(malformed_document(path, e)),
+    }
+    match json::record_items(&text, source.records.as_deref().unwrap_or("")) {
+        Some(items) => read_json_items(&items, 1, sink),
+        // The records path leads nowhere: the whole reading says why.
+        None => read_json_whole(path, source, &text, sink),
+    }
+}
+
+fn malformed_document(path: &Path, e: serde_json::Error) -> Error {
+    Error::Source(format!("{}: malformed JSON document: {e}", path.display())).caused_by(e)
+}
+
+/// One JSON document parsed whole, as a value: what [`read_json`] gives.
+/// A record with a key present twice is a reject of its own: the document
+/// is then read again record by record.
+pub(super) fn read_json_whole(
+    path: &Path,
+    source: &SourceConfig,
+    text: &str,
+    sink: &mut dyn RecordSink,
+) -> Result<()> {
+    let doc = match json::from_str(text) {
+        Ok(doc) => doc,
+        Err(e) if json::is_duplicate(&e) => {
+            return read_json_records(path, source, text, sink);
         }
+        Err(e) => return Err(malformed_document(path, e)),
     };
     let mut node = &doc;
     for key in source
@@ -377,8 +407,17 @@ fn read_json_records(
 ) -> Result<()> {
     let items = json::raw_records(text, source.records.as_deref().unwrap_or(""))
         .map_err(|e| Error::Source(format!("{}: {e}", path.display())).caused_by(e))?;
-    for (i, item) in items.iter().enumerate() {
-        let number = i as u64 + 1;
+    read_json_items(&items, 1, sink)
+}
+
+/// `items` (numbered from `first`), each parsed on its own: a record, or a
+/// reject with its text as the source has it.
+fn read_json_items(
+    items: &[&serde_json::value::RawValue],
+    first: u64,
+    sink: &mut dyn RecordSink,
+) -> Result<()> {
+    for (number, item) in (first..).zip(items) {
         match json::from_str(item.get()) {
             Ok(value) => json_record(value, number, sink)?,
             Err(e) => sink.unreadable(Unreadable::text(
