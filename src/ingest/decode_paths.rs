@@ -670,3 +670,35 @@ fn a_byte_order_mark_does_not_move_the_cuts() {
         );
     }
 }
+
+/// A value nested as deep as serde_json allows (128 levels, the line's own
+/// object one of them) decodes the same in both paths: the quick reader
+/// hands a nested value to a parser of its own, which must not allow it the
+/// level the line's object takes.
+#[test]
+fn values_nested_to_the_parser_s_limit_decode_the_same() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("deep.ndjson");
+    let deep = |n: usize, inner: &str| format!("{}{inner}{}", "[".repeat(n), "]".repeat(n));
+    let mut text = String::new();
+    for n in 124..=129 {
+        let _ = writeln!(
+            text,
+            r#"{{"ts":"2024-03-01T10:00:00Z","l":{n},"zz":{}}}"#,
+            deep(n, "1")
+        );
+        let _ = writeln!(
+            text,
+            r#"{{"ts":"2024-03-01T10:00:00Z","l":{n},"tags":{}}}"#,
+            deep(n, "\"x\"")
+        );
+    }
+    std::fs::write(&path, text).expect("write");
+    let job = job("ndjson", "ignore");
+    let values = read(&job, &path, Mode::Values);
+    // The parser's own limit: the lines nested 127 deep or more are rejects.
+    let rejected: Vec<u64> = values.rejects.iter().map(|r| r.3).collect();
+    assert_eq!(rejected, [7, 8, 9, 10, 11, 12], "{:?}", values.rejects);
+    assert_eq!(read(&job, &path, Mode::Rows), values);
+    assert_eq!(read(&job, &path, Mode::Blocks(100)), values);
+}

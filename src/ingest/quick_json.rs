@@ -288,12 +288,42 @@ fn exact_float(mantissa: &Mantissa, fraction_digits: usize, exponent: i32) -> Op
     })
 }
 
+/// Levels a member's value may nest: serde_json's 128 less the one the
+/// line's object takes, as reading the whole line counts them.
+const NESTED_LEVELS: usize = 127;
+
 /// An object or array value, read by the full parser (with its duplicate
-/// key check); None when it does not read.
+/// key check); None when it does not read, or nests deeper than reading
+/// the whole line allows (a parser of its own would allow it one level
+/// more: the full parser then rejects the line).
 fn nested(line: &str, start: usize) -> Option<(Quick, usize)> {
     let mut values = serde_json::Deserializer::from_str(&line[start..]).into_iter::<Strict>();
     let Strict(value) = values.next()?.ok()?;
+    if levels(&value, NESTED_LEVELS) >= NESTED_LEVELS {
+        return None;
+    }
     Some((Quick::Nested(value), start + values.byte_offset()))
+}
+
+/// How many levels of arrays and objects `value` nests (a scalar 0),
+/// counted no further than `limit`.
+fn levels(value: &serde_json::Value, limit: usize) -> usize {
+    let inner = |items: &mut dyn Iterator<Item = &serde_json::Value>| {
+        let mut deepest = 0;
+        for v in items {
+            deepest = deepest.max(levels(v, limit.saturating_sub(1)));
+            if deepest + 1 >= limit {
+                break;
+            }
+        }
+        deepest + 1
+    };
+    match value {
+        _ if limit == 0 => 0,
+        serde_json::Value::Array(items) => inner(&mut items.iter()),
+        serde_json::Value::Object(members) => inner(&mut members.values()),
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
