@@ -702,3 +702,24 @@ fn values_nested_to_the_parser_s_limit_decode_the_same() {
     assert_eq!(read(&job, &path, Mode::Rows), values);
     assert_eq!(read(&job, &path, Mode::Blocks(100)), values);
 }
+
+/// A line is blank only when it holds JSON's own white space (space, tab,
+/// carriage return); any other text, Unicode white space included, is a
+/// line that is not JSON: a reject, never a line skipped unseen.
+#[test]
+fn a_line_of_other_white_space_is_a_reject() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("spaces.ndjson");
+    let row = r#"{"ts":"2024-03-01T10:00:00Z","l":1}"#;
+    let text = format!("{row}\n \t \r\n\u{a0}\n\u{c}\n\u{2028}\n\u{85}\n{row}\n");
+    std::fs::write(&path, text).expect("write");
+    let job = job("ndjson", "ignore");
+    let values = read(&job, &path, Mode::Values);
+    let rejected: Vec<u64> = values.rejects.iter().map(|r| r.3).collect();
+    assert_eq!(rejected, [3, 4, 5, 6], "{:?}", values.rejects);
+    assert_eq!(
+        values.rows.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        2
+    );
+    assert_eq!(read(&job, &path, Mode::Rows), values);
+}

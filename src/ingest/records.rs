@@ -272,7 +272,9 @@ pub fn read_ndjson_block(
                 continue;
             }
         };
-        if text.trim().is_empty() {
+        // Blank: JSON's own white space only. Any other text (Unicode
+        // white space included) is not JSON, and a reject.
+        if text.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
             continue;
         }
         match row {
