@@ -18,6 +18,14 @@ use crate::pipeline::TrinoSettings;
 const MAX_BUSY_RETRIES: u32 = 30;
 /// Pause before asking a busy coordinator again.
 const BUSY_PAUSE: Duration = Duration::from_millis(500);
+/// Times a statement is sent again while the coordinator has no node to
+/// run it on (a coordinator that just started, before its nodes announce
+/// themselves): the statement was not run, so sending it again is safe.
+const MAX_NO_NODES_RETRIES: u32 = 30;
+/// Pause before sending such a statement again.
+const NO_NODES_PAUSE: Duration = Duration::from_secs(2);
+/// Trino's error name for a query it had no node to schedule on.
+const NO_NODES: &str = "NO_NODES_AVAILABLE";
 
 /// A connection to one Trino coordinator.
 #[derive(Clone)]
@@ -161,6 +169,35 @@ impl TrinoClient {
     /// As [`TrinoClient::run`].
     pub async fn run_with(&self, sql: &str, session: &[(String, String)]) -> Result<Outcome> {
         let started = Instant::now();
+        let mut retries = 0;
+        loop {
+            match self.run_once(sql, session, started).await? {
+                Outcome::Failed(f)
+                    if f.error_name == NO_NODES
+                        && retries < MAX_NO_NODES_RETRIES
+                        && started.elapsed() + NO_NODES_PAUSE < self.settings.query_timeout =>
+                {
+                    retries += 1;
+                    tracing::info!(
+                        uri = %self.settings.uri,
+                        retries,
+                        "Trino has no node to run the statement on yet; sending it again"
+                    );
+                    tokio::time::sleep(NO_NODES_PAUSE).await;
+                }
+                outcome => return Ok(outcome),
+            }
+        }
+    }
+
+    /// One sending of `sql`, waited for until `started` is the settings'
+    /// query timeout ago.
+    async fn run_once(
+        &self,
+        sql: &str,
+        session: &[(String, String)],
+        started: Instant,
+    ) -> Result<Outcome> {
         let url = format!("{}/v1/statement", self.settings.uri.trim_end_matches('/'));
         let first = self.send(|| {
             let mut request = self.with_headers(self.http.post(&url).body(sql.to_string()));
@@ -330,6 +367,64 @@ mod tests {
             "((\"t\" >= TIMESTAMP '1970-01-01 00:00:00' AND \"t\" < TIMESTAMP '1970-01-02 00:00:00'))"
         );
         assert_eq!(day_filter("t", &Default::default(), false), "false");
+    }
+
+    /// A coordinator that has no node to run on yet: the statement is sent
+    /// again (bounded) until it runs; any other failure is not.
+    #[tokio::test]
+    async fn a_statement_is_sent_again_while_trino_has_no_node() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        let posts = Arc::new(AtomicU32::new(0));
+        let seen = Arc::clone(&posts);
+        let app = axum::Router::new().route(
+            "/v1/statement",
+            axum::routing::post(move |body: String| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                    let error = |name: &str| {
+                        serde_json::json!({"id": "q", "error": {"message": "no", "errorName": name}})
+                    };
+                    axum::Json(match body.as_str() {
+                        "SELECT 1" if n < 3 => error(NO_NODES),
+                        "SELECT 1" => serde_json::json!({"id": "q", "data": [[1]]}),
+                        _ => error("SYNTAX_ERROR"),
+                    })
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let settings = TrinoSettings {
+            uri: format!("http://{addr}"),
+            catalog: "iceberg".into(),
+            user: "floe".into(),
+            password: None,
+            token: None,
+            query_timeout: Duration::from_secs(60),
+            session: Default::default(),
+        };
+        let client = TrinoClient::new(&settings).expect("client");
+        match client.run("SELECT 1").await.expect("runs") {
+            Outcome::Done(rows) => assert_eq!(rows, vec![vec![Value::from(1)]]),
+            Outcome::Failed(f) => panic!("failed: {f}"),
+        }
+        assert_eq!(posts.load(Ordering::SeqCst), 3);
+        match client.run("SELEC 1").await.expect("answers") {
+            Outcome::Failed(f) => assert_eq!(f.error_name, "SYNTAX_ERROR"),
+            Outcome::Done(_) => panic!("a syntax error ran"),
+        }
+        assert_eq!(
+            posts.load(Ordering::SeqCst),
+            4,
+            "a syntax error is not sent again"
+        );
+        server.abort();
     }
 
     #[test]

@@ -675,21 +675,28 @@ class TrinoServer:
 
     def query(self, catalog: str, sql: str, *, about: str, **session_properties: str) -> tuple[list[list], dict]:
         """Rows and the query's stats. A Trino error fails with `about` (the table) and Trino's
-        error name and message, never a bare stack."""
+        error name and message, never a bare stack. A query Trino had no node for yet (a
+        catalog's nodes are announced a few seconds after the coordinator starts; nothing ran)
+        is sent again, for at most a minute."""
         import trino
 
-        conn = self.connect(catalog, **session_properties)
-        try:
-            cur = conn.cursor()
+        deadline = time.monotonic() + 60
+        while True:
+            conn = self.connect(catalog, **session_properties)
             try:
-                cur.execute(sql)
-                rows = cur.fetchall()
-            except trino.exceptions.TrinoQueryError as exc:
-                raise TrinoRejected(f"Trino rejected {about}: {exc.error_name}: {exc.message}"
-                                    f"\n--- query\n{sql}") from None
-            return rows, dict(cur.stats)
-        finally:
-            conn.close()
+                cur = conn.cursor()
+                try:
+                    cur.execute(sql)
+                    rows = cur.fetchall()
+                except trino.exceptions.TrinoQueryError as exc:
+                    if exc.error_name == "NO_NODES_AVAILABLE" and time.monotonic() < deadline:
+                        time.sleep(1)
+                        continue
+                    raise TrinoRejected(f"Trino rejected {about}: {exc.error_name}: {exc.message}"
+                                        f"\n--- query\n{sql}") from None
+                return rows, dict(cur.stats)
+            finally:
+                conn.close()
 
     def rows(self, catalog: str, sql: str, *, about: str, **session_properties: str) -> list[list]:
         return self.query(catalog, sql, about=about, **session_properties)[0]
