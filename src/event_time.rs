@@ -232,6 +232,10 @@ impl PeriodClock {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
     #[test]
     fn trim_is_str_s() {
         let mut texts: Vec<String> = (0u32..0x250)
@@ -250,10 +254,6 @@ mod tests {
             assert_eq!(trim(t), t.trim(), "{t:?}");
         }
     }
-
-    use std::collections::BTreeSet;
-
-    use super::*;
 
     /// The quick reading of the usual shape gives chrono's instant, and
     /// leaves every other shape (and every error) to chrono.

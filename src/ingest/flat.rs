@@ -634,6 +634,8 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_word_is_its_bytes_zero_padded() {
         let text = b"abcdefghij\xff\x00\x80";
@@ -648,8 +650,6 @@ mod tests {
             }
         }
     }
-
-    use super::*;
 
     #[test]
     fn a_key_is_its_field_s_name_and_no_other() {

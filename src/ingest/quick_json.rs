@@ -299,30 +299,22 @@ const NESTED_LEVELS: usize = 127;
 fn nested(line: &str, start: usize) -> Option<(Quick, usize)> {
     let mut values = serde_json::Deserializer::from_str(&line[start..]).into_iter::<Strict>();
     let Strict(value) = values.next()?.ok()?;
-    if levels(&value, NESTED_LEVELS) >= NESTED_LEVELS {
+    if nests(&value, NESTED_LEVELS) {
         return None;
     }
     Some((Quick::Nested(value), start + values.byte_offset()))
 }
 
-/// How many levels of arrays and objects `value` nests (a scalar 0),
-/// counted no further than `limit`.
-fn levels(value: &serde_json::Value, limit: usize) -> usize {
-    let inner = |items: &mut dyn Iterator<Item = &serde_json::Value>| {
-        let mut deepest = 0;
-        for v in items {
-            deepest = deepest.max(levels(v, limit.saturating_sub(1)));
-            if deepest + 1 >= limit {
-                break;
-            }
-        }
-        deepest + 1
-    };
+/// Whether `value` nests arrays and objects `levels` deep or more.
+fn nests(value: &serde_json::Value, levels: usize) -> bool {
     match value {
-        _ if limit == 0 => 0,
-        serde_json::Value::Array(items) => inner(&mut items.iter()),
-        serde_json::Value::Object(members) => inner(&mut members.values()),
-        _ => 0,
+        serde_json::Value::Array(items) => {
+            levels <= 1 || items.iter().any(|v| nests(v, levels - 1))
+        }
+        serde_json::Value::Object(members) => {
+            levels <= 1 || members.values().any(|v| nests(v, levels - 1))
+        }
+        _ => levels == 0,
     }
 }
 
@@ -430,9 +422,6 @@ mod tests {
         }
     }
 
-    /// Every double written in full, or cut to fewer digits, reads back
-    /// with the bits std's correctly rounded parse gives (the fast path
-    /// and the fallback alike).
     #[test]
     fn eight_digits_at_once_are_the_digits_one_by_one() {
         let by_one = |text: &[u8]| {
@@ -465,6 +454,9 @@ mod tests {
         }
     }
 
+    /// Every double written in full, or cut to fewer digits, reads back
+    /// with the bits std's correctly rounded parse gives (the fast path
+    /// and the fallback alike).
     #[test]
     fn floats_are_correctly_rounded() {
         use rand::{Rng, SeedableRng};

@@ -340,7 +340,7 @@ fn read_json(path: &Path, source: &SourceConfig, sink: &mut dyn RecordSink) -> R
         Err(e) => return Err(malformed_document(path, e)),
     }
     match json::record_items(&text, source.records.as_deref().unwrap_or("")) {
-        Some(items) => read_json_items(&items, 1, sink),
+        Some(items) => read_json_items(&items, sink),
         // The records path leads nowhere: the whole reading says why.
         None => read_json_whole(path, source, &text, sink),
     }
@@ -409,17 +409,16 @@ fn read_json_records(
 ) -> Result<()> {
     let items = json::raw_records(text, source.records.as_deref().unwrap_or(""))
         .map_err(|e| Error::Source(format!("{}: {e}", path.display())).caused_by(e))?;
-    read_json_items(&items, 1, sink)
+    read_json_items(&items, sink)
 }
 
-/// `items` (numbered from `first`), each parsed on its own: a record, or a
+/// `items` (numbered from 1), each parsed on its own: a record, or a
 /// reject with its text as the source has it.
 fn read_json_items(
     items: &[&serde_json::value::RawValue],
-    first: u64,
     sink: &mut dyn RecordSink,
 ) -> Result<()> {
-    for (number, item) in (first..).zip(items) {
+    for (number, item) in (1..).zip(items) {
         match json::from_str(item.get()) {
             Ok(value) => json_record(value, number, sink)?,
             Err(e) => sink.unreadable(Unreadable::text(
